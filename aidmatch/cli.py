@@ -1,0 +1,200 @@
+"""The ``aidmatch`` command line. Settings are read from the environment when a command runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from aidmatch.config import Settings
+from aidmatch.enums import Role
+
+app = typer.Typer(
+    name="aidmatch",
+    help="Disaster mutual-aid matching engine. Settings come from AIDMATCH_* environment variables or .env.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens for coordinators and volunteers.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        typer.echo(f"aidmatch: bad configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _info(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _require_migrated(settings: Settings) -> None:
+    from alembic.script import ScriptDirectory
+
+    from aidmatch import migrate
+
+    head = ScriptDirectory.from_config(migrate.alembic_config(settings.database_url)).get_current_head()
+    current = migrate.current(settings.database_url)
+    if current != head:
+        _info(f"aidmatch: the database is at revision {current or 'none'}, the code needs {head}.")
+        _info("Run `aidmatch db upgrade` first.")
+        raise typer.Exit(1)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    _require_migrated(settings)
+    _info(f"aidmatch serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    if workers > 1:
+        # Each worker builds its own app from the same environment.
+        uvicorn.run("aidmatch.main:create_app", factory=True, host=host, port=port, workers=workers)
+    else:
+        from aidmatch.main import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port)
+
+
+HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
+
+
+@app.command()
+def serve(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Start the web service (the database must be migrated: `aidmatch db upgrade`)."""
+    _serve(_settings(), host, port, workers)
+
+
+@app.command()
+def demo(
+    needs: Annotated[int, typer.Option("--needs", min=0, max=1_000_000, help="Needs to generate.")] = 2000,
+    offers: Annotated[int, typer.Option("--offers", min=0, max=1_000_000, help="Offers (helpers) to generate.")] = 600,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same scenario.")] = 2010,
+    force: Annotated[bool, typer.Option(help="Add the scenario even if the database already has data.")] = False,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service afterwards.")] = True,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+) -> None:
+    """Seed a 2010-style wildfire scenario (Ryazan, Vladimir, Nizhny Novgorod, Moscow oblasts), then serve."""
+    from aidmatch import migrate
+    from aidmatch.auth import service as auth_service
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.demo import scenario as scenario_mod
+    from aidmatch.demo import service as demo_service
+
+    settings = _settings()
+    if settings.sms_sender != "console":
+        # Demo phone numbers are random and may belong to real people: never text them.
+        _info("aidmatch demo: refusing to seed random phone numbers while SMS_SENDER is not 'console'.")
+        raise typer.Exit(2)
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            if demo_service.database_is_empty(session) or force:
+                _info(f"aidmatch demo: generating {needs} needs and {offers} offers (seed {seed})…")
+                generated = scenario_mod.generate(needs, offers, seed=seed)
+                report = demo_service.seed(session=session, scenario=generated, settings=settings, seed=seed)
+                _, token = auth_service.create(session=session, name="demo coordinator", role=Role.coordinator)
+                session.commit()
+                _info(f"aidmatch demo: seeded {report.needs} needs, {report.helpers} helpers, {report.offers} offers.")
+                _info(f"Coordinator token (shown once): {token}")
+                _info(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/needs')
+            else:
+                _info("aidmatch demo: the database already has data; not seeding (use --force to add more).")
+                _info("Create a coordinator token with: aidmatch token create --role coordinator NAME")
+    finally:
+        engine.dispose()
+    if serve_after:
+        _serve(settings, host, port, 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Create or migrate the database schema to the latest (or given) revision."""
+    from aidmatch import migrate
+
+    settings = _settings()
+    migrate.upgrade(settings.database_url, revision)
+    _info(f"aidmatch: database at revision {migrate.current(settings.database_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision."""
+    from aidmatch import migrate
+
+    typer.echo(migrate.current(_settings().database_url) or "none")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Who the token is for (shown in logs and audits).")],
+    role: Annotated[Role, typer.Option(help="coordinator: everything; volunteer: no contact data.")],
+) -> None:
+    """Create a bearer token and print it (only its hash is stored; it cannot be shown again)."""
+    from aidmatch.auth import service as auth_service
+    from aidmatch.database import make_engine, make_sessionmaker
+
+    settings = _settings()
+    _require_migrated(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            row, token = auth_service.create(session=session, name=name, role=role)
+            session.commit()
+            _info(f"token {row.id} for {name!r} ({role.value}); send it as 'Authorization: Bearer <token>':")
+    finally:
+        engine.dispose()
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (ids, names, roles; never the tokens themselves)."""
+    from aidmatch.auth import service as auth_service
+    from aidmatch.database import make_engine, make_sessionmaker
+
+    engine = make_engine(_settings().database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            for t in auth_service.list_tokens(session=session):
+                state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+                typer.echo(f"{t.id}\t{t.role.value}\t{state}\t{t.name}")
+    finally:
+        engine.dispose()
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `aidmatch token list`.")]) -> None:
+    """Revoke a token at once."""
+    from aidmatch.auth import service as auth_service
+    from aidmatch.database import make_engine, make_sessionmaker
+
+    engine = make_engine(_settings().database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            if not auth_service.revoke(session=session, token_id=token_id):
+                _info(f"aidmatch: no active token with id {token_id}")
+                raise typer.Exit(1)
+            session.commit()
+            _info(f"token {token_id} revoked")
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    app(prog_name="aidmatch")
+
+
+if __name__ == "__main__":
+    main()

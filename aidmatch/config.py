@@ -1,0 +1,119 @@
+"""The one settings object. Built in ``create_app()`` or the CLI, never at import time."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = frozenset({"changethis", "changeme", "secret", "password", "xxx"})
+
+
+class SmsSenderKind(StrEnum):
+    console = "console"
+    twilio = "twilio"
+
+
+class GeocoderKind(StrEnum):
+    gazetteer = "gazetteer"
+    nominatim = "nominatim"
+
+
+def _default_database_url() -> str:
+    # Resolved when the settings object is built, so it follows the working directory.
+    return f"sqlite:///{Path.cwd() / 'aidmatch.db'}"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from ``AIDMATCH_*`` environment variables or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIDMATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = Field(default_factory=_default_database_url)
+    database_echo: bool = False
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Secrets. The session secret signs the coordinator login cookie; an empty value
+    # makes the app generate a per-process secret (sessions then end on restart).
+    secret_key: SecretStr = SecretStr("")
+
+    # Limits on what the public may send.
+    max_description_chars: Annotated[int, Field(ge=100, le=100_000)] = 2000
+    max_page_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    default_region: str = "RU"
+    default_language: str = "ru"
+    max_offer_radius_km: Annotated[float, Field(gt=0, le=2000)] = 500.0
+
+    # Scheduler.
+    scheduler_enabled: bool = True
+    batch_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    escalation_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    outbox_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    need_expiry_hours: Annotated[float, Field(gt=0)] = 72.0
+    match_response_timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    # Escalation waves for critical needs: "km:count:seconds" per wave, comma separated.
+    escalation_waves: str = "5:3:300,15:6:600,40:12:900"
+
+    # SMS.
+    sms_sender: SmsSenderKind = SmsSenderKind.console
+    sms_rate_per_s: Annotated[float, Field(gt=0)] = 1.0
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_from: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_base_url: str = ""  # empty: Twilio's own API; tests point it at a local server
+
+    # Geocoding.
+    geocoder: GeocoderKind = GeocoderKind.gazetteer
+    nominatim_user_agent: str = "aidmatch"
+    nominatim_url: str = ""  # empty: geopy's default Nominatim host
+
+    # Map tiles for the dashboard; empty shows points over a plain background.
+    tile_url: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"database_url must be sqlite:/// or postgresql+psycopg://, got {value!r}")
+        if value.startswith(("postgresql://", "postgres://")):
+            # psycopg 3 is the only PostgreSQL driver we install.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_upper(cls, value: str) -> str:
+        if len(value) != 2 or not value.isalpha():
+            raise ValueError(f"default_region must be a two-letter country code, got {value!r}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        for name in ("secret_key", "twilio_auth_token"):
+            value: SecretStr = getattr(self, name)
+            if value.get_secret_value().strip().lower() in _PLACEHOLDERS:
+                raise ValueError(f"AIDMATCH_{name.upper()} is a placeholder; set a real value")
+        if self.sms_sender is SmsSenderKind.twilio:
+            missing = [
+                f"AIDMATCH_{n.upper()}"
+                for n in ("twilio_account_sid", "twilio_auth_token")
+                if not str(getattr(self, n).get_secret_value() if n == "twilio_auth_token" else getattr(self, n))
+            ]
+            if not (self.twilio_from or self.twilio_messaging_service_sid):
+                missing.append("AIDMATCH_TWILIO_FROM or AIDMATCH_TWILIO_MESSAGING_SERVICE_SID")
+            if missing:
+                raise ValueError("SMS_SENDER=twilio needs " + ", ".join(missing))
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Demo scenario: a 2010-style wildfire emergency, generated and seeded."""

@@ -1,0 +1,66 @@
+"""Typed dependencies shared by the routers: settings, session, caller, geocoder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from aidmatch.auth import service as auth_service
+from aidmatch.auth.service import Principal
+from aidmatch.config import Settings
+from aidmatch.database import SessionDep
+from aidmatch.errors import AuthenticationError, ForbiddenError
+from geo.geocoding import Geocoder
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `aidmatch token create`")
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller behind the bearer token; None when anonymous; 401 for a bad token."""
+    if credentials is None:
+        return None
+    principal = auth_service.authenticate(session=session, plaintext=credentials.credentials)
+    if principal is None:
+        raise AuthenticationError("the bearer token is unknown or revoked")
+    return principal
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_principal)]
+
+
+def require_token(principal: OptionalPrincipal) -> Principal:
+    if principal is None:
+        raise AuthenticationError("this route needs a bearer token (aidmatch token create)")
+    return principal
+
+
+def require_coordinator(principal: OptionalPrincipal) -> Principal:
+    principal = require_token(principal)
+    if not principal.is_coordinator:
+        raise ForbiddenError("this route is for coordinators only")
+    return principal
+
+
+TokenHolder = Annotated[Principal, Depends(require_token)]
+Coordinator = Annotated[Principal, Depends(require_coordinator)]
+
+
+def get_geocoder(request: Request) -> Geocoder:
+    geocoder: Geocoder = request.app.state.geocoder()
+    return geocoder
+
+
+GeocoderDep = Annotated[Geocoder, Depends(get_geocoder)]

@@ -1,0 +1,118 @@
+"""Our exceptions and the one place that turns any error into the one HTTP error shape.
+
+Every 4xx/5xx body is an RFC 9457 problem document::
+
+    {"type": "...", "title": "...", "status": 422, "detail": "...", "errors": [...]}
+
+``errors`` is always present (empty when there is nothing per-field to say).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AidmatchError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status_code = 400
+    type_ = "bad-request"
+    title = "Bad request"
+
+
+class InvalidInputError(AidmatchError, ValueError):
+    status_code = 422
+    type_ = "invalid-input"
+    title = "Invalid input"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class NotFoundError(AidmatchError, LookupError):
+    status_code = 404
+    type_ = "not-found"
+    title = "Not found"
+
+
+class ConflictError(AidmatchError, RuntimeError):
+    status_code = 409
+    type_ = "conflict"
+    title = "Conflict"
+
+
+class AuthenticationError(AidmatchError, PermissionError):
+    status_code = 401
+    type_ = "unauthenticated"
+    title = "Authentication required"
+
+
+class ForbiddenError(AidmatchError, PermissionError):
+    status_code = 403
+    type_ = "forbidden"
+    title = "Forbidden"
+
+
+def problem(
+    status: int, type_: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    body = {
+        "type": f"/errors/{type_}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": errors or [],
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path")]
+        # Never echo the input back: it may be a megabyte of text or someone's phone number.
+        out.append({"field": ".".join(loc) or None, "message": str(err.get("msg", "invalid")), "type": err.get("type")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to the one problem shape."""
+
+    @app.exception_handler(AidmatchError)
+    async def _ours(request: Request, exc: AidmatchError) -> JSONResponse:
+        errors = []
+        if isinstance(exc, InvalidInputError) and exc.field:
+            errors.append({"field": exc.field, "message": str(exc), "type": "value_error"})
+        return problem(exc.status_code, exc.type_, exc.title, str(exc), errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc)
+        first = errors[0] if errors else {"field": None, "message": "invalid request"}
+        detail = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        return problem(422, "invalid-input", "Invalid input", detail, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {401: "Authentication required", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
+        title = titles.get(exc.status_code, "Error")
+        return problem(exc.status_code, title.lower().replace(" ", "-"), title, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal", "Internal error", "an unexpected error occurred; it has been logged")

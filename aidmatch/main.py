@@ -1,0 +1,74 @@
+"""The FastAPI application factory. ``create_app()`` builds everything; importing builds nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from sqlalchemy import text
+
+from aidmatch import __version__
+from aidmatch.config import Settings
+from aidmatch.database import SessionDep, make_engine, make_sessionmaker
+from aidmatch.errors import install_error_handlers
+from aidmatch.helpers.router import router as helpers_router
+from aidmatch.needs.router import router as needs_router
+from aidmatch.offers.router import router as offers_router
+from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
+
+
+def make_geocoder_factory(settings: Settings) -> Callable[[], Geocoder]:
+    """A thread-safe lazy geocoder: the gazetteer takes seconds to load, so only on first use."""
+    lock = threading.Lock()
+    built: list[Geocoder] = []
+
+    def factory() -> Geocoder:
+        if not built:
+            with lock:
+                if not built:
+                    built.append(GazetteerGeocoder(load_places(settings.default_region)))
+        return built[0]
+
+    return factory
+
+
+def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = None) -> FastAPI:
+    """The aidmatch web service. ``settings`` default to the environment (AIDMATCH_*)."""
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url, echo=settings.database_echo)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="aidmatch",
+        version=__version__,
+        summary="Disaster mutual-aid matching: needs, offers, helpers, matches.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
+
+    install_error_handlers(app)
+    app.include_router(needs_router)
+    app.include_router(offers_router)
+    app.include_router(helpers_router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz(session: SessionDep) -> dict[str, str]:
+        """Liveness and database reachability."""
+        session.execute(text("SELECT 1"))
+        return {"status": "ok", "database": engine.dialect.name}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

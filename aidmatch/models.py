@@ -1,0 +1,11 @@
+"""Every ORM model, imported once so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from aidmatch.auth.models import ApiToken
+from aidmatch.database import Base
+from aidmatch.helpers.models import Helper
+from aidmatch.matches.models import Match, MatchRun
+from aidmatch.messages.models import Message
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer, OfferCategory
+
+__all__ = ["ApiToken", "Base", "Helper", "Match", "MatchRun", "Message", "Need", "Offer", "OfferCategory"]

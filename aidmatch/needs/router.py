@@ -1,0 +1,63 @@
+"""HTTP routes for needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from aidmatch.categories import Category
+from aidmatch.database import SessionDep
+from aidmatch.deps import GeocoderDep, OptionalPrincipal, SettingsDep, TokenHolder
+from aidmatch.enums import NeedStatus, Source, Urgency
+from aidmatch.needs import service
+from aidmatch.needs.schemas import NeedFull, NeedIn, NeedPublic
+from aidmatch.query import BBoxDep, PageDep
+from aidmatch.schemas import Page
+
+router = APIRouter(prefix="/api/needs", tags=["needs"])
+
+
+@router.post("", status_code=201, response_model=NeedPublic)
+def create_need(need_in: NeedIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep) -> NeedPublic:
+    """Post a need. Anyone may; the answer carries the short public code to check its status."""
+    need = service.create(session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api)
+    session.commit()
+    return NeedPublic.model_validate(need)
+
+
+@router.get("", response_model=Page[NeedFull] | Page[NeedPublic])
+def list_needs(
+    session: SessionDep,
+    principal: TokenHolder,
+    page: PageDep,
+    bbox: BBoxDep,
+    status: Annotated[list[NeedStatus] | None, Query()] = None,
+    category: Annotated[list[Category] | None, Query()] = None,
+    urgency: Annotated[list[Urgency] | None, Query()] = None,
+) -> Page[NeedFull] | Page[NeedPublic]:
+    """List needs, newest first. Coordinators see contact data; volunteers do not."""
+    filters = service.NeedFilters(status=status or (), category=category or (), urgency=urgency or (), bbox=bbox)
+    needs, total = service.list_needs(session=session, filters=filters, page=page)
+    if principal.is_coordinator:
+        return Page[NeedFull](
+            items=[NeedFull.model_validate(n) for n in needs], total=total, limit=page.limit, offset=page.offset
+        )
+    return Page[NeedPublic](
+        items=[NeedPublic.model_validate(n) for n in needs], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/code/{code}", response_model=NeedPublic)
+def get_need_by_code(code: Annotated[str, Path(max_length=32)], session: SessionDep) -> NeedPublic:
+    """A need by its short public code, as its author checks it (no account needed)."""
+    return NeedPublic.model_validate(service.get_by_code(session=session, code=code))
+
+
+@router.get("/{need_id}", response_model=NeedFull | NeedPublic)
+def get_need(need_id: int, session: SessionDep, principal: OptionalPrincipal) -> NeedFull | NeedPublic:
+    """One need; contact data only for coordinators."""
+    need = service.get(session=session, need_id=need_id)
+    if principal is not None and principal.is_coordinator:
+        return NeedFull.model_validate(need)
+    return NeedPublic.model_validate(need)

@@ -1,0 +1,118 @@
+"""Needs: create, look up, list."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aidmatch.categories import Category
+from aidmatch.config import Settings
+from aidmatch.database import utcnow
+from aidmatch.enums import NeedStatus, Source, Urgency
+from aidmatch.errors import InvalidInputError, NotFoundError
+from aidmatch.needs.models import Need
+from aidmatch.needs.schemas import NeedIn
+from aidmatch.query import BBox, PageParams, paginate
+from geo.errors import GeocodingError
+from geo.geocoding import Geocoder
+
+# Every symbol has a Cyrillic look-alike (А В С Е Н К М Р Т Х) or is a digit other than 0/1,
+# so a code read aloud or typed on a Russian keyboard survives. 18**6 ≈ 34 million codes.
+CODE_ALPHABET = "ABCEHKMPTX23456789"
+CODE_LENGTH = 6
+_CYRILLIC_TO_LATIN = str.maketrans("АВСЕНКМРТХавсенкмртхОо", "ABCEHKMPTXABCEHKMPTX00")
+
+
+def normalize_code(raw: str) -> str:
+    """A public code as typed (any case, Cyrillic look-alikes, spaces) in canonical form."""
+    return "".join(raw.split()).translate(_CYRILLIC_TO_LATIN).upper()
+
+
+def new_code(session: Session) -> str:
+    for _ in range(20):
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        if session.scalar(select(Need.id).where(Need.code == code)) is None:
+            return code
+    raise RuntimeError("could not find a free need code in 20 tries; the code space is nearly full")
+
+
+@dataclass(frozen=True, slots=True)
+class NeedFilters:
+    status: Sequence[NeedStatus] = ()
+    category: Sequence[Category] = ()
+    urgency: Sequence[Urgency] = ()
+    bbox: BBox | None = None
+
+
+def create(
+    *, session: Session, need_in: NeedIn, settings: Settings, geocoder: Geocoder, source: Source = Source.api
+) -> Need:
+    """Store a new open need, geocoding its address when it came without coordinates."""
+    lat, lon, accuracy_m = need_in.lat, need_in.lon, need_in.location_accuracy_m
+    if lat is None or lon is None:
+        assert need_in.address is not None  # the schema guarantees one or the other
+        try:
+            place = geocoder.geocode(need_in.address)
+        except GeocodingError as exc:
+            raise InvalidInputError(f"{exc}; give lat and lon instead", field="address") from exc
+        lat, lon = place.lat_deg, place.lon_deg
+        accuracy_m = accuracy_m if accuracy_m is not None else 5000.0  # a settlement, not a house
+    now = utcnow()
+    need = Need(
+        code=new_code(session),
+        category=need_in.category,
+        quantity=need_in.quantity,
+        quantity_assigned=0,
+        urgency=need_in.urgency,
+        lat=lat,
+        lon=lon,
+        address=need_in.address,
+        location_accuracy_m=accuracy_m,
+        max_distance_km=need_in.max_distance_km,
+        description=need_in.description,
+        contact_name=need_in.contact_name,
+        contact_phone=need_in.contact_phone,
+        language=need_in.language,
+        source=source,
+        status=NeedStatus.open,
+        created_at=now,
+        updated_at=now,
+        needed_by=need_in.needed_by,
+        expires_at=now + timedelta(hours=settings.need_expiry_hours),
+    )
+    session.add(need)
+    session.flush()
+    return need
+
+
+def get(*, session: Session, need_id: int) -> Need:
+    need = session.get(Need, need_id)
+    if need is None:
+        raise NotFoundError(f"no need with id {need_id}")
+    return need
+
+
+def get_by_code(*, session: Session, code: str) -> Need:
+    canonical = normalize_code(code)
+    need = session.scalar(select(Need).where(Need.code == canonical))
+    if need is None:
+        raise NotFoundError(f"no need with code {code!r}")
+    return need
+
+
+def list_needs(*, session: Session, filters: NeedFilters, page: PageParams) -> tuple[list[Need], int]:
+    stmt = select(Need)
+    if filters.status:
+        stmt = stmt.where(Need.status.in_(filters.status))
+    if filters.category:
+        stmt = stmt.where(Need.category.in_(filters.category))
+    if filters.urgency:
+        stmt = stmt.where(Need.urgency.in_(filters.urgency))
+    if filters.bbox is not None:
+        stmt = stmt.where(filters.bbox.where(Need.lat, Need.lon))
+    return paginate(session, stmt.order_by(Need.id.desc()), page)

@@ -1,0 +1,53 @@
+"""HTTP routes for offers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from aidmatch.categories import Category
+from aidmatch.database import SessionDep
+from aidmatch.deps import GeocoderDep, SettingsDep, TokenHolder
+from aidmatch.enums import OfferStatus
+from aidmatch.helpers.router import task_link
+from aidmatch.offers import service
+from aidmatch.offers.schemas import OfferCreated, OfferIn, OfferOut
+from aidmatch.query import BBoxDep, PageDep
+from aidmatch.schemas import Page
+
+router = APIRouter(prefix="/api/offers", tags=["offers"])
+
+
+@router.post("", status_code=201, response_model=OfferCreated)
+def create_offer(offer_in: OfferIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep) -> OfferCreated:
+    """Offer help. Anyone may; a new phone number registers a new helper."""
+    offer, secret = service.create(session=session, offer_in=offer_in, geocoder=geocoder)
+    session.commit()
+    out = OfferCreated.model_validate(offer)
+    out.task_link = task_link(settings.public_url, secret)
+    return out
+
+
+@router.get("", response_model=Page[OfferOut])
+def list_offers(
+    session: SessionDep,
+    _: TokenHolder,
+    page: PageDep,
+    bbox: BBoxDep,
+    status: Annotated[list[OfferStatus] | None, Query()] = None,
+    category: Annotated[list[Category] | None, Query()] = None,
+    helper_id: Annotated[int | None, Query(ge=1)] = None,
+) -> Page[OfferOut]:
+    """List offers, newest first (volunteers and coordinators)."""
+    filters = service.OfferFilters(status=status or (), category=category or (), bbox=bbox, helper_id=helper_id)
+    offers, total = service.list_offers(session=session, filters=filters, page=page)
+    return Page[OfferOut](
+        items=[OfferOut.model_validate(o) for o in offers], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/{offer_id}", response_model=OfferOut)
+def get_offer(offer_id: int, session: SessionDep) -> OfferOut:
+    """One offer (no contact data in it)."""
+    return OfferOut.model_validate(service.get(session=session, offer_id=offer_id))

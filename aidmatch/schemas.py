@@ -1,0 +1,50 @@
+"""Pydantic types shared by several slices: coordinates, phones, pages of results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from notifications.errors import InvalidPhoneError
+from notifications.phones import normalize_phone
+
+T = TypeVar("T")
+
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False, description="WGS84 degrees")]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False, description="WGS84 degrees")]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+Address = Annotated[str, Field(min_length=1, max_length=500)]
+Description = Annotated[str, Field(max_length=2000)]
+
+
+def _e164(value: str) -> str:
+    # Region RU by default: "8 912 345-67-89" is a Russian mobile number.
+    try:
+        return normalize_phone(value, default_region="RU")
+    except InvalidPhoneError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+Phone = Annotated[
+    str,
+    Field(max_length=40, description="any common format; stored as E.164, Russian numbers by default"),
+    AfterValidator(_e164),
+]
+
+
+class InModel(BaseModel):
+    """Base of request bodies: unknown fields are refused, text is stripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OutModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,13 @@
+"""Errors raised by the geo package."""
+
+
+class GeoError(Exception):
+    """Base of every geo error."""
+
+
+class InvalidCoordinatesError(GeoError, ValueError):
+    """Latitude/longitude outside their ranges, not finite, or of mismatched shapes."""
+
+
+class GeocodingError(GeoError, LookupError):
+    """A place could not be found or the geocoder failed."""

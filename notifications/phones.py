@@ -1,0 +1,54 @@
+"""Phone numbers: everything stored and texted is E.164, parsed with ``phonenumbers``."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+from notifications.errors import InvalidPhoneError
+
+_MAX_RAW_CHARS = 40
+
+
+def normalize_phone(raw: str, *, default_region: str = "RU") -> str:
+    """E.164 form of ``raw`` (``8 912 345-67-89`` → ``+79123456789`` with region RU).
+
+    Raises InvalidPhoneError with the reason when it is not a valid number.
+    """
+    text = raw.strip()
+    if not text:
+        raise InvalidPhoneError("phone number is empty")
+    if len(text) > _MAX_RAW_CHARS:
+        raise InvalidPhoneError(f"phone number is {len(text)} characters long; at most {_MAX_RAW_CHARS}")
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhoneError(f"{text!r} is not a phone number") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidPhoneError(f"{text!r} is not a valid phone number for region {default_region}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_DIGIT_RUN = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+
+
+def redact_phones(text: str, *, default_region: str = "RU") -> str:
+    """``text`` with every phone number in it replaced by ``[phone hidden]``."""
+    spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=0)]
+    # PhoneNumberMatcher skips invalid-looking numbers; long digit runs are hidden anyway.
+    spans += [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(text) if sum(c.isdigit() for c in m.group()) >= 7]
+    if not spans:
+        return text
+    spans.sort()
+    out, pos = [], 0
+    for start, end in spans:
+        if start < pos:
+            start = pos
+        if start >= end:
+            continue
+        out.append(text[pos:start])
+        out.append("[phone hidden]")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
