@@ -82,11 +82,11 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError(f"database_url must be sqlite:/// or postgresql+psycopg://, got {value!r}")
         if value.startswith(("postgresql://", "postgres://")):
             # psycopg 3 is the only PostgreSQL driver we install.
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite:", "postgresql+psycopg:")):
+            raise ValueError(f"database_url must be sqlite:///… or postgresql+psycopg://…, got {value!r}")
         return value
 
     @field_validator("default_region")

@@ -29,7 +29,7 @@ def validate_lat_lon(lat_deg: ArrayLike, lon_deg: ArrayLike) -> tuple[FloatArray
         if bad.any():
             i = int(np.flatnonzero(bad.ravel())[0])
             raise InvalidCoordinatesError(
-                f"{name}[{i}] = {values.ravel()[i]!r} is outside [-{bound:g}, {bound:g}] "
+                f"{name}[{i}] = {float(values.ravel()[i])!r} is outside [-{bound:g}, {bound:g}] "
                 f"({int(bad.sum())} bad value(s) in all)"
             )
     return lat, lon

@@ -20,6 +20,8 @@ from aidmatch.helpers.service import new_link_secret
 from aidmatch.needs.models import Need
 from aidmatch.needs.service import CODE_ALPHABET, CODE_LENGTH
 from aidmatch.offers.models import Offer, OfferCategory
+from notifications.errors import InvalidPhoneError
+from notifications.phones import normalize_phone
 
 _FIRST_NAMES = (
     "Анна",
@@ -74,11 +76,18 @@ class SeedReport:
     offers: int
 
 
+def _valid(phone: str) -> bool:
+    try:
+        return normalize_phone(phone) == phone
+    except InvalidPhoneError:
+        return False
+
+
 def _phones(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
     out: list[str] = []
     while len(out) < n:
         phone = f"+7{rng.choice(_OPERATOR_CODES)}{int(rng.integers(0, 10_000_000)):07d}"
-        if phone not in taken:
+        if phone not in taken and _valid(phone):
             taken.add(phone)
             out.append(phone)
     return out

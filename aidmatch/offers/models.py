@@ -56,4 +56,5 @@ class Offer(Base):
 
     @property
     def categories(self) -> list[Category]:
-        return [row.category for row in self.category_rows]
+        order = list(Category)
+        return sorted((row.category for row in self.category_rows), key=order.index)

@@ -1,0 +1,62 @@
+"""App-tier fixtures: settings, the app, a client, tokens, sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from aidmatch.auth import service as auth_service
+from aidmatch.config import Settings
+from aidmatch.database import make_engine, make_sessionmaker
+from aidmatch.enums import Role
+from aidmatch.main import create_app
+from geo.geocoding import GazetteerGeocoder, load_places
+
+
+@pytest.fixture(scope="session")
+def gazetteer() -> GazetteerGeocoder:
+    return GazetteerGeocoder(load_places("RU"))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, public_url="http://testserver", _env_file=None)
+
+
+@pytest.fixture
+def client(settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, geocoder=gazetteer), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Session]:
+    """A session on the same database, to look behind the API."""
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        yield session
+    engine.dispose()
+
+
+def _token(settings: Settings, role: Role) -> str:
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            _, plaintext = auth_service.create(session=session, name=f"test {role.value}", role=role)
+            session.commit()
+    finally:
+        engine.dispose()
+    return plaintext
+
+
+@pytest.fixture
+def coordinator_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(settings, Role.coordinator)}"}
+
+
+@pytest.fixture
+def volunteer_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(settings, Role.volunteer)}"}

@@ -1,0 +1,134 @@
+"""Tokens and the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from aidmatch.auth.models import ApiToken
+from aidmatch.cli import app
+from aidmatch.config import Settings
+
+runner = CliRunner()
+
+
+def _env(url: str) -> dict[str, str]:
+    return {"AIDMATCH_DATABASE_URL": url}
+
+
+def test_token_create_prints_a_working_token_and_stores_only_its_hash(
+    settings: Settings, client: TestClient, db: Session
+) -> None:
+    result = runner.invoke(app, ["token", "create", "--role", "coordinator", "Ольга"], env=_env(settings.database_url))
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().split()[-1]
+    assert token.startswith("am_")
+    rows = list(db.scalars(select(ApiToken)))
+    assert [(r.name, r.role.value) for r in rows] == [("Ольга", "coordinator")]
+    assert token not in rows[0].token_hash
+    ok = client.get("/api/helpers", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200
+
+    listed = runner.invoke(app, ["token", "list"], env=_env(settings.database_url))
+    assert "Ольга" in listed.stdout
+    assert token not in listed.stdout
+    revoked = runner.invoke(app, ["token", "revoke", str(rows[0].id)], env=_env(settings.database_url))
+    assert revoked.exit_code == 0
+    assert client.get("/api/helpers", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    again = runner.invoke(app, ["token", "revoke", str(rows[0].id)], env=_env(settings.database_url))
+    assert again.exit_code == 1
+
+
+def test_token_create_refuses_an_unknown_role(settings: Settings) -> None:
+    result = runner.invoke(app, ["token", "create", "--role", "admin", "x"], env=_env(settings.database_url))
+    assert result.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["demo"], ["db"], ["db", "upgrade"], ["token"], ["token", "create"]]
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+    assert len(result.output.splitlines()) > 3
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--port", "1"], env=_env(f"sqlite:///{tmp_path / 'new.db'}"))
+    assert result.exit_code == 1
+    assert "aidmatch db upgrade" in result.output
+
+
+def test_db_upgrade_then_current(tmp_path: Path) -> None:
+    env = _env(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    current = runner.invoke(app, ["db", "current"], env=env)
+    assert current.stdout.strip() == "0001"
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["db", "upgrade"], env={"AIDMATCH_DATABASE_URL": "mysql://x"})
+    assert result.exit_code == 2
+    assert "database_url" in result.output
+
+
+def test_console_script_serves_demo_needs(tmp_path: Path) -> None:
+    """The installed `aidmatch` script end to end: demo seeds, serve answers with those needs."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    exe = Path(sys.executable).parent / "aidmatch"
+    env = {**os.environ, "AIDMATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    seeded = subprocess.run(
+        [str(exe), "demo", "--needs", "40", "--offers", "15", "--no-serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    token = next(line.split()[-1] for line in seeded.stderr.splitlines() if "Coordinator token" in line)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/needs?limit=100", headers={"Authorization": f"Bearer {token}"}
+                )
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "aidmatch serve did not answer within 30 s"
+                time.sleep(0.3)
+        assert body["total"] == 40
+        assert all(item["contact_phone"].startswith("+7") for item in body["items"])
+        # A second demo run on a non-empty database does not seed again.
+        again = subprocess.run(
+            [str(exe), "demo", "--no-serve"], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        assert again.returncode == 0
+        assert "not seeding" in again.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

@@ -1,0 +1,166 @@
+"""The needs API: create, read, list with filters, privacy of contact data."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from aidmatch.needs.models import Need
+from aidmatch.needs.service import CODE_ALPHABET, CODE_LENGTH
+
+GOOD: dict[str, Any] = {
+    "category": "water",
+    "quantity": 3,
+    "urgency": "urgent",
+    "lat": 55.13758,
+    "lon": 40.17997,
+    "description": "нет воды",
+    "contact_name": "Анна",
+    "contact_phone": "8 912 345-67-89",
+}
+
+
+def _post(client: TestClient, **overrides: Any) -> dict[str, Any]:
+    r = client.post("/api/needs", json={**GOOD, **overrides})
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_create_returns_code_and_hides_the_phone(client: TestClient, db: Session) -> None:
+    body = _post(client)
+    assert re.fullmatch(f"[{CODE_ALPHABET}]{{{CODE_LENGTH}}}", body["code"])
+    assert body["status"] == "open"
+    assert body["source"] == "api"
+    assert body["quantity"] == 3
+    assert "contact_phone" not in body
+    assert "contact_name" not in body
+    assert "9123456789" not in r_text(body)
+    stored = db.get(Need, body["id"])
+    assert stored is not None
+    assert stored.contact_phone == "+79123456789"  # normalised to E.164 with region RU
+    assert stored.expires_at is not None
+    assert stored.expires_at > stored.created_at
+
+
+def r_text(body: object) -> str:
+    return re.sub(r"[\s\-()]", "", str(body))
+
+
+def test_public_view_hides_phone_typed_into_the_description(
+    client: TestClient, coordinator_headers: dict[str, str]
+) -> None:
+    body = _post(client, description="звоните 8 (912) 345-67-89, нас трое")
+    assert "345" not in body["description"]
+    assert "нас трое" in body["description"]
+    public = client.get(f"/api/needs/{body['id']}").json()
+    assert "345" not in public["description"]
+    full = client.get(f"/api/needs/{body['id']}", headers=coordinator_headers).json()
+    assert full["description"] == "звоните 8 (912) 345-67-89, нас трое"
+    assert full["contact_phone"] == "+79123456789"
+
+
+def test_get_by_id_public_and_coordinator(
+    client: TestClient, coordinator_headers: dict[str, str], volunteer_headers: dict[str, str]
+) -> None:
+    need = _post(client)
+    public = client.get(f"/api/needs/{need['id']}")
+    assert public.status_code == 200
+    assert "contact_phone" not in public.json()
+    volunteer = client.get(f"/api/needs/{need['id']}", headers=volunteer_headers).json()
+    assert "contact_phone" not in volunteer
+    full = client.get(f"/api/needs/{need['id']}", headers=coordinator_headers).json()
+    assert full["contact_phone"] == "+79123456789"
+    assert full["contact_name"] == "Анна"
+    assert client.get("/api/needs/999999").status_code == 404
+
+
+def test_status_by_code_accepts_lower_case_and_cyrillic_lookalikes(client: TestClient) -> None:
+    need = _post(client)
+    code = need["code"]
+    latin_to_cyrillic = str.maketrans("ABCEHKMPTX", "АВСЕНКМРТХ")
+    for typed in (code, code.lower(), code.translate(latin_to_cyrillic), f" {code[:3]} {code[3:]} "):
+        r = client.get(f"/api/needs/code/{typed}")
+        assert r.status_code == 200, typed
+        assert r.json()["id"] == need["id"]
+        assert "contact_phone" not in r.json()
+    assert client.get("/api/needs/code/ZZZZZZ").status_code == 404
+
+
+def test_create_by_address_uses_the_offline_gazetteer(client: TestClient) -> None:
+    body = _post(client, lat=None, lon=None, address="г. Шатура")
+    assert body["lat"] == pytest.approx(55.5726, abs=1e-3)
+    assert body["lon"] == pytest.approx(39.5342, abs=1e-3)
+    assert body["address"] == "г. Шатура"
+
+
+def test_unknown_address_is_refused_and_nothing_written(client: TestClient, db: Session) -> None:
+    r = client.post("/api/needs", json={**GOOD, "lat": None, "lon": None, "address": "Нигдевиль-на-Луне"})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "address"
+    assert db.scalar(select(func.count()).select_from(Need)) == 0
+
+
+def test_listing_needs_a_token_and_only_coordinators_see_phones(
+    client: TestClient, coordinator_headers: dict[str, str], volunteer_headers: dict[str, str]
+) -> None:
+    _post(client)
+    anonymous = client.get("/api/needs")
+    assert anonymous.status_code == 401
+    assert "+7912" not in anonymous.text
+    volunteer = client.get("/api/needs", headers=volunteer_headers)
+    assert volunteer.status_code == 200
+    assert volunteer.json()["total"] == 1
+    assert "+7912" not in volunteer.text
+    assert "contact_phone" not in volunteer.json()["items"][0]
+    coordinator = client.get("/api/needs", headers=coordinator_headers).json()
+    assert coordinator["items"][0]["contact_phone"] == "+79123456789"
+    bad = client.get("/api/needs", headers={"Authorization": "Bearer am_not-a-real-token"})
+    assert bad.status_code == 401
+
+
+def test_filters_and_pagination(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+    made = [
+        _post(client, category="water", urgency="critical", lat=55.0, lon=40.0),
+        _post(client, category="food", urgency="normal", lat=55.5, lon=40.5),
+        _post(client, category="water", urgency="normal", lat=56.5, lon=44.0),
+        _post(client, category="shelter", urgency="urgent", lat=-16.5, lon=179.9),  # Fiji, east of 180°
+        _post(client, category="shelter", urgency="urgent", lat=-16.6, lon=-179.9),  # west of 180°
+    ]
+    h = coordinator_headers
+
+    def ids(query: str) -> set[int]:
+        r = client.get(f"/api/needs?{query}", headers=h)
+        assert r.status_code == 200, r.text
+        return {item["id"] for item in r.json()["items"]}
+
+    assert ids("category=water") == {made[0]["id"], made[2]["id"]}
+    assert ids("category=water&category=food") == {made[0]["id"], made[1]["id"], made[2]["id"]}
+    assert ids("urgency=critical") == {made[0]["id"]}
+    assert ids("status=open") == {m["id"] for m in made}
+    assert ids("status=assigned") == set()
+    assert ids("bbox=39.5,54.5,41,56") == {made[0]["id"], made[1]["id"]}
+    # A box across the antimeridian: min_lon > max_lon.
+    assert ids("bbox=179,-17,-179,-16") == {made[3]["id"], made[4]["id"]}
+
+    page1 = client.get("/api/needs?limit=2&offset=0", headers=h).json()
+    page2 = client.get("/api/needs?limit=2&offset=2", headers=h).json()
+    page3 = client.get("/api/needs?limit=2&offset=4", headers=h).json()
+    assert page1["total"] == page2["total"] == page3["total"] == 5
+    seen = [i["id"] for p in (page1, page2, page3) for i in p["items"]]
+    assert seen == sorted((m["id"] for m in made), reverse=True)  # newest first, no overlap
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["bbox=1,2,3", "bbox=a,b,c,d", "bbox=0,91,1,92", "bbox=0,50,1,40", "category=unicorns", "limit=0", "limit=100000"],
+)
+def test_bad_list_parameters_get_422(client: TestClient, coordinator_headers: dict[str, str], query: str) -> None:
+    r = client.get(f"/api/needs?{query}", headers=coordinator_headers)
+    assert r.status_code == 422
+    assert set(r.json()) == {"type", "title", "status", "detail", "errors"}

@@ -1,0 +1,87 @@
+"""Offers and helpers: registration by phone, private task link, roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aidmatch.auth.service import hash_secret
+from aidmatch.helpers.models import Helper
+
+OFFER: dict[str, Any] = {
+    "categories": ["water", "transport", "water"],
+    "capacity": 2,
+    "radius_km": 30,
+    "lat": 54.62696,
+    "lon": 39.70415,
+    "name": "Иван",
+    "phone": "8 903 123-45-67",
+}
+
+
+def test_offer_registers_its_helper_once(client: TestClient, db: Session) -> None:
+    r = client.post("/api/offers", json=OFFER)
+    assert r.status_code == 201, r.text
+    first = r.json()
+    assert first["categories"] == ["water", "transport"]  # deduplicated, in catalogue order
+    assert first["status"] == "active"
+    assert first["capacity_used"] == 0
+    assert "phone" not in first
+    link = first["task_link"]
+    assert link.startswith("http://testserver/tasks/")
+    helper = db.scalar(select(Helper).where(Helper.id == first["helper_id"]))
+    assert helper is not None
+    assert helper.phone == "+79031234567"
+    # Only a hash of the private link is stored.
+    secret = link.rsplit("/", 1)[1]
+    assert helper.link_hash == hash_secret(secret)
+    assert secret not in (helper.link_hash or "")
+
+    second = client.post("/api/offers", json={**OFFER, "phone": "+79031234567", "categories": ["food"]}).json()
+    assert second["helper_id"] == first["helper_id"]
+    assert second["task_link"] is None  # an existing helper's link is never shown to a caller
+
+
+def test_offer_by_address(client: TestClient) -> None:
+    body = client.post("/api/offers", json={**OFFER, "lat": None, "lon": None, "address": "Рязань"}).json()
+    assert abs(body["lat"] - 54.627) < 0.01
+    assert abs(body["lon"] - 39.704) < 0.01
+
+
+def test_listing_offers(client: TestClient, volunteer_headers: dict[str, str]) -> None:
+    a = client.post("/api/offers", json=OFFER).json()
+    b = client.post("/api/offers", json={**OFFER, "categories": ["food"], "phone": "+79161112233"}).json()
+    assert client.get("/api/offers").status_code == 401
+    water = client.get("/api/offers?category=water", headers=volunteer_headers).json()
+    assert [o["id"] for o in water["items"]] == [a["id"]]
+    assert water["total"] == 1
+    by_helper = client.get(f"/api/offers?helper_id={b['helper_id']}", headers=volunteer_headers).json()
+    assert [o["id"] for o in by_helper["items"]] == [b["id"]]
+    assert "+7916" not in client.get("/api/offers", headers=volunteer_headers).text
+    one = client.get(f"/api/offers/{a['id']}")
+    assert one.status_code == 200
+    assert one.json()["categories"] == ["water", "transport"]
+    assert client.get("/api/offers/99999").status_code == 404
+
+
+def test_helpers_register_and_coordinator_only_listing(
+    client: TestClient, coordinator_headers: dict[str, str], volunteer_headers: dict[str, str]
+) -> None:
+    r = client.post("/api/helpers", json={"name": "Отряд Шатура", "phone": "+79161234567", "is_organisation": True})
+    assert r.status_code == 201
+    created = r.json()
+    assert created["task_link"]
+    assert "phone" not in created
+    again = client.post("/api/helpers", json={"name": "Другое имя", "phone": "8 916 123 45 67"})
+    assert again.status_code == 200
+    assert again.json()["id"] == created["id"]
+    assert again.json()["task_link"] is None
+    assert client.get("/api/helpers").status_code == 401
+    assert client.get("/api/helpers", headers=volunteer_headers).status_code == 403
+    listing = client.get("/api/helpers", headers=coordinator_headers).json()
+    assert listing["total"] == 1
+    assert listing["items"][0]["phone"] == "+79161234567"
+    assert client.get(f"/api/helpers/{created['id']}", headers=coordinator_headers).json()["is_organisation"] is True

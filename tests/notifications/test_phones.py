@@ -1,0 +1,37 @@
+"""Phone numbers to E.164 and phone numbers hidden in free text."""
+
+from __future__ import annotations
+
+import pytest
+
+from notifications.errors import InvalidPhoneError
+from notifications.phones import normalize_phone, redact_phones
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["8 912 345-67-89", "+7 912 345 67 89", "+7 (912) 345-67-89", "89123456789", "7-912-345-67-89", " +79123456789 "],
+)
+def test_russian_formats_become_e164(raw: str) -> None:
+    assert normalize_phone(raw) == "+79123456789"
+
+
+def test_foreign_numbers_keep_their_country() -> None:
+    assert normalize_phone("+44 20 7946 0958") == "+442079460958"
+    assert normalize_phone("020 7946 0958", default_region="GB") == "+442079460958"
+
+
+@pytest.mark.parametrize("raw", ["", "call me maybe", "12345", "+7 000 000 00 00", "8" * 50])
+def test_invalid_numbers_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidPhoneError):
+        normalize_phone(raw)
+
+
+def test_redaction() -> None:
+    text = "Звоните 8 912 345-67-89 или +7(903)1234567. Дом 12, кв. 5, нас 3 человека"
+    out = redact_phones(text)
+    assert "345" not in out
+    assert "1234567" not in out
+    assert "Дом 12, кв. 5, нас 3 человека" in out
+    assert out.count("[phone hidden]") == 2
+    assert redact_phones("нет воды") == "нет воды"
