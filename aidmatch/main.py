@@ -42,6 +42,9 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if geocoder is None:
+            # Load the gazetteer off the request path so the first address lookup is fast.
+            threading.Thread(target=app.state.geocoder, name="gazetteer-warmup", daemon=True).start()
         yield
         engine.dispose()
 
