@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aidmatch.auth.service import hash_secret
 from aidmatch.database import utcnow
-from aidmatch.enums import Language
+from aidmatch.enums import Language, VettingTier
 from aidmatch.errors import NotFoundError
 from aidmatch.helpers.models import Helper
 from aidmatch.helpers.schemas import HelperIn
@@ -29,26 +31,34 @@ def get_or_create(
     is_organisation: bool = False,
     max_active_tasks: int = 3,
 ) -> tuple[Helper, str | None]:
-    """The helper with this phone, or a new one. For a new helper also the private link secret."""
+    """The helper with this phone, or a new one. For a new helper also the private link secret.
+
+    Safe when two requests register the same phone at once: the insert is ON CONFLICT DO NOTHING.
+    """
     helper = session.scalar(select(Helper).where(Helper.phone == phone))
     if helper is not None:
         return helper, None
     secret = new_link_secret()
     now = utcnow()
-    helper = Helper(
-        name=name,
-        phone=phone,
-        language=language,
-        is_organisation=is_organisation,
-        max_active_tasks=max_active_tasks,
-        sms_consent=True,
-        link_hash=hash_secret(secret),
-        created_at=now,
-        updated_at=now,
+    values = {
+        "name": name,
+        "phone": phone,
+        "language": language,
+        "is_organisation": is_organisation,
+        "max_active_tasks": max_active_tasks,
+        "sms_consent": True,
+        "vetting_tier": VettingTier.unverified,
+        "link_hash": hash_secret(secret),
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    new_id = session.scalar(
+        insert(Helper).values(**values).on_conflict_do_nothing(index_elements=[Helper.phone]).returning(Helper.id)
     )
-    session.add(helper)
-    session.flush()
-    return helper, secret
+    helper = session.scalar(select(Helper).where(Helper.phone == phone))
+    assert helper is not None  # inserted now or by the request we raced with
+    return helper, secret if new_id is not None else None
 
 
 def register(*, session: Session, helper_in: HelperIn) -> tuple[Helper, str | None]:

@@ -85,3 +85,36 @@ def test_helpers_register_and_coordinator_only_listing(
     assert listing["total"] == 1
     assert listing["items"][0]["phone"] == "+79161234567"
     assert client.get(f"/api/helpers/{created['id']}", headers=coordinator_headers).json()["is_organisation"] is True
+
+
+def test_concurrent_registrations_of_one_phone_make_one_helper(client: TestClient, db: Session) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(k: int) -> int:
+        body = {**OFFER, "phone": "+79167770000", "categories": ["food"], "capacity": k + 1}
+        return client.post("/api/offers", json=body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(post, range(16)))
+    assert codes == [201] * 16
+    helpers = list(db.scalars(select(Helper).where(Helper.phone == "+79167770000")))
+    assert len(helpers) == 1
+    listing = client.get("/api/offers?limit=100", headers=_coordinator(db))
+    assert {o["helper_id"] for o in listing.json()["items"]} == {helpers[0].id}
+    assert listing.json()["total"] == 16
+
+
+def _coordinator(db: Session) -> dict[str, str]:
+    from aidmatch.auth import service as auth_service
+    from aidmatch.enums import Role
+
+    _, token = auth_service.create(session=db, name="t", role=Role.coordinator)
+    db.commit()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_openapi_schema_and_docs_render(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/needs", "/api/needs/{need_id}", "/api/needs/code/{code}", "/api/offers", "/api/helpers"):
+        assert path in schema["paths"], path
+    assert client.get("/docs").status_code == 200
