@@ -1,0 +1,265 @@
+"""CSV files in and out of the batch matcher (`aidmatch match-file`), no database.
+
+needs.csv:  id,lat,lon,category,quantity,urgency   (quantity default 1, urgency default normal)
+offers.csv: id,lat,lon,categories,capacity,radius_km (categories separated by ';', capacity default 1)
+output:     need_id,offer_id,quantity,distance_km
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aidmatch.categories import Category
+from aidmatch.enums import Urgency
+from aidmatch.errors import InvalidInputError
+
+CATEGORY_CODES = [c.value for c in Category]
+URGENCY_CODES = [u.value for u in Urgency]  # index 0 critical, 1 urgent, 2 normal
+NEED_COLUMNS = ("id", "lat", "lon", "category", "quantity", "urgency")
+OFFER_COLUMNS = ("id", "lat", "lon", "categories", "capacity", "radius_km")
+
+
+class CsvError(InvalidInputError):
+    """A bad row or header; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsFile:
+    ids: NDArray[np.object_]
+    lat: NDArray[np.float64]
+    lon: NDArray[np.float64]
+    category: NDArray[np.int64]
+    quantity: NDArray[np.int64]
+    urgency: NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class OffersFile:
+    ids: NDArray[np.object_]
+    lat: NDArray[np.float64]
+    lon: NDArray[np.float64]
+    category_mask: NDArray[np.int64]
+    capacity: NDArray[np.int64]
+    radius_km: NDArray[np.float64]
+
+
+def _read_columns(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, list[str]]:
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise CsvError(f"{path}: cannot open: {exc.strerror}") from exc
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip().lower() for h in next(reader)]
+        except StopIteration:
+            raise CsvError(f"{path}: empty file; expected a header with {', '.join(required)}") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise CsvError(f"{path}: line 1: missing column(s) {', '.join(missing)}; header is {','.join(header)}")
+        wanted = [c for c in (*required, *optional) if c in header]
+        index = [header.index(c) for c in wanted]
+        columns: dict[str, list[str]] = {c: [] for c in wanted}
+        appenders = [columns[c].append for c in wanted]
+        width = len(header)
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) != width:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    raise CsvError(f"{path}: line {line_no}: empty line")
+                raise CsvError(f"{path}: line {line_no}: {len(row)} fields, the header has {width}")
+            for append, i in zip(appenders, index, strict=True):
+                append(row[i])
+    return columns
+
+
+def _numbers(
+    path: Path,
+    name: str,
+    values: list[str],
+    *,
+    dtype: type[np.float64] | type[np.int64],
+    default: float | None = None,
+    check: Callable[[NDArray[np.float64]], NDArray[np.bool_]] | None = None,
+    expect: str = "",
+) -> NDArray[np.generic]:
+    raw = np.asarray(values, dtype=object)
+    if default is not None:
+        raw = np.where(np.char.strip(raw.astype(str)) == "", str(default), raw)
+    try:
+        out = np.asarray(raw.astype(str), dtype=np.float64)
+    except ValueError:
+        out = None
+    bad: NDArray[np.bool_]
+    if out is None:
+        bad = np.array([not _is_float(v) for v in raw], dtype=bool)
+    else:
+        bad = ~np.isfinite(out)
+        if dtype is np.int64:
+            bad |= out != np.round(out)
+        if check is not None:
+            bad |= ~check(out)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CsvError(f"{path}: line {i + 2}: {name} = {values[i]!r} is not {expect or 'a number'}")
+    assert out is not None
+    return out.astype(dtype)
+
+
+def _is_float(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _codes(path: Path, name: str, values: list[str], known: list[str], default: str | None = None) -> NDArray[np.int64]:
+    lookup = {code: i for i, code in enumerate(known)}
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        key = v.strip().lower() or (default or "")
+        code = lookup.get(key)
+        if code is None:
+            raise CsvError(f"{path}: line {i + 2}: {name} = {v!r} is not one of {', '.join(known)}")
+        out[i] = code
+    return out
+
+
+def _ids(path: Path, values: list[str]) -> NDArray[np.object_]:
+    ids = np.asarray([v.strip() for v in values], dtype=object)
+    empty = ids == ""
+    if empty.any():
+        raise CsvError(f"{path}: line {int(np.flatnonzero(empty)[0]) + 2}: id is empty")
+    return ids
+
+
+def read_needs(path: Path) -> NeedsFile:
+    """Needs from CSV, validated; a CsvError names the first bad line."""
+    cols = _read_columns(path, ("id", "lat", "lon", "category"), ("quantity", "urgency"))
+    n = len(cols["id"])
+    lat = _numbers(
+        path, "lat", cols["lat"], dtype=np.float64, check=lambda a: np.abs(a) <= 90, expect="a latitude in [-90, 90]"
+    )
+    lon = _numbers(
+        path,
+        "lon",
+        cols["lon"],
+        dtype=np.float64,
+        check=lambda a: np.abs(a) <= 180,
+        expect="a longitude in [-180, 180]",
+    )
+    quantity = (
+        _numbers(
+            path,
+            "quantity",
+            cols["quantity"],
+            dtype=np.int64,
+            default=1,
+            check=lambda a: a >= 1,
+            expect="a positive integer",
+        )
+        if "quantity" in cols
+        else np.ones(n, dtype=np.int64)
+    )
+    urgency = (
+        _codes(path, "urgency", cols["urgency"], URGENCY_CODES, default="normal")
+        if "urgency" in cols
+        else np.full(n, URGENCY_CODES.index("normal"), dtype=np.int64)
+    )
+    return NeedsFile(
+        ids=_ids(path, cols["id"]),
+        lat=lat.astype(np.float64),
+        lon=lon.astype(np.float64),
+        category=_codes(path, "category", cols["category"], CATEGORY_CODES),
+        quantity=quantity.astype(np.int64),
+        urgency=urgency,
+    )
+
+
+def read_offers(path: Path) -> OffersFile:
+    """Offers from CSV, validated; a CsvError names the first bad line."""
+    cols = _read_columns(path, ("id", "lat", "lon", "categories", "radius_km"), ("capacity",))
+    n = len(cols["id"])
+    lat = _numbers(
+        path, "lat", cols["lat"], dtype=np.float64, check=lambda a: np.abs(a) <= 90, expect="a latitude in [-90, 90]"
+    )
+    lon = _numbers(
+        path,
+        "lon",
+        cols["lon"],
+        dtype=np.float64,
+        check=lambda a: np.abs(a) <= 180,
+        expect="a longitude in [-180, 180]",
+    )
+    radius = _numbers(
+        path,
+        "radius_km",
+        cols["radius_km"],
+        dtype=np.float64,
+        check=lambda a: a > 0,
+        expect="a positive distance in km",
+    )
+    capacity = (
+        _numbers(
+            path,
+            "capacity",
+            cols["capacity"],
+            dtype=np.int64,
+            default=1,
+            check=lambda a: a >= 1,
+            expect="a positive integer",
+        )
+        if "capacity" in cols
+        else np.ones(n, dtype=np.int64)
+    )
+    lookup = {code: 1 << i for i, code in enumerate(CATEGORY_CODES)}
+    masks = np.zeros(n, dtype=np.int64)
+    cache: dict[str, int] = {}
+    for i, raw in enumerate(cols["categories"]):
+        mask = cache.get(raw)
+        if mask is None:
+            mask = 0
+            for part in raw.split(";"):
+                key = part.strip().lower()
+                if not key:
+                    continue
+                bit = lookup.get(key)
+                if bit is None:
+                    raise CsvError(
+                        f"{path}: line {i + 2}: category {part.strip()!r} is not one of {', '.join(CATEGORY_CODES)}"
+                    )
+                mask |= bit
+            if mask == 0:
+                raise CsvError(f"{path}: line {i + 2}: categories is empty")
+            cache[raw] = mask
+        masks[i] = mask
+    return OffersFile(
+        ids=_ids(path, cols["id"]),
+        lat=lat.astype(np.float64),
+        lon=lon.astype(np.float64),
+        category_mask=masks,
+        capacity=capacity.astype(np.int64),
+        radius_km=radius.astype(np.float64),
+    )
+
+
+def write_matches(
+    out: IO[str],
+    need_ids: Iterable[str],
+    offer_ids: Iterable[str],
+    quantity: NDArray[np.int64],
+    distance_km: NDArray[np.float64],
+) -> None:
+    """Assignment rows as CSV: need_id,offer_id,quantity,distance_km (distance to 0.001 km)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["need_id", "offer_id", "quantity", "distance_km"])
+    writer.writerows(
+        zip(need_ids, offer_ids, quantity.tolist(), np.char.mod("%.3f", distance_km).tolist(), strict=True)
+    )
