@@ -122,14 +122,16 @@ def _is_float(value: object) -> bool:
 
 def _codes(path: Path, name: str, values: list[str], known: list[str], default: str | None = None) -> NDArray[np.int64]:
     lookup = {code: i for i, code in enumerate(known)}
-    out = np.empty(len(values), dtype=np.int64)
-    for i, v in enumerate(values):
-        key = v.strip().lower() or (default or "")
-        code = lookup.get(key)
+    # Few distinct values in many rows: map each distinct spelling once.
+    uniques, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    mapped = np.empty(len(uniques), dtype=np.int64)
+    for j, v in enumerate(uniques.tolist()):
+        code = lookup.get(v.strip().lower() or (default or ""))
         if code is None:
+            i = values.index(v)
             raise CsvError(f"{path}: line {i + 2}: {name} = {v!r} is not one of {', '.join(known)}")
-        out[i] = code
-    return out
+        mapped[j] = code
+    return mapped[inverse.reshape(-1)] if len(values) else np.empty(0, dtype=np.int64)
 
 
 def _ids(path: Path, values: list[str]) -> NDArray[np.object_]:

@@ -1,1 +1,37 @@
-"""matching."""
+"""matching: global, capacity-aware assignment of needs to offers (numpy + scipy only)."""
+
+from matching.batch import (
+    ALL_IN_RANGE_AT_CAPACITY,
+    NO_OFFER_IN_RANGE,
+    ONLY_TOO_FAR,
+    SERVED,
+    Assignment,
+    match,
+    objective,
+)
+from matching.candidates import CandidateEdges, build_candidates, offer_index
+from matching.columns import CRITICAL, NORMAL, URGENCY_WEIGHT, URGENT, Needs, Offers
+from matching.errors import InvalidInputError, MatchingError
+from matching.online import nearest_capable
+
+__all__ = [
+    "ALL_IN_RANGE_AT_CAPACITY",
+    "CRITICAL",
+    "NORMAL",
+    "NO_OFFER_IN_RANGE",
+    "ONLY_TOO_FAR",
+    "SERVED",
+    "URGENCY_WEIGHT",
+    "URGENT",
+    "Assignment",
+    "CandidateEdges",
+    "InvalidInputError",
+    "MatchingError",
+    "Needs",
+    "Offers",
+    "build_candidates",
+    "match",
+    "nearest_capable",
+    "objective",
+    "offer_index",
+]
