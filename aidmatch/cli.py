@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -116,6 +117,34 @@ def demo(
         engine.dispose()
     if serve_after:
         _serve(settings, host, port, 1)
+
+
+@app.command("match-file")
+def match_file(
+    needs_csv: Annotated[Path, typer.Argument(help="needs.csv: id,lat,lon,category[,quantity,urgency]")],
+    offers_csv: Annotated[Path, typer.Argument(help="offers.csv: id,lat,lon,categories,radius_km[,capacity]")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write need_id,offer_id,quantity,distance_km.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object to stdout.")] = False,
+) -> None:
+    """Run the batch matcher on CSV files, without a database."""
+    import json
+
+    from aidmatch.errors import InvalidInputError
+    from aidmatch.matchfile import match_files
+
+    try:
+        summary = match_files(needs_csv, offers_csv, out)
+    except (InvalidInputError, ValueError) as exc:
+        _info(f"aidmatch match-file: {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        typer.echo(
+            f"{summary.matched_needs} of {summary.needs} needs matched ({summary.assigned_quantity} units) "
+            f"by {summary.offers} offers; {summary.unmatched_needs} unmatched; "
+            f"{summary.total_distance_km:.1f} km in all; matching took {summary.seconds:.3f} s; wrote {out}"
+        )
 
 
 @db_app.command("upgrade")

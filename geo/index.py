@@ -1,0 +1,390 @@
+"""A live spatial index over points on the unit sphere with one k-d tree per category.
+
+Items carry an integer id, a position (degrees) and a category bitmask (int64; bit ``c`` set means
+the item belongs to category ``c``, ``0 <= c < MAX_CATEGORIES``). Each category has its own
+``scipy.spatial.cKDTree`` over 3-D unit vectors, so the trees answer in chord length, which orders
+exactly like great-circle distance and has no seam at the ±180° meridian or at the poles. Results
+are great-circle km.
+
+Changes do not rebuild the trees each time: new items go to a small buffer (searched with tiny
+trees rebuilt lazily) and removed items become tombstones filtered out of tree answers. When the
+buffer plus the tombstones exceed ``rebuild_threshold`` the trees are rebuilt from the live items.
+Every answer is the same as that of an index freshly built over the live items; ties in distance
+are broken by the smaller id.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.spatial import cKDTree
+
+from geo.errors import GeoError
+from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz
+
+MAX_CATEGORIES = 63
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+# Trees are searched with a slightly larger chord, then answers are cut at the exact km bound, so
+# rounding in the chord conversion can neither add nor drop a point at the boundary.
+_CHORD_SLACK = 1.0 + 1e-9
+
+
+class IndexInputError(GeoError, ValueError):
+    """Bad ids, categories or arguments given to a SpatialIndex."""
+
+
+class UnknownIdError(GeoError, LookupError):
+    """An id asked to be removed is not in the index."""
+
+
+def _category_bits(mask: IntArray) -> list[int]:
+    """Categories present in any mask, ascending."""
+    union = int(np.bitwise_or.reduce(mask)) if mask.size else 0
+    return [c for c in range(MAX_CATEGORIES) if (union >> c) & 1]
+
+
+def _build_trees(xyz: FloatArray, mask: IntArray) -> dict[int, tuple[cKDTree, IntArray]]:
+    trees: dict[int, tuple[cKDTree, IntArray]] = {}
+    for c in _category_bits(mask):
+        rows = np.flatnonzero((mask >> c) & 1).astype(np.int64)
+        # Unbalanced trees build several times faster and query about as fast on real data.
+        trees[c] = (cKDTree(xyz[rows], balanced_tree=False, compact_nodes=False), rows)
+    return trees
+
+
+def _validate_category(category: ArrayLike, n: int) -> IntArray:
+    cat = np.asarray(category)
+    if cat.ndim == 0:
+        cat = np.full(n, cat)
+    if cat.shape != (n,):
+        raise IndexInputError(f"category has shape {cat.shape}, expected ({n},)")
+    if cat.size and not np.issubdtype(cat.dtype, np.integer):
+        raise IndexInputError(f"category must be integers, got dtype {cat.dtype}")
+    cat = cat.astype(np.int64)
+    bad = (cat < 0) | (cat >= MAX_CATEGORIES)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise IndexInputError(f"category[{i}] = {int(cat[i])} is outside [0, {MAX_CATEGORIES})")
+    return cat
+
+
+def _validate_bound_km(value: ArrayLike | None, n: int, name: str) -> FloatArray:
+    if value is None:
+        return np.full(n, np.inf)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise IndexInputError(f"{name} has shape {arr.shape}, expected ({n},)")
+    bad = np.isnan(arr) | (arr < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise IndexInputError(f"{name}[{i}] = {float(arr[i])!r} must be a non-negative number")
+    return arr
+
+
+def _queries(lat_deg: ArrayLike, lon_deg: ArrayLike) -> FloatArray:
+    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
+    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
+    if lat.ndim != 1:
+        raise IndexInputError(f"lat must be one-dimensional, got shape {lat.shape}")
+    return lat_lon_to_xyz(lat, lon)
+
+
+def _upper_bound(max_km: float) -> float:
+    return float(km_to_chord(max_km)) * _CHORD_SLACK if np.isfinite(max_km) else np.inf
+
+
+class SpatialIndex:
+    """Points with ids and category bitmasks; vectorised k-nearest and radius queries per category.
+
+    ``ids`` shape (n,) int, distinct; ``lat_deg``/``lon_deg`` shape (n,) degrees;
+    ``category_mask`` shape (n,) int64 bitmask (bit c = category c, c < 63).
+    """
+
+    def __init__(
+        self,
+        ids: ArrayLike,
+        lat_deg: ArrayLike,
+        lon_deg: ArrayLike,
+        category_mask: ArrayLike,
+        *,
+        rebuild_threshold: int = 512,
+    ) -> None:
+        if rebuild_threshold < 0:
+            raise IndexInputError(f"rebuild_threshold = {rebuild_threshold} must be >= 0")
+        self.rebuild_threshold = rebuild_threshold
+        new_ids, xyz, mask = self._validate_items(ids, lat_deg, lon_deg, category_mask)
+        self._set_base(new_ids, xyz, mask)
+
+    # ----------------------------------------------------------------------------- maintenance
+
+    @staticmethod
+    def _validate_items(
+        ids: ArrayLike, lat_deg: ArrayLike, lon_deg: ArrayLike, category_mask: ArrayLike
+    ) -> tuple[IntArray, FloatArray, IntArray]:
+        id_arr = np.atleast_1d(np.asarray(ids))
+        mask = np.atleast_1d(np.asarray(category_mask))
+        for name, arr in (("ids", id_arr), ("category_mask", mask)):
+            if arr.size and not np.issubdtype(arr.dtype, np.integer):
+                raise IndexInputError(f"{name} must be integers, got dtype {arr.dtype}")
+        id_arr = id_arr.astype(np.int64)
+        mask = mask.astype(np.int64)
+        xyz = _queries(lat_deg, lon_deg)
+        if not (id_arr.shape == mask.shape == (len(xyz),)):
+            raise IndexInputError(
+                f"lengths differ: ids {id_arr.shape}, lat/lon ({len(xyz)},), category_mask {mask.shape}"
+            )
+        if (mask < 0).any():
+            i = int(np.flatnonzero(mask < 0)[0])
+            raise IndexInputError(f"category_mask[{i}] = {int(mask[i])} is negative (bit 63 is not a category)")
+        uniq, counts = np.unique(id_arr, return_counts=True)
+        if (counts > 1).any():
+            raise IndexInputError(f"id {int(uniq[counts > 1][0])} appears {int(counts.max())} times")
+        return id_arr, xyz, mask
+
+    def _set_base(self, ids: IntArray, xyz: FloatArray, mask: IntArray) -> None:
+        self._base_ids = ids
+        self._base_xyz = xyz
+        self._base_mask = mask
+        self._base_alive = np.ones(len(ids), dtype=bool)
+        self._base_order = np.argsort(ids, kind="stable")
+        self._base_sorted_ids = ids[self._base_order]
+        self._trees = _build_trees(xyz, mask)
+        self._dead_per_category = np.zeros(MAX_CATEGORIES, dtype=np.int64)
+        self._n_dead = 0
+        self._buf_ids: IntArray = np.empty(0, dtype=np.int64)
+        self._buf_xyz: FloatArray = np.empty((0, 3), dtype=np.float64)
+        self._buf_mask: IntArray = np.empty(0, dtype=np.int64)
+        self._buf_trees: dict[int, tuple[cKDTree, IntArray]] | None = None
+
+    def _base_rows(self, ids: IntArray) -> IntArray:
+        """Base row of each id, or -1 where the id is not a live base item."""
+        pos = np.searchsorted(self._base_sorted_ids, ids)
+        pos_clipped = np.minimum(pos, max(len(self._base_sorted_ids) - 1, 0))
+        rows = np.full(len(ids), -1, dtype=np.int64)
+        if len(self._base_sorted_ids):
+            found = self._base_sorted_ids[pos_clipped] == ids
+            cand = self._base_order[pos_clipped]
+            found &= self._base_alive[cand]
+            rows[found] = cand[found]
+        return rows
+
+    def __len__(self) -> int:
+        return int(self._base_alive.sum()) + len(self._buf_ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        if not isinstance(item_id, int | np.integer):
+            return False
+        arr = np.array([item_id], dtype=np.int64)
+        return bool(self._base_rows(arr)[0] >= 0 or np.isin(arr, self._buf_ids)[0])
+
+    def insert(self, ids: ArrayLike, lat_deg: ArrayLike, lon_deg: ArrayLike, category_mask: ArrayLike) -> None:
+        """Add items (shapes (m,)); ids must not be live in the index already."""
+        new_ids, xyz, mask = self._validate_items(ids, lat_deg, lon_deg, category_mask)
+        clash = (self._base_rows(new_ids) >= 0) | np.isin(new_ids, self._buf_ids)
+        if clash.any():
+            raise IndexInputError(f"id {int(new_ids[clash][0])} is already in the index")
+        self._buf_ids = np.concatenate([self._buf_ids, new_ids])
+        self._buf_xyz = np.concatenate([self._buf_xyz, xyz])
+        self._buf_mask = np.concatenate([self._buf_mask, mask])
+        self._buf_trees = None
+        self._maybe_rebuild()
+
+    def remove(self, ids: ArrayLike) -> None:
+        """Remove items by id (shape (m,)); every id must be live, or UnknownIdError (nothing removed)."""
+        gone = np.atleast_1d(np.asarray(ids)).astype(np.int64)
+        uniq, counts = np.unique(gone, return_counts=True)
+        if (counts > 1).any():
+            raise IndexInputError(f"id {int(uniq[counts > 1][0])} is given {int(counts.max())} times")
+        rows = self._base_rows(gone)
+        in_buf = np.isin(gone, self._buf_ids)
+        missing = (rows < 0) & ~in_buf
+        if missing.any():
+            raise UnknownIdError(f"id {int(gone[missing][0])} is not in the index ({int(missing.sum())} unknown)")
+        dead = rows[rows >= 0]
+        self._base_alive[dead] = False
+        self._n_dead += len(dead)
+        for c in _category_bits(self._base_mask[dead]):
+            self._dead_per_category[c] += int(((self._base_mask[dead] >> c) & 1).sum())
+        if in_buf.any():
+            keep = ~np.isin(self._buf_ids, gone)
+            self._buf_ids, self._buf_xyz, self._buf_mask = (
+                self._buf_ids[keep],
+                self._buf_xyz[keep],
+                self._buf_mask[keep],
+            )
+            self._buf_trees = None
+        self._maybe_rebuild()
+
+    def _maybe_rebuild(self) -> None:
+        if len(self._buf_ids) + self._n_dead > self.rebuild_threshold:
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        """Merge the buffer and drop tombstones: rebuild every tree from the live items."""
+        alive = self._base_alive
+        self._set_base(
+            np.concatenate([self._base_ids[alive], self._buf_ids]),
+            np.concatenate([self._base_xyz[alive], self._buf_xyz]),
+            np.concatenate([self._base_mask[alive], self._buf_mask]),
+        )
+
+    def _buffer_trees(self) -> dict[int, tuple[cKDTree, IntArray]]:
+        if self._buf_trees is None:
+            self._buf_trees = _build_trees(self._buf_xyz, self._buf_mask)
+        return self._buf_trees
+
+    # ----------------------------------------------------------------------------------- queries
+
+    def knn(
+        self,
+        lat_deg: ArrayLike,
+        lon_deg: ArrayLike,
+        category: ArrayLike,
+        k: int,
+        *,
+        max_km: ArrayLike | None = None,
+    ) -> tuple[IntArray, FloatArray]:
+        """The k nearest live items of a category for each query point.
+
+        ``lat_deg``/``lon_deg`` shape (n,) degrees; ``category`` an int or shape (n,);
+        ``max_km`` None, a number or shape (n,): only items within that great-circle distance.
+        Returns ``(ids, distances_km)`` of shape (n, k), nearest first, padded with -1 / inf.
+        """
+        if k < 1:
+            raise IndexInputError(f"k = {k} must be >= 1")
+        xyz = _queries(lat_deg, lon_deg)
+        n = len(xyz)
+        cat = _validate_category(category, n)
+        bound_km = _validate_bound_km(max_km, n, "max_km")
+        out_ids = np.full((n, k), -1, dtype=np.int64)
+        out_km = np.full((n, k), np.inf)
+        buf_trees = self._buffer_trees()
+        for c in np.unique(cat).tolist():
+            q = np.flatnonzero(cat == c)
+            bound = _upper_bound(float(bound_km[q].max()))
+            parts_km: list[FloatArray] = []
+            parts_ids: list[IntArray] = []
+            if c in self._trees:
+                d_km, ids = self._knn_base(c, xyz[q], k, bound)
+                parts_km.append(d_km)
+                parts_ids.append(ids)
+            if c in buf_trees:
+                tree, rows = buf_trees[c]
+                d_km, ids = _knn_tree(tree, self._buf_ids[rows], xyz[q], min(k, tree.n), bound)
+                parts_km.append(d_km)
+                parts_ids.append(ids)
+            if not parts_km:
+                continue
+            d_km = np.concatenate(parts_km, axis=1)
+            ids = np.concatenate(parts_ids, axis=1)
+            d_km[d_km > bound_km[q, None]] = np.inf
+            ids[~np.isfinite(d_km)] = -1
+            # Nearest first, ties to the smaller id; padding (-1, inf) sorts last.
+            order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), d_km), axis=1)[:, :k]
+            m = order.shape[1]
+            out_km[q, :m] = np.take_along_axis(d_km, order, axis=1)
+            out_ids[q, :m] = np.take_along_axis(ids, order, axis=1)
+        return out_ids, out_km
+
+    def _knn_base(self, c: int, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:
+        tree, rows = self._trees[c]
+        n_dead = int(self._dead_per_category[c])
+        # Ask for a few extra neighbours to cover tombstones; rows that still come up short
+        # are asked again with room for every tombstone of the category.
+        kk = min(k + min(n_dead, k), tree.n)
+        d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz, kk, bound)
+        if n_dead and kk < tree.n:
+            short = (alive.sum(axis=1) < k) & np.isfinite(d_km[:, -1])
+            if short.any():
+                kk2 = min(k + n_dead, tree.n)
+                d2, i2, a2 = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz[short], kk2, bound)
+                width = kk2
+                d_km = np.pad(d_km, ((0, 0), (0, width - kk)), constant_values=np.inf)
+                ids = np.pad(ids, ((0, 0), (0, width - kk)), constant_values=-1)
+                alive = np.pad(alive, ((0, 0), (0, width - kk)), constant_values=False)
+                d_km[short], ids[short], alive[short] = d2, i2, a2
+        d_km[~alive] = np.inf
+        ids[~alive] = -1
+        return d_km, ids
+
+    def within(
+        self, lat_deg: ArrayLike, lon_deg: ArrayLike, category: ArrayLike, radius_km: ArrayLike
+    ) -> tuple[IntArray, IntArray, FloatArray]:
+        """Every live item of a category within a great-circle radius of each query point.
+
+        ``lat_deg``/``lon_deg`` shape (n,) degrees; ``category`` an int or shape (n,);
+        ``radius_km`` a number or shape (n,). Returns CSR-style ``(offsets, ids, distances_km)``:
+        ``offsets`` shape (n + 1,); the answers of query i are ``ids[offsets[i]:offsets[i + 1]]``,
+        nearest first (ties to the smaller id), with their distances in km.
+        """
+        xyz = _queries(lat_deg, lon_deg)
+        n = len(xyz)
+        cat = _validate_category(category, n)
+        radius = _validate_bound_km(radius_km, n, "radius_km")
+        rows_q: list[IntArray] = []
+        rows_id: list[IntArray] = []
+        rows_km: list[FloatArray] = []
+        buf_trees = self._buffer_trees()
+        for c in np.unique(cat).tolist():
+            q = np.flatnonzero(cat == c)
+            sources = []
+            if c in self._trees:
+                tree, rows = self._trees[c]
+                sources.append((tree, rows, self._base_ids, self._base_xyz, self._base_alive))
+            if c in buf_trees:
+                tree, rows = buf_trees[c]
+                sources.append((tree, rows, self._buf_ids, self._buf_xyz, np.ones(len(self._buf_ids), dtype=bool)))
+            for tree, rows, all_ids, all_xyz, all_alive in sources:
+                chord = np.array([_upper_bound(r) for r in radius[q]]) if q.size else np.empty(0)
+                chord = np.minimum(chord, 2.0 * _CHORD_SLACK)
+                hits = tree.query_ball_point(xyz[q], chord, workers=-1, return_sorted=False)
+                counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
+                local = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))
+                qi = np.repeat(q, counts)
+                item_rows = rows[local]
+                d_km = chord_to_km(np.linalg.norm(all_xyz[item_rows] - xyz[qi], axis=1))
+                keep = all_alive[item_rows] & (d_km <= radius[qi])
+                rows_q.append(qi[keep])
+                rows_id.append(all_ids[item_rows[keep]])
+                rows_km.append(d_km[keep])
+        qi = np.concatenate([np.empty(0, dtype=np.int64), *rows_q])
+        ids = np.concatenate([np.empty(0, dtype=np.int64), *rows_id])
+        d_km = np.concatenate([np.empty(0, dtype=np.float64), *rows_km])
+        order = np.lexsort((ids, d_km, qi))
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(qi, minlength=n), out=offsets[1:])
+        return offsets, ids[order], d_km[order]
+
+
+def _knn_tree(tree: cKDTree, item_ids: IntArray, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:
+    """Tree answers as (km, ids) of shape (n, k); missing neighbours as (inf, -1)."""
+    chord, local = tree.query(xyz, k=k, distance_upper_bound=bound, workers=-1)
+    chord = np.asarray(chord, dtype=np.float64).reshape(len(xyz), k)
+    local = np.asarray(local, dtype=np.int64).reshape(len(xyz), k)
+    found = local < tree.n
+    ids = np.where(found, item_ids[np.minimum(local, tree.n - 1)], -1)
+    d_km = np.where(found, chord_to_km(np.where(found, chord, 0.0)), np.inf)
+    return d_km, ids
+
+
+def _knn_rows(
+    tree: cKDTree,
+    rows: IntArray,
+    base_ids: IntArray,
+    base_alive: BoolArray,
+    xyz: FloatArray,
+    k: int,
+    bound: float,
+) -> tuple[FloatArray, IntArray, BoolArray]:
+    d_km, local_ids = _knn_tree(tree, np.arange(tree.n, dtype=np.int64), xyz, k, bound)
+    found = local_ids >= 0
+    base_row = rows[np.where(found, local_ids, 0)]
+    alive = found & base_alive[base_row]
+    return d_km, np.where(found, base_ids[base_row], -1), alive

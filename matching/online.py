@@ -1,0 +1,73 @@
+"""The intake path: nearest capable offers for a new need, straight from a live index."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from geo.errors import InvalidCoordinatesError
+from geo.index import IndexInputError, SpatialIndex
+from matching.columns import FloatArray, IntArray, Offers
+from matching.errors import InvalidInputError
+
+
+def nearest_capable(
+    index: SpatialIndex,
+    offers: Offers,
+    remaining_capacity: IntArray,
+    lat_deg: ArrayLike,
+    lon_deg: ArrayLike,
+    category: ArrayLike,
+    *,
+    max_km: ArrayLike = np.inf,
+    k: int = 5,
+) -> tuple[IntArray, FloatArray]:
+    """The k nearest offers able to take each need now.
+
+    ``index`` holds offers by row index into ``offers`` (see ``matching.candidates.offer_index``);
+    ``remaining_capacity`` shape (m,) units left per offer. Queries: ``lat_deg``/``lon_deg`` shape
+    (n,) degrees, ``category`` an int or shape (n,), ``max_km`` the need's limit (number or (n,)).
+    An offer qualifies when it serves the category, is available, has capacity left and the need
+    lies within its ``radius_km`` and within ``max_km``.
+    Returns ``(offer_index, distances_km)`` of shape (n, k), nearest first, padded with -1 / inf.
+    """
+    if k < 1:
+        raise InvalidInputError(f"k = {k} must be >= 1")
+    remaining = np.asarray(remaining_capacity)
+    if remaining.shape != (len(offers),):
+        raise InvalidInputError(f"remaining_capacity has shape {remaining.shape}, expected ({len(offers)},)")
+    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
+    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
+    n = len(lat)
+    bound = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
+    reach_km = float(offers.radius_km.max()) if len(offers) else 0.0
+    bound = np.minimum(bound, reach_km)
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    out_km = np.full((n, k), np.inf)
+    todo = np.arange(n)
+    kk = 2 * k
+    while todo.size:
+        try:
+            ids, d_km = index.knn(lat[todo], lon[todo], _take(category, todo), kk, max_km=bound[todo])
+        except (InvalidCoordinatesError, IndexInputError) as exc:
+            raise InvalidInputError(str(exc)) from exc
+        found = ids >= 0
+        safe = np.where(found, ids, 0)
+        ok = found & (d_km <= offers.radius_km[safe]) & (remaining[safe] > 0) & offers.is_available[safe]
+        # Qualifying answers first, in distance order (stable sort keeps the index's order).
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+        take_ok = np.take_along_axis(ok, order, axis=1)
+        out_ids[todo] = np.where(take_ok, np.take_along_axis(ids, order, axis=1), -1)
+        out_km[todo] = np.where(take_ok, np.take_along_axis(d_km, order, axis=1), np.inf)
+        # Ask again, wider, where too few qualified although the index had more to give.
+        short = (ok.sum(axis=1) < k) & found[:, -1]
+        if kk >= len(index):
+            break
+        todo = todo[short]
+        kk *= 4
+    return out_ids, out_km
+
+
+def _take(category: ArrayLike, rows: IntArray) -> ArrayLike:
+    cat = np.asarray(category)
+    return cat if cat.ndim == 0 else cat[rows]

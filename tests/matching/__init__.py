@@ -1,0 +1,1 @@
+"""Pure-tier tests of the matching core."""
