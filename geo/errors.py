@@ -11,3 +11,11 @@ class InvalidCoordinatesError(GeoError, ValueError):
 
 class GeocodingError(GeoError, LookupError):
     """A place could not be found or the geocoder failed."""
+
+
+class IndexInputError(GeoError, ValueError):
+    """Bad ids, categories or arguments given to a SpatialIndex."""
+
+
+class UnknownIdError(GeoError, LookupError):
+    """An id asked to be removed is not in the index."""

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
-from geo.errors import GeoError
+from geo.errors import IndexInputError, UnknownIdError
 from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz
 
 MAX_CATEGORIES = 63
@@ -32,14 +32,6 @@ BoolArray = NDArray[np.bool_]
 # Trees are searched with a slightly larger chord, then answers are cut at the exact km bound, so
 # rounding in the chord conversion can neither add nor drop a point at the boundary.
 _CHORD_SLACK = 1.0 + 1e-9
-
-
-class IndexInputError(GeoError, ValueError):
-    """Bad ids, categories or arguments given to a SpatialIndex."""
-
-
-class UnknownIdError(GeoError, LookupError):
-    """An id asked to be removed is not in the index."""
 
 
 def _category_bits(mask: IntArray) -> list[int]:

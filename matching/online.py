@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from geo.errors import InvalidCoordinatesError
-from geo.index import IndexInputError, SpatialIndex
+from geo.errors import IndexInputError, InvalidCoordinatesError
+from geo.index import SpatialIndex
 from matching.columns import FloatArray, IntArray, Offers
 from matching.errors import InvalidInputError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geo.errors import InvalidCoordinatesError
-from geo.index import MAX_CATEGORIES, IndexInputError, SpatialIndex, UnknownIdError
+from geo.errors import IndexInputError, InvalidCoordinatesError, UnknownIdError
+from geo.index import MAX_CATEGORIES, SpatialIndex
 from geo.sphere import haversine_km
 
 
