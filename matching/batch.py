@@ -6,22 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import breadth_first_order, connected_components
 
-from geo.sphere import lat_lon_to_xyz
-from matching.candidates import CandidateEdges, build_candidates
-from matching.columns import FloatArray, IntArray, Needs, Offers
+from geo.index import SpatialIndex
+from matching.candidates import CandidateEdges, all_feasible_edges, build_candidates
+from matching.columns import BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
-from matching.solve import solve_exact, solve_large
+from matching.solve import solve_min_cost_flow
 
 SERVED = 0
 NO_OFFER_IN_RANGE = 1  # no available offer of the need's category within both radii
 ALL_IN_RANGE_AT_CAPACITY = 2  # offers in range exist, their capacity went to other needs
 ONLY_TOO_FAR = 3  # offers in range are all farther than the cost of leaving the unit unserved
-
-# Small components are solved together, block-diagonally, in calls of about this many units, so
-# there is one LAPJVsp call per batch rather than one Python round trip per component.
-_BATCH_UNITS = 2000
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +44,13 @@ class Assignment:
         return int(self.served.sum())
 
 
+_GROUP_UNITS = 20_000
+_MAX_K = 256
+
+# How many reachable needs each offer with room left looks at, round by round.
+WIDEN_K = (16, 32, 64, 128, 256, 512)
+
+
 def objective(needs: Needs, quantity: IntArray, distance_km: FloatArray, served: IntArray) -> float:
     """Σ quantity × distance_km over rows (shape (r,)) + Σ penalty × unserved units over needs."""
     travel = float(np.dot(quantity, distance_km))
@@ -60,26 +63,47 @@ def match(
     *,
     k: int = 12,
     k_reverse: int = 4,
-    exact_max_units: int = 20_000,
-    chunk_units: int = 5000,
-    passes: int = 6,
+    widen_rounds: int = len(WIDEN_K),
+    max_exact_edges: int = 4_000_000,
 ) -> Assignment:
     """Assign need units to offer units minimising travel plus urgency-weighted unserved units.
 
-    Candidate edges come from the k nearest offers of each need and the ``k_reverse`` nearest needs
-    of each offer. Connected pieces of at most ``exact_max_units`` units (need units plus offer
-    units) are solved exactly; larger ones by exact re-solves of ``chunk_units``-sized chunks over
-    ``passes`` passes. Deterministic for a given input.
+    When there are at most ``max_exact_edges`` feasible (need, offer) pairs, the min-cost flow runs
+    over all of them and the result is the exact optimum (0 turns this off). Otherwise candidate
+    edges come from the k nearest offers of each need and the ``k_reverse`` nearest needs of each
+    offer, and the min-cost flow over them is exact on that graph; while units stay unserved, up to
+    ``widen_rounds`` rounds add the edges that open augmenting paths (offers with room left reach
+    ever more of the needs that alternating paths lead to) and solve again. Deterministic.
     """
-    if exact_max_units < 1 or chunk_units < 2 or passes < 1:
-        raise InvalidInputError(
-            f"exact_max_units = {exact_max_units}, chunk_units = {chunk_units} and passes = {passes} must be positive"
-        )
-    edges = build_candidates(needs, offers, k=k, k_reverse=k_reverse)
+    if widen_rounds < 0:
+        raise InvalidInputError(f"widen_rounds = {widen_rounds} must be >= 0")
+    edges = all_feasible_edges(needs, offers, max_edges=max_exact_edges) if max_exact_edges else None
+    exact = edges is not None
+    if edges is None:
+        # Too many pairs for all of them: spend the same edge budget on as many nearest ones as
+        # it allows (dense instances need far more than a dozen per need), at least k.
+        k_wide = max(k, min(_MAX_K, max_exact_edges // max(2 * len(needs), 1)))
+        edges = build_candidates(needs, offers, k=k_wide, k_reverse=max(k_reverse, k_wide // 3))
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
-    flow = _solve(needs, offers, need, offer, dist, exact_max_units, chunk_units, passes)
+    flow = _solve(needs, offers, need, offer, dist)
+    for k_widen in WIDEN_K[: 0 if exact else widen_rounds]:
+        extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen)
+        if extra is None:
+            break
+        # Carry the flows over; only pieces that gained an edge can change.
+        m = np.int64(max(len(offers), 1))
+        old_key = need * m + offer
+        new_need, new_offer, new_dist = extra
+        new_key = new_need * m + new_offer
+        pos = np.searchsorted(new_key, old_key)
+        carried = np.zeros(len(new_need), dtype=np.int64)
+        carried[pos] = flow
+        fresh = np.ones(len(new_need), dtype=bool)
+        fresh[pos] = False
+        need, offer, dist = new_need, new_offer, new_dist
+        flow = _solve(needs, offers, need, offer, dist, previous=carried, changed=fresh)
     used = flow > 0
     served = np.bincount(need[used], weights=flow[used], minlength=len(needs)).astype(np.int64)
     reason = _reasons(needs, edges, need, served)
@@ -94,52 +118,112 @@ def match(
     )
 
 
+def _augmenting_edges(
+    needs: Needs,
+    offers: Offers,
+    need: IntArray,
+    offer: IntArray,
+    dist: FloatArray,
+    flow: IntArray,
+    k_widen: int,
+) -> tuple[IntArray, IntArray, FloatArray] | None:
+    """The candidate edges plus edges that open augmenting paths; None when there are none to add.
+
+    An optimal assignment can only serve more units through an alternating path: an unserved
+    need, an offer it reaches, a need that offer serves now, … , an offer with room left. The
+    k nearest edges miss such paths where helpers cluster in one town and needs in another. So:
+    find every need reachable from an unserved need by alternating paths in the current graph
+    (one compiled breadth-first search), and connect each offer that has room left to its
+    ``k_widen`` nearest reachable needs it can serve. The next exact solve decides what to use.
+    """
+    n, m = len(needs), len(offers)
+    served = np.bincount(need, weights=flow, minlength=n)
+    used = np.bincount(offer, weights=flow, minlength=m)
+    has_edge = np.zeros(n, dtype=bool)
+    has_edge[need] = True
+    unserved = np.flatnonzero(has_edge & (served < needs.quantity))
+    spare = np.flatnonzero(offers.is_available & (offers.category_mask != 0) & (used < offers.capacity))
+    if unserved.size == 0 or spare.size == 0:
+        return None
+    source = n + m
+    carrying = flow > 0
+    rows = np.concatenate([np.full(unserved.size, source), need, n + offer[carrying]])
+    cols = np.concatenate([unserved, n + offer, need[carrying]])
+    graph = sp.csr_array((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n + m + 1, n + m + 1))
+    order = breadth_first_order(graph, source, directed=True, return_predecessors=False)
+    reach = order[(order < n)]
+    if reach.size == 0:
+        return None
+    tree = SpatialIndex(reach, needs.lat[reach], needs.lon[reach], np.int64(1) << needs.category[reach])
+    known = need * np.int64(m) + offer
+    known.sort()
+    parts_need, parts_offer, parts_km = [need], [offer], [dist]
+    present = np.zeros(64, dtype=bool)
+    present[needs.category[reach]] = True
+    for c in np.flatnonzero(present).tolist():
+        serving = spare[((offers.category_mask[spare] >> c) & 1) == 1]
+        if serving.size == 0:
+            continue
+        nid, nd_km = tree.knn(offers.lat[serving], offers.lon[serving], c, k_widen, max_km=offers.radius_km[serving])
+        rows_o = np.repeat(serving, k_widen)
+        nid, nd_km = nid.ravel(), nd_km.ravel()
+        hit = np.flatnonzero(nid >= 0)
+        nid, nd_km, rows_o = nid[hit], nd_km[hit], rows_o[hit]
+        keep = (nd_km <= needs.max_km[nid]) & (nd_km < needs.penalty_km[nid])
+        nid, nd_km, rows_o = nid[keep], nd_km[keep], rows_o[keep]
+        key = nid * np.int64(m) + rows_o
+        pos = np.minimum(np.searchsorted(known, key), len(known) - 1)
+        fresh = known[pos] != key
+        parts_need.append(nid[fresh])
+        parts_offer.append(rows_o[fresh])
+        parts_km.append(nd_km[fresh])
+    if sum(len(p) for p in parts_need[1:]) == 0:
+        return None
+    new_need = np.concatenate(parts_need)
+    new_offer = np.concatenate(parts_offer)
+    new_km = np.concatenate(parts_km)
+    order_e = np.lexsort((new_offer, new_need))
+    return new_need[order_e], new_offer[order_e], new_km[order_e]
+
+
 def _solve(
     needs: Needs,
     offers: Offers,
     need: IntArray,
     offer: IntArray,
     dist: FloatArray,
-    exact_max_units: int,
-    chunk_units: int,
-    passes: int,
+    *,
+    previous: IntArray | None = None,
+    changed: BoolArray | None = None,
 ) -> IntArray:
+    """Exact flows per connected piece of the candidate graph, small pieces solved together.
+
+    Min-cost flow time grows faster than linearly with the graph, so independent pieces are
+    solved apart, in groups of about ``_GROUP_UNITS`` units. With ``previous`` flows and the
+    ``changed`` edges (shape (e,)), only pieces holding a changed edge are solved again.
+    """
     n, m = len(needs), len(offers)
-    flow = np.zeros(len(need), dtype=np.int64)
+    flow = np.zeros(len(need), dtype=np.int64) if previous is None else previous.copy()
     if len(need) == 0:
         return flow
-    graph = sp.coo_array((np.ones(len(need)), (need, n + offer)), shape=(n + m, n + m)).tocsr()
-    n_comp, label = connected_components(graph, directed=False)
-    units = np.bincount(label, weights=np.concatenate([needs.quantity, offers.capacity]), minlength=n_comp)
-    edge_comp = label[need]
-    order = np.argsort(edge_comp, kind="stable")
-    starts = np.searchsorted(edge_comp[order], np.arange(n_comp + 1))
-    demand, capacity, penalty = needs.quantity, offers.capacity, needs.penalty_km
-    large = units > exact_max_units
-    # Small components in label order, cut into batches of about _BATCH_UNITS units.
-    small_edges = order[~large[edge_comp[order]]]
-    small_units = np.where(large, 0, units)
-    batch_of_comp = np.cumsum(small_units) // _BATCH_UNITS
-    batch = batch_of_comp[edge_comp[small_edges]]
-    for group in np.split(small_edges, np.flatnonzero(np.diff(batch)) + 1):
-        if group.size:
-            flow[group] = solve_exact(need[group], offer[group], dist[group], demand, capacity, penalty)
-    if large.any():
-        need_xyz = lat_lon_to_xyz(needs.lat, needs.lon)
-        offer_xyz = lat_lon_to_xyz(offers.lat, offers.lon)
-        for comp in np.flatnonzero(large).tolist():
-            group = order[starts[comp] : starts[comp + 1]]
-            flow[group] = solve_large(
-                need[group],
-                offer[group],
-                dist[group],
-                demand,
-                capacity,
-                penalty,
-                need_xyz,
-                offer_xyz,
-                chunk_units=chunk_units,
-                passes=passes,
+    graph = sp.coo_array((np.ones(len(need), dtype=np.int8), (need, n + offer)), shape=(n + m, n + m)).tocsr()
+    n_pieces, label = connected_components(graph, directed=False)
+    units = np.bincount(label, weights=np.concatenate([needs.quantity, offers.capacity]), minlength=n_pieces)
+    piece = label[need]
+    todo = np.arange(len(need))
+    if changed is not None:
+        dirty = np.zeros(n_pieces, dtype=bool)
+        dirty[piece[changed]] = True
+        todo = np.flatnonzero(dirty[piece])
+        units = np.where(dirty, units, 0)
+    order = todo[np.argsort(piece[todo], kind="stable")]
+    # Consecutive pieces go in one group until it holds _GROUP_UNITS units.
+    group_of_piece = np.cumsum(units) // _GROUP_UNITS
+    group = group_of_piece[piece[order]]
+    for edges in np.split(order, np.flatnonzero(np.diff(group)) + 1):
+        if edges.size:
+            flow[edges] = solve_min_cost_flow(
+                need[edges], offer[edges], dist[edges], needs.quantity, offers.capacity, needs.penalty_km
             )
     return flow
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from geo.index import SpatialIndex
+from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz
 from matching.columns import BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
 
@@ -90,6 +92,58 @@ def build_candidates(needs: Needs, offers: Offers, *, k: int = 12, k_reverse: in
             need, offer, dist = _feasible(needs, offers, [need, rneed[keep]], [offer, rid[keep]], [dist, rd_km[keep]])
     else:
         need, offer, dist = _feasible(needs, offers, parts_need, parts_offer, parts_km)
+    in_range = np.zeros(n, dtype=bool)
+    in_range[need] = True
+    return CandidateEdges(need=need, offer=offer, distance_km=dist, in_range=in_range)
+
+
+def all_feasible_edges(needs: Needs, offers: Offers, *, max_edges: int) -> CandidateEdges | None:
+    """Every feasible edge, or None when there would be more than ``max_edges`` of them.
+
+    Counting comes first (compiled ``query_ball_point(return_length=True)`` per category), so a
+    dense instance over the budget costs little. Offers are grouped by radius so each group's
+    pair search (``sparse_distance_matrix``) uses a bound close to its own radii.
+    """
+    n = len(needs)
+    usable = offers.is_available & (offers.category_mask != 0)
+    need_xyz = lat_lon_to_xyz(needs.lat, needs.lon)
+    offer_xyz = lat_lon_to_xyz(offers.lat, offers.lon)
+    plans: list[tuple[cKDTree, IntArray, IntArray]] = []
+    total = 0
+    for c in np.unique(needs.category).tolist():
+        serving = np.flatnonzero(usable & (((offers.category_mask >> c) & 1) == 1))
+        if serving.size == 0:
+            continue
+        members = np.flatnonzero(needs.category == c)
+        tree = cKDTree(need_xyz[members])
+        chord = km_to_chord(offers.radius_km[serving]) * (1.0 + 1e-9)
+        total += int(tree.query_ball_point(offer_xyz[serving], chord, return_length=True, workers=-1).sum())
+        if total > max_edges:
+            return None
+        plans.append((tree, members, serving))
+    parts_need: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    parts_offer: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    parts_km: list[FloatArray] = [np.empty(0, dtype=np.float64)]
+    for tree, members, serving in plans:
+        # Radius bands: within a band the pair search bound is the band's largest radius.
+        radius = offers.radius_km[serving]
+        band = np.floor(np.log2(np.maximum(radius, 1e-3)) * 4).astype(np.int64)
+        for b in np.unique(band).tolist():
+            group = serving[band == b]
+            bound = float(km_to_chord(offers.radius_km[group].max())) * (1.0 + 1e-9)
+            pairs = cKDTree(offer_xyz[group]).sparse_distance_matrix(tree, bound, output_type="ndarray")
+            o = group[pairs["i"]]
+            i = members[pairs["j"]]
+            d_km = chord_to_km(pairs["v"])
+            ok = (d_km <= offers.radius_km[o]) & (d_km <= needs.max_km[i])
+            parts_need.append(i[ok])
+            parts_offer.append(o[ok])
+            parts_km.append(d_km[ok])
+    need = np.concatenate(parts_need)
+    offer = np.concatenate(parts_offer)
+    dist = np.concatenate(parts_km)
+    order = np.lexsort((offer, need))
+    need, offer, dist = need[order], offer[order], dist[order]
     in_range = np.zeros(n, dtype=bool)
     in_range[need] = True
     return CandidateEdges(need=need, offer=offer, distance_km=dist, in_range=in_range)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.sparse.csgraph import connected_components
 
-from matching import ALL_IN_RANGE_AT_CAPACITY, NO_OFFER_IN_RANGE, SERVED, Needs, Offers, match
+from matching import ALL_IN_RANGE_AT_CAPACITY, NO_OFFER_IN_RANGE, SERVED, Needs, Offers, batch, match
+from matching.candidates import all_feasible_edges, build_candidates
 from tests.matching.oracle import assert_invariants, feasible_pairs, optimum
 
 
@@ -53,31 +56,64 @@ def test_small_instances_reach_the_exact_optimum(seed: int, n_needs: int, n_offe
     needs, offers = random_instance(np.random.default_rng(seed), n_needs, n_offers)
     result = match(needs, offers)
     assert_invariants(needs, offers, result)
-    assert result.objective == pytest.approx(optimum(needs, offers), rel=1e-9, abs=1e-6)
+    assert result.objective == pytest.approx(optimum(needs, offers), abs=_resolution(needs))
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
-def test_chunked_large_path_keeps_every_invariant(seed: int) -> None:
+def test_nearest_candidates_path_keeps_every_invariant_and_widening_only_helps(seed: int) -> None:
     rng = np.random.default_rng(seed)
     needs, offers = random_instance(rng, 40, 30, box_deg=1.0)
-    result = match(needs, offers, exact_max_units=1, chunk_units=8, passes=3)
+    result = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1)
     assert_invariants(needs, offers, result)
     best = optimum(needs, offers)
     nothing = float(np.dot(needs.penalty_km, needs.quantity))
-    assert best - 1e-6 <= result.objective <= nothing
-    # The first pass alone can be no better than three passes: every chunk solve only improves.
-    one_pass = match(needs, offers, exact_max_units=1, chunk_units=8, passes=1)
-    assert result.objective <= one_pass.objective + 1e-6
+    assert best - _resolution(needs) <= result.objective <= nothing
+    # Each widening round solves exactly over a superset of edges: never worse than none.
+    narrow = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, widen_rounds=0)
+    assert result.objective <= narrow.objective + _resolution(needs)
+    assert result.served_units >= narrow.served_units
+
+
+def test_widening_finds_the_helper_in_the_next_town() -> None:
+    # Two needs in town A share its one helper; the helper of town B (40 km) can serve both but is
+    # nobody's nearest. The nearest-candidate graph alone serves one unit; widening serves two.
+    needs = Needs(
+        lat=np.array([55.0, 55.001]),
+        lon=np.array([40.0, 40.0]),
+        category=np.array([0, 0]),
+        quantity=np.array([1, 1]),
+        urgency=np.array([2, 2]),
+        max_km=np.full(2, np.inf),
+    )
+    offers = Offers(
+        lat=np.array([55.0, 55.36]),
+        lon=np.array([40.001, 40.0]),
+        category_mask=np.array([1, 1]),
+        capacity=np.array([1, 1]),
+        radius_km=np.array([50.0, 50.0]),
+    )
+    narrow = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, widen_rounds=0)
+    assert narrow.served_units == 1
+    wide = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0)
+    assert wide.served_units == 2
+    assert wide.objective == pytest.approx(optimum(needs, offers), abs=_resolution(needs))
+    exact = match(needs, offers)
+    assert exact.objective == pytest.approx(wide.objective, abs=_resolution(needs))
+
+
+def _resolution(needs: Needs) -> float:
+    """The solver works in whole metres: the optimum it finds may be 1 m per unit off in km."""
+    return 1e-3 * float(needs.quantity.sum()) + 1e-6
 
 
 def test_medium_instance_exact_path_matches_the_optimum_and_beats_nearest_first() -> None:
     rng = np.random.default_rng(11)
     needs, offers = random_instance(rng, 60, 45, box_deg=1.5)
-    result = match(needs, offers, k=64, k_reverse=16)
+    result = match(needs, offers, k=64, k_reverse=16, max_exact_edges=0)
     assert_invariants(needs, offers, result)
     best = optimum(needs, offers)
-    assert result.objective == pytest.approx(best, rel=1e-9)
+    assert result.objective == pytest.approx(best, abs=_resolution(needs))
     # A nearest-first greedy (each need in order takes its nearest offers with room) is the baseline.
     i, j, d = feasible_pairs(needs, offers)
     left = offers.capacity.copy()
@@ -130,3 +166,53 @@ def test_split_need_and_determinism() -> None:
     assert_invariants(needs, offers, a)
     # Some need is served by more than one offer: quantities really split.
     assert np.bincount(a.need_index).max() > 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_all_feasible_edges_equal_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    needs, offers = random_instance(rng, 60, 40, box_deg=3.0)
+    i, j, d = feasible_pairs(needs, offers)
+    edges = all_feasible_edges(needs, offers, max_edges=10**6)
+    assert edges is not None
+    got = dict(
+        zip(zip(edges.need.tolist(), edges.offer.tolist(), strict=True), edges.distance_km.tolist(), strict=True)
+    )
+    want = dict(zip(zip(i.tolist(), j.tolist(), strict=True), d.tolist(), strict=True))
+    assert got.keys() == want.keys()
+    for key, km in want.items():
+        assert got[key] == pytest.approx(km, abs=1e-6)
+    assert edges.in_range.tolist() == [bool((i == k).any()) for k in range(len(needs))]
+    if len(i) > 1:
+        assert all_feasible_edges(needs, offers, max_edges=len(i) - 1) is None
+
+
+def test_resolving_only_changed_pieces_equals_a_full_solve() -> None:
+    rng = np.random.default_rng(21)
+    needs, offers = random_instance(rng, 300, 200, box_deg=4.0)
+    edges = build_candidates(needs, offers, k=4, k_reverse=2)
+    worth = edges.distance_km < needs.penalty_km[edges.need]
+    need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
+    full = batch._solve(needs, offers, need, offer, dist)
+    n = len(needs)
+    graph = sp.coo_array((np.ones(len(need)), (need, n + offer)), shape=(n + len(offers),) * 2)
+    n_pieces, label = connected_components(graph, directed=False)
+    assert n_pieces > 2
+    # Forget the flows of one piece and mark one of its edges changed: only that piece is solved
+    # again; every other piece keeps its flows (here: garbage, to prove they are not touched).
+    piece = label[need] == label[need[np.argmax(full)]]
+    previous = np.where(piece, 0, full)
+    changed = np.zeros(len(need), dtype=bool)
+    changed[np.flatnonzero(piece)[0]] = True
+    again = batch._solve(needs, offers, need, offer, dist, previous=previous, changed=changed)
+    np.testing.assert_array_equal(again[~piece], full[~piece])
+    garbage = np.where(piece, full, 7)
+    untouched = batch._solve(needs, offers, need, offer, dist, previous=garbage, changed=changed)
+    np.testing.assert_array_equal(untouched[~piece], 7)
+
+    def cost(flow: np.ndarray) -> float:
+        served = np.bincount(need, weights=flow, minlength=len(needs))
+        return float(np.dot(flow, dist) + np.dot(needs.penalty_km, needs.quantity - served))
+
+    assert cost(again) == pytest.approx(cost(full), abs=1e-3 * float(needs.quantity.sum()))
