@@ -32,6 +32,7 @@ BoolArray = NDArray[np.bool_]
 # Trees are searched with a slightly larger chord, then answers are cut at the exact km bound, so
 # rounding in the chord conversion can neither add nor drop a point at the boundary.
 _CHORD_SLACK = 1.0 + 1e-9
+_PARALLEL_MIN_QUERIES = 256
 
 
 def _category_bits(mask: IntArray) -> list[int]:
@@ -168,7 +169,8 @@ class SpatialIndex:
         return rows
 
     def __len__(self) -> int:
-        return int(self._base_alive.sum()) + len(self._buf_ids)
+        # _n_dead counts tombstones, so no pass over the base arrays (this runs per intake query).
+        return len(self._base_ids) - self._n_dead + len(self._buf_ids)
 
     def __contains__(self, item_id: object) -> bool:
         if not isinstance(item_id, int | np.integer):
@@ -355,13 +357,20 @@ class SpatialIndex:
         return offsets, ids[order], d_km[order]
 
 
-def _knn_tree(tree: cKDTree, item_ids: IntArray, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:
-    """Tree answers as (km, ids) of shape (n, k); missing neighbours as (inf, -1)."""
-    chord, local = tree.query(xyz, k=k, distance_upper_bound=bound, workers=-1)
+def _knn_tree(
+    tree: cKDTree, item_ids: IntArray | None, xyz: FloatArray, k: int, bound: float
+) -> tuple[FloatArray, IntArray]:
+    """Tree answers as (km, ids) of shape (n, k); missing neighbours as (inf, -1).
+
+    ``item_ids`` maps tree positions to ids; None means the positions are the ids.
+    """
+    # Threads only pay off for many queries; one query (the intake path) runs inline.
+    workers = -1 if len(xyz) >= _PARALLEL_MIN_QUERIES else 1
+    chord, local = tree.query(xyz, k=k, distance_upper_bound=bound, workers=workers)
     chord = np.asarray(chord, dtype=np.float64).reshape(len(xyz), k)
     local = np.asarray(local, dtype=np.int64).reshape(len(xyz), k)
     found = local < tree.n
-    ids = np.where(found, item_ids[np.minimum(local, tree.n - 1)], -1)
+    ids = np.where(found, local if item_ids is None else item_ids[np.minimum(local, tree.n - 1)], -1)
     d_km = np.where(found, chord_to_km(np.where(found, chord, 0.0)), np.inf)
     return d_km, ids
 
@@ -375,7 +384,7 @@ def _knn_rows(
     k: int,
     bound: float,
 ) -> tuple[FloatArray, IntArray, BoolArray]:
-    d_km, local_ids = _knn_tree(tree, np.arange(tree.n, dtype=np.int64), xyz, k, bound)
+    d_km, local_ids = _knn_tree(tree, None, xyz, k, bound)
     found = local_ids >= 0
     base_row = rows[np.where(found, local_ids, 0)]
     alive = found & base_alive[base_row]

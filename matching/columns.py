@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -156,6 +157,11 @@ class Offers:
 
     def __len__(self) -> int:
         return len(self.lat)
+
+    @cached_property
+    def max_radius_km(self) -> float:
+        """The longest radius of any offer (0 when there are none)."""
+        return float(self.radius_km.max()) if len(self.radius_km) else 0.0
 
     @property
     def is_available(self) -> BoolArray:

@@ -40,7 +40,7 @@ def nearest_capable(
     lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
     n = len(lat)
     bound = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
-    reach_km = float(offers.radius_km.max()) if len(offers) else 0.0
+    reach_km = offers.max_radius_km
     bound = np.minimum(bound, reach_km)
     out_ids = np.full((n, k), -1, dtype=np.int64)
     out_km = np.full((n, k), np.inf)
