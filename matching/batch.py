@@ -46,6 +46,7 @@ class Assignment:
 
 _GROUP_UNITS = 20_000
 _MAX_K = 256
+_WIDEN_MIN_GAIN = 5e-4  # of all need units
 
 # How many reachable needs each offer with room left looks at, round by round.
 WIDEN_K = (16, 32, 64, 128, 256, 512)
@@ -64,7 +65,7 @@ def match(
     k: int = 12,
     k_reverse: int = 4,
     widen_rounds: int = len(WIDEN_K),
-    max_exact_edges: int = 4_000_000,
+    max_exact_edges: int = 16_000_000,
 ) -> Assignment:
     """Assign need units to offer units minimising travel plus urgency-weighted unserved units.
 
@@ -103,7 +104,11 @@ def match(
         fresh = np.ones(len(new_need), dtype=bool)
         fresh[pos] = False
         need, offer, dist = new_need, new_offer, new_dist
+        before = int(flow.sum())
         flow = _solve(needs, offers, need, offer, dist, previous=carried, changed=fresh)
+        # Rounds get dearer as the net widens: stop once one serves almost nothing more.
+        if int(flow.sum()) - before < _WIDEN_MIN_GAIN * float(needs.quantity.sum()):
+            break
     used = flow > 0
     served = np.bincount(need[used], weights=flow[used], minlength=len(needs)).astype(np.int64)
     reason = _reasons(needs, edges, need, served)
