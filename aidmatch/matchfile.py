@@ -50,7 +50,10 @@ class OffersFile:
     radius_km: NDArray[np.float64]
 
 
-def _read_columns(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, list[str]]:
+def _read_columns(
+    path: Path, required: tuple[str, ...], optional: tuple[str, ...]
+) -> tuple[dict[str, list[str]], NDArray[np.int64]]:
+    """The wanted columns as strings and, per record, the physical line it starts on."""
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -69,18 +72,27 @@ def _read_columns(path: Path, required: tuple[str, ...], optional: tuple[str, ..
         columns: dict[str, list[str]] = {c: [] for c in wanted}
         appenders = [columns[c].append for c in wanted]
         width = len(header)
-        for line_no, row in enumerate(reader, start=2):
-            if len(row) != width:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    raise CsvError(f"{path}: line {line_no}: empty line")
-                raise CsvError(f"{path}: line {line_no}: {len(row)} fields, the header has {width}")
-            for append, i in zip(appenders, index, strict=True):
-                append(row[i])
-    return columns
+        starts: list[int] = []
+        line_no = reader.line_num + 1
+        try:
+            for row in reader:
+                if len(row) != width:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        raise CsvError(f"{path}: line {line_no}: empty line")
+                    raise CsvError(f"{path}: line {line_no}: {len(row)} fields, the header has {width}")
+                for append, i in zip(appenders, index, strict=True):
+                    append(row[i])
+                starts.append(line_no)
+                # A quoted field may span lines: the next record starts after this one ends.
+                line_no = reader.line_num + 1
+        except csv.Error as exc:
+            raise CsvError(f"{path}: line {line_no}: {exc}") from exc
+    return columns, np.asarray(starts, dtype=np.int64)
 
 
 def _numbers(
     path: Path,
+    lines: NDArray[np.int64],
     name: str,
     values: list[str],
     *,
@@ -107,7 +119,7 @@ def _numbers(
             bad |= ~check(out)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise CsvError(f"{path}: line {i + 2}: {name} = {values[i]!r} is not {expect or 'a number'}")
+        raise CsvError(f"{path}: line {lines[i]}: {name} = {values[i]!r} is not {expect or 'a number'}")
     assert out is not None
     return out.astype(dtype)
 
@@ -120,7 +132,9 @@ def _is_float(value: object) -> bool:
     return True
 
 
-def _codes(path: Path, name: str, values: list[str], known: list[str], default: str | None = None) -> NDArray[np.int64]:
+def _codes(
+    path: Path, lines: NDArray[np.int64], name: str, values: list[str], known: list[str], default: str | None = None
+) -> NDArray[np.int64]:
     lookup = {code: i for i, code in enumerate(known)}
     # Few distinct values in many rows: map each distinct spelling once.
     uniques, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
@@ -129,28 +143,35 @@ def _codes(path: Path, name: str, values: list[str], known: list[str], default: 
         code = lookup.get(v.strip().lower() or (default or ""))
         if code is None:
             i = values.index(v)
-            raise CsvError(f"{path}: line {i + 2}: {name} = {v!r} is not one of {', '.join(known)}")
+            raise CsvError(f"{path}: line {lines[i]}: {name} = {v!r} is not one of {', '.join(known)}")
         mapped[j] = code
     return mapped[inverse.reshape(-1)] if len(values) else np.empty(0, dtype=np.int64)
 
 
-def _ids(path: Path, values: list[str]) -> NDArray[np.object_]:
+def _ids(path: Path, lines: NDArray[np.int64], values: list[str]) -> NDArray[np.object_]:
     ids = np.asarray([v.strip() for v in values], dtype=object)
     empty = ids == ""
     if empty.any():
-        raise CsvError(f"{path}: line {int(np.flatnonzero(empty)[0]) + 2}: id is empty")
+        raise CsvError(f"{path}: line {lines[int(np.flatnonzero(empty)[0])]}: id is empty")
     return ids
 
 
 def read_needs(path: Path) -> NeedsFile:
     """Needs from CSV, validated; a CsvError names the first bad line."""
-    cols = _read_columns(path, ("id", "lat", "lon", "category"), ("quantity", "urgency"))
+    cols, lines = _read_columns(path, ("id", "lat", "lon", "category"), ("quantity", "urgency"))
     n = len(cols["id"])
     lat = _numbers(
-        path, "lat", cols["lat"], dtype=np.float64, check=lambda a: np.abs(a) <= 90, expect="a latitude in [-90, 90]"
+        path,
+        lines,
+        "lat",
+        cols["lat"],
+        dtype=np.float64,
+        check=lambda a: np.abs(a) <= 90,
+        expect="a latitude in [-90, 90]",
     )
     lon = _numbers(
         path,
+        lines,
         "lon",
         cols["lon"],
         dtype=np.float64,
@@ -160,6 +181,7 @@ def read_needs(path: Path) -> NeedsFile:
     quantity = (
         _numbers(
             path,
+            lines,
             "quantity",
             cols["quantity"],
             dtype=np.int64,
@@ -171,15 +193,15 @@ def read_needs(path: Path) -> NeedsFile:
         else np.ones(n, dtype=np.int64)
     )
     urgency = (
-        _codes(path, "urgency", cols["urgency"], URGENCY_CODES, default="normal")
+        _codes(path, lines, "urgency", cols["urgency"], URGENCY_CODES, default="normal")
         if "urgency" in cols
         else np.full(n, URGENCY_CODES.index("normal"), dtype=np.int64)
     )
     return NeedsFile(
-        ids=_ids(path, cols["id"]),
+        ids=_ids(path, lines, cols["id"]),
         lat=lat.astype(np.float64),
         lon=lon.astype(np.float64),
-        category=_codes(path, "category", cols["category"], CATEGORY_CODES),
+        category=_codes(path, lines, "category", cols["category"], CATEGORY_CODES),
         quantity=quantity.astype(np.int64),
         urgency=urgency,
     )
@@ -187,13 +209,20 @@ def read_needs(path: Path) -> NeedsFile:
 
 def read_offers(path: Path) -> OffersFile:
     """Offers from CSV, validated; a CsvError names the first bad line."""
-    cols = _read_columns(path, ("id", "lat", "lon", "categories", "radius_km"), ("capacity",))
+    cols, lines = _read_columns(path, ("id", "lat", "lon", "categories", "radius_km"), ("capacity",))
     n = len(cols["id"])
     lat = _numbers(
-        path, "lat", cols["lat"], dtype=np.float64, check=lambda a: np.abs(a) <= 90, expect="a latitude in [-90, 90]"
+        path,
+        lines,
+        "lat",
+        cols["lat"],
+        dtype=np.float64,
+        check=lambda a: np.abs(a) <= 90,
+        expect="a latitude in [-90, 90]",
     )
     lon = _numbers(
         path,
+        lines,
         "lon",
         cols["lon"],
         dtype=np.float64,
@@ -202,6 +231,7 @@ def read_offers(path: Path) -> OffersFile:
     )
     radius = _numbers(
         path,
+        lines,
         "radius_km",
         cols["radius_km"],
         dtype=np.float64,
@@ -211,6 +241,7 @@ def read_offers(path: Path) -> OffersFile:
     capacity = (
         _numbers(
             path,
+            lines,
             "capacity",
             cols["capacity"],
             dtype=np.int64,
@@ -235,15 +266,15 @@ def read_offers(path: Path) -> OffersFile:
                 bit = lookup.get(key)
                 if bit is None:
                     raise CsvError(
-                        f"{path}: line {i + 2}: category {part.strip()!r} is not one of {', '.join(CATEGORY_CODES)}"
+                        f"{path}: line {lines[i]}: category {part.strip()!r} is not one of {', '.join(CATEGORY_CODES)}"
                     )
                 mask |= bit
             if mask == 0:
-                raise CsvError(f"{path}: line {i + 2}: categories is empty")
+                raise CsvError(f"{path}: line {lines[i]}: categories is empty")
             cache[raw] = mask
         masks[i] = mask
     return OffersFile(
-        ids=_ids(path, cols["id"]),
+        ids=_ids(path, lines, cols["id"]),
         lat=lat.astype(np.float64),
         lon=lon.astype(np.float64),
         category_mask=masks,

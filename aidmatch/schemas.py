@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from notifications.errors import InvalidPhoneError
 from notifications.phones import normalize_phone
@@ -14,8 +16,20 @@ T = TypeVar("T")
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False, description="WGS84 degrees")]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False, description="WGS84 degrees")]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+# Row ids are 32-bit integers on PostgreSQL; anything else is not an id we could have issued.
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="row id")]
 Address = Annotated[str, Field(min_length=1, max_length=500)]
 Description = Annotated[str, Field(max_length=2000)]
+
+
+def _sane_year(value: datetime) -> datetime:
+    if not 2000 <= value.year <= 2100:
+        raise ValueError(f"year {value.year} is outside 2000-2100")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_sane_year), Field(description="with a time zone")]
 
 
 def _e164(value: str) -> str:

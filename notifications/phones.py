@@ -24,13 +24,16 @@ def normalize_phone(raw: str, *, default_region: str = "RU") -> str:
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneError(f"{text!r} is not a phone number") from exc
+        raise InvalidPhoneError("not a phone number") from exc
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhoneError(f"{text!r} is not a valid phone number for region {default_region}")
+        # The number itself stays out of the message: error bodies never echo what was sent.
+        raise InvalidPhoneError(
+            f"not a valid phone number (numbers without a country code are read as {default_region})"
+        )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-_DIGIT_RUN = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+_DIGIT_RUN = re.compile(r"\+?\d[\d\s().,_/-]{5,}\d")
 
 
 def redact_phones(text: str, *, default_region: str = "RU") -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from aidmatch.database import SessionDep
 from aidmatch.deps import Coordinator, SettingsDep
+from aidmatch.errors import ConflictError
 from aidmatch.helpers import service
 from aidmatch.helpers.schemas import HelperCreated, HelperFull, HelperIn
 from aidmatch.query import PageDep
-from aidmatch.schemas import Page
+from aidmatch.schemas import Page, RowId
 
 router = APIRouter(prefix="/api/helpers", tags=["helpers"])
 
@@ -18,15 +19,13 @@ def task_link(settings_public_url: str, secret: str | None) -> str | None:
     return f"{settings_public_url.rstrip('/')}/tasks/{secret}" if secret else None
 
 
-@router.post("", status_code=201, response_model=HelperCreated)
-def register_helper(
-    helper_in: HelperIn, session: SessionDep, settings: SettingsDep, response: Response
-) -> HelperCreated:
-    """Register as a helper. A phone already registered returns that helper (200), without its link."""
+@router.post("", status_code=201, response_model=HelperCreated, responses={409: {"description": "phone taken"}})
+def register_helper(helper_in: HelperIn, session: SessionDep, settings: SettingsDep) -> HelperCreated:
+    """Register as a helper. A phone already registered is refused (409) without showing its helper."""
     helper, secret = service.register(session=session, helper_in=helper_in)
-    session.commit()
     if secret is None:
-        response.status_code = 200
+        raise ConflictError("a helper with this phone number is already registered")
+    session.commit()
     out = HelperCreated.model_validate(helper)
     out.task_link = task_link(settings.public_url, secret)
     return out
@@ -42,6 +41,6 @@ def list_helpers(session: SessionDep, page: PageDep, _: Coordinator) -> Page[Hel
 
 
 @router.get("/{helper_id}", response_model=HelperFull)
-def get_helper(helper_id: int, session: SessionDep, _: Coordinator) -> HelperFull:
+def get_helper(helper_id: RowId, session: SessionDep, _: Coordinator) -> HelperFull:
     """One helper with their phone (coordinators)."""
     return HelperFull.model_validate(service.get(session=session, helper_id=helper_id))

@@ -13,7 +13,7 @@ from aidmatch.enums import NeedStatus, Source, Urgency
 from aidmatch.needs import service
 from aidmatch.needs.schemas import NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
-from aidmatch.schemas import Page
+from aidmatch.schemas import Page, RowId
 
 router = APIRouter(prefix="/api/needs", tags=["needs"])
 
@@ -55,7 +55,7 @@ def get_need_by_code(code: Annotated[str, Path(max_length=32)], session: Session
 
 
 @router.get("/{need_id}", response_model=NeedFull | NeedPublic)
-def get_need(need_id: int, session: SessionDep, principal: OptionalPrincipal) -> NeedFull | NeedPublic:
+def get_need(need_id: RowId, session: SessionDep, principal: OptionalPrincipal) -> NeedFull | NeedPublic:
     """One need; contact data only for coordinators."""
     need = service.get(session=session, need_id=need_id)
     if principal is not None and principal.is_coordinator:

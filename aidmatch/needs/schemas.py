@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from aidmatch.categories import Category
 from aidmatch.enums import Language, NeedStatus, Source, Urgency
-from aidmatch.schemas import Address, Description, InModel, Latitude, Longitude, OutModel, Phone, ShortText
+from aidmatch.schemas import (
+    Address,
+    Description,
+    InModel,
+    Latitude,
+    Longitude,
+    OutModel,
+    Phone,
+    ShortText,
+    Timestamp,
+)
 from notifications.phones import redact_phones
 
 
@@ -26,7 +36,7 @@ class NeedIn(InModel):
     contact_name: ShortText | None = None
     contact_phone: Phone | None = None
     language: Language = Language.ru
-    needed_by: AwareDatetime | None = None
+    needed_by: Timestamp | None = None
 
     @model_validator(mode="after")
     def _has_location(self) -> Self:
@@ -58,7 +68,7 @@ class NeedPublic(OutModel):
     needed_by: datetime | None
     expires_at: datetime | None
 
-    @field_validator("description")
+    @field_validator("description", "address")
     @classmethod
     def _visible_description(cls, value: str | None) -> str | None:
         # People type their number into the text too; the public never sees it.
@@ -74,7 +84,7 @@ class NeedFull(NeedPublic):
     max_distance_km: float | None
     duplicate_of_id: int | None
 
-    @field_validator("description")
+    @field_validator("description", "address")
     @classmethod
     def _visible_description(cls, value: str | None) -> str | None:
         return value

@@ -14,7 +14,7 @@ from aidmatch.helpers.router import task_link
 from aidmatch.offers import service
 from aidmatch.offers.schemas import OfferCreated, OfferIn, OfferOut
 from aidmatch.query import BBoxDep, PageDep
-from aidmatch.schemas import Page
+from aidmatch.schemas import MAX_ROW_ID, Page, RowId
 
 router = APIRouter(prefix="/api/offers", tags=["offers"])
 
@@ -37,7 +37,7 @@ def list_offers(
     bbox: BBoxDep,
     status: Annotated[list[OfferStatus] | None, Query()] = None,
     category: Annotated[list[Category] | None, Query()] = None,
-    helper_id: Annotated[int | None, Query(ge=1)] = None,
+    helper_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
 ) -> Page[OfferOut]:
     """List offers, newest first (volunteers and coordinators)."""
     filters = service.OfferFilters(status=status or (), category=category or (), bbox=bbox, helper_id=helper_id)
@@ -48,6 +48,6 @@ def list_offers(
 
 
 @router.get("/{offer_id}", response_model=OfferOut)
-def get_offer(offer_id: int, session: SessionDep) -> OfferOut:
+def get_offer(offer_id: RowId, session: SessionDep) -> OfferOut:
     """One offer (no contact data in it)."""
     return OfferOut.model_validate(service.get(session=session, offer_id=offer_id))

@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from aidmatch.categories import Category
 from aidmatch.enums import Language, OfferStatus
-from aidmatch.schemas import Address, Description, InModel, Latitude, Longitude, OutModel, Phone, ShortText
+from aidmatch.schemas import (
+    Address,
+    Description,
+    InModel,
+    Latitude,
+    Longitude,
+    OutModel,
+    Phone,
+    ShortText,
+    Timestamp,
+)
 
 MAX_RADIUS_KM = 500.0
 
@@ -21,8 +31,8 @@ class OfferIn(InModel):
     lat: Latitude | None = None
     lon: Longitude | None = None
     address: Address | None = None
-    available_from: AwareDatetime | None = None
-    available_until: AwareDatetime | None = None
+    available_from: Timestamp | None = None
+    available_until: Timestamp | None = None
     description: Description | None = None
     name: ShortText | None = None
     phone: Phone

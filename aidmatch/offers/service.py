@@ -46,7 +46,7 @@ def create(*, session: Session, offer_in: OfferIn, geocoder: Geocoder) -> tuple[
         lat, lon = place.lat_deg, place.lon_deg
     helper, secret = helpers_service.get_or_create(
         session=session,
-        name=offer_in.name or offer_in.phone,
+        name=offer_in.name or ("Volunteer" if offer_in.language == "en" else "Волонтёр"),
         phone=offer_in.phone,
         language=offer_in.language,
     )

@@ -85,3 +85,15 @@ def test_write_matches() -> None:
     out = io.StringIO()
     write_matches(out, ["n1", "n2"], ["o1", "o1"], np.array([2, 1]), np.array([1.23456, 0.0]))
     assert out.getvalue() == "need_id,offer_id,quantity,distance_km\nn1,o1,2,1.235\nn2,o1,1,0.000\n"
+
+
+def test_line_numbers_count_physical_lines_across_quoted_newlines(tmp_path: Path) -> None:
+    text = 'id,lat,lon,category\nn1,55,40,water\n"n2\nsecond line",55,40,water\nn3,95,40,water\n'
+    with pytest.raises(CsvError, match=r"line 5: lat = '95'"):
+        read_needs(_write(tmp_path, text))
+
+
+def test_a_giant_field_is_a_clear_error(tmp_path: Path) -> None:
+    text = "id,lat,lon,category\n" + '"' + "x" * 200_000 + '",55,40,water\n'
+    with pytest.raises(CsvError, match="line 2"):
+        read_needs(_write(tmp_path, text))

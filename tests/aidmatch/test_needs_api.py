@@ -65,6 +65,16 @@ def test_public_view_hides_phone_typed_into_the_description(
     assert full["contact_phone"] == "+79123456789"
 
 
+def test_public_view_hides_phone_typed_into_the_address(
+    client: TestClient, coordinator_headers: dict[str, str]
+) -> None:
+    body = _post(client, address="ул. Ленина 5, тел 8 912 345-67-89")
+    assert "345" not in body["address"]
+    assert body["address"].startswith("ул. Ленина 5")
+    full = client.get(f"/api/needs/{body['id']}", headers=coordinator_headers).json()
+    assert full["address"] == "ул. Ленина 5, тел 8 912 345-67-89"
+
+
 def test_get_by_id_public_and_coordinator(
     client: TestClient, coordinator_headers: dict[str, str], volunteer_headers: dict[str, str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -75,16 +76,31 @@ def test_helpers_register_and_coordinator_only_listing(
     created = r.json()
     assert created["task_link"]
     assert "phone" not in created
+    # A phone already registered is refused without revealing who registered it.
     again = client.post("/api/helpers", json={"name": "Другое имя", "phone": "8 916 123 45 67"})
-    assert again.status_code == 200
-    assert again.json()["id"] == created["id"]
-    assert again.json()["task_link"] is None
+    assert again.status_code == 409
+    assert "Отряд" not in again.text
+    assert set(again.json()) == {"type", "title", "status", "detail", "errors"}
     assert client.get("/api/helpers").status_code == 401
     assert client.get("/api/helpers", headers=volunteer_headers).status_code == 403
     listing = client.get("/api/helpers", headers=coordinator_headers).json()
     assert listing["total"] == 1
     assert listing["items"][0]["phone"] == "+79161234567"
     assert client.get(f"/api/helpers/{created['id']}", headers=coordinator_headers).json()["is_organisation"] is True
+
+
+def test_an_offer_without_a_name_never_names_its_helper_by_phone(
+    client: TestClient, coordinator_headers: dict[str, str]
+) -> None:
+    offer = client.post("/api/offers", json={**OFFER, "name": None}).json()
+    helper = client.get(f"/api/helpers/{offer['helper_id']}", headers=coordinator_headers).json()
+    assert helper["name"] == "Волонтёр"
+    assert "903" not in helper["name"]
+
+
+@pytest.mark.parametrize("path", ["/api/needs/99999999999999999999", "/api/offers/3000000000", "/api/needs/0"])
+def test_out_of_range_ids_are_422_not_500(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 422
 
 
 def test_concurrent_registrations_of_one_phone_make_one_helper(client: TestClient, db: Session) -> None:

@@ -35,3 +35,14 @@ def test_redaction() -> None:
     assert "Дом 12, кв. 5, нас 3 человека" in out
     assert out.count("[phone hidden]") == 2
     assert redact_phones("нет воды") == "нет воды"
+
+
+def test_redaction_of_unusual_separators() -> None:
+    for text in ("номер 8_912_345_67_89", "tel:8,912,345,67,89", "8/912/345/67/89"):
+        assert "345" not in redact_phones(text), text
+
+
+def test_errors_do_not_repeat_the_number() -> None:
+    with pytest.raises(InvalidPhoneError) as caught:
+        normalize_phone("+7 000 000 00 00")
+    assert "000" not in str(caught.value)
