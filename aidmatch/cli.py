@@ -119,6 +119,48 @@ def demo(
         _serve(settings, host, port, 1)
 
 
+@app.command("match")
+def match_db(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as one JSON object.")] = False,
+) -> None:
+    """Run one batch assignment over all open needs and offers in the database; print the run."""
+    import json
+
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.matches import service as matches_service
+
+    settings = _settings()
+    _require_migrated(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            run = matches_service.run_batch(session=session, trigger="cli")
+            session.commit()
+    finally:
+        engine.dispose()
+    summary = {
+        "run_id": run.id,
+        "status": run.status.value,
+        "needs": run.needs_count,
+        "offers": run.offers_count,
+        "matched_needs": run.matched_needs,
+        "unmatched_needs": run.unmatched_needs,
+        "assigned_quantity": run.assigned_quantity,
+        "total_distance_km": round(run.total_distance_km, 3),
+        "unmatched_reasons": run.unmatched_reasons,
+        "timings_s": run.timings_s,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(run.unmatched_reasons.items())) or "none"
+        typer.echo(
+            f"run {run.id}: {run.matched_needs} of {run.needs_count} open needs matched "
+            f"({run.assigned_quantity} units, {run.total_distance_km:.1f} km) by {run.offers_count} offers; "
+            f"unmatched {run.unmatched_needs} ({reasons}); {sum(run.timings_s.values()):.2f} s"
+        )
+
+
 @app.command("match-file")
 def match_file(
     needs_csv: Annotated[Path, typer.Argument(help="needs.csv: id,lat,lon,category[,quantity,urgency]")],

@@ -1,0 +1,192 @@
+"""Matches: the one seam between rows and arrays (rows → columns → ``matching`` → rows).
+
+A batch run proposes matches for the units nobody has taken yet: a need's remaining units are its
+quantity minus accepted units minus units in matches still pending (proposed or notified); an
+offer's remaining capacity likewise. So a run never changes what was accepted or is awaiting an
+answer. Services flush; the caller (CLI command, job, request) commits once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import func, insert, or_, select
+from sqlalchemy.orm import Session
+
+import matching
+from aidmatch.categories import CATEGORY_INDEX, Category
+from aidmatch.database import utcnow
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchRunStatus, MatchStatus, OfferStatus, Urgency
+from aidmatch.matches.models import Match, MatchRun
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer, OfferCategory
+
+PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
+URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
+REASON_NAMES = {
+    matching.NO_OFFER_IN_RANGE: "no_helper_in_range",
+    matching.ALL_IN_RANGE_AT_CAPACITY: "all_in_range_at_capacity",
+    matching.ONLY_TOO_FAR: "only_too_far",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenNeeds:
+    """Needs with units still to place, as columns (shape (n,)); ``id`` the database ids."""
+
+    id: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    category: np.ndarray
+    remaining: np.ndarray
+    urgency: np.ndarray
+    max_km: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOffers:
+    """Offers with capacity still free, as columns (shape (m,)); ``id`` the database ids."""
+
+    id: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    category_mask: np.ndarray
+    remaining: np.ndarray
+    radius_km: np.ndarray
+
+
+def _pending_units(session: Session, column: str) -> dict[int, int]:
+    key = Match.need_id if column == "need" else Match.offer_id
+    rows = session.execute(
+        select(key, func.sum(Match.quantity)).where(Match.status.in_(PENDING_MATCH_STATUSES)).group_by(key)
+    )
+    return {int(k): int(v) for k, v in rows}
+
+
+def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
+    """Open, unexpired needs with units not yet accepted nor pending."""
+    rows = session.execute(
+        select(
+            Need.id,
+            Need.lat,
+            Need.lon,
+            Need.category,
+            Need.quantity - Need.quantity_assigned,
+            Need.urgency,
+            Need.max_distance_km,
+        )
+        .where(Need.status.in_(OPEN_NEED_STATUSES), or_(Need.expires_at.is_(None), Need.expires_at > now))
+        .order_by(Need.id)
+    ).all()
+    pending = _pending_units(session, "need")
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    remaining = np.array([r[4] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
+    keep = remaining > 0
+    return OpenNeeds(
+        id=ids[keep],
+        lat=np.array([r[1] for r in rows], dtype=np.float64)[keep],
+        lon=np.array([r[2] for r in rows], dtype=np.float64)[keep],
+        category=np.array([CATEGORY_INDEX[Category(r[3])] for r in rows], dtype=np.int64)[keep],
+        remaining=remaining[keep],
+        urgency=np.array([URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
+        max_km=np.array([np.inf if r[6] is None else r[6] for r in rows], dtype=np.float64)[keep],
+    )
+
+
+def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
+    """Active offers inside their availability window with capacity not accepted nor pending."""
+    rows = session.execute(
+        select(Offer.id, Offer.lat, Offer.lon, Offer.capacity - Offer.capacity_used, Offer.radius_km)
+        .where(
+            Offer.status == OfferStatus.active,
+            or_(Offer.available_from.is_(None), Offer.available_from <= now),
+            or_(Offer.available_until.is_(None), Offer.available_until > now),
+        )
+        .order_by(Offer.id)
+    ).all()
+    pending = _pending_units(session, "offer")
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    masks = np.zeros(len(ids), dtype=np.int64)
+    if len(ids):
+        cats = session.execute(select(OfferCategory.offer_id, OfferCategory.category)).all()
+        pos = np.searchsorted(ids, np.array([c[0] for c in cats], dtype=np.int64))
+        bit = np.array([1 << CATEGORY_INDEX[Category(c[1])] for c in cats], dtype=np.int64)
+        known = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == np.array([c[0] for c in cats]))
+        np.bitwise_or.at(masks, pos[known], bit[known])
+    remaining = np.array([r[3] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
+    keep = (remaining > 0) & (masks != 0)
+    return OpenOffers(
+        id=ids[keep],
+        lat=np.array([r[1] for r in rows], dtype=np.float64)[keep],
+        lon=np.array([r[2] for r in rows], dtype=np.float64)[keep],
+        category_mask=masks[keep],
+        remaining=remaining[keep],
+        radius_km=np.array([r[4] for r in rows], dtype=np.float64)[keep],
+    )
+
+
+def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = None) -> MatchRun:
+    """One global batch assignment over everything open; proposes matches and records the run."""
+    now = now or utcnow()
+    started = time.perf_counter()
+    run = MatchRun(status=MatchRunStatus.running, trigger=trigger, started_at=now)
+    session.add(run)
+    session.flush()
+    needs = load_open_needs(session=session, now=now)
+    offers = load_open_offers(session=session, now=now)
+    loaded = time.perf_counter()
+    result = matching.match(
+        matching.Needs(needs.lat, needs.lon, needs.category, needs.remaining, needs.urgency, needs.max_km),
+        matching.Offers(offers.lat, offers.lon, offers.category_mask, offers.remaining, offers.radius_km),
+    )
+    matched_at = time.perf_counter()
+    if len(result.need_index):
+        session.execute(
+            insert(Match),
+            [
+                {
+                    "need_id": int(needs.id[i]),
+                    "offer_id": int(offers.id[j]),
+                    "run_id": run.id,
+                    "quantity": int(q),
+                    "distance_km": float(d),
+                    "score": float(d),
+                    "reason": f"batch run {run.id}: capable helper {d:.1f} km away, within its {offers.radius_km[j]:g} km",
+                    "status": MatchStatus.proposed,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i, j, q, d in zip(
+                    result.need_index.tolist(),
+                    result.offer_index.tolist(),
+                    result.quantity.tolist(),
+                    result.distance_km.tolist(),
+                    strict=True,
+                )
+            ],
+        )
+    unserved = result.reason != matching.SERVED
+    reasons = {
+        REASON_NAMES[int(code)]: int(count)
+        for code, count in zip(*np.unique(result.reason[unserved], return_counts=True), strict=True)
+    }
+    run.status = MatchRunStatus.succeeded
+    run.needs_count = len(needs.id)
+    run.offers_count = len(offers.id)
+    run.matched_needs = int((result.served > 0).sum())
+    run.unmatched_needs = int((result.served == 0).sum())
+    run.assigned_quantity = int(result.quantity.sum())
+    run.total_distance_km = float(np.dot(result.quantity, result.distance_km))
+    run.unmatched_reasons = reasons
+    run.config = {"solver": "matching.match", "objective": float(result.objective)}
+    run.timings_s = {
+        "load": round(loaded - started, 4),
+        "match": round(matched_at - loaded, 4),
+        "write": round(time.perf_counter() - matched_at, 4),
+    }
+    run.finished_at = utcnow()
+    session.flush()
+    return run
