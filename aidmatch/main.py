@@ -15,6 +15,7 @@ from aidmatch.config import Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.errors import install_error_handlers
 from aidmatch.helpers.router import router as helpers_router
+from aidmatch.matches.router import router as matches_router
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.include_router(needs_router)
     app.include_router(offers_router)
     app.include_router(helpers_router)
+    app.include_router(matches_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(session: SessionDep) -> dict[str, str]:

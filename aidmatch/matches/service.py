@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import matching
+from aidmatch.auth.service import hash_secret
 from aidmatch.categories import CATEGORY_INDEX, Category
 from aidmatch.database import utcnow
-from aidmatch.enums import OPEN_NEED_STATUSES, MatchRunStatus, MatchStatus, OfferStatus, Urgency
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchRunStatus, MatchStatus, NeedStatus, OfferStatus, Urgency
+from aidmatch.errors import ConflictError, NotFoundError
+from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match, MatchRun
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
+from aidmatch.query import PageParams, paginate
 
 PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
@@ -190,3 +194,129 @@ def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = 
     run.finished_at = utcnow()
     session.flush()
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class MatchFilters:
+    need_id: int | None = None
+    offer_id: int | None = None
+    run_id: int | None = None
+    status: tuple[MatchStatus, ...] = ()
+
+
+def list_matches(*, session: Session, filters: MatchFilters, page: PageParams) -> tuple[list[Match], int]:
+    stmt = select(Match)
+    if filters.need_id is not None:
+        stmt = stmt.where(Match.need_id == filters.need_id)
+    if filters.offer_id is not None:
+        stmt = stmt.where(Match.offer_id == filters.offer_id)
+    if filters.run_id is not None:
+        stmt = stmt.where(Match.run_id == filters.run_id)
+    if filters.status:
+        stmt = stmt.where(Match.status.in_(filters.status))
+    return paginate(session, stmt.order_by(Match.id), page)
+
+
+def list_runs(*, session: Session, page: PageParams) -> tuple[list[MatchRun], int]:
+    return paginate(session, select(MatchRun).order_by(MatchRun.id.desc()), page)
+
+
+def get(*, session: Session, match_id: int) -> Match:
+    match = session.get(Match, match_id)
+    if match is None:
+        raise NotFoundError(f"no match with id {match_id}")
+    return match
+
+
+def helper_owns(*, session: Session, match: Match, link_secret: str) -> bool:
+    """Whether the private task link belongs to the helper behind the match's offer."""
+    owner = session.scalar(
+        select(Helper.link_hash).join(Offer, Offer.helper_id == Helper.id).where(Offer.id == match.offer_id)
+    )
+    return owner is not None and owner == hash_secret(link_secret)
+
+
+def accept(*, session: Session, match_id: int) -> Match:
+    """Take the match's units: three conditional updates, so the last unit can never go twice.
+
+    Each UPDATE re-checks its condition under the row lock (PostgreSQL) or the database write
+    lock (SQLite); if any finds nothing to update, everything is rolled back and 409 follows.
+    """
+    now = utcnow()
+    match = get(session=session, match_id=match_id)
+    quantity, need_id, offer_id = match.quantity, match.need_id, match.offer_id
+    took = session.execute(
+        update(Match)
+        .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
+        .values(status=MatchStatus.accepted, responded_at=now, updated_at=now)
+    )
+    if took.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise ConflictError(f"match {match_id} is no longer open to accept")
+    assigned = Need.quantity_assigned + quantity
+    need_done = session.execute(
+        update(Need)
+        .where(Need.id == need_id, Need.status.in_(OPEN_NEED_STATUSES), assigned <= Need.quantity)
+        .values(
+            quantity_assigned=assigned,
+            status=case((assigned >= Need.quantity, NeedStatus.assigned), else_=NeedStatus.partially_assigned),
+            updated_at=now,
+        )
+    )
+    if need_done.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise ConflictError(f"need {need_id} has no unit left for match {match_id}")
+    offer_done = session.execute(
+        update(Offer)
+        .where(Offer.id == offer_id, Offer.capacity_used + quantity <= Offer.capacity)
+        .values(capacity_used=Offer.capacity_used + quantity, updated_at=now)
+    )
+    if offer_done.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise ConflictError(f"offer {offer_id} has no capacity left for match {match_id}")
+    session.flush()
+    session.refresh(match)
+    return match
+
+
+def decline(*, session: Session, match_id: int) -> Match:
+    """The helper says no: the match closes and its units go back to the pool."""
+    now = utcnow()
+    done = session.execute(
+        update(Match)
+        .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
+        .values(status=MatchStatus.declined, responded_at=now, updated_at=now)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        get(session=session, match_id=match_id)
+        raise ConflictError(f"match {match_id} is not waiting for an answer")
+    match = get(session=session, match_id=match_id)
+    session.refresh(match)
+    return match
+
+
+def complete(*, session: Session, match_id: int) -> Match:
+    """The help was delivered; the need is fulfilled once all its units are delivered."""
+    now = utcnow()
+    done = session.execute(
+        update(Match)
+        .where(Match.id == match_id, Match.status == MatchStatus.accepted)
+        .values(status=MatchStatus.completed, updated_at=now)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        get(session=session, match_id=match_id)
+        raise ConflictError(f"match {match_id} is not accepted, so it cannot be completed")
+    match = get(session=session, match_id=match_id)
+    session.refresh(match)
+    delivered = session.scalar(
+        select(func.coalesce(func.sum(Match.quantity), 0)).where(
+            Match.need_id == match.need_id, Match.status == MatchStatus.completed
+        )
+    )
+    session.execute(
+        update(Need)
+        .where(Need.id == match.need_id, Need.quantity <= (delivered or 0))
+        .values(status=NeedStatus.fulfilled, updated_at=now)
+    )
+    session.flush()
+    return match

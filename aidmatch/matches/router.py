@@ -1,0 +1,96 @@
+"""HTTP routes for matches and batch runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from aidmatch.database import SessionDep
+from aidmatch.deps import Coordinator, OptionalPrincipal
+from aidmatch.enums import MatchStatus
+from aidmatch.errors import AuthenticationError, ForbiddenError
+from aidmatch.matches import service
+from aidmatch.matches.schemas import MatchAction, MatchOut, MatchRunOut
+from aidmatch.query import PageDep
+from aidmatch.schemas import MAX_ROW_ID, Page, RowId
+
+router = APIRouter(prefix="/api", tags=["matches"])
+
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
+
+
+@router.get("/matches", response_model=Page[MatchOut])
+def list_matches(
+    session: SessionDep,
+    _: Coordinator,
+    page: PageDep,
+    need_id: IdQuery = None,
+    offer_id: IdQuery = None,
+    run_id: IdQuery = None,
+    status: Annotated[list[MatchStatus] | None, Query()] = None,
+) -> Page[MatchOut]:
+    """Matches, oldest first, filtered by need, offer, run or status (coordinators)."""
+    filters = service.MatchFilters(need_id=need_id, offer_id=offer_id, run_id=run_id, status=tuple(status or ()))
+    rows, total = service.list_matches(session=session, filters=filters, page=page)
+    return Page[MatchOut](
+        items=[MatchOut.model_validate(m) for m in rows], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/runs", response_model=Page[MatchRunOut])
+def list_runs(session: SessionDep, _: Coordinator, page: PageDep) -> Page[MatchRunOut]:
+    """Batch runs, newest first (coordinators)."""
+    rows, total = service.list_runs(session=session, page=page)
+    return Page[MatchRunOut](
+        items=[MatchRunOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+def _authorise(session: SessionDep, principal: OptionalPrincipal, match_id: int, action: MatchAction | None) -> None:
+    """A coordinator may act for a helper who phoned in; a helper acts with their private link."""
+    if principal is not None and principal.is_coordinator:
+        return
+    match = service.get(session=session, match_id=match_id)
+    if (
+        action is not None
+        and action.link
+        and service.helper_owns(session=session, match=match, link_secret=action.link)
+    ):
+        return
+    if principal is None and not (action and action.link):
+        raise AuthenticationError("acting on a match needs a coordinator token or the helper's private link")
+    raise ForbiddenError("only the helper of this match or a coordinator may act on it")
+
+
+@router.post("/matches/{match_id}/accept", response_model=MatchOut)
+def accept_match(
+    match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
+) -> MatchOut:
+    """Accept: the units are taken at once, or 409 when someone else took the last of them."""
+    _authorise(session, principal, match_id, action)
+    match = service.accept(session=session, match_id=match_id)
+    session.commit()
+    return MatchOut.model_validate(match)
+
+
+@router.post("/matches/{match_id}/decline", response_model=MatchOut)
+def decline_match(
+    match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
+) -> MatchOut:
+    """Decline: the need goes back to the pool for the next helper."""
+    _authorise(session, principal, match_id, action)
+    match = service.decline(session=session, match_id=match_id)
+    session.commit()
+    return MatchOut.model_validate(match)
+
+
+@router.post("/matches/{match_id}/complete", response_model=MatchOut)
+def complete_match(
+    match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
+) -> MatchOut:
+    """Done: the help was delivered."""
+    _authorise(session, principal, match_id, action)
+    match = service.complete(session=session, match_id=match_id)
+    session.commit()
+    return MatchOut.model_validate(match)
