@@ -12,6 +12,7 @@ from aidmatch.auth.service import Principal
 from aidmatch.config import Settings
 from aidmatch.database import SessionDep
 from aidmatch.errors import AuthenticationError, ForbiddenError
+from aidmatch.matches.live import LiveOfferIndex
 from geo.geocoding import Geocoder
 
 
@@ -64,3 +65,11 @@ def get_geocoder(request: Request) -> Geocoder:
 
 
 GeocoderDep = Annotated[Geocoder, Depends(get_geocoder)]
+
+
+def get_live_index(request: Request) -> LiveOfferIndex:
+    live: LiveOfferIndex = request.app.state.live_index
+    return live
+
+
+LiveIndexDep = Annotated[LiveOfferIndex, Depends(get_live_index)]

@@ -15,7 +15,9 @@ from aidmatch.config import Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.errors import install_error_handlers
 from aidmatch.helpers.router import router as helpers_router
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.router import router as matches_router
+from aidmatch.messages.router import router as messages_router
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.live_index = LiveOfferIndex()
     app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
 
     install_error_handlers(app)
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.include_router(offers_router)
     app.include_router(helpers_router)
     app.include_router(matches_router)
+    app.include_router(messages_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(session: SessionDep) -> dict[str, str]:

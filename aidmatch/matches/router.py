@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from aidmatch.database import SessionDep
-from aidmatch.deps import Coordinator, OptionalPrincipal
+from aidmatch.database import SessionDep, utcnow
+from aidmatch.deps import Coordinator, LiveIndexDep, OptionalPrincipal
 from aidmatch.enums import MatchStatus
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
@@ -94,3 +94,9 @@ def complete_match(
     match = service.complete(session=session, match_id=match_id)
     session.commit()
     return MatchOut.model_validate(match)
+
+
+@router.get("/stats/unmet", tags=["stats"])
+def unmet(session: SessionDep, live: LiveIndexDep, _: Coordinator) -> dict[str, Any]:
+    """Unmet needs by category × urgency × reason, with the age of the oldest (coordinators)."""
+    return service.unmet_stats(session=session, live=live, now=utcnow())

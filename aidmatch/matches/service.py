@@ -18,15 +18,19 @@ from sqlalchemy.orm import Session
 
 import matching
 from aidmatch.auth.service import hash_secret
-from aidmatch.categories import CATEGORY_INDEX, Category
+from aidmatch.categories import CATEGORY_INDEX, Category, label
+from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchRunStatus, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.errors import ConflictError, NotFoundError
 from aidmatch.helpers.models import Helper
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match, MatchRun
+from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams, paginate
+from notifications.templates import urgent_request
 
 PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
@@ -320,3 +324,145 @@ def complete(*, session: Session, match_id: int) -> Match:
     )
     session.flush()
     return match
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    radius_km: float
+    helpers: int
+    wait_s: float
+
+
+def parse_waves(spec: str) -> list[Wave]:
+    """``km:helpers:seconds`` per wave, comma separated (AIDMATCH_ESCALATION_WAVES)."""
+    waves = []
+    for part in spec.split(","):
+        try:
+            km, count, wait = part.strip().split(":")
+            waves.append(Wave(float(km), int(count), float(wait)))
+        except ValueError:
+            raise ValueError(f"escalation wave {part.strip()!r} is not km:helpers:seconds") from None
+    return waves
+
+
+def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings) -> int:
+    """Proposals for a new need from the live index, at once; returns helpers found in range.
+
+    A critical need notifies the first escalation wave (its nearest helpers within the wave's
+    radius) by SMS through the outbox; any other need gets its nearest helpers proposed for up
+    to its quantity, for the coordinators and the next batch run to confirm.
+    """
+    now = utcnow()
+    live.refresh(session=session, now=now)
+    pending = _pending_units(session, "offer")
+    limit_km = need.max_distance_km if need.max_distance_km is not None else np.inf
+    critical = need.urgency is Urgency.critical
+    if critical:
+        wave = parse_waves(settings.escalation_waves)[0]
+        found = live.nearest(
+            lat=need.lat, lon=need.lon, category=need.category, k=wave.helpers,
+            max_km=min(limit_km, wave.radius_km), exclude_full=pending,
+        )  # fmt: skip
+    else:
+        found = live.nearest(
+            lat=need.lat, lon=need.lon, category=need.category, k=3, max_km=limit_km, exclude_full=pending
+        )
+    if not found:
+        return 0
+    left = need.quantity
+    rows = []
+    for offer_id, d_km in found:
+        quantity = need.quantity if critical else min(left, 1)
+        if quantity <= 0:
+            break
+        left -= 0 if critical else quantity
+        rows.append((offer_id, d_km, quantity))
+    matches = []
+    for offer_id, d_km, quantity in rows:
+        match = Match(
+            need_id=need.id,
+            offer_id=offer_id,
+            quantity=quantity,
+            distance_km=d_km,
+            score=d_km,
+            reason=f"at intake: capable helper {d_km:.1f} km away" + (", wave 1" if critical else ""),
+            status=MatchStatus.notified if critical else MatchStatus.proposed,
+            wave=1 if critical else None,
+            created_at=now,
+            updated_at=now,
+            notified_at=now if critical else None,
+        )
+        session.add(match)
+        matches.append(match)
+    session.flush()
+    if critical:
+        helpers: dict[int, int] = {
+            int(offer_id): int(helper_id)
+            for offer_id, helper_id in session.execute(
+                select(Offer.id, Offer.helper_id).where(Offer.id.in_([m.offer_id for m in matches]))
+            )
+        }
+        for match in matches:
+            helper = session.get(Helper, helpers[match.offer_id])
+            assert helper is not None
+            if not helper.sms_consent:
+                continue
+            messages_service.queue(
+                session=session,
+                phone=helper.phone,
+                body=urgent_request(
+                    language=helper.language.value,
+                    what=label(need.category, helper.language.value),
+                    quantity=match.quantity,
+                    distance_km=match.distance_km,
+                    match_id=match.id,
+                ),
+                language=helper.language.value,
+                idempotency_key=f"match:{match.id}:wave:1",
+                need_id=need.id,
+                match_id=match.id,
+                helper_id=helper.id,
+            )
+    return len(found)
+
+
+def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
+    """Open needs with units nobody has taken, by category × urgency × reason, and the oldest one.
+
+    Reasons: ``no_helper_in_range`` (no usable helper of the category reaches the need),
+    ``all_in_range_at_capacity`` (some do, none has room left), ``waiting_for_batch`` (a helper
+    with room reaches it; the next batch run will propose).
+    """
+    live.refresh(session=session, now=now)
+    needs = load_open_needs(session=session, now=now)
+    in_range, with_room = live.reachable(
+        lat=needs.lat,
+        lon=needs.lon,
+        category=needs.category,
+        max_km=needs.max_km,
+        pending=_pending_units(session, "offer"),
+    )
+    reason = np.where(
+        ~in_range, "no_helper_in_range", np.where(~with_room, "all_in_range_at_capacity", "waiting_for_batch")
+    )
+    categories = list(Category)
+    urgencies = {v: k for k, v in URGENCY_INDEX.items()}
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i in range(len(needs.id)):
+        key = (categories[int(needs.category[i])].value, urgencies[int(needs.urgency[i])].value, str(reason[i]))
+        entry = groups.setdefault(key, [0, 0])
+        entry[0] += 1
+        entry[1] += int(needs.remaining[i])
+    oldest = None
+    if len(needs.id):
+        first = session.scalar(select(func.min(Need.created_at)).where(Need.id.in_(needs.id.tolist())))
+        oldest = (now - first).total_seconds() if first is not None else None
+    return {
+        "unmet_needs": len(needs.id),
+        "unmet_units": int(needs.remaining.sum()),
+        "oldest_unmet_age_s": oldest,
+        "groups": [
+            {"category": c, "urgency": u, "reason": r, "needs": v[0], "units": v[1]}
+            for (c, u, r), v in sorted(groups.items())
+        ],
+    }

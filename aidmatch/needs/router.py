@@ -8,22 +8,28 @@ from fastapi import APIRouter, Path, Query
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep
-from aidmatch.deps import GeocoderDep, OptionalPrincipal, SettingsDep, TokenHolder
+from aidmatch.deps import GeocoderDep, LiveIndexDep, OptionalPrincipal, SettingsDep, TokenHolder
 from aidmatch.enums import NeedStatus, Source, Urgency
+from aidmatch.matches import service as matches_service
 from aidmatch.needs import service
-from aidmatch.needs.schemas import NeedFull, NeedIn, NeedPublic
+from aidmatch.needs.schemas import NeedCreated, NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
 from aidmatch.schemas import Page, RowId
 
 router = APIRouter(prefix="/api/needs", tags=["needs"])
 
 
-@router.post("", status_code=201, response_model=NeedPublic)
-def create_need(need_in: NeedIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep) -> NeedPublic:
-    """Post a need. Anyone may; the answer carries the short public code to check its status."""
+@router.post("", status_code=201, response_model=NeedCreated)
+def create_need(
+    need_in: NeedIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep, live: LiveIndexDep
+) -> NeedCreated:
+    """Post a need. Anyone may; the answer carries the short public code and the helpers found."""
     need = service.create(session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api)
+    found = matches_service.propose_for_need(session=session, need=need, live=live, settings=settings)
     session.commit()
-    return NeedPublic.model_validate(need)
+    out = NeedCreated.model_validate(need)
+    out.helpers_in_range = found
+    return out
 
 
 @router.get("", response_model=Page[NeedFull] | Page[NeedPublic])

@@ -88,3 +88,9 @@ class NeedFull(NeedPublic):
     @classmethod
     def _visible_description(cls, value: str | None) -> str | None:
         return value
+
+
+class NeedCreated(NeedPublic):
+    """Answer to a new need: how many capable helpers were found in range at once."""
+
+    helpers_in_range: int = 0

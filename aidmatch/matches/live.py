@@ -1,0 +1,144 @@
+"""The live index of available offers that each worker keeps in memory for the intake path.
+
+Built from the database on first use, then brought up to date before each lookup by reading only
+the offers whose ``updated_at`` moved (every create, change, capacity change and expiry touches
+it), so a change made through any worker reaches every worker without a rebuild.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import matching
+from aidmatch.categories import CATEGORY_INDEX, Category
+from aidmatch.enums import OfferStatus
+from aidmatch.offers.models import Offer, OfferCategory
+from geo.index import SpatialIndex
+
+_GROW = 1024
+
+
+class LiveOfferIndex:
+    """Offers as growing columns (row = position) plus a SpatialIndex over the usable rows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._row_of: dict[int, int] = {}
+        self._n = 0
+        self._lat = np.zeros(_GROW)
+        self._lon = np.zeros(_GROW)
+        self._mask = np.zeros(_GROW, dtype=np.int64)
+        self._radius = np.zeros(_GROW)
+        self._capacity = np.ones(_GROW, dtype=np.int64)
+        self._left = np.zeros(_GROW, dtype=np.int64)
+        self._offer_id = np.zeros(_GROW, dtype=np.int64)
+        self._in_index = np.zeros(_GROW, dtype=bool)
+        self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
+        self._seen: datetime | None = None
+        self._seen_ids: set[int] = set()
+
+    def _grow(self) -> None:
+        size = len(self._lat) * 2
+        for name in ("_lat", "_lon", "_mask", "_radius", "_capacity", "_left", "_offer_id", "_in_index"):
+            old = getattr(self, name)
+            new = np.zeros(size, dtype=old.dtype)
+            if name == "_capacity":
+                new[:] = 1
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def refresh(self, *, session: Session, now: datetime) -> None:
+        """Apply every offer change since the last refresh (all offers the first time)."""
+        with self._lock:
+            stmt = select(Offer).order_by(Offer.updated_at, Offer.id)
+            if self._seen is not None:
+                stmt = stmt.where(Offer.updated_at >= self._seen)
+            changed = [o for o in session.scalars(stmt) if not (o.updated_at == self._seen and o.id in self._seen_ids)]
+            if not changed:
+                return
+            ids = [o.id for o in changed]
+            masks: dict[int, int] = {}
+            for offer_id, category in session.execute(
+                select(OfferCategory.offer_id, OfferCategory.category).where(OfferCategory.offer_id.in_(ids))
+            ):
+                masks[offer_id] = masks.get(offer_id, 0) | (1 << CATEGORY_INDEX[Category(category)])
+            for o in changed:
+                row = self._row_of.get(o.id)
+                if row is None:
+                    if self._n == len(self._lat):
+                        self._grow()
+                    row = self._n
+                    self._n += 1
+                    self._row_of[o.id] = row
+                    self._offer_id[row] = o.id
+                if self._in_index[row]:
+                    self._index.remove([row])
+                    self._in_index[row] = False
+                self._lat[row], self._lon[row] = o.lat, o.lon
+                self._mask[row] = masks.get(o.id, 0)
+                self._radius[row] = o.radius_km
+                self._capacity[row] = o.capacity
+                self._left[row] = o.capacity - o.capacity_used
+                usable = (
+                    o.status is OfferStatus.active
+                    and self._mask[row] != 0
+                    and (o.available_until is None or o.available_until > now)
+                    and (o.available_from is None or o.available_from <= now)
+                )
+                if usable:
+                    self._index.insert([row], [o.lat], [o.lon], [self._mask[row]])
+                    self._in_index[row] = True
+            last = max(o.updated_at for o in changed)
+            self._seen_ids = {o.id for o in changed if o.updated_at == last} | (
+                self._seen_ids if last == self._seen else set()
+            )
+            self._seen = last
+
+    def nearest(
+        self, *, lat: float, lon: float, category: Category, k: int, max_km: float, exclude_full: dict[int, int]
+    ) -> list[tuple[int, float]]:
+        """Up to k (offer id, km) nearest capable offers; ``exclude_full`` units pending per offer id."""
+        with self._lock:
+            n = self._n
+            if n == 0 or len(self._index) == 0:
+                return []
+            left = self._left[:n].copy()
+            for offer_id, units in exclude_full.items():
+                row = self._row_of.get(offer_id)
+                if row is not None:
+                    left[row] -= units
+            offers = matching.Offers(
+                self._lat[:n], self._lon[:n], self._mask[:n], self._capacity[:n], self._radius[:n], self._in_index[:n]
+            )
+            rows, d_km = matching.nearest_capable(
+                self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=k
+            )
+            return [(int(self._offer_id[r]), float(d)) for r, d in zip(rows[0], d_km[0], strict=True) if r >= 0]
+
+    def reachable(
+        self, *, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, max_km: np.ndarray, pending: dict[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per need (shape (n,)): a usable helper of its category has it in range; and one with room left."""
+        with self._lock:
+            n = self._n
+            empty = np.zeros(len(lat), dtype=bool)
+            if n == 0 or len(self._index) == 0 or len(lat) == 0:
+                return empty, empty.copy()
+            offers = matching.Offers(
+                self._lat[:n], self._lon[:n], self._mask[:n], self._capacity[:n], self._radius[:n], self._in_index[:n]
+            )
+            left = self._left[:n].copy()
+            for offer_id, units in pending.items():
+                row = self._row_of.get(offer_id)
+                if row is not None:
+                    left[row] -= units
+            anyone, _ = matching.nearest_capable(
+                self._index, offers, np.ones(n, dtype=np.int64), lat, lon, category, max_km=max_km, k=1
+            )
+            room, _ = matching.nearest_capable(self._index, offers, left, lat, lon, category, max_km=max_km, k=1)
+            return anyone[:, 0] >= 0, room[:, 0] >= 0

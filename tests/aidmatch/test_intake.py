@@ -1,0 +1,105 @@
+"""At intake: proposals from the live index, wave 1 by SMS for critical needs, unmet statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aidmatch.config import Settings
+from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus
+from aidmatch.main import create_app
+from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message
+from geo.geocoding import GazetteerGeocoder
+
+
+def _offers(
+    client: TestClient, n: int, *, category: str = "evacuation", start: int = 0, **kw: Any
+) -> list[dict[str, Any]]:
+    out = []
+    for k in range(start, start + n):
+        body = {
+            "categories": [category],
+            "capacity": 1,
+            "radius_km": 40,
+            "lat": 55.148 + 0.01 * (k % 6),
+            "lon": 40.554 + 0.01 * (k // 6),
+            "phone": f"+7916{k:07d}",
+            **kw,
+        }
+        r = client.post("/api/offers", json=body)
+        assert r.status_code == 201, r.text
+        out.append(r.json())
+    return out
+
+
+def _need(client: TestClient, **kw: Any) -> dict[str, Any]:
+    body = {"category": "evacuation", "quantity": 1, "urgency": "critical", "lat": 55.15, "lon": 40.56, **kw}
+    r = client.post("/api/needs", json=body)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def test_critical_need_notifies_wave_one_through_the_outbox(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str], settings: Settings
+) -> None:
+    _offers(client, 12)
+    need = _need(client)
+    radius_km, helpers, _ = settings.escalation_waves.split(",")[0].split(":")
+    matches = list(db.scalars(select(Match).where(Match.need_id == need["id"]).order_by(Match.distance_km)))
+    assert need["helpers_in_range"] == len(matches) == int(helpers)
+    assert all(m.status is MatchStatus.notified and m.wave == 1 for m in matches)
+    assert all(m.distance_km <= float(radius_km) for m in matches)
+    messages = list(db.scalars(select(Message).order_by(Message.id)))
+    assert len(messages) == len(matches)
+    assert {m.match_id for m in messages} == {m.id for m in matches}
+    for message in messages:
+        assert message.direction is MessageDirection.outbound
+        assert message.status is MessageStatus.queued
+        assert message.idempotency_key == f"match:{message.match_id}:wave:1"
+        assert f"ДА {message.match_id}" in message.body
+    log = client.get("/api/messages?limit=50", headers=coordinator_headers)
+    assert log.status_code == 200
+    assert log.json()["total"] == len(messages)
+    assert client.get("/api/messages").status_code == 401
+
+
+def test_other_needs_get_their_nearest_helpers_proposed_without_sms(client: TestClient, db: Session) -> None:
+    _offers(client, 5, category="water")
+    need = _need(client, category="water", urgency="normal", quantity=2)
+    matches = list(db.scalars(select(Match).where(Match.need_id == need["id"])))
+    assert need["helpers_in_range"] >= 2
+    assert sum(m.quantity for m in matches) == 2
+    assert all(m.status is MatchStatus.proposed for m in matches)
+    assert db.scalar(select(Message.id)) is None
+    lonely = _need(client, category="shelter", urgency="normal")
+    assert lonely["helpers_in_range"] == 0
+
+
+def test_a_helper_added_through_another_worker_is_seen(
+    client: TestClient, settings: Settings, gazetteer: GazetteerGeocoder, db: Session
+) -> None:
+    assert _need(client)["helpers_in_range"] == 0  # builds this worker's index: nobody yet
+    with TestClient(create_app(settings, geocoder=gazetteer)) as other:
+        _offers(other, 2)
+    assert _need(client)["helpers_in_range"] == 2
+    # Capacity now pending for the second need: a third need finds nobody free.
+    assert _need(client)["helpers_in_range"] == 0
+
+
+def test_unmet_stats_explain_every_open_need(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+    _offers(client, 1, category="water")
+    _need(client, category="water", urgency="normal", quantity=3)  # one unit proposed, two wait
+    _need(client, category="shelter", urgency="urgent")  # nobody offers shelter
+    assert client.get("/api/stats/unmet").status_code == 401
+    stats = client.get("/api/stats/unmet", headers=coordinator_headers).json()
+    groups = {(g["category"], g["urgency"], g["reason"]): g for g in stats["groups"]}
+    assert groups[("shelter", "urgent", "no_helper_in_range")]["needs"] == 1
+    assert groups[("water", "normal", "all_in_range_at_capacity")]["units"] == 2
+    assert stats["unmet_needs"] == 2
+    assert stats["unmet_units"] == 3
+    assert stats["oldest_unmet_age_s"] >= 0
