@@ -46,6 +46,7 @@ from common import (
     machine_info,
     objective,
     penalty,
+    save_loglog,
     to_matching,
     xyz,
 )
@@ -247,16 +248,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker + style, label=f"{layout}: {label}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("needs = offers (n)")
-    ax.set_ylabel("wall time, s")
-    ax.set_title("batch assignment: aidmatch vs exact LP vs greedy")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+    save_loglog(fig, ax, path, "batch assignment: aidmatch vs exact LP vs greedy")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,8 @@ def check_assignment(
     return bad
 
 
-def machine_info() -> list[str]:
+def machine_info(*, cores_note: str = "", with_sklearn: bool = False) -> list[str]:
+    """Date, CPU, cores, Python and library versions, one printable line each."""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -148,13 +150,32 @@ def machine_info() -> list[str]:
         pass
     import scipy
 
+    versions = f"numpy:   {np.__version__}, scipy: {scipy.__version__}"
+    if with_sklearn:
+        import sklearn
+
+        versions += f", scikit-learn: {sklearn.__version__}"
     return [
         f"date:    {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"cpu:     {cpu}",
-        f"cores:   {os.cpu_count()}",
+        f"cores:   {os.cpu_count()}" + (f" ({cores_note})" if cores_note else ""),
         f"python:  {platform.python_version()} ({platform.machine()})",
-        f"numpy:   {np.__version__}, scipy: {scipy.__version__}",
+        versions,
     ]
+
+
+def save_loglog(fig: Any, ax: Any, path: str, title: str) -> None:
+    """Finish a time-vs-size plot (log-log, grid, legend) and write it as a PNG."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("needs = offers (n)")
+    ax.set_ylabel("wall time, s")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot written to {path}")
 
 
 def fmt(x: float | None, spec: str = "9.3f") -> str:

@@ -13,9 +13,6 @@ same k distances, and prints a table of times and ratios.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import fmt, machine_info, save_loglog
 
 from geo.index import SpatialIndex
 from geo.sphere import EARTH_RADIUS_KM
@@ -154,31 +154,6 @@ def best_of(fn: Callable[[dict[str, np.ndarray]], Any], d: dict[str, np.ndarray]
 # ------------------------------------------------------------------------------------------- report
 
 
-def machine_info() -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import scipy
-    import sklearn
-
-    return [
-        f"date:    {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"cpu:     {cpu}",
-        f"cores:   {os.cpu_count()} (aidmatch's cKDTree queries use workers=-1; BallTree and brute use one core)",
-        f"python:  {platform.python_version()} ({platform.machine()})",
-        f"numpy:   {np.__version__}, scipy: {scipy.__version__}, scikit-learn: {sklearn.__version__}",
-    ]
-
-
-def fmt(x: float | None, spec: str = "9.3f") -> str:
-    return format(x, spec) if x is not None else format("skip", ">" + spec[: spec.index(".")] + "s")
-
-
 def plot(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib
 
@@ -196,16 +171,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, style, label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("needs = offers (n)")
-    ax.set_ylabel("wall time, s")
-    ax.set_title(f"k-nearest stage, k={K}, {N_CATEGORIES} categories")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+    save_loglog(fig, ax, path, f"k-nearest stage, k={K}, {N_CATEGORIES} categories")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("k-nearest stage benchmark")
     print(f"k={K}, categories={N_CATEGORIES}, clusters={N_CLUSTERS}, seed={args.seed}, repeat={args.repeat}")
-    for line in machine_info():
+    for line in machine_info(
+        cores_note="aidmatch's cKDTree queries use workers=-1; BallTree and brute use one core", with_sklearn=True
+    ):
         print(line)
     print()
 

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import LAYOUTS, N_CATEGORIES, check_assignment, fmt, machine_info, make_instance, to_matching
+from common import LAYOUTS, N_CATEGORIES, check_assignment, fmt, machine_info, make_instance, save_loglog, to_matching
 
 import matching
 
@@ -80,16 +80,7 @@ def plot(rows: list[dict[str, Any]], path: str, layout: str) -> None:
         xs, ys = zip(*[(r["n"], r[key]) for r in rows], strict=True)
         ax.plot(xs, ys, style, label=label)
     ax.axhline(TARGET_S, color="grey", lw=0.8, ls="--", label=f"target {TARGET_S:g} s at 1M")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("needs = offers (n)")
-    ax.set_ylabel("wall time, s")
-    ax.set_title(f"batch matcher end to end, layout {layout}, {N_CATEGORIES} categories, 50 km")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+    save_loglog(fig, ax, path, f"batch matcher end to end, layout {layout}, {N_CATEGORIES} categories, 50 km")
 
 
 def main(argv: list[str] | None = None) -> int:
