@@ -156,10 +156,9 @@ def _ids(path: Path, lines: NDArray[np.int64], values: list[str]) -> NDArray[np.
     return ids
 
 
-def read_needs(path: Path) -> NeedsFile:
-    """Needs from CSV, validated; a CsvError names the first bad line."""
-    cols, lines = _read_columns(path, ("id", "lat", "lon", "category"), ("quantity", "urgency"))
-    n = len(cols["id"])
+def _coordinates(
+    path: Path, lines: NDArray[np.int64], cols: dict[str, list[str]]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     lat = _numbers(
         path,
         lines,
@@ -178,20 +177,25 @@ def read_needs(path: Path) -> NeedsFile:
         check=lambda a: np.abs(a) <= 180,
         expect="a longitude in [-180, 180]",
     )
-    quantity = (
-        _numbers(
-            path,
-            lines,
-            "quantity",
-            cols["quantity"],
-            dtype=np.int64,
-            default=1,
-            check=lambda a: a >= 1,
-            expect="a positive integer",
-        )
-        if "quantity" in cols
-        else np.ones(n, dtype=np.int64)
+    return lat.astype(np.float64), lon.astype(np.float64)
+
+
+def _count(path: Path, lines: NDArray[np.int64], cols: dict[str, list[str]], name: str, n: int) -> NDArray[np.int64]:
+    """An optional positive-integer column (quantity, capacity); 1 where absent or empty."""
+    if name not in cols:
+        return np.ones(n, dtype=np.int64)
+    values = _numbers(
+        path, lines, name, cols[name], dtype=np.int64, default=1, check=lambda a: a >= 1, expect="a positive integer"
     )
+    return values.astype(np.int64)
+
+
+def read_needs(path: Path) -> NeedsFile:
+    """Needs from CSV, validated; a CsvError names the first bad line."""
+    cols, lines = _read_columns(path, ("id", "lat", "lon", "category"), ("quantity", "urgency"))
+    n = len(cols["id"])
+    lat, lon = _coordinates(path, lines, cols)
+    quantity = _count(path, lines, cols, "quantity", n)
     urgency = (
         _codes(path, lines, "urgency", cols["urgency"], URGENCY_CODES, default="normal")
         if "urgency" in cols
@@ -199,10 +203,10 @@ def read_needs(path: Path) -> NeedsFile:
     )
     return NeedsFile(
         ids=_ids(path, lines, cols["id"]),
-        lat=lat.astype(np.float64),
-        lon=lon.astype(np.float64),
+        lat=lat,
+        lon=lon,
         category=_codes(path, lines, "category", cols["category"], CATEGORY_CODES),
-        quantity=quantity.astype(np.int64),
+        quantity=quantity,
         urgency=urgency,
     )
 
@@ -211,24 +215,7 @@ def read_offers(path: Path) -> OffersFile:
     """Offers from CSV, validated; a CsvError names the first bad line."""
     cols, lines = _read_columns(path, ("id", "lat", "lon", "categories", "radius_km"), ("capacity",))
     n = len(cols["id"])
-    lat = _numbers(
-        path,
-        lines,
-        "lat",
-        cols["lat"],
-        dtype=np.float64,
-        check=lambda a: np.abs(a) <= 90,
-        expect="a latitude in [-90, 90]",
-    )
-    lon = _numbers(
-        path,
-        lines,
-        "lon",
-        cols["lon"],
-        dtype=np.float64,
-        check=lambda a: np.abs(a) <= 180,
-        expect="a longitude in [-180, 180]",
-    )
+    lat, lon = _coordinates(path, lines, cols)
     radius = _numbers(
         path,
         lines,
@@ -238,20 +225,7 @@ def read_offers(path: Path) -> OffersFile:
         check=lambda a: a > 0,
         expect="a positive distance in km",
     )
-    capacity = (
-        _numbers(
-            path,
-            lines,
-            "capacity",
-            cols["capacity"],
-            dtype=np.int64,
-            default=1,
-            check=lambda a: a >= 1,
-            expect="a positive integer",
-        )
-        if "capacity" in cols
-        else np.ones(n, dtype=np.int64)
-    )
+    capacity = _count(path, lines, cols, "capacity", n)
     lookup = {code: 1 << i for i, code in enumerate(CATEGORY_CODES)}
     masks = np.zeros(n, dtype=np.int64)
     cache: dict[str, int] = {}
@@ -275,10 +249,10 @@ def read_offers(path: Path) -> OffersFile:
         masks[i] = mask
     return OffersFile(
         ids=_ids(path, lines, cols["id"]),
-        lat=lat.astype(np.float64),
-        lon=lon.astype(np.float64),
+        lat=lat,
+        lon=lon,
         category_mask=masks,
-        capacity=capacity.astype(np.int64),
+        capacity=capacity,
         radius_km=radius.astype(np.float64),
     )
 

@@ -41,6 +41,7 @@ class LiveOfferIndex:
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
         self._seen: datetime | None = None
         self._seen_ids: set[int] = set()
+        self._offers: matching.Offers | None = None
 
     def _grow(self) -> None:
         size = len(self._lat) * 2
@@ -61,6 +62,7 @@ class LiveOfferIndex:
             changed = [o for o in session.scalars(stmt) if not (o.updated_at == self._seen and o.id in self._seen_ids)]
             if not changed:
                 return
+            self._offers = None
             ids = [o.id for o in changed]
             masks: dict[int, int] = {}
             for offer_id, category in session.execute(
@@ -99,22 +101,28 @@ class LiveOfferIndex:
             )
             self._seen = last
 
-    def nearest(
-        self, *, lat: float, lon: float, category: Category, k: int, max_km: float, exclude_full: dict[int, int]
-    ) -> list[tuple[int, float]]:
-        """Up to k (offer id, km) nearest capable offers; ``exclude_full`` units pending per offer id."""
-        with self._lock:
-            n = self._n
-            if n == 0 or len(self._index) == 0:
-                return []
-            left = self._left[:n].copy()
-            for offer_id, units in exclude_full.items():
-                row = self._row_of.get(offer_id)
-                if row is not None:
-                    left[row] -= units
-            offers = matching.Offers(
+    def _columns(self, pending: dict[int, int]) -> tuple[matching.Offers, np.ndarray]:
+        """The offers as matching columns (cached until the next change) and units free per row."""
+        n = self._n
+        if self._offers is None:
+            self._offers = matching.Offers(
                 self._lat[:n], self._lon[:n], self._mask[:n], self._capacity[:n], self._radius[:n], self._in_index[:n]
             )
+        left = self._left[:n].copy()
+        for offer_id, units in pending.items():
+            row = self._row_of.get(offer_id)
+            if row is not None:
+                left[row] -= units
+        return self._offers, left
+
+    def nearest(
+        self, *, lat: float, lon: float, category: Category, k: int, max_km: float, pending: dict[int, int]
+    ) -> list[tuple[int, float]]:
+        """Up to k (offer id, km) nearest capable offers with room beyond the ``pending`` units per offer id."""
+        with self._lock:
+            if self._n == 0 or len(self._index) == 0:
+                return []
+            offers, left = self._columns(pending)
             rows, d_km = matching.nearest_capable(
                 self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=k
             )
@@ -125,20 +133,11 @@ class LiveOfferIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per need (shape (n,)): a usable helper of its category has it in range; and one with room left."""
         with self._lock:
-            n = self._n
             empty = np.zeros(len(lat), dtype=bool)
-            if n == 0 or len(self._index) == 0 or len(lat) == 0:
+            if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return empty, empty.copy()
-            offers = matching.Offers(
-                self._lat[:n], self._lon[:n], self._mask[:n], self._capacity[:n], self._radius[:n], self._in_index[:n]
-            )
-            left = self._left[:n].copy()
-            for offer_id, units in pending.items():
-                row = self._row_of.get(offer_id)
-                if row is not None:
-                    left[row] -= units
-            anyone, _ = matching.nearest_capable(
-                self._index, offers, np.ones(n, dtype=np.int64), lat, lon, category, max_km=max_km, k=1
-            )
+            offers, left = self._columns(pending)
+            everyone = np.ones(self._n, dtype=np.int64)
+            anyone, _ = matching.nearest_capable(self._index, offers, everyone, lat, lon, category, max_km=max_km, k=1)
             room, _ = matching.nearest_capable(self._index, offers, left, lat, lon, category, max_km=max_km, k=1)
             return anyone[:, 0] >= 0, room[:, 0] >= 0

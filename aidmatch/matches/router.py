@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -11,6 +12,7 @@ from aidmatch.deps import Coordinator, LiveIndexDep, OptionalPrincipal
 from aidmatch.enums import MatchStatus
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
+from aidmatch.matches.models import Match
 from aidmatch.matches.schemas import MatchAction, MatchOut, MatchRunOut
 from aidmatch.query import PageDep
 from aidmatch.schemas import MAX_ROW_ID, Page, RowId
@@ -63,15 +65,25 @@ def _authorise(session: SessionDep, principal: OptionalPrincipal, match_id: int,
     raise ForbiddenError("only the helper of this match or a coordinator may act on it")
 
 
+def _act(
+    act: Callable[..., Match],
+    match_id: int,
+    session: SessionDep,
+    principal: OptionalPrincipal,
+    action: MatchAction | None,
+) -> MatchOut:
+    _authorise(session, principal, match_id, action)
+    match = act(session=session, match_id=match_id)
+    session.commit()
+    return MatchOut.model_validate(match)
+
+
 @router.post("/matches/{match_id}/accept", response_model=MatchOut)
 def accept_match(
     match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
 ) -> MatchOut:
     """Accept: the units are taken at once, or 409 when someone else took the last of them."""
-    _authorise(session, principal, match_id, action)
-    match = service.accept(session=session, match_id=match_id)
-    session.commit()
-    return MatchOut.model_validate(match)
+    return _act(service.accept, match_id, session, principal, action)
 
 
 @router.post("/matches/{match_id}/decline", response_model=MatchOut)
@@ -79,10 +91,7 @@ def decline_match(
     match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
 ) -> MatchOut:
     """Decline: the need goes back to the pool for the next helper."""
-    _authorise(session, principal, match_id, action)
-    match = service.decline(session=session, match_id=match_id)
-    session.commit()
-    return MatchOut.model_validate(match)
+    return _act(service.decline, match_id, session, principal, action)
 
 
 @router.post("/matches/{match_id}/complete", response_model=MatchOut)
@@ -90,10 +99,7 @@ def complete_match(
     match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
 ) -> MatchOut:
     """Done: the help was delivered."""
-    _authorise(session, principal, match_id, action)
-    match = service.complete(session=session, match_id=match_id)
-    session.commit()
-    return MatchOut.model_validate(match)
+    return _act(service.complete, match_id, session, principal, action)
 
 
 @router.get("/stats/unmet", tags=["stats"])

@@ -34,6 +34,7 @@ from notifications.templates import urgent_request
 
 PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
+_INTAKE_PROPOSALS = 3  # nearest helpers proposed at once for a need that is not critical
 REASON_NAMES = {
     matching.NO_OFFER_IN_RANGE: "no_helper_in_range",
     matching.ALL_IN_RANGE_AT_CAPACITY: "all_in_range_at_capacity",
@@ -120,9 +121,10 @@ def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
     masks = np.zeros(len(ids), dtype=np.int64)
     if len(ids):
         cats = session.execute(select(OfferCategory.offer_id, OfferCategory.category)).all()
-        pos = np.searchsorted(ids, np.array([c[0] for c in cats], dtype=np.int64))
+        cat_offer = np.array([c[0] for c in cats], dtype=np.int64)
         bit = np.array([1 << CATEGORY_INDEX[Category(c[1])] for c in cats], dtype=np.int64)
-        known = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == np.array([c[0] for c in cats]))
+        pos = np.minimum(np.searchsorted(ids, cat_offer), len(ids) - 1)
+        known = ids[pos] == cat_offer  # categories of offers that are not open are skipped
         np.bitwise_or.at(masks, pos[known], bit[known])
     remaining = np.array([r[3] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
     keep = (remaining > 0) & (masks != 0)
@@ -359,24 +361,13 @@ def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, sett
     critical = need.urgency is Urgency.critical
     if critical:
         wave = parse_waves(settings.escalation_waves)[0]
-        found = live.nearest(
-            lat=need.lat, lon=need.lon, category=need.category, k=wave.helpers,
-            max_km=min(limit_km, wave.radius_km), exclude_full=pending,
-        )  # fmt: skip
+        k, limit_km = wave.helpers, min(limit_km, wave.radius_km)
     else:
-        found = live.nearest(
-            lat=need.lat, lon=need.lon, category=need.category, k=3, max_km=limit_km, exclude_full=pending
-        )
-    if not found:
-        return 0
-    left = need.quantity
-    rows = []
-    for offer_id, d_km in found:
-        quantity = need.quantity if critical else min(left, 1)
-        if quantity <= 0:
-            break
-        left -= 0 if critical else quantity
-        rows.append((offer_id, d_km, quantity))
+        k = _INTAKE_PROPOSALS
+    found = live.nearest(lat=need.lat, lon=need.lon, category=need.category, k=k, max_km=limit_km, pending=pending)
+    # Each helper of a critical wave is asked for everything (the first to accept takes it);
+    # otherwise the nearest helpers are proposed one unit each, up to the need's quantity.
+    rows = [(o, d, need.quantity) for o, d in found] if critical else [(o, d, 1) for o, d in found[: need.quantity]]
     matches = []
     for offer_id, d_km, quantity in rows:
         match = Match(
@@ -396,15 +387,17 @@ def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, sett
         matches.append(match)
     session.flush()
     if critical:
-        helpers: dict[int, int] = {
-            int(offer_id): int(helper_id)
-            for offer_id, helper_id in session.execute(
-                select(Offer.id, Offer.helper_id).where(Offer.id.in_([m.offer_id for m in matches]))
+        helper_of = dict(
+            session.execute(
+                select(Offer.id, Helper)
+                .join(Helper, Offer.helper_id == Helper.id)
+                .where(Offer.id.in_([m.offer_id for m in matches]))
             )
-        }
+            .tuples()
+            .all()
+        )
         for match in matches:
-            helper = session.get(Helper, helpers[match.offer_id])
-            assert helper is not None
+            helper = helper_of[match.offer_id]
             if not helper.sms_consent:
                 continue
             messages_service.queue(
