@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from aidmatch.config import Settings
-from aidmatch.enums import Role
+from aidmatch.enums import MatchRunStatus, Role
 
 app = typer.Typer(
     name="aidmatch",
@@ -123,21 +124,30 @@ def demo(
 def match_db(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as one JSON object.")] = False,
 ) -> None:
-    """Run one batch assignment over all open needs and offers in the database; print the run."""
+    """Run one batch assignment over all open needs and offers in the database; print the run.
+
+    Runs whether emergency mode is on or not; skips (exit code 3) when another batch run holds
+    the leader lock.
+    """
     import json
 
     from aidmatch.database import make_engine, make_sessionmaker
-    from aidmatch.matches import service as matches_service
+    from aidmatch.scheduler import batch_job
 
     settings = _settings()
     _require_migrated(settings)
     engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine)() as session:
-            run = matches_service.run_batch(session=session, trigger="cli")
-            session.commit()
+        outcome = batch_job(sessions=make_sessionmaker(engine), trigger="cli", require_emergency=False)
     finally:
         engine.dispose()
+    run = outcome.run
+    if run is None:
+        if as_json:
+            typer.echo(json.dumps({"status": "skipped", "reason": outcome.skipped}))
+        else:
+            typer.echo(f"skipped: {outcome.skipped}")
+        raise typer.Exit(3)
     summary = {
         "run_id": run.id,
         "status": run.status.value,
@@ -149,9 +159,12 @@ def match_db(
         "total_distance_km": round(run.total_distance_km, 3),
         "unmatched_reasons": run.unmatched_reasons,
         "timings_s": run.timings_s,
+        "error": run.error,
     }
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False))
+    elif run.status is not MatchRunStatus.succeeded:
+        typer.echo(f"run {run.id} failed: {run.error}")
     else:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(run.unmatched_reasons.items())) or "none"
         typer.echo(
@@ -159,6 +172,63 @@ def match_db(
             f"({run.assigned_quantity} units, {run.total_distance_km:.1f} km) by {run.offers_count} offers; "
             f"unmatched {run.unmatched_needs} ({reasons}); {sum(run.timings_s.values()):.2f} s"
         )
+    if run.status is not MatchRunStatus.succeeded:
+        raise typer.Exit(1)
+
+
+class Switch(StrEnum):
+    on = "on"
+    off = "off"
+    status = "status"
+
+
+@app.command("emergency")
+def emergency(
+    switch: Annotated[Switch, typer.Argument(help="on, off, or status.")] = Switch.status,
+    note: Annotated[str | None, typer.Option(help="Why (shown to coordinators).")] = None,
+) -> None:
+    """Emergency mode: while on, every worker's scheduler runs the batch matcher every BATCH_INTERVAL_S."""
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.emergency import service as emergency_service
+
+    settings = _settings()
+    _require_migrated(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            if switch is Switch.status:
+                mode = emergency_service.get(session=session)
+            else:
+                mode = emergency_service.set_mode(
+                    session=session, enabled=switch is Switch.on, changed_by="cli", note=note
+                )
+                session.commit()
+    finally:
+        engine.dispose()
+    since = f" since {mode.changed_at:%Y-%m-%d %H:%M} UTC by {mode.changed_by}" if mode.changed_at else ""
+    typer.echo(f"emergency mode {'on' if mode.enabled else 'off'}{since}" + (f" ({mode.note})" if mode.note else ""))
+
+
+@app.command("upkeep")
+def upkeep() -> None:
+    """One pass of expiry, timeouts and escalation waves (the scheduler does this every ESCALATION_INTERVAL_S)."""
+    import json
+
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.matches.live import LiveOfferIndex
+    from aidmatch.scheduler import upkeep_job
+
+    settings = _settings()
+    _require_migrated(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        report = upkeep_job(sessions=make_sessionmaker(engine), settings=settings, live=LiveOfferIndex())
+    finally:
+        engine.dispose()
+    if report is None:
+        typer.echo("skipped: another worker holds the upkeep lock")
+        raise typer.Exit(3)
+    typer.echo(json.dumps(report.as_dict()))
 
 
 @app.command("match-file")

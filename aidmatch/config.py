@@ -9,6 +9,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aidmatch.categories import Category
+from notifications.waves import Wave, parse_waves
+
 _PLACEHOLDERS = frozenset({"changethis", "changeme", "secret", "password", "xxx"})
 
 
@@ -58,9 +61,14 @@ class Settings(BaseSettings):
     escalation_interval_s: Annotated[float, Field(gt=0)] = 30.0
     outbox_interval_s: Annotated[float, Field(gt=0)] = 5.0
     need_expiry_hours: Annotated[float, Field(gt=0)] = 72.0
+    # The "still needed?" SMS goes this long before a need expires; re-confirming renews it.
+    need_reconfirm_before_hours: Annotated[float, Field(ge=0)] = 12.0
+    # A proposed or notified match with no answer this long times out; the need goes to the next helper.
     match_response_timeout_s: Annotated[float, Field(gt=0)] = 900.0
-    # Escalation waves for critical needs: "km:count:seconds" per wave, comma separated.
+    # Escalation waves for critical needs: "km:helpers:seconds" per wave, comma separated; and
+    # per category (JSON object, e.g. {"medical": "3:5:120,10:10:300"}) where it should differ.
     escalation_waves: str = "5:3:300,15:6:600,40:12:900"
+    escalation_waves_by_category: dict[str, str] = Field(default_factory=dict)
 
     # SMS.
     sms_sender: SmsSenderKind = SmsSenderKind.console
@@ -88,6 +96,26 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql+psycopg:")):
             raise ValueError(f"database_url must be sqlite:///… or postgresql+psycopg://…, got {value!r}")
         return value
+
+    @field_validator("escalation_waves")
+    @classmethod
+    def _waves(cls, value: str) -> str:
+        parse_waves(value)  # WaveSpecError is a ValueError: pydantic reports it
+        return value
+
+    @field_validator("escalation_waves_by_category")
+    @classmethod
+    def _waves_by_category(cls, value: dict[str, str]) -> dict[str, str]:
+        known = {c.value for c in Category}
+        for category, spec in value.items():
+            if category not in known:
+                raise ValueError(f"escalation_waves_by_category: unknown category {category!r}")
+            parse_waves(spec)
+        return value
+
+    def waves_for(self, category: str) -> tuple[Wave, ...]:
+        """The escalation waves of a category (its own, else the default)."""
+        return parse_waves(self.escalation_waves_by_category.get(category, self.escalation_waves))
 
     @field_validator("default_region")
     @classmethod

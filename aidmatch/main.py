@@ -13,6 +13,7 @@ from sqlalchemy import text
 from aidmatch import __version__
 from aidmatch.config import Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
+from aidmatch.emergency.router import router as emergency_router
 from aidmatch.errors import install_error_handlers
 from aidmatch.helpers.router import router as helpers_router
 from aidmatch.matches.live import LiveOfferIndex
@@ -20,6 +21,7 @@ from aidmatch.matches.router import router as matches_router
 from aidmatch.messages.router import router as messages_router
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
+from aidmatch.scheduler import build_scheduler
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
 
 
@@ -48,8 +50,18 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         if geocoder is None:
             # Load the gazetteer off the request path so the first address lookup is fast.
             threading.Thread(target=app.state.geocoder, name="gazetteer-warmup", daemon=True).start()
-        yield
-        engine.dispose()
+        if settings.scheduler_enabled:
+            app.state.scheduler = build_scheduler(
+                sessions=app.state.sessionmaker, settings=settings, live=app.state.live_index
+            )
+            app.state.scheduler.start()
+        try:
+            yield
+        finally:
+            if app.state.scheduler is not None:
+                app.state.scheduler.shutdown(wait=True)
+                app.state.scheduler = None
+            engine.dispose()
 
     app = FastAPI(
         title="aidmatch",
@@ -61,6 +73,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.live_index = LiveOfferIndex()
+    app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
 
     install_error_handlers(app)
@@ -69,6 +82,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.include_router(helpers_router)
     app.include_router(matches_router)
     app.include_router(messages_router)
+    app.include_router(emergency_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(session: SessionDep) -> dict[str, str]:

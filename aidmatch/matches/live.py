@@ -8,7 +8,9 @@ it), so a change made through any worker reaches every worker without a rebuild.
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import select
@@ -21,6 +23,15 @@ from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
 
 _GROW = 1024
+
+
+class Candidate(NamedTuple):
+    """A capable offer found for a need: ids, great-circle km, and units it has free."""
+
+    offer_id: int
+    helper_id: int
+    km: float
+    free: int
 
 
 class LiveOfferIndex:
@@ -37,6 +48,7 @@ class LiveOfferIndex:
         self._capacity = np.ones(_GROW, dtype=np.int64)
         self._left = np.zeros(_GROW, dtype=np.int64)
         self._offer_id = np.zeros(_GROW, dtype=np.int64)
+        self._helper_id = np.zeros(_GROW, dtype=np.int64)
         self._in_index = np.zeros(_GROW, dtype=bool)
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
         self._seen: datetime | None = None
@@ -45,7 +57,17 @@ class LiveOfferIndex:
 
     def _grow(self) -> None:
         size = len(self._lat) * 2
-        for name in ("_lat", "_lon", "_mask", "_radius", "_capacity", "_left", "_offer_id", "_in_index"):
+        for name in (
+            "_lat",
+            "_lon",
+            "_mask",
+            "_radius",
+            "_capacity",
+            "_left",
+            "_offer_id",
+            "_helper_id",
+            "_in_index",
+        ):
             old = getattr(self, name)
             new = np.zeros(size, dtype=old.dtype)
             if name == "_capacity":
@@ -78,6 +100,7 @@ class LiveOfferIndex:
                     self._n += 1
                     self._row_of[o.id] = row
                     self._offer_id[row] = o.id
+                    self._helper_id[row] = o.helper_id
                 if self._in_index[row]:
                     self._index.remove([row])
                     self._in_index[row] = False
@@ -101,8 +124,13 @@ class LiveOfferIndex:
             )
             self._seen = last
 
-    def _columns(self, pending: dict[int, int]) -> tuple[matching.Offers, np.ndarray]:
-        """The offers as matching columns (cached until the next change) and units free per row."""
+    def _columns(
+        self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
+    ) -> tuple[matching.Offers, np.ndarray]:
+        """The offers as matching columns (cached until the next change) and units free per row.
+
+        Offers of ``blocked_helpers`` count as full, so lookups pass them over.
+        """
         n = self._n
         if self._offers is None:
             self._offers = matching.Offers(
@@ -113,20 +141,37 @@ class LiveOfferIndex:
             row = self._row_of.get(offer_id)
             if row is not None:
                 left[row] -= units
+        if blocked_helpers:
+            left[np.isin(self._helper_id[:n], np.fromiter(blocked_helpers, dtype=np.int64))] = 0
         return self._offers, left
 
     def nearest(
-        self, *, lat: float, lon: float, category: Category, k: int, max_km: float, pending: dict[int, int]
-    ) -> list[tuple[int, float]]:
-        """Up to k (offer id, km) nearest capable offers with room beyond the ``pending`` units per offer id."""
+        self,
+        *,
+        lat: float,
+        lon: float,
+        category: Category,
+        k: int,
+        max_km: float,
+        pending: dict[int, int],
+        blocked_helpers: Collection[int] = (),
+    ) -> list[Candidate]:
+        """Up to k nearest capable offers with room beyond the ``pending`` units per offer id.
+
+        Offers of ``blocked_helpers`` are passed over; nearest first.
+        """
         with self._lock:
             if self._n == 0 or len(self._index) == 0:
                 return []
-            offers, left = self._columns(pending)
+            offers, left = self._columns(pending, blocked_helpers)
             rows, d_km = matching.nearest_capable(
                 self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=k
             )
-            return [(int(self._offer_id[r]), float(d)) for r, d in zip(rows[0], d_km[0], strict=True) if r >= 0]
+            return [
+                Candidate(int(self._offer_id[r]), int(self._helper_id[r]), float(d), int(left[r]))
+                for r, d in zip(rows[0], d_km[0], strict=True)
+                if r >= 0
+            ]
 
     def reachable(
         self, *, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, max_km: np.ndarray, pending: dict[int, int]

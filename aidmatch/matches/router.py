@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -88,10 +89,14 @@ def accept_match(
 
 @router.post("/matches/{match_id}/decline", response_model=MatchOut)
 def decline_match(
-    match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
+    match_id: RowId,
+    session: SessionDep,
+    principal: OptionalPrincipal,
+    live: LiveIndexDep,
+    action: MatchAction | None = None,
 ) -> MatchOut:
-    """Decline: the need goes back to the pool for the next helper."""
-    return _act(service.decline, match_id, session, principal, action)
+    """Decline: the need goes to the next nearest helper not asked yet."""
+    return _act(partial(service.decline, live=live), match_id, session, principal, action)
 
 
 @router.post("/matches/{match_id}/complete", response_model=MatchOut)

@@ -19,22 +19,36 @@ from sqlalchemy.orm import Session
 import matching
 from aidmatch.auth.service import hash_secret
 from aidmatch.categories import CATEGORY_INDEX, Category, label
-from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import OPEN_NEED_STATUSES, MatchRunStatus, MatchStatus, NeedStatus, OfferStatus, Urgency
+from aidmatch.enums import (
+    OPEN_NEED_STATUSES,
+    MatchRunStatus,
+    MatchStatus,
+    MessageDirection,
+    MessageStatus,
+    NeedStatus,
+    OfferStatus,
+    Urgency,
+)
 from aidmatch.errors import ConflictError, NotFoundError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match, MatchRun
-from aidmatch.messages import service as messages_service
+from aidmatch.matches.proposals import (
+    PENDING_MATCH_STATUSES,
+    asked_pairs,
+    offer_to_next_helpers,
+    open_tasks,
+    pending_units,
+)
+from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams, paginate
-from notifications.templates import urgent_request
+from notifications.templates import task_request
 
-PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
-_INTAKE_PROPOSALS = 3  # nearest helpers proposed at once for a need that is not critical
+_ACCEPT_TRIES = 5
 REASON_NAMES = {
     matching.NO_OFFER_IN_RANGE: "no_helper_in_range",
     matching.ALL_IN_RANGE_AT_CAPACITY: "all_in_range_at_capacity",
@@ -60,19 +74,13 @@ class OpenOffers:
     """Offers with capacity still free, as columns (shape (m,)); ``id`` the database ids."""
 
     id: np.ndarray
+    helper_id: np.ndarray
+    task_slots: np.ndarray  # the offer's helper: how many more tasks it may be asked to take
     lat: np.ndarray
     lon: np.ndarray
     category_mask: np.ndarray
     remaining: np.ndarray
     radius_km: np.ndarray
-
-
-def _pending_units(session: Session, column: str) -> dict[int, int]:
-    key = Match.need_id if column == "need" else Match.offer_id
-    rows = session.execute(
-        select(key, func.sum(Match.quantity)).where(Match.status.in_(PENDING_MATCH_STATUSES)).group_by(key)
-    )
-    return {int(k): int(v) for k, v in rows}
 
 
 def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
@@ -90,7 +98,7 @@ def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
         .where(Need.status.in_(OPEN_NEED_STATUSES), or_(Need.expires_at.is_(None), Need.expires_at > now))
         .order_by(Need.id)
     ).all()
-    pending = _pending_units(session, "need")
+    pending = pending_units(session, "need")
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     remaining = np.array([r[4] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
     keep = remaining > 0
@@ -106,9 +114,22 @@ def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
 
 
 def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
-    """Active offers inside their availability window with capacity not accepted nor pending."""
+    """Active offers inside their availability window with capacity not accepted nor pending.
+
+    Offers of helpers at their cap of open tasks (``max_active_tasks``) are left out;
+    ``task_slots`` says how many more tasks each offer's helper may take.
+    """
     rows = session.execute(
-        select(Offer.id, Offer.lat, Offer.lon, Offer.capacity - Offer.capacity_used, Offer.radius_km)
+        select(
+            Offer.id,
+            Offer.lat,
+            Offer.lon,
+            Offer.capacity - Offer.capacity_used,
+            Offer.radius_km,
+            Offer.helper_id,
+            Helper.max_active_tasks,
+        )
+        .join(Helper, Helper.id == Offer.helper_id)
         .where(
             Offer.status == OfferStatus.active,
             or_(Offer.available_from.is_(None), Offer.available_from <= now),
@@ -116,7 +137,7 @@ def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
         )
         .order_by(Offer.id)
     ).all()
-    pending = _pending_units(session, "offer")
+    pending = pending_units(session, "offer")
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     masks = np.zeros(len(ids), dtype=np.int64)
     if len(ids):
@@ -126,10 +147,14 @@ def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
         pos = np.minimum(np.searchsorted(ids, cat_offer), len(ids) - 1)
         known = ids[pos] == cat_offer  # categories of offers that are not open are skipped
         np.bitwise_or.at(masks, pos[known], bit[known])
+    tasks = open_tasks(session)
+    slots = np.array([r[6] - tasks.get(r[5], (0, 0))[0] for r in rows], dtype=np.int64)
     remaining = np.array([r[3] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
-    keep = (remaining > 0) & (masks != 0)
+    keep = (remaining > 0) & (masks != 0) & (slots > 0)
     return OpenOffers(
         id=ids[keep],
+        helper_id=np.array([r[5] for r in rows], dtype=np.int64)[keep],
+        task_slots=slots[keep],
         lat=np.array([r[1] for r in rows], dtype=np.float64)[keep],
         lon=np.array([r[2] for r in rows], dtype=np.float64)[keep],
         category_mask=masks[keep],
@@ -139,7 +164,12 @@ def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
 
 
 def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = None) -> MatchRun:
-    """One global batch assignment over everything open; proposes matches and records the run."""
+    """One global batch assignment over everything open; asks the chosen helpers and records the run.
+
+    Writes the run, its matches and their outbox messages without committing: the caller commits
+    once, so a crash leaves nothing of the run behind. A (need, helper) pair asked before is never
+    asked again: such rows are dropped from the assignment (the units wait for the next helper).
+    """
     now = now or utcnow()
     started = time.perf_counter()
     run = MatchRun(status=MatchRunStatus.running, trigger=trigger, started_at=now)
@@ -153,45 +183,42 @@ def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = 
         matching.Offers(offers.lat, offers.lon, offers.category_mask, offers.remaining, offers.radius_km),
     )
     matched_at = time.perf_counter()
-    if len(result.need_index):
-        session.execute(
-            insert(Match),
-            [
-                {
-                    "need_id": int(needs.id[i]),
-                    "offer_id": int(offers.id[j]),
-                    "run_id": run.id,
-                    "quantity": int(q),
-                    "distance_km": float(d),
-                    "score": float(d),
-                    "reason": f"batch run {run.id}: capable helper {d:.1f} km away, within its {offers.radius_km[j]:g} km",
-                    "status": MatchStatus.proposed,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i, j, q, d in zip(
-                    result.need_index.tolist(),
-                    result.offer_index.tolist(),
-                    result.quantity.tolist(),
-                    result.distance_km.tolist(),
-                    strict=True,
-                )
-            ],
-        )
+    need_ids = needs.id[result.need_index]
+    helper_ids = offers.helper_id[result.offer_index]
+    asked = asked_pairs(session)
+    fresh = ~np.isin((need_ids << 32) | helper_ids, asked) if len(asked) else np.ones(len(need_ids), dtype=bool)
+    fresh &= _within_task_slots(helper_ids, result.distance_km, offers.task_slots[result.offer_index])
+    written = _write_batch_matches(
+        session=session,
+        run_id=run.id,
+        now=now,
+        need_ids=need_ids[fresh],
+        offer_ids=offers.id[result.offer_index][fresh],
+        quantity=result.quantity[fresh],
+        distance_km=result.distance_km[fresh],
+        radius_km=offers.radius_km[result.offer_index][fresh],
+    )
     unserved = result.reason != matching.SERVED
     reasons = {
         REASON_NAMES[int(code)]: int(count)
         for code, count in zip(*np.unique(result.reason[unserved], return_counts=True), strict=True)
     }
+    served = np.zeros(len(needs.id), dtype=np.int64)
+    np.add.at(served, result.need_index[fresh], result.quantity[fresh])
     run.status = MatchRunStatus.succeeded
     run.needs_count = len(needs.id)
     run.offers_count = len(offers.id)
-    run.matched_needs = int((result.served > 0).sum())
-    run.unmatched_needs = int((result.served == 0).sum())
-    run.assigned_quantity = int(result.quantity.sum())
-    run.total_distance_km = float(np.dot(result.quantity, result.distance_km))
+    run.matched_needs = int((served > 0).sum())
+    run.unmatched_needs = int((served == 0).sum())
+    run.assigned_quantity = int(served.sum())
+    run.total_distance_km = float(np.dot(result.quantity[fresh], result.distance_km[fresh]))
     run.unmatched_reasons = reasons
-    run.config = {"solver": "matching.match", "objective": float(result.objective)}
+    run.config = {
+        "solver": "matching.match",
+        "objective": float(result.objective),
+        "dropped_rows": int((~fresh).sum()),
+        "messages": written,
+    }
     run.timings_s = {
         "load": round(loaded - started, 4),
         "match": round(matched_at - loaded, 4),
@@ -200,6 +227,97 @@ def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = 
     run.finished_at = utcnow()
     session.flush()
     return run
+
+
+def _within_task_slots(helper_ids: np.ndarray, distance_km: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Per row (shape (r,)): among its helper's rows, nearest first, within the helper's task slots."""
+    order = np.lexsort((distance_km, helper_ids))
+    ranked = helper_ids[order]
+    first = np.r_[True, ranked[1:] != ranked[:-1]] if len(ranked) else np.zeros(0, dtype=bool)
+    starts = np.maximum.accumulate(np.where(first, np.arange(len(ranked)), 0)) if len(ranked) else ranked
+    keep = np.zeros(len(helper_ids), dtype=bool)
+    keep[order] = (np.arange(len(ranked)) - starts) < slots[order]
+    return keep
+
+
+def _write_batch_matches(
+    *,
+    session: Session,
+    run_id: int,
+    now: datetime,
+    need_ids: np.ndarray,
+    offer_ids: np.ndarray,
+    quantity: np.ndarray,
+    distance_km: np.ndarray,
+    radius_km: np.ndarray,
+) -> int:
+    """Insert the run's matches and queue one SMS per match whose helper takes SMS; returns the SMS count."""
+    if len(need_ids) == 0:
+        return 0
+    rows = [
+        {
+            "need_id": n,
+            "offer_id": o,
+            "run_id": run_id,
+            "quantity": q,
+            "distance_km": d,
+            "score": d,
+            "reason": f"batch run {run_id}: capable helper {d:.1f} km away, within its {r:g} km",
+            "status": MatchStatus.proposed,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n, o, q, d, r in zip(
+            need_ids.tolist(),
+            offer_ids.tolist(),
+            quantity.tolist(),
+            distance_km.tolist(),
+            radius_km.tolist(),
+            strict=True,
+        )
+    ]
+    session.execute(insert(Match), rows)
+    consenting = select(Offer.id).join(Helper, Offer.helper_id == Helper.id).where(Helper.sms_consent.is_(True))
+    session.execute(
+        update(Match)
+        .where(Match.run_id == run_id, Match.offer_id.in_(consenting.scalar_subquery()))
+        .values(status=MatchStatus.notified, notified_at=now)
+    )
+    notified = session.execute(
+        select(Match.id, Match.need_id, Match.quantity, Match.distance_km, Need.category, Helper)
+        .join(Need, Need.id == Match.need_id)
+        .join(Offer, Offer.id == Match.offer_id)
+        .join(Helper, Helper.id == Offer.helper_id)
+        .where(Match.run_id == run_id, Match.status == MatchStatus.notified)
+        .order_by(Match.id)
+    ).tuples()
+    messages = [
+        {
+            "direction": MessageDirection.outbound,
+            "status": MessageStatus.queued,
+            "channel": "sms",
+            "phone": helper.phone,
+            "body": task_request(
+                language=helper.language.value,
+                what=label(category, helper.language.value),
+                quantity=units,
+                distance_km=km,
+                match_id=match_id,
+            ),
+            "language": helper.language.value,
+            "idempotency_key": f"match:{match_id}:ask",
+            "need_id": need_id,
+            "match_id": match_id,
+            "helper_id": helper.id,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for match_id, need_id, units, km, category, helper in notified
+    ]
+    if messages:
+        session.execute(insert(Message), messages)
+    return len(messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,50 +361,79 @@ def helper_owns(*, session: Session, match: Match, link_secret: str) -> bool:
 
 
 def accept(*, session: Session, match_id: int) -> Match:
-    """Take the match's units: three conditional updates, so the last unit can never go twice.
+    """Take the match's units (or what is left of them): conditional updates, so no unit goes twice.
 
-    Each UPDATE re-checks its condition under the row lock (PostgreSQL) or the database write
-    lock (SQLite); if any finds nothing to update, everything is rolled back and 409 follows.
+    The need's row is updated first, so concurrent accepts for one need queue on it (row lock on
+    PostgreSQL, the write lock on SQLite) and each re-checks its condition after the one before.
+    A helper asked for more than is still missing takes only what is missing. When the need is
+    fully taken, the other requests for it are cancelled and its escalation stops.
     """
-    now = utcnow()
-    match = get(session=session, match_id=match_id)
-    quantity, need_id, offer_id = match.quantity, match.need_id, match.offer_id
-    took = session.execute(
-        update(Match)
-        .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
-        .values(status=MatchStatus.accepted, responded_at=now, updated_at=now)
-    )
-    if took.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        raise ConflictError(f"match {match_id} is no longer open to accept")
-    assigned = Need.quantity_assigned + quantity
-    need_done = session.execute(
-        update(Need)
-        .where(Need.id == need_id, Need.status.in_(OPEN_NEED_STATUSES), assigned <= Need.quantity)
-        .values(
-            quantity_assigned=assigned,
-            status=case((assigned >= Need.quantity, NeedStatus.assigned), else_=NeedStatus.partially_assigned),
-            updated_at=now,
+    for _ in range(_ACCEPT_TRIES):
+        now = utcnow()
+        match = session.get(Match, match_id, populate_existing=True)
+        if match is None:
+            raise NotFoundError(f"no match with id {match_id}")
+        if match.status not in PENDING_MATCH_STATUSES:
+            raise ConflictError(f"match {match_id} is {match.status.value}, no longer open to accept")
+        need = session.get(Need, match.need_id, populate_existing=True)
+        offer = session.get(Offer, match.offer_id, populate_existing=True)
+        assert need is not None  # foreign key
+        assert offer is not None  # foreign key
+        need_left = need.quantity - need.quantity_assigned if need.status in OPEN_NEED_STATUSES else 0
+        if need_left <= 0:
+            raise ConflictError(f"need {need.id} has no unit left for match {match_id}")
+        offer_left = offer.capacity - offer.capacity_used
+        if offer_left <= 0:
+            raise ConflictError(f"offer {offer.id} has no capacity left for match {match_id}")
+        take = min(match.quantity, need_left, offer_left)
+        assigned = Need.quantity_assigned + take
+        need_done = session.execute(
+            update(Need)
+            .where(Need.id == need.id, Need.status.in_(OPEN_NEED_STATUSES), assigned <= Need.quantity)
+            .values(
+                quantity_assigned=assigned,
+                status=case((assigned >= Need.quantity, NeedStatus.assigned), else_=NeedStatus.partially_assigned),
+                updated_at=now,
+            )
         )
-    )
-    if need_done.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        raise ConflictError(f"need {need_id} has no unit left for match {match_id}")
-    offer_done = session.execute(
-        update(Offer)
-        .where(Offer.id == offer_id, Offer.capacity_used + quantity <= Offer.capacity)
-        .values(capacity_used=Offer.capacity_used + quantity, updated_at=now)
-    )
-    if offer_done.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        raise ConflictError(f"offer {offer_id} has no capacity left for match {match_id}")
-    session.flush()
-    session.refresh(match)
-    return match
+        if need_done.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()  # someone took units in between: look again
+            continue
+        took = session.execute(
+            update(Match)
+            .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
+            .values(status=MatchStatus.accepted, quantity=take, responded_at=now, updated_at=now)
+        )
+        if took.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            raise ConflictError(f"match {match_id} is no longer open to accept")
+        offer_done = session.execute(
+            update(Offer)
+            .where(Offer.id == offer.id, Offer.capacity_used + take <= Offer.capacity)
+            .values(capacity_used=Offer.capacity_used + take, updated_at=now)
+        )
+        if offer_done.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            continue
+        session.refresh(need)
+        if need.quantity_assigned >= need.quantity:
+            session.execute(
+                update(Match)
+                .where(Match.need_id == need.id, Match.id != match_id, Match.status.in_(PENDING_MATCH_STATUSES))
+                .values(status=MatchStatus.cancelled, updated_at=now)
+            )
+            need.escalation_next_at = None
+        session.flush()
+        session.refresh(match)
+        return match
+    raise ConflictError(f"match {match_id}: the need or the offer kept changing; try again")
 
 
-def decline(*, session: Session, match_id: int) -> Match:
-    """The helper says no: the match closes and its units go back to the pool."""
+def decline(*, session: Session, match_id: int, live: LiveOfferIndex | None = None) -> Match:
+    """The helper says no: the match closes and its units go to the next helper (given the live index).
+
+    A critical need in escalation waits for its next wave instead.
+    """
     now = utcnow()
     done = session.execute(
         update(Match)
@@ -298,6 +445,9 @@ def decline(*, session: Session, match_id: int) -> Match:
         raise ConflictError(f"match {match_id} is not waiting for an answer")
     match = get(session=session, match_id=match_id)
     session.refresh(match)
+    need = session.get(Need, match.need_id)
+    if live is not None and need is not None and need.escalation_next_at is None:
+        offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after a decline")
     return match
 
 
@@ -328,97 +478,6 @@ def complete(*, session: Session, match_id: int) -> Match:
     return match
 
 
-@dataclass(frozen=True, slots=True)
-class Wave:
-    radius_km: float
-    helpers: int
-    wait_s: float
-
-
-def parse_waves(spec: str) -> list[Wave]:
-    """``km:helpers:seconds`` per wave, comma separated (AIDMATCH_ESCALATION_WAVES)."""
-    waves = []
-    for part in spec.split(","):
-        try:
-            km, count, wait = part.strip().split(":")
-            waves.append(Wave(float(km), int(count), float(wait)))
-        except ValueError:
-            raise ValueError(f"escalation wave {part.strip()!r} is not km:helpers:seconds") from None
-    return waves
-
-
-def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings) -> int:
-    """Proposals for a new need from the live index, at once; returns helpers found in range.
-
-    A critical need notifies the first escalation wave (its nearest helpers within the wave's
-    radius) by SMS through the outbox; any other need gets its nearest helpers proposed for up
-    to its quantity, for the coordinators and the next batch run to confirm.
-    """
-    now = utcnow()
-    live.refresh(session=session, now=now)
-    pending = _pending_units(session, "offer")
-    limit_km = need.max_distance_km if need.max_distance_km is not None else np.inf
-    critical = need.urgency is Urgency.critical
-    if critical:
-        wave = parse_waves(settings.escalation_waves)[0]
-        k, limit_km = wave.helpers, min(limit_km, wave.radius_km)
-    else:
-        k = _INTAKE_PROPOSALS
-    found = live.nearest(lat=need.lat, lon=need.lon, category=need.category, k=k, max_km=limit_km, pending=pending)
-    # Each helper of a critical wave is asked for everything (the first to accept takes it);
-    # otherwise the nearest helpers are proposed one unit each, up to the need's quantity.
-    rows = [(o, d, need.quantity) for o, d in found] if critical else [(o, d, 1) for o, d in found[: need.quantity]]
-    matches = []
-    for offer_id, d_km, quantity in rows:
-        match = Match(
-            need_id=need.id,
-            offer_id=offer_id,
-            quantity=quantity,
-            distance_km=d_km,
-            score=d_km,
-            reason=f"at intake: capable helper {d_km:.1f} km away" + (", wave 1" if critical else ""),
-            status=MatchStatus.notified if critical else MatchStatus.proposed,
-            wave=1 if critical else None,
-            created_at=now,
-            updated_at=now,
-            notified_at=now if critical else None,
-        )
-        session.add(match)
-        matches.append(match)
-    session.flush()
-    if critical:
-        helper_of = dict(
-            session.execute(
-                select(Offer.id, Helper)
-                .join(Helper, Offer.helper_id == Helper.id)
-                .where(Offer.id.in_([m.offer_id for m in matches]))
-            )
-            .tuples()
-            .all()
-        )
-        for match in matches:
-            helper = helper_of[match.offer_id]
-            if not helper.sms_consent:
-                continue
-            messages_service.queue(
-                session=session,
-                phone=helper.phone,
-                body=urgent_request(
-                    language=helper.language.value,
-                    what=label(need.category, helper.language.value),
-                    quantity=match.quantity,
-                    distance_km=match.distance_km,
-                    match_id=match.id,
-                ),
-                language=helper.language.value,
-                idempotency_key=f"match:{match.id}:wave:1",
-                need_id=need.id,
-                match_id=match.id,
-                helper_id=helper.id,
-            )
-    return len(found)
-
-
 def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
     """Open needs with units nobody has taken, by category × urgency × reason, and the oldest one.
 
@@ -433,7 +492,7 @@ def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dic
         lon=needs.lon,
         category=needs.category,
         max_km=needs.max_km,
-        pending=_pending_units(session, "offer"),
+        pending=pending_units(session, "offer"),
     )
     reason = np.where(
         ~in_range, "no_helper_in_range", np.where(~with_room, "all_in_range_at_capacity", "waiting_for_batch")

@@ -20,6 +20,7 @@ class Need(Base):
         CheckConstraint("quantity_assigned >= 0 AND quantity_assigned <= quantity", name="assigned_in_range"),
         CheckConstraint("lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180", name="coordinates"),
         Index("ix_needs_status_category", "status", "category"),
+        Index("ix_needs_escalation_next_at", "escalation_next_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -45,3 +46,9 @@ class Need(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, index=True)
     needed_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the "still needed?" message was queued; cleared when the need is re-confirmed.
+    reconfirm_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Escalation of a critical need: the wave now running (1-based) and when the next step is
+    # due (the next wave, or the end of the last one); None once it has stopped.
+    escalation_wave: Mapped[int | None] = mapped_column(Integer)
+    escalation_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from aidmatch.categories import Category
-from aidmatch.database import SessionDep
-from aidmatch.deps import GeocoderDep, LiveIndexDep, OptionalPrincipal, SettingsDep, TokenHolder
+from aidmatch.database import SessionDep, utcnow
+from aidmatch.deps import Coordinator, GeocoderDep, LiveIndexDep, OptionalPrincipal, SettingsDep, TokenHolder
 from aidmatch.enums import NeedStatus, Source, Urgency
-from aidmatch.matches import service as matches_service
+from aidmatch.matches import proposals
 from aidmatch.needs import service
 from aidmatch.needs.schemas import NeedCreated, NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
@@ -25,7 +25,7 @@ def create_need(
 ) -> NeedCreated:
     """Post a need. Anyone may; the answer carries the short public code and the helpers found."""
     need = service.create(session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api)
-    found = matches_service.propose_for_need(session=session, need=need, live=live, settings=settings)
+    found = proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
     session.commit()
     out = NeedCreated.model_validate(need)
     out.helpers_in_range = found
@@ -58,6 +58,24 @@ def list_needs(
 def get_need_by_code(code: Annotated[str, Path(max_length=32)], session: SessionDep) -> NeedPublic:
     """A need by its short public code, as its author checks it (no account needed)."""
     return NeedPublic.model_validate(service.get_by_code(session=session, code=code))
+
+
+@router.post("/code/{code}/confirm", response_model=NeedPublic)
+def confirm_need_by_code(
+    code: Annotated[str, Path(max_length=32)], session: SessionDep, settings: SettingsDep
+) -> NeedPublic:
+    """ "Still needed": the author keeps an open need alive for another ``need_expiry_hours``."""
+    need = service.reconfirm(session=session, need=service.get_by_code(session=session, code=code), settings=settings)
+    session.commit()
+    return NeedPublic.model_validate(need)
+
+
+@router.post("/{need_id}/confirm", response_model=NeedFull)
+def confirm_need(need_id: RowId, session: SessionDep, settings: SettingsDep, _: Coordinator) -> NeedFull:
+    """ "Still needed", recorded by a coordinator (e.g. after a phone call)."""
+    need = service.reconfirm(session=session, need=service.get(session=session, need_id=need_id), settings=settings)
+    session.commit()
+    return NeedFull.model_validate(need)
 
 
 @router.get("/{need_id}", response_model=NeedFull | NeedPublic)

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import NeedStatus, Source, Urgency
-from aidmatch.errors import InvalidInputError, NotFoundError
+from aidmatch.enums import OPEN_NEED_STATUSES, NeedStatus, Source, Urgency
+from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
 from aidmatch.query import BBox, PageParams, paginate
@@ -116,3 +116,15 @@ def list_needs(*, session: Session, filters: NeedFilters, page: PageParams) -> t
     if filters.bbox is not None:
         stmt = stmt.where(filters.bbox.where(Need.lat, Need.lon))
     return paginate(session, stmt.order_by(Need.id.desc()), page)
+
+
+def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
+    """The need still stands: it stays open for another ``need_expiry_hours`` from now."""
+    if need.status not in OPEN_NEED_STATUSES and need.status is not NeedStatus.assigned:
+        raise ConflictError(f"need {need.code} is {need.status.value}; post a new need instead")
+    now = utcnow()
+    need.expires_at = now + timedelta(hours=settings.need_expiry_hours)
+    need.reconfirm_requested_at = None
+    need.updated_at = now
+    session.flush()
+    return need

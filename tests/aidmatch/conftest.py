@@ -23,7 +23,7 @@ def gazetteer() -> GazetteerGeocoder:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, public_url="http://testserver", _env_file=None)
+    return Settings(database_url=database_url, public_url="http://testserver", scheduler_enabled=False, _env_file=None)
 
 
 @pytest.fixture

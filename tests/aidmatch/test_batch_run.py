@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from aidmatch.cli import app
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import MatchRunStatus, MatchStatus
+from aidmatch.enums import MatchRunStatus, MatchStatus, MessageStatus
 from aidmatch.matches import service
 from aidmatch.matches.models import Match, MatchRun
+from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from geo.sphere import haversine_km
@@ -60,7 +61,8 @@ def test_batch_run_proposes_feasible_matches_and_records_the_run(client: TestCli
     per_need: dict[int, int] = {}
     for m in matches:
         need, offer = needs[m.need_id], offers[m.offer_id]
-        assert m.status is MatchStatus.proposed
+        assert m.status is MatchStatus.notified  # every helper here takes SMS
+        assert m.notified_at is not None
         assert need.category in offer.categories
         d = float(haversine_km(need.lat, need.lon, offer.lat, offer.lon))
         assert abs(d - m.distance_km) < 1e-6
@@ -80,6 +82,16 @@ def test_batch_run_proposes_feasible_matches_and_records_the_run(client: TestCli
     assert stored.unmatched_reasons.get("no_helper_in_range", 0) >= 1  # the shelter need far north
     # Capacity is the binding constraint here (6 water units offered, 12 asked): all of it is used.
     assert sum(per_offer.values()) == 6
+    # Each request went out by SMS in the same transaction, once, to the offer's helper.
+    messages = list(db.scalars(select(Message).where(Message.match_id.in_([m.id for m in matches]))))
+    assert sorted(m.match_id for m in messages) == sorted(m.id for m in matches)
+    for message in messages:
+        match = next(m for m in matches if m.id == message.match_id)
+        assert message.status is MessageStatus.queued
+        assert message.idempotency_key == f"match:{match.id}:ask"
+        assert message.phone == offers[match.offer_id].helper.phone
+        assert f"ДА {match.id}" in message.body
+    assert stored.config["messages"] == len(messages)
 
 
 def test_a_second_run_leaves_pending_and_accepted_units_alone(client: TestClient, db: Session) -> None:

@@ -68,14 +68,20 @@ def test_critical_need_notifies_wave_one_through_the_outbox(
     assert client.get("/api/messages").status_code == 401
 
 
-def test_other_needs_get_their_nearest_helpers_proposed_without_sms(client: TestClient, db: Session) -> None:
-    _offers(client, 5, category="water")
+def test_other_needs_ask_their_nearest_helpers_for_what_they_can_take(client: TestClient, db: Session) -> None:
+    _offers(client, 5, category="water")  # capacity 1 each
     need = _need(client, category="water", urgency="normal", quantity=2)
-    matches = list(db.scalars(select(Match).where(Match.need_id == need["id"])))
+    matches = list(db.scalars(select(Match).where(Match.need_id == need["id"]).order_by(Match.distance_km)))
     assert need["helpers_in_range"] >= 2
-    assert sum(m.quantity for m in matches) == 2
-    assert all(m.status is MatchStatus.proposed for m in matches)
-    assert db.scalar(select(Message.id)) is None
+    assert [m.quantity for m in matches] == [1, 1]  # two nearest helpers, one unit each
+    assert all(m.status is MatchStatus.notified and m.wave is None for m in matches)
+    messages = list(db.scalars(select(Message).order_by(Message.id)))
+    assert [m.idempotency_key for m in messages] == [f"match:{m.id}:ask" for m in sorted(matches, key=lambda m: m.id)]
+    assert all(m.body.startswith("Нужна помощь") for m in messages)
+    big = _offers(client, 1, category="food", start=10, capacity=10)
+    more = _need(client, category="food", urgency="normal", quantity=4)
+    (one,) = db.scalars(select(Match).where(Match.need_id == more["id"]))
+    assert (one.offer_id, one.quantity) == (big[0]["id"], 4)  # one helper who can take all of it
     lonely = _need(client, category="shelter", urgency="normal")
     assert lonely["helpers_in_range"] == 0
 

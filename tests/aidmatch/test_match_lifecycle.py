@@ -81,11 +81,13 @@ def test_accept_takes_units_and_closes_the_need(
     again = client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers)
     assert again.status_code == 409
     assert set(again.json()) == SHAPE
-    other = client.post(f"/api/matches/{ids[1]}/accept", headers=coordinator_headers)
-    assert other.status_code == 409  # the need has no unit left
+    # The need is fully taken, so the other request for it was withdrawn in the same transaction.
     db.expire_all()
-    assert db.get(Match, ids[1]).status is MatchStatus.proposed  # type: ignore[union-attr]  # rolled back whole
-    assert client.post(f"/api/matches/{ids[1]}/decline", headers=coordinator_headers).json()["status"] == "declined"
+    assert db.get(Match, ids[1]).status is MatchStatus.cancelled  # type: ignore[union-attr]
+    other = client.post(f"/api/matches/{ids[1]}/accept", headers=coordinator_headers)
+    assert other.status_code == 409
+    assert "cancelled" in other.json()["detail"]
+    assert client.post(f"/api/matches/{ids[1]}/decline", headers=coordinator_headers).status_code == 409
     assert client.post(f"/api/matches/{ids[1]}/complete", headers=coordinator_headers).status_code == 409
     done = client.post(f"/api/matches/{ids[0]}/complete", headers=coordinator_headers)
     assert done.json()["status"] == "completed"

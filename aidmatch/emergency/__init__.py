@@ -1,0 +1,1 @@
+"""Emergency mode: while on, the batch matcher runs on its schedule over everything open."""

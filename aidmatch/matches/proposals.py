@@ -1,0 +1,262 @@
+"""Who is asked to take a need: at intake, after a decline or a timeout, and in escalation waves.
+
+Rules shared by every path (the batch run follows them too):
+
+- a helper is asked at most once for one need, whatever became of the earlier request;
+- a helper whose open tasks (requests waiting for an answer plus accepted tasks) reached their
+  ``max_active_tasks`` is not asked;
+- a request goes out by SMS through the outbox (status ``notified``) unless the helper withdrew
+  SMS consent; then it stays ``proposed`` for the helper's task page.
+
+Services flush; the caller commits once, so matches and their messages land together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from aidmatch.categories import label
+from aidmatch.config import Settings
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, Urgency
+from aidmatch.helpers.models import Helper
+from aidmatch.matches.live import Candidate, LiveOfferIndex
+from aidmatch.matches.models import Match
+from aidmatch.messages import service as messages_service
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from notifications.templates import task_request, urgent_request
+from notifications.waves import pick_wave
+
+PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
+OPEN_TASK_STATUSES = (MatchStatus.proposed, MatchStatus.notified, MatchStatus.accepted)
+INTAKE_LOOKUP = 3  # nearest helpers looked up for a need that is not critical
+_MAX_LOOKUP = 50
+
+
+def pending_units(session: Session, column: str) -> dict[int, int]:
+    """Units in matches waiting for an answer, per need id (``"need"``) or offer id (``"offer"``)."""
+    key = Match.need_id if column == "need" else Match.offer_id
+    rows = session.execute(
+        select(key, func.sum(Match.quantity)).where(Match.status.in_(PENDING_MATCH_STATUSES)).group_by(key)
+    )
+    return {int(k): int(v) for k, v in rows}
+
+
+def open_tasks(session: Session) -> dict[int, tuple[int, int]]:
+    """Per helper with open tasks: (open tasks, their cap)."""
+    rows = session.execute(
+        select(Helper.id, func.count(Match.id), Helper.max_active_tasks)
+        .join(Offer, Offer.helper_id == Helper.id)
+        .join(Match, Match.offer_id == Offer.id)
+        .where(Match.status.in_(OPEN_TASK_STATUSES))
+        .group_by(Helper.id, Helper.max_active_tasks)
+    )
+    return {int(h): (int(n), int(cap)) for h, n, cap in rows}
+
+
+def busy_helpers(session: Session) -> set[int]:
+    """Helpers at their cap of open tasks."""
+    return {h for h, (n, cap) in open_tasks(session).items() if n >= cap}
+
+
+def asked_helpers(session: Session, need_id: int) -> set[int]:
+    """Helpers already asked for this need, whatever their answer."""
+    rows = session.scalars(
+        select(Offer.helper_id).join(Match, Match.offer_id == Offer.id).where(Match.need_id == need_id).distinct()
+    )
+    return set(rows)
+
+
+def asked_pairs(session: Session) -> np.ndarray:
+    """Keys ``need_id << 32 | helper_id`` of every (open need, helper) pair asked before, sorted."""
+    rows = session.execute(
+        select(Match.need_id, Offer.helper_id)
+        .join(Offer, Offer.id == Match.offer_id)
+        .join(Need, Need.id == Match.need_id)
+        .where(Need.status.in_(OPEN_NEED_STATUSES))
+        .distinct()
+    ).all()
+    return np.unique(np.array([(n << 32) | h for n, h in rows], dtype=np.int64))
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One request to make: this offer, this many units of the need, at this distance."""
+
+    offer_id: int
+    helper_id: int
+    km: float
+    quantity: int
+
+
+def ask(
+    *, session: Session, need: Need, asks: Sequence[Ask], now: datetime, reason: str, wave: int | None = None
+) -> list[Match]:
+    """Create the matches and queue their SMS (one per helper with SMS consent)."""
+    if not asks:
+        return []
+    helpers = {h.id: h for h in session.scalars(select(Helper).where(Helper.id.in_({a.helper_id for a in asks})))}
+    matches = []
+    for a in asks:
+        consent = helpers[a.helper_id].sms_consent
+        match = Match(
+            need_id=need.id,
+            offer_id=a.offer_id,
+            quantity=a.quantity,
+            distance_km=a.km,
+            score=a.km,
+            reason=f"{reason}: capable helper {a.km:.1f} km away" + (f", wave {wave}" if wave else ""),
+            status=MatchStatus.notified if consent else MatchStatus.proposed,
+            wave=wave,
+            created_at=now,
+            updated_at=now,
+            notified_at=now if consent else None,
+        )
+        session.add(match)
+        matches.append(match)
+    session.flush()
+    for match, a in zip(matches, asks, strict=True):
+        helper = helpers[a.helper_id]
+        if not helper.sms_consent:
+            continue
+        language = helper.language.value
+        template = urgent_request if wave else task_request
+        messages_service.queue(
+            session=session,
+            phone=helper.phone,
+            body=template(
+                language=language,
+                what=label(need.category, language),
+                quantity=match.quantity,
+                distance_km=match.distance_km,
+                match_id=match.id,
+            ),
+            language=language,
+            idempotency_key=f"match:{match.id}:wave:{wave}" if wave else f"match:{match.id}:ask",
+            need_id=need.id,
+            match_id=match.id,
+            helper_id=helper.id,
+        )
+    return matches
+
+
+def _fill(candidates: Iterable[Candidate], units: int) -> list[Ask]:
+    """Nearest first, one request per helper, each for what it can take, until ``units`` are asked for."""
+    asks: list[Ask] = []
+    seen: set[int] = set()
+    for c in candidates:
+        if units <= 0:
+            break
+        if c.helper_id in seen or c.free <= 0:
+            continue
+        seen.add(c.helper_id)
+        take = min(units, c.free)
+        asks.append(Ask(c.offer_id, c.helper_id, c.km, take))
+        units -= take
+    return asks
+
+
+def units_to_place(session: Session, need: Need) -> int:
+    """Units of the need neither accepted nor waiting for an answer."""
+    waiting = session.scalar(
+        select(func.coalesce(func.sum(Match.quantity), 0)).where(
+            Match.need_id == need.id, Match.status.in_(PENDING_MATCH_STATUSES)
+        )
+    )
+    return need.quantity - need.quantity_assigned - int(waiting or 0)
+
+
+def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str) -> int:
+    """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
+
+    Returns how many capable helpers with room were found in range (asked or not).
+    """
+    if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
+        return 0
+    live.refresh(session=session, now=now)
+    units = units_to_place(session, need)
+    blocked = asked_helpers(session, need.id) | busy_helpers(session)
+    found = live.nearest(
+        lat=need.lat,
+        lon=need.lon,
+        category=need.category,
+        k=min(max(INTAKE_LOOKUP, units), _MAX_LOOKUP),
+        max_km=need.max_distance_km if need.max_distance_km is not None else np.inf,
+        pending=pending_units(session, "offer"),
+        blocked_helpers=blocked,
+    )
+    if units > 0:
+        ask(session=session, need=need, asks=_fill(found, units), now=now, reason=reason)
+    return len({c.helper_id for c in found})
+
+
+def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
+    """The next step of a critical need's escalation; returns how many helpers it asked.
+
+    Starts the next wave that finds anyone (an empty wave is skipped at once) and schedules the
+    step after it. Past the last wave, the requests still unanswered time out and the need goes
+    back to the pool (the next helpers beyond the waves, then the batch runs).
+    """
+    remaining = need.quantity - need.quantity_assigned
+    if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
+        need.escalation_next_at = None
+        session.flush()
+        return 0
+    live.refresh(session=session, now=now)
+    waves = settings.waves_for(need.category.value)
+    asked = asked_helpers(session, need.id)
+    busy = busy_helpers(session)
+    pending = pending_units(session, "offer")
+    limit_km = need.max_distance_km if need.max_distance_km is not None else np.inf
+    while (need.escalation_wave or 0) < len(waves):
+        number = (need.escalation_wave or 0) + 1
+        wave = waves[number - 1]
+        need.escalation_wave = number
+        found = live.nearest(
+            lat=need.lat,
+            lon=need.lon,
+            category=need.category,
+            k=2 * wave.helpers,
+            max_km=min(wave.radius_km, limit_km),
+            pending=pending,
+            blocked_helpers=asked | busy,
+        )
+        chosen = pick_wave(wave, [(c.helper_id, c.km) for c in found], asked=asked, busy=busy)
+        if chosen:
+            # Each helper of a wave is asked for all that is still missing (or what they can
+            # take): the first to accept takes it, and accepting takes only what is left.
+            by_helper = {c.helper_id: c for c in reversed(found)}
+            asks = [
+                Ask(c.offer_id, c.helper_id, c.km, min(remaining, c.free)) for c in (by_helper[h] for h, _ in chosen)
+            ]
+            ask(session=session, need=need, asks=asks, now=now, reason="escalation", wave=number)
+            need.escalation_next_at = now + timedelta(seconds=wave.wait_s)
+            session.flush()
+            return len(asks)
+    # Past the last wave: stop waiting for the waves and hand the need to the general pool.
+    need.escalation_next_at = None
+    session.execute(
+        update(Match)
+        .where(Match.need_id == need.id, Match.wave.is_not(None), Match.status.in_(PENDING_MATCH_STATUSES))
+        .values(status=MatchStatus.timed_out, updated_at=now)
+    )
+    session.flush()
+    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation")
+
+
+def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
+    """At intake: a critical need starts its escalation, any other gets its nearest helpers asked.
+
+    Returns how many capable helpers with room were found in range.
+    """
+    live.refresh(session=session, now=now)
+    if need.urgency is Urgency.critical:
+        need.escalation_wave = 0
+        return escalate(session=session, need=need, live=live, settings=settings, now=now)
+    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake")

@@ -1,0 +1,159 @@
+"""The periodic upkeep of the match lifecycle, run by the escalation job (or directly in tests).
+
+One pass, at ``now``:
+
+1. offers past their ``available_until`` expire; their unanswered requests are cancelled;
+2. needs close to expiry get a "still needed?" SMS (once per expiry date); needs past it expire
+   and their unanswered requests are cancelled;
+3. requests outside an escalation that got no answer within ``match_response_timeout_s`` time
+   out;
+4. critical needs whose escalation step is due get their next wave (or leave escalation);
+5. needs that lost a request in 1 or 3 go to their next nearest helpers.
+
+Flushes only; the caller commits once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from aidmatch.categories import label
+from aidmatch.config import Settings
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
+from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.models import Match
+from aidmatch.matches.proposals import PENDING_MATCH_STATUSES, escalate, offer_to_next_helpers
+from aidmatch.messages import service as messages_service
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from notifications.templates import still_needed
+
+_CHUNK = 500
+
+
+@dataclass(slots=True)
+class UpkeepReport:
+    """What one pass did, in counts."""
+
+    offers_expired: int = 0
+    reconfirm_requested: int = 0
+    needs_expired: int = 0
+    matches_timed_out: int = 0
+    escalation_steps: int = 0
+    helpers_asked: int = 0
+    needs_reoffered: int = 0
+    reoffer: set[int] = field(default_factory=set, repr=False)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "reoffer"}
+
+
+def _close_pending(session: Session, where: ColumnElement[bool], status: MatchStatus, now: datetime) -> list[int]:
+    """Close unanswered requests matching ``where``; returns the need ids they were for."""
+    pending = Match.status.in_(PENDING_MATCH_STATUSES)
+    need_ids = list(session.scalars(select(Match.need_id).where(pending, where).distinct()))
+    if need_ids:
+        session.execute(update(Match).where(pending, where).values(status=status, updated_at=now))
+    return need_ids
+
+
+def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None:
+    due = (Offer.status == OfferStatus.active) & Offer.available_until.is_not(None) & (Offer.available_until <= now)
+    count = session.scalar(select(func.count(Offer.id)).where(due)) or 0
+    if not count:
+        return
+    closed = _close_pending(session, Match.offer_id.in_(select(Offer.id).where(due)), MatchStatus.cancelled, now)
+    session.execute(update(Offer).where(due).values(status=OfferStatus.expired, updated_at=now))
+    report.offers_expired += count
+    report.reoffer.update(closed)
+
+
+def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
+    before = timedelta(hours=settings.need_reconfirm_before_hours)
+    asking = session.scalars(
+        select(Need).where(
+            Need.status.in_(OPEN_NEED_STATUSES),
+            Need.expires_at.is_not(None),
+            Need.expires_at > now,
+            Need.expires_at <= now + before,
+            Need.reconfirm_requested_at.is_(None),
+        )
+    ).all()
+    for need in asking:
+        need.reconfirm_requested_at = now
+        report.reconfirm_requested += 1
+        if need.contact_phone is None or need.expires_at is None:
+            continue  # no one to ask: coordinators see it on the dashboard
+        language = need.language.value
+        messages_service.queue(
+            session=session,
+            phone=need.contact_phone,
+            body=still_needed(
+                language=language,
+                code=need.code,
+                what=label(need.category, language),
+                hours_left=(need.expires_at - now).total_seconds() / 3600,
+            ),
+            language=language,
+            idempotency_key=f"need:{need.id}:still-needed:{need.expires_at.isoformat()}",
+            need_id=need.id,
+        )
+    due = Need.status.in_(OPEN_NEED_STATUSES) & Need.expires_at.is_not(None) & (Need.expires_at <= now)
+    count = session.scalar(select(func.count(Need.id)).where(due)) or 0
+    if count:
+        _close_pending(session, Match.need_id.in_(select(Need.id).where(due)), MatchStatus.cancelled, now)
+        session.execute(
+            update(Need).where(due).values(status=NeedStatus.expired, escalation_next_at=None, updated_at=now)
+        )
+        report.needs_expired += count
+    session.flush()
+
+
+def time_out_matches(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
+    cutoff = now - timedelta(seconds=settings.match_response_timeout_s)
+    late = Match.wave.is_(None) & (func.coalesce(Match.notified_at, Match.created_at) <= cutoff)
+    report.matches_timed_out += (
+        session.scalar(select(func.count(Match.id)).where(Match.status.in_(PENDING_MATCH_STATUSES), late)) or 0
+    )
+    report.reoffer.update(_close_pending(session, late, MatchStatus.timed_out, now))
+
+
+def run_upkeep(*, session: Session, settings: Settings, live: LiveOfferIndex, now: datetime) -> UpkeepReport:
+    """One pass of expiry, timeouts, escalation and re-offering (see the module docstring)."""
+    report = UpkeepReport()
+    expire_offers(session, now, report)
+    expire_needs(session, settings, now, report)
+    time_out_matches(session, settings, now, report)
+    session.flush()
+    due = session.scalars(
+        select(Need)
+        .where(
+            Need.escalation_next_at.is_not(None),
+            Need.escalation_next_at <= now,
+            or_(Need.status.in_(OPEN_NEED_STATUSES), Need.status == NeedStatus.assigned),
+        )
+        .order_by(Need.escalation_next_at, Need.id)
+    ).all()
+    for need in due:
+        report.escalation_steps += 1
+        report.helpers_asked += escalate(session=session, need=need, live=live, settings=settings, now=now)
+        report.reoffer.discard(need.id)
+    waiting = sorted(report.reoffer)
+    for start in range(0, len(waiting), _CHUNK):
+        for need in session.scalars(
+            select(Need)
+            .where(
+                Need.id.in_(waiting[start : start + _CHUNK]),
+                Need.status.in_(OPEN_NEED_STATUSES),
+                Need.escalation_next_at.is_(None),
+            )
+            .order_by(Need.id)
+        ):
+            report.needs_reoffered += 1
+            offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after no answer")
+    session.flush()
+    return report
