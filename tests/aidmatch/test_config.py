@@ -57,3 +57,13 @@ def test_twilio_settings_complete() -> None:
     )
     assert s.twilio_auth_token.get_secret_value() == "s3cr3t-value"
     assert "s3cr3t-value" not in repr(s)
+
+
+def test_escalation_waves_are_checked_and_can_differ_by_category() -> None:
+    with pytest.raises(ValidationError, match="smaller than"):
+        Settings(escalation_waves="10:3:60,5:3:60", _env_file=None)
+    with pytest.raises(ValidationError, match="unknown category 'fire'"):
+        Settings(escalation_waves_by_category={"fire": "5:3:60"}, _env_file=None)
+    s = Settings(escalation_waves_by_category={"medical": "3:5:120"}, _env_file=None)
+    assert [w.radius_km for w in s.waves_for("medical")] == [3.0]
+    assert len(s.waves_for("water")) == 3

@@ -1,0 +1,233 @@
+"""Emergency mode, the scheduled jobs, one leader at a time, and a batch run killed halfway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+import matching
+from aidmatch.cli import app as cli
+from aidmatch.config import Settings
+from aidmatch.enums import MatchRunStatus
+from aidmatch.main import create_app
+from aidmatch.matches.models import Match, MatchRun
+from aidmatch.messages.models import Message
+from aidmatch.scheduler import BatchOutcome, batch_job
+from geo.geocoding import GazetteerGeocoder
+
+
+def _scene(client: TestClient, needs: int = 12, offers: int = 8) -> None:
+    """Needs first, then offers, so nothing is asked at intake and the batch has work."""
+    for k in range(needs):
+        r = client.post(
+            "/api/needs",
+            json={"category": "water", "quantity": 1 + k % 2, "urgency": "normal", "lat": 55.1 + 0.01 * k, "lon": 40.5},
+        )
+        assert r.status_code == 201, r.text
+    for k in range(offers):
+        r = client.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 2,
+                "radius_km": 30,
+                "lat": 55.1 + 0.015 * k,
+                "lon": 40.55,
+                "phone": f"+7916{k:07d}",
+            },
+        )
+        assert r.status_code == 201, r.text
+
+
+def _count(db: Session, column: Any) -> int:
+    db.expire_all()
+    return int(db.scalar(select(func.count(column))) or 0)
+
+
+def test_emergency_mode_by_api_and_cli(
+    client: TestClient,
+    settings: Settings,
+    coordinator_headers: dict[str, str],
+    volunteer_headers: dict[str, str],
+) -> None:
+    assert client.get("/api/emergency").status_code == 401
+    assert client.get("/api/emergency", headers=volunteer_headers).status_code == 403
+    assert client.post("/api/emergency", json={"enabled": True}, headers=volunteer_headers).status_code == 403
+    off = client.get("/api/emergency", headers=coordinator_headers).json()
+    assert off["enabled"] is False
+    assert off["batch_interval_s"] == settings.batch_interval_s
+    on = client.post("/api/emergency", json={"enabled": True, "note": "пожары"}, headers=coordinator_headers)
+    assert on.status_code == 200
+    assert on.json()["enabled"] is True
+    assert on.json()["changed_by"] == "test coordinator"
+    bad = client.post("/api/emergency", json={"enabled": "maybe"}, headers=coordinator_headers)
+    assert bad.status_code == 422
+    env = {"AIDMATCH_DATABASE_URL": settings.database_url}
+    status = CliRunner().invoke(cli, ["emergency"], env=env)
+    assert status.exit_code == 0
+    assert status.stdout.startswith("emergency mode on")
+    assert "пожары" in status.stdout
+    assert CliRunner().invoke(cli, ["emergency", "off"], env=env).exit_code == 0
+    assert client.get("/api/emergency", headers=coordinator_headers).json()["enabled"] is False
+
+
+def test_the_batch_job_runs_only_in_emergency_mode(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    _scene(client)
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+    assert batch_job(sessions=sessions) == BatchOutcome(None, "emergency mode is off")
+    assert _count(db, MatchRun.id) == 0
+    client.post("/api/emergency", json={"enabled": True}, headers=coordinator_headers)
+    outcome = batch_job(sessions=sessions)
+    assert outcome.run is not None
+    assert outcome.run.status is MatchRunStatus.succeeded
+    assert outcome.run.assigned_quantity > 0
+    assert _count(db, Match.id) > 0
+
+
+def test_two_batch_runs_started_at_once_one_runs_one_skips(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scene(client)
+    real = matching.match
+    inside = threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        time.sleep(1.0)  # hold the leader lock long enough for the other run to try
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matching, "match", slow)
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+    outcomes: list[BatchOutcome] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        start.wait()
+        outcomes.append(batch_job(sessions=sessions, require_emergency=False, trigger="test"))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert inside.is_set()
+    ran = [o for o in outcomes if o.run is not None]
+    skipped = [o for o in outcomes if o.run is None]
+    assert len(ran) == 1
+    assert len(skipped) == 1
+    assert skipped[0].skipped == "another batch run holds the leader lock"
+    assert _count(db, MatchRun.id) == 1
+    # The lock goes with the transaction: the next run gets it.
+    monkeypatch.setattr(matching, "match", real)
+    assert batch_job(sessions=sessions, require_emergency=False).run is not None
+
+
+def test_a_failed_run_is_recorded_and_writes_nothing_else(
+    client: TestClient, db: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scene(client)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(matching, "match", broken)
+    outcome = batch_job(sessions=client.app.state.sessionmaker, require_emergency=False)  # type: ignore[attr-defined]
+    assert outcome.run is not None
+    assert outcome.run.status is MatchRunStatus.failed
+    assert outcome.run.error == "RuntimeError: solver exploded"
+    assert _count(db, MatchRun.id) == 1
+    assert _count(db, Match.id) == 0
+    result = CliRunner().invoke(cli, ["match"], env={"AIDMATCH_DATABASE_URL": settings.database_url})
+    assert result.exit_code == 1
+    assert "solver exploded" in result.stdout
+
+
+def test_the_scheduler_runs_batches_by_itself_once_emergency_mode_is_on(
+    settings: Settings, gazetteer: GazetteerGeocoder, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    fast = settings.model_copy(
+        update={"scheduler_enabled": True, "batch_interval_s": 0.2, "escalation_interval_s": 0.2}
+    )
+    with TestClient(create_app(fast, geocoder=gazetteer)) as client:
+        _scene(client)
+        time.sleep(1.0)  # several ticks with emergency mode off: no run
+        assert _count(db, MatchRun.id) == 0
+        client.post("/api/emergency", json={"enabled": True}, headers=coordinator_headers)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _count(db, MatchRun.id) == 0:
+            time.sleep(0.1)
+        runs = list(db.scalars(select(MatchRun)))
+        assert runs, "no batch run within 20 s of switching emergency mode on"
+        assert runs[0].trigger == "scheduler"
+        assert runs[0].status is MatchRunStatus.succeeded
+    assert _count(db, Match.id) > 0
+
+
+_KILLED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from aidmatch.config import Settings
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.matches import service
+    from aidmatch.scheduler import batch_job
+
+    marker = Path(sys.argv[2])
+    write = service._write_batch_matches
+
+    def write_then_hang(**kwargs):
+        count = write(**kwargs)  # the run's matches and messages are written, not yet committed
+        marker.write_text(str(count))
+        time.sleep(120)
+        return count
+
+    service._write_batch_matches = write_then_hang
+    engine = make_engine(Settings(database_url=sys.argv[1], _env_file=None).database_url)
+    batch_job(sessions=make_sessionmaker(engine), trigger="doomed", require_emergency=False)
+    """
+)
+
+
+def test_a_batch_run_killed_halfway_leaves_nothing_behind(
+    client: TestClient, db: Session, settings: Settings, tmp_path: Path
+) -> None:
+    _scene(client, needs=40, offers=20)
+    before = (_count(db, MatchRun.id), _count(db, Match.id), _count(db, Message.id))
+    url = settings.database_url
+    script = tmp_path / "killed_run.py"
+    script.write_text(_KILLED_RUN)
+    marker = tmp_path / "written"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), url, str(marker)], env={**os.environ, "AIDMATCH_SCHEDULER_ENABLED": "false"}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the run never reached the point of writing"
+        assert int(marker.read_text()) > 0  # it had SMS queued in its transaction
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert (_count(db, MatchRun.id), _count(db, Match.id), _count(db, Message.id)) == before
+    # The killed run held no lock that outlived it: the next run goes ahead and writes everything.
+    outcome = batch_job(sessions=client.app.state.sessionmaker, require_emergency=False)  # type: ignore[attr-defined]
+    assert outcome.run is not None
+    assert outcome.run.status is MatchRunStatus.succeeded
+    assert _count(db, Message.id) == before[2] + outcome.run.config["messages"] > before[2]
