@@ -174,15 +174,25 @@ class LiveOfferIndex:
             ]
 
     def reachable(
-        self, *, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, max_km: np.ndarray, pending: dict[int, int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per need (shape (n,)): a usable helper of its category has it in range; and one with room left."""
+        self,
+        *,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        category: np.ndarray,
+        max_km: np.ndarray,
+        pending: dict[int, int],
+        blocked_helpers: Collection[int] = (),
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per need (shape (n,)): km to the nearest usable helper of its category (inf: none),
+        whether one has the need within its radius (and the need's limit), and whether one of
+        those has room left (beyond ``pending`` units, not among ``blocked_helpers``)."""
         with self._lock:
-            empty = np.zeros(len(lat), dtype=bool)
-            if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
-                return empty, empty.copy()
-            offers, left = self._columns(pending)
+            n = len(lat)
+            if self._n == 0 or len(self._index) == 0 or n == 0:
+                return np.full(n, np.inf), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+            offers, left = self._columns(pending, blocked_helpers)
+            _, nearest_km = self._index.knn(lat, lon, category, 1)
             everyone = np.ones(self._n, dtype=np.int64)
             anyone, _ = matching.nearest_capable(self._index, offers, everyone, lat, lon, category, max_km=max_km, k=1)
             room, _ = matching.nearest_capable(self._index, offers, left, lat, lon, category, max_km=max_km, k=1)
-            return anyone[:, 0] >= 0, room[:, 0] >= 0
+            return nearest_km[:, 0], anyone[:, 0] >= 0, room[:, 0] >= 0

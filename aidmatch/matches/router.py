@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -14,7 +14,7 @@ from aidmatch.enums import MatchStatus
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
 from aidmatch.matches.models import Match
-from aidmatch.matches.schemas import MatchAction, MatchOut, MatchRunOut
+from aidmatch.matches.schemas import MatchAction, MatchOut, MatchRunOut, UnmetNeedOut
 from aidmatch.query import PageDep
 from aidmatch.schemas import MAX_ROW_ID, Page, RowId
 
@@ -109,5 +109,27 @@ def complete_match(
 
 @router.get("/stats/unmet", tags=["stats"])
 def unmet(session: SessionDep, live: LiveIndexDep, _: Coordinator) -> dict[str, Any]:
-    """Unmet needs by category × urgency × reason, with the age of the oldest (coordinators)."""
+    """Unmet needs by category × urgency × reason, with the age of the oldest (coordinators).
+
+    Reasons: ``no_helper_of_category``, ``outside_every_radius``, ``all_in_range_busy``,
+    ``waiting_for_helper`` (explained in the answer's ``reasons``).
+    """
     return service.unmet_stats(session=session, live=live, now=utcnow())
+
+
+UnmetReason = Literal["no_helper_of_category", "outside_every_radius", "all_in_range_busy", "waiting_for_helper"]
+
+
+@router.get("/stats/unmet/needs", tags=["stats"], response_model=Page[UnmetNeedOut])
+def unmet_needs(
+    session: SessionDep,
+    live: LiveIndexDep,
+    _: Coordinator,
+    page: PageDep,
+    reason: Annotated[list[UnmetReason] | None, Query()] = None,
+) -> Page[UnmetNeedOut]:
+    """Each unmet need with why, oldest first; filter by reason (coordinators)."""
+    items, total = service.unmet_needs(session=session, live=live, now=utcnow(), reasons=reason or (), page=page)
+    return Page[UnmetNeedOut](
+        items=[UnmetNeedOut.model_validate(i) for i in items], total=total, limit=page.limit, offset=page.offset
+    )

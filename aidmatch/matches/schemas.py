@@ -44,3 +44,18 @@ class MatchRunOut(OutModel):
     total_distance_km: float
     unmatched_reasons: dict[str, Any]
     timings_s: dict[str, Any]
+
+
+class UnmetNeedOut(OutModel):
+    """An open need with units nobody holds, and why (no contact data)."""
+
+    id: int
+    code: str | None
+    category: str
+    urgency: str
+    units: int
+    lat: float
+    lon: float
+    age_s: float
+    reason: str
+    nearest_helper_km: float | None

@@ -9,6 +9,7 @@ answer. Services flush; the caller (CLI command, job, request) commits once.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +38,7 @@ from aidmatch.matches.models import Match, MatchRun
 from aidmatch.matches.proposals import (
     PENDING_MATCH_STATUSES,
     asked_pairs,
+    busy_helpers,
     offer_to_next_helpers,
     open_tasks,
     pending_units,
@@ -478,43 +480,107 @@ def complete(*, session: Session, match_id: int) -> Match:
     return match
 
 
-def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
-    """Open needs with units nobody has taken, by category × urgency × reason, and the oldest one.
+UNMET_REASONS = {
+    "no_helper_of_category": "no available helper offers this category anywhere",
+    "outside_every_radius": "helpers of this category exist, but none travels this far (or the need's limit is shorter)",
+    "all_in_range_busy": "helpers in range, but all at capacity or at their limit of open tasks",
+    "waiting_for_helper": "a helper with room is in range; the next batch run or the next-helper step will ask",
+}
 
-    Reasons: ``no_helper_in_range`` (no usable helper of the category reaches the need),
-    ``all_in_range_at_capacity`` (some do, none has room left), ``waiting_for_batch`` (a helper
-    with room reaches it; the next batch run will propose).
-    """
+
+@dataclass(frozen=True, slots=True)
+class Unmet:
+    """Open needs with units nobody holds, as columns (shape (n,)), each with why."""
+
+    needs: OpenNeeds
+    created_at: list[datetime]
+    nearest_km: np.ndarray  # nearest usable helper of the category, whatever its radius (inf: none)
+    reason: np.ndarray  # keys of UNMET_REASONS
+
+
+def unmet(*, session: Session, live: LiveOfferIndex, now: datetime) -> Unmet:
+    """Why each open need still has units nobody holds (accepted or awaiting an answer)."""
     live.refresh(session=session, now=now)
     needs = load_open_needs(session=session, now=now)
-    in_range, with_room = live.reachable(
+    nearest_km, in_range, with_room = live.reachable(
         lat=needs.lat,
         lon=needs.lon,
         category=needs.category,
         max_km=needs.max_km,
         pending=pending_units(session, "offer"),
+        blocked_helpers=busy_helpers(session),
     )
-    reason = np.where(
-        ~in_range, "no_helper_in_range", np.where(~with_room, "all_in_range_at_capacity", "waiting_for_batch")
+    reason = np.select(
+        [~np.isfinite(nearest_km), ~in_range, ~with_room],
+        ["no_helper_of_category", "outside_every_radius", "all_in_range_busy"],
+        default="waiting_for_helper",
     )
+    created = dict(
+        session.execute(
+            select(Need.id, Need.created_at).where(
+                Need.status.in_(OPEN_NEED_STATUSES), or_(Need.expires_at.is_(None), Need.expires_at > now)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    created_at = [created.get(i, now) for i in needs.id.tolist()]
+    return Unmet(needs=needs, created_at=created_at, nearest_km=nearest_km, reason=reason)
+
+
+def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
+    """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
+    u = unmet(session=session, live=live, now=now)
+    needs = u.needs
     categories = list(Category)
     urgencies = {v: k for k, v in URGENCY_INDEX.items()}
     groups: dict[tuple[str, str, str], list[int]] = {}
-    for i in range(len(needs.id)):
-        key = (categories[int(needs.category[i])].value, urgencies[int(needs.urgency[i])].value, str(reason[i]))
-        entry = groups.setdefault(key, [0, 0])
+    for c, urg, r, units in zip(
+        needs.category.tolist(), needs.urgency.tolist(), u.reason.tolist(), needs.remaining.tolist(), strict=True
+    ):
+        entry = groups.setdefault((categories[c].value, urgencies[urg].value, r), [0, 0])
         entry[0] += 1
-        entry[1] += int(needs.remaining[i])
-    oldest = None
-    if len(needs.id):
-        first = session.scalar(select(func.min(Need.created_at)).where(Need.id.in_(needs.id.tolist())))
-        oldest = (now - first).total_seconds() if first is not None else None
+        entry[1] += units
+    oldest = min(u.created_at, default=None)
     return {
         "unmet_needs": len(needs.id),
         "unmet_units": int(needs.remaining.sum()),
-        "oldest_unmet_age_s": oldest,
+        "oldest_unmet_age_s": (now - oldest).total_seconds() if oldest is not None else None,
+        "reasons": UNMET_REASONS,
         "groups": [
-            {"category": c, "urgency": u, "reason": r, "needs": v[0], "units": v[1]}
-            for (c, u, r), v in sorted(groups.items())
+            {"category": c, "urgency": urg, "reason": r, "needs": v[0], "units": v[1]}
+            for (c, urg, r), v in sorted(groups.items())
         ],
     }
+
+
+def unmet_needs(
+    *, session: Session, live: LiveOfferIndex, now: datetime, reasons: Sequence[str], page: PageParams
+) -> tuple[list[dict[str, object]], int]:
+    """Unmet needs one by one, oldest first, with why (optionally only some reasons)."""
+    u = unmet(session=session, live=live, now=now)
+    pick = np.isin(u.reason, list(reasons)) if reasons else np.ones(len(u.reason), dtype=bool)
+    ordered = sorted(np.flatnonzero(pick).tolist(), key=lambda i: u.created_at[i])
+    total = len(ordered)
+    rows = np.array(ordered[page.offset : page.offset + page.limit], dtype=np.int64)
+    codes = dict(
+        session.execute(select(Need.id, Need.code).where(Need.id.in_(u.needs.id[rows].tolist()))).tuples().all()
+    )
+    categories = list(Category)
+    urgencies = {v: k for k, v in URGENCY_INDEX.items()}
+    items: list[dict[str, object]] = [
+        {
+            "id": int(u.needs.id[i]),
+            "code": codes.get(int(u.needs.id[i])),
+            "category": categories[int(u.needs.category[i])].value,
+            "urgency": urgencies[int(u.needs.urgency[i])].value,
+            "units": int(u.needs.remaining[i]),
+            "lat": float(u.needs.lat[i]),
+            "lon": float(u.needs.lon[i]),
+            "age_s": (now - u.created_at[i]).total_seconds(),
+            "reason": str(u.reason[i]),
+            "nearest_helper_km": float(u.nearest_km[i]) if np.isfinite(u.nearest_km[i]) else None,
+        }
+        for i in rows.tolist()
+    ]
+    return items, total

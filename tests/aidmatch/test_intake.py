@@ -98,14 +98,40 @@ def test_a_helper_added_through_another_worker_is_seen(
 
 
 def test_unmet_stats_explain_every_open_need(client: TestClient, coordinator_headers: dict[str, str]) -> None:
-    _offers(client, 1, category="water")
-    _need(client, category="water", urgency="normal", quantity=3)  # one unit proposed, two wait
+    _offers(client, 1, category="water")  # capacity 1, 40 km, near the needs
+    _need(client, category="water", urgency="normal", quantity=3)  # one unit asked for, two left
     _need(client, category="shelter", urgency="urgent")  # nobody offers shelter
+    far = _need(client, category="food", urgency="normal", lat=55.15 + 20 / 111.195)  # 20 km north of the helper
+    _offers(client, 1, category="food", start=20, radius_km=5, lat=55.15, lon=40.56)
+    waiting = _need(client, category="medicine", urgency="critical")  # posted before its helper
+    _offers(client, 1, category="medicine", start=30, capacity=5)
     assert client.get("/api/stats/unmet").status_code == 401
     stats = client.get("/api/stats/unmet", headers=coordinator_headers).json()
-    groups = {(g["category"], g["urgency"], g["reason"]): g for g in stats["groups"]}
-    assert groups[("shelter", "urgent", "no_helper_in_range")]["needs"] == 1
-    assert groups[("water", "normal", "all_in_range_at_capacity")]["units"] == 2
-    assert stats["unmet_needs"] == 2
-    assert stats["unmet_units"] == 3
+    groups = {(g["category"], g["urgency"], g["reason"]): (g["needs"], g["units"]) for g in stats["groups"]}
+    assert groups == {
+        ("water", "normal", "all_in_range_busy"): (1, 2),
+        ("shelter", "urgent", "no_helper_of_category"): (1, 1),
+        ("food", "normal", "outside_every_radius"): (1, 1),
+        ("medicine", "critical", "waiting_for_helper"): (1, 1),
+    }
+    assert set(stats["reasons"]) == {g[2] for g in groups}
+    assert stats["unmet_needs"] == 4
+    assert stats["unmet_units"] == 5
     assert stats["oldest_unmet_age_s"] >= 0
+    listed = client.get("/api/stats/unmet/needs", headers=coordinator_headers).json()
+    assert listed["total"] == 4
+    assert [i["reason"] for i in listed["items"]] == [
+        "all_in_range_busy",
+        "no_helper_of_category",
+        "outside_every_radius",
+        "waiting_for_helper",
+    ]  # oldest first
+    food = client.get("/api/stats/unmet/needs?reason=outside_every_radius", headers=coordinator_headers).json()
+    assert [i["id"] for i in food["items"]] == [far["id"]]
+    assert abs(food["items"][0]["nearest_helper_km"] - 20.0) < 0.1
+    assert "contact_phone" not in food["items"][0]
+    shelter = client.get("/api/stats/unmet/needs?reason=no_helper_of_category", headers=coordinator_headers).json()
+    assert shelter["items"][0]["nearest_helper_km"] is None
+    medicine = client.get("/api/stats/unmet/needs?reason=waiting_for_helper", headers=coordinator_headers).json()
+    assert [i["code"] for i in medicine["items"]] == [waiting["code"]]
+    assert client.get("/api/stats/unmet/needs?reason=bogus", headers=coordinator_headers).status_code == 422
