@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, select
@@ -22,6 +23,8 @@ from aidmatch.needs.service import CODE_ALPHABET, CODE_LENGTH
 from aidmatch.offers.models import Offer, OfferCategory
 from notifications.errors import InvalidPhoneError
 from notifications.phones import normalize_phone
+
+_CHUNK = 5000
 
 _FIRST_NAMES = (
     "Анна",
@@ -105,6 +108,16 @@ def _codes(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
     return out
 
 
+def _insert_returning_ids(session: Session, model: type[Helper] | type[Offer], rows: list[dict[str, Any]]) -> list[int]:
+    """Bulk insert returning the new ids in row order, in chunks: SQLAlchemy stitches the
+    RETURNING rows of one huge executemany together in time quadratic in the row count."""
+    ids: list[int] = []
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        ids.extend(session.scalars(insert(model).returning(model.id, sort_by_parameter_order=True), chunk))
+    return ids
+
+
 def database_is_empty(session: Session) -> bool:
     return not (
         session.scalar(select(func.count()).select_from(Need))
@@ -176,12 +189,8 @@ def seed(*, session: Session, scenario: Scenario, settings: Settings, seed: int 
                 "updated_at": now,
             }
         )
-    helper_ids: list[int] = []
-    if helper_rows:
-        # RETURNING keeps the ids in insert order on both SQLite and PostgreSQL.
-        helper_ids = list(
-            session.scalars(insert(Helper).returning(Helper.id, sort_by_parameter_order=True), helper_rows)
-        )
+    # RETURNING keeps the ids in insert order on both SQLite and PostgreSQL.
+    helper_ids = _insert_returning_ids(session, Helper, helper_rows)
     offer_rows = []
     for i in range(scenario.n_offers):
         hours = float(scenario.offer_available_h[i])
@@ -202,7 +211,7 @@ def seed(*, session: Session, scenario: Scenario, settings: Settings, seed: int 
         )
     offer_ids: list[int] = []
     if offer_rows:
-        offer_ids = list(session.scalars(insert(Offer).returning(Offer.id, sort_by_parameter_order=True), offer_rows))
+        offer_ids = _insert_returning_ids(session, Offer, offer_rows)
     category_rows = [
         {"offer_id": offer_ids[i], "category": c}
         for i in range(scenario.n_offers)
