@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
-from datetime import datetime
-from typing import NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import select
@@ -23,6 +23,7 @@ from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
 
 _GROW = 1024
+_LAG = timedelta(seconds=60)  # re-read changes this far behind the newest seen (late commits)
 
 
 class Candidate(NamedTuple):
@@ -51,8 +52,8 @@ class LiveOfferIndex:
         self._helper_id = np.zeros(_GROW, dtype=np.int64)
         self._in_index = np.zeros(_GROW, dtype=bool)
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
-        self._seen: datetime | None = None
-        self._seen_ids: set[int] = set()
+        self._seen: datetime | None = None  # the newest updated_at applied
+        self._applied: dict[int, datetime] = {}  # offer id → the updated_at applied
         self._offers: matching.Offers | None = None
 
     def _grow(self) -> None:
@@ -76,22 +77,47 @@ class LiveOfferIndex:
             setattr(self, name, new)
 
     def refresh(self, *, session: Session, now: datetime) -> None:
-        """Apply every offer change since the last refresh (all offers the first time)."""
+        """Apply every offer change since the last refresh (all offers the first time).
+
+        Rows are read again from a little before the newest change seen (``_LAG``), because a
+        transaction may commit a change stamped earlier than one committed before it; a row whose
+        ``updated_at`` was already applied is skipped.
+        """
         with self._lock:
-            stmt = select(Offer).order_by(Offer.updated_at, Offer.id)
+            stmt = (
+                select(
+                    Offer.id,
+                    Offer.helper_id,
+                    Offer.lat,
+                    Offer.lon,
+                    Offer.radius_km,
+                    Offer.capacity,
+                    Offer.capacity_used,
+                    Offer.status,
+                    Offer.available_from,
+                    Offer.available_until,
+                    Offer.updated_at,
+                    OfferCategory.category,
+                )
+                .outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
+                .order_by(Offer.id)
+            )
             if self._seen is not None:
-                stmt = stmt.where(Offer.updated_at >= self._seen)
-            changed = [o for o in session.scalars(stmt) if not (o.updated_at == self._seen and o.id in self._seen_ids)]
+                stmt = stmt.where(Offer.updated_at >= self._seen - _LAG)
+            changed: dict[int, Any] = {}
+            masks: dict[int, int] = {}
+            for r in session.execute(stmt):
+                if self._applied.get(r.id) == r.updated_at:
+                    continue
+                changed[r.id] = r
+                if r.category is not None:
+                    masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
             if not changed:
                 return
             self._offers = None
-            ids = [o.id for o in changed]
-            masks: dict[int, int] = {}
-            for offer_id, category in session.execute(
-                select(OfferCategory.offer_id, OfferCategory.category).where(OfferCategory.offer_id.in_(ids))
-            ):
-                masks[offer_id] = masks.get(offer_id, 0) | (1 << CATEGORY_INDEX[Category(category)])
-            for o in changed:
+            out_rows: list[int] = []
+            in_rows: list[int] = []
+            for o in changed.values():
                 row = self._row_of.get(o.id)
                 if row is None:
                     if self._n == len(self._lat):
@@ -102,7 +128,7 @@ class LiveOfferIndex:
                     self._offer_id[row] = o.id
                     self._helper_id[row] = o.helper_id
                 if self._in_index[row]:
-                    self._index.remove([row])
+                    out_rows.append(row)
                     self._in_index[row] = False
                 self._lat[row], self._lon[row] = o.lat, o.lon
                 self._mask[row] = masks.get(o.id, 0)
@@ -116,13 +142,16 @@ class LiveOfferIndex:
                     and (o.available_from is None or o.available_from <= now)
                 )
                 if usable:
-                    self._index.insert([row], [o.lat], [o.lon], [self._mask[row]])
+                    in_rows.append(row)
                     self._in_index[row] = True
-            last = max(o.updated_at for o in changed)
-            self._seen_ids = {o.id for o in changed if o.updated_at == last} | (
-                self._seen_ids if last == self._seen else set()
-            )
-            self._seen = last
+                self._applied[o.id] = o.updated_at
+            if out_rows:
+                self._index.remove(out_rows)
+            if in_rows:
+                rows = np.array(in_rows, dtype=np.int64)
+                self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
+            newest = max(o.updated_at for o in changed.values())
+            self._seen = newest if self._seen is None else max(self._seen, newest)
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()

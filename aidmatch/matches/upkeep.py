@@ -1,5 +1,8 @@
 """The periodic upkeep of the match lifecycle, run by the escalation job (or directly in tests).
 
+``now`` decides what is due (tests inject it); ``updated_at`` always records the real time of a
+change, which the live offer index polls.
+
 One pass, at ``now``:
 
 1. offers past their ``available_until`` expire; their unanswered requests are cancelled;
@@ -23,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from aidmatch.categories import label
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
@@ -57,7 +61,7 @@ def _close_pending(session: Session, where: ColumnElement[bool], status: MatchSt
     pending = Match.status.in_(PENDING_MATCH_STATUSES)
     need_ids = list(session.scalars(select(Match.need_id).where(pending, where).distinct()))
     if need_ids:
-        session.execute(update(Match).where(pending, where).values(status=status, updated_at=now))
+        session.execute(update(Match).where(pending, where).values(status=status, updated_at=utcnow()))
     return need_ids
 
 
@@ -67,7 +71,7 @@ def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None
     if not count:
         return
     closed = _close_pending(session, Match.offer_id.in_(select(Offer.id).where(due)), MatchStatus.cancelled, now)
-    session.execute(update(Offer).where(due).values(status=OfferStatus.expired, updated_at=now))
+    session.execute(update(Offer).where(due).values(status=OfferStatus.expired, updated_at=utcnow()))
     report.offers_expired += count
     report.reoffer.update(closed)
 
@@ -107,7 +111,7 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
     if count:
         _close_pending(session, Match.need_id.in_(select(Need.id).where(due)), MatchStatus.cancelled, now)
         session.execute(
-            update(Need).where(due).values(status=NeedStatus.expired, escalation_next_at=None, updated_at=now)
+            update(Need).where(due).values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())
         )
         report.needs_expired += count
     session.flush()

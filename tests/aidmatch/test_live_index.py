@@ -1,0 +1,98 @@
+"""The live offer index follows the database: random changes, late commits, checked by brute force."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from aidmatch.categories import Category
+from aidmatch.database import utcnow
+from aidmatch.enums import OfferStatus
+from aidmatch.helpers.models import Helper
+from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.offers.models import Offer, OfferCategory
+from geo.sphere import haversine_km
+
+CATS = [Category.water, Category.food, Category.shelter]
+
+
+def _brute(db: Session, lat: float, lon: float, category: Category, k: int) -> list[tuple[int, float]]:
+    rows = db.execute(
+        select(Offer.id, Offer.lat, Offer.lon, Offer.radius_km, Offer.capacity - Offer.capacity_used)
+        .join(OfferCategory, OfferCategory.offer_id == Offer.id)
+        .where(OfferCategory.category == category, Offer.status == OfferStatus.active)
+    ).all()
+    found = []
+    for offer_id, olat, olon, radius, left in rows:
+        d = float(haversine_km(lat, lon, olat, olon))
+        if d <= radius and left > 0:
+            found.append((offer_id, d))
+    return sorted(found, key=lambda x: (x[1], x[0]))[:k]
+
+
+def test_the_live_index_answers_like_brute_force_over_the_database_after_random_changes(db: Session) -> None:
+    rng = np.random.default_rng(7)
+    now = utcnow()
+    helper_ids = list(
+        db.scalars(
+            insert(Helper).returning(Helper.id, sort_by_parameter_order=True),
+            [{"name": f"h{i}", "phone": f"+7916{i:07d}", "created_at": now, "updated_at": now} for i in range(200)],
+        )
+    )
+    # 200 offers stamped with one and the same time, as a bulk import does.
+    offer_ids = list(
+        db.scalars(
+            insert(Offer).returning(Offer.id, sort_by_parameter_order=True),
+            [
+                {
+                    "helper_id": h,
+                    "lat": 55 + rng.uniform(-0.5, 0.5),
+                    "lon": 40 + rng.uniform(-0.8, 0.8),
+                    "radius_km": float(rng.uniform(5, 40)),
+                    "capacity": int(rng.integers(1, 4)),
+                    "capacity_used": 0,
+                    "status": OfferStatus.active,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for h in helper_ids
+            ],
+        )
+    )
+    db.execute(
+        insert(OfferCategory),
+        [{"offer_id": o, "category": CATS[int(rng.integers(0, 3))]} for o in offer_ids],
+    )
+    db.commit()
+    live = LiveOfferIndex()
+    for step in range(6):
+        live.refresh(session=db, now=utcnow())
+        for _ in range(20):
+            lat, lon = 55 + rng.uniform(-0.5, 0.5), 40 + rng.uniform(-0.8, 0.8)
+            category = CATS[int(rng.integers(0, 3))]
+            got = live.nearest(lat=lat, lon=lon, category=category, k=5, max_km=np.inf, pending={})
+            want = _brute(db, lat, lon, category, 5)
+            assert [c.offer_id for c in got] == [w[0] for w in want], (step, lat, lon, category)
+            assert np.allclose([c.km for c in got], [w[1] for w in want])
+        # Change some offers: capacity taken, paused, moved; one commits "late" with a stamp
+        # older than changes already seen (a slow transaction), which must still be picked up.
+        stamp = utcnow()
+        for offer_id in rng.choice(offer_ids, size=15, replace=False).tolist():
+            offer = db.get(Offer, offer_id)
+            assert offer is not None
+            kind = int(rng.integers(0, 3))
+            if kind == 0:
+                offer.capacity_used = offer.capacity
+            elif kind == 1:
+                offer.status = OfferStatus.paused if offer.status is OfferStatus.active else OfferStatus.active
+            else:
+                offer.lat += float(rng.uniform(-0.1, 0.1))
+            offer.updated_at = stamp
+        late = db.get(Offer, int(offer_ids[step]))
+        assert late is not None
+        late.radius_km = 0.001  # nobody can reach it any more
+        late.updated_at = stamp - timedelta(seconds=20)
+        db.commit()
