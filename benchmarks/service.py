@@ -134,7 +134,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, object]:
         with sessions() as session:
             demo_service.seed(session=session, scenario=scen, settings=settings, seed=args.seed)
             session.commit()
-        out["seed_s"] = time.perf_counter() - t
+        seeded_at = time.perf_counter()
+        out["seed_s"] = seeded_at - t
         print(f"[{backend}] seeded {args.needs} needs, {args.offers} offers in {out['seed_s']:.1f} s", flush=True)
 
         # Intake over HTTP.
@@ -151,13 +152,22 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, object]:
             }
             for i in range(args.posts + 1)
         ]
+        half = 1 + args.posts // 2
         with server(url) as base:
             cold, _ = post_need(base, bodies[0])
             lat: list[float] = []
             found: list[int] = []
-            for body in bodies[1:]:
+            for body in bodies[1:half]:
                 dt, answer = post_need(base, body)
                 lat.append(dt)
+                found.append(int(answer["helpers_in_range"]))  # type: ignore[call-overload]
+            # The live index re-reads the last minute of offer changes on every lookup: right after
+            # a bulk import that is every offer. The second half runs once that minute is over.
+            time.sleep(max(0.0, 61.0 - (time.perf_counter() - seeded_at)))
+            steady: list[float] = []
+            for body in bodies[half:]:
+                dt, answer = post_need(base, body)
+                steady.append(dt)
                 found.append(int(answer["helpers_in_range"]))  # type: ignore[call-overload]
         rebuild: list[float] = []
         for _ in range(3):
@@ -166,14 +176,17 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, object]:
                 LiveOfferIndex().refresh(session=session, now=utcnow())
                 rebuild.append(time.perf_counter() - t)
         out["post_cold_ms"] = cold * 1e3
-        out["post_p50_ms"] = pct(lat, 50) * 1e3
-        out["post_p90_ms"] = pct(lat, 90) * 1e3
-        out["post_p99_ms"] = pct(lat, 99) * 1e3
+        out["post_fresh_p50_ms"] = pct(lat, 50) * 1e3
+        out["post_p50_ms"] = pct(steady, 50) * 1e3
+        out["post_p90_ms"] = pct(steady, 90) * 1e3
+        out["post_p99_ms"] = pct(steady, 99) * 1e3
         out["post_mean_helpers_found"] = statistics.fmean(found)
         out["rebuild_index_ms"] = min(rebuild) * 1e3
         print(
-            f"[{backend}] POST /api/needs x{len(lat)}: p50 {out['post_p50_ms']:.1f} ms, p99 {out['post_p99_ms']:.1f} ms"
-            f" (first {cold * 1e3:.0f} ms); rebuilding the live index: {min(rebuild) * 1e3:.0f} ms",
+            f"[{backend}] POST /api/needs x{len(steady)} a minute after the import: p50 {out['post_p50_ms']:.1f} ms, "
+            f"p90 {out['post_p90_ms']:.1f} ms, p99 {out['post_p99_ms']:.1f} ms; x{len(lat)} right after it: p50 "
+            f"{out['post_fresh_p50_ms']:.1f} ms; the first {cold * 1e3:.0f} ms; "
+            f"rebuilding the live index: {min(rebuild) * 1e3:.0f} ms",
             flush=True,
         )
 
@@ -227,7 +240,7 @@ def main() -> None:
     results = [run_backend(b, args) for b in args.backends]
     print()
     head = (
-        f"{'backend':10} {'seed s':>7} {'POST p50':>9} {'p99 ms':>7} {'cold ms':>8} {'rebuild':>8} "
+        f"{'backend':10} {'seed s':>7} {'POST p50':>9} {'p99 ms':>7} {'fresh':>6} {'cold ms':>8} {'rebuild':>8} "
         f"{'batch s':>8} {'load':>6} {'match':>7} {'write':>6} {'pure s':>7} {'db/pure':>7}"
     )
     print(head)
@@ -237,12 +250,14 @@ def main() -> None:
         assert isinstance(tm, dict)
         print(
             f"{r['backend']:10} {r['seed_s']:7.1f} {r['post_p50_ms']:9.1f} {r['post_p99_ms']:7.1f} "
+            f"{r['post_fresh_p50_ms']:6.1f} "
             f"{r['post_cold_ms']:8.0f} {r['rebuild_index_ms']:8.0f} {r['batch_wall_s']:8.1f} {tm['load']:6.1f} "
             f"{tm['match']:7.1f} {tm['write']:6.1f} {r['pure_match_s']:7.1f} "
             f"{float(r['batch_wall_s']) / float(r['pure_match_s']):7.2f}"  # type: ignore[arg-type]
         )
     print()
-    print("POST: ms per request over HTTP; cold = the first request (builds the live index);")
+    print("POST: ms per request over HTTP, a minute after the bulk import; fresh = p50 right after it;")
+    print("cold = the first request (builds the live index, while the gazetteer loads in the background);")
     print("rebuild = building a live index from the database once (the cost per request without a live index);")
     print("db/pure = batch job wall time / matching.match alone on the same arrays")
 

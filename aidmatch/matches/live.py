@@ -23,7 +23,8 @@ from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
 
 _GROW = 1024
-_LAG = timedelta(seconds=60)  # re-read changes this far behind the newest seen (late commits)
+_LAG = timedelta(seconds=60)
+_CHUNK = 1000  # re-read changes this far behind the newest seen (late commits)
 
 
 class Candidate(NamedTuple):
@@ -84,34 +85,38 @@ class LiveOfferIndex:
         ``updated_at`` was already applied is skipped.
         """
         with self._lock:
-            stmt = (
-                select(
-                    Offer.id,
-                    Offer.helper_id,
-                    Offer.lat,
-                    Offer.lon,
-                    Offer.radius_km,
-                    Offer.capacity,
-                    Offer.capacity_used,
-                    Offer.status,
-                    Offer.available_from,
-                    Offer.available_until,
-                    Offer.updated_at,
-                    OfferCategory.category,
-                )
-                .outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
-                .order_by(Offer.id)
-            )
+            stmt = select(
+                Offer.id,
+                Offer.helper_id,
+                Offer.lat,
+                Offer.lon,
+                Offer.radius_km,
+                Offer.capacity,
+                Offer.capacity_used,
+                Offer.status,
+                Offer.available_from,
+                Offer.available_until,
+                Offer.updated_at,
+                OfferCategory.category,
+            ).outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
             if self._seen is not None:
-                stmt = stmt.where(Offer.updated_at >= self._seen - _LAG)
+                # Two steps: the stamps of the window (cheap), then full rows of what changed.
+                window = session.execute(
+                    select(Offer.id, Offer.updated_at).where(Offer.updated_at >= self._seen - _LAG)
+                ).tuples()
+                ids = sorted(i for i, stamp in window if self._applied.get(i) != stamp)
+                if not ids:
+                    return
+                chunks = [stmt.where(Offer.id.in_(ids[k : k + _CHUNK])) for k in range(0, len(ids), _CHUNK)]
+            else:
+                chunks = [stmt]
             changed: dict[int, Any] = {}
             masks: dict[int, int] = {}
-            for r in session.execute(stmt):
-                if self._applied.get(r.id) == r.updated_at:
-                    continue
-                changed[r.id] = r
-                if r.category is not None:
-                    masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
+            for chunk in chunks:
+                for r in session.execute(chunk):
+                    changed[r.id] = r
+                    if r.category is not None:
+                        masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
             if not changed:
                 return
             self._offers = None

@@ -175,11 +175,11 @@ def units_to_place(session: Session, need: Need) -> int:
 def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str) -> int:
     """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
 
-    Returns how many capable helpers with room were found in range (asked or not).
+    Returns how many capable helpers with room were found in range (asked or not). The caller
+    refreshes ``live`` first (once for many needs).
     """
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
-    live.refresh(session=session, now=now)
     units = units_to_place(session, need)
     blocked = asked_helpers(session, need.id) | busy_helpers(session)
     found = live.nearest(
@@ -201,14 +201,14 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
 
     Starts the next wave that finds anyone (an empty wave is skipped at once) and schedules the
     step after it. Past the last wave, the requests still unanswered time out and the need goes
-    back to the pool (the next helpers beyond the waves, then the batch runs).
+    back to the pool (the next helpers beyond the waves, then the batch runs). The caller
+    refreshes ``live`` first.
     """
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
         need.escalation_next_at = None
         session.flush()
         return 0
-    live.refresh(session=session, now=now)
     waves = settings.waves_for(need.category.value)
     asked = asked_helpers(session, need.id)
     busy = busy_helpers(session)

@@ -449,6 +449,7 @@ def decline(*, session: Session, match_id: int, live: LiveOfferIndex | None = No
     session.refresh(match)
     need = session.get(Need, match.need_id)
     if live is not None and need is not None and need.escalation_next_at is None:
+        live.refresh(session=session, now=now)
         offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after a decline")
     return match
 

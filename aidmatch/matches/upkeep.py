@@ -133,6 +133,7 @@ def run_upkeep(*, session: Session, settings: Settings, live: LiveOfferIndex, no
     expire_needs(session, settings, now, report)
     time_out_matches(session, settings, now, report)
     session.flush()
+    live.refresh(session=session, now=now)
     due = session.scalars(
         select(Need)
         .where(
