@@ -92,6 +92,7 @@ def demo(
     from aidmatch.database import make_engine, make_sessionmaker
     from aidmatch.demo import scenario as scenario_mod
     from aidmatch.demo import service as demo_service
+    from aidmatch.emergency import service as emergency_service
 
     settings = _settings()
     if settings.sms_sender != "console":
@@ -107,8 +108,10 @@ def demo(
                 generated = scenario_mod.generate(needs, offers, seed=seed)
                 report = demo_service.seed(session=session, scenario=generated, settings=settings, seed=seed)
                 _, token = auth_service.create(session=session, name="demo coordinator", role=Role.coordinator)
+                emergency_service.set_mode(session=session, enabled=True, changed_by="demo", note="demo scenario")
                 session.commit()
                 _info(f"aidmatch demo: seeded {report.needs} needs, {report.helpers} helpers, {report.offers} offers.")
+                _info("Emergency mode is on: the batch matcher runs every AIDMATCH_BATCH_INTERVAL_S seconds.")
                 _info(f"Coordinator token (shown once): {token}")
                 _info(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/needs')
             else:

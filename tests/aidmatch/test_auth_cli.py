@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -93,7 +94,11 @@ def test_console_script_serves_demo_needs(tmp_path: Path) -> None:
     import urllib.request
 
     exe = Path(sys.executable).parent / "aidmatch"
-    env = {**os.environ, "AIDMATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    env = {
+        **os.environ,
+        "AIDMATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "AIDMATCH_BATCH_INTERVAL_S": "1",
+    }
     seeded = subprocess.run(
         [str(exe), "demo", "--needs", "40", "--offers", "15", "--no-serve"],
         capture_output=True,
@@ -126,6 +131,18 @@ def test_console_script_serves_demo_needs(tmp_path: Path) -> None:
                 time.sleep(0.3)
         assert body["total"] == 40
         assert all(item["contact_phone"].startswith("+7") for item in body["items"])
+        # The demo switched emergency mode on: the served app's scheduler runs the batch by itself.
+        runs: dict[str, Any] = {"items": []}
+        while not runs["items"] and time.monotonic() < deadline + 30:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/runs", headers={"Authorization": f"Bearer {token}"}
+            )
+            with urllib.request.urlopen(req, timeout=5) as r:
+                runs = json.loads(r.read())
+            time.sleep(0.3)
+        assert runs["items"], "no scheduled batch run within 30 s of serving the demo"
+        assert runs["items"][-1]["trigger"] == "scheduler"
+        assert runs["items"][-1]["status"] == "succeeded"
         # A second demo run on a non-empty database does not seed again.
         again = subprocess.run(
             [str(exe), "demo", "--no-serve"], capture_output=True, text=True, env=env, timeout=120, check=False
