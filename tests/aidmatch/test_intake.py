@@ -135,3 +135,16 @@ def test_unmet_stats_explain_every_open_need(client: TestClient, coordinator_hea
     medicine = client.get("/api/stats/unmet/needs?reason=waiting_for_helper", headers=coordinator_headers).json()
     assert [i["code"] for i in medicine["items"]] == [waiting["code"]]
     assert client.get("/api/stats/unmet/needs?reason=bogus", headers=coordinator_headers).status_code == 422
+
+
+def test_a_change_through_one_worker_reaches_the_other(settings: Settings, gazetteer: GazetteerGeocoder) -> None:
+    with (
+        TestClient(create_app(settings, geocoder=gazetteer)) as first,
+        TestClient(create_app(settings, geocoder=gazetteer)) as second,
+    ):
+        assert _need(second, category="water", urgency="normal")["helpers_in_range"] == 0  # builds its index
+        _offers(first, 1, category="water", capacity=2)
+        assert _need(second, category="water", urgency="normal")["helpers_in_range"] == 1
+        # The rest of its capacity asked for through the first worker: the second finds no one.
+        assert _need(first, category="water", urgency="normal")["helpers_in_range"] == 1
+        assert _need(second, category="water", urgency="normal")["helpers_in_range"] == 0
