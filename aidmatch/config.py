@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     # SMS.
     sms_sender: SmsSenderKind = SmsSenderKind.console
     sms_rate_per_s: Annotated[float, Field(gt=0)] = 1.0
+    sms_max_attempts: Annotated[int, Field(ge=1, le=50)] = 6
+    sms_retry_base_s: Annotated[float, Field(gt=0)] = 30.0  # doubles with each attempt, up to an hour
+    sms_max_segments: Annotated[int, Field(ge=1, le=10)] = 3
+    # A message left "sending" this long (the sender crashed mid-send) is reconciled with the
+    # provider: marked sent if the provider has it, else sent again.
+    sms_stale_sending_s: Annotated[float, Field(gt=0)] = 120.0
+    # Conversations by SMS that are still missing something are forgotten after this long.
+    sms_conversation_hours: Annotated[float, Field(gt=0)] = 24.0
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_from: str = ""

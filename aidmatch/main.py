@@ -18,11 +18,14 @@ from aidmatch.errors import install_error_handlers
 from aidmatch.helpers.router import router as helpers_router
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.router import router as matches_router
+from aidmatch.messages.outbox import make_sender
 from aidmatch.messages.router import router as messages_router
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from aidmatch.scheduler import build_scheduler
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
+from notifications.ratelimit import TokenBucket
+from notifications.senders import Sender
 
 
 def make_geocoder_factory(settings: Settings) -> Callable[[], Geocoder]:
@@ -40,8 +43,11 @@ def make_geocoder_factory(settings: Settings) -> Callable[[], Geocoder]:
     return factory
 
 
-def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = None) -> FastAPI:
-    """The aidmatch web service. ``settings`` default to the environment (AIDMATCH_*)."""
+def create_app(
+    settings: Settings | None = None, *, geocoder: Geocoder | None = None, sender: Sender | None = None
+) -> FastAPI:
+    """The aidmatch web service. ``settings`` default to the environment (AIDMATCH_*); ``geocoder``
+    and ``sender`` replace the configured ones (tests)."""
     settings = settings or Settings()
     engine = make_engine(settings.database_url, echo=settings.database_echo)
 
@@ -52,7 +58,11 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             threading.Thread(target=app.state.geocoder, name="gazetteer-warmup", daemon=True).start()
         if settings.scheduler_enabled:
             app.state.scheduler = build_scheduler(
-                sessions=app.state.sessionmaker, settings=settings, live=app.state.live_index
+                sessions=app.state.sessionmaker,
+                settings=settings,
+                live=app.state.live_index,
+                sender=app.state.sender,
+                bucket=app.state.sms_bucket,
             )
             app.state.scheduler.start()
         try:
@@ -74,6 +84,8 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.live_index = LiveOfferIndex()
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
+    app.state.sender = sender if sender is not None else make_sender(settings)
+    app.state.sms_bucket = TokenBucket(settings.sms_rate_per_s)
     app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
 
     install_error_handlers(app)

@@ -1,9 +1,10 @@
-"""Scheduled jobs: the batch matcher (in emergency mode) and the lifecycle upkeep (always).
+"""Scheduled jobs: the batch matcher (in emergency mode), the lifecycle upkeep and the outbox drain.
 
 Every job runs in one transaction under a leader lock, so with several workers exactly one runs
 per tick: on PostgreSQL a transaction-level advisory lock (``pg_try_advisory_xact_lock``, freed at
 commit, rollback or when a crashed worker's connection closes); on SQLite, where one process runs
-the service, a lock per process. A worker that does not get the lock skips the tick.
+the service, a lock per process. A worker that does not get the lock skips the tick. The outbox
+drain needs no leader: any number of drains claim messages with ``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import MatchRun
 from aidmatch.matches.upkeep import UpkeepReport, run_upkeep
+from aidmatch.messages.outbox import drain
+from notifications.ratelimit import TokenBucket
+from notifications.senders import Sender
 
 log = logging.getLogger("aidmatch.scheduler")
 
@@ -120,9 +124,14 @@ def upkeep_job(
 
 
 def build_scheduler(
-    *, sessions: sessionmaker[Session], settings: Settings, live: LiveOfferIndex
+    *,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    live: LiveOfferIndex,
+    sender: Sender,
+    bucket: TokenBucket,
 ) -> BackgroundScheduler:
-    """The in-process scheduler with both jobs (not started)."""
+    """The in-process scheduler with its three jobs (not started)."""
     scheduler = BackgroundScheduler(timezone="UTC")
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
@@ -137,6 +146,10 @@ def build_scheduler(
         if report is not None and any(report.as_dict().values()):
             log.info("upkeep in %.2f s: %s", time.perf_counter() - started, report.as_dict())
 
+    def outbox() -> None:
+        drain(sessions=sessions, sender=sender, settings=settings, bucket=bucket)
+
     scheduler.add_job(batch, "interval", seconds=settings.batch_interval_s, id="batch", **common)
+    scheduler.add_job(outbox, "interval", seconds=settings.outbox_interval_s, id="outbox", **common)
     scheduler.add_job(upkeep, "interval", seconds=settings.escalation_interval_s, id="upkeep", **common)
     return scheduler

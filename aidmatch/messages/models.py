@@ -37,3 +37,23 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     send_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SmsOptOut(Base):
+    """A phone that sent STOP: nothing is texted to it until it sends START."""
+
+    __tablename__ = "sms_optouts"
+
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SmsConversation(Base):
+    """What a phone told us so far when a need or an offer by SMS is still missing something."""
+
+    __tablename__ = "sms_conversations"
+
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    asked: Mapped[str] = mapped_column(String(32), default="")  # what the last follow-up asked for
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,178 @@
+"""Who actually sends an SMS: the console (default), Twilio, or a fake for tests.
+
+A sender either returns the provider's message id or raises ``TransientSendError`` (try again
+later: rate limits, 5xx, network) or ``PermanentSendError`` (never retry: invalid number,
+unsubscribed recipient). ``lookup`` finds a message the provider already accepted, so that a
+send interrupted by a crash can be reconciled instead of repeated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from notifications.errors import NotificationsError
+
+log = logging.getLogger("aidmatch.sms")
+
+# Twilio error codes that will not change by retrying (https://www.twilio.com/docs/api/errors).
+PERMANENT_TWILIO_CODES = frozenset(
+    {
+        21211,  # invalid 'To' phone number
+        21212,  # invalid 'From' number
+        21408,  # region not enabled
+        21610,  # recipient unsubscribed (replied STOP)
+        21612,  # unreachable 'To'
+        21614,  # 'To' is not a mobile number
+        21617,  # body too long
+        30003,  # unreachable destination handset (at send time)
+        30004,  # message blocked
+        30005,  # unknown destination handset
+        30006,  # landline or unreachable carrier
+    }
+)
+
+
+class SendError(NotificationsError):
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientSendError(SendError):
+    """Try again later."""
+
+
+class PermanentSendError(SendError):
+    """Never retry this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    provider_sid: str
+    status: str  # the provider's status at hand-over: queued, accepted, sent…
+
+
+class Sender(Protocol):
+    name: str
+
+    def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent: ...
+
+    def lookup(self, *, to: str, body: str, since: datetime) -> str | None: ...
+
+
+class ConsoleSender:
+    """Logs each message instead of sending it (the default: nothing leaves the machine)."""
+
+    name = "console"
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+        with self._lock:
+            n = next(self._counter)
+        log.info("SMS to %s [%s]: %s", to, key, body)
+        return Sent(provider_sid=f"console-{key}-{n}", status="sent")
+
+    def lookup(self, *, to: str, body: str, since: datetime) -> str | None:
+        return None  # nothing left the machine, so resending cannot reach anyone twice
+
+
+@dataclass
+class FakeSender:
+    """Records messages; ``fail`` holds errors to raise on the next sends, in order."""
+
+    name: str = "fake"
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    fail: list[SendError] = field(default_factory=list)
+
+    def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+        if self.fail:
+            raise self.fail.pop(0)
+        sid = f"SMfake{len(self.sent) + 1:030d}"
+        self.sent.append({"to": to, "body": body, "key": key, "sid": sid, "status_callback": status_callback})
+        return Sent(provider_sid=sid, status="queued")
+
+    def lookup(self, *, to: str, body: str, since: datetime) -> str | None:
+        return next((m["sid"] for m in self.sent if m["to"] == to and m["body"] == body), None)
+
+
+class TwilioSender:
+    """Twilio's Messages API through the official ``twilio`` client.
+
+    ``base_url`` replaces https://api.twilio.com (tests point it at a local server that answers
+    like Twilio). Sends from a Messaging Service when one is configured, else from ``from_``.
+    """
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_: str = "",
+        messaging_service_sid: str = "",
+        base_url: str = "",
+        timeout_s: float = 10.0,
+    ) -> None:
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        if not (from_ or messaging_service_sid):
+            raise ValueError("TwilioSender needs a From number or a Messaging Service SID")
+        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout_s))
+        if base_url:
+            self._client.api.base_url = base_url.rstrip("/")
+        self._from = from_
+        self._service = messaging_service_sid
+
+    def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+        from twilio.base.exceptions import TwilioException, TwilioRestException
+
+        kwargs: dict[str, Any] = {"to": to, "body": body}
+        if self._service:
+            kwargs["messaging_service_sid"] = self._service
+        else:
+            kwargs["from_"] = self._from
+        if status_callback:
+            kwargs["status_callback"] = status_callback
+        try:
+            message = self._client.messages.create(**kwargs)
+        except TwilioRestException as exc:
+            raise _classify(exc) from exc
+        except TwilioException as exc:  # connection errors and the like
+            raise TransientSendError(f"Twilio unreachable: {exc}") from exc
+        except OSError as exc:
+            raise TransientSendError(f"Twilio unreachable: {exc}") from exc
+        return Sent(provider_sid=str(message.sid), status=str(message.status))
+
+    def lookup(self, *, to: str, body: str, since: datetime) -> str | None:
+        from twilio.base.exceptions import TwilioException
+
+        try:
+            for message in self._client.messages.list(to=to, date_sent_after=since, limit=50):
+                if message.body == body:
+                    return str(message.sid)
+        except (TwilioException, OSError) as exc:
+            raise TransientSendError(f"cannot look up earlier messages at Twilio: {exc}") from exc
+        return None
+
+
+def _classify(exc: Any) -> SendError:
+    code = getattr(exc, "code", None)
+    status = int(getattr(exc, "status", 0) or 0)
+    message = f"Twilio error {code or status}: {getattr(exc, 'msg', exc)}"
+    if code in PERMANENT_TWILIO_CODES:
+        return PermanentSendError(message, code=code)
+    if status == 429 or status >= 500 or code in (20429, 20500, 20503):
+        return TransientSendError(message, code=code)
+    if 400 <= status < 500:
+        return PermanentSendError(message, code=code)
+    return TransientSendError(message, code=code)

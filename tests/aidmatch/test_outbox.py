@@ -1,0 +1,214 @@
+"""The outbox drain: the real twilio client against a fake Twilio, rate limit, retries, STOP, crashes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from aidmatch.config import Settings
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
+from aidmatch.enums import MessageStatus
+from aidmatch.messages import service as messages_service
+from aidmatch.messages.models import Message, SmsOptOut
+from aidmatch.messages.outbox import backoff_s, drain
+from notifications.ratelimit import TokenBucket
+from notifications.senders import FakeSender, Sent, TwilioSender
+from tests.fake_twilio import FakeTwilio, fake_twilio
+
+ACCOUNT = "AC" + "3" * 32
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings.database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    with fake_twilio() as server:
+        yield server
+
+
+def _sender(twilio: FakeTwilio) -> TwilioSender:
+    return TwilioSender(account_sid=ACCOUNT, auth_token="t0ken", from_="+15005550006", base_url=twilio.base_url)
+
+
+def _queue(sessions: sessionmaker[Session], n: int, phone: str = "+79161234567", prefix: str = "m") -> list[int]:
+    with sessions() as session:
+        ids = [
+            messages_service.queue(
+                session=session,
+                phone=phone,
+                body=f"Сообщение {prefix}{i}",
+                language="ru",
+                idempotency_key=f"{prefix}:{i}",
+            ).id
+            for i in range(n)
+        ]
+        session.commit()
+    return ids
+
+
+def _messages(db: Session) -> list[Message]:
+    db.expire_all()
+    return list(db.scalars(select(Message).order_by(Message.id)))
+
+
+def _bucket(rate: float = 1000.0, burst: float = 1000.0) -> TokenBucket:
+    return TokenBucket(rate, burst)
+
+
+def test_queued_messages_go_out_through_twilio_once(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    _queue(sessions, 3)
+    report = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket())
+    assert report.sent == 3
+    stored = _messages(db)
+    assert [m.status for m in stored] == [MessageStatus.sent] * 3
+    assert [m.provider_sid for m in stored] == [m["sid"] for m in twilio.messages]
+    assert [r["form"]["Body"] for r in twilio.requests] == ["Сообщение m0", "Сообщение m1", "Сообщение m2"]
+    assert all(r["form"]["StatusCallback"] == "http://testserver/sms/status" for r in twilio.requests)
+    assert drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket()).claimed == 0
+    assert len(twilio.messages) == 3
+
+
+def test_the_rate_limit_holds_messages_back(sessions: sessionmaker[Session], settings: Settings, db: Session) -> None:
+    _queue(sessions, 5)
+    now = [0.0]
+    bucket = TokenBucket(1.0, burst=2, clock=lambda: now[0])
+    fake = FakeSender()
+    assert drain(sessions=sessions, sender=fake, settings=settings, bucket=bucket).sent == 2
+    assert drain(sessions=sessions, sender=fake, settings=settings, bucket=bucket).sent == 0
+    now[0] += 1.0
+    assert drain(sessions=sessions, sender=fake, settings=settings, bucket=bucket).sent == 1
+    assert Counter(m.status for m in _messages(db)) == {MessageStatus.sent: 3, MessageStatus.queued: 2}
+
+
+def test_transient_errors_back_off_and_retry(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    _queue(sessions, 1)
+    twilio.fail_next(429, 20429)
+    now = utcnow()
+    report = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=now)
+    assert report.retried == 1
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.queued
+    assert message.attempts == 1
+    assert message.send_after == now + timedelta(seconds=backoff_s(settings, 1))
+    assert "20429" in (message.error or "")
+    early = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=now)
+    assert early.claimed == 0  # not due yet
+    later = now + timedelta(seconds=backoff_s(settings, 1) + 1)
+    assert drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=later).sent == 1
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.sent
+    assert message.attempts == 2
+    assert backoff_s(settings, 2) == 2 * backoff_s(settings, 1)
+    assert backoff_s(settings, 40) == 3600
+
+
+def test_permanent_errors_are_not_retried_and_unsubscribed_phones_are_remembered(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    _queue(sessions, 1, phone="+79160000001", prefix="bad")
+    _queue(sessions, 1, phone="+79160000002", prefix="stop")
+    twilio.fail_next(400, 21211)
+    twilio.fail_next(400, 21610)
+    report = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket())
+    assert report.failed == 2
+    assert [m.status for m in _messages(db)] == [MessageStatus.failed, MessageStatus.failed]
+    assert db.get(SmsOptOut, "+79160000002") is not None
+    assert db.get(SmsOptOut, "+79160000001") is None
+    # Later messages to the unsubscribed phone are suppressed, never sent.
+    _queue(sessions, 1, phone="+79160000002", prefix="again")
+    report = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket())
+    assert report.suppressed == 1
+    assert report.sent == 0
+    assert _messages(db)[-1].status is MessageStatus.suppressed
+    assert twilio.messages == []
+
+
+def test_a_message_fails_after_its_last_attempt(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    from notifications.senders import TransientSendError
+
+    few = settings.model_copy(update={"sms_max_attempts": 2})
+    _queue(sessions, 1)
+    fake = FakeSender(fail=[TransientSendError("busy"), TransientSendError("busy")])
+    now = utcnow()
+    drain(sessions=sessions, sender=fake, settings=few, bucket=_bucket(), now=now)
+    drain(sessions=sessions, sender=fake, settings=few, bucket=_bucket(), now=now + timedelta(hours=2))
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.failed
+    assert message.attempts == 2
+
+
+def test_parallel_drains_never_send_a_message_twice(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    _queue(sessions, 40)
+    lock = threading.Lock()
+    seen: list[str] = []
+
+    class Slow(FakeSender):
+        def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+            time.sleep(0.01)
+            with lock:
+                seen.append(key)
+            return super().send(to=to, body=body, key=key, status_callback=status_callback)
+
+    sender = Slow()
+    start = threading.Barrier(3)
+
+    def run() -> None:
+        start.wait()
+        for _ in range(5):
+            drain(sessions=sessions, sender=sender, settings=settings, bucket=TokenBucket(1000, burst=8))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(seen) == sorted(f"m:{i}" for i in range(40))  # each exactly once
+    assert {m.status for m in _messages(db)} == {MessageStatus.sent}
+
+
+def test_a_send_interrupted_by_a_crash_is_reconciled_not_repeated(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    sender = _sender(twilio)
+    ids = _queue(sessions, 2)
+    # Both were claimed by a drain that then died: one after Twilio accepted it, one before.
+    long_ago = utcnow() - timedelta(seconds=settings.sms_stale_sending_s + 60)
+    with sessions() as session:
+        for message_id in ids:
+            message = session.get(Message, message_id)
+            assert message is not None
+            message.status = MessageStatus.sending
+            message.attempts = 1
+            message.updated_at = long_ago
+        session.commit()
+    accepted = sender.send(to="+79161234567", body="Сообщение m0", key="m:0")
+    report = drain(sessions=sessions, sender=sender, settings=settings, bucket=_bucket())
+    assert report.reconciled == 1
+    assert report.requeued == 1
+    assert report.sent == 1
+    first, second = _messages(db)
+    assert (first.status, first.provider_sid) == (MessageStatus.sent, accepted.provider_sid)
+    assert second.status is MessageStatus.sent
+    bodies: Any = Counter(m["body"] for m in twilio.messages)
+    assert bodies == {"Сообщение m0": 1, "Сообщение m1": 1}  # nobody got a message twice
