@@ -8,7 +8,7 @@ it), so a change made through any worker reaches every worker without a rebuild.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
+from aidmatch.database import utcnow
 from aidmatch.enums import OfferStatus
 from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
@@ -53,7 +54,7 @@ class LiveOfferIndex:
         self._helper_id = np.zeros(_GROW, dtype=np.int64)
         self._in_index = np.zeros(_GROW, dtype=bool)
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
-        self._seen: datetime | None = None  # the newest updated_at applied
+        self._seen: datetime | None = None  # wall-clock start of the last refresh
         self._applied: dict[int, datetime] = {}  # offer id → the updated_at applied
         self._offers: matching.Offers | None = None
 
@@ -80,11 +81,12 @@ class LiveOfferIndex:
     def refresh(self, *, session: Session, now: datetime) -> None:
         """Apply every offer change since the last refresh (all offers the first time).
 
-        Rows are read again from a little before the newest change seen (``_LAG``), because a
-        transaction may commit a change stamped earlier than one committed before it; a row whose
+        Each refresh reads the rows stamped since a little (``_LAG``) before the previous refresh
+        started, because a transaction commits its change after stamping it; a row whose
         ``updated_at`` was already applied is skipped.
         """
         with self._lock:
+            started = utcnow()
             stmt = select(
                 Offer.id,
                 Offer.helper_id,
@@ -106,6 +108,7 @@ class LiveOfferIndex:
                 ).tuples()
                 ids = sorted(i for i, stamp in window if self._applied.get(i) != stamp)
                 if not ids:
+                    self._seen = started
                     return
                 chunks = [stmt.where(Offer.id.in_(ids[k : k + _CHUNK])) for k in range(0, len(ids), _CHUNK)]
             else:
@@ -118,6 +121,7 @@ class LiveOfferIndex:
                     if r.category is not None:
                         masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
             if not changed:
+                self._seen = started
                 return
             self._offers = None
             out_rows: list[int] = []
@@ -155,8 +159,7 @@ class LiveOfferIndex:
             if in_rows:
                 rows = np.array(in_rows, dtype=np.int64)
                 self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
-            newest = max(o.updated_at for o in changed.values())
-            self._seen = newest if self._seen is None else max(self._seen, newest)
+            self._seen = started
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
@@ -187,25 +190,36 @@ class LiveOfferIndex:
         category: Category,
         k: int,
         max_km: float,
-        pending: dict[int, int],
-        blocked_helpers: Collection[int] = (),
+        pending: Callable[[list[int]], dict[int, int]],
+        blocked: Callable[[list[int]], set[int]] = lambda helpers: set(),
     ) -> list[Candidate]:
-        """Up to k nearest capable offers with room beyond the ``pending`` units per offer id.
+        """Up to k nearest capable offers with room, nearest first.
 
-        Offers of ``blocked_helpers`` are passed over; nearest first.
+        ``pending(offer_ids)`` gives the units awaiting an answer for those offers and
+        ``blocked(helper_ids)`` the helpers to pass over; both are asked only about the nearest
+        candidates (widening while too few remain), so a lookup costs the same however many
+        matches and helpers the database holds.
         """
         with self._lock:
             if self._n == 0 or len(self._index) == 0:
                 return []
-            offers, left = self._columns(pending, blocked_helpers)
-            rows, d_km = matching.nearest_capable(
-                self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=k
-            )
-            return [
-                Candidate(int(self._offer_id[r]), int(self._helper_id[r]), float(d), int(left[r]))
-                for r, d in zip(rows[0], d_km[0], strict=True)
-                if r >= 0
-            ]
+            offers, left = self._columns({})
+            wanted = max(4 * k, 16)  # some of the nearest are usually busy: look a little wider at once
+            while True:
+                rows, d_km = matching.nearest_capable(
+                    self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=wanted
+                )
+                found = [(int(r), float(d)) for r, d in zip(rows[0], d_km[0], strict=True) if r >= 0]
+                held = pending([int(self._offer_id[r]) for r, _ in found])
+                skip = blocked(sorted({int(self._helper_id[r]) for r, _ in found}))
+                out = []
+                for r, d in found:
+                    free = int(left[r]) - held.get(int(self._offer_id[r]), 0)
+                    if free > 0 and int(self._helper_id[r]) not in skip:
+                        out.append(Candidate(int(self._offer_id[r]), int(self._helper_id[r]), d, free))
+                if len(out) >= k or len(found) < wanted:
+                    return out[:k]
+                wanted *= 8
 
     def reachable(
         self,

@@ -13,7 +13,7 @@ Services flush; the caller commits once, so matches and their messages land toge
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -46,6 +46,41 @@ def pending_units(session: Session, column: str) -> dict[int, int]:
         select(key, func.sum(Match.quantity)).where(Match.status.in_(PENDING_MATCH_STATUSES)).group_by(key)
     )
     return {int(k): int(v) for k, v in rows}
+
+
+def pending_for(session: Session) -> Callable[[list[int]], dict[int, int]]:
+    """Units awaiting an answer, asked for some offers only (uses the offer_id, status index)."""
+
+    def ask(offer_ids: list[int]) -> dict[int, int]:
+        if not offer_ids:
+            return {}
+        rows = session.execute(
+            select(Match.offer_id, func.sum(Match.quantity))
+            .where(Match.offer_id.in_(sorted(set(offer_ids))), Match.status.in_(PENDING_MATCH_STATUSES))
+            .group_by(Match.offer_id)
+        )
+        return {int(k): int(v) for k, v in rows}
+
+    return ask
+
+
+def blocked_for(session: Session, also: set[int] | frozenset[int] = frozenset()) -> Callable[[list[int]], set[int]]:
+    """Among some helpers: those at their cap of open tasks, plus ``also``."""
+
+    def ask(helper_ids: list[int]) -> set[int]:
+        if not helper_ids:
+            return set(also)
+        rows = session.execute(
+            select(Helper.id)
+            .join(Offer, Offer.helper_id == Helper.id)
+            .join(Match, Match.offer_id == Offer.id)
+            .where(Helper.id.in_(helper_ids), Match.status.in_(OPEN_TASK_STATUSES))
+            .group_by(Helper.id, Helper.max_active_tasks)
+            .having(func.count(Match.id) >= Helper.max_active_tasks)
+        )
+        return {int(h) for (h,) in rows} | set(also)
+
+    return ask
 
 
 def open_tasks(session: Session) -> dict[int, tuple[int, int]]:
@@ -181,15 +216,14 @@ def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex,
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
     units = units_to_place(session, need)
-    blocked = asked_helpers(session, need.id) | busy_helpers(session)
     found = live.nearest(
         lat=need.lat,
         lon=need.lon,
         category=need.category,
         k=min(max(INTAKE_LOOKUP, units), _MAX_LOOKUP),
         max_km=need.max_distance_km if need.max_distance_km is not None else np.inf,
-        pending=pending_units(session, "offer"),
-        blocked_helpers=blocked,
+        pending=pending_for(session),
+        blocked=blocked_for(session, asked_helpers(session, need.id)),
     )
     if units > 0:
         ask(session=session, need=need, asks=_fill(found, units), now=now, reason=reason)
@@ -211,8 +245,6 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
         return 0
     waves = settings.waves_for(need.category.value)
     asked = asked_helpers(session, need.id)
-    busy = busy_helpers(session)
-    pending = pending_units(session, "offer")
     limit_km = need.max_distance_km if need.max_distance_km is not None else np.inf
     while (need.escalation_wave or 0) < len(waves):
         number = (need.escalation_wave or 0) + 1
@@ -224,10 +256,10 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
             category=need.category,
             k=2 * wave.helpers,
             max_km=min(wave.radius_km, limit_km),
-            pending=pending,
-            blocked_helpers=asked | busy,
+            pending=pending_for(session),
+            blocked=blocked_for(session, asked),
         )
-        chosen = pick_wave(wave, [(c.helper_id, c.km) for c in found], asked=asked, busy=busy)
+        chosen = pick_wave(wave, [(c.helper_id, c.km) for c in found], asked=asked, busy=())
         if chosen:
             # Each helper of a wave is asked for all that is still missing (or what they can
             # take): the first to accept takes it, and accepting takes only what is left.

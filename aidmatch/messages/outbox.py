@@ -124,7 +124,9 @@ def _claim(session: Session, limit: int, now: datetime, report: DrainReport) -> 
         won = session.execute(
             update(Message)
             .where(Message.id == message.id, Message.status == MessageStatus.queued)
-            .values(status=target, attempts=Message.attempts + int(target is MessageStatus.sending), updated_at=utcnow())
+            .values(
+                status=target, attempts=Message.attempts + int(target is MessageStatus.sending), updated_at=utcnow()
+            )
         )
         if won.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another drain took it

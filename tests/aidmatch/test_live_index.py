@@ -73,7 +73,7 @@ def test_the_live_index_answers_like_brute_force_over_the_database_after_random_
         for _ in range(20):
             lat, lon = 55 + rng.uniform(-0.5, 0.5), 40 + rng.uniform(-0.8, 0.8)
             category = CATS[int(rng.integers(0, 3))]
-            got = live.nearest(lat=lat, lon=lon, category=category, k=5, max_km=np.inf, pending={})
+            got = live.nearest(lat=lat, lon=lon, category=category, k=5, max_km=np.inf, pending=lambda ids: {})
             want = _brute(db, lat, lon, category, 5)
             assert [c.offer_id for c in got] == [w[0] for w in want], (step, lat, lon, category)
             assert np.allclose([c.km for c in got], [w[1] for w in want])
