@@ -15,6 +15,7 @@ from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
 from aidmatch.matches.models import Match
 from aidmatch.matches.schemas import MatchAction, MatchOut, MatchRunOut, UnmetNeedOut
+from aidmatch.messages import notices
 from aidmatch.query import PageDep
 from aidmatch.schemas import MAX_ROW_ID, Page, RowId
 
@@ -83,8 +84,17 @@ def _act(
 def accept_match(
     match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
 ) -> MatchOut:
-    """Accept: the units are taken at once, or 409 when someone else took the last of them."""
-    return _act(service.accept, match_id, session, principal, action)
+    """Accept: the units are taken at once, or 409 when someone else took the last of them.
+
+    The need's author is told a helper is coming, and the helper gets the author's contact by SMS.
+    """
+
+    def accept_and_tell(*, session: SessionDep, match_id: int) -> Match:
+        match = service.accept(session=session, match_id=match_id)
+        notices.accepted(session=session, match=match)
+        return match
+
+    return _act(accept_and_tell, match_id, session, principal, action)
 
 
 @router.post("/matches/{match_id}/decline", response_model=MatchOut)

@@ -11,6 +11,7 @@ from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import Coordinator, GeocoderDep, LiveIndexDep, OptionalPrincipal, SettingsDep, TokenHolder
 from aidmatch.enums import NeedStatus, Source, Urgency
 from aidmatch.matches import proposals
+from aidmatch.messages import notices
 from aidmatch.needs import service
 from aidmatch.needs.schemas import NeedCreated, NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
@@ -26,6 +27,7 @@ def create_need(
     """Post a need. Anyone may; the answer carries the short public code and the helpers found."""
     need = service.create(session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api)
     found = proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
+    notices.need_received_sms(session=session, need=need)
     session.commit()
     out = NeedCreated.model_validate(need)
     out.helpers_in_range = found

@@ -121,10 +121,15 @@ def test_critical_need_escalates_in_waves_until_a_helper_accepts(
     assert _upkeep(client, start + timedelta(hours=2)).helpers_asked == 0
     assert len(_asked(db, need["id"])) == 7
 
-    # Nobody was texted twice about this need.
-    phones = [m.phone for m in db.scalars(select(Message).where(Message.need_id == need["id"]))]
-    assert len(phones) == 7
-    assert len(set(phones)) == 7
+    # Nobody was asked twice about this need; the helper who accepted got the author's contact.
+    messages = list(db.scalars(select(Message).where(Message.need_id == need["id"]).order_by(Message.id)))
+    asked = [m.phone for m in messages if ":wave:" in (m.idempotency_key or "")]
+    assert len(asked) == 7
+    assert len(set(asked)) == 7
+    (contact,) = [m for m in messages if m.idempotency_key == f"match:{chosen.id}:accepted:helper"]
+    assert contact.phone == db.get(Helper, offers[8]["helper_id"]).phone  # type: ignore[union-attr]
+    assert contact.body.startswith(f"Задача {chosen.id}:")
+    assert len(messages) == 8
 
 
 def test_empty_waves_are_skipped_and_unanswered_waves_end_in_the_general_pool(
@@ -225,7 +230,9 @@ def test_needs_ask_still_needed_before_they_expire(client: TestClient, db: Sessi
     assert _upkeep(client, ask_at - timedelta(minutes=1), settings).reconfirm_requested == 0
     assert _upkeep(client, ask_at + timedelta(minutes=1), settings).reconfirm_requested == 1
     assert _upkeep(client, ask_at + timedelta(minutes=2), settings).reconfirm_requested == 0  # asked once
-    (question,) = db.scalars(select(Message).where(Message.phone == "+79260000001"))
+    received, question = db.scalars(select(Message).where(Message.phone == "+79260000001").order_by(Message.id))
+    assert received.idempotency_key == f"need:{need['id']}:received"  # the code, at once
+    assert need["code"] in received.body
     assert question.direction is MessageDirection.outbound
     assert need["code"] in question.body
     assert "ещё актуальна" in question.body
