@@ -23,7 +23,7 @@ Command = Literal["yes", "no", "done", "stop", "start", "status", "help"]
 CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "water": (
         "вод~", "водичк*", "питьев*", "попить", "пить", "жажд*", "бутилир*",
-        "vod~", "voda", "vodichk*", "pitev*", "popit", "water", "waters", "drink", "drinking", "thirst*", "dehydrat*",
+        "vod~", "voda", "vodichk*", "pitev*", "popit", "water", "drink", "drinking", "thirst*", "dehydrat*",
     ),
     "food": (
         "еда", "еды", "еду", "едой", "еде", "продукт*", "питани*", "пищ~", "хлеб*", "голод*", "кушать", "покушать",
@@ -37,8 +37,8 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "переночевать", "размещени*", "сгорел* дом~", "дом~ сгорел*", "бездомн*", "на улице",
         "дом~ разруш*|сгорел*|рухнул*|затопил*|смыло", "одеял*", "матрас*", "спальн* мешк~", "спальник*",
         "zhil*", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
-        "accommodation*", "roof", "roofs", "in the street", "in the streets", "sleeping outside", "sleep outside",
-        "camp", "camps", "sheeting", "plastic sheet*", "mattress*", "sleeping mat*", "mats", "blanket*",
+        "accommodation*", "in the street", "in the streets", "sleeping outside", "sleep outside",
+        "sheeting", "plastic sheet*", "mattress*", "sleeping mat*", "mats", "blanket*",
         "place to sleep|stay|live", "where to sleep|stay|live", "nowhere to sleep|stay|live", "makeshift", "sleep*",
         "shelterless", "house~|home~ destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
         "house~|home~ ? destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
@@ -51,10 +51,10 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "роды", "болен", "больна", "болеет", "заболел*", "без сознания",
         "vrach~", "doktor~", "skoraya", "ranen*", "travm*", "bolnic*", "bolnits*", "medical", "doctor*", "injur*",
         "wound*", "hospital*", "nurse*", "clinic*", "sick", "ill", "illness*", "health", "disease*", "ambulance*",
-        "bleed*", "hurt", "pain", "surgery", "surgeon*", "fever", "diarrh*", "cholera", "malaria", "first aid",
-        "treatment", "treated", "care", "infection*", "epidemic*", "pregnant", "patients", "patient", "medic",
+        "bleed*", "hurt", "pain", "surgery", "fever", "diarrh*", "cholera", "first aid",
+        "treated", "infection*", "epidemic*", "pregnant", "patients", "patient", "medic",
         "medics", "physician*", "broken leg*|arm*|bone*", "fracture*", "vaccinat*", "malnutrition", "malnourished",
-        "outbreak*", "measles", "ebola", "sore", "inoculat*", "ailment*", "healthcare", "medecin*", "cases of",
+        "outbreak*", "measles", "sore", "inoculat*", "ailment*", "healthcare", "medecin*", "cases of",
     ),
     "medicine": (
         "лекарств*", "медикамент*", "таблет*", "инсулин*", "аптек*", "бинт*", "перевяз*", "антибиотик*", "препарат*",
