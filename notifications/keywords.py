@@ -34,13 +34,14 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
     "shelter": (
         "жиль~", "жилье", "ночлег*", "приют*", "кров", "крова", "палатк*", "негде жить", "негде ночевать", "ночевать",
-        "переночевать", "размещени*", "сгорел* дом~", "дом~ сгорел*", "бездомн*", "на улице",
+        "переночевать", "размещени*", "сгорел* дом~", "дом~ сгорел*", "бездомн*", "на улице", "есть место|места",
+        "свободн~ комнат~",
         "дом~ разруш*|сгорел*|рухнул*|затопил*|смыло", "одеял*", "матрас*", "спальн* мешк~", "спальник*",
         "zhil*", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
         "accommodation*", "in the street", "in the streets", "sleeping outside", "sleep outside",
         "sheeting", "plastic sheet*", "mattress*", "sleeping mat*", "mats", "blanket*",
         "place to sleep|stay|live", "where to sleep|stay|live", "nowhere to sleep|stay|live", "makeshift", "sleep*",
-        "shelterless", "house~|home~ destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
+        "shelterless", "spare room", "room for", "house~|home~ destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
         "house~|home~ ? destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
         "house~|home~ ? ? destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
         "lost ? house~|home~", "no house~|home~", "dont have ? house~|home~", "dont have house~|home~",
@@ -194,7 +195,7 @@ CRITICAL_CUES: tuple[str, ...] = (
 """Life-safety: the need goes out in SMS waves at once."""
 
 URGENT_CUES: tuple[str, ...] = (
-    "срочн*", "дети", "детей", "детьми", "ребенок", "ребенка", "ребенку", "младен*", "грудн*", "беремен*", "инвалид*",
+    "срочн*", "горит", "дети", "детей", "детьми", "ребенок", "ребенка", "ребенку", "младен*", "грудн*", "беремен*", "инвалид*",
     "пожил*", "ожог*", "ранен*", "травм*", "пожар~", "скорая", "скорую",
     "srochn*", "deti", "detey", "rebenok", "pozhar", "urgent*", "emergency", "asap", "immediately", "injured",
     "wounded", "children", "child", "baby", "babies", "pregnant", "elderly", "desperate", "hungry", "starving",

@@ -340,7 +340,8 @@ def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[in
                 continue
             sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
             after = text[t.end : t.end + 2].lstrip(" ")[:1]
-            if cased and sentence_start and not short and after not in (",", ":", ";", "-", "—", "\n", ""):
+            before_address = address is not None and text[t.end : address[1][0]].strip(" ,") == ""
+            if cased and sentence_start and not short and not before_address and after not in ",:;-—\n":
                 continue  # a capital that only starts a sentence
             if not cased and (not short or t.norm.endswith(_VERB_ENDINGS)):
                 continue  # «нужно узнать»: without capitals a lone verb is not a place
