@@ -433,12 +433,9 @@ def _parse(text: str) -> ParsedSms:
 
     command = _command(toks)
     if command is not None:
+        # The command word alone tells the language: «DA» is Russian, «STOP» English.
         word = toks[0].norm
-        language = (
-            "en" if word.isascii() and word not in ("da", "net", "gotovo", "pomosh", "pomosch", "pomoshch") else "ru"
-        )
-        if not word.isascii():
-            language = "ru"
+        language = "en" if word.isascii() and word not in TRANSLIT_WORDS | {"pomoshch", "pomosch"} else "ru"
         return ParsedSms(text=text, intent="command", command=command[0], argument=command[1], language=language)
 
     taken: list[tuple[int, int]] = []
