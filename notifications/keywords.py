@@ -1,0 +1,273 @@
+"""Keyword tables of the SMS parser (``notifications.parser``): data only, no logic.
+
+Every entry is one or more space-separated word patterns matched on consecutive lower-cased
+tokens (ё folded to е, apostrophes dropped). Each word is one of:
+
+- ``вода``   the word exactly;
+- ``вод~``   the stem plus at most 3 more letters (a case ending: воды, воду, водой; not водитель);
+- ``эваку*`` the stem plus anything (эвакуация, эвакуировать);
+- ``?``      any one word (``house ? destroyed`` matches «house was destroyed»);
+- ``a|b~``   any of the alternatives.
+
+Russian stems come first in each table, then transliterations and English words. Tuned on the
+validation split of the disaster messages only (see benchmarks/sms_eval.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Command = Literal["yes", "no", "done", "stop", "start", "status", "help"]
+
+# fmt: off
+CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "water": (
+        "вод~", "водичк*", "питьев*", "попить", "пить", "жажд*", "бутилир*",
+        "vod~", "voda", "vodichk*", "pitev*", "popit", "water", "drink", "drinking", "thirst*", "dehydrat*",
+    ),
+    "food": (
+        "еда", "еды", "еду", "едой", "еде", "продукт*", "питани*", "пищ~", "хлеб*", "голод*", "кушать", "покушать",
+        "поесть", "нечего есть", "продовольств*", "консерв*", "тушенк*", "паек*", "крупа", "крупы",
+        "eda", "edy", "edu", "edoy", "produkt*", "hleb*", "khleb*", "golod*", "pitani*", "food*", "eat", "eating",
+        "hungry", "hunger", "starv*", "rice", "bread", "meal*", "ration*", "nutrition*", "famine", "malnutrition",
+        "malnourished", "flour", "beans", "milk",
+    ),
+    "shelter": (
+        "жиль~", "жилье", "ночлег*", "приют*", "кров", "крова", "палатк*", "негде жить", "негде ночевать", "ночевать",
+        "переночевать", "размещени*", "сгорел* дом~", "дом~ сгорел*", "бездомн*", "на улице", "есть место|места",
+        "свободн~ комнат~",
+        "дом~ разруш*|сгорел*|рухнул*|затопил*|смыло", "одеял*", "матрас*", "спальн* мешк~", "спальник*",
+        "zhil*", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
+        "accommodation*", "in the street", "in the streets", "sleeping outside", "sleep outside",
+        "sheeting", "plastic sheet*", "mattress*", "sleeping mat*", "mats", "blanket*",
+        "place to sleep|stay|live", "where to sleep|stay|live", "nowhere to sleep|stay|live", "makeshift", "sleep*",
+        "shelterless", "spare room", "room for", "house~|home~ destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
+        "house~|home~ ? destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
+        "house~|home~ ? ? destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
+        "lost ? house~|home~", "no house~|home~", "dont have ? house~|home~", "dont have house~|home~",
+    ),
+    "medical": (
+        "врач~", "доктор~", "скорая", "скорой", "скорую", "ранен*", "травм*", "ожог*", "больниц~", "медик~",
+        "медицин*", "медпомощ*", "фельдшер*", "кровотеч*", "перелом*", "сердц~", "давлени~", "беременн*", "рожает",
+        "роды", "болен", "больна", "болеет", "заболел*", "без сознания",
+        "vrach~", "doktor~", "skoraya", "ranen*", "travm*", "bolnic*", "bolnits*", "medical", "doctor*", "injur*",
+        "wound*", "hospital*", "nurse*", "clinic*", "sick", "ill", "illness*", "health", "disease*", "ambulance*",
+        "bleed*", "hurt", "pain", "surgery", "fever", "diarrh*", "cholera", "first aid",
+        "treated", "infection*", "epidemic*", "pregnant", "patients", "patient", "medic",
+        "medics", "physician*", "broken leg*|arm*|bone*", "fracture*", "vaccinat*", "malnutrition", "malnourished",
+        "outbreak*", "measles", "sore", "inoculat*", "ailment*", "healthcare", "medecin*", "cases of",
+    ),
+    "medicine": (
+        "лекарств*", "медикамент*", "таблет*", "инсулин*", "аптек*", "бинт*", "перевяз*", "антибиотик*", "препарат*",
+        "аптечк*",
+        "lekarstv*", "medikament*", "tabletk*", "insulin*", "aptek*", "medicine*", "medication*", "drug", "drugs",
+        "pill*", "antibiotic*", "pharmac*", "bandage*", "vaccin*", "tablet*", "medical supplies", "medical kits",
+        "serum", "chlorine", "mosquito nets",
+    ),
+    "evacuation": (
+        "эваку*", "вывез*", "вывести", "выбраться", "заблокир*", "отрезан*", "спасател*", "застрял*", "спасти",
+        "evaku*", "vyvez*", "spasateli", "evacuat*", "rescue*", "trapped", "stranded", "refugee*", "displaced",
+        "relocat*", "get out", "stuck", "under the rubble", "under rubble", "search",
+    ),
+    "transport": (
+        "машин~", "автомобил*", "транспорт*", "довез*", "подвез*", "отвез*", "перевез*", "водител*", "грузовик*",
+        "газел*", "автобус*", "бензин*", "топлив*", "лодк~",
+        "mashin~", "transport*", "dovez*", "podvez*", "gruzovik*", "truck*", "car", "cars", "vehicle*",
+        "bus", "buses", "ride", "lift", "driver*", "fuel", "gasoline", "boat*", "helicopter*", "road", "roads",
+        "airport*",
+    ),
+    "firefighting": (
+        "пожар*", "туш~", "тушени*", "огнетушител*", "огонь", "огня", "горит", "горим", "возгорани*", "помп~",
+        "pozhar*", "tushit*", "ogon", "fire", "fires", "firefight*", "extinguish*", "blaze", "wildfire*",
+    ),
+    "clothing": (
+        "одежд*", "одеял*", "обув*", "куртк*", "теплые вещи", "вещи", "носк~", "плед*",
+        "odezhd*", "odeyal*", "cloth*", "blanket*", "shoe*", "jacket*", "coat", "coats", "garment*",
+    ),
+    "hygiene": (
+        "гигиен*", "мыло", "мыла", "памперс*", "подгузн*", "прокладк*", "туалет*", "шампун*", "зубн~",
+        "gigien*", "hygien*", "soap", "diaper*", "toilet*", "sanitation", "latrine*", "sanitary",
+    ),
+    "labour": (
+        "рабочи~ рук~", "рабочи~", "разобрать", "разбор*", "копать", "грузчик*", "помочь руками",
+        "rabochie ruki", "labour", "labor", "workers", "hands", "dig", "digging", "clear debris", "clean up",
+    ),
+    "animals": (
+        "животн*", "собак~", "кошк~", "кот", "котов", "скот~", "корм", "корма", "ветеринар*", "питомц*",
+        "zhivotn*", "sobak*", "animal*", "pet", "pets", "dog", "dogs", "cat", "cats", "livestock", "cattle", "vet",
+        "veterinar*",
+    ),
+    "power": (
+        "электричеств*", "свет", "света", "генератор*", "зарядк~", "зарядить", "розетк~", "электроэнерг*",
+        "svet", "sveta", "generator*", "electric*", "power", "generator*", "charger*", "batteries", "battery",
+    ),
+}
+"""Keyword patterns per category code; their order is the order of ``ParsedSms.categories``."""
+
+CATEGORY_NOT: dict[str, tuple[str, ...]] = {
+    "water": (
+        "уров~ вод~", "больш~ вод~", "талы~ вод~", "сточн~ вод~", "морск~ вод~",
+        "flood water*|waters", "floodwater*", "sea water", "seawater", "water level*", "water resources",
+        "water treatment", "rainwater", "under water", "underwater", "above the water", "water and power",
+        "surface water", "ground water", "groundwater", "high water", "water table", "water released",
+        "water balance", "stagnant water",
+    ),
+    "medical": (
+        "water treatment", "treatment plant*", "take care", "care of", "in care", "health ministry",
+    ),
+    "evacuation": (
+        "search engine*",
+    ),
+    "firefighting": (
+        "opened fire", "open fire", "ceasefire", "cease fire", "cease-fire",
+    ),
+}
+"""Phrases that contain a keyword of a category without being about it (flood water, water level)."""
+
+CATEGORIES: tuple[str, ...] = (*CATEGORY_KEYWORDS, "other")
+"""Every category code the parser can return (``other`` is never guessed from text)."""
+
+COMMAND_WORDS: dict[str, Command] = {
+    "да": "yes", "da": "yes", "yes": "yes", "y": "yes", "ок": "yes", "ok": "yes",
+    "нет": "no", "net": "no", "no": "no", "n": "no",
+    "готово": "done", "gotovo": "done", "done": "done", "выполнено": "done", "сделано": "done",
+    "стоп": "stop", "stop": "stop", "отписаться": "stop", "unsubscribe": "stop",
+    "старт": "start", "start": "start",
+    "статус": "status", "status": "status",
+    "помощь": "help", "pomoshch": "help", "pomosch": "help", "pomosh": "help", "help": "help", "справка": "help",
+}
+"""A command is its word alone, or followed by a need code or match number («ДА 4KX9P2»)."""
+
+POLITE = frozenset({"please", "spasibo", "thank", "thanks", "you", "пожалуйста", "спасибо", "спс"})
+"""Words that may follow a command without making it a sentence («нет, спасибо»)."""
+
+OFFER_CUES: tuple[str, ...] = (
+    "могу", "можем", "смогу", "сможем", "готов~", "предлага*", "предостав*", "отдам", "отдадим", "привезу",
+    "привезем", "подвезу", "довезу", "отвезу", "помогу", "поможем", "приму", "примем", "приютим", "приючу", "возьму",
+    "раздаем", "раздаю", "есть место", "есть места",
+    "mogu", "mozhem", "gotov~", "predlaga*", "otdam", "privezu", "pomogu", "pomozhem", "can help", "could help",
+    "can offer", "can provide", "can give", "can bring", "can drive", "can take", "can host", "can deliver",
+    "can donate", "offer", "offering", "offers", "donate", "donating", "volunteer", "volunteering", "want to help",
+    "would like to help", "like to help", "willing to", "ready to help", "happy to help", "glad to help", "i can",
+    "we can", "available to",
+)
+"""An offer of help. «I have»/«у меня есть» count only when a thing follows (POSSESSIVE_CUES)."""
+
+POSSESSIVE_CUES: tuple[str, ...] = (
+    "есть", "имеется",
+    "est", "i have", "we have", "ive got", "i got",
+)
+
+NEED_CUES: tuple[str, ...] = (
+    "нужн*", "нужен", "надо", "требу*", "необходим*", "нехват*", "не хватает", "кончил*", "закончил*", "негде",
+    "нечего", "прошу", "просим", "пришлите", "привезите", "дайте", "ищем", "ищу",
+    "nuzhn*", "nado", "prosim", "proshu", "negde", "nechego", "need*", "require*", "lack*", "please", "send",
+    "ran out", "out of", "short of", "running out", "asking", "request*", "desperate", "waiting for", "dont have",
+    "do not have", "havent", "have not", "nothing", "pleas", "plz", "pls", "hungry", "thirsty",
+)
+"""A request, but only when it names what is needed: «нужна вода» is a need, «нужно узнать» is not."""
+
+HELP_CUES: tuple[str, ...] = (
+    "помоги*", "спаси", "спасите", "спасти", "помощь", "помощи", "сос",
+    "sos", "pomogi*", "spasi", "spasite", "pomosh*", "help", "save us", "save me", "we are dying", "dying",
+)
+"""A call for help: a need even when it does not say of what («нужна помощь», «SOS»)."""
+
+FIRST_PERSON = frozenset(
+    """меня мне мои мой моя мы нам нас наш наша наши я
+    i im me menya mne my nam nas our ours us we were ya""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""A message about oneself: categories alone make it a need only then, or when it is short."""
+
+NEGATIONS = frozenset(
+    """без не нет нечего
+    cannot cant dont ne never no not nothing""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Before a category («нет воды», «без еды», «no food») a negation names a need."""
+
+CRITICAL_CUES: tuple[str, ...] = (
+    "сос", "умира*", "умрем", "умрут", "задыха*", "пожар рядом", "огонь", "огня", "горим", "горит дом", "тонем",
+    "тонут", "не дыш*", "без сознания", "кровотеч*", "спасите",
+    "sos", "umira*", "zadyha*", "pozhar ryadom", "ogon", "spasite", "trapped", "dying", "die", "unconscious",
+    "not breathing", "bleeding", "drowning", "fire nearby", "fire near", "under the rubble", "under rubble",
+    "critical",
+)
+"""Life-safety: the need goes out in SMS waves at once."""
+
+URGENT_CUES: tuple[str, ...] = (
+    "срочн*", "горит", "дети", "детей", "детьми", "ребенок", "ребенка", "ребенку", "младен*", "грудн*", "беремен*", "инвалид*",
+    "пожил*", "ожог*", "ранен*", "травм*", "пожар~", "скорая", "скорую",
+    "srochn*", "deti", "detey", "rebenok", "pozhar", "urgent*", "emergency", "asap", "immediately", "injured",
+    "wounded", "children", "child", "baby", "babies", "pregnant", "elderly", "desperate", "hungry", "starving",
+)
+"""Urgent but not (yet) life-threatening: children, injuries, «срочно»."""
+
+QUANTITY_UNITS: tuple[str, ...] = (
+    "литр*", "л", "бутыл*", "кг", "килограм*", "шт", "штук~", "пачк~", "упаков*", "коробк~", "мешк~", "ящик~",
+    "litr*", "butyl*", "sht", "liter*", "litre*", "l", "bottle*", "kg", "kilo*", "pack*", "box*", "bag*", "pcs",
+    "pieces", "units", "gallon*", "sacks", "cans",
+)
+"""Units of goods after a number («5 литров»): the quantity counts them."""
+
+PEOPLE_UNITS: tuple[str, ...] = (
+    "человек~", "чел", "людей", "семей", "семьи", "детей", "взрослых", "детям",
+    "chelovek~", "chel", "lyudey", "lyudei", "detey", "people", "persons", "person", "families", "family", "kids",
+    "children", "adults", "peoples", "victims",
+)
+"""People after a number («3 человека»): the quantity counts them when no goods unit is given."""
+
+NUMBER_WORDS: dict[str, int] = {
+    "один": 1, "одна": 1, "два": 2, "две": 2, "двое": 2, "три": 3, "трое": 3, "четыре": 4, "четверо": 4, "пять": 5,
+    "пятеро": 5, "шесть": 6, "шестеро": 6, "семь": 7, "семеро": 7, "восемь": 8, "девять": 9, "десять": 10, "one": 1,
+    "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "dvoe": 2,
+    "troe": 3,
+}
+
+PLACE_MARKERS = frozenset((
+    "близ", "в", "во", "возле", "г", "город", "д", "дер", "деревня", "из", "нп", "около", "п", "под", "пос",
+    "поселок", "рядом с", "с", "село",
+    "at", "in", "iz", "near", "okolo", "pod", "selo", "v", "vo", "vozle",
+))
+"""Words after which a capitalised word is a place («в Рязани», «деревня Ивановка», «in Jacmel»."""
+
+NOT_PLACES: tuple[str, ...] = (
+    "дом~", "квартир~", "подвал~", "лес~", "поле", "город~", "деревн~", "сел~", "район~", "больниц~", "машин~",
+    "центр~", "течени~", "час~", "день", "дня", "ночь", "ночи", "утр~", "вечер~", "школ~", "подъезд~", "этаж~",
+    "здани~", "помощ~", "беде", "опасност~",
+    "the", "a", "an", "my", "our", "need", "this", "that", "house", "home", "area", "zone", "order", "front", "time",
+    "case", "town", "city", "village", "place",
+)
+"""Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
+
+STOPWORDS = frozenset(
+    """а бы в вам вас ваш вечер во вот все всех всё вы где да день для до добрые добрый друзья есть еще же за здесь
+    здравствуйте и из или к как ко когда кто ли люди мало меня мне много мое можно мои мой моя мы на над нам нами
+    нас наш наша наше наши не нету ни но о об он она они оно от очень пишу по под пожалуйста пока помогите при
+    привет про просьба ребята с сейчас семья со спасибо срочно так также там тоже только тут ты у уже утро человек
+    что чтобы эта это этот я
+    a about after again all also am an and any are as at be been before being both but by can chto could da dear
+    did dlya do does down each eshche est eto few for from gde god had has have he hello here hi how i if in into
+    is it its iz just k kak kto madam many may me menya might mne mnogo more most much must my na nam nas ne no
+    not o ochen of off on once only or other our out over own please po pod pozhalujsta pozhaluysta privet s same
+    seychas shall she should sir so some spasibo srochno still such tam than thank thanks that the then there
+    these they this those to tolko too tut u up us uzhe v very vse vy was we were what when where which who why
+    will with would ya yes you your""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Common words that are never a place name."""
+
+TRANSLIT_WORDS = frozenset(
+    """nuzhna nuzhno nuzhen nuzhny nado net est mogu pomogite pomosch pomoshch pomosh voda vody vodu eda edy edu
+    zhile zhilye zhilyo zhilie lekarstva lekarstv srochno deti detey rebenok mashina mashinu evakuaciya
+    evakuatsiya spasite v na u nas menya ya my bez negde zhit gde ryadom pozhar ogon vrach skoraya produkty hleb
+    khleb odezhda dom ul ulitsa chelovek lyudey litrov km da gotovo pomogu privezu dovezu i s iz kto po dlya
+    nuzhen pit vyvezti gorit gorim""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Common words of Russian written in Latin letters: they make a Latin message Russian."""
+
+ENGLISH_WORDS = frozenset(
+    """the a we i need water food help please have in at to of and no can my our is are for with yes stop done
+    status start truck shelter medicine you us there here people all am was it send some family children
+    house car offer give bring drive""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Common English words, against which TRANSLIT_WORDS are counted."""
+# fmt: on

@@ -1,0 +1,583 @@
+"""Understanding inbound SMS in Russian (Cyrillic or Latin transliteration) and English.
+
+``parse_sms`` turns one free-text message («нет воды, трое детей, Белоомут», «ВОДА 3 РЯЗАНЬ»,
+«могу помочь: машина, 30 км», «YES 123») into a ``ParsedSms``: intent, command, aid categories,
+quantity, urgency, the place mention left for the geocoder, coordinates, travel radius, language
+and what is still missing. ``follow_up`` asks for the first missing item in one short SMS, and
+``merge`` completes a need or offer from the reply.
+
+Pure and dependency-free. Russian inflection is handled by hand-written stems, not a
+morphological analyser: the keyword tables are data in ``notifications.keywords`` (one per
+category, Russian stems, transliterations and English words side by side, with the pattern
+syntax); this module holds only the logic that applies them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from notifications.keywords import (
+    CATEGORIES,
+    CATEGORY_KEYWORDS,
+    CATEGORY_NOT,
+    COMMAND_WORDS,
+    CRITICAL_CUES,
+    ENGLISH_WORDS,
+    FIRST_PERSON,
+    HELP_CUES,
+    NEED_CUES,
+    NEGATIONS,
+    NOT_PLACES,
+    NUMBER_WORDS,
+    OFFER_CUES,
+    PEOPLE_UNITS,
+    PLACE_MARKERS,
+    POLITE,
+    POSSESSIVE_CUES,
+    QUANTITY_UNITS,
+    STOPWORDS,
+    TRANSLIT_WORDS,
+    URGENT_CUES,
+    Command,
+)
+
+__all__ = ["CATEGORIES", "CODE_ALPHABET", "ParsedSms", "fold_code", "follow_up", "merge", "parse_sms"]
+
+Intent = Literal["need", "offer", "command", "unknown"]
+Urgency = Literal["critical", "urgent", "normal"]
+Language = Literal["ru", "en"]
+
+MAX_CHARS = 2000
+"""Only the first MAX_CHARS characters are read: a concatenated SMS is at most ~1,600."""
+
+CODE_ALPHABET = "ABCEHKMPTX23456789"
+CODE_LENGTH = 6
+# Cyrillic letters that look like Latin ones: people type need codes on Russian keyboards.
+_LOOKALIKES = str.maketrans("АВСЕНКМРТХавсенкмртх", "ABCEHKMPTXABCEHKMPTX")
+
+_INFLECTION_LETTERS = 3
+
+SHORT_TOKENS = 15
+"""A message of at most this many tokens that names a category is a need even without a cue."""
+
+# ----------------------------------------------------------------------------------- matching
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    stem: str
+    mode: Literal["exact", "inflected", "prefix", "any"]
+
+    def matches(self, token: str) -> bool:
+        if self.mode == "exact":
+            return token == self.stem
+        if self.mode == "any":
+            return True
+        if not token.startswith(self.stem):
+            return False
+        return self.mode == "prefix" or len(token) - len(self.stem) <= _INFLECTION_LETTERS
+
+
+def _word(part: str) -> _Word:
+    if part == "?":
+        return _Word("", "any")
+    if part.endswith("*"):
+        return _Word(part[:-1], "prefix")
+    if part.endswith("~"):
+        return _Word(part[:-1], "inflected")
+    return _Word(part, "exact")
+
+
+def _compile(patterns: Iterable[str]) -> list[tuple[tuple[_Word, ...], ...]]:
+    """Each pattern becomes a sequence of words, each word a tuple of alternatives (``a|b~``)."""
+    out = []
+    for pattern in patterns:
+        words = [tuple(_word(alt) for alt in part.split("|")) for part in pattern.split()]
+        # A pattern with alternatives in its first word is filed once per alternative.
+        for first in words[0]:
+            out.append(((first,), *words[1:]))
+    return out
+
+
+class _Table:
+    """Patterns indexed by the first two letters of their first word, so a message is one pass."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.by_head: dict[str, list[tuple[tuple[_Word, ...], ...]]] = {}
+        for compiled in _compile(patterns):
+            self.by_head.setdefault(compiled[0][0].stem[:2], []).append(compiled)
+
+    def match_at(self, tokens: Sequence[str], i: int) -> int:
+        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does."""
+        best = 0
+        for pattern in self.by_head.get(tokens[i][:2], ()):
+            n = len(pattern)
+            fits = n > best and i + n <= len(tokens)
+            if fits and all(any(w.matches(tokens[i + j]) for w in alts) for j, alts in enumerate(pattern)):
+                best = n
+        return best
+
+    def find(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """(start, length) of every match, scanning left to right without overlaps."""
+        found, i = [], 0
+        while i < len(tokens):
+            n = self.match_at(tokens, i)
+            if n:
+                found.append((i, n))
+                i += n
+            else:
+                i += 1
+        return found
+
+
+_CATEGORY_TABLES = {code: _Table(patterns) for code, patterns in CATEGORY_KEYWORDS.items()}
+_CATEGORY_NOT_TABLES = {code: _Table(patterns) for code, patterns in CATEGORY_NOT.items()}
+_OFFER = _Table(OFFER_CUES)
+_POSSESSIVE = _Table(POSSESSIVE_CUES)
+_NEED = _Table(NEED_CUES)
+_HELP = _Table(HELP_CUES)
+_CRITICAL = _Table(CRITICAL_CUES)
+_URGENT = _Table(URGENT_CUES)
+_GOODS_UNITS = _Table(QUANTITY_UNITS)
+_PEOPLE_UNITS = _Table(PEOPLE_UNITS)
+_NOT_PLACE = _Table(NOT_PLACES)
+_ALL_KNOWN = (
+    *_CATEGORY_TABLES.values(),
+    _OFFER,
+    _POSSESSIVE,
+    _NEED,
+    _HELP,
+    _CRITICAL,
+    _URGENT,
+    _GOODS_UNITS,
+    _PEOPLE_UNITS,
+)
+
+# ------------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSms:
+    """What one SMS says. ``quantity`` is a count of goods units when the text names a unit
+    («5 литров», «10 bottles»), else a count of people («3 человека», «нас пятеро», «семья из 4»),
+    else a bare number of a short keyword message («ВОДА 3 РЯЗАНЬ»); None when there is none.
+    ``place_text`` is the place as written (declined forms included) for the geocoder."""
+
+    text: str
+    intent: Intent = "unknown"
+    command: Command | None = None
+    argument: str | None = None
+    categories: tuple[str, ...] = ()
+    quantity: int | None = None
+    urgency: Urgency = "normal"
+    urgency_cues: tuple[str, ...] = ()
+    place_text: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    radius_km: float | None = None
+    language: Language = "ru"
+    missing: tuple[str, ...] = ()
+
+    @property
+    def has_place(self) -> bool:
+        return self.place_text is not None or (self.lat is not None and self.lon is not None)
+
+
+# ----------------------------------------------------------------------------------- tokenise
+
+_TOKEN = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
+_CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
+_LATIN = re.compile(r"[a-z]", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    norm: str
+    raw: str
+    start: int
+    end: int
+
+
+def _norm(word: str) -> str:
+    return word.lower().replace("ё", "е").replace("'", "").replace("’", "")
+
+
+def _tokens(text: str) -> list[_Token]:
+    return [_Token(_norm(m.group()), m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+# ------------------------------------------------------------------------------------ commands
+
+_CODE = re.compile(rf"^(?:[{CODE_ALPHABET}]{{{CODE_LENGTH}}}|(?=.*\d)[{CODE_ALPHABET}]{{4,8}})$")
+
+
+def fold_code(raw: str) -> str:
+    """``raw`` upper-cased with Cyrillic look-alikes turned into Latin (``4кх9р2`` → ``4KX9P2``)."""
+    return raw.translate(_LOOKALIKES).upper()
+
+
+def _argument(raw: str) -> str | None:
+    if raw.isdigit() and raw.isascii() and len(raw) <= 12:
+        return raw
+    folded = fold_code(raw)
+    return folded if _CODE.match(folded) else None
+
+
+def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
+    if not tokens or tokens[0].norm not in COMMAND_WORDS:
+        return None
+    command = COMMAND_WORDS[tokens[0].norm]
+    rest = tokens[1:]
+    argument = None
+    if rest and rest[0].norm not in POLITE:
+        argument = _argument(rest[0].raw)
+        if argument is None:
+            return None  # «нет воды», «help me»: a sentence, not a command
+        rest = rest[1:]
+    if command == "help" and argument is not None:
+        return None
+    # After a code anything may follow («YES 123 on my way»); without one only thanks may.
+    if argument is None and any(t.norm not in POLITE for t in rest):
+        return None
+    return command, argument
+
+
+# ------------------------------------------------------------------------------ numbers, places
+
+_COORDS = re.compile(
+    r"(?<![\w.,])(?P<ns>[NSСЮ])?\s*(?P<lat>[-+]?\d{1,2}[.,]\d{1,8})\s*°?\s*(?P<ns2>[NSСЮ](?![^\W\d_]))?"
+    r"\s*[,;/\s]\s*(?P<ew>[EWВЗ])?\s*(?P<lon>[-+]?\d{1,3}[.,]\d{1,8})\s*°?\s*(?P<ew2>[EWВЗ](?![^\W\d_]))?",
+    re.IGNORECASE,
+)
+_RADIUS = re.compile(r"(?<![\d.,])(\d{1,4})\s*(?:км|km|kilomet\w*|kilometr\w*|километр\w*)(?![^\W\d_])", re.IGNORECASE)
+_ADDRESS = re.compile(
+    r"(?<![^\W\d_])(?:ул(?:ица)?\.?|пр-т|просп(?:ект)?\.?|пер(?:еулок)?\.?|б-р|бульвар|шоссе|ш\.|наб\.|набережная"
+    r"|мкр\.?|микрорайон|пл\.|площадь|проезд|ulitsa|ul\.)\s*[^\W\d_][\w-]*(?:\s+[^\W\d_][\w-]*)?"
+    r"(?:\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?)?"
+    r"|\d{1,4}\s+[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)"
+    r"|(?<![^\W\d_])[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)(?:\s*\d{1,4})?",
+    re.IGNORECASE,
+)
+_PHONE = re.compile(r"\+?\d[\d\s()-]{5,}\d")
+_NUMBER = re.compile(r"\d{1,6}")
+
+
+def _coordinates(text: str) -> tuple[float, float, tuple[int, int]] | None:
+    for m in _COORDS.finditer(text):
+        try:
+            lat = float(m.group("lat").replace(",", "."))
+            lon = float(m.group("lon").replace(",", "."))
+        except ValueError:  # pragma: no cover - the pattern only lets numbers through
+            continue
+        ns = (m.group("ns") or m.group("ns2") or "").upper()
+        ew = (m.group("ew") or m.group("ew2") or "").upper()
+        if ns in ("S", "Ю"):
+            lat = -abs(lat)
+        if ew in ("W", "З"):
+            lon = -abs(lon)
+        if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+            return lat, lon, m.span()
+    return None
+
+
+def _inside(start: int, spans: Iterable[tuple[int, int]]) -> bool:
+    return any(a <= start < b for a, b in spans)
+
+
+def _known_tokens(tokens: Sequence[str]) -> set[int]:
+    """Indices of the tokens that are keywords, cues, units, commands or stop words."""
+    known = {i for i, t in enumerate(tokens) if t in STOPWORDS or t in COMMAND_WORDS}
+    for table in _ALL_KNOWN:
+        for i, n in table.find(tokens):
+            known.update(range(i, i + n))
+    return known
+
+
+_VERB_ENDINGS = ("ть", "ти", "чь", "те", "ся", "сь", "ing", "ed")
+
+
+def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]) -> str | None:
+    """The settlement and/or street address as written, or None."""
+    address = None
+    for m in _ADDRESS.finditer(text):
+        if not _inside(m.start(), taken):
+            address = (m.group().strip(" ,"), m.span())
+            break
+    letters = [c for c in text if c.isalpha()]
+    # Capitals tell names from words only when the writer used both cases.
+    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    short = len(toks) <= 6
+    blocked = [*taken, *([address[1]] if address else [])]
+    known = _known_tokens(norms)
+
+    def candidate(i: int) -> bool:
+        t = toks[i]
+        if _inside(t.start, blocked) or not t.raw[0].isalpha() or len(t.norm) < 3 or i in known:
+            return False
+        return t.raw[0].isupper() if cased else True
+
+    def run_from(i: int) -> str:
+        j = i
+        while j + 1 < len(toks) and candidate(j + 1) and text[toks[j].end : toks[j + 1].start].strip() == "":
+            j += 1
+        return text[toks[i].start : toks[j].end]
+
+    settlement = None
+    for i in range(len(toks) - 1):
+        marker = norms[i]
+        if marker not in PLACE_MARKERS or not candidate(i + 1):
+            continue
+        if not cased and _NOT_PLACE.match_at(norms, i + 1):
+            continue
+        settlement = run_from(i + 1)
+        break
+    if settlement is None:
+        for i, t in enumerate(toks):
+            if not candidate(i) or _NOT_PLACE.match_at(norms, i):
+                continue
+            sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
+            after = text[t.end : t.end + 2].lstrip(" ")[:1]
+            before_address = address is not None and text[t.end : address[1][0]].strip(" ,") == ""
+            if cased and sentence_start and not short and not before_address and after not in ",:;-—\n":
+                continue  # a capital that only starts a sentence
+            if not cased and (not short or t.norm.endswith(_VERB_ENDINGS)):
+                continue  # «нужно узнать»: without capitals a lone verb is not a place
+            settlement = run_from(i)
+            break
+    if address and settlement and settlement not in address[0]:
+        return f"{settlement}, {address[0]}"
+    if address:
+        return address[0]
+    return settlement
+
+
+def _quantity(toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]) -> int | None:
+    goods: int | None = None
+    people: int | None = None
+    bare: int | None = None
+    for i, t in enumerate(toks):
+        if _inside(t.start, taken):
+            continue
+        if t.norm.isdigit() and t.norm.isascii() and len(t.norm) <= 6:
+            value = int(t.norm)
+        elif t.norm in NUMBER_WORDS:
+            value = NUMBER_WORDS[t.norm]
+        else:
+            continue
+        nxt = i + 1 < len(toks)
+        if nxt and goods is None and _GOODS_UNITS.match_at(norms, i + 1):
+            goods = value
+        elif nxt and people is None and _PEOPLE_UNITS.match_at(norms, i + 1):
+            people = value
+        elif people is None and i > 0 and norms[i - 1] in ("нас", "из", "nas", "of") and value <= 100:
+            people = value  # «нас 5», «семья из 4», «family of 4»
+        elif people is None and t.norm in NUMBER_WORDS and t.norm.endswith(("ое", "еро", "oe")):
+            people = value  # «трое», «пятеро» name people
+        elif bare is None and t.norm.isdigit() and len(toks) <= 6 and 0 < value < 10000:
+            bare = value
+    for found in (goods, people, bare):
+        if found:
+            return found
+    return None
+
+
+# ------------------------------------------------------------------------------------ language
+
+
+def _language(text: str, norms: list[str]) -> Language:
+    cyrillic = len(_CYRILLIC.findall(text))
+    latin = len(_LATIN.findall(text))
+    if cyrillic and cyrillic >= latin / 3:
+        return "ru"
+    translit = sum(t in TRANSLIT_WORDS for t in norms)
+    english = sum(t in ENGLISH_WORDS for t in norms)
+    return "ru" if translit > english else "en"
+
+
+# -------------------------------------------------------------------------------------- parse
+
+
+def _cues(table: _Table, toks: list[_Token], norms: list[str], seen: set[int]) -> list[str]:
+    """The cue words as written (lower case); tokens in ``seen`` (already a cue) are skipped."""
+    found = []
+    for i, n in table.find(norms):
+        if (i > 0 and norms[i - 1] in ("не", "ne", "not", "no")) or seen & set(range(i, i + n)):
+            continue  # «не срочно», «not urgent»
+        seen.update(range(i, i + n))
+        found.append(" ".join(t.raw.lower() for t in toks[i : i + n]))
+    return found
+
+
+def _missing(intent: Intent, categories: tuple[str, ...], has_place: bool) -> tuple[str, ...]:
+    if intent not in ("need", "offer"):
+        return ()
+    return (*(() if has_place else ("place",)), *(() if categories else ("category",)))
+
+
+def parse_sms(text: str) -> ParsedSms:
+    """Read one inbound SMS. Never raises: what cannot be read comes back as intent ``unknown``."""
+    try:
+        return _parse(text)
+    except Exception:  # pragma: no cover - a last guard: an SMS must never crash the webhook
+        return ParsedSms(text=str(text)[:MAX_CHARS], language="ru")
+
+
+def _parse(text: str) -> ParsedSms:
+    text = (text if isinstance(text, str) else str(text))[:MAX_CHARS]
+    toks = _tokens(text)
+    norms = [t.norm for t in toks]
+    language = _language(text, norms)
+
+    command = _command(toks)
+    if command is not None:
+        # The command word alone tells the language: «DA» is Russian, «STOP» English.
+        word = toks[0].norm
+        language = "en" if word.isascii() and word not in TRANSLIT_WORDS | {"pomoshch", "pomosch"} else "ru"
+        return ParsedSms(text=text, intent="command", command=command[0], argument=command[1], language=language)
+
+    taken: list[tuple[int, int]] = []
+    lat = lon = None
+    coords = _coordinates(text)
+    if coords is not None:
+        lat, lon, span = coords
+        taken.append(span)
+    radius_km = None
+    for m in _RADIUS.finditer(text):
+        if not _inside(m.start(), taken):
+            radius_km = float(m.group(1))
+            taken.append(m.span())
+            break
+    taken += [m.span() for m in _PHONE.finditer(text) if sum(c.isdigit() for c in m.group()) >= 7]
+
+    categories = _categories(norms)
+
+    seen: set[int] = set()
+    critical = _cues(_CRITICAL, toks, norms, seen)
+    urgent = _cues(_URGENT, toks, norms, seen)
+    for m in re.finditer(r"(?<![^\W\d_])(help|помогите|pomogite)\s*!", text, re.IGNORECASE):
+        urgent.append(m.group(1).lower() + "!")
+    urgency: Urgency = "critical" if critical else "urgent" if urgent else "normal"
+    cues = tuple(dict.fromkeys([*critical, *urgent]))
+
+    intent = _intent(norms, categories)
+    place_text = _place(text, toks, norms, taken)
+    address_spans = [m.span() for m in _ADDRESS.finditer(text)]
+    quantity = _quantity(toks, norms, [*taken, *address_spans])
+    has_place = place_text is not None or lat is not None
+    return ParsedSms(
+        text=text,
+        intent=intent,
+        categories=categories,
+        quantity=quantity,
+        urgency=urgency,
+        urgency_cues=cues,
+        place_text=place_text,
+        lat=lat,
+        lon=lon,
+        radius_km=radius_km,
+        language=language,
+        missing=_missing(intent, categories, has_place),
+    )
+
+
+def _categories(norms: list[str]) -> tuple[str, ...]:
+    found = []
+    for code, table in _CATEGORY_TABLES.items():
+        excluded: set[int] = set()
+        if code in _CATEGORY_NOT_TABLES:
+            for i, n in _CATEGORY_NOT_TABLES[code].find(norms):
+                excluded.update(range(i, i + n))
+        if any(not excluded.issuperset(range(i, i + n)) for i, n in table.find(norms)):
+            found.append(code)
+    return tuple(found)
+
+
+def _intent(norms: list[str], categories: tuple[str, ...]) -> Intent:
+    offers = [i for i, n in _OFFER.find(norms) if not (i > 0 and norms[i - 1] in NEGATIONS)]
+    for i, n in _POSSESSIVE.find(norms):
+        if i > 0 and norms[i - 1] in NEGATIONS | {"нечего", "nechego"}:
+            continue
+        ahead = norms[i + n : i + n + 4]
+        if any(w in NEGATIONS or w in ("been", "lost", "had", "to") for w in ahead[:2]):
+            continue
+        # «у нас есть раненые», «we have sick children» report a need; things are what one offers.
+        if set(_categories(ahead)) - {"medical", "evacuation"}:
+            offers.append(i)
+    needs = [i for i, _ in _HELP.find(norms)]
+    if categories:
+        needs += [i for i, _ in _NEED.find(norms)]
+    # «нет воды», «без еды», «no food»: a negation right before a category names a need.
+    needs += [i for i, t in enumerate(norms) if t in NEGATIONS and _categories(norms[i + 1 : i + 3])]
+    if offers and (not needs or min(offers) < min(needs)):
+        return "offer"
+    if needs:
+        return "need"
+    if categories and (len(norms) <= SHORT_TOKENS or any(t in FIRST_PERSON for t in norms)):
+        return "need"  # «ВОДА 3 РЯЗАНЬ»; a long third-person text is a report, not a request
+    return "unknown"
+
+
+# ----------------------------------------------------------------------------- conversation
+
+_FOLLOW_UP: dict[tuple[str, str, str], str] = {
+    ("need", "place", "ru"): "Где вы? Напишите населённый пункт или адрес.",
+    ("need", "category", "ru"): "Что нужно? Например: вода, еда, жильё, лекарства, эвакуация.",
+    ("offer", "place", "ru"): "Где вы находитесь? Напишите населённый пункт или адрес.",
+    ("offer", "category", "ru"): "Чем можете помочь? Например: вода, еда, машина, жильё.",
+    ("need", "place", "en"): "Where are you? Reply with your town or street address.",
+    ("need", "category", "en"): "What do you need? E.g. water, food, shelter, medicine, evacuation.",
+    ("offer", "place", "en"): "Where are you based? Reply with your town or street address.",
+    ("offer", "category", "en"): "How can you help? E.g. water, food, car, shelter.",
+}
+
+
+def follow_up(parsed: ParsedSms, language: str | None = None) -> str | None:
+    """One short question for the first missing essential item (place first: a helper can bring
+    «something» to a known place, never anything to an unknown one); None when nothing is missing.
+    ``language`` (``ru``/``en``) defaults to the message's own."""
+    if parsed.intent not in ("need", "offer") or not parsed.missing:
+        return None
+    lang = language if language in ("ru", "en") else parsed.language
+    return _FOLLOW_UP[(parsed.intent, parsed.missing[0], lang)]
+
+
+_URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
+
+
+def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:
+    """``previous`` completed by the ``reply`` to a follow-up question: the reply only fills what
+    was missing (categories, place, coordinates, quantity, radius) and never overwrites what was
+    given; urgency takes the higher of the two. When the place was missing, a reply that asks for
+    nothing is read whole as the place («Белоомут», «за мостом у старой школы»)."""
+    if reply.intent == "command":
+        return previous
+    categories = previous.categories or reply.categories
+    place_text, lat, lon = previous.place_text, previous.lat, previous.lon
+    if not previous.has_place:
+        place_text, lat, lon = reply.place_text, reply.lat, reply.lon
+        bare = reply.text.strip(" \t\r\n.,!?;:")
+        # The answer to «Где вы?» that asks for nothing is the place, all of it.
+        if lat is None and not reply.categories and 0 < len(bare) <= 80 and any(c.isalpha() for c in bare):
+            place_text = bare
+    intent: Intent = previous.intent
+    if intent not in ("need", "offer"):
+        intent = reply.intent if reply.intent in ("need", "offer") else "need" if categories else previous.intent
+    urgency = max(previous.urgency, reply.urgency, key=_URGENCY_RANK.__getitem__)
+    has_place = place_text is not None or lat is not None
+    return replace(
+        previous,
+        text=f"{previous.text}\n{reply.text}",
+        intent=intent,
+        categories=categories,
+        quantity=previous.quantity if previous.quantity is not None else reply.quantity,
+        urgency=urgency,
+        urgency_cues=tuple(dict.fromkeys((*previous.urgency_cues, *reply.urgency_cues))),
+        place_text=place_text,
+        lat=lat,
+        lon=lon,
+        radius_km=previous.radius_km if previous.radius_km is not None else reply.radius_km,
+        missing=_missing(intent, categories, has_place),
+    )

@@ -1,0 +1,452 @@
+"""The inbound SMS parser: Russian (with declensions), transliteration, English, commands, offers,
+coordinates, follow-up questions and merging a conversation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifications.parser import CATEGORIES, CODE_ALPHABET, ParsedSms, fold_code, follow_up, merge, parse_sms
+
+# ------------------------------------------------------------------------------------ categories
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        # Russian, every case of «вода» and negation as a need
+        ("нужна вода", ("water",)),
+        ("нет воды", ("water",)),
+        ("привезите воду", ("water",)),
+        ("обеспечьте водой", ("water",)),
+        ("без питьевой воды третий день", ("water",)),
+        ("без еды", ("food",)),
+        ("нечего есть", ("food",)),
+        ("нужны продукты и хлеб", ("food",)),
+        ("негде жить", ("shelter",)),
+        ("дом сгорел", ("shelter",)),
+        ("нужен ночлег на двоих", ("shelter",)),
+        ("есть место для семьи", ("shelter",)),
+        ("нужна эвакуация", ("evacuation",)),
+        ("помогите вывезти бабушку", ("evacuation",)),
+        ("нужны лекарства", ("medicine",)),
+        ("нужен инсулин", ("medicine",)),
+        ("нужен врач", ("medical",)),
+        ("вызовите скорую", ("medical",)),
+        ("сосед ранен", ("medical",)),
+        ("пожар, нечем тушить", ("firefighting",)),
+        ("нужен огнетушитель", ("firefighting",)),
+        ("нужна машина", ("transport",)),
+        ("кто может довезти до станции", ("transport",)),
+        ("нужна тёплая одежда и обувь", ("clothing",)),
+        ("нужны памперсы", ("hygiene",)),
+        ("нужны рабочие руки разобрать завал", ("labour",)),
+        ("корм для собак", ("animals",)),
+        ("нет света, нужен генератор", ("power",)),
+        # several at once, in the fixed order of the category codes
+        ("нужны вода, еда и лекарства", ("water", "food", "medicine")),
+        ("ЛЕКАРСТВА ВОДА", ("water", "medicine")),
+        # transliterated Russian
+        ("nuzhna voda", ("water",)),
+        ("net vody i edy", ("water", "food")),
+        ("nuzhny lekarstva", ("medicine",)),
+        ("nuzhna mashina", ("transport",)),
+        # English
+        ("we need water", ("water",)),
+        ("no food since Monday", ("food",)),
+        ("our house collapsed, we sleep in the street", ("shelter",)),
+        ("need a doctor, my son is injured", ("medical",)),
+        ("we need medicine and insulin", ("medicine",)),
+        ("please evacuate us, we are trapped", ("evacuation",)),
+        ("need a truck", ("transport",)),
+        ("need blankets and clothes", ("shelter", "clothing")),
+        # words that only look like a keyword
+        ("водитель свободен", ("transport",)),
+        ("уровень воды поднимается", ()),
+        ("flood water everywhere", ()),
+        ("привет", ()),
+    ],
+)
+def test_categories(text: str, categories: tuple[str, ...]) -> None:
+    assert parse_sms(text).categories == categories
+
+
+# ------------------------------------------------------------------------------------- commands
+
+
+@pytest.mark.parametrize(
+    ("text", "command", "argument", "language"),
+    [
+        ("ДА 4KX9P2", "yes", "4KX9P2", "ru"),
+        ("да 4кх9р2", "yes", "4KX9P2", "ru"),  # Cyrillic look-alikes folded to Latin
+        ("Да, 4КХ9Р2!", "yes", "4KX9P2", "ru"),
+        ("YES 123", "yes", "123", "en"),
+        ("yes", "yes", None, "en"),
+        ("DA 55", "yes", "55", "ru"),
+        ("НЕТ", "no", None, "ru"),
+        ("нет 4KX9P2", "no", "4KX9P2", "ru"),
+        ("NO 123", "no", "123", "en"),
+        ("net", "no", None, "ru"),
+        ("нет, спасибо", "no", None, "ru"),
+        ("ГОТОВО 77", "done", "77", "ru"),
+        ("done 77", "done", "77", "en"),
+        ("СТОП", "stop", None, "ru"),
+        ("stop", "stop", None, "en"),
+        ("СТАРТ", "start", None, "ru"),
+        ("START", "start", None, "en"),
+        ("статус 4KX9P2", "status", "4KX9P2", "ru"),
+        ("STATUS", "status", None, "en"),
+        ("помощь", "help", None, "ru"),
+        ("HELP", "help", None, "en"),
+        ("YES 123 on my way", "yes", "123", "en"),
+    ],
+)
+def test_commands(text: str, command: str, argument: str | None, language: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.command, parsed.argument, parsed.language) == ("command", command, argument, language)
+    assert parsed.missing == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["нет воды", "нужна помощь", "help me", "no food", "нет мест в палатке", "да, нужна вода", "STOP the fire please"],
+)
+def test_sentences_that_start_like_a_command_are_not_commands(text: str) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.command is None
+
+
+def test_fold_code_turns_cyrillic_lookalikes_into_the_code_alphabet() -> None:
+    assert fold_code("АВСЕНКМРТХ") == "ABCEHKMPTX"
+    assert fold_code("4кх9р2") == "4KX9P2"
+    assert set(fold_code("авсенкмртх23456789")) <= set(CODE_ALPHABET)
+
+
+# ---------------------------------------------------------------------------------- need, offer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "могу помочь: вода, машина, 30 км, Рязань",
+        "есть машина",
+        "у меня есть вода и палатка",
+        "готов отвезти людей на своей машине",
+        "can help with food",
+        "I have a truck",
+        "I can drive people to the hospital",
+        "mogu pomoch, est mashina",
+        "Есть место для семьи из 4 человек в Рязани",
+    ],
+)
+def test_offers(text: str) -> None:
+    assert parse_sms(text).intent == "offer"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "нужна помощь",
+        "помогите",
+        "SOS",
+        "ВОДА 3 РЯЗАНЬ",
+        "у нас есть раненые",  # «есть» before people in trouble is not an offer
+        "we have no food",
+        "we have been without water for 3 days",
+        "нечего есть",
+        "не могу выехать, нужна машина",
+    ],
+)
+def test_needs(text: str) -> None:
+    assert parse_sms(text).intent == "need"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "привет", "спасибо большое", "ok thanks bye", "12345", "?!"])
+def test_nothing_to_act_on_is_unknown(text: str) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "unknown"
+    assert parsed.categories == ()
+
+
+def test_offer_reads_categories_radius_and_place() -> None:
+    parsed = parse_sms("могу помочь: вода, машина, 30 км, Рязань")
+    assert parsed.categories == ("water", "transport")
+    assert parsed.radius_km == 30.0
+    assert parsed.place_text == "Рязань"
+    assert parsed.quantity is None  # «30 км» is the radius, not an amount
+    assert parsed.missing == ()
+
+
+@pytest.mark.parametrize(("text", "radius_km"), [("есть машина, 30km", 30.0), ("can drive up to 50 km", 50.0)])
+def test_radius(text: str, radius_km: float) -> None:
+    assert parse_sms(text).radius_km == radius_km
+
+
+# ------------------------------------------------------------------------------------- quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "quantity"),
+    [
+        ("нужна вода, 5 литров", 5),
+        ("эвакуация 3 человека", 3),
+        ("нас пятеро, нет еды", 5),
+        ("нас 4, нужен ночлег", 4),
+        ("семья из 6, негде жить", 6),
+        ("ВОДА 3 РЯЗАНЬ", 3),
+        ("need water for 12 people", 12),
+        ("10 bottles of water", 10),
+        ("20 литров воды на 3 человек", 20),  # goods units before people
+        ("нужна вода, ул. Ленина 5", None),  # a house number is not an amount
+        ("нужна вода 55.1 40.5", None),  # nor are coordinates
+        ("нужна вода, тел 89123456789", None),  # nor a phone number
+        ("нужна вода", None),
+    ],
+)
+def test_quantity(text: str, quantity: int | None) -> None:
+    assert parse_sms(text).quantity == quantity
+
+
+# -------------------------------------------------------------------------------------- urgency
+
+
+@pytest.mark.parametrize(
+    ("text", "urgency"),
+    [
+        ("SOS нет воды", "critical"),
+        ("пожар рядом, нужна эвакуация", "critical"),
+        ("огонь подходит к дому", "critical"),
+        ("задыхаемся от дыма", "critical"),
+        ("бабушка умирает, нужен врач", "critical"),
+        ("we are trapped under the rubble", "critical"),
+        ("срочно нужна вода", "urgent"),
+        ("Помогите, горит лес", "urgent"),
+        ("нужна вода, дети", "urgent"),
+        ("ребёнку нужен инсулин", "urgent"),
+        ("ожог руки, нужен врач", "urgent"),
+        ("help! no water", "urgent"),
+        ("urgent: need food", "urgent"),
+        ("emergency, injured man", "urgent"),
+        ("нужна вода", "normal"),
+        ("не срочно, нужна одежда", "normal"),
+    ],
+)
+def test_urgency(text: str, urgency: str) -> None:
+    assert parse_sms(text).urgency == urgency
+
+
+def test_urgency_cues_are_listed_once_each() -> None:
+    parsed = parse_sms("SOS! пожар рядом, задыхаемся, дети")
+    assert parsed.urgency_cues == ("sos", "пожар рядом", "задыхаемся", "дети")
+
+
+# --------------------------------------------------------------------------------------- places
+
+
+@pytest.mark.parametrize(
+    ("text", "place_text"),
+    [
+        ("нужна вода в Рязани", "Рязани"),
+        ("Белоомут", "Белоомут"),
+        ("Белоомут, нужна вода", "Белоомут"),
+        ("нет еды, деревня Ивановка", "Ивановка"),
+        ("нужна вода, Нижний Новгород", "Нижний Новгород"),
+        ("ВОДА 3 РЯЗАНЬ", "РЯЗАНЬ"),
+        ("нужна вода в рязани", "рязани"),
+        ("нужен врач, ул. Ленина 5", "ул. Ленина 5"),
+        ("Рязань, ул. Ленина 5, нужен врач", "Рязань, ул. Ленина 5"),
+        ("Белоомут ул. Советская 12 нужна вода срочно", "Белоомут, ул. Советская 12"),
+        ("нужна вода в Ростов-на-Дону", "Ростов-на-Дону"),
+        ("Помогите, горит лес возле деревни Ивановка", "Ивановка"),
+        ("Нужна вода. Белоомут", "Белоомут"),
+        ("Нужен врач, тел 8 912 345-67-89", None),
+        ("nuzhna voda v Ryazani", "Ryazani"),
+        ("we need water in Carrefour", "Carrefour"),
+        ("need food, 27 Bertin street", "27 Bertin street"),
+        ("нужна вода", None),
+        ("Нужна вода срочно", None),
+        ("нужна вода в доме", None),
+        ("нужно узнать", None),
+    ],
+)
+def test_place_text(text: str, place_text: str | None) -> None:
+    assert parse_sms(text).place_text == place_text
+
+
+@pytest.mark.parametrize(
+    ("text", "lat", "lon"),
+    [
+        ("нужна вода 55.1, 40.5", 55.1, 40.5),
+        ("55.1 40.5", 55.1, 40.5),
+        ("N55.1 E40.5 пожар", 55.1, 40.5),
+        ("55,75 37,62 нужен врач", 55.75, 37.62),
+        ("S18.5 W72.3 need water", -18.5, -72.3),
+        ("18.54, -72.33", 18.54, -72.33),
+    ],
+)
+def test_coordinates(text: str, lat: float, lon: float) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.lat, parsed.lon) == pytest.approx((lat, lon))
+
+
+def test_coordinates_out_of_range_are_ignored() -> None:
+    parsed = parse_sms("95.1, 40.5 нужна вода")
+    assert parsed.lat is None
+    assert parsed.missing == ("place",)
+
+
+# ------------------------------------------------------------------------------------- language
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("нужна вода", "ru"),
+        ("nuzhna voda", "ru"),
+        ("net edy, pomogite", "ru"),
+        ("we need water", "en"),
+        ("I have a truck", "en"),
+        ("SOS Белоомут", "ru"),
+    ],
+)
+def test_language(text: str, language: str) -> None:
+    assert parse_sms(text).language == language
+
+
+# ---------------------------------------------------------------------------- missing, follow-up
+
+
+@pytest.mark.parametrize(
+    ("text", "missing"),
+    [
+        ("нужна помощь", ("place", "category")),
+        ("нужна вода", ("place",)),
+        ("помогите, Белоомут", ("category",)),
+        ("нужна вода, Белоомут", ()),
+        ("нужна вода 55.1 40.5", ()),
+        ("есть машина", ("place",)),
+        ("YES 123", ()),
+        ("привет", ()),
+    ],
+)
+def test_missing(text: str, missing: tuple[str, ...]) -> None:
+    assert parse_sms(text).missing == missing
+
+
+def test_follow_up_asks_for_the_place_first_then_what() -> None:
+    first = parse_sms("нужна помощь")
+    assert follow_up(first, "ru") == "Где вы? Напишите населённый пункт или адрес."
+    second = merge(first, parse_sms("Белоомут"))
+    assert follow_up(second, "ru") == "Что нужно? Например: вода, еда, жильё, лекарства, эвакуация."
+    third = merge(second, parse_sms("вода"))
+    assert follow_up(third, "ru") is None
+
+
+def test_follow_up_in_english_and_for_offers() -> None:
+    assert follow_up(parse_sms("we need water"), "en") == "Where are you? Reply with your town or street address."
+    assert follow_up(parse_sms("I can help"), "en") == "Where are you based? Reply with your town or street address."
+    assert follow_up(parse_sms("могу помочь, Рязань")) == "Чем можете помочь? Например: вода, еда, машина, жильё."
+
+
+def test_follow_up_defaults_to_the_message_language() -> None:
+    assert follow_up(parse_sms("need help")) == "Where are you? Reply with your town or street address."
+    assert follow_up(parse_sms("нужна вода")) == "Где вы? Напишите населённый пункт или адрес."
+
+
+def test_follow_up_says_nothing_for_commands_and_complete_messages() -> None:
+    assert follow_up(parse_sms("ДА 4KX9P2"), "ru") is None
+    assert follow_up(parse_sms("нужна вода, Белоомут"), "ru") is None
+    assert follow_up(parse_sms("привет"), "ru") is None
+
+
+@pytest.mark.parametrize("intent", ["need", "offer"])
+@pytest.mark.parametrize("item", ["place", "category"])
+@pytest.mark.parametrize("language", ["ru", "en"])
+def test_follow_up_texts_fit_one_sms_segment(intent: str, item: str, language: str) -> None:
+    parsed = ParsedSms(text="", intent=intent, missing=(item,))  # type: ignore[arg-type]
+    text = follow_up(parsed, language)
+    assert text is not None
+    assert len(text) <= (70 if language == "ru" else 160)
+
+
+# ---------------------------------------------------------------------------------------- merge
+
+
+def test_merge_fills_only_what_was_missing() -> None:
+    first = parse_sms("срочно нужна вода, 5 литров")
+    merged = merge(first, parse_sms("Белоомут, нужна еда"))
+    assert merged.categories == ("water",)  # what was given is kept, not replaced
+    assert merged.place_text == "Белоомут"
+    assert merged.quantity == 5
+    assert merged.urgency == "urgent"
+    assert merged.missing == ()
+
+
+def test_merge_never_loses_a_given_place() -> None:
+    first = parse_sms("нужна помощь, Рязань")
+    merged = merge(first, parse_sms("вода в Белоомуте"))
+    assert merged.place_text == "Рязань"
+    assert merged.categories == ("water",)
+
+
+def test_merge_takes_a_reply_that_names_nothing_known_as_the_place() -> None:
+    merged = merge(parse_sms("нужна вода"), parse_sms("за мостом у старой школы"))
+    assert merged.place_text == "за мостом у старой школы"
+    assert merged.missing == ()
+
+
+def test_merge_takes_coordinates_and_the_higher_urgency() -> None:
+    merged = merge(parse_sms("нужен врач"), parse_sms("55.1 40.5 SOS"))
+    assert (merged.lat, merged.lon) == (55.1, 40.5)
+    assert merged.urgency == "critical"
+    assert merged.urgency_cues == ("sos",)
+
+
+def test_merge_ignores_a_command_reply() -> None:
+    first = parse_sms("нужна вода")
+    assert merge(first, parse_sms("СТОП")) == first
+
+
+def test_merge_turns_a_call_for_help_into_an_offer_or_need_it_names() -> None:
+    merged = merge(parse_sms("Белоомут"), parse_sms("нужна вода"))
+    assert merged.intent == "need"
+    assert merged.place_text == "Белоомут"
+    assert merged.missing == ()
+
+
+# ------------------------------------------------------------------------------------- property
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_never_raises_and_returns_valid_values(text: str) -> None:
+    parsed = parse_sms(text)
+    assert set(parsed.categories) <= set(CATEGORIES)
+    assert list(parsed.categories) == sorted(parsed.categories, key=CATEGORIES.index)
+    assert parsed.intent in ("need", "offer", "command", "unknown")
+    assert parsed.urgency in ("critical", "urgent", "normal")
+    assert parsed.language in ("ru", "en")
+    assert parsed.quantity is None or parsed.quantity > 0
+    assert (parsed.lat is None) == (parsed.lon is None)
+    if parsed.lat is not None and parsed.lon is not None:
+        assert -90 <= parsed.lat <= 90
+        assert -180 <= parsed.lon <= 180
+    assert set(parsed.missing) <= {"place", "category"}
+    merged = merge(parsed, parse_sms(text[::-1]))
+    assert set(merged.categories) <= set(CATEGORIES)
+    follow_up(merged, "ru")
+
+
+_WORDS = st.sampled_from(
+    ["нужна", "вода", "нет", "ДА", "4KX9P2", "Белоомут", "в", "55.1", "40.5", "SOS", "30", "км", "help", "!", ",", "у"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_WORDS, max_size=12).map(" ".join))
+def test_never_raises_on_keyword_soup(text: str) -> None:
+    parsed = parse_sms(text)
+    assert set(parsed.categories) <= set(CATEGORIES)
+    assert (parsed.intent == "command") == (parsed.command is not None)
