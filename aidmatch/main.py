@@ -23,6 +23,7 @@ from aidmatch.messages.router import router as messages_router
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from aidmatch.scheduler import build_scheduler
+from aidmatch.sms.router import router as sms_router
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
 from notifications.ratelimit import TokenBucket
 from notifications.senders import Sender
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(matches_router)
     app.include_router(messages_router)
     app.include_router(emergency_router)
+    app.include_router(sms_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(session: SessionDep) -> dict[str, str]:

@@ -190,17 +190,18 @@ CRITICAL_CUES: tuple[str, ...] = (
     "тонут", "не дыш*", "без сознания", "кровотеч*", "спасите",
     "sos", "umira*", "zadyha*", "pozhar ryadom", "ogon", "spasite", "trapped", "dying", "die", "unconscious",
     "not breathing", "bleeding", "drowning", "fire nearby", "fire near", "under the rubble", "under rubble",
-    "critical",
+    "critical", "срочн*", "srochn*", "urgent*",
 )
-"""Life-safety: the need goes out in SMS waves at once."""
+"""Life-safety, or said to be urgent in so many words («срочно», "urgent": the person knows best):
+the need goes out in SMS waves at once."""
 
 URGENT_CUES: tuple[str, ...] = (
-    "срочн*", "горит", "дети", "детей", "детьми", "ребенок", "ребенка", "ребенку", "младен*", "грудн*", "беремен*", "инвалид*",
+    "горит", "дети", "детей", "детьми", "ребенок", "ребенка", "ребенку", "младен*", "грудн*", "беремен*", "инвалид*",
     "пожил*", "ожог*", "ранен*", "травм*", "пожар~", "скорая", "скорую",
-    "srochn*", "deti", "detey", "rebenok", "pozhar", "urgent*", "emergency", "asap", "immediately", "injured",
+    "deti", "detey", "rebenok", "pozhar", "emergency", "asap", "immediately", "injured",
     "wounded", "children", "child", "baby", "babies", "pregnant", "elderly", "desperate", "hungry", "starving",
 )
-"""Urgent but not (yet) life-threatening: children, injuries, «срочно»."""
+"""Urgent but not (yet) life-threatening: children, injuries, a fire somewhere."""
 
 QUANTITY_UNITS: tuple[str, ...] = (
     "литр*", "л", "бутыл*", "кг", "килограм*", "шт", "штук~", "пачк~", "упаков*", "коробк~", "мешк~", "ящик~",

@@ -44,4 +44,43 @@ def requester_contact(*, language: str, match_id: int, what: str, quantity: int,
     where = f", {address}" if address else ""
     if language == "en":
         return f"Task {match_id}: {what} x{quantity}. Contact: {contact}{where}. Reply DONE {match_id} when delivered."
-    return f"Задача {match_id}: {what} x{quantity}. Контакт: {contact}{where}. Ответьте ГОТОВО {match_id}, когда поможете."
+    return (
+        f"Задача {match_id}: {what} x{quantity}. Контакт: {contact}{where}. Ответьте ГОТОВО {match_id}, когда поможете."
+    )
+
+
+_REPLIES: dict[str, tuple[str, str]] = {
+    "help": (
+        "Напишите, что нужно и где: «нужна вода, 3 чел, Белоомут». Помочь: «могу помочь: вода, 30 км, Рязань». "
+        "Задачи: ДА/НЕТ/ГОТОВО номер. СТАТУС, СТОП.",
+        "Text what you need and where: 'need water, 3 people, Beloomut'. To help: 'can help: water, 30 km, Ryazan'. "
+        "Tasks: YES/NO/DONE number. STATUS, STOP.",
+    ),
+    "unparsed": ("Не поняли сообщение. ", "Sorry, we did not understand. "),
+    "stop": ("Вы отписались от SMS aidmatch. СТАРТ — снова получать.", "You are unsubscribed. Send START to resume."),
+    "start": ("Вы снова получаете SMS aidmatch.", "You will get aidmatch SMS again."),
+    "offer_saved": (
+        "Спасибо! Вы помощник: {what}, до {km:g} км. Задачи придут по SMS. СТОП — отписаться.",
+        "Thank you! You help with {what} within {km:g} km. Tasks come by SMS. STOP to unsubscribe.",
+    ),
+    "place_not_found": (
+        "Не нашли «{place}». Напишите ближайший город или село.",
+        "Could not find '{place}'. Send the nearest town or village.",
+    ),
+    "taken": ("Задача {id} уже закрыта или занята. Спасибо!", "Task {id} is already taken or closed. Thank you!"),
+    "declined": ("Хорошо, передадим задачу {id} другому.", "OK, task {id} goes to someone else."),
+    "done": ("Спасибо! Задача {id} выполнена.", "Thank you! Task {id} is done."),
+    "not_yours": ("Нет задачи {id} для вашего номера.", "There is no task {id} for your number."),
+    "which_task": ("Укажите номер задачи: ДА номер.", "Which task? Reply YES number."),
+    "confirmed": ("Заявка {code} продлена. Спасибо!", "Request {code} stays open. Thank you!"),
+    "closed": ("Заявка {code} закрыта. Спасибо!", "Request {code} is closed. Thank you!"),
+    "status_none": ("У вас нет открытых заявок и задач.", "You have no open requests or tasks."),
+    "status_needs": ("Заявки: {items}.", "Requests: {items}."),
+    "status_tasks": ("Задачи: {items}.", "Tasks: {items}."),
+}
+
+
+def sms_reply(key: str, language: str, **values: object) -> str:
+    """A reply to an SMS, in the sender's language (Russian unless English)."""
+    ru, en = _REPLIES[key]
+    return (en if language == "en" else ru).format(**values)

@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import OPEN_NEED_STATUSES, NeedStatus, Source, Urgency
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, Source, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError
+from aidmatch.matches.models import Match
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
 from aidmatch.query import BBox, PageParams, paginate
@@ -126,5 +127,23 @@ def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
     need.expires_at = now + timedelta(hours=settings.need_expiry_hours)
     need.reconfirm_requested_at = None
     need.updated_at = now
+    session.flush()
+    return need
+
+
+def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
+    """The author says the need no longer stands (done, or not needed any more).
+
+    Requests still waiting for an answer are withdrawn; accepted ones stay for their helpers.
+    """
+    now = utcnow()
+    need.status = NeedStatus.fulfilled if fulfilled else NeedStatus.cancelled
+    need.escalation_next_at = None
+    need.updated_at = now
+    session.execute(
+        update(Match)
+        .where(Match.need_id == need.id, Match.status.in_((MatchStatus.proposed, MatchStatus.notified)))
+        .values(status=MatchStatus.cancelled, updated_at=now)
+    )
     session.flush()
     return need

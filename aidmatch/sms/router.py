@@ -1,0 +1,138 @@
+"""Twilio webhooks: ``POST /sms/inbound`` (a message came in) and ``POST /sms/status`` (delivery)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import select
+from twilio.twiml.messaging_response import MessagingResponse
+
+from aidmatch.config import Settings
+from aidmatch.database import SessionDep, utcnow
+from aidmatch.deps import GeocoderDep, LiveIndexDep, SettingsDep
+from aidmatch.enums import MessageDirection, MessageStatus
+from aidmatch.errors import ForbiddenError
+from aidmatch.messages.models import Message
+from aidmatch.sms import service
+from aidmatch.sms.signature import public_request_url, valid_signature
+from notifications.templates import sms_reply
+
+log = logging.getLogger("aidmatch.sms")
+router = APIRouter(prefix="/sms", tags=["sms"])
+
+# Twilio's delivery statuses → ours. Earlier states never overwrite later ones.
+_DELIVERY = {
+    "queued": MessageStatus.sent,
+    "accepted": MessageStatus.sent,
+    "sending": MessageStatus.sent,
+    "sent": MessageStatus.sent,
+    "delivered": MessageStatus.delivered,
+    "undelivered": MessageStatus.failed,
+    "failed": MessageStatus.failed,
+}
+
+
+async def signed_form(request: Request) -> list[tuple[str, str]]:
+    """The form Twilio posted, once its ``X-Twilio-Signature`` checks out (else 403, nothing stored)."""
+    settings: Settings = request.app.state.settings
+    form = await request.form()
+    params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    url = public_request_url(settings.public_url, request.url.path, request.url.query)
+    token = settings.twilio_auth_token.get_secret_value()
+    if not token:
+        raise ForbiddenError("SMS webhooks are off: set AIDMATCH_TWILIO_AUTH_TOKEN to check Twilio's signatures")
+    if not valid_signature(
+        auth_token=token,
+        url=url,
+        params=params,
+        signature=request.headers.get("X-Twilio-Signature"),
+        settings_header=request.headers.get("X-Twilio-Webhooks-Signature-Settings"),
+    ):
+        raise ForbiddenError("the request is not signed by Twilio for this URL")
+    return params
+
+
+SignedForm = Annotated[list[tuple[str, str]], Depends(signed_form)]
+
+
+def _twiml(text: str | None) -> Response:
+    twiml = MessagingResponse()
+    if text:
+        twiml.message(text)
+    return Response(content=str(twiml), media_type="application/xml")
+
+
+@router.post("/inbound", response_class=Response, responses={200: {"content": {"application/xml": {}}}})
+def inbound(
+    form: SignedForm, session: SessionDep, settings: SettingsDep, live: LiveIndexDep, geocoder: GeocoderDep
+) -> Response:
+    """Twilio's incoming-message webhook: store, understand, act, answer with TwiML.
+
+    A repeated ``MessageSid`` (Twilio retries) is answered with the first reply and changes nothing.
+    """
+    fields = dict(form)
+    sid = fields.get("MessageSid") or fields.get("SmsSid")
+    if sid:
+        earlier = session.scalar(select(Message).where(Message.provider_sid == sid))
+        if earlier is not None:
+            return _twiml((earlier.parsed or {}).get("reply"))
+    now = utcnow()
+    phone = service.normalize_sender(fields.get("From", ""), settings.default_region)
+    message = service.store_inbound(session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now)
+    session.commit()  # the raw message is kept whatever happens next
+    try:
+        result = service.handle(
+            session=session, settings=settings, live=live, geocoder=geocoder, message=message, now=now
+        )
+    except Exception:
+        session.rollback()
+        log.exception("inbound SMS %s could not be handled", message.id)
+        message = session.get(Message, message.id) or message
+        message.status = MessageStatus.unparsed
+        message.parsed = {"reply": sms_reply("unparsed", "ru") + sms_reply("help", "ru"), "error": "internal"}
+        session.commit()
+        return _twiml(message.parsed["reply"])
+    message.status = result.status
+    message.language = result.parsed.language if result.parsed else None
+    parsed: dict[str, Any] = {"reply": result.reply}
+    if result.parsed is not None:
+        parsed |= {
+            "intent": result.parsed.intent,
+            "command": result.parsed.command,
+            "categories": list(result.parsed.categories),
+            "urgency": result.parsed.urgency,
+            "place": result.parsed.place_text,
+            "missing": list(result.parsed.missing),
+        }
+    message.parsed = parsed
+    message.need_id = result.links.get("need_id")
+    message.match_id = result.links.get("match_id")
+    message.helper_id = result.links.get("helper_id")
+    message.updated_at = utcnow()
+    session.commit()
+    return _twiml(result.reply)
+
+
+@router.post("/status", status_code=204, response_class=Response)
+def delivery_status(form: SignedForm, session: SessionDep) -> Response:
+    """Twilio's status callback for a message we sent: delivered, undelivered, failed…"""
+    fields = dict(form)
+    sid = fields.get("MessageSid") or fields.get("SmsSid")
+    state = _DELIVERY.get(fields.get("MessageStatus", "").lower())
+    message = session.scalar(
+        select(Message).where(Message.provider_sid == sid, Message.direction == MessageDirection.outbound)
+    )
+    if message is None or state is None:
+        log.info("status callback for unknown message %s (%s)", sid, fields.get("MessageStatus"))
+        return Response(status_code=204)
+    final = message.status in (MessageStatus.delivered, MessageStatus.failed)
+    if not final or state is MessageStatus.failed:
+        message.status = state
+        if state is MessageStatus.failed:
+            code = fields.get("ErrorCode")
+            message.error = f"Twilio delivery: {fields.get('MessageStatus')}" + (f" (error {code})" if code else "")
+        message.updated_at = utcnow()
+        session.commit()
+    return Response(status_code=204)

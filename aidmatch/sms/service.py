@@ -1,0 +1,368 @@
+"""What an inbound SMS does: a command, a need, an offer of help, or a question back.
+
+Every message is stored before anything else. A need or an offer that lacks something essential
+(the place, what is needed) gets one short question; the conversation is remembered per phone, so
+what was given is never asked again. Messages nobody could understand are kept as ``unparsed``
+for the coordinators' triage queue and answered with a hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from aidmatch.categories import Category, label
+from aidmatch.config import Settings
+from aidmatch.enums import (
+    OPEN_NEED_STATUSES,
+    Language,
+    MatchStatus,
+    MessageDirection,
+    MessageStatus,
+    NeedStatus,
+    Source,
+    Urgency,
+)
+from aidmatch.errors import AidmatchError, ConflictError, NotFoundError
+from aidmatch.helpers.models import Helper
+from aidmatch.matches import proposals
+from aidmatch.matches import service as matches_service
+from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.models import Match
+from aidmatch.messages import notices
+from aidmatch.messages.models import Message, SmsConversation, SmsOptOut
+from aidmatch.needs import service as needs_service
+from aidmatch.needs.models import Need
+from aidmatch.needs.schemas import NeedIn
+from aidmatch.offers import service as offers_service
+from aidmatch.offers.models import Offer
+from aidmatch.offers.schemas import OfferIn
+from geo.errors import GeocodingError
+from geo.geocoding import Geocoder
+from notifications.errors import InvalidPhoneError
+from notifications.parser import ParsedSms, follow_up, merge, parse_sms
+from notifications.phones import normalize_phone
+from notifications.templates import need_received, sms_reply
+
+_DEFAULT_OFFER_RADIUS_KM = 25.0
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    lat: float
+    lon: float
+    text: str | None
+
+
+def normalize_sender(raw: str, region: str) -> str:
+    """E.164 when the number parses, else exactly what the provider sent."""
+    try:
+        return normalize_phone(raw, default_region=region)
+    except InvalidPhoneError:
+        return raw.strip()[:32]
+
+
+def store_inbound(*, session: Session, phone: str, body: str, sid: str | None, now: datetime) -> Message:
+    message = Message(
+        direction=MessageDirection.inbound,
+        status=MessageStatus.received,
+        channel="sms",
+        phone=phone,
+        body=body,
+        provider_sid=sid,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def _state(parsed: ParsedSms) -> dict[str, Any]:
+    return dataclasses.asdict(parsed)
+
+
+def _restore(state: dict[str, Any]) -> ParsedSms:
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in state.items()}
+    return ParsedSms(**values)
+
+
+def _helper(session: Session, phone: str) -> Helper | None:
+    return session.scalar(select(Helper).where(Helper.phone == phone))
+
+
+def _language(parsed: ParsedSms, helper: Helper | None) -> str:
+    return helper.language.value if helper is not None and parsed.intent == "command" else parsed.language
+
+
+def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
+    if parsed.lat is not None and parsed.lon is not None:
+        return Place(parsed.lat, parsed.lon, parsed.place_text)
+    if parsed.place_text:
+        try:
+            hit = geocoder.geocode(parsed.place_text)
+            return Place(hit.lat_deg, hit.lon_deg, parsed.place_text)
+        except GeocodingError:
+            pass
+    find = getattr(geocoder, "find_in_text", None)
+    if find is not None:
+        found = find(body)
+        if found is not None:
+            return Place(found.lat_deg, found.lon_deg, parsed.place_text or found.name)
+    return None
+
+
+class InboundResult:
+    """The reply and what became of the message."""
+
+    def __init__(self, reply: str, status: MessageStatus, parsed: ParsedSms | None, **links: int | None) -> None:
+        self.reply = reply
+        self.status = status
+        self.parsed = parsed
+        self.links = links
+
+
+def handle(
+    *,
+    session: Session,
+    settings: Settings,
+    live: LiveOfferIndex,
+    geocoder: Geocoder,
+    message: Message,
+    now: datetime,
+) -> InboundResult:
+    """Act on a stored inbound message; the caller records the result and commits."""
+    phone = message.phone
+    parsed = parse_sms(message.body)
+    helper = _helper(session, phone)
+    language = _language(parsed, helper)
+    if parsed.intent == "command" and parsed.command is not None:
+        return _command(
+            session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language
+        )
+    conversation = session.get(SmsConversation, phone)
+    if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
+        session.delete(conversation)
+        session.flush()
+        conversation = None
+    if conversation is not None:
+        parsed = merge(_restore(conversation.state), parsed)
+        language = parsed.language
+    if parsed.intent not in ("need", "offer"):
+        return InboundResult(
+            sms_reply("unparsed", language) + sms_reply("help", language), MessageStatus.unparsed, parsed
+        )
+    place = None if "place" in parsed.missing else _locate(parsed, geocoder, message.body)
+    question = follow_up(parsed, language)
+    if question is None and place is None:
+        where = parsed.place_text or message.body.strip()[:40]
+        question = sms_reply("place_not_found", language, place=where)
+        parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
+    if question is not None:
+        state = _state(parsed)
+        if conversation is None:
+            session.add(
+                SmsConversation(
+                    phone=phone, state=state, asked=parsed.missing[0] if parsed.missing else "", updated_at=now
+                )
+            )
+        else:
+            conversation.state = state
+            conversation.asked = parsed.missing[0] if parsed.missing else ""
+            conversation.updated_at = now
+        session.flush()
+        return InboundResult(question, MessageStatus.parsed, parsed)
+    assert place is not None
+    session.execute(delete(SmsConversation).where(SmsConversation.phone == phone))
+    if parsed.intent == "offer":
+        return _offer(session=session, phone=phone, parsed=parsed, place=place, geocoder=geocoder, lang=language)
+    return _need(
+        session=session,
+        settings=settings,
+        live=live,
+        geocoder=geocoder,
+        phone=phone,
+        parsed=parsed,
+        place=place,
+        message=message,
+        now=now,
+        lang=language,
+    )
+
+
+def _need(
+    *,
+    session: Session,
+    settings: Settings,
+    live: LiveOfferIndex,
+    geocoder: Geocoder,
+    phone: str,
+    parsed: ParsedSms,
+    place: Place,
+    message: Message,
+    now: datetime,
+    lang: str,
+) -> InboundResult:
+    """One need per category named, each with its own code; helpers are asked at once."""
+    codes, whats, first = [], [], None
+    for code in parsed.categories or ("other",):
+        need_in = NeedIn(
+            category=Category(code),
+            quantity=max(1, min(parsed.quantity or 1, 10_000)),
+            urgency=Urgency(parsed.urgency),
+            lat=place.lat,
+            lon=place.lon,
+            address=(place.text or None) and place.text[:500],
+            description=message.body[: settings.max_description_chars],
+            contact_phone=phone,
+            language=Language(lang),
+        )
+        need = needs_service.create(
+            session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
+        )
+        proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
+        codes.append(need.code)
+        whats.append(label(need.category, lang))
+        first = first or need
+    assert first is not None
+    reply = need_received(language=lang, code=", ".join(codes), what=", ".join(whats))
+    return InboundResult(reply, MessageStatus.parsed, parsed, need_id=first.id)
+
+
+def _offer(
+    *, session: Session, phone: str, parsed: ParsedSms, place: Place, geocoder: Geocoder, lang: str
+) -> InboundResult:
+    radius = parsed.radius_km if parsed.radius_km and 0 < parsed.radius_km <= 500 else _DEFAULT_OFFER_RADIUS_KM
+    offer_in = OfferIn(
+        categories=[Category(c) for c in parsed.categories] or [Category.other],
+        capacity=max(1, min(parsed.quantity or 1, 10_000)),
+        radius_km=radius,
+        lat=place.lat,
+        lon=place.lon,
+        address=(place.text or None) and place.text[:500],
+        description=parsed.text[:2000],
+        phone=phone,
+        language=Language(lang),
+    )
+    offer, _ = offers_service.create(session=session, offer_in=offer_in, geocoder=geocoder)
+    what = ", ".join(label(c, lang) for c in offer.categories)
+    return InboundResult(
+        sms_reply("offer_saved", lang, what=what, km=radius), MessageStatus.parsed, parsed, helper_id=offer.helper_id
+    )
+
+
+def _command(
+    *,
+    session: Session,
+    settings: Settings,
+    live: LiveOfferIndex,
+    phone: str,
+    helper: Helper | None,
+    parsed: ParsedSms,
+    lang: str,
+) -> InboundResult:
+    command, arg = parsed.command, parsed.argument
+    ok = MessageStatus.parsed
+    if command == "help":
+        return InboundResult(sms_reply("help", lang), ok, parsed)
+    if command == "stop":
+        if session.get(SmsOptOut, phone) is None:
+            session.add(SmsOptOut(phone=phone))
+        if helper is not None:
+            helper.sms_consent = False
+        session.flush()
+        return InboundResult(sms_reply("stop", lang), ok, parsed, helper_id=helper.id if helper else None)
+    if command == "start":
+        session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
+        if helper is not None:
+            helper.sms_consent = True
+        session.flush()
+        return InboundResult(sms_reply("start", lang), ok, parsed, helper_id=helper.id if helper else None)
+    if command == "status":
+        return InboundResult(_status(session, phone, helper, lang), ok, parsed)
+    # YES / NO / DONE: a task number (helpers) or a need code (the need's author).
+    if arg is not None and not arg.isdigit():
+        return _need_command(
+            session=session, settings=settings, phone=phone, command=command, code=arg, parsed=parsed, lang=lang
+        )
+    if helper is None:
+        return InboundResult(sms_reply("not_yours", lang, id=arg or ""), ok, parsed)
+    match = _helper_match(session, helper, arg, command)
+    if match is None:
+        key = "which_task" if arg is None else "not_yours"
+        return InboundResult(sms_reply(key, lang, id=arg or ""), ok, parsed, helper_id=helper.id)
+    links = {"helper_id": helper.id, "match_id": match.id, "need_id": match.need_id}
+    try:
+        if command == "yes":
+            accepted = matches_service.accept(session=session, match_id=match.id)
+            return InboundResult(
+                notices.accepted(session=session, match=accepted, helper_by_sms=True), ok, parsed, **links
+            )
+        if command == "no":
+            matches_service.decline(session=session, match_id=match.id, live=live)
+            return InboundResult(sms_reply("declined", lang, id=match.id), ok, parsed, **links)
+        matches_service.complete(session=session, match_id=match.id)
+        return InboundResult(sms_reply("done", lang, id=match.id), ok, parsed, **links)
+    except (ConflictError, NotFoundError):
+        return InboundResult(sms_reply("taken", lang, id=match.id), ok, parsed, **links)
+
+
+def _helper_match(session: Session, helper: Helper, arg: str | None, command: str | None) -> Match | None:
+    """The helper's match named by ``arg``, or their only one open for the command when no number is given."""
+    mine = select(Match).join(Offer, Offer.id == Match.offer_id).where(Offer.helper_id == helper.id)
+    if arg is not None:
+        return session.scalar(mine.where(Match.id == int(arg)))
+    wanted = (MatchStatus.accepted,) if command == "done" else proposals.PENDING_MATCH_STATUSES
+    open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
+    return open_ones[0] if len(open_ones) == 1 else None
+
+
+def _need_command(
+    *, session: Session, settings: Settings, phone: str, command: str | None, code: str, parsed: ParsedSms, lang: str
+) -> InboundResult:
+    try:
+        need = needs_service.get_by_code(session=session, code=code)
+    except NotFoundError:
+        need = None
+    if need is None or need.contact_phone != phone:
+        return InboundResult(sms_reply("not_yours", lang, id=code), MessageStatus.parsed, parsed)
+    if command == "yes":
+        try:
+            needs_service.reconfirm(session=session, need=need, settings=settings)
+        except AidmatchError:
+            return InboundResult(sms_reply("taken", lang, id=code), MessageStatus.parsed, parsed, need_id=need.id)
+        return InboundResult(
+            sms_reply("confirmed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id
+        )
+    # NO or DONE from the author: the need no longer stands.
+    needs_service.close(session=session, need=need, fulfilled=command == "done")
+    return InboundResult(sms_reply("closed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id)
+
+
+def _status(session: Session, phone: str, helper: Helper | None, lang: str) -> str:
+    needs = session.scalars(
+        select(Need)
+        .where(Need.contact_phone == phone, Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)))
+        .order_by(Need.id)
+    ).all()
+    parts = []
+    if needs:
+        parts.append(sms_reply("status_needs", lang, items=", ".join(f"{n.code} {n.status.value}" for n in needs[:5])))
+    if helper is not None:
+        tasks = session.scalars(
+            select(Match)
+            .join(Offer, Offer.id == Match.offer_id)
+            .where(Offer.helper_id == helper.id, Match.status.in_(proposals.OPEN_TASK_STATUSES))
+            .order_by(Match.id)
+        ).all()
+        if tasks:
+            parts.append(
+                sms_reply("status_tasks", lang, items=", ".join(f"{m.id} {m.status.value}" for m in tasks[:5]))
+            )
+    return " ".join(parts) or sms_reply("status_none", lang)

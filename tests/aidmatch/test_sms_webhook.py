@@ -1,0 +1,340 @@
+"""SMS in: signatures (Twilio's own vectors), idempotency, conversations, commands, the loop by SMS."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from twilio.request_validator import RequestValidator
+
+from aidmatch.config import Settings
+from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus, NeedStatus, Source, Urgency
+from aidmatch.helpers.models import Helper
+from aidmatch.main import create_app
+from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message, SmsOptOut
+from aidmatch.messages.outbox import drain
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from aidmatch.sms.signature import public_request_url, valid_signature
+from geo.geocoding import GazetteerGeocoder
+from geo.sphere import haversine_km
+from notifications.ratelimit import TokenBucket
+from notifications.senders import TwilioSender
+from tests.fake_twilio import FakeTwilio, fake_twilio
+
+TOKEN = "test-auth-token"
+PUBLIC = "https://aid.example.org"
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "data" / "twilio" / "signature_vectors.md"
+BELOOMUT = (54.94478, 39.33941)
+
+
+@pytest.fixture
+def sms_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"twilio_auth_token": SecretStr(TOKEN), "public_url": PUBLIC})
+
+
+@pytest.fixture
+def sms(sms_settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
+    with TestClient(create_app(sms_settings, geocoder=gazetteer), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _signed(client: TestClient, path: str, form: dict[str, str], *, token: str = TOKEN) -> Any:
+    signature = RequestValidator(token).compute_signature(PUBLIC + path, form)
+    return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+_sids = iter(range(1, 1_000_000))
+
+
+def _text(client: TestClient, phone: str, body: str, sid: str | None = None) -> str:
+    form = {"MessageSid": sid or f"SMin{next(_sids):030d}", "From": phone, "To": "+15005550006", "Body": body}
+    r = _signed(client, "/sms/inbound", form)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/xml")
+    found = re.search(r"<Message>(.*)</Message>", r.text, re.S)
+    return found.group(1) if found else ""
+
+
+# -- signatures ----------------------------------------------------------------------------------
+
+COMMON = [
+    ("CallSid", "CA1234567890ABCDE"),
+    ("Digits", "1234"),
+    ("From", "+14158675309"),
+    ("To", "+18005551212"),
+    ("Caller", "+14158675309"),
+]
+URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
+MULTI = [("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234"), ("Digits", "1234")]
+BODY = '{"property": "value", "boolean": true}'
+BODY_URL = URL + "&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620"
+
+
+def test_the_seven_vectors_are_those_of_the_shared_data() -> None:
+    if not VECTORS.exists():
+        pytest.skip(f"{VECTORS} is absent (the shared evaluation data is not on this machine)")
+    text = VECTORS.read_text()
+    for signature in [
+        "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+        "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=",
+        "kvajT1Ptam85bY51eRf/AJRuM3w=",
+        "0ZXoZLH/DfblKGATFgpif+LLRf4=",
+        "IK+Dwps556ElfBT0I3Rgjkr1wJU=",
+        "a9nBmqA0ju/hNViExpshrM61xv4=",
+    ]:
+        assert signature in text
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "signature"),
+    [
+        (URL, COMMON, "RSOYDt4T1cUTdK1PDd93/VVr8B8="),  # 1
+        ("https://mycompany.com:1234/myapp.php?foo=1&bar=2", COMMON, "RSOYDt4T1cUTdK1PDd93/VVr8B8="),  # 2
+        ("http://mycompany.com:1234/myapp.php?foo=1&bar=2", COMMON, "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="),  # 3
+        (URL, COMMON, "kvajT1Ptam85bY51eRf/AJRuM3w="),  # 4
+        ("http://mycompany.com/myapp.php?foo=1&bar=2", COMMON, "0ZXoZLH/DfblKGATFgpif+LLRf4="),  # 5
+        (URL, MULTI, "IK+Dwps556ElfBT0I3Rgjkr1wJU="),  # 6: sorted, duplicates dropped
+        (BODY_URL, BODY, "a9nBmqA0ju/hNViExpshrM61xv4="),  # 7: JSON body with its hash in the URL
+    ],
+)
+def test_twilio_signature_vectors_pass_the_webhook_validation(url: str, params: Any, signature: str) -> None:
+    assert valid_signature(auth_token="12345", url=url, params=params, signature=signature)
+    # One character off, another token, a changed parameter: refused.
+    assert not valid_signature(auth_token="12345", url=url, params=params, signature=signature[:-2] + "A=")
+    assert not valid_signature(auth_token="54321", url=url, params=params, signature=signature)
+    if isinstance(params, list):
+        changed = [(k, v + "5") if k == "Digits" else (k, v) for k, v in params]
+        assert not valid_signature(auth_token="12345", url=url, params=changed, signature=signature)
+    else:
+        assert not valid_signature(
+            auth_token="12345", url=url, params=params.replace("true", "false"), signature=signature
+        )
+
+
+def test_the_public_url_is_checked_not_the_one_behind_the_proxy() -> None:
+    assert public_request_url("https://mycompany.com/", "/myapp.php", "foo=1&bar=2") == URL
+    params = COMMON
+    assert valid_signature(
+        auth_token="12345",
+        url=public_request_url("https://mycompany.com", "/myapp.php", "foo=1&bar=2"),
+        params=params,
+        signature="RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+    )
+    assert not valid_signature(
+        auth_token="12345",
+        url="http://10.0.0.5:8000/myapp.php?foo=1&bar=2",
+        params=params,
+        signature="RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+    )
+
+
+def test_forged_or_unsigned_requests_get_403_and_create_nothing(sms: TestClient, db: Session) -> None:
+    form = {"MessageSid": "SM" + "f" * 32, "From": "+79161234567", "Body": "нужна вода, Белоомут"}
+    unsigned = sms.post("/sms/inbound", data=form)
+    forged = _signed(sms, "/sms/inbound", form, token="not-the-token")
+    tampered = sms.post(
+        "/sms/inbound",
+        data=form | {"Body": "нужна еда, Белоомут"},
+        headers={"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(PUBLIC + "/sms/inbound", form)},
+    )
+    for r in (unsigned, forged, tampered):
+        assert r.status_code == 403
+        assert set(r.json()) == {"type", "title", "status", "detail", "errors"}
+    assert db.scalar(select(func.count(Message.id))) == 0
+    assert db.scalar(select(func.count(Need.id))) == 0
+
+
+def test_without_an_auth_token_the_webhook_is_closed(client: TestClient, db: Session) -> None:
+    r = client.post("/sms/inbound", data={"From": "+79161234567", "Body": "SOS"})
+    assert r.status_code == 403
+    assert "AIDMATCH_TWILIO_AUTH_TOKEN" in r.json()["detail"]
+
+
+def test_a_repeated_message_sid_creates_one_need(sms: TestClient, db: Session) -> None:
+    first = _text(sms, "+79161234567", "нужна вода, Белоомут", sid="SM" + "1" * 32)
+    again = _text(sms, "+79161234567", "нужна вода, Белоомут", sid="SM" + "1" * 32)
+    assert first == again
+    assert db.scalar(select(func.count(Need.id))) == 1
+    assert db.scalar(select(func.count(Message.id)).where(Message.direction == MessageDirection.inbound)) == 1
+
+
+# -- understanding and conversations -------------------------------------------------------------
+
+
+def test_a_missing_place_is_asked_for_once_and_remembered(sms: TestClient, db: Session) -> None:
+    question = _text(sms, "+79161234567", "нужна вода, 2 человека")
+    assert "Где вы" in question
+    assert db.scalar(select(func.count(Need.id))) == 0
+    done = _text(sms, "+79161234567", "Белоомут")
+    need = db.scalar(select(Need))
+    assert need is not None
+    assert need.code in done
+    assert need.category.value == "water"
+    assert need.quantity == 2
+    assert need.source is Source.sms
+    assert haversine_km(need.lat, need.lon, *BELOOMUT) < 10
+    # A new message starts afresh: nothing is asked twice, nothing left over.
+    _text(sms, "+79161234567", "нужна еда, Белоомут")
+    assert db.scalar(select(func.count(Need.id))) == 2
+
+
+def test_an_unknown_place_is_asked_again_in_other_words(sms: TestClient, db: Session) -> None:
+    reply = _text(sms, "+79161234567", "нужна вода в Нигдевильске")
+    assert "Нигдевильск" in reply
+    assert db.scalar(select(func.count(Need.id))) == 0
+    _text(sms, "+79161234567", "Рязань")
+    assert db.scalar(select(func.count(Need.id))) == 1
+
+
+def test_a_message_nobody_understands_is_kept_for_triage_and_answered_with_a_hint(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    reply = _text(sms, "+79161234567", "ааа ыыы")
+    assert reply.startswith("Не поняли")
+    (message,) = db.scalars(select(Message))
+    assert message.status is MessageStatus.unparsed
+    assert message.body == "ааа ыыы"
+    triage = sms.get("/api/messages?status=unparsed", headers=coordinator_headers).json()
+    assert [m["body"] for m in triage["items"]] == ["ааа ыыы"]
+
+
+def test_a_helper_registers_by_sms(sms: TestClient, db: Session) -> None:
+    reply = _text(sms, "+79165550001", "могу помочь: вода, машина, 30 км, Рязань")
+    assert reply.startswith("Спасибо")
+    helper = db.scalar(select(Helper).where(Helper.phone == "+79165550001"))
+    assert helper is not None
+    (offer,) = db.scalars(select(Offer).where(Offer.helper_id == helper.id))
+    assert {c.value for c in offer.categories} == {"water", "transport"}
+    assert offer.radius_km == 30
+    assert haversine_km(offer.lat, offer.lon, 54.62696, 39.70415) < 10
+
+
+def test_stop_and_start(sms: TestClient, db: Session, sms_settings: Settings) -> None:
+    _text(sms, "+79165550001", "могу помочь: вода, 30 км, Рязань")
+    assert "СТАРТ" in _text(sms, "+79165550001", "СТОП")
+    assert db.get(SmsOptOut, "+79165550001") is not None
+    helper = db.scalar(select(Helper).where(Helper.phone == "+79165550001"))
+    assert helper is not None
+    assert helper.sms_consent is False
+    _text(sms, "+79165550001", "START")
+    db.expire_all()
+    assert db.get(SmsOptOut, "+79165550001") is None
+    assert db.get(Helper, helper.id).sms_consent is True  # type: ignore[union-attr]
+
+
+# -- the whole loop by SMS -----------------------------------------------------------------------
+
+
+def _drain(sms: TestClient, twilio: FakeTwilio, settings: Settings) -> None:
+    sender = TwilioSender(account_sid="AC" + "9" * 32, auth_token="x", from_="+15005550006", base_url=twilio.base_url)
+    drain(sessions=sms.app.state.sessionmaker, sender=sender, settings=settings, bucket=TokenBucket(1000, burst=1000))  # type: ignore[attr-defined]
+
+
+def test_a_russian_sms_need_reaches_helpers_and_the_author_hears_back(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    for k, (dlat, dlon) in enumerate([(0.01, 0.0), (0.0, 0.02), (0.03, 0.01), (0.05, -0.02)]):
+        r = sms.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 2,
+                "radius_km": 40,
+                "lat": BELOOMUT[0] + dlat,
+                "lon": BELOOMUT[1] + dlon,
+                "name": f"Помощник{k} Иванов",
+                "phone": f"+7916555{k:04d}",
+            },
+        )
+        assert r.status_code == 201
+    requester = "+79260001122"
+    reply = _text(sms, requester, "Срочно нужна вода, 3 человека, Белоомут")
+    need = db.scalar(select(Need))
+    assert need is not None
+    assert need.code in reply
+    assert (need.category.value, need.urgency, need.quantity) == ("water", Urgency.critical, 3)
+    assert haversine_km(need.lat, need.lon, *BELOOMUT) < 10
+    with fake_twilio() as twilio:
+        _drain(sms, twilio, sms_settings)
+        offers = {m["to"]: m["body"] for m in twilio.messages}
+        assert len(offers) >= 2  # the first wave, by SMS through Twilio
+        helper_phone, body = sorted(offers.items())[0]
+        match_id = re.search(r"ДА (\d+)", body).group(1)  # type: ignore[union-attr]
+        answer = _text(sms, helper_phone, f"ДА {match_id}")
+        assert requester in answer  # the helper who accepted gets the author's contact
+        assert "Задача" in answer
+        db.expire_all()
+        taken = db.get(Need, need.id)
+        assert taken is not None
+        assert taken.status is NeedStatus.partially_assigned or taken.status is NeedStatus.assigned
+        assert db.get(Match, int(match_id)).status is MatchStatus.accepted  # type: ignore[union-attr]
+        _drain(sms, twilio, sms_settings)
+        to_requester = [m["body"] for m in twilio.messages if m["to"] == requester]
+    assert len(to_requester) == 1
+    assert need.code in to_requester[0]
+    assert "Помощник" in to_requester[0]
+    assert "+7916555" not in to_requester[0]  # the author learns a first name, not the helper's phone
+    # Someone else cannot accept that helper's task, and a second YES changes nothing.
+    assert "Нет задачи" in _text(sms, "+79990000000", f"ДА {match_id}")
+    assert "закрыта" in _text(sms, helper_phone, f"ДА {match_id}")
+
+
+def test_status_done_and_delivery_callbacks(sms: TestClient, db: Session, sms_settings: Settings) -> None:
+    r = sms.post(
+        "/api/offers",
+        json={
+            "categories": ["food"],
+            "capacity": 1,
+            "radius_km": 40,
+            "lat": BELOOMUT[0],
+            "lon": BELOOMUT[1],
+            "phone": "+79165550009",
+            "name": "Анна",
+        },
+    )
+    assert r.status_code == 201
+    requester = "+79260003344"
+    _text(sms, requester, "нужна еда, Белоомут")
+    need = db.scalar(select(Need))
+    assert need is not None
+    assert need.code in _text(sms, requester, "СТАТУС")
+    (match,) = db.scalars(select(Match))
+    assert str(match.id) in _text(sms, "+79165550009", "STATUS")
+    _text(sms, "+79165550009", "ДА")  # only one task waiting: YES without a number takes it
+    db.expire_all()
+    assert db.get(Match, match.id).status is MatchStatus.accepted  # type: ignore[union-attr]
+    assert "выполнена" in _text(sms, "+79165550009", f"ГОТОВО {match.id}")
+    db.expire_all()
+    assert db.get(Match, match.id).status is MatchStatus.completed  # type: ignore[union-attr]
+    assert db.get(Need, need.id).status is NeedStatus.fulfilled  # type: ignore[union-attr]
+    # Delivery callbacks: signed ones update the message, forged ones are refused.
+    with fake_twilio() as twilio:
+        _drain(sms, twilio, sms_settings)
+        sent = db.scalars(
+            select(Message).where(Message.provider_sid.is_not(None), Message.direction == MessageDirection.outbound)
+        ).all()
+        assert sent
+        sid = sent[0].provider_sid
+        assert sid is not None
+    form = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": "AC" + "9" * 32}
+    assert sms.post("/sms/status", data=form).status_code == 403
+    assert _signed(sms, "/sms/status", form).status_code == 204
+    db.expire_all()
+    assert db.scalar(select(Message.status).where(Message.provider_sid == sid)) is MessageStatus.delivered
+    failed = form | {"MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert _signed(sms, "/sms/status", failed).status_code == 204
+    db.expire_all()
+    message = db.scalar(select(Message).where(Message.provider_sid == sid))
+    assert message is not None
+    assert message.status is MessageStatus.failed
+    assert "30003" in (message.error or "")
+    assert _signed(sms, "/sms/status", form | {"MessageSid": "SMunknown"}).status_code == 204
