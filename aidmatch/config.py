@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     default_language: str = "ru"
     max_offer_radius_km: Annotated[float, Field(gt=0, le=2000)] = 500.0
 
+    # Abuse and load limits (per worker).
+    public_post_per_min: Annotated[float, Field(gt=0)] = 60.0  # public POSTs per client address
+    public_post_burst: Annotated[float, Field(ge=1)] = 20.0
+    trust_forwarded_for: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's first hop
+    sms_per_phone_per_min: Annotated[float, Field(gt=0)] = 6.0  # inbound SMS acted on per phone
+    sms_per_phone_burst: Annotated[float, Field(ge=1)] = 10.0
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    max_open_needs_per_phone: Annotated[int, Field(ge=1)] = 10
+
     # Scheduler.
     scheduler_enabled: bool = True
     batch_interval_s: Annotated[float, Field(gt=0)] = 60.0

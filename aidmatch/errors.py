@@ -10,6 +10,7 @@ Every 4xx/5xx body is an RFC 9457 problem document::
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,8 +65,29 @@ class ForbiddenError(AidmatchError, PermissionError):
     title = "Forbidden"
 
 
+class TooManyRequestsError(AidmatchError):
+    status_code = 429
+    type_ = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLargeError(AidmatchError):
+    status_code = 413
+    type_ = "payload-too-large"
+    title = "Payload too large"
+
+
 def problem(
-    status: int, type_: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "type": f"/errors/{type_}",
@@ -74,8 +96,10 @@ def problem(
         "detail": detail,
         "errors": errors or [],
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -95,7 +119,10 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = []
         if isinstance(exc, InvalidInputError) and exc.field:
             errors.append({"field": exc.field, "message": str(exc), "type": "value_error"})
-        return problem(exc.status_code, exc.type_, exc.title, str(exc), errors)
+        headers = None
+        if isinstance(exc, TooManyRequestsError) and exc.retry_after_s is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return problem(exc.status_code, exc.type_, exc.title, str(exc), errors, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

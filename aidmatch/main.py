@@ -16,10 +16,12 @@ from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
 from aidmatch.errors import install_error_handlers
 from aidmatch.helpers.router import router as helpers_router
+from aidmatch.limits import BodySizeLimit, make_limiters
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.router import router as matches_router
 from aidmatch.messages.outbox import make_sender
 from aidmatch.messages.router import router as messages_router
+from aidmatch.metrics import install_metrics
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from aidmatch.scheduler import build_scheduler
@@ -87,6 +89,9 @@ def create_app(
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.sender = sender if sender is not None else make_sender(settings)
     app.state.sms_bucket = TokenBucket(settings.sms_rate_per_s)
+    app.state.post_limiter, app.state.sms_limiter = make_limiters(settings)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    install_metrics(app, app.state.sessionmaker)
     app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
 
     install_error_handlers(app)

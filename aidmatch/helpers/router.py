@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from aidmatch.database import SessionDep
 from aidmatch.deps import Coordinator, SettingsDep
 from aidmatch.errors import ConflictError
 from aidmatch.helpers import service
 from aidmatch.helpers.schemas import HelperCreated, HelperFull, HelperIn
+from aidmatch.limits import limit_public_posts
 from aidmatch.query import PageDep
 from aidmatch.schemas import Page, RowId
 
@@ -19,7 +20,13 @@ def task_link(settings_public_url: str, secret: str | None) -> str | None:
     return f"{settings_public_url.rstrip('/')}/tasks/{secret}" if secret else None
 
 
-@router.post("", status_code=201, response_model=HelperCreated, responses={409: {"description": "phone taken"}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=HelperCreated,
+    responses={409: {"description": "phone taken"}},
+    dependencies=[Depends(limit_public_posts)],
+)
 def register_helper(helper_in: HelperIn, session: SessionDep, settings: SettingsDep) -> HelperCreated:
     """Register as a helper. A phone already registered is refused (409) without showing its helper."""
     helper, secret = service.register(session=session, helper_in=helper_in)

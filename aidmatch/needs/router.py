@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import Coordinator, GeocoderDep, LiveIndexDep, OptionalPrincipal, SettingsDep, TokenHolder
 from aidmatch.enums import NeedStatus, Source, Urgency
+from aidmatch.limits import limit_public_posts
 from aidmatch.matches import proposals
 from aidmatch.messages import notices
 from aidmatch.needs import service
@@ -20,7 +21,7 @@ from aidmatch.schemas import Page, RowId
 router = APIRouter(prefix="/api/needs", tags=["needs"])
 
 
-@router.post("", status_code=201, response_model=NeedCreated)
+@router.post("", status_code=201, response_model=NeedCreated, dependencies=[Depends(limit_public_posts)])
 def create_need(
     need_in: NeedIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep, live: LiveIndexDep
 ) -> NeedCreated:
@@ -62,7 +63,7 @@ def get_need_by_code(code: Annotated[str, Path(max_length=32)], session: Session
     return NeedPublic.model_validate(service.get_by_code(session=session, code=code))
 
 
-@router.post("/code/{code}/confirm", response_model=NeedPublic)
+@router.post("/code/{code}/confirm", response_model=NeedPublic, dependencies=[Depends(limit_public_posts)])
 def confirm_need_by_code(
     code: Annotated[str, Path(max_length=32)], session: SessionDep, settings: SettingsDep
 ) -> NeedPublic:

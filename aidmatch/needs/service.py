@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, Source, Urgency
-from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError
+from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.matches.models import Match
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
@@ -53,7 +53,20 @@ class NeedFilters:
 def create(
     *, session: Session, need_in: NeedIn, settings: Settings, geocoder: Geocoder, source: Source = Source.api
 ) -> Need:
-    """Store a new open need, geocoding its address when it came without coordinates."""
+    """Store a new open need, geocoding its address when it came without coordinates.
+
+    A phone with ``max_open_needs_per_phone`` open needs already is refused (429).
+    """
+    if need_in.contact_phone is not None:
+        open_count = session.scalar(
+            select(func.count(Need.id)).where(
+                Need.contact_phone == need_in.contact_phone, Need.status.in_(OPEN_NEED_STATUSES)
+            )
+        )
+        if (open_count or 0) >= settings.max_open_needs_per_phone:
+            raise TooManyRequestsError(
+                f"this phone already has {open_count} open needs; close one (DONE <code>) or call a coordinator"
+            )
     lat, lon, accuracy_m = need_in.lat, need_in.lon, need_in.location_accuracy_m
     if lat is None or lon is None:
         assert need_in.address is not None  # the schema guarantees one or the other

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep
 from aidmatch.deps import GeocoderDep, SettingsDep, TokenHolder
 from aidmatch.enums import OfferStatus
 from aidmatch.helpers.router import task_link
+from aidmatch.limits import limit_public_posts
 from aidmatch.offers import service
 from aidmatch.offers.schemas import OfferCreated, OfferIn, OfferOut
 from aidmatch.query import BBoxDep, PageDep
@@ -19,7 +20,7 @@ from aidmatch.schemas import MAX_ROW_ID, Page, RowId
 router = APIRouter(prefix="/api/offers", tags=["offers"])
 
 
-@router.post("", status_code=201, response_model=OfferCreated)
+@router.post("", status_code=201, response_model=OfferCreated, dependencies=[Depends(limit_public_posts)])
 def create_offer(offer_in: OfferIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep) -> OfferCreated:
     """Offer help. Anyone may; a new phone number registers a new helper."""
     offer, secret = service.create(session=session, offer_in=offer_in, geocoder=geocoder)

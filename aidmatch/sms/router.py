@@ -13,7 +13,7 @@ from aidmatch.config import Settings
 from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import GeocoderDep, LiveIndexDep, SettingsDep
 from aidmatch.enums import MessageDirection, MessageStatus
-from aidmatch.errors import ForbiddenError
+from aidmatch.errors import ForbiddenError, TooManyRequestsError
 from aidmatch.messages.models import Message
 from aidmatch.sms import service
 from aidmatch.sms.signature import public_request_url, valid_signature
@@ -66,7 +66,12 @@ def _twiml(text: str | None) -> Response:
 
 @router.post("/inbound", response_class=Response, responses={200: {"content": {"application/xml": {}}}})
 def inbound(
-    form: SignedForm, session: SessionDep, settings: SettingsDep, live: LiveIndexDep, geocoder: GeocoderDep
+    request: Request,
+    form: SignedForm,
+    session: SessionDep,
+    settings: SettingsDep,
+    live: LiveIndexDep,
+    geocoder: GeocoderDep,
 ) -> Response:
     """Twilio's incoming-message webhook: store, understand, act, answer with TwiML.
 
@@ -82,6 +87,12 @@ def inbound(
     phone = service.normalize_sender(fields.get("From", ""), settings.default_region)
     message = service.store_inbound(session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now)
     session.commit()  # the raw message is kept whatever happens next
+    try:
+        request.app.state.sms_limiter.check(phone, "messages from this phone")
+    except TooManyRequestsError:
+        message.parsed = {"rate_limited": True}  # kept for the coordinators, not acted on
+        session.commit()
+        raise
     try:
         result = service.handle(
             session=session, settings=settings, live=live, geocoder=geocoder, message=message, now=now

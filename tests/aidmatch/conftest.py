@@ -23,7 +23,15 @@ def gazetteer() -> GazetteerGeocoder:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, public_url="http://testserver", scheduler_enabled=False, _env_file=None)
+    # Limits far above what tests post; tests of the limits set their own.
+    return Settings(
+        database_url=database_url,
+        public_url="http://testserver",
+        scheduler_enabled=False,
+        public_post_burst=100_000,
+        sms_per_phone_burst=100_000,
+        _env_file=None,
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,100 @@
+"""Abuse limits (429 with Retry-After, 413) and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from twilio.request_validator import RequestValidator
+
+from aidmatch.config import Settings
+from aidmatch.main import create_app
+from aidmatch.messages.models import Message
+from aidmatch.needs.models import Need
+from geo.geocoding import GazetteerGeocoder
+
+SHAPE = {"type", "title", "status", "detail", "errors"}
+
+
+@pytest.fixture
+def strict(settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
+    tight = settings.model_copy(
+        update={
+            "public_post_burst": 5,
+            "public_post_per_min": 60,
+            "sms_per_phone_burst": 2,
+            "max_request_bytes": 4096,
+            "max_open_needs_per_phone": 3,
+            "twilio_auth_token": SecretStr("tok"),
+        }
+    )
+    with TestClient(create_app(tight, geocoder=gazetteer)) as client:
+        yield client
+
+
+def _need(k: int, **kw: object) -> dict[str, object]:
+    return {"category": "food", "lat": 54.6 + k * 1e-3, "lon": 39.7, **kw}
+
+
+def test_rapid_public_posts_get_429_with_retry_after(strict: TestClient, db: Session) -> None:
+    codes = [strict.post("/api/needs", json=_need(k)).status_code for k in range(12)]
+    assert codes[:5] == [201] * 5
+    assert 429 in codes
+    refused = strict.post("/api/needs", json=_need(99))
+    assert refused.status_code == 429
+    assert set(refused.json()) == SHAPE
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert db.scalar(select(func.count(Need.id))) == codes.count(201)  # refused posts wrote nothing
+    # Offers and helper sign-ups count against the same client.
+    assert strict.post("/api/helpers", json={"name": "x", "phone": "+79161112233"}).status_code == 429
+    # Another client (behind no proxy: another address) is not affected; reading is not limited.
+    assert strict.get("/healthz").status_code == 200
+
+
+def test_a_phone_may_hold_only_so_many_open_needs(
+    settings: Settings, gazetteer: GazetteerGeocoder, db: Session
+) -> None:
+    few = settings.model_copy(update={"max_open_needs_per_phone": 3})
+    with TestClient(create_app(few, geocoder=gazetteer)) as client:
+        codes = [client.post("/api/needs", json=_need(k, contact_phone="+79261234567")).status_code for k in range(4)]
+        assert codes == [201, 201, 201, 429]
+        assert "open needs" in client.post("/api/needs", json=_need(5, contact_phone="+79261234567")).json()["detail"]
+        assert client.post("/api/needs", json=_need(6, contact_phone="+79261234568")).status_code == 201
+
+
+def test_oversized_bodies_get_413(strict: TestClient, db: Session) -> None:
+    big = strict.post("/api/needs", json=_need(1, description="я" * 5000))
+    assert big.status_code == 413
+    assert set(big.json()) == SHAPE
+    assert db.scalar(select(func.count(Need.id))) == 0
+
+
+def test_sms_floods_from_one_phone_are_kept_but_not_acted_on(strict: TestClient, db: Session) -> None:
+    url = "http://testserver/sms/inbound"
+    codes = []
+    for k in range(4):
+        form = {"MessageSid": f"SMflood{k:026d}", "From": "+79161234567", "Body": "нужна вода, Рязань"}
+        signature = RequestValidator("tok").compute_signature(url, form)
+        codes.append(strict.post("/sms/inbound", data=form, headers={"X-Twilio-Signature": signature}).status_code)
+    assert codes[:2] == [200, 200]
+    assert 429 in codes
+    assert db.scalar(select(func.count(Message.id))) == 4  # every message kept
+    assert db.scalar(select(func.count(Need.id))) == codes.count(200)
+
+
+def test_metrics_in_prometheus_format(client: TestClient) -> None:
+    assert client.post("/api/needs", json=_need(1)).status_code == 201
+    client.get("/api/needs/1")
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'aidmatch_http_requests_total{method="POST",route="/api/needs",status="201"} 1.0' in text
+    assert 'route="/api/needs/{need_id}"' in text  # route templates, not raw paths
+    assert 'aidmatch_open_needs{category="food",urgency="normal"} 1.0' in text
+    assert "aidmatch_http_request_seconds_bucket" in text
+    assert "aidmatch_match_runs" in text
