@@ -273,6 +273,11 @@ _RU_REGIONS: dict[str, tuple[str, ...]] = {
     "91": ("Красноярский", "Krasnoyarsk"),
     "92": ("Камчатский", "Камчатка", "Kamchatka"),
     "93": ("Забайкальский", "Забайкалье", "Zabaykalsky", "Zabaykalye", "Transbaikal"),
+    # Not RU admin1 codes: GeoNames files these towns under UA (admin1 11 and 20), so the RU
+    # gazetteer has none of them. A hint naming them then lowers the confidence of whatever
+    # namesake elsewhere is found, instead of being silently ignored.
+    "UA.11": ("Крым", "Crimea", "Krym"),
+    "UA.20": ("Севастополь", "Sevastopol"),
 }
 
 # Words that name the kind of region, not the region: dropped before the name is looked up.
@@ -484,7 +489,6 @@ class Geocoder(Protocol):
 _DECLENSION_FACTOR = 0.9
 _FUZZY_FACTOR = 0.7
 _HINT_MISSED_FACTOR = 0.6
-_SAME_REGION_NAMESAKE_FACTOR = 0.9
 _IN_TEXT_FACTOR = 0.85  # found inside a free-text message rather than given as a place
 _FUZZY_MIN_LETTERS = 6
 
@@ -579,7 +583,10 @@ class GazetteerGeocoder:
             pops = np.maximum(places.population[list(idx)], 1).astype(np.float64)
             confidence *= 0.4 + 0.5 * float(pops[0] / pops.sum())
         elif len(idx) > 1:
-            confidence *= _SAME_REGION_NAMESAKE_FACTOR
+            # Namesakes in one region are nearer each other, but GeoNames often lists a town
+            # twice with similar populations: doubt grows as the race gets closer.
+            pops = np.maximum(places.population[list(idx)], 1).astype(np.float64)
+            confidence *= 0.6 + 0.35 * float(pops[0] / pops.sum())
         return GeocodeResult(
             lat_deg=float(places.lat_deg[best]),
             lon_deg=float(places.lon_deg[best]),
@@ -598,16 +605,16 @@ class GazetteerGeocoder:
         written inside the query is used when no hint is given.
         """
         hint = region_code(region_hint, self._country) if region_hint else None
-        best: tuple[float, GeocodeResult] | None = None
-        for place_tokens, region in self._readings(query):
+        best: tuple[int, float, GeocodeResult] | None = None
+        for tier, place_tokens, region in self._readings(query):
             hit = self._lookup(place_tokens, index=self._index, fuzzy=True)
             if hit is None:
                 continue
             result = self._result(hit, hint or region)
-            if best is None or result.confidence > best[0]:
-                best = (result.confidence, result)
+            if best is None or (-tier, result.confidence) > (-best[0], best[1]):
+                best = (tier, result.confidence, result)
         if best is not None:
-            return best[1]
+            return best[2]
         # An SMS-like query («срочно вода Белоомут»): look for a place name inside it.
         in_text = self.find_in_text(query, region_hint=region_hint)
         if in_text is not None:
@@ -618,23 +625,29 @@ class GazetteerGeocoder:
     def _country(self) -> str:
         return self._places.country[0] if len(self._places) else "RU"
 
-    def _readings(self, query: str) -> list[tuple[list[str], str | None]]:
-        """(place words, region code) pairs a query can mean, most literal first."""
+    def _readings(self, query: str) -> list[tuple[int, list[str], str | None]]:
+        """(tier, place words, region code) readings of a query; tier 0 is tried before tier 1.
+
+        Tier 1 reads a part that names a region as the place («Белогорск, Крым»: a village
+        Крым exists), for when nothing else in the query is a place.
+        """
         parts = [fold(p).split() for p in re.split(r"[,;()\[\]/]+", query)]
         parts = [p for p in parts if p and p[0] not in _STREET_WORDS and not any(t.isdigit() for t in p[:1])]
         regions = [region_code(" ".join(p), self._country) for p in parts]
-        readings: list[tuple[list[str], str | None]] = []
+        readings: list[tuple[int, list[str], str | None]] = []
         for k, part in enumerate(parts):
             others = [r for j, r in enumerate(regions) if j != k and r is not None]
-            region = others[0] if others else None
-            readings.append((part, region))
+            tier = 1 if regions[k] is not None and len(parts) > 1 else 0
+            if tier == 1 and _has_region_type_word(part):
+                continue  # «Респ Крым» is a region, whatever village is called Крым
+            readings.append((tier, part, others[0] if others else None))
             # «Рязань Рязанская обл.», «Московская обл. Воскресенск»: a region inside one part.
             for cut in range(1, len(part)):
                 head, tail = part[:cut], part[cut:]
                 for name, where in ((head, tail), (tail, head)):
                     code = region_code(" ".join(where), self._country)
                     if code is not None and (_has_region_type_word(where) or len(parts) == 1):
-                        readings.append((name, code))
+                        readings.append((tier, name, code))
         return readings
 
     def find_in_text(self, text: str, *, region_hint: str | None = None) -> GeocodeResult | None:
@@ -661,6 +674,14 @@ class GazetteerGeocoder:
                 if code is not None:
                     hint = hint or code
                     blocked.update(range(i - size, i + 1))
+                    continue
+                # «Респ. Татарстан», «Республика Саха»: the name after the kind of region.
+                two = _region_keys().get(_region_key(words[i + 1 : i + 3])) if i + 2 < len(words) else None
+                one = region_code(words[i + 1], self._country) if i + 1 < len(words) else None
+                size, code = (2, two) if two is not None else (1, one)
+                if code is not None:
+                    hint = hint or code
+                    blocked.update(range(i, i + size + 1))
             if word in _STREET_WORDS:
                 # The street name: up to two words, up to the house number.
                 for j in range(i + 1, min(i + 3, len(words))):

@@ -272,3 +272,13 @@ def test_geocode_reads_a_place_out_of_an_sms_like_query(gazetteer: GazetteerGeoc
     hit = gazetteer.geocode("срочно вода Белоомут")
     assert _at(hit, BELOOMUT)
     assert hit.confidence < 1.0
+
+
+def test_a_written_region_is_never_read_as_a_village(gazetteer: GazetteerGeocoder) -> None:
+    # GeoNames files Crimea under UA, so the RU gazetteer has no Ялта; a village named Крым
+    # (Ростовская обл.) must not answer for «Респ Крым».
+    with pytest.raises(PlaceNotFoundError):
+        gazetteer.geocode("Ялта, Респ Крым")
+    assert gazetteer.find_in_text("Респ. Крым, нужна вода") is None
+    # Without the kind of region, the name alone is still a place.
+    assert gazetteer.geocode("Крым").admin1 == "61"
