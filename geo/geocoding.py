@@ -464,6 +464,7 @@ STOP_WORDS = frozenset(
     заря мир дно луч берег победа свобода рассвет дача дачи поле лес степь озеро река пруд мост
     школа больница центр отдел дорога тупик ленина мира ура октябрь май новый новая
     help please need needs urgent water food medicine doctor children people family house home fire smoke
+    never buy progress chad gary linda bor yar
     car truck evacuation shelter tent clothes blanket power gas road bridge school hospital street
     we us our you they there here now today tomorrow thanks thank yes no ok sos lima mira victoria
     """
@@ -659,7 +660,12 @@ class GazetteerGeocoder:
         to be place names somewhere (``STOP_WORDS``), street names after «ул.» and numbers are
         never taken for a place.
         """
-        words = fold(text).split()
+        raw = [w for w in re.findall(r"\w+", text) if fold(w)]
+        words = [fold(w) for w in raw]
+        # In a Latin-script message with capitals, a place name is capitalised: «never» is not
+        # Невер, «buy» is not Буй. All-lowercase messages get no such help.
+        capitalised = [w[0].isupper() for w in raw]
+        mixed_case = any(c.isupper() for c in text) and not text.isupper()
         hint = region_code(region_hint, self._country) if region_hint else None
         # Regions written with their kind («Московская обл.», «Рязанской области») hint and are
         # no place themselves.
@@ -698,7 +704,13 @@ class GazetteerGeocoder:
                     continue  # the shorter run without the preposition is tried on its own
                 if gram[0] in STOP_WORDS or gram[-1] in STOP_WORDS or len("".join(gram)) < 3:
                     continue
-                hit = self._lookup(gram, index=self._text_index, fuzzy=len(gram[-1]) >= _FUZZY_MIN_LETTERS + 1)
+                latin = not any(_CYRILLIC.search(t) for t in gram)
+                if latin and mixed_case and not all(capitalised[i : i + size]):
+                    continue
+                # Typos only in Cyrillic words: English words are too often one edit from a
+                # transliterated village (agronomy → Агроном, saharan → Шаран).
+                fuzzy = not latin and len(gram[-1]) >= _FUZZY_MIN_LETTERS + 1
+                hit = self._lookup(gram, index=self._text_index, fuzzy=fuzzy)
                 if hit is None:
                     continue
                 result = self._result(hit, hint, factor=_IN_TEXT_FACTOR)
