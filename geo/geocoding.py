@@ -500,7 +500,6 @@ class _Hit:
 
     idx: tuple[int, ...]
     quality: float  # 1 exact, _DECLENSION_FACTOR, _FUZZY_FACTOR
-    tokens: int  # words of the matched name, for preferring longer names in free text
 
 
 class GazetteerGeocoder:
@@ -550,12 +549,12 @@ class GazetteerGeocoder:
             return None
         key = " ".join(tokens)
         if key in index:
-            return _Hit(index[key], 1.0, len(tokens))
+            return _Hit(index[key], 1.0)
         found: set[int] = set()
         for nominative in _nominatives(tokens):
             found.update(index.get(nominative, ()))
         if found:
-            return _Hit(self._by_population(found), _DECLENSION_FACTOR, len(tokens))
+            return _Hit(self._by_population(found), _DECLENSION_FACTOR)
         if not fuzzy or sum(len(t) for t in tokens) < _FUZZY_MIN_LETTERS:
             return None
         for candidate in [key, *_nominatives(tokens)]:
@@ -564,7 +563,7 @@ class GazetteerGeocoder:
                 if _osa_distance(candidate, k) <= 1:
                     found.update(index.get(k, ()))
             if found:
-                return _Hit(self._by_population(found), _FUZZY_FACTOR, len(tokens))
+                return _Hit(self._by_population(found), _FUZZY_FACTOR)
         return None
 
     def _result(self, hit: _Hit, region: str | None, *, factor: float = 1.0) -> GeocodeResult:
@@ -657,8 +656,10 @@ class GazetteerGeocoder:
         Scans runs of 1-3 words (in any case, after prepositions) for settlement names and
         prefers the longest name, then one in the region the text or ``region_hint`` names, then
         an exact spelling, then the largest population. Common words of aid requests that happen
-        to be place names somewhere (``STOP_WORDS``), street names after «ул.» and numbers are
-        never taken for a place.
+        to be place names somewhere (``STOP_WORDS``), street names after «ул.», numbers and
+        regions written with their kind («Московская обл.», which become the region hint) are
+        never taken for a place. Latin words must match exactly (no typos) and, in mixed-case
+        text, be capitalised.
         """
         raw = [w for w in re.findall(r"\w+", text) if fold(w)]
         words = [fold(w) for w in raw]
@@ -827,7 +828,8 @@ class OnlineGeocoder:
 
     def _ask(self, query: str, region_hint: str | None) -> GeocodeResult | None:
         text = f"{query}, {region_hint}" if region_hint and not region_hint.strip().isdigit() else query
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         try:
             location = self._limited(text, exactly_one=True, timeout=self._timeout_s, **self._query_kwargs)
         except Exception as exc:
@@ -873,7 +875,8 @@ class OnlineGeocoder:
             except GeocodingError:
                 pass
             else:
-                self.fallbacks += 1
+                with self._lock:
+                    self.fallbacks += 1
                 return result
         if failure is not None:
             raise failure
