@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import text
 
 from aidmatch import __version__
-from aidmatch.config import Settings
+from aidmatch.config import GeocoderKind, Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
 from aidmatch.errors import install_error_handlers
@@ -26,21 +26,36 @@ from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from aidmatch.scheduler import build_scheduler
 from aidmatch.sms.router import router as sms_router
-from geo.geocoding import GazetteerGeocoder, Geocoder, load_places
+from geo.geocoding import GazetteerGeocoder, Geocoder, load_places, make_online_geocoder
 from notifications.ratelimit import TokenBucket
 from notifications.senders import Sender
 
 
 def make_geocoder_factory(settings: Settings) -> Callable[[], Geocoder]:
-    """A thread-safe lazy geocoder: the gazetteer takes seconds to load, so only on first use."""
+    """A thread-safe lazy geocoder: the gazetteer takes seconds to load, so only on first use.
+
+    ``settings.geocoder == "nominatim"`` puts Nominatim (rate-limited, cached) in front of the
+    gazetteer; building it sends nothing over the network, only geocoding does.
+    """
     lock = threading.Lock()
     built: list[Geocoder] = []
+
+    def build() -> Geocoder:
+        gazetteer = GazetteerGeocoder(load_places(settings.default_region))
+        if settings.geocoder == GeocoderKind.nominatim:
+            return make_online_geocoder(
+                user_agent=settings.nominatim_user_agent,
+                url=settings.nominatim_url,
+                fallback=gazetteer,
+                country=settings.default_region,
+            )
+        return gazetteer
 
     def factory() -> Geocoder:
         if not built:
             with lock:
                 if not built:
-                    built.append(GazetteerGeocoder(load_places(settings.default_region)))
+                    built.append(build())
         return built[0]
 
     return factory

@@ -19,3 +19,23 @@ class IndexInputError(GeoError, ValueError):
 
 class UnknownIdError(GeoError, LookupError):
     """An id asked to be removed is not in the index."""
+
+
+class PlaceNotFoundError(GeocodingError):
+    """No settlement matches the query (the service answered, or the gazetteer has no such name)."""
+
+
+class GeocoderUnavailableError(GeocodingError, ConnectionError):
+    """The online geocoder could not be reached or answered with a server error."""
+
+
+class GeocoderTimeoutError(GeocoderUnavailableError, TimeoutError):
+    """The online geocoder did not answer within the timeout."""
+
+
+class GeocoderQuotaError(GeocodingError, RuntimeError):
+    """The online geocoder refused the request: rate limit or quota exceeded."""
+
+
+class GeocoderServiceError(GeocodingError, RuntimeError):
+    """The online geocoder rejected the request or sent an answer we could not read."""
