@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     max_offer_radius_km: Annotated[float, Field(gt=0, le=2000)] = 500.0
 
     # Abuse and load limits (per worker).
-    public_post_per_min: Annotated[float, Field(gt=0)] = 60.0  # public POSTs per client address
-    public_post_burst: Annotated[float, Field(ge=1)] = 20.0
+    public_post_per_min: Annotated[float, Field(gt=0)] = 120.0  # public POSTs per client address
+    public_post_burst: Annotated[float, Field(ge=1)] = 60.0
     trust_forwarded_for: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's first hop
     sms_per_phone_per_min: Annotated[float, Field(gt=0)] = 6.0  # inbound SMS acted on per phone
     sms_per_phone_burst: Annotated[float, Field(ge=1)] = 10.0
