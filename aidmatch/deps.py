@@ -73,3 +73,7 @@ def get_live_index(request: Request) -> LiveOfferIndex:
 
 
 LiveIndexDep = Annotated[LiveOfferIndex, Depends(get_live_index)]
+
+
+# For routes open to anyone that show more to a token holder: the token is optional in OpenAPI.
+OPTIONAL_BEARER: dict[str, object] = {"security": [{}, {"HTTPBearer": []}]}

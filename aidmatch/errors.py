@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -81,13 +84,41 @@ class PayloadTooLargeError(AidmatchError):
     title = "Payload too large"
 
 
+class Problem(BaseModel):
+    """Every 4xx/5xx answer (RFC 9457 problem details); ``errors`` lists field problems."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]]
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": {PROBLEM_JSON: {}}}
+
+
+# Declared for every route in the OpenAPI schema, so clients (and the fuzzer) know the error shape.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("Bad request"),
+    401: _documented("A bearer token is needed (or was not recognised)"),
+    403: _documented("Not allowed for this caller"),
+    404: _documented("Not found"),
+    409: _documented("Conflict with the current state"),
+    413: _documented("Request body too large"),
+    422: _documented("Invalid input"),
+    429: _documented("Too many requests; see Retry-After"),
+    500: _documented("Internal error"),
+}
+
+
 def problem(
     status: int,
     type_: str,
     title: str,
     detail: str,
     errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "type": f"/errors/{type_}",
@@ -109,6 +140,20 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         # Never echo the input back: it may be a megabyte of text or someone's phone number.
         out.append({"field": ".".join(loc) or None, "message": str(err.get("msg", "invalid")), "type": err.get("type")})
     return out
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI schema documents for the request's path."""
+    app = request.app
+    patterns: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allowed_methods", None)
+    if patterns is None:
+        patterns = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"), [m.upper() for m in ops])
+            for path, ops in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allowed_methods = patterns
+    path = request.url.path
+    return sorted({m for pattern, methods in patterns if pattern.match(path) for m in methods})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -137,7 +182,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {401: "Authentication required", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
         title = titles.get(exc.status_code, "Error")
-        return problem(exc.status_code, title.lower().replace(" ", "-"), title, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette lists only the methods of the first route on the path; list them all.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problem(exc.status_code, title.lower().replace(" ", "-"), title, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ from aidmatch import __version__
 from aidmatch.config import GeocoderKind, Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
-from aidmatch.errors import install_error_handlers
+from aidmatch.errors import PROBLEM_RESPONSES, install_error_handlers
 from aidmatch.helpers.router import router as helpers_router
 from aidmatch.limits import BodySizeLimit, make_limiters
 from aidmatch.matches.live import LiveOfferIndex
@@ -96,6 +96,7 @@ def create_app(
         version=__version__,
         summary="Disaster mutual-aid matching: needs, offers, helpers, matches.",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from aidmatch.database import SessionDep, utcnow
-from aidmatch.deps import Coordinator, LiveIndexDep, OptionalPrincipal
+from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, OptionalPrincipal
 from aidmatch.enums import MatchStatus
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
@@ -80,7 +80,7 @@ def _act(
     return MatchOut.model_validate(match)
 
 
-@router.post("/matches/{match_id}/accept", response_model=MatchOut)
+@router.post("/matches/{match_id}/accept", response_model=MatchOut, openapi_extra=OPTIONAL_BEARER)
 def accept_match(
     match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
 ) -> MatchOut:
@@ -97,7 +97,7 @@ def accept_match(
     return _act(accept_and_tell, match_id, session, principal, action)
 
 
-@router.post("/matches/{match_id}/decline", response_model=MatchOut)
+@router.post("/matches/{match_id}/decline", response_model=MatchOut, openapi_extra=OPTIONAL_BEARER)
 def decline_match(
     match_id: RowId,
     session: SessionDep,
@@ -109,7 +109,7 @@ def decline_match(
     return _act(partial(service.decline, live=live), match_id, session, principal, action)
 
 
-@router.post("/matches/{match_id}/complete", response_model=MatchOut)
+@router.post("/matches/{match_id}/complete", response_model=MatchOut, openapi_extra=OPTIONAL_BEARER)
 def complete_match(
     match_id: RowId, session: SessionDep, principal: OptionalPrincipal, action: MatchAction | None = None
 ) -> MatchOut:

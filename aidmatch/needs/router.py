@@ -8,7 +8,15 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep, utcnow
-from aidmatch.deps import Coordinator, GeocoderDep, LiveIndexDep, OptionalPrincipal, SettingsDep, TokenHolder
+from aidmatch.deps import (
+    OPTIONAL_BEARER,
+    Coordinator,
+    GeocoderDep,
+    LiveIndexDep,
+    OptionalPrincipal,
+    SettingsDep,
+    TokenHolder,
+)
 from aidmatch.enums import NeedStatus, Source, Urgency
 from aidmatch.limits import limit_public_posts
 from aidmatch.matches import proposals
@@ -81,7 +89,7 @@ def confirm_need(need_id: RowId, session: SessionDep, settings: SettingsDep, _: 
     return NeedFull.model_validate(need)
 
 
-@router.get("/{need_id}", response_model=NeedFull | NeedPublic)
+@router.get("/{need_id}", response_model=NeedFull | NeedPublic, openapi_extra=OPTIONAL_BEARER)
 def get_need(need_id: RowId, session: SessionDep, principal: OptionalPrincipal) -> NeedFull | NeedPublic:
     """One need; contact data only for coordinators."""
     need = service.get(session=session, need_id=need_id)
