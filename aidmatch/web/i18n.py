@@ -46,6 +46,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "Fill in the form. Only the coordinator and the volunteer who takes your request see your phone number.",
     ),
     "what_needed": ("Что нужно", "What is needed"),
+    "choose": ("— выберите —", "— choose —"),
     "quantity": ("Сколько (человек, штук, мест)", "How many (people, items, places)"),
     "urgency": ("Срочность", "Urgency"),
     "urgency_critical": ("Угроза жизни", "Life in danger"),
@@ -212,7 +213,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "needs_layer": ("Заявки", "Needs"),
     "open_needs": ("Открытые заявки", "Open needs"),
     "unmet_summary": (
-        "Без помощника: {needs} заявок ({units} ед.); самая старая ждёт {age}.",
+        "Без помощника: заявок — {needs}, единиц — {units}; самая старая ждёт {age}.",
         "Without a helper: {needs} needs ({units} units); the oldest has waited {age}.",
     ),
     "unmet_none": (
