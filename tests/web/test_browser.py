@@ -233,3 +233,37 @@ def test_keyboard_only_need_form_and_login(live: Live, browser: Browser) -> None
     page.goto(live.base + "/dashboard?lang=en")
     expect(page.locator("h1")).to_have_text("Coordinator dashboard")
     page.close()
+
+
+def test_dashboard_groups_close_needs_and_refreshes_itself(live: Live, browser: Browser) -> None:
+    """Zoomed out, needs a few km apart show as one badge; a click zooms in; new needs appear without a reload."""
+    ctx = browser.new_context(extra_http_headers={"Authorization": f"Bearer {live.token}"})
+    api = ctx.request
+    for k in range(3):
+        r = api.post(
+            live.base + "/api/needs",
+            data={
+                "category": "animals",
+                "lat": 54.60 + 0.01 * k,
+                "lon": 39.70,
+                "urgency": "critical" if k else "normal",
+            },
+        )
+        assert r.status == 201
+    page = ctx.new_page()
+    page.goto(live.base + "/dashboard?category=animals")
+    expect(page.locator("#map")).to_have_attribute("data-needs", "3")
+    badge = page.locator("#map .cluster")
+    expect(badge).to_have_count(1)
+    expect(badge).to_have_text("3")
+    expect(badge).to_have_class(re.compile("urgency-critical"))  # the badge shows the worst urgency
+    shot(page, "dashboard-cluster")
+    badge.click()
+    expect(page.locator("#map .need-marker")).to_have_count(3)
+
+    code = api.post(live.base + "/api/needs", data={"category": "animals", "lat": 54.9, "lon": 39.9}).json()["code"]
+    expect(page.locator("#open-needs")).not_to_contain_text(code)
+    page.evaluate("() => window.aidmatchRefresh()")
+    expect(page.locator("#open-needs")).to_contain_text(code)
+    expect(page.locator("#map")).to_have_attribute("data-needs", "4")
+    ctx.close()

@@ -100,7 +100,7 @@
     if (!box || box.contains(document.activeElement)) { return; }
     var sep = query ? "&" : "?";
     fetch("/dashboard" + query + sep + "fragment=tables", { credentials: "same-origin" })
-      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
+      .then(function (r) { if (!r.ok || r.redirected) { throw new Error(r.status); } return r.text(); })
       .then(function (html) { box.innerHTML = html; })
       .catch(function () {});
   }
@@ -123,5 +123,7 @@
   map.on("moveend", drawLabels);
   map.on("zoomend", draw);
   load();
-  setInterval(function () { if (!document.hidden) { load(); refreshTables(); } }, REFRESH_MS);
+  function refresh() { load(); refreshTables(); }
+  window.aidmatchRefresh = refresh;  // also lets the browser tests refresh without waiting
+  setInterval(function () { if (!document.hidden) { refresh(); } }, REFRESH_MS);
 })();
