@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -68,7 +69,7 @@ def render(request: Request, template: str, context: dict[str, Any], *, status_c
 
     query = dict(request.query_params)
     other = "en" if lang == "ru" else "ru"
-    switch_url = request.url.path + "?" + "&".join(f"{k}={v}" for k, v in {**query, "lang": other}.items())
+    switch_url = request.url.path + "?" + urlencode({**query, "lang": other})
     base = {
         "request": request,
         "lang": lang,
@@ -336,13 +337,14 @@ def _dashboard_context(
     filters, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
     stats = matches_service.unmet_stats(session=session, live=live, now=now)
     unmet, unmet_total = matches_service.unmet_needs(session=session, live=live, now=now, reasons=(), page=UNMET_PAGE)
-    if filters.category or filters.urgency:
-        unmet = [
-            u
-            for u in unmet
-            if (filters.category is None or u["category"] == filters.category.value)
-            and (filters.urgency is None or u["urgency"] == filters.urgency.value)
-        ]
+    max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
+    unmet = [
+        u
+        for u in unmet
+        if (filters.category is None or u["category"] == filters.category.value)
+        and (filters.urgency is None or u["urgency"] == filters.urgency.value)
+        and (max_age_s is None or float(u["age_s"]) <= max_age_s)  # type: ignore[arg-type]
+    ]
     counts: dict[tuple[str, str], int] = {}
     for g in stats["groups"]:  # type: ignore[attr-defined]
         key = (g["category"], g["urgency"])
@@ -352,7 +354,7 @@ def _dashboard_context(
         "principal": principal,
         "csrf": csrf_token(request, principal),
         "chosen": chosen,
-        "filter_query": "&".join(f"{k}={v}" for k, v in chosen.items()),
+        "filter_query": urlencode(chosen),
         "stats": stats,
         "counts": counts,
         "count_categories": sorted({c for c, _ in counts}, key=lambda c: list(Category).index(Category(c))),

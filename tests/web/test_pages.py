@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.database import utcnow
@@ -238,7 +239,9 @@ def test_cookie_login_opens_the_dashboard(client: TestClient, coordinator_header
     assert client.get("/dashboard", follow_redirects=False).status_code == 303
 
 
-def test_dashboard_shows_needs_counts_and_reasons(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+def test_dashboard_shows_needs_counts_and_reasons(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
     code = _post_need(client)
     critical = _post_need(client, category="medicine", urgency="critical", address="Рязань")
     page = client.get("/dashboard", headers=coordinator_headers)
@@ -261,6 +264,16 @@ def test_dashboard_shows_needs_counts_and_reasons(client: TestClient, coordinato
     assert fragment.status_code == 200
     assert "<html" not in fragment.text
     assert code in fragment.text
+
+    # The age filter: a need posted five hours ago drops out of the map, the table and the unmet list.
+    db.execute(update(Need).where(Need.code == critical).values(created_at=utcnow() - timedelta(hours=5)))
+    db.commit()
+    recent = client.get("/dashboard?max_age_h=1", headers=coordinator_headers).text
+    tables = recent.split('id="open-needs"')[1].split('id="sms-h"')[0]  # open and unmet tables, not the SMS log
+    assert code in tables
+    assert critical not in tables
+    recent_data = client.get("/dashboard/data.json?max_age_h=1", headers=coordinator_headers).json()
+    assert [p["code"] for p in recent_data["needs"]] == [code]
 
 
 def test_emergency_switch_needs_the_form_token(client: TestClient, coordinator_headers: dict[str, str]) -> None:
