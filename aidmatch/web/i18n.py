@@ -152,8 +152,8 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "tasks_title": ("Мои задачи", "My tasks"),
     "tasks_intro": ("Здравствуйте, {name}! Это ваша личная страница.", "Hello, {name}! This is your private page."),
     "no_tasks": (
-        "Пока задач нет. Страница обновляется сама; можно закрыть её и вернуться позже.",
-        "No tasks yet. Come back later.",
+        "Пока задач нет. Загляните позже: новые задачи приходят и по SMS.",
+        "No tasks yet. Come back later: new tasks also come by SMS.",
     ),
     "distance": ("Расстояние", "Distance"),
     "km": ("{km} км", "{km} km"),
