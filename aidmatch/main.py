@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from sqlalchemy import text
 
 from aidmatch import __version__
@@ -15,6 +14,7 @@ from aidmatch.config import GeocoderKind, Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
 from aidmatch.errors import PROBLEM_RESPONSES, install_error_handlers
+from aidmatch.exports.router import router as exports_router
 from aidmatch.helpers.router import router as helpers_router
 from aidmatch.limits import BodySizeLimit, make_limiters
 from aidmatch.matches.live import LiveOfferIndex
@@ -26,6 +26,7 @@ from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from aidmatch.scheduler import build_scheduler
 from aidmatch.sms.router import router as sms_router
+from aidmatch.web import install as install_web
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places, make_online_geocoder
 from notifications.ratelimit import TokenBucket
 from notifications.senders import Sender
@@ -118,15 +119,13 @@ def create_app(
     app.include_router(messages_router)
     app.include_router(emergency_router)
     app.include_router(sms_router)
+    app.include_router(exports_router)
+    install_web(app, settings)  # the pages, including the landing page at /
 
     @app.get("/healthz", tags=["ops"])
     def healthz(session: SessionDep) -> dict[str, str]:
         """Liveness and database reachability."""
         session.execute(text("SELECT 1"))
         return {"status": "ok", "database": engine.dialect.name}
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
 
     return app

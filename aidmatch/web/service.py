@@ -1,0 +1,248 @@
+"""Read models for the pages: a need's public progress, a helper's tasks, the coordinator's picture."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from aidmatch.auth.service import hash_secret
+from aidmatch.categories import Category
+from aidmatch.config import Settings
+from aidmatch.enums import (
+    OPEN_NEED_STATUSES,
+    MatchStatus,
+    MessageDirection,
+    MessageStatus,
+    OfferStatus,
+    Source,
+    Urgency,
+)
+from aidmatch.errors import NotFoundError
+from aidmatch.helpers.models import Helper
+from aidmatch.matches import proposals
+from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.models import Match
+from aidmatch.messages import notices
+from aidmatch.messages.models import Message
+from aidmatch.needs import service as needs_service
+from aidmatch.needs.models import Need
+from aidmatch.needs.schemas import NeedIn
+from aidmatch.offers.models import Offer
+from geo.geocoding import Geocoder, load_places
+from notifications.phones import redact_phones
+
+PENDING = (MatchStatus.proposed, MatchStatus.notified)
+
+
+@dataclass(frozen=True, slots=True)
+class NeedProgress:
+    """A need's public progress: counts only, nobody's contact."""
+
+    need: Need
+    asked: int  # helpers asked and not answered yet
+    accepted_units: int
+    delivered_units: int
+
+
+def need_progress(*, session: Session, code: str) -> NeedProgress:
+    need = needs_service.get_by_code(session=session, code=code)
+    counts = dict(
+        session.execute(
+            select(Match.status, func.coalesce(func.sum(Match.quantity), 0))
+            .where(Match.need_id == need.id)
+            .group_by(Match.status)
+        )
+        .tuples()
+        .all()
+    )
+    asked = session.scalar(
+        select(func.count()).select_from(Match).where(Match.need_id == need.id, Match.status.in_(PENDING))
+    )
+    return NeedProgress(
+        need=need,
+        asked=int(asked or 0),
+        accepted_units=int(counts.get(MatchStatus.accepted, 0)) + int(counts.get(MatchStatus.completed, 0)),
+        delivered_units=int(counts.get(MatchStatus.completed, 0)),
+    )
+
+
+def helper_by_link(*, session: Session, secret: str) -> Helper:
+    helper = session.scalar(select(Helper).where(Helper.link_hash == hash_secret(secret)))
+    if helper is None:
+        raise NotFoundError("no helper has this task link")
+    return helper
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    match: Match
+    need: Need
+    description: str | None  # phones hidden until accepted
+    address: str | None
+    contact: str | None  # only once accepted
+
+
+def tasks_for(*, session: Session, helper: Helper, limit: int = 50) -> list[Task]:
+    """The helper's open and recent tasks, newest first; the requester's contact only once accepted."""
+    rows = session.execute(
+        select(Match, Need)
+        .join(Offer, Offer.id == Match.offer_id)
+        .join(Need, Need.id == Match.need_id)
+        .where(
+            Offer.helper_id == helper.id,
+            Match.status.in_((*PENDING, MatchStatus.accepted, MatchStatus.completed)),
+        )
+        .order_by(Match.id.desc())
+        .limit(limit)
+    ).tuples()
+    tasks = []
+    for match, need in rows:
+        accepted = match.status in (MatchStatus.accepted, MatchStatus.completed)
+        contact = " ".join(p for p in (need.contact_name, need.contact_phone) if p) if accepted else None
+        tasks.append(
+            Task(
+                match=match,
+                need=need,
+                description=need.description if accepted else (need.description and redact_phones(need.description)),
+                address=need.address if accepted else (need.address and redact_phones(need.address)),
+                contact=contact or None,
+            )
+        )
+    return tasks
+
+
+def task_match_of(*, session: Session, helper: Helper, match_id: int) -> Match:
+    """The match, only if it is one of this helper's (a task link acts on its own tasks only)."""
+    match = session.scalar(
+        select(Match).join(Offer, Offer.id == Match.offer_id).where(Match.id == match_id, Offer.helper_id == helper.id)
+    )
+    if match is None:
+        raise NotFoundError(f"no task {match_id} on this link")
+    return match
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardFilters:
+    category: Category | None = None
+    urgency: Urgency | None = None
+    max_age_h: float | None = None
+
+
+def open_needs(*, session: Session, filters: DashboardFilters, now: datetime, limit: int = 2000) -> list[Need]:
+    """Open needs (nothing or part taken), newest first, for the map and the table."""
+    stmt = select(Need).where(Need.status.in_(OPEN_NEED_STATUSES))
+    if filters.category is not None:
+        stmt = stmt.where(Need.category == filters.category)
+    if filters.urgency is not None:
+        stmt = stmt.where(Need.urgency == filters.urgency)
+    if filters.max_age_h is not None:
+        stmt = stmt.where(Need.created_at >= now - timedelta(hours=filters.max_age_h))
+    return list(session.scalars(stmt.order_by(Need.id.desc()).limit(limit)))
+
+
+def need_points(needs: Sequence[Need], now: datetime) -> list[dict[str, Any]]:
+    """Map points without contact data."""
+    return [
+        {
+            "id": n.id,
+            "code": n.code,
+            "category": n.category.value,
+            "urgency": n.urgency.value,
+            "quantity": n.quantity,
+            "left": n.quantity - n.quantity_assigned,
+            "lat": n.lat,
+            "lon": n.lon,
+            "age_s": (now - n.created_at).total_seconds(),
+        }
+        for n in needs
+    ]
+
+
+def coverage(*, session: Session, now: datetime, limit: int = 2000) -> list[dict[str, Any]]:
+    """Active offers as circles: where helpers are and how far they travel (no names)."""
+    offers = session.scalars(
+        select(Offer)
+        .where(Offer.status == OfferStatus.active)
+        .where((Offer.available_until.is_(None)) | (Offer.available_until > now))
+        .order_by(Offer.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "lat": o.lat,
+            "lon": o.lon,
+            "radius_km": o.radius_km,
+            "categories": [c.value for c in o.categories],
+            "left": o.capacity - o.capacity_used,
+        }
+        for o in offers
+    ]
+
+
+def messages(*, session: Session, limit: int = 30) -> list[Message]:
+    return list(session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)))
+
+
+def triage_queue(*, session: Session, limit: int = 50) -> list[Message]:
+    """Inbound SMS nobody could parse, oldest first: each waits for a coordinator."""
+    return list(
+        session.scalars(
+            select(Message)
+            .where(
+                Message.direction == MessageDirection.inbound,
+                Message.status == MessageStatus.unparsed,
+                Message.need_id.is_(None),
+            )
+            .order_by(Message.id)
+            .limit(limit)
+        )
+    )
+
+
+def need_from_message(
+    *,
+    session: Session,
+    message_id: int,
+    need_in: NeedIn,
+    settings: Settings,
+    geocoder: Geocoder,
+    live: LiveOfferIndex,
+    now: datetime,
+) -> Need:
+    """A coordinator turns an unparsed SMS into a need; the SMS is linked to it and leaves the queue."""
+    message = session.get(Message, message_id)
+    if message is None or message.direction is not MessageDirection.inbound:
+        raise NotFoundError(f"no inbound message {message_id}")
+    need = needs_service.create(
+        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
+    )
+    proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
+    notices.need_received_sms(session=session, need=need)
+    message.need_id = need.id
+    message.status = MessageStatus.parsed
+    session.flush()
+    return need
+
+
+@lru_cache(maxsize=8)
+def _largest_places(country: str, count: int) -> tuple[tuple[str, str, float, float], ...]:
+    places = load_places(country)
+    order = np.argsort(-places.population, kind="stable")[:count]
+    return tuple(
+        (places.name_ru[i], places.name[i], float(places.lat_deg[i]), float(places.lon_deg[i])) for i in order.tolist()
+    )
+
+
+def largest_places(country: str, *, lang: str, count: int = 300) -> list[dict[str, Any]]:
+    """The biggest settlements as map labels, so an offline map without tiles still reads."""
+    return [
+        {"name": en if lang == "en" else ru, "lat": lat, "lon": lon}
+        for ru, en, lat, lon in _largest_places(country, count)
+    ]

@@ -1,0 +1,327 @@
+"""The HTML pages through TestClient: forms, status, tasks, login and dashboard, on both backends."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from aidmatch.database import utcnow
+from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus, NeedStatus, Source
+from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message
+from aidmatch.needs.models import Need
+from tests.web.conftest import PHONE_RE, unlabelled_fields
+
+NEED_FORM = {
+    "category": "water",
+    "quantity": "3",
+    "urgency": "urgent",
+    "address": "Тума",
+    "description": "нет воды, звоните 8 916 765-43-21",
+    "contact_name": "Мария Иванова",
+    "contact_phone": "+7 916 123-45-67",
+}
+OFFER_FORM = {
+    "categories": ["water", "food"],
+    "capacity": "5",
+    "radius_km": "30",
+    "address": "Тума",
+    "name": "Пётр",
+    "phone": "+79160000001",
+}
+
+
+def _post_need(client: TestClient, **changes: str) -> str:
+    r = client.post("/need", data={**NEED_FORM, **changes}, follow_redirects=False)
+    assert r.status_code == 303, r.text[:500]
+    match = re.fullmatch(r"/status/([A-Z0-9]+)\?new=1", r.headers["location"])
+    assert match is not None
+    return match.group(1)
+
+
+def _offer_link(client: TestClient, **changes: object) -> str:
+    r = client.post("/offer", data={**OFFER_FORM, **changes})
+    assert r.status_code == 200, r.text[:500]
+    found = re.search(r'href="(/tasks/[^"]+)"', r.text)
+    assert found is not None, "the new helper sees their private task link"
+    return found.group(1)
+
+
+def test_landing_is_russian_by_default_and_english_is_remembered(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert '<html lang="ru">' in r.text
+    assert "Мне нужна помощь" in r.text
+    r = client.get("/?lang=en")
+    assert '<html lang="en">' in r.text
+    assert "I need help" in r.text
+    assert r.cookies.get("aidmatch_lang") == "en"
+    assert '<html lang="en">' in client.get("/need").text  # the cookie remembers it
+
+
+def test_every_form_field_is_labelled(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+    for path in ("/", "/need", "/offer", "/login", "/need?lang=en"):
+        r = client.get(path)
+        assert r.status_code == 200
+        assert unlabelled_fields(r.text) == [], path
+    assert unlabelled_fields(client.get("/dashboard", headers=coordinator_headers).text) == []
+
+
+def test_need_form_creates_the_need_like_the_api_and_shows_its_code(client: TestClient, db: Session) -> None:
+    code = _post_need(client)
+    need = db.scalar(select(Need).where(Need.code == code))
+    assert need is not None
+    assert (need.category.value, need.quantity, need.urgency.value, need.source) == ("water", 3, "urgent", Source.web)
+    assert need.contact_phone == "+79161234567"
+    assert need.contact_name == "Мария Иванова"
+    assert abs(need.lat - 55.15) < 0.2
+    assert abs(need.lon - 40.56) < 0.2
+    queued = db.scalars(select(Message).where(Message.need_id == need.id)).all()
+    assert [m.phone for m in queued] == ["+79161234567"]
+    assert code in queued[0].body
+
+    page = client.get(f"/status/{code}?new=1")
+    assert page.status_code == 200
+    assert code in page.text
+    assert "Ищем помощника" in page.text
+    assert not PHONE_RE.search(page.text), "no phone number on a public page"
+    assert "Мария" not in page.text
+
+
+def test_need_form_uses_the_map_point_when_given(client: TestClient, db: Session) -> None:
+    code = _post_need(client, address="", lat="55.75", lon="37.62")
+    need = db.scalar(select(Need).where(Need.code == code))
+    assert need is not None
+    assert (need.lat, need.lon) == (55.75, 37.62)
+
+
+def test_bad_need_input_rerenders_with_clear_messages_and_the_typed_values(client: TestClient, db: Session) -> None:
+    r = client.post(
+        "/need",
+        data={"category": "", "quantity": "много", "address": "", "contact_phone": "12", "description": "старики одни"},
+    )
+    assert r.status_code == 422
+    for message in (
+        "Выберите, что нужно.",
+        "Укажите число от 1 до 10000.",
+        "Не похоже на номер телефона",
+        "Укажите населённый пункт",
+    ):
+        assert message in r.text
+    assert 'value="много"' in r.text
+    assert "старики одни</textarea>" in r.text
+    assert 'value="12"' in r.text
+    assert 'aria-invalid="true"' in r.text
+    assert db.scalar(select(Need.id)) is None, "nothing half-written"
+
+
+def test_an_address_the_gazetteer_cannot_find_is_explained(client: TestClient) -> None:
+    r = client.post("/need?lang=en", data={**NEED_FORM, "address": "Qwzxqwzx"})
+    assert r.status_code == 422
+    assert "We could not find “Qwzxqwzx”" in r.text
+    assert 'value="Qwzxqwzx"' in r.text
+
+
+def test_unknown_code_is_a_page_not_json(client: TestClient) -> None:
+    r = client.get("/status/ZZZZZZ")
+    assert r.status_code == 404
+    assert "text/html" in r.headers["content-type"]
+    assert client.get("/status?code=ab%20c", follow_redirects=False).headers["location"] == "/status/ABC"
+
+
+def test_helper_sees_the_task_accepts_it_and_only_then_the_contact(client: TestClient, db: Session) -> None:
+    link = _offer_link(client)
+    code = _post_need(client)
+    page = client.get(link)
+    assert page.status_code == 200
+    assert "Питьевая вода" in page.text
+    assert "Беру" in page.text
+    assert "Не могу" in page.text
+    assert "+79161234567" not in page.text, "no contact before accepting"
+    assert "Мария" not in page.text
+    assert "765-43-21" not in page.text, "phones typed into the description are hidden too"
+    match_id = int(re.search(r'action="/tasks/[^/]+/(\d+)/accept"', page.text).group(1))  # type: ignore[union-attr]
+
+    r = client.post(f"{link}/{match_id}/accept", follow_redirects=False)
+    assert r.status_code == 303
+    page = client.get(r.headers["location"])
+    assert "+79161234567" in page.text
+    assert "Мария Иванова" in page.text
+    assert "Сделано" in page.text
+    status = client.get(f"/status/{code}").text
+    assert "Помощник едет" in status
+    assert "3 / 3" in status
+    assert not PHONE_RE.search(status)
+
+    client.post(f"{link}/{match_id}/complete")
+    db.expire_all()
+    assert db.scalar(select(Need.status).where(Need.code == code)) is NeedStatus.fulfilled
+    assert "Выполнено" in client.get(f"/status/{code}").text
+    # Twice is a conflict, shown as a message rather than an error page.
+    again = client.post(f"{link}/{match_id}/accept")
+    assert again.status_code == 200
+    assert "Это уже нельзя сделать" in again.text
+
+
+def test_decline_and_foreign_links(client: TestClient, db: Session) -> None:
+    link = _offer_link(client)
+    other = _offer_link(client, phone="+79160000002", categories=["shelter"])
+    _post_need(client)
+    match_id = db.scalar(select(Match.id))
+    assert match_id is not None
+    assert client.post(f"{other}/{match_id}/accept").status_code == 404, "another helper's link cannot act"
+    assert client.post(f"/tasks/not-a-real-link-at-all/{match_id}/accept").status_code == 404
+    client.post(f"{link}/{match_id}/decline")
+    db.expire_all()
+    assert db.scalar(select(Match.status).where(Match.id == match_id)) is MatchStatus.declined
+
+
+def test_offer_form_errors_and_a_known_phone(client: TestClient) -> None:
+    r = client.post("/offer?lang=en", data={"capacity": "0", "radius_km": "9000", "address": "Тума", "phone": "x"})
+    assert r.status_code == 422
+    for message in (
+        "Tick at least one",
+        "Give a number from 1 to 10000.",
+        "from 1 to 500 km",
+        "does not look like a phone",
+    ):
+        assert message in r.text
+    _offer_link(client)  # the language chosen above is remembered from here on
+    again = client.post("/offer", data={**OFFER_FORM, "available_until": "2099-01-01T12:00", "utc_offset_min": "180"})
+    assert again.status_code == 200
+    assert "already registered" in again.text
+    assert "/tasks/" not in again.text
+    past = client.post("/offer", data={**OFFER_FORM, "phone": "+79160000003", "available_until": "2001-01-01T12:00"})
+    assert past.status_code == 422
+    assert "in the future" in past.text
+
+
+def test_dashboard_needs_a_coordinator(client: TestClient, volunteer_headers: dict[str, str]) -> None:
+    r = client.get("/dashboard", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/login")
+    r = client.get("/dashboard", headers={"Authorization": "Bearer am_nonsense"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get("/dashboard", headers=volunteer_headers).status_code == 403
+    assert client.get("/dashboard/data.json").status_code == 401
+    assert client.get("/dashboard/data.json", headers=volunteer_headers).status_code == 403
+
+
+def test_cookie_login_opens_the_dashboard(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+    token = coordinator_headers["Authorization"].split()[1]
+    bad = client.post("/login", data={"token": "am_wrong", "next": "/dashboard"})
+    assert bad.status_code == 401
+    assert "Токен неизвестен" in bad.text
+    r = client.post("/login", data={"token": token, "next": "//evil.example/"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard"
+    cookie = r.cookies.get("aidmatch_session")
+    assert cookie
+    assert token not in cookie, "the cookie carries a signed id, not the token"
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    assert "Панель координатора" in page.text
+    assert client.get("/dashboard/data.json").status_code == 200
+    assert client.get("/api/exports/needs.csv").status_code == 200  # the export links work with the session
+    client.cookies.clear()
+    client.cookies.set("aidmatch_session", cookie[:-3] + "xyz")  # tampered
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+    client.cookies.clear()
+    client.post("/login", data={"token": token})
+    assert client.get("/dashboard").status_code == 200
+    out = client.post("/logout", follow_redirects=False)
+    assert "aidmatch_session=" in out.headers["set-cookie"]
+    assert "Max-Age=0" in out.headers["set-cookie"]
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_dashboard_shows_needs_counts_and_reasons(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    code = _post_need(client)
+    critical = _post_need(client, category="medicine", urgency="critical", address="Рязань")
+    page = client.get("/dashboard", headers=coordinator_headers)
+    assert page.status_code == 200
+    assert code in page.text
+    assert critical in page.text
+    assert "Нет помощников этой категории" in page.text  # why nobody is in range
+    assert 'id="map"' in page.text
+    assert "/static/leaflet/leaflet.js" in page.text
+    only = client.get("/dashboard?urgency=critical&category=medicine", headers=coordinator_headers).text
+    assert critical in only
+    assert code not in only.split('id="open-needs"')[1].split("</table>")[0]
+    data = client.get("/dashboard/data.json", headers=coordinator_headers).json()
+    assert {p["code"] for p in data["needs"]} == {code, critical}
+    assert data["unmet_needs"] == 2
+    assert data["oldest_unmet_age_s"] >= 0
+    assert "contact_phone" not in str(data)
+    assert "+7916" not in str(data)
+    fragment = client.get("/dashboard?fragment=tables", headers=coordinator_headers)
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text
+    assert code in fragment.text
+
+    # The age filter: a need posted five hours ago drops out of the map, the table and the unmet list.
+    db.execute(update(Need).where(Need.code == critical).values(created_at=utcnow() - timedelta(hours=5)))
+    db.commit()
+    recent = client.get("/dashboard?max_age_h=1", headers=coordinator_headers).text
+    tables = recent.split('id="open-needs"')[1].split('id="sms-h"')[0]  # open and unmet tables, not the SMS log
+    assert code in tables
+    assert critical not in tables
+    recent_data = client.get("/dashboard/data.json?max_age_h=1", headers=coordinator_headers).json()
+    assert [p["code"] for p in recent_data["needs"]] == [code]
+
+
+def test_emergency_switch_needs_the_form_token(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+    page = client.get("/dashboard", headers=coordinator_headers).text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    assert client.post("/dashboard/emergency", data={"enabled": "1"}, headers=coordinator_headers).status_code == 403
+    r = client.post("/dashboard/emergency", data={"enabled": "1", "csrf": csrf}, headers=coordinator_headers)
+    assert r.status_code == 200
+    assert client.get("/api/emergency", headers=coordinator_headers).json()["enabled"] is True
+    assert "Выключить режим ЧС" in r.text
+
+
+def test_triage_turns_an_unparsed_sms_into_a_need(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    msg = Message(
+        direction=MessageDirection.inbound,
+        status=MessageStatus.unparsed,
+        phone="+79165550000",
+        body="помогите бабушке в Туме",
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(msg)
+    db.commit()
+    page = client.get("/dashboard", headers=coordinator_headers).text
+    assert "помогите бабушке в Туме</textarea>" in page
+    assert 'value="+79165550000"' in page
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "category": "medical", "quantity": "1", "urgency": "urgent", "contact_phone": "+79165550000"}
+    bad = client.post(f"/dashboard/triage/{msg.id}", data={**form, "address": ""}, headers=coordinator_headers)
+    assert bad.status_code == 422
+    assert "Укажите населённый пункт" in bad.text
+    r = client.post(
+        f"/dashboard/triage/{msg.id}",
+        data={**form, "address": "Тума", "description": msg.body},
+        headers=coordinator_headers,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    db.expire_all()
+    linked = db.get(Message, msg.id)
+    assert linked is not None
+    assert linked.status is MessageStatus.parsed
+    assert linked.need_id is not None
+    need = db.get(Need, linked.need_id)
+    assert need is not None
+    assert need.source is Source.sms
+    assert need.contact_phone == "+79165550000"
+    assert "Всё разобрано." in client.get("/dashboard", headers=coordinator_headers).text
