@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep, utcnow
@@ -22,7 +22,7 @@ from aidmatch.limits import limit_public_posts
 from aidmatch.matches import proposals
 from aidmatch.messages import notices
 from aidmatch.needs import service
-from aidmatch.needs.schemas import NeedCreated, NeedFull, NeedIn, NeedPublic
+from aidmatch.needs.schemas import MergeIn, NeedCreated, NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
 from aidmatch.schemas import Page, RowId
 
@@ -31,16 +31,42 @@ router = APIRouter(prefix="/api/needs", tags=["needs"])
 
 @router.post("", status_code=201, response_model=NeedCreated, dependencies=[Depends(limit_public_posts)])
 def create_need(
-    need_in: NeedIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep, live: LiveIndexDep
+    need_in: NeedIn,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    geocoder: GeocoderDep,
+    live: LiveIndexDep,
 ) -> NeedCreated:
-    """Post a need. Anyone may; the answer carries the short public code and the helpers found."""
-    need = service.create(session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api)
-    found = proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
-    notices.need_received_sms(session=session, need=need)
+    """Post a need. Anyone may; the answer carries the short public code and the helpers found.
+
+    The same phone posting the same category within 500 m and 24 h bumps its open need instead
+    (200, ``merged``: true, the text appended) rather than making a second one.
+    """
+    need, merged = service.create_or_merge(
+        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api
+    )
+    if merged:
+        found = 0
+        response.status_code = 200
+    else:
+        found = proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
+        notices.need_received_sms(session=session, need=need)
     session.commit()
     out = NeedCreated.model_validate(need)
     out.helpers_in_range = found
+    out.merged = merged
     return out
+
+
+@router.post("/{need_id}/merge", response_model=NeedFull)
+def merge_need(need_id: RowId, body: MergeIn, session: SessionDep, _: Coordinator) -> NeedFull:
+    """Mark a need as a duplicate of another (coordinators): it closes; its text joins the other."""
+    need = service.get(session=session, need_id=need_id)
+    into = service.get(session=session, need_id=body.into)
+    service.mark_duplicate(session=session, need=need, of=into)
+    session.commit()
+    return NeedFull.model_validate(need)
 
 
 @router.get("", response_model=Page[NeedFull] | Page[NeedPublic])

@@ -17,6 +17,7 @@ from aidmatch.schemas import (
     Longitude,
     OutModel,
     Phone,
+    RowId,
     ShortText,
     Timestamp,
 )
@@ -94,3 +95,8 @@ class NeedCreated(NeedPublic):
     """Answer to a new need: how many capable helpers were found in range at once."""
 
     helpers_in_range: int = 0
+    merged: bool = False  # true: the same phone's open need of this category nearby was bumped instead
+
+
+class MergeIn(InModel):
+    into: RowId

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from aidmatch.needs.schemas import NeedIn
 from aidmatch.query import BBox, PageParams, paginate
 from geo.errors import GeocodingError
 from geo.geocoding import Geocoder
+from geo.sphere import haversine_km
 
 # Every symbol has a Cyrillic look-alike (А В С Е Н К М Р Т Х) or is a digit other than 0/1,
 # so a code read aloud or typed on a Russian keyboard survives. 18**6 ≈ 34 million codes.
@@ -50,6 +51,19 @@ class NeedFilters:
     bbox: BBox | None = None
 
 
+def _locate(need_in: NeedIn, geocoder: Geocoder) -> tuple[float, float, float | None]:
+    """The need's coordinates and their accuracy in metres, from lat/lon or the address."""
+    if need_in.lat is not None and need_in.lon is not None:
+        return need_in.lat, need_in.lon, need_in.location_accuracy_m
+    assert need_in.address is not None  # the schema guarantees one or the other
+    try:
+        place = geocoder.geocode(need_in.address)
+    except GeocodingError as exc:
+        raise InvalidInputError(f"{exc}; give lat and lon instead", field="address") from exc
+    accuracy = need_in.location_accuracy_m if need_in.location_accuracy_m is not None else 5000.0  # a settlement
+    return place.lat_deg, place.lon_deg, accuracy
+
+
 def create(
     *, session: Session, need_in: NeedIn, settings: Settings, geocoder: Geocoder, source: Source = Source.api
 ) -> Need:
@@ -67,15 +81,7 @@ def create(
             raise TooManyRequestsError(
                 f"this phone already has {open_count} open needs; close one (DONE <code>) or call a coordinator"
             )
-    lat, lon, accuracy_m = need_in.lat, need_in.lon, need_in.location_accuracy_m
-    if lat is None or lon is None:
-        assert need_in.address is not None  # the schema guarantees one or the other
-        try:
-            place = geocoder.geocode(need_in.address)
-        except GeocodingError as exc:
-            raise InvalidInputError(f"{exc}; give lat and lon instead", field="address") from exc
-        lat, lon = place.lat_deg, place.lon_deg
-        accuracy_m = accuracy_m if accuracy_m is not None else 5000.0  # a settlement, not a house
+    lat, lon, accuracy_m = _locate(need_in, geocoder)
     now = utcnow()
     need = Need(
         code=new_code(session),
@@ -100,6 +106,90 @@ def create(
         expires_at=now + timedelta(hours=settings.need_expiry_hours),
     )
     session.add(need)
+    session.flush()
+    return need
+
+
+DUPLICATE_RADIUS_KM = 0.5
+DUPLICATE_WINDOW = timedelta(hours=24)
+
+
+def find_duplicate(
+    *, session: Session, phone: str | None, category: Category, lat: float, lon: float, now: datetime
+) -> Need | None:
+    """An open need of the same phone and category, posted within 24 h and 500 m of this place."""
+    if phone is None:
+        return None
+    candidates = session.scalars(
+        select(Need)
+        .where(
+            Need.contact_phone == phone,
+            Need.category == category,
+            Need.status.in_(OPEN_NEED_STATUSES),
+            Need.created_at >= now - DUPLICATE_WINDOW,
+        )
+        .order_by(Need.id)
+    ).all()
+    for need in candidates:
+        if float(haversine_km(lat, lon, need.lat, need.lon)) <= DUPLICATE_RADIUS_KM:
+            return need
+    return None
+
+
+def create_or_merge(
+    *, session: Session, need_in: NeedIn, settings: Settings, geocoder: Geocoder, source: Source = Source.api
+) -> tuple[Need, bool]:
+    """A new need, or the open need it repeats (same phone and category, within 500 m and 24 h).
+
+    A repeat is not a second need: the existing one is bumped ("still needed", expiry renewed), its
+    urgency raised if the repeat is more urgent, and the repeat's text appended so that every
+    source message is kept. Returns the need and whether it was merged into an existing one.
+    """
+    now = utcnow()
+    lat, lon, accuracy_m = _locate(need_in, geocoder)
+    existing = find_duplicate(
+        session=session, phone=need_in.contact_phone, category=need_in.category, lat=lat, lon=lon, now=now
+    )
+    if existing is None:
+        located = need_in.model_copy(update={"lat": lat, "lon": lon, "location_accuracy_m": accuracy_m})
+        return create(session=session, need_in=located, settings=settings, geocoder=geocoder, source=source), False
+    note = f"[{now:%Y-%m-%d %H:%M} UTC, {source.value}] {need_in.description or ''}".strip()
+    text = "\n".join(p for p in (existing.description, note) if p)
+    existing.description = text[-settings.max_description_chars :]
+    if _URGENCY_RANK[need_in.urgency] > _URGENCY_RANK[existing.urgency]:
+        existing.urgency = need_in.urgency
+    existing.quantity = max(existing.quantity, need_in.quantity, existing.quantity_assigned)
+    existing.expires_at = now + timedelta(hours=settings.need_expiry_hours)
+    existing.reconfirm_requested_at = None
+    existing.updated_at = now
+    session.flush()
+    return existing, True
+
+
+_URGENCY_RANK = {Urgency.normal: 0, Urgency.urgent: 1, Urgency.critical: 2}
+
+
+def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
+    """A coordinator's call: ``need`` repeats ``of``. It closes as a duplicate; its open requests go."""
+    if need.id == of.id:
+        raise InvalidInputError("a need cannot duplicate itself", field="into")
+    if of.status is NeedStatus.duplicate:
+        raise ConflictError(f"need {of.code} is itself a duplicate; merge into {of.duplicate_of_id} instead")
+    if need.status not in OPEN_NEED_STATUSES:
+        raise ConflictError(f"need {need.code} is {need.status.value}; only open needs can be merged")
+    now = utcnow()
+    need.status = NeedStatus.duplicate
+    need.duplicate_of_id = of.id
+    need.escalation_next_at = None
+    need.updated_at = now
+    session.execute(
+        update(Match)
+        .where(Match.need_id == need.id, Match.status.in_((MatchStatus.proposed, MatchStatus.notified)))
+        .values(status=MatchStatus.cancelled, updated_at=now)
+    )
+    note = f"[{now:%Y-%m-%d %H:%M} UTC, merged {need.code}] {need.description or ''}".strip()
+    of.description = "\n".join(p for p in (of.description, note) if p)[-2000:]
+    of.updated_at = now
     session.flush()
     return need
 

@@ -223,10 +223,11 @@ def _need(
             contact_phone=phone,
             language=Language(lang),
         )
-        need = needs_service.create(
+        need, merged = needs_service.create_or_merge(
             session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
         )
-        proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
+        if not merged:  # a repeat («ещё нужна вода») bumps the open need and keeps the message
+            proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
         codes.append(need.code)
         whats.append(label(need.category, lang))
         first = first or need

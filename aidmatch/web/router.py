@@ -130,7 +130,7 @@ async def need_submit(
     form, need_in = parse_need(await _form(request), lang)
     if need_in is not None:
         try:
-            need = needs_service.create(
+            need, merged = needs_service.create_or_merge(
                 session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.web
             )
         except InvalidInputError as exc:
@@ -138,8 +138,9 @@ async def need_submit(
             address = form.values.get("address", "")
             form.errors[exc.field or "address"] = translate(lang, "err_address_unknown", address=address)
         else:
-            proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
-            notices.need_received_sms(session=session, need=need)
+            if not merged:  # a repeat bumps the open need instead
+                proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
+                notices.need_received_sms(session=session, need=need)
             session.commit()
             return RedirectResponse(f"/status/{need.code}?new=1", status_code=303)
     return render(request, "need.html", {"form": form}, status_code=422)
