@@ -103,6 +103,7 @@ def demo(
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
+            session.info["actor"] = "cli"
             if demo_service.database_is_empty(session) or force:
                 _info(f"aidmatch demo: generating {needs} needs and {offers} offers (seed {seed})…")
                 generated = scenario_mod.generate(needs, offers, seed=seed)
@@ -199,6 +200,7 @@ def emergency(
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
+            session.info["actor"] = "cli"
             if switch is Switch.status:
                 mode = emergency_service.get(session=session)
             else:
@@ -294,6 +296,7 @@ def token_create(
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
+            session.info["actor"] = "cli"
             row, token = auth_service.create(session=session, name=name, role=role)
             session.commit()
             _info(f"token {row.id} for {name!r} ({role.value}); send it as 'Authorization: Bearer <token>':")
@@ -311,6 +314,7 @@ def token_list() -> None:
     engine = make_engine(_settings().database_url)
     try:
         with make_sessionmaker(engine)() as session:
+            session.info["actor"] = "cli"
             for t in auth_service.list_tokens(session=session):
                 state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
                 typer.echo(f"{t.id}\t{t.role.value}\t{state}\t{t.name}")
@@ -327,6 +331,7 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `ai
     engine = make_engine(_settings().database_url)
     try:
         with make_sessionmaker(engine)() as session:
+            session.info["actor"] = "cli"
             if not auth_service.revoke(session=session, token_id=token_id):
                 _info(f"aidmatch: no active token with id {token_id}")
                 raise typer.Exit(1)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from aidmatch.audit.service import act_as
 from aidmatch.auth import service as auth_service
 from aidmatch.auth.service import Principal
 from aidmatch.config import Settings
@@ -36,6 +37,7 @@ def get_principal(
     principal = auth_service.authenticate(session=session, plaintext=credentials.credentials)
     if principal is None:
         raise AuthenticationError("the bearer token is unknown or revoked")
+    act_as(session, f"{principal.role.value}:{principal.name}")
     return principal
 
 

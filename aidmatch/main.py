@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from aidmatch import __version__
+from aidmatch.audit.router import router as audit_router
 from aidmatch.config import GeocoderKind, Settings
 from aidmatch.database import SessionDep, make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(emergency_router)
     app.include_router(sms_router)
     app.include_router(exports_router)
+    app.include_router(audit_router)
     install_web(app, settings)  # the pages, including the landing page at /
 
     @app.get("/healthz", tags=["ops"])

@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from aidmatch.audit.service import act_as
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.emergency import service as emergency_service
@@ -75,6 +76,7 @@ def batch_job(
 ) -> BatchOutcome:
     """One batch run under the leader lock, committed at once; a failure is recorded as a failed run."""
     with sessions() as session:
+        act_as(session, f"system:{trigger}")
         if require_emergency and not emergency_service.get(session=session).enabled:
             return BatchOutcome(None, "emergency mode is off")
         release = try_lead(session, BATCH_LOCK)
@@ -108,6 +110,7 @@ def upkeep_job(
 ) -> UpkeepReport | None:
     """One upkeep pass under the leader lock, committed at once; None when another worker has it."""
     with sessions() as session:
+        act_as(session, "system:upkeep")
         release = try_lead(session, UPKEEP_LOCK)
         if release is None:
             session.rollback()

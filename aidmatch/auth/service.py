@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.auth.models import ApiToken
 from aidmatch.database import utcnow
 from aidmatch.enums import Role
@@ -38,6 +39,7 @@ def create(*, session: Session, name: str, role: Role) -> tuple[ApiToken, str]:
     token = ApiToken(name=name, role=role, token_hash=hash_secret(plaintext))
     session.add(token)
     session.flush()
+    audit.record(session, "created", "token", token.id, name=name, role=role.value)
     return token, plaintext
 
 
@@ -57,6 +59,7 @@ def revoke(*, session: Session, token_id: int) -> bool:
         return False
     token.revoked_at = utcnow()
     session.flush()
+    audit.record(session, "revoked", "token", token_id)
     return True
 
 

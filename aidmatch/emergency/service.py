@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.database import utcnow
 from aidmatch.emergency.models import ServiceState
 
@@ -44,4 +45,5 @@ def set_mode(*, session: Session, enabled: bool, changed_by: str, note: str | No
         row.value = value
         row.updated_at = now
     session.flush()
+    audit.record(session, "switched_on" if enabled else "switched_off", "emergency", None, note=note)
     return get(session=session)

@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.categories import label
 from aidmatch.config import Settings
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, Urgency
@@ -156,6 +157,7 @@ def ask(
         session.add(match)
         matches.append(match)
     session.flush()
+    audit.record_many(session, "asked", "match", [m.id for m in matches], need=need.id, wave=wave)
     for match, a in zip(matches, asks, strict=True):
         helper = helpers[a.helper_id]
         if not helper.sms_consent:
@@ -273,11 +275,9 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
             return len(asks)
     # Past the last wave: stop waiting for the waves and hand the need to the general pool.
     need.escalation_next_at = None
-    session.execute(
-        update(Match)
-        .where(Match.need_id == need.id, Match.wave.is_not(None), Match.status.in_(PENDING_MATCH_STATUSES))
-        .values(status=MatchStatus.timed_out, updated_at=now)
-    )
+    ended = (Match.need_id == need.id) & Match.wave.is_not(None) & Match.status.in_(PENDING_MATCH_STATUSES)
+    audit.record_many(session, "timed_out", "match", session.scalars(select(Match.id).where(ended)), after="last wave")
+    session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
     session.flush()
     return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation")
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from aidmatch.audit.service import act_as
 from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, OptionalPrincipal
 from aidmatch.enums import MatchStatus
@@ -61,6 +62,7 @@ def _authorise(session: SessionDep, principal: OptionalPrincipal, match_id: int,
         and action.link
         and service.helper_owns(session=session, match=match, link_secret=action.link)
     ):
+        act_as(session, f"helper:{service.helper_of(session=session, match=match)}")
         return
     if principal is None and not (action and action.link):
         raise AuthenticationError("acting on a match needs a coordinator token or the helper's private link")

@@ -18,6 +18,7 @@ from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import matching
+from aidmatch.audit import service as audit
 from aidmatch.auth.service import hash_secret
 from aidmatch.categories import CATEGORY_INDEX, Category, label
 from aidmatch.database import utcnow
@@ -228,6 +229,7 @@ def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = 
     }
     run.finished_at = utcnow()
     session.flush()
+    audit.record(session, "finished", "run", run.id, matches=int(fresh.sum()), units=run.assigned_quantity)
     return run
 
 
@@ -362,6 +364,11 @@ def helper_owns(*, session: Session, match: Match, link_secret: str) -> bool:
     return owner is not None and owner == hash_secret(link_secret)
 
 
+def helper_of(*, session: Session, match: Match) -> int:
+    """The id of the helper behind the match's offer."""
+    return int(session.scalar(select(Offer.helper_id).where(Offer.id == match.offer_id)) or 0)
+
+
 def accept(*, session: Session, match_id: int) -> Match:
     """Take the match's units (or what is left of them): conditional updates, so no unit goes twice.
 
@@ -418,12 +425,13 @@ def accept(*, session: Session, match_id: int) -> Match:
             session.rollback()
             continue
         session.refresh(need)
+        audit.record(session, "accepted", "match", match_id, need=need.id, quantity=take)
         if need.quantity_assigned >= need.quantity:
-            session.execute(
-                update(Match)
-                .where(Match.need_id == need.id, Match.id != match_id, Match.status.in_(PENDING_MATCH_STATUSES))
-                .values(status=MatchStatus.cancelled, updated_at=now)
+            others = (Match.need_id == need.id) & (Match.id != match_id) & Match.status.in_(PENDING_MATCH_STATUSES)
+            audit.record_many(
+                session, "cancelled", "match", session.scalars(select(Match.id).where(others)), why="need taken"
             )
+            session.execute(update(Match).where(others).values(status=MatchStatus.cancelled, updated_at=now))
             need.escalation_next_at = None
         session.flush()
         session.refresh(match)
@@ -447,6 +455,7 @@ def decline(*, session: Session, match_id: int, live: LiveOfferIndex | None = No
         raise ConflictError(f"match {match_id} is not waiting for an answer")
     match = get(session=session, match_id=match_id)
     session.refresh(match)
+    audit.record(session, "declined", "match", match_id, need=match.need_id)
     need = session.get(Need, match.need_id)
     if live is not None and need is not None and need.escalation_next_at is None:
         live.refresh(session=session, now=now)
@@ -467,6 +476,7 @@ def complete(*, session: Session, match_id: int) -> Match:
         raise ConflictError(f"match {match_id} is not accepted, so it cannot be completed")
     match = get(session=session, match_id=match_id)
     session.refresh(match)
+    audit.record(session, "completed", "match", match_id, need=match.need_id)
     delivered = session.scalar(
         select(func.coalesce(func.sum(Match.quantity), 0)).where(
             Match.need_id == match.need_id, Match.status == MatchStatus.completed

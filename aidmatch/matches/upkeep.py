@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.categories import label
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
@@ -59,10 +60,11 @@ class UpkeepReport:
 def _close_pending(session: Session, where: ColumnElement[bool], status: MatchStatus, now: datetime) -> list[int]:
     """Close unanswered requests matching ``where``; returns the need ids they were for."""
     pending = Match.status.in_(PENDING_MATCH_STATUSES)
-    need_ids = list(session.scalars(select(Match.need_id).where(pending, where).distinct()))
-    if need_ids:
+    rows = session.execute(select(Match.id, Match.need_id).where(pending, where)).all()
+    if rows:
+        audit.record_many(session, status.value, "match", [r[0] for r in rows])
         session.execute(update(Match).where(pending, where).values(status=status, updated_at=utcnow()))
-    return need_ids
+    return sorted({int(r[1]) for r in rows})
 
 
 def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None:
@@ -70,6 +72,7 @@ def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None
     count = session.scalar(select(func.count(Offer.id)).where(due)) or 0
     if not count:
         return
+    audit.record_many(session, "expired", "offer", session.scalars(select(Offer.id).where(due)))
     closed = _close_pending(session, Match.offer_id.in_(select(Offer.id).where(due)), MatchStatus.cancelled, now)
     session.execute(update(Offer).where(due).values(status=OfferStatus.expired, updated_at=utcnow()))
     report.offers_expired += count
@@ -109,6 +112,7 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
     due = Need.status.in_(OPEN_NEED_STATUSES) & Need.expires_at.is_not(None) & (Need.expires_at <= now)
     count = session.scalar(select(func.count(Need.id)).where(due)) or 0
     if count:
+        audit.record_many(session, "expired", "need", session.scalars(select(Need.id).where(due)))
         _close_pending(session, Match.need_id.in_(select(Need.id).where(due)), MatchStatus.cancelled, now)
         session.execute(
             update(Need).where(due).values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())

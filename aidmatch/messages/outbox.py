@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from aidmatch.audit.service import act_as
 from aidmatch.config import Settings, SmsSenderKind
 from aidmatch.database import utcnow
 from aidmatch.enums import MessageDirection, MessageStatus
@@ -161,6 +162,7 @@ def drain(
     report = DrainReport()
     callback = settings.public_url.rstrip("/") + "/sms/status" if sender.name == "twilio" else None
     with sessions() as session:
+        act_as(session, "system:outbox")
         _reconcile(session, sender, settings, now, report)
         allowed = bucket.take(100)
         if allowed == 0:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
@@ -107,6 +108,7 @@ def create(
     )
     session.add(need)
     session.flush()
+    audit.record(session, "created", "need", need.id, source=source.value, urgency=need.urgency.value)
     return need
 
 
@@ -163,6 +165,7 @@ def create_or_merge(
     existing.reconfirm_requested_at = None
     existing.updated_at = now
     session.flush()
+    audit.record(session, "repeat_merged", "need", existing.id, source=source.value)
     return existing, True
 
 
@@ -191,6 +194,7 @@ def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
     of.description = "\n".join(p for p in (of.description, note) if p)[-2000:]
     of.updated_at = now
     session.flush()
+    audit.record(session, "marked_duplicate", "need", need.id, of=of.id)
     return need
 
 
@@ -231,6 +235,7 @@ def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
     need.reconfirm_requested_at = None
     need.updated_at = now
     session.flush()
+    audit.record(session, "confirmed", "need", need.id, expires_at=need.expires_at.isoformat())
     return need
 
 
@@ -241,6 +246,7 @@ def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     """
     now = utcnow()
     need.status = NeedStatus.fulfilled if fulfilled else NeedStatus.cancelled
+    audit.record(session, "closed", "need", need.id, status=need.status.value)
     need.escalation_next_at = None
     need.updated_at = now
     session.execute(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from twilio.twiml.messaging_response import MessagingResponse
 
+from aidmatch.audit.service import act_as
 from aidmatch.config import Settings
 from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import GeocoderDep, LiveIndexDep, SettingsDep
@@ -87,6 +88,7 @@ def inbound(
     phone = service.normalize_sender(fields.get("From", ""), settings.default_region)
     message = service.store_inbound(session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now)
     session.commit()  # the raw message is kept whatever happens next
+    act_as(session, f"sms:{phone}")
     try:
         request.app.state.sms_limiter.check(phone, "messages from this phone")
     except TooManyRequestsError:

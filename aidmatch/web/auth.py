@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
+from aidmatch.audit.service import act_as
 from aidmatch.auth import service as auth_service
 from aidmatch.auth.models import ApiToken
 from aidmatch.auth.service import Principal
@@ -57,7 +58,10 @@ def _from_header(request: Request, session: Session) -> Principal | None:
 
 def web_principal(request: Request, session: SessionDep) -> Principal | None:
     """The caller from the Authorization header, else from the session cookie; None if neither works."""
-    return _from_header(request, session) or _from_cookie(request, session)
+    principal = _from_header(request, session) or _from_cookie(request, session)
+    if principal is not None:
+        act_as(session, f"{principal.role.value}:{principal.name}")
+    return principal
 
 
 WebPrincipal = Annotated[Principal | None, Depends(web_principal)]

@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aidmatch.audit.service import act_as
 from aidmatch.auth.service import hash_secret
 from aidmatch.categories import Category
 from aidmatch.config import Settings
@@ -77,6 +78,7 @@ def helper_by_link(*, session: Session, secret: str) -> Helper:
     helper = session.scalar(select(Helper).where(Helper.link_hash == hash_secret(secret)))
     if helper is None:
         raise NotFoundError("no helper has this task link")
+    act_as(session, f"helper:{helper.id}")
     return helper
 
 

@@ -1,0 +1,1 @@
+"""The audit log: every status change, with who made it and when."""
