@@ -212,3 +212,75 @@ def test_a_send_interrupted_by_a_crash_is_reconciled_not_repeated(
     assert second.status is MessageStatus.sent
     bodies: Any = Counter(m["body"] for m in twilio.messages)
     assert bodies == {"Сообщение m0": 1, "Сообщение m1": 1}  # nobody got a message twice
+
+
+_KILLED_DRAIN = """
+import sys, time
+from pathlib import Path
+from aidmatch.config import Settings
+from aidmatch.database import make_engine, make_sessionmaker
+from aidmatch.messages.outbox import drain
+from notifications.ratelimit import TokenBucket
+from notifications.senders import TwilioSender
+
+url, base_url, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+
+class DiesAfterThird(TwilioSender):
+    sent = 0
+
+    def send(self, **kwargs):
+        result = super().send(**kwargs)  # Twilio has accepted it...
+        DiesAfterThird.sent += 1
+        if DiesAfterThird.sent == 3:
+            marker.write_text(result.provider_sid)
+            time.sleep(120)  # ...and the process dies before it records so
+        return result
+
+
+settings = Settings(database_url=url, public_url="http://testserver", _env_file=None)
+sender = DiesAfterThird(account_sid="AC" + "5" * 32, auth_token="t", from_="+15005550006", base_url=base_url)
+drain(sessions=make_sessionmaker(make_engine(settings.database_url)), sender=sender, settings=settings,
+      bucket=TokenBucket(1000, burst=1000))
+"""
+
+
+def test_a_drain_killed_mid_send_sends_nothing_twice_and_everything_once_restarted(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio, tmp_path: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _queue(sessions, 6)
+    script = tmp_path / "killed_drain.py"
+    script.write_text(_KILLED_DRAIN)
+    marker = tmp_path / "accepted"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), settings.database_url, twilio.base_url, str(marker)], env=dict(os.environ)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the drain never got three messages through"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    statuses = Counter(m.status for m in _messages(db))
+    assert statuses[MessageStatus.sent] == 2  # recorded before the crash
+    assert statuses[MessageStatus.sending] == 4  # claimed, one of them already at Twilio
+    # Restarted: once the claims are stale, the drain asks Twilio what it has, then sends the rest.
+    quick = settings.model_copy(update={"sms_stale_sending_s": 0.5})
+    time.sleep(1.0)
+    report = drain(sessions=sessions, sender=_sender(twilio), settings=quick, bucket=_bucket())
+    assert report.reconciled == 1
+    assert report.requeued == 3
+    assert report.sent == 3
+    stored = _messages(db)
+    assert {m.status for m in stored} == {MessageStatus.sent}
+    bodies = Counter(m["body"] for m in twilio.messages)
+    assert bodies == {f"Сообщение m{i}": 1 for i in range(6)}  # each exactly once
+    assert next(m for m in stored if m.provider_sid == marker.read_text()).body == twilio.messages[2]["body"]
