@@ -1,0 +1,219 @@
+"""A bounded loopback load against `aidmatch serve` (uvicorn) on PostgreSQL.
+
+The database holds the demo scenario scaled to ``--needs`` needs (default 100k) and ``--offers``
+offers. A separate process (this script; the server is a subprocess) sends a fixed number of
+requests from ``--clients`` threads over keep-alive HTTP connections:
+
+- ``POST /api/needs`` (``--posts`` requests), each a new need near the fires; the abuse limit is
+  lifted for this one client;
+- ``GET /api/stats/unmet`` (``--stats`` requests) with a coordinator token.
+
+Reports requests per second, p50/p90/p99 latency and the error count for each. Baseline printed
+beside it: ``GET /healthz`` under the same load (the cost of the HTTP stack and one query), so the
+ratio is what the route itself adds.
+
+    .venv/bin/python benchmarks/load.py --needs 100000 --offers 20000 --posts 3000 --clients 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import machine_info
+from service import database, free_port
+
+from aidmatch import migrate
+from aidmatch.auth import service as auth_service
+from aidmatch.categories import Category
+from aidmatch.config import Settings
+from aidmatch.database import make_engine, make_sessionmaker
+from aidmatch.demo import scenario as scenario_mod
+from aidmatch.demo import service as demo_service
+from aidmatch.enums import Role
+
+URGENCIES = ("critical", "urgent", "normal")
+
+
+def run_load(
+    port: int, requests: list[tuple[str, str, bytes | None, dict[str, str]]], clients: int
+) -> tuple[float, list[float], int]:
+    """Send every request once from ``clients`` threads; (wall seconds, latencies, errors)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    cursor = [0]
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if cursor[0] >= len(requests):
+                    break
+                method, path, body, headers = requests[cursor[0]]
+                cursor[0] += 1
+            t = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status < 400
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            dt = time.perf_counter() - t
+            with lock:
+                latencies.append(dt)
+                errors[0] += not ok
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, latencies, errors[0]
+
+
+def summary(name: str, wall: float, lat: list[float], errors: int) -> dict[str, float | str | int]:
+    a = np.array(lat) * 1e3
+    return {
+        "name": name,
+        "n": len(lat),
+        "rps": len(lat) / wall,
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--needs", type=int, default=100_000)
+    parser.add_argument("--offers", type=int, default=20_000)
+    parser.add_argument("--posts", type=int, default=3000)
+    parser.add_argument("--stats", type=int, default=30)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--seed", type=int, default=2010)
+    args = parser.parse_args()
+    print("aidmatch loopback load: uvicorn + PostgreSQL")
+    print(
+        f"demo scenario {args.needs} needs, {args.offers} offers; {args.posts} POST /api/needs, "
+        f"{args.stats} GET /api/stats/unmet; {args.clients} client threads; {args.workers} uvicorn workers"
+    )
+    for line in machine_info():
+        print(line)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, database("postgresql", Path(tmp)) as url:
+        settings = Settings(database_url=url, scheduler_enabled=False, _env_file=None)
+        migrate.upgrade(settings.database_url)
+        engine = make_engine(settings.database_url)
+        with make_sessionmaker(engine)() as session:
+            demo_service.seed(
+                session=session,
+                scenario=scenario_mod.generate(args.needs, args.offers, seed=args.seed),
+                settings=settings,
+                seed=args.seed,
+            )
+            _, token = auth_service.create(session=session, name="load", role=Role.coordinator)
+            session.commit()
+        engine.dispose()
+        port = free_port()
+        env = {
+            **os.environ,
+            "AIDMATCH_DATABASE_URL": url,
+            "AIDMATCH_SCHEDULER_ENABLED": "false",
+            "AIDMATCH_PUBLIC_POST_BURST": "10000000",
+            "AIDMATCH_MAX_OPEN_NEEDS_PER_PHONE": "10000000",
+        }
+        aidmatch = str(Path(sys.executable).with_name("aidmatch"))
+        server = subprocess.Popen(
+            [aidmatch, "serve", "--port", str(port), "--workers", str(args.workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("aidmatch serve did not come up")
+                time.sleep(0.3)
+            posts = scenario_mod.generate(args.posts, 0, seed=args.seed + 7)
+            cats = list(Category)
+            json_headers = {"Content-Type": "application/json"}
+            post_requests = [
+                (
+                    "POST",
+                    "/api/needs",
+                    json.dumps(
+                        {
+                            "category": cats[int(posts.need_category[i])].value,
+                            "quantity": int(posts.need_quantity[i]),
+                            "urgency": URGENCIES[int(posts.need_urgency[i])],
+                            "lat": round(float(posts.need_lat[i]), 6),
+                            "lon": round(float(posts.need_lon[i]), 6),
+                        }
+                    ).encode(),
+                    json_headers,
+                )
+                for i in range(args.posts)
+            ]
+            # Warm every worker's live index first (the first lookup builds it).
+            run_load(port, post_requests[: 4 * args.workers], args.workers * 2)
+            results = [
+                summary(
+                    "GET /healthz (baseline)",
+                    *run_load(port, [("GET", "/healthz", None, {})] * args.posts, args.clients),
+                ),
+                summary("POST /api/needs", *run_load(port, post_requests[4 * args.workers :], args.clients)),
+                summary(
+                    "GET /api/stats/unmet",
+                    *run_load(
+                        port, [("GET", "/api/stats/unmet", None, {"Authorization": f"Bearer {token}"})] * args.stats, 2
+                    ),
+                ),
+            ]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print()
+    print(f"{'request':28} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for r in results:
+        print(
+            f"{r['name']:28} {r['n']:6d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['errors']:7d}"
+        )
+    base = results[0]
+    print()
+    print(
+        f"POST /api/needs vs /healthz: {float(results[1]['p50']) / float(base['p50']):.1f}x p50, "
+        f"{float(base['rps']) / float(results[1]['rps']):.1f}x fewer requests per second"
+    )
+
+
+if __name__ == "__main__":
+    main()
