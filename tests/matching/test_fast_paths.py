@@ -1,0 +1,106 @@
+"""The solver's shortcuts against the plain exact min-cost flow: uncontested pieces, parallel groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.sparse.csgraph import connected_components
+
+from matching import Needs, Offers, batch
+from matching.candidates import all_feasible_edges
+from matching.solve import solve_groups, solve_min_cost_flow
+from tests.matching.test_batch import random_instance
+
+
+def _worth_edges(needs: Needs, offers: Offers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    edges = all_feasible_edges(needs, offers, max_edges=10**7)
+    assert edges is not None
+    worth = edges.distance_km < needs.penalty_km[edges.need]
+    return edges.need[worth], edges.offer[worth], edges.distance_km[worth]
+
+
+def _cost(needs: Needs, need: np.ndarray, dist: np.ndarray, flow: np.ndarray) -> float:
+    served = np.bincount(need, weights=flow, minlength=len(needs))
+    return float(np.dot(flow, dist) + np.dot(needs.penalty_km, needs.quantity - served))
+
+
+def _sparse_instance(rng: np.random.Generator, n: int) -> tuple[Needs, Offers]:
+    """Needs and offers scattered so thinly over a wide box that most pieces are tiny."""
+    needs = Needs(
+        lat=rng.uniform(40, 50, n),
+        lon=rng.uniform(10, 30, n),
+        category=rng.integers(0, 3, n),
+        quantity=rng.integers(1, 4, n),
+        urgency=rng.integers(0, 3, n),
+        max_km=np.full(n, np.inf),
+    )
+    offers = Offers(
+        lat=rng.uniform(40, 50, n),
+        lon=rng.uniform(10, 30, n),
+        category_mask=(np.int64(1) << rng.integers(0, 3, n)) | (np.int64(1) << rng.integers(0, 3, n)),
+        capacity=rng.integers(1, 4, n),
+        radius_km=rng.uniform(20, 80, n),
+    )
+    return needs, offers
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(5, 400))
+def test_uncontested_pieces_are_optimal_and_the_shortcut_changes_nothing(seed: int, n: int) -> None:
+    needs, offers = _sparse_instance(np.random.default_rng(seed), n)
+    need, offer, dist = _worth_edges(needs, offers)
+    m = len(offers)
+    graph = sp.coo_array((np.ones(len(need)), (need, len(needs) + offer)), shape=(len(needs) + m,) * 2)
+    n_pieces, label = connected_components(graph, directed=False)
+    easy, take = batch._uncontested(needs, offers, need, offer, dist, label, n_pieces)
+    exact = solve_min_cost_flow(need, offer, dist, needs.quantity, offers.capacity, needs.penalty_km)
+    piece = label[need]
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    for p in np.flatnonzero(easy):
+        mine = piece == p
+        # Feasible, and as cheap as the exact flow on the piece.
+        assert (np.bincount(offer[mine], weights=take[mine], minlength=m) <= offers.capacity).all()
+        assert (np.bincount(need[mine], weights=take[mine], minlength=len(needs)) <= needs.quantity).all()
+        assert float(np.dot(take[mine], dist[mine] - needs.penalty_km[need[mine]])) == pytest.approx(
+            float(np.dot(exact[mine], dist[mine] - needs.penalty_km[need[mine]])), abs=resolution
+        )
+    # With the shortcut inside, the whole solve is still the exact optimum.
+    flow = batch._solve(needs, offers, need, offer, dist, workers=1)
+    assert _cost(needs, need, dist, flow) == pytest.approx(_cost(needs, need, dist, exact), abs=resolution)
+
+
+def test_uncontested_shortcut_fires_on_scattered_instances() -> None:
+    needs, offers = _sparse_instance(np.random.default_rng(3), 300)
+    need, offer, dist = _worth_edges(needs, offers)
+    graph = sp.coo_array((np.ones(len(need)), (need, len(needs) + offer)), shape=(len(needs) + len(offers),) * 2)
+    n_pieces, label = connected_components(graph, directed=False)
+    easy, _ = batch._uncontested(needs, offers, need, offer, dist, label, n_pieces)
+    has_edges = np.zeros(n_pieces, dtype=bool)
+    has_edges[label[need]] = True
+    assert 0 < easy.sum() < has_edges.sum()  # some pieces skip the solver, some are contested
+
+
+def test_parallel_groups_equal_sequential_groups() -> None:
+    rng = np.random.default_rng(8)
+    needs, offers = random_instance(rng, 600, 500, box_deg=6.0)
+    need, offer, dist = _worth_edges(needs, offers)
+    # Split by piece so no need or offer is in two groups.
+    graph = sp.coo_array((np.ones(len(need)), (need, len(needs) + offer)), shape=(len(needs) + len(offers),) * 2)
+    _, label = connected_components(graph, directed=False)
+    piece = label[need]
+    groups = [np.flatnonzero(piece % 3 == r) for r in range(3)]
+    cols = (needs.quantity, offers.capacity, needs.penalty_km)
+    one = solve_groups(groups, need, offer, dist, *cols, workers=1)
+    import matching.solve as solve_module
+
+    floor = solve_module.PARALLEL_MIN_EDGES
+    solve_module.PARALLEL_MIN_EDGES = 0
+    try:
+        two = solve_groups(groups, need, offer, dist, *cols, workers=2)
+    finally:
+        solve_module.PARALLEL_MIN_EDGES = floor
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
