@@ -12,6 +12,7 @@ from geo.index import SpatialIndex
 from matching.candidates import CandidateEdges, all_feasible_edges, build_candidates
 from matching.columns import BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
+from matching.pricing import priced_in_edges, prices
 from matching.solve import solve_groups
 
 SERVED = 0
@@ -48,6 +49,7 @@ _GROUP_UNITS = 20_000
 _EASY_MAX_UNITS = 2_000  # pieces up to this many units are first checked for an uncontested optimum
 _MAX_K = 256
 _WIDEN_MIN_GAIN = 5e-4  # of all need units
+_PRICED_MIN_GAIN = 1e-4  # of the objective
 
 # How many reachable needs each offer with room left looks at, round by round.
 WIDEN_K = (16, 32, 64, 128, 256, 512)
@@ -67,6 +69,7 @@ def match(
     k_reverse: int = 4,
     widen_rounds: int = len(WIDEN_K),
     max_exact_edges: int = 16_000_000,
+    priced_rounds: bool = False,
 ) -> Assignment:
     """Assign need units to offer units minimising travel plus urgency-weighted unserved units.
 
@@ -75,7 +78,11 @@ def match(
     edges come from the k nearest offers of each need and the ``k_reverse`` nearest needs of each
     offer, and the min-cost flow over them is exact on that graph; while units stay unserved, up to
     ``widen_rounds`` rounds add the edges that open augmenting paths (offers with room left reach
-    ever more of the needs that alternating paths lead to) and solve again. Deterministic.
+    ever more of the needs that alternating paths lead to) and solve again. With
+    ``priced_rounds`` the rounds instead add the missing edges that the dual prices of the current
+    flow say would lower the objective (column generation; see ``matching.pricing``), until a
+    round gains less than 0.01 %: far closer to the optimum on dense instances, and slower.
+    Deterministic.
     """
     if widen_rounds < 0:
         raise InvalidInputError(f"widen_rounds = {widen_rounds} must be >= 0")
@@ -90,8 +97,12 @@ def match(
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
     flow = _solve(needs, offers, need, offer, dist)
+    searched_km = np.zeros(len(needs))
     for k_widen in WIDEN_K[: 0 if exact else widen_rounds]:
-        extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen)
+        if priced_rounds:
+            extra = _priced_edges(needs, offers, need, offer, dist, flow, k_widen, searched_km)
+        else:
+            extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen)
         if extra is None:
             break
         # Carry the flows over; only pieces that gained an edge can change.
@@ -106,7 +117,13 @@ def match(
         fresh[pos] = False
         need, offer, dist = new_need, new_offer, new_dist
         before = int(flow.sum())
+        cost_before = _flow_cost(needs, need, dist, carried)
         flow = _solve(needs, offers, need, offer, dist, previous=carried, changed=fresh)
+        if priced_rounds:
+            # Prices keep finding edges that shorten trips; stop once a round gains almost nothing.
+            if cost_before - _flow_cost(needs, need, dist, flow) < _PRICED_MIN_GAIN * cost_before:
+                break
+            continue
         # Rounds get dearer as the net widens: stop once one serves almost nothing more.
         if int(flow.sum()) - before < _WIDEN_MIN_GAIN * float(needs.quantity.sum()):
             break
@@ -122,6 +139,34 @@ def match(
         reason=reason,
         objective=objective(needs, flow[used], dist[used], served),
     )
+
+
+def _flow_cost(needs: Needs, need: IntArray, dist: FloatArray, flow: IntArray) -> float:
+    served = np.bincount(need, weights=flow, minlength=len(needs))
+    return float(np.dot(flow, dist)) + float(np.dot(needs.penalty_km, needs.quantity - served))
+
+
+def _priced_edges(
+    needs: Needs,
+    offers: Offers,
+    need: IntArray,
+    offer: IntArray,
+    dist: FloatArray,
+    flow: IntArray,
+    k_widen: int,
+    searched_km: FloatArray,
+) -> tuple[IntArray, IntArray, FloatArray] | None:
+    """The candidate edges plus missing ones with a negative reduced cost; None when none is found."""
+    price_need, price_offer = prices(needs, offers, need, offer, dist, flow)
+    known = need * np.int64(max(len(offers), 1)) + offer
+    new_need, new_offer, new_km = priced_in_edges(needs, offers, price_need, price_offer, known, k_widen, searched_km)
+    if len(new_need) == 0:
+        return None
+    all_need = np.concatenate([need, new_need])
+    all_offer = np.concatenate([offer, new_offer])
+    all_km = np.concatenate([dist, new_km])
+    order = np.lexsort((all_offer, all_need))
+    return all_need[order], all_offer[order], all_km[order]
 
 
 def _augmenting_edges(

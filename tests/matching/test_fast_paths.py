@@ -1,4 +1,4 @@
-"""The solver's shortcuts against the plain exact min-cost flow: uncontested pieces, parallel groups."""
+"""The solver's shortcuts against the plain exact min-cost flow: uncontested pieces, parallel groups, prices."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components
 
-from matching import Needs, Offers, batch
+from matching import Needs, Offers, batch, match
 from matching.candidates import all_feasible_edges
-from matching.solve import solve_groups, solve_min_cost_flow
+from matching.pricing import priced_in_edges, prices
+from matching.solve import COST_UNITS_PER_KM, solve_groups, solve_min_cost_flow
+from tests.matching.oracle import assert_invariants, optimum
 from tests.matching.test_batch import random_instance
 
 
@@ -104,3 +106,52 @@ def test_parallel_groups_equal_sequential_groups() -> None:
         solve_module.PARALLEL_MIN_EDGES = floor
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_prices_certify_the_flow_and_price_missing_edges_exactly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    needs, offers = random_instance(rng, 40, 30, box_deg=1.0)
+    need, offer, dist = _worth_edges(needs, offers)
+    if len(need) == 0:
+        return
+    # A sparse graph: every other edge. Its optimal flow and prices.
+    keep = np.arange(len(need)) % 2 == 0
+    sn, so, sd = need[keep], offer[keep], dist[keep]
+    flow = solve_min_cost_flow(sn, so, sd, needs.quantity, offers.capacity, needs.penalty_km)
+    p_need, p_offer = prices(needs, offers, sn, so, sd, flow)
+    cost = np.rint(sd * COST_UNITS_PER_KM).astype(np.int64)
+    reduced = cost + p_offer[so] - p_need[sn]
+    room = flow < np.minimum(needs.quantity[sn], offers.capacity[so])
+    assert (reduced[room] >= 0).all()  # no residual edge prices in
+    assert (reduced[flow > 0] <= 0).all()  # edges that carry flow are tight or better
+    assert (p_offer >= 0).all()
+    assert (p_need <= np.rint(needs.penalty_km * COST_UNITS_PER_KM)).all()
+    # Missing edges: the ones found all price in, and when none of the missing ones prices in the
+    # flow is optimal over every feasible edge.
+    miss_n, miss_o, miss_d = need[~keep], offer[~keep], dist[~keep]
+    missing_reduced = np.rint(miss_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[miss_o] - p_need[miss_n]
+    known = np.sort(sn * np.int64(len(offers)) + so)
+    searched = np.zeros(len(needs))
+    new_n, new_o, new_d = priced_in_edges(needs, offers, p_need, p_offer, known, 64, searched)
+    assert (np.rint(new_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[new_o] < p_need[new_n]).all()
+    found = set(zip(new_n.tolist(), new_o.tolist(), strict=True))
+    assert found <= set(zip(miss_n.tolist(), miss_o.tolist(), strict=True))
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    if (missing_reduced >= 0).all():
+        best = optimum(needs, offers)
+        assert _cost(needs, sn, sd, flow) == pytest.approx(best, abs=resolution)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_priced_rounds_only_improve_and_keep_every_invariant(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    needs, offers = random_instance(rng, 50, 40, box_deg=1.0)
+    result = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, priced_rounds=True)
+    assert_invariants(needs, offers, result)
+    narrow = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, widen_rounds=0)
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    assert result.objective <= narrow.objective + resolution
+    assert result.objective >= optimum(needs, offers) - resolution
