@@ -212,6 +212,11 @@ def _augmenting_edges(
     present[needs.category[reach]] = True
     for c in np.flatnonzero(present).tolist():
         serving = spare[((offers.category_mask[spare] >> c) & 1) == 1]
+        if serving.size > k_widen:
+            # Most offers with room left sit where no reachable need is in range: one nearest
+            # neighbour rules them out before the wide query (the edges found are the same).
+            near, _ = tree.knn(offers.lat[serving], offers.lon[serving], c, 1, max_km=offers.radius_km[serving])
+            serving = serving[near[:, 0] >= 0]
         if serving.size == 0:
             continue
         nid, nd_km = tree.knn(offers.lat[serving], offers.lon[serving], c, k_widen, max_km=offers.radius_km[serving])
