@@ -165,7 +165,7 @@ def run_one(layout: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     # aidmatch
     t0 = time.perf_counter()
     needs, offers = to_matching(d)
-    res = matching.match(needs, offers, max_exact_edges=args.max_exact_edges)
+    res = matching.match(needs, offers, max_exact_edges=args.max_exact_edges, priced_rounds=args.priced_rounds)
     r["aid_t"] = time.perf_counter() - t0
     r["aid_served"], r["aid_obj"] = res.served_units, float(res.objective)
     bad = check_assignment(d, res.need_index, res.offer_index, res.quantity)
@@ -277,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         default=16_000_000,
         help="passed to matching.match; 0 forces its nearest-candidates path (to measure that path)",
     )
+    p.add_argument(
+        "--priced-rounds",
+        action="store_true",
+        help="passed to matching.match: rounds by dual prices instead of augmenting-path widening",
+    )
     p.add_argument("--seed", type=int, default=20260101)
     p.add_argument("--plot", metavar="PATH", help="write a log-log PNG of time vs size")
     args = p.parse_args(argv)
@@ -284,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("batch assignment quality benchmark")
     print(f"categories={N_CATEGORIES}, radius=50 km, quantity/capacity 1-3, seed={args.seed}, LP {args.lp_method}")
+    if args.max_exact_edges != 16_000_000 or args.priced_rounds:
+        print(f"matching.match(max_exact_edges={args.max_exact_edges}, priced_rounds={args.priced_rounds})")
     for layout in args.layouts:
         print(f"layout {layout}: {LAYOUTS[layout]}")
     for line in machine_info():

@@ -1,0 +1,144 @@
+"""Dual prices of an optimal flow on the candidate graph, and the missing edges they say would pay.
+
+After the min-cost flow on a set of edges, node prices come from shortest paths to the sink in the
+residual network (integer costs, the solver's metres): ``price_need[i]`` is what one more unit of
+need ``i`` is worth (at most its penalty), ``price_offer[j]`` what one unit of offer ``j``'s
+capacity is worth (0 while it has room left). Every edge of the graph then has reduced cost
+``cost + price_offer - price_need >= 0``; an edge not in the graph with a negative reduced cost can
+lower the objective, and one with none cannot. So a piece of the graph whose missing edges all
+price non-negative is optimal over every feasible edge too (the linear programming optimality
+condition), and adding only priced-in edges keeps each re-solve as small as it can be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geo.index import SpatialIndex
+from matching.columns import FloatArray, IntArray, Needs, Offers
+from matching.solve import COST_UNITS_PER_KM
+
+_INF = np.iinfo(np.int64).max // 4
+
+
+def prices(
+    needs: Needs, offers: Offers, need: IntArray, offer: IntArray, dist: FloatArray, flow: IntArray
+) -> tuple[IntArray, IntArray]:
+    """Node prices (integer cost units) of an optimal ``flow`` over edges ``need``/``offer``/``dist``.
+
+    Returns ``(price_need, price_offer)`` of shapes (n,) and (m,). Shortest distances to the sink in
+    the residual network, found by label-correcting rounds over only the nodes whose label changed
+    (vectorised; the residual network of an optimal flow has no negative cycle).
+    """
+    n, m = len(needs), len(offers)
+    cost = np.rint(dist * COST_UNITS_PER_KM).astype(np.int64)
+    penalty = np.rint(needs.penalty_km * COST_UNITS_PER_KM).astype(np.int64)
+    served = np.bincount(need, weights=flow, minlength=n).astype(np.int64)
+    used = np.bincount(offer, weights=flow, minlength=m).astype(np.int64)
+    room = flow < np.minimum(needs.quantity[need], offers.capacity[offer])
+    carrying = flow > 0
+    sink = n + m
+    # Residual arcs x -> y with cost c; labels are distances to the sink, so they travel backwards.
+    tail = np.concatenate([need[room], n + offer[carrying], np.flatnonzero(served > 0)])
+    head = np.concatenate([n + offer[room], need[carrying], np.full(int((served > 0).sum()), sink)])
+    arc_cost = np.concatenate([cost[room], -cost[carrying], penalty[served > 0]])
+    label = np.full(n + m + 1, _INF, dtype=np.int64)
+    label[sink] = 0
+    label[n + np.flatnonzero(used < offers.capacity)] = 0  # room left: straight on to the sink
+    label[np.flatnonzero(served > 0)] = penalty[served > 0]
+    by_head = np.argsort(head, kind="stable")
+    tail, head, arc_cost = tail[by_head], head[by_head], arc_cost[by_head]
+    start = np.zeros(n + m + 2, dtype=np.int64)
+    np.cumsum(np.bincount(head, minlength=n + m + 1), out=start[1:])
+    front = np.flatnonzero(label < _INF)
+    front = front[front != sink]
+    while front.size:
+        first, count = start[front], start[front + 1] - start[front]
+        total = int(count.sum())
+        if total == 0:
+            break
+        offsets = np.repeat(first - (np.cumsum(count) - count), count)
+        arcs = np.arange(total) + offsets
+        cand = arc_cost[arcs] + np.repeat(label[front], count)
+        x = tail[arcs]
+        better = cand < label[x]
+        if not better.any():
+            break
+        x, cand = x[better], cand[better]
+        np.minimum.at(label, x, cand)
+        front = np.unique(x)
+    price_need = np.minimum(label[:n], penalty)  # a need with nothing served is worth its penalty
+    price_offer = label[n : n + m]
+    return price_need, price_offer
+
+
+def priced_in_edges(
+    needs: Needs,
+    offers: Offers,
+    price_need: IntArray,
+    price_offer: IntArray,
+    known: IntArray,
+    k: int,
+    searched_km: FloatArray,
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """Feasible edges missing from the graph with a negative reduced cost (not necessarily all).
+
+    Three searches: needs worth something look for their ``k`` nearest offers with room left, and
+    their ``k`` nearest offers of any price, within what they are worth; offers look for their
+    ``k`` nearest needs with units left unserved within what those are worth above the offer's
+    price. Every hit is kept only if its reduced cost is negative. ``known`` holds the sorted keys
+    ``need * m + offer`` of the graph's edges. ``searched_km`` shape (n,) (updated in place): for
+    need i, every offer nearer than it was looked at in an earlier round (while prices change
+    such an offer may start to pay again; it is not looked at twice, which keeps rounds cheap).
+    Returns new edges sorted by (need, offer), no duplicates.
+    """
+    m = len(offers)
+    usable = offers.is_available & (offers.category_mask != 0)
+    parts_need: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    parts_offer: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    parts_km: list[FloatArray] = [np.empty(0, dtype=np.float64)]
+    worth_km = price_need / COST_UNITS_PER_KM
+    bound_km = np.minimum(worth_km, needs.max_km)
+    # Offers nearer than searched_km[i] were all looked at for need i in an earlier round.
+    asking = np.flatnonzero((price_need > 0) & (bound_km > searched_km))
+    for only_free in (True, False):
+        rows = np.flatnonzero(usable & (price_offer == 0) if only_free else usable)
+        if rows.size == 0 or asking.size == 0:
+            continue
+        tree = SpatialIndex(rows, offers.lat[rows], offers.lon[rows], offers.category_mask[rows])
+        ids, d_km = tree.knn(needs.lat[asking], needs.lon[asking], needs.category[asking], k, max_km=bound_km[asking])
+        if not only_free:
+            reached = np.where(np.isfinite(d_km[:, -1]), d_km[:, -1], bound_km[asking])
+            searched_km[asking] = np.maximum(searched_km[asking], reached)
+        parts_need.append(np.repeat(asking, k))
+        parts_offer.append(ids.ravel())
+        parts_km.append(d_km.ravel())
+    short = np.flatnonzero(price_need >= np.rint(needs.penalty_km * COST_UNITS_PER_KM))
+    if short.size:
+        tree = SpatialIndex(short, needs.lat[short], needs.lon[short], np.int64(1) << needs.category[short])
+        top_km = float(worth_km[short].max())
+        for c in sorted({int(v) for v in np.unique(needs.category[short])}):
+            serving = np.flatnonzero(usable & (((offers.category_mask >> c) & 1) == 1))
+            reach_km = np.minimum(offers.radius_km[serving], top_km - price_offer[serving] / COST_UNITS_PER_KM)
+            serving, reach_km = serving[reach_km > 0], reach_km[reach_km > 0]
+            if serving.size == 0:
+                continue
+            nid, nd_km = tree.knn(offers.lat[serving], offers.lon[serving], c, k, max_km=reach_km)
+            parts_need.append(nid.ravel())
+            parts_offer.append(np.repeat(serving, k))
+            parts_km.append(nd_km.ravel())
+    need = np.concatenate(parts_need)
+    offer = np.concatenate(parts_offer)
+    dist = np.concatenate(parts_km)
+    ok = (need >= 0) & (offer >= 0)
+    need, offer, dist = need[ok], offer[ok], dist[ok]
+    ok = (dist <= offers.radius_km[offer]) & (dist <= needs.max_km[need]) & offers.serves(offer, needs.category[need])
+    ok &= np.rint(dist * COST_UNITS_PER_KM).astype(np.int64) + price_offer[offer] < price_need[need]
+    need, offer, dist = need[ok], offer[ok], dist[ok]
+    key = need * np.int64(max(m, 1)) + offer
+    if len(known):
+        pos = np.minimum(np.searchsorted(known, key), len(known) - 1)
+        fresh = known[pos] != key
+        need, offer, dist, key = need[fresh], offer[fresh], dist[fresh], key[fresh]
+    _, first = np.unique(key, return_index=True)
+    return need[first], offer[first], dist[first]

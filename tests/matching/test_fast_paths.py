@@ -1,0 +1,157 @@
+"""The solver's shortcuts against the plain exact min-cost flow: uncontested pieces, parallel groups, prices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.sparse.csgraph import connected_components
+
+from matching import Needs, Offers, batch, match
+from matching.candidates import all_feasible_edges
+from matching.pricing import priced_in_edges, prices
+from matching.solve import COST_UNITS_PER_KM, solve_groups, solve_min_cost_flow
+from tests.matching.oracle import assert_invariants, optimum
+from tests.matching.test_batch import random_instance
+
+
+def _worth_edges(needs: Needs, offers: Offers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    edges = all_feasible_edges(needs, offers, max_edges=10**7)
+    assert edges is not None
+    worth = edges.distance_km < needs.penalty_km[edges.need]
+    return edges.need[worth], edges.offer[worth], edges.distance_km[worth]
+
+
+def _cost(needs: Needs, need: np.ndarray, dist: np.ndarray, flow: np.ndarray) -> float:
+    served = np.bincount(need, weights=flow, minlength=len(needs))
+    return float(np.dot(flow, dist) + np.dot(needs.penalty_km, needs.quantity - served))
+
+
+def _sparse_instance(rng: np.random.Generator, n: int) -> tuple[Needs, Offers]:
+    """Needs and offers scattered so thinly over a wide box that most pieces are tiny."""
+    needs = Needs(
+        lat=rng.uniform(40, 50, n),
+        lon=rng.uniform(10, 30, n),
+        category=rng.integers(0, 3, n),
+        quantity=rng.integers(1, 4, n),
+        urgency=rng.integers(0, 3, n),
+        max_km=np.full(n, np.inf),
+    )
+    offers = Offers(
+        lat=rng.uniform(40, 50, n),
+        lon=rng.uniform(10, 30, n),
+        category_mask=(np.int64(1) << rng.integers(0, 3, n)) | (np.int64(1) << rng.integers(0, 3, n)),
+        capacity=rng.integers(1, 4, n),
+        radius_km=rng.uniform(20, 80, n),
+    )
+    return needs, offers
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(5, 400))
+def test_uncontested_pieces_are_optimal_and_the_shortcut_changes_nothing(seed: int, n: int) -> None:
+    needs, offers = _sparse_instance(np.random.default_rng(seed), n)
+    need, offer, dist = _worth_edges(needs, offers)
+    m = len(offers)
+    graph = sp.coo_array((np.ones(len(need)), (need, len(needs) + offer)), shape=(len(needs) + m,) * 2)
+    n_pieces, label = connected_components(graph, directed=False)
+    easy, take = batch._uncontested(needs, offers, need, offer, dist, label, n_pieces)
+    exact = solve_min_cost_flow(need, offer, dist, needs.quantity, offers.capacity, needs.penalty_km)
+    piece = label[need]
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    for p in np.flatnonzero(easy):
+        mine = piece == p
+        # Feasible, and as cheap as the exact flow on the piece.
+        assert (np.bincount(offer[mine], weights=take[mine], minlength=m) <= offers.capacity).all()
+        assert (np.bincount(need[mine], weights=take[mine], minlength=len(needs)) <= needs.quantity).all()
+        assert float(np.dot(take[mine], dist[mine] - needs.penalty_km[need[mine]])) == pytest.approx(
+            float(np.dot(exact[mine], dist[mine] - needs.penalty_km[need[mine]])), abs=resolution
+        )
+    # With the shortcut inside, the whole solve is still the exact optimum.
+    flow = batch._solve(needs, offers, need, offer, dist, workers=1)
+    assert _cost(needs, need, dist, flow) == pytest.approx(_cost(needs, need, dist, exact), abs=resolution)
+
+
+def test_uncontested_shortcut_fires_on_scattered_instances() -> None:
+    needs, offers = _sparse_instance(np.random.default_rng(3), 300)
+    need, offer, dist = _worth_edges(needs, offers)
+    graph = sp.coo_array((np.ones(len(need)), (need, len(needs) + offer)), shape=(len(needs) + len(offers),) * 2)
+    n_pieces, label = connected_components(graph, directed=False)
+    easy, _ = batch._uncontested(needs, offers, need, offer, dist, label, n_pieces)
+    has_edges = np.zeros(n_pieces, dtype=bool)
+    has_edges[label[need]] = True
+    assert 0 < easy.sum() < has_edges.sum()  # some pieces skip the solver, some are contested
+
+
+def test_parallel_groups_equal_sequential_groups() -> None:
+    rng = np.random.default_rng(8)
+    needs, offers = random_instance(rng, 600, 500, box_deg=6.0)
+    need, offer, dist = _worth_edges(needs, offers)
+    # Split by piece so no need or offer is in two groups.
+    graph = sp.coo_array((np.ones(len(need)), (need, len(needs) + offer)), shape=(len(needs) + len(offers),) * 2)
+    _, label = connected_components(graph, directed=False)
+    piece = label[need]
+    groups = [np.flatnonzero(piece % 3 == r) for r in range(3)]
+    cols = (needs.quantity, offers.capacity, needs.penalty_km)
+    one = solve_groups(groups, need, offer, dist, *cols, workers=1)
+    import matching.solve as solve_module
+
+    floor = solve_module.PARALLEL_MIN_EDGES
+    solve_module.PARALLEL_MIN_EDGES = 0
+    try:
+        two = solve_groups(groups, need, offer, dist, *cols, workers=2)
+    finally:
+        solve_module.PARALLEL_MIN_EDGES = floor
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_prices_certify_the_flow_and_price_missing_edges_exactly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    needs, offers = random_instance(rng, 40, 30, box_deg=1.0)
+    need, offer, dist = _worth_edges(needs, offers)
+    if len(need) == 0:
+        return
+    # A sparse graph: every other edge. Its optimal flow and prices.
+    keep = np.arange(len(need)) % 2 == 0
+    sn, so, sd = need[keep], offer[keep], dist[keep]
+    flow = solve_min_cost_flow(sn, so, sd, needs.quantity, offers.capacity, needs.penalty_km)
+    p_need, p_offer = prices(needs, offers, sn, so, sd, flow)
+    cost = np.rint(sd * COST_UNITS_PER_KM).astype(np.int64)
+    reduced = cost + p_offer[so] - p_need[sn]
+    room = flow < np.minimum(needs.quantity[sn], offers.capacity[so])
+    assert (reduced[room] >= 0).all()  # no residual edge prices in
+    assert (reduced[flow > 0] <= 0).all()  # edges that carry flow are tight or better
+    assert (p_offer >= 0).all()
+    assert (p_need <= np.rint(needs.penalty_km * COST_UNITS_PER_KM)).all()
+    # Missing edges: the ones found all price in, and when none of the missing ones prices in the
+    # flow is optimal over every feasible edge.
+    miss_n, miss_o, miss_d = need[~keep], offer[~keep], dist[~keep]
+    missing_reduced = np.rint(miss_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[miss_o] - p_need[miss_n]
+    known = np.sort(sn * np.int64(len(offers)) + so)
+    searched = np.zeros(len(needs))
+    new_n, new_o, new_d = priced_in_edges(needs, offers, p_need, p_offer, known, 64, searched)
+    assert (np.rint(new_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[new_o] < p_need[new_n]).all()
+    found = set(zip(new_n.tolist(), new_o.tolist(), strict=True))
+    assert found <= set(zip(miss_n.tolist(), miss_o.tolist(), strict=True))
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    if (missing_reduced >= 0).all():
+        best = optimum(needs, offers)
+        assert _cost(needs, sn, sd, flow) == pytest.approx(best, abs=resolution)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_priced_rounds_only_improve_and_keep_every_invariant(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    needs, offers = random_instance(rng, 50, 40, box_deg=1.0)
+    result = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, priced_rounds=True)
+    assert_invariants(needs, offers, result)
+    narrow = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, widen_rounds=0)
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    assert result.objective <= narrow.objective + resolution
+    assert result.objective >= optimum(needs, offers) - resolution
