@@ -318,7 +318,7 @@ def match_files(needs_path: Path, offers_path: Path, out_path: Path) -> MatchFil
         capacity=offers_file.capacity,
         radius_km=offers_file.radius_km,
     )
-    result = matching.match(needs, offers)
+    result = matching.match(needs, offers, workers=None)  # a process of its own: one solver per CPU
     seconds = time.perf_counter() - started
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w", newline="", encoding="utf-8") as out:

@@ -70,6 +70,7 @@ def match(
     widen_rounds: int = len(WIDEN_K),
     max_exact_edges: int = 16_000_000,
     priced_rounds: bool = False,
+    workers: int | None = 1,
 ) -> Assignment:
     """Assign need units to offer units minimising travel plus urgency-weighted unserved units.
 
@@ -82,7 +83,9 @@ def match(
     ``priced_rounds`` the rounds instead add the missing edges that the dual prices of the current
     flow say would lower the objective (column generation; see ``matching.pricing``), until a
     round gains less than 0.01 %: far closer to the optimum on dense instances, and slower.
-    Deterministic.
+    ``workers``: independent pieces are solved in that many forked processes (None: one per CPU);
+    the default 1 solves them in this process, as a threaded server must. Deterministic, whatever
+    the number of workers.
     """
     if widen_rounds < 0:
         raise InvalidInputError(f"widen_rounds = {widen_rounds} must be >= 0")
@@ -96,7 +99,7 @@ def match(
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
-    flow = _solve(needs, offers, need, offer, dist)
+    flow = _solve(needs, offers, need, offer, dist, workers=workers)
     searched_km = np.zeros(len(needs))
     for k_widen in WIDEN_K[: 0 if exact else widen_rounds]:
         if priced_rounds:
@@ -118,7 +121,7 @@ def match(
         need, offer, dist = new_need, new_offer, new_dist
         before = int(flow.sum())
         cost_before = _flow_cost(needs, need, dist, carried)
-        flow = _solve(needs, offers, need, offer, dist, previous=carried, changed=fresh)
+        flow = _solve(needs, offers, need, offer, dist, previous=carried, changed=fresh, workers=workers)
         if priced_rounds:
             # Prices keep finding edges that shorten trips; stop once a round gains almost nothing.
             if cost_before - _flow_cost(needs, need, dist, flow) < _PRICED_MIN_GAIN * cost_before:
