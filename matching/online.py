@@ -21,6 +21,7 @@ def nearest_capable(
     *,
     max_km: ArrayLike = np.inf,
     k: int = 5,
+    max_candidates: int | None = None,
 ) -> tuple[IntArray, FloatArray]:
     """The k nearest offers able to take each need now.
 
@@ -30,6 +31,9 @@ def nearest_capable(
     An offer qualifies when it serves the category, is available, has capacity left and the need
     lies within its ``radius_km`` and within ``max_km``.
     Returns ``(offer_index, distances_km)`` of shape (n, k), nearest first, padded with -1 / inf.
+    ``max_candidates`` bounds the search to that many nearest offers of the category per need
+    (None: as far as it takes; for many needs at once, where most nearby offers are full, the
+    unbounded search can look at every offer for every need).
     """
     if k < 1:
         raise InvalidInputError(f"k = {k} must be >= 1")
@@ -45,7 +49,7 @@ def nearest_capable(
     out_ids = np.full((n, k), -1, dtype=np.int64)
     out_km = np.full((n, k), np.inf)
     todo = np.arange(n)
-    kk = 2 * k
+    kk = 2 * k if max_candidates is None else min(2 * k, max_candidates)
     while todo.size:
         try:
             ids, d_km = index.knn(lat[todo], lon[todo], _take(category, todo), kk, max_km=bound[todo])
@@ -61,10 +65,10 @@ def nearest_capable(
         out_km[todo] = np.where(take_ok, np.take_along_axis(d_km, order, axis=1), np.inf)
         # Ask again, wider, where too few qualified although the index had more to give.
         short = (ok.sum(axis=1) < k) & found[:, -1]
-        if kk >= len(index):
+        if kk >= len(index) or (max_candidates is not None and kk >= max_candidates):
             break
         todo = todo[short]
-        kk *= 4
+        kk = kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
     return out_ids, out_km
 
 

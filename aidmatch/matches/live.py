@@ -25,7 +25,8 @@ from geo.index import SpatialIndex
 
 _GROW = 1024
 _LAG = timedelta(seconds=60)
-_CHUNK = 1000  # re-read changes this far behind the newest seen (late commits)
+_CHUNK = 1000
+_REACH_CANDIDATES = 64  # re-read changes this far behind the newest seen (late commits)
 
 
 class Candidate(NamedTuple):
@@ -233,7 +234,12 @@ class LiveOfferIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per need (shape (n,)): km to the nearest usable helper of its category (inf: none),
         whether one has the need within its radius (and the need's limit), and whether one of
-        those has room left (beyond ``pending`` units, not among ``blocked_helpers``)."""
+        those has room left (beyond ``pending`` units, not among ``blocked_helpers``).
+
+        The last two look at the ``_REACH_CANDIDATES`` nearest helpers of the category: a need
+        whose nearest 64 are all out of reach or full counts as such, even if one farther away
+        with a long radius could still come (rare; it keeps the statistics fast at 100k needs).
+        """
         with self._lock:
             n = len(lat)
             if self._n == 0 or len(self._index) == 0 or n == 0:
@@ -241,6 +247,10 @@ class LiveOfferIndex:
             offers, left = self._columns(pending, blocked_helpers)
             _, nearest_km = self._index.knn(lat, lon, category, 1)
             everyone = np.ones(self._n, dtype=np.int64)
-            anyone, _ = matching.nearest_capable(self._index, offers, everyone, lat, lon, category, max_km=max_km, k=1)
-            room, _ = matching.nearest_capable(self._index, offers, left, lat, lon, category, max_km=max_km, k=1)
+            anyone, _ = matching.nearest_capable(
+                self._index, offers, everyone, lat, lon, category, max_km=max_km, k=1, max_candidates=_REACH_CANDIDATES
+            )
+            room, _ = matching.nearest_capable(
+                self._index, offers, left, lat, lon, category, max_km=max_km, k=1, max_candidates=_REACH_CANDIDATES
+            )
             return nearest_km[:, 0], anyone[:, 0] >= 0, room[:, 0] >= 0
