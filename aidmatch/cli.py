@@ -52,7 +52,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     _require_migrated(settings)
-    _info(f"aidmatch serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    _info(f"aidmatch serving on http://{host}:{port}  (pages: /need /offer /dashboard; API docs: /docs)")
     if workers > 1:
         # Each worker builds its own app from the same environment.
         uvicorn.run("aidmatch.main:create_app", factory=True, host=host, port=port, workers=workers)
