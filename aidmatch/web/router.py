@@ -99,6 +99,11 @@ async def _form(request: Request) -> FormData:
     return await request.form(max_files=0, max_fields=100)
 
 
+# The form is read by this async dependency on the event loop; the routes that use it stay sync, so
+# FastAPI runs their database work in its thread pool instead of blocking the loop.
+FormDep = Annotated[FormData, Depends(_form)]
+
+
 # Public pages
 
 
@@ -122,12 +127,17 @@ def need_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/need", response_class=HTMLResponse, dependencies=[Depends(limit_public_posts)])
-async def need_submit(
-    request: Request, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep, live: LiveIndexDep
+def need_submit(
+    request: Request,
+    raw: FormDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    geocoder: GeocoderDep,
+    live: LiveIndexDep,
 ) -> Response:
     """Same path as ``POST /api/needs`` (source web): store, ask the nearest helpers, queue the code by SMS."""
     lang = pick_language(request)
-    form, need_in = parse_need(await _form(request), lang)
+    form, need_in = parse_need(raw, lang)
     if need_in is not None:
         try:
             need, merged = needs_service.create_or_merge(
@@ -194,10 +204,12 @@ def offer_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/offer", response_class=HTMLResponse, dependencies=[Depends(limit_public_posts)])
-async def offer_submit(request: Request, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep) -> Response:
+def offer_submit(
+    request: Request, raw: FormDep, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep
+) -> Response:
     """Same path as ``POST /api/offers``; a new helper sees their private task link once."""
     lang = pick_language(request)
-    form, offer_in = parse_offer(await _form(request), lang)
+    form, offer_in = parse_offer(raw, lang)
     if offer_in is not None:
         try:
             _, secret = offers_service.create(session=session, offer_in=offer_in, geocoder=geocoder)
@@ -281,8 +293,7 @@ def login_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/login", response_class=HTMLResponse, dependencies=[Depends(limit_public_posts)])
-async def login_submit(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    form = await _form(request)
+def login_submit(request: Request, form: FormDep, session: SessionDep, settings: SettingsDep) -> Response:
     token = form.get("token")
     next_url = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
     principal = auth_service.authenticate(session=session, plaintext=token.strip()) if isinstance(token, str) else None
@@ -435,9 +446,8 @@ def _dashboard_post_guard(request: Request, principal: Principal | None, form: F
 
 
 @router.post("/dashboard/emergency")
-async def dashboard_emergency(request: Request, session: SessionDep, principal: WebPrincipal) -> Response:
+def dashboard_emergency(request: Request, form: FormDep, session: SessionDep, principal: WebPrincipal) -> Response:
     """Emergency mode on/off from the dashboard (same effect as ``POST /api/emergency``)."""
-    form = await _form(request)
     refused = _dashboard_post_guard(request, principal, form)
     if refused is not None:
         return refused
@@ -451,8 +461,9 @@ async def dashboard_emergency(request: Request, session: SessionDep, principal: 
 
 
 @router.post("/dashboard/triage/{message_id}", response_class=HTMLResponse)
-async def dashboard_triage(
+def dashboard_triage(
     request: Request,
+    raw: FormDep,
     message_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     session: SessionDep,
     settings: SettingsDep,
@@ -461,7 +472,6 @@ async def dashboard_triage(
     principal: WebPrincipal,
 ) -> Response:
     """Turn an unparsed SMS into a need; the form comes prefilled with the message text."""
-    raw = await _form(request)
     refused = _dashboard_post_guard(request, principal, raw)
     if refused is not None:
         return refused
