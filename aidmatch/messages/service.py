@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +38,24 @@ def queue(
         need_id=need_id,
         match_id=match_id,
         helper_id=helper_id,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def store_inbound(*, session: Session, phone: str, body: str, sid: str | None, now: datetime) -> Message:
+    """Keep a received SMS as it came (before anything tries to understand it)."""
+    message = Message(
+        direction=MessageDirection.inbound,
+        status=MessageStatus.received,
+        channel="sms",
+        phone=phone,
+        body=body,
+        provider_sid=sid,
         attempts=0,
         created_at=now,
         updated_at=now,

@@ -15,6 +15,7 @@ from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import GeocoderDep, LiveIndexDep, SettingsDep
 from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.errors import ForbiddenError, TooManyRequestsError
+from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.sms import service
 from aidmatch.sms.signature import public_request_url, valid_signature
@@ -86,7 +87,9 @@ def inbound(
             return _twiml((earlier.parsed or {}).get("reply"))
     now = utcnow()
     phone = service.normalize_sender(fields.get("From", ""), settings.default_region)
-    message = service.store_inbound(session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now)
+    message = messages_service.store_inbound(
+        session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now
+    )
     session.commit()  # the raw message is kept whatever happens next
     act_as(session, f"sms:{phone}")
     try:

@@ -22,7 +22,6 @@ from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     Language,
     MatchStatus,
-    MessageDirection,
     MessageStatus,
     NeedStatus,
     Source,
@@ -65,23 +64,6 @@ def normalize_sender(raw: str, region: str) -> str:
         return normalize_phone(raw, default_region=region)
     except InvalidPhoneError:
         return raw.strip()[:32]
-
-
-def store_inbound(*, session: Session, phone: str, body: str, sid: str | None, now: datetime) -> Message:
-    message = Message(
-        direction=MessageDirection.inbound,
-        status=MessageStatus.received,
-        channel="sms",
-        phone=phone,
-        body=body,
-        provider_sid=sid,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(message)
-    session.flush()
-    return message
 
 
 def _state(parsed: ParsedSms) -> dict[str, Any]:
