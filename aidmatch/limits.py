@@ -72,6 +72,9 @@ def make_limiters(settings: Settings) -> tuple[KeyedLimiter, KeyedLimiter]:
     )
 
 
+_DRAIN_BYTES = 8 * 1024 * 1024
+
+
 class BodySizeLimit:
     """ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed)."""
 
@@ -100,6 +103,16 @@ class BodySizeLimit:
         await self.app(scope, counted, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Most clients write the whole body before they read the answer: read and drop it (up to a
+        # bound) so they get the 413 rather than a broken pipe; a body past the bound is cut off.
+        dropped, bound = 0, max(_DRAIN_BYTES, 4 * self.max_bytes)
+        while dropped <= bound:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
         response = problem(
             413,
             PayloadTooLargeError.type_,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -100,3 +107,41 @@ def test_metrics_in_prometheus_format(client: TestClient) -> None:
     assert 'aidmatch_open_needs{category="food",urgency="normal"} 1.0' in text
     assert "aidmatch_http_request_seconds_bucket" in text
     assert "aidmatch_match_runs" in text
+
+
+def test_an_oversized_body_over_a_real_socket_gets_its_413(
+    settings: Settings, gazetteer: GazetteerGeocoder, db: Session
+) -> None:
+    """A client that writes its whole 1 MB body before reading must still read the 413, not a broken pipe."""
+    port = _free_port()
+    tight = settings.model_copy(update={"max_request_bytes": 4096, "public_post_burst": 1000})
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(tight, geocoder=gazetteer), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "uvicorn died at start"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        body = json.dumps(_need(1, description="x" * 1_000_000)).encode()
+        for _ in range(5):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/needs", body, {"Content-Type": "application/json"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=20)
+            assert refused.value.code == 413
+            assert set(json.loads(refused.value.read())) == SHAPE
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert db.scalar(select(func.count(Need.id))) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
