@@ -14,6 +14,11 @@ anyone). The data is never copied into the repository; without it the script say
 
     .venv/bin/python benchmarks/sms_eval.py                 # test.csv
     .venv/bin/python benchmarks/sms_eval.py --split validation
+    .venv/bin/python benchmarks/sms_eval.py --split validation --explain medical   # for tuning
+
+``--explain CODE`` (a category, ``request`` or ``offer``) adds, for that one decision, counts per
+matched cue (true and false positives per keyword pattern) and the words most frequent among the
+false negatives with their share of labelled messages: counts only, never a message.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import machine_info
 
-from notifications.parser import parse_sms
+from notifications.parser import category_cues, intent_cues, parse_sms
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "disaster_messages"
 
@@ -145,10 +150,70 @@ def evaluate(rows: list[dict[str, str]], *, title: str) -> float:
     return seconds
 
 
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_COMMON = frozenset(
+    """a about after all also an and are as at be been but by can for from had has have he her his i if in
+    into is it its me my no not of on or our out so that the their them there they this to up us was we were
+    what when which who will with would you your""".split()  # noqa: SIM905 - a word list reads better
+)
+
+
+def explain(rows: list[dict[str, str]], code: str, *, top: int = 40) -> None:
+    """Aggregate counts behind one decision: per matched cue, and per word among false negatives."""
+    intent = {"request": "need", "offer": "offer"}.get(code)
+    labels = (code,) if intent else LABELS[code]
+    per_cue: dict[str, list[int]] = {}  # cue → [true positives, false positives, labelled without the decision]
+    fn_words: dict[str, int] = {}
+    df: dict[str, list[int]] = {}  # word → [messages, labelled messages]
+    outcome = {"tp": 0, "fp": 0, "fn": 0}
+    for row in rows:
+        text = row["message"]
+        parsed = parse_sms(text)
+        actual = any(row[label] == "1" for label in labels)
+        predicted = parsed.intent == intent if intent else code in parsed.categories
+        if intent:
+            cues = [f"{kind}:{cue}" for kind, found in intent_cues(text).items() for cue in found]
+        else:
+            cues = list(category_cues(text).get(code, ()))
+        for cue in dict.fromkeys(cues):
+            counts = per_cue.setdefault(cue, [0, 0, 0])
+            if predicted:
+                counts[0 if actual else 1] += 1
+            elif actual:
+                counts[2] += 1
+        words = {w.lower() for w in _WORD.findall(text)} - _COMMON
+        for w in words:
+            d = df.setdefault(w, [0, 0])
+            d[0] += 1
+            d[1] += actual
+        if predicted:
+            outcome["tp" if actual else "fp"] += 1
+        elif actual:
+            outcome["fn"] += 1
+            for w in words:
+                fn_words[w] = fn_words.get(w, 0) + 1
+    print()
+    print(
+        f"== {code}: {outcome['tp']} true positives, {outcome['fp']} false positives, {outcome['fn']} false negatives"
+    )
+    print(f"{'cue':<40}{'TP':>5}{'FP':>5}{'FN':>5}  (FN: labelled, cue found, decision not taken)")
+    for cue, (tp, fp, fn) in sorted(per_cue.items(), key=lambda kv: (-(kv[1][0] + kv[1][1] + kv[1][2]), kv[0])):
+        print(f"{cue:<40}{tp:>5}{fp:>5}{fn:>5}")
+    print()
+    print(f"words most frequent among the {outcome['fn']} false negatives (messages with the word: all, labelled)")
+    for w, n in sorted(fn_words.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
+        print(f"{w:<24}{n:>5}   {df[w][0]:>5} {df[w][1]:>5}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", choices=("test", "validation"), default="test")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    ap.add_argument(
+        "--explain",
+        choices=(*LABELS, "request", "offer"),
+        help="also print aggregate counts per cue for this category or intent (for tuning on validation)",
+    )
     args = ap.parse_args()
     path = args.data_dir / f"{args.split}.csv"
     if not path.is_file():
@@ -165,6 +230,8 @@ def main() -> int:
     print(f"parse:   {seconds / len(rows) * 1e6:.0f} µs per message (one core)")
     direct = [row for row in rows if row["genre"] == "direct"]
     evaluate(direct, title=f"{len(direct)} direct messages only (SMS and web messages, no news)")
+    if args.explain:
+        explain(rows, args.explain)
     return 0
 
 

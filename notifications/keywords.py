@@ -50,12 +50,24 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "врач~", "доктор~", "скорая", "скорой", "скорую", "ранен*", "травм*", "ожог*", "больниц~", "медик~",
         "медицин*", "медпомощ*", "фельдшер*", "кровотеч*", "перелом*", "сердц~", "давлени~", "беременн*", "рожает",
         "роды", "болен", "больна", "болеет", "заболел*", "без сознания",
-        "vrach~", "doktor~", "skoraya", "ranen*", "travm*", "bolnic*", "bolnits*", "medical", "doctor*", "injur*",
+        "медсестр~", "медбрат~", "медпункт*", "травмпункт*", "поликлиник*", "госпитал*", "клиник*", "хирург*",
+        "акушер*", "пациент*", "больн~", "болезн*", "болит", "болят", "боль", "боли", "лихорад*", "высок~ температур~",
+        "понос*", "диаре*", "рвот*", "холер*", "инфекци*", "эпидеми*", "прививк*", "вакцинац*", "перв~ помощ~",
+        "сломал* ног~|рук~|кост~|ребр~", "рана", "раны", "рану", "раной", "инфаркт*", "инсульт*",
+        "сердечн~ приступ~", "одышк*", "тяжело|трудно дышать", "не может|могу дышать", "потерял* сознани~",
+        "обморок*",
+        "vrach~", "doktor~", "skoraya", "ranen*", "travm*", "bolnic*", "bolnits*", "medsestr*", "bolen", "bolna",
+        "bolit", "ozhog*", "perelom*", "krovotech*", "beremenn*", "rozhaet", "bez soznaniya", "infarkt*",
+        "pervaya|pervuyu pomoshch|pomosch|pomosh",
+        "medical", "doctor*", "injur*",
         "wound*", "hospital*", "nurse*", "clinic*", "sick", "ill", "illness*", "health", "disease*", "ambulance*",
         "bleed*", "hurt", "pain", "surgery", "fever", "diarrh*", "cholera", "first aid",
         "treated", "infection*", "epidemic*", "pregnant", "patients", "patient", "medic",
         "medics", "physician*", "broken leg*|arm*|bone*", "fracture*", "vaccinat*", "malnutrition", "malnourished",
         "outbreak*", "measles", "sore", "inoculat*", "ailment*", "healthcare", "medecin*", "cases of",
+        "paramedic*", "surgeon*", "midwi*", "trauma", "vomit*", "heart attack*", "stroke", "short of breath",
+        "cant|cannot breathe", "breathing problem*|difficult*", "unconscious", "fainted", "passed out",
+        "give|giving birth", "in labor|labour", "cpr",
     ),
     "medicine": (
         "лекарств*", "медикамент*", "таблет*", "инсулин*", "аптек*", "бинт*", "перевяз*", "антибиотик*", "препарат*",
@@ -72,7 +84,7 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "transport": (
         "машин~", "автомобил*", "транспорт*", "довез*", "подвез*", "отвез*", "перевез*", "водител*", "грузовик*",
         "газел*", "автобус*", "бензин*", "топлив*", "лодк~",
-        "mashin~", "transport*", "dovez*", "podvez*", "gruzovik*", "truck*", "car", "cars", "vehicle*",
+        "mashin~", "transport*", "dovez*", "podvez*", "gruzovik*", "voditel*", "truck*", "car", "cars", "vehicle*",
         "bus", "buses", "ride", "lift", "driver*", "fuel", "gasoline", "boat*", "helicopter*", "road", "roads",
         "airport*",
     ),
@@ -114,6 +126,7 @@ CATEGORY_NOT: dict[str, tuple[str, ...]] = {
     ),
     "medical": (
         "water treatment", "treatment plant*", "take care", "care of", "in care", "health ministry",
+        "treated water", "cases of water", "высок~ температур~ воздух~",
     ),
     "evacuation": (
         "search engine*",
@@ -150,13 +163,54 @@ OFFER_CUES: tuple[str, ...] = (
     "can donate", "offer", "offering", "offers", "donate", "donating", "volunteer", "volunteering", "want to help",
     "would like to help", "like to help", "willing to", "ready to help", "happy to help", "glad to help", "i can",
     "we can", "available to",
+    # «could» as well as «can», more things one can do, and saying who one is («я врач», "I am a nurse")
+    "мог~ бы", "отдаю", "отдаем", "поделюсь", "поделимся", "приготовлю", "приготовим", "накормим", "пожертв*", "волонтер*",
+    "доброволец", "добровольц*", "имею опыт", "есть опыт",
+    "я врач~|медсестр~|медбрат~|фельдшер~|водител~|спасател~|электрик~|сантехник~|строител~|психолог~|волонтер~",
+    "mogla", "mogli", "mog by", "otdayu", "volonter*", "ya vrach|medsestra|voditel|volonter",
+    "i|we could", "can donat*", "can drop off", "can pick up", "can share", "can lend", "have experience",
+    "certified", "licensed",
+    "i am|im a|an doctor|nurse|paramedic|medic|physician|surgeon|driver|electrician|plumber|carpenter|volunteer",
+    "i am|im a|an ? doctor|nurse|paramedic|medic|physician|surgeon|driver|electrician|plumber|carpenter|volunteer",
+    # a need that is the other person's, said by a helper («если нужно», "if needed", "anything you need")
+    "если нужн~|надо|потребуется", "при|по необходимости", "кому нужн~|надо", "чем могу помочь", "обращайтесь",
+    "esli nuzhn*|nado", "komu nuzhn*|nado",
+    "if needed", "if need be", "as need be", "as needed", "if you need*", "if anyone need*", "anyone who need*",
+    "anything you need*", "whatever you need*", "whatever is|are needed", "whatever is most needed", "most needed",
+    "what else do you need", "who needs",
 )
-"""An offer of help. «I have»/«у меня есть» count only when a thing follows (POSSESSIVE_CUES)."""
+"""An offer of help. «I have»/«у меня есть» count only when a thing follows (POSSESSIVE_CUES). A need
+cue inside an offer cue («если нужно», "if needed") is not a need."""
+
+OFFER_NOT_AFTER = frozenset(
+    """где как чтобы если когда куда чем что
+    gde kak chtoby esli
+    where how so what if when until whether that""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""«где я могу получить воду», "so we can get food", "how I can find work": within two words before
+an offer cue these make it a question or a purpose, not an offer."""
+
+OFFER_NOT_BEFORE: tuple[str, ...] = (
+    "получить", "найти", "купить", "узнать", "обратиться", "поесть", "попить",
+    "poluchit", "nayti",
+    "find", "obtain", "receive", "ask", "reach", "expect", "eat", "drink", "buy", "pay",
+)
+"""«могу получить», "we can find food": right after «могу»/"I can" a verb of getting makes it a need."""
+
+POSSESSIVE_NOT: tuple[str, ...] = (
+    "проблем~", "нехватк~", "problem*", "issue*", "shortage*", "trouble*",
+)
+"""«у нас есть проблемы с водой», "we have water and food issues": a thing followed by one of these
+within POSSESSIVE_REACH words is a need."""
 
 POSSESSIVE_CUES: tuple[str, ...] = (
     "есть", "имеется",
-    "est", "i have", "we have", "ive got", "i got",
+    "est", "i have", "we have", "ive got", "i got", "we got",
 )
+"""«есть машина», "I have a truck": an offer when a thing (not people in trouble) follows within
+POSSESSIVE_REACH words (further on, «I have problems … no food» is as likely a need)."""
+
+POSSESSIVE_REACH = 4
 
 NEED_CUES: tuple[str, ...] = (
     "нужн*", "нужен", "надо", "требу*", "необходим*", "нехват*", "не хватает", "кончил*", "закончил*", "негде",

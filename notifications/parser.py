@@ -33,10 +33,14 @@ from notifications.keywords import (
     NOT_PLACES,
     NUMBER_WORDS,
     OFFER_CUES,
+    OFFER_NOT_AFTER,
+    OFFER_NOT_BEFORE,
     PEOPLE_UNITS,
     PLACE_MARKERS,
     POLITE,
     POSSESSIVE_CUES,
+    POSSESSIVE_NOT,
+    POSSESSIVE_REACH,
     QUANTITY_UNITS,
     STOPWORDS,
     TRANSLIT_WORDS,
@@ -44,7 +48,17 @@ from notifications.keywords import (
     Command,
 )
 
-__all__ = ["CATEGORIES", "CODE_ALPHABET", "ParsedSms", "fold_code", "follow_up", "merge", "parse_sms"]
+__all__ = [
+    "CATEGORIES",
+    "CODE_ALPHABET",
+    "ParsedSms",
+    "category_cues",
+    "fold_code",
+    "follow_up",
+    "intent_cues",
+    "merge",
+    "parse_sms",
+]
 
 Intent = Literal["need", "offer", "command", "unknown"]
 Urgency = Literal["critical", "urgent", "normal"]
@@ -91,14 +105,15 @@ def _word(part: str) -> _Word:
     return _Word(part, "exact")
 
 
-def _compile(patterns: Iterable[str]) -> list[tuple[tuple[_Word, ...], ...]]:
-    """Each pattern becomes a sequence of words, each word a tuple of alternatives (``a|b~``)."""
+def _compile(patterns: Iterable[str]) -> list[tuple[str, tuple[tuple[_Word, ...], ...]]]:
+    """Each pattern becomes a sequence of words, each word a tuple of alternatives (``a|b~``),
+    kept with the pattern as written (what ``category_cues`` reports)."""
     out = []
     for pattern in patterns:
         words = [tuple(_word(alt) for alt in part.split("|")) for part in pattern.split()]
         # A pattern with alternatives in its first word is filed once per alternative.
         for first in words[0]:
-            out.append(((first,), *words[1:]))
+            out.append((pattern, ((first,), *words[1:])))
     return out
 
 
@@ -106,37 +121,48 @@ class _Table:
     """Patterns indexed by the first two letters of their first word, so a message is one pass."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self.by_head: dict[str, list[tuple[tuple[_Word, ...], ...]]] = {}
-        for compiled in _compile(patterns):
-            self.by_head.setdefault(compiled[0][0].stem[:2], []).append(compiled)
+        self.by_head: dict[str, list[tuple[str, tuple[tuple[_Word, ...], ...]]]] = {}
+        for source, compiled in _compile(patterns):
+            self.by_head.setdefault(compiled[0][0].stem[:2], []).append((source, compiled))
 
-    def match_at(self, tokens: Sequence[str], i: int) -> int:
-        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does."""
-        best = 0
-        for pattern in self.by_head.get(tokens[i][:2], ()):
+    def longest_at(self, tokens: Sequence[str], i: int) -> tuple[int, str]:
+        """Length in tokens of the longest pattern matching at ``tokens[i]`` (0 when none does)
+        and that pattern as written (the first of equally long ones)."""
+        best, best_source = 0, ""
+        for source, pattern in self.by_head.get(tokens[i][:2], ()):
             n = len(pattern)
             fits = n > best and i + n <= len(tokens)
             if fits and all(any(w.matches(tokens[i + j]) for w in alts) for j, alts in enumerate(pattern)):
-                best = n
-        return best
+                best, best_source = n, source
+        return best, best_source
 
-    def find(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
-        """(start, length) of every match, scanning left to right without overlaps."""
+    def match_at(self, tokens: Sequence[str], i: int) -> int:
+        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does."""
+        return self.longest_at(tokens, i)[0]
+
+    def find_cues(self, tokens: Sequence[str]) -> list[tuple[int, int, str]]:
+        """(start, length, pattern) of every match, scanning left to right without overlaps."""
         found, i = [], 0
         while i < len(tokens):
-            n = self.match_at(tokens, i)
+            n, source = self.longest_at(tokens, i)
             if n:
-                found.append((i, n))
+                found.append((i, n, source))
                 i += n
             else:
                 i += 1
         return found
+
+    def find(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """(start, length) of every match, scanning left to right without overlaps."""
+        return [(i, n) for i, n, _ in self.find_cues(tokens)]
 
 
 _CATEGORY_TABLES = {code: _Table(patterns) for code, patterns in CATEGORY_KEYWORDS.items()}
 _CATEGORY_NOT_TABLES = {code: _Table(patterns) for code, patterns in CATEGORY_NOT.items()}
 _OFFER = _Table(OFFER_CUES)
 _POSSESSIVE = _Table(POSSESSIVE_CUES)
+_OFFER_NOT_BEFORE = _Table(OFFER_NOT_BEFORE)
+_POSSESSIVE_NOT = _Table(POSSESSIVE_NOT)
 _NEED = _Table(NEED_CUES)
 _HELP = _Table(HELP_CUES)
 _CRITICAL = _Table(CRITICAL_CUES)
@@ -483,32 +509,65 @@ def _parse(text: str) -> ParsedSms:
     )
 
 
-def _categories(norms: list[str]) -> tuple[str, ...]:
-    found = []
+def _category_cues(norms: Sequence[str]) -> dict[str, list[str]]:
+    """The keyword patterns (as written in the tables) that name each category found, in the
+    order of the category codes; a match inside a CATEGORY_NOT phrase does not count."""
+    found: dict[str, list[str]] = {}
     for code, table in _CATEGORY_TABLES.items():
         excluded: set[int] = set()
         if code in _CATEGORY_NOT_TABLES:
             for i, n in _CATEGORY_NOT_TABLES[code].find(norms):
                 excluded.update(range(i, i + n))
-        if any(not excluded.issuperset(range(i, i + n)) for i, n in table.find(norms)):
-            found.append(code)
-    return tuple(found)
+        cues = [source for i, n, source in table.find_cues(norms) if not excluded.issuperset(range(i, i + n))]
+        if cues:
+            found[code] = cues
+    return found
+
+
+def _categories(norms: Sequence[str]) -> tuple[str, ...]:
+    return tuple(_category_cues(norms))
+
+
+def category_cues(text: str) -> dict[str, tuple[str, ...]]:
+    """Why ``parse_sms`` names each category of ``text``: the keyword patterns that matched, as
+    written in ``notifications.keywords`` (for tuning and for explaining a decision)."""
+    norms = [t.norm for t in _tokens(str(text)[:MAX_CHARS])]
+    return {code: tuple(cues) for code, cues in _category_cues(norms).items()}
+
+
+def intent_cues(text: str) -> dict[str, tuple[str, ...]]:
+    """The request and offer cue patterns found in ``text`` (``offer``, ``possessive``, ``need``,
+    ``help``), before the context rules of ``parse_sms`` weigh them (for tuning)."""
+    norms = [t.norm for t in _tokens(str(text)[:MAX_CHARS])]
+    tables = {"offer": _OFFER, "possessive": _POSSESSIVE, "need": _NEED, "help": _HELP}
+    found = {name: tuple(source for _, _, source in table.find_cues(norms)) for name, table in tables.items()}
+    return {name: cues for name, cues in found.items() if cues}
 
 
 def _intent(norms: list[str], categories: tuple[str, ...]) -> Intent:
-    offers = [i for i, n in _OFFER.find(norms) if not (i > 0 and norms[i - 1] in NEGATIONS)]
+    offers: list[int] = []
+    offer_spans: set[int] = set()
+    for i, n in _OFFER.find(norms):
+        if i > 0 and norms[i - 1] in NEGATIONS:
+            continue  # «не могу», "not willing to"
+        if i + n < len(norms) and (norms[i + n] in ("not", "не", "ne") or _OFFER_NOT_BEFORE.match_at(norms, i + n)):
+            continue  # "I can not", «могу получить», "we can find food": not an offer
+        if any(w in OFFER_NOT_AFTER for w in norms[max(0, i - 2) : i]):
+            continue  # «где я могу …», "so we can get food": a question or a purpose
+        offers.append(i)
+        offer_spans.update(range(i, i + n))
     for i, n in _POSSESSIVE.find(norms):
         if i > 0 and norms[i - 1] in NEGATIONS | {"нечего", "nechego"}:
             continue
-        ahead = norms[i + n : i + n + 4]
-        if any(w in NEGATIONS or w in ("been", "lost", "had", "to") for w in ahead[:2]):
+        ahead = norms[i + n : i + n + POSSESSIVE_REACH]
+        if any(w in NEGATIONS or w in ("been", "lost", "had", "to") for w in ahead[:2]) or _POSSESSIVE_NOT.find(ahead):
             continue
         # «у нас есть раненые», «we have sick children» report a need; things are what one offers.
         if set(_categories(ahead)) - {"medical", "evacuation"}:
             offers.append(i)
-    needs = [i for i, _ in _HELP.find(norms)]
+    needs = [i for i, _ in _HELP.find(norms) if i not in offer_spans]
     if categories:
-        needs += [i for i, _ in _NEED.find(norms)]
+        needs += [i for i, _ in _NEED.find(norms) if i not in offer_spans]
     # «нет воды», «без еды», «no food»: a negation right before a category names a need.
     needs += [i for i, t in enumerate(norms) if t in NEGATIONS and _categories(norms[i + 1 : i + 3])]
     if offers and (not needs or min(offers) < min(needs)):

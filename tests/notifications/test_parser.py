@@ -7,7 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifications.parser import CATEGORIES, CODE_ALPHABET, ParsedSms, fold_code, follow_up, merge, parse_sms
+from notifications.parser import (
+    CATEGORIES,
+    CODE_ALPHABET,
+    ParsedSms,
+    category_cues,
+    fold_code,
+    follow_up,
+    intent_cues,
+    merge,
+    parse_sms,
+)
 
 # ------------------------------------------------------------------------------------ categories
 
@@ -70,6 +80,59 @@ from notifications.parser import CATEGORIES, CODE_ALPHABET, ParsedSms, fold_code
 )
 def test_categories(text: str, categories: tuple[str, ...]) -> None:
     assert parse_sms(text).categories == categories
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        # medical: someone must come and treat a person (a doctor, a nurse, first aid), in Russian …
+        ("нужна медсестра", ("medical",)),
+        ("у отца инфаркт", ("medical",)),
+        ("сосед сломал ногу", ("medical",)),
+        ("ребёнок потерял сознание", ("medical",)),
+        ("у ребенка высокая температура", ("medical",)),
+        ("нужна первая помощь", ("medical",)),
+        ("у детей понос и рвота", ("medical",)),
+        ("бабушке тяжело дышать", ("medical",)),
+        ("у мужа сильно болит спина", ("medical",)),
+        # … in transliteration …
+        ("u otca infarkt", ("medical",)),
+        ("nuzhna medsestra", ("medical",)),
+        ("sosed ranen, nuzhna pervaya pomoshch", ("medical",)),
+        # … and in English
+        ("my father had a heart attack", ("medical",)),
+        ("she is giving birth, no midwife here", ("medical",)),
+        ("he is unconscious", ("medical",)),
+        ("my wife is short of breath", ("medical",)),
+        ("need a paramedic", ("medical",)),
+        ("child vomiting all night", ("medical",)),
+        # medicine stays medicine: a helper brings it, no one has to treat anyone
+        ("нужны таблетки от давления", ("medical", "medicine")),  # «давление» is a condition too
+        ("need antibiotics", ("medicine",)),
+        # look-alikes that are not medical
+        ("высокая температура воздуха, нужна вода", ("water",)),
+        ("need treated water", ("water",)),
+        ("10 cases of water", ("water",)),
+    ],
+)
+def test_medical_categories(text: str, categories: tuple[str, ...]) -> None:
+    assert parse_sms(text).categories == categories
+
+
+def test_category_cues_name_the_patterns_that_matched() -> None:
+    assert category_cues("нужен врач и вода") == {"water": ("вод~",), "medical": ("врач~",)}
+    assert category_cues("need treated water, doctor") == {"water": ("water",), "medical": ("doctor*",)}
+    assert category_cues("flood water everywhere") == {}  # excluded by CATEGORY_NOT
+    for text in ("нужен врач и вода", "I am a nurse", "привет", ""):
+        assert tuple(category_cues(text)) == parse_sms(text).categories
+
+
+def test_intent_cues_list_the_cues_before_the_context_rules() -> None:
+    assert intent_cues("если нужно, могу привезти воду") == {
+        "offer": ("если нужн~|надо|потребуется", "могу"),
+        "need": ("нужн*",),
+    }
+    assert intent_cues("привет") == {}
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -143,6 +206,62 @@ def test_fold_code_turns_cyrillic_lookalikes_into_the_code_alphabet() -> None:
 )
 def test_offers(text: str) -> None:
     assert parse_sms(text).intent == "offer"
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        # «could» as well as «can»
+        ("I could bring blankets", ("shelter", "clothing")),
+        ("мог бы приютить семью", ("shelter",)),
+        ("we could take in a family of 4", ()),
+        # saying who one is offers what one does
+        ("I am a nurse", ("medical",)),
+        ("I am a certified paramedic", ("medical",)),
+        ("я медсестра, Рязань", ("medical",)),
+        ("ya voditel, Ryazan", ("transport",)),
+        ("I have experience with chainsaws", ()),
+        # someone else's need, said by a helper: «если нужно», "if needed", "whatever is most needed"
+        ("если нужно, отвезу на машине", ("transport",)),
+        ("кому нужна вода, пишите", ("water",)),
+        ("esli nuzhno, privezu vodu", ("water",)),
+        ("komu nuzhna mashina", ("transport",)),
+        ("I have a car if needed", ("transport",)),
+        ("Clothes and canned food, whatever is most needed", ("food", "clothing")),
+        ("can drop off clothes in the evening", ("clothing",)),
+        ("отдаю детскую одежду", ("clothing",)),
+    ],
+)
+def test_more_offers(text: str, categories: tuple[str, ...]) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.categories) == ("offer", categories)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # «могу»/"I can" in a question, a purpose, a negation, or before a verb of getting
+        "где я могу получить воду",
+        "как мы можем получить еду",
+        "мы не можем найти врача",
+        "where I can find food for my children",
+        "so we can get food",
+        "we can not find water",
+        # «есть»/"we have" before a problem
+        "у нас есть проблемы с водой",
+        "we have water and food issues",
+        # a bare list of things is what the sender needs, as in «ВОДА 3 РЯЗАНЬ»
+        "blankets, tents, water",
+        "вода, одеяла, лекарства",
+    ],
+)
+def test_needs_that_look_like_offers(text: str) -> None:
+    assert parse_sms(text).intent == "need"
+
+
+@pytest.mark.parametrize("text", ["where I can find work", "how I can go to the city?", "где я могу узнать новости"])
+def test_questions_with_can_are_not_offers(text: str) -> None:
+    assert parse_sms(text).intent == "unknown"
 
 
 @pytest.mark.parametrize(
