@@ -80,9 +80,9 @@ def match(
 
     When there are at most ``max_exact_edges`` feasible (need, offer) pairs, the min-cost flow runs
     over all of them and the result is the exact optimum (0 turns this off). Otherwise candidate
-    edges come from ``matching.candidates.spread_candidates``: the ``2k/3`` nearest offers of each
-    need in every radius band, as many more from a pseudo-random group of offers (and of needs,
-    from each offer), and the ``k_reverse`` nearest needs of each offer; the min-cost flow over
+    edges come from ``matching.candidates.spread_candidates``: the ``k`` nearest offers of each
+    need in every radius band, ``2k`` more from a pseudo-random group of offers (and of needs, from
+    each offer), and the ``k_reverse`` nearest needs of each offer; the min-cost flow over
     them is exact on that graph; while units stay unserved, up to
     ``widen_rounds`` rounds add the edges that open augmenting paths (offers with room left reach
     ever more of the needs that alternating paths lead to) and solve again. With
@@ -108,7 +108,7 @@ def match(
     if edges is None:
         # Too many pairs for all of them: nearest offers per radius band, plus offers and needs
         # drawn from pseudo-random groups so that crowds of needs see all the supply in reach.
-        edges = spread_candidates(needs, offers, k=max(1, k * 2 // 3), k_spread=max(1, k * 2 // 3), k_reverse=k_reverse)
+        edges = spread_candidates(needs, offers, k=k, k_spread=2 * k, k_reverse=k_reverse)
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
