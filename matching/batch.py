@@ -82,10 +82,10 @@ def match(
     over all of them and the result is the exact optimum (0 turns this off). Otherwise candidate
     edges come from ``matching.candidates.spread_candidates``: the ``k`` nearest offers of each
     need in every radius band, ``2k`` more from a pseudo-random group of offers (and of needs, from
-    each offer), and the ``k_reverse`` nearest needs of each offer; the min-cost flow over
-    them is exact on that graph; while units stay unserved, up to
-    ``widen_rounds`` rounds add the edges that open augmenting paths (offers with room left reach
-    ever more of the needs that alternating paths lead to) and solve again. With
+    each offer), and the ``k_reverse`` nearest needs of each offer; the min-cost flow over them is
+    exact on that graph; while units stay unserved, up to ``widen_rounds`` rounds add the edges
+    that open augmenting paths (offers with room left reach ever more of the needs that
+    alternating paths lead to) and solve again. With
     ``priced_rounds`` the rounds instead add the missing edges that the dual prices of the current
     flow say would lower the objective (column generation; see ``matching.pricing``), until a
     round gains less than 0.01 %: far closer to the optimum on dense instances, and slower.
