@@ -63,7 +63,7 @@ def feasible_pairs(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     reach = np.minimum(d["offer_radius"].max(initial=0.0), d["need_max_km"].max(initial=0.0))
     chord = 2.0 * np.sin(min(reach, np.pi * EARTH_RADIUS_KM) / (2.0 * EARTH_RADIUS_KM)) * (1 + 1e-9)
     parts_i, parts_j, parts_v = [], [], []
-    for c in range(N_CATEGORIES):
+    for c in range(int(d["need_cat"].max(initial=-1)) + 1):
         q = np.flatnonzero(d["need_cat"] == c)
         rows = np.flatnonzero((d["offer_mask"] >> c) & 1)
         if not len(q) or not len(rows):

@@ -32,6 +32,9 @@ LAYOUTS = {
     "clusters with independent Pareto weights",
     "region": "40 clusters (sigma 5-20 km) in lat 54-57, lon 37-45 (the knn.py geography); needs and "
     "offers share clusters and weights",
+    "demo": "the service's demo wildfire scenario (aidmatch.demo.scenario.generate(n, n, seed)): needs around "
+    "the 2010 fire towns, helpers around Moscow and the region's cities, radii 5-300 km, 14 categories, "
+    "quantities 1-20, capacities 1-20 (the other settings printed do not apply)",
 }
 
 
@@ -50,6 +53,8 @@ def _disc(rng: np.random.Generator, lat0: float, lon0: float, r_km: float, k: in
 
 def make_instance(layout: str, n: int, seed: int) -> dict[str, np.ndarray]:
     """n needs and n offers; quantity and capacity 1-3, 12 categories, offer radius 50 km, max_km inf."""
+    if layout == "demo":
+        return _demo_instance(n, seed)
     rng = np.random.default_rng(seed)
     if layout == "dense":
         k_need, k_city = 30, 5
@@ -87,6 +92,27 @@ def make_instance(layout: str, n: int, seed: int) -> dict[str, np.ndarray]:
         "offer_mask": mask,
         "offer_cap": rng.integers(1, 4, size=n).astype(np.int64),
         "offer_radius": np.full(n, RADIUS_KM),
+    }
+
+
+def _demo_instance(n: int, seed: int) -> dict[str, np.ndarray]:
+    """The demo scenario as the service's batch loads it right after seeding: every need open with
+    no maximum distance, every offer active and available (benchmarks/service.py, without a database)."""
+    from aidmatch.demo.scenario import generate
+
+    s = generate(n, n, seed=seed)
+    return {
+        "need_lat": s.need_lat,
+        "need_lon": s.need_lon,
+        "need_cat": s.need_category,
+        "need_qty": s.need_quantity,
+        "need_urg": s.need_urgency,
+        "need_max_km": np.full(n, np.inf),
+        "offer_lat": s.offer_lat,
+        "offer_lon": s.offer_lon,
+        "offer_mask": s.offer_category_mask,
+        "offer_cap": s.offer_capacity,
+        "offer_radius": s.offer_radius_km.astype(np.float64),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from geo.index import SpatialIndex
-from matching.candidates import CandidateEdges, all_feasible_edges, build_candidates
+from matching.candidates import CandidateEdges, all_feasible_edges, spread_candidates
 from matching.columns import BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
 from matching.pricing import priced_in_edges, prices
@@ -29,6 +30,8 @@ class Assignment:
     ``distance_km`` great-circle km of the row. ``served`` units served per need; ``reason`` 0 when
     fully served, else NO_OFFER_IN_RANGE (1), ALL_IN_RANGE_AT_CAPACITY (2) or ONLY_TOO_FAR (3).
     ``objective`` = Σ quantity × distance_km + Σ 1000 × w(urgency) × unserved units.
+    ``complete`` False when ``match``'s time budget cut its improvement rounds short (the
+    assignment is then valid but may serve fewer units than the rounds would have found).
     """
 
     need_index: IntArray
@@ -38,6 +41,7 @@ class Assignment:
     served: IntArray
     reason: IntArray
     objective: float
+    complete: bool = True
 
     @property
     def served_units(self) -> int:
@@ -47,7 +51,6 @@ class Assignment:
 
 _GROUP_UNITS = 20_000
 _EASY_MAX_UNITS = 2_000  # pieces up to this many units are first checked for an uncontested optimum
-_MAX_K = 256
 _WIDEN_MIN_GAIN = 5e-4  # of all need units
 _PRICED_MIN_GAIN = 1e-4  # of the objective
 
@@ -71,37 +74,54 @@ def match(
     max_exact_edges: int = 16_000_000,
     priced_rounds: bool = False,
     workers: int | None = 1,
+    time_budget_s: float | None = None,
 ) -> Assignment:
     """Assign need units to offer units minimising travel plus urgency-weighted unserved units.
 
     When there are at most ``max_exact_edges`` feasible (need, offer) pairs, the min-cost flow runs
     over all of them and the result is the exact optimum (0 turns this off). Otherwise candidate
-    edges come from the k nearest offers of each need and the ``k_reverse`` nearest needs of each
-    offer, and the min-cost flow over them is exact on that graph; while units stay unserved, up to
-    ``widen_rounds`` rounds add the edges that open augmenting paths (offers with room left reach
-    ever more of the needs that alternating paths lead to) and solve again. With
+    edges come from ``matching.candidates.spread_candidates``: the ``k`` nearest offers of each
+    need in every radius band, ``2k`` more from a pseudo-random group of offers (and of needs, from
+    each offer), and the ``k_reverse`` nearest needs of each offer; the min-cost flow over them is
+    exact on that graph; while units stay unserved, up to ``widen_rounds`` rounds add the edges
+    that open augmenting paths (offers with room left reach ever more of the needs that
+    alternating paths lead to) and solve again. With
     ``priced_rounds`` the rounds instead add the missing edges that the dual prices of the current
     flow say would lower the objective (column generation; see ``matching.pricing``), until a
     round gains less than 0.01 %: far closer to the optimum on dense instances, and slower.
     ``workers``: independent pieces are solved in that many forked processes (None: one per CPU);
     the default 1 solves them in this process, as a threaded server must. Deterministic, whatever
     the number of workers.
+
+    ``time_budget_s``: no further round starts once the time spent so far plus the last round's
+    time would pass it; the assignment found so far is returned with ``complete`` False (the
+    first solve always runs). The result then depends on the machine's speed; None (the default)
+    keeps it deterministic.
     """
+    started = time.perf_counter()
     if widen_rounds < 0:
         raise InvalidInputError(f"widen_rounds = {widen_rounds} must be >= 0")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise InvalidInputError(f"time_budget_s = {time_budget_s} must be > 0")
     edges = all_feasible_edges(needs, offers, max_edges=max_exact_edges) if max_exact_edges else None
     exact = edges is not None
     if edges is None:
-        # Too many pairs for all of them: spend the same edge budget on as many nearest ones as
-        # it allows (dense instances need far more than a dozen per need), at least k.
-        k_wide = max(k, min(_MAX_K, max_exact_edges // max(2 * len(needs), 1)))
-        edges = build_candidates(needs, offers, k=k_wide, k_reverse=max(k_reverse, k_wide // 3))
+        # Too many pairs for all of them: nearest offers per radius band, plus offers and needs
+        # drawn from pseudo-random groups so that crowds of needs see all the supply in reach.
+        edges = spread_candidates(needs, offers, k=k, k_spread=2 * k, k_reverse=k_reverse)
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
     flow = _solve(needs, offers, need, offer, dist, workers=workers)
     searched_km = np.zeros(len(needs))
+    complete = True
+    round_started = started
     for k_widen in WIDEN_K[: 0 if exact else widen_rounds]:
+        now = time.perf_counter()
+        if time_budget_s is not None and 2 * now - round_started - started > time_budget_s:
+            complete = False
+            break
+        round_started = now
         if priced_rounds:
             extra = _priced_edges(needs, offers, need, offer, dist, flow, k_widen, searched_km)
         else:
@@ -141,6 +161,7 @@ def match(
         served=served,
         reason=reason,
         objective=objective(needs, flow[used], dist[used], served),
+        complete=complete,
     )
 
 

@@ -74,24 +74,167 @@ def build_candidates(needs: Needs, offers: Offers, *, k: int = 12, k_reverse: in
                 parts_offer.append(np.repeat(serving, k_reverse))
                 parts_km.append(nd_km.ravel())
 
-        need, offer, dist = _feasible(needs, offers, parts_need, parts_offer, parts_km)
-        has_edge = np.zeros(n, dtype=bool)
-        has_edge[need] = True
-        retry = np.flatnonzero(full & ~has_edge)
-        if retry.size:
-            offsets, rid, rd_km = offers_tree.within(
-                needs.lat[retry], needs.lon[retry], needs.category[retry], bound_km[retry]
-            )
-            rneed = np.repeat(retry, np.diff(offsets))
-            ok = rd_km <= offers.radius_km[rid]
-            # Keep the k nearest feasible ones; within() lists each need's answers nearest first.
-            rneed, rid, rd_km = rneed[ok], rid[ok], rd_km[ok]
-            start = np.searchsorted(rneed, rneed, side="left")
-            rank = np.arange(len(rneed)) - start
-            keep = rank < k
-            need, offer, dist = _feasible(needs, offers, [need, rneed[keep]], [offer, rid[keep]], [dist, rd_km[keep]])
+        need, offer, dist = _with_retry(
+            needs, offers, offers_tree, bound_km, full, k, parts_need, parts_offer, parts_km
+        )
     else:
         need, offer, dist = _feasible(needs, offers, parts_need, parts_offer, parts_km)
+    in_range = np.zeros(n, dtype=bool)
+    in_range[need] = True
+    return CandidateEdges(need=need, offer=offer, distance_km=dist, in_range=in_range)
+
+
+def _with_retry(
+    needs: Needs,
+    offers: Offers,
+    offers_tree: SpatialIndex | None,
+    bound_km: FloatArray,
+    full: BoolArray,
+    k: int,
+    parts_need: list[IntArray],
+    parts_offer: list[IntArray],
+    parts_km: list[FloatArray],
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """The feasible edges of the parts; needs left without one although their ``full`` k-nearest
+    answer may have hidden a feasible offer get their k nearest feasible ones by a radius search."""
+    n = len(needs)
+    need, offer, dist = _feasible(needs, offers, parts_need, parts_offer, parts_km)
+    has_edge = np.zeros(n, dtype=bool)
+    has_edge[need] = True
+    retry = np.flatnonzero(full & ~has_edge)
+    if retry.size:
+        if offers_tree is None:
+            offers_tree = offer_index(offers)
+        offsets, rid, rd_km = offers_tree.within(
+            needs.lat[retry], needs.lon[retry], needs.category[retry], bound_km[retry]
+        )
+        rneed = np.repeat(retry, np.diff(offsets))
+        ok = rd_km <= offers.radius_km[rid]
+        # Keep the k nearest feasible ones; within() lists each need's answers nearest first.
+        rneed, rid, rd_km = rneed[ok], rid[ok], rd_km[ok]
+        start = np.searchsorted(rneed, rneed, side="left")
+        rank = np.arange(len(rneed)) - start
+        keep = rank < k
+        need, offer, dist = _feasible(needs, offers, [need, rneed[keep]], [offer, rid[keep]], [dist, rd_km[keep]])
+    return need, offer, dist
+
+
+_GROUP_SEPARATION = 8.0  # a fourth coordinate this far apart: points of different groups never meet
+_SALTS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+
+
+def _groups(ids: IntArray, groups: int, salt: int) -> IntArray:
+    """A deterministic pseudo-random group in [0, groups) for each id (multiplicative hashing)."""
+    h = (ids.astype(np.uint64) * np.uint64(salt)) >> np.uint64(40)
+    out: IntArray = (h % np.uint64(groups)).astype(np.int64)
+    return out
+
+
+def _knn_parts(
+    tree_xyz: FloatArray,
+    tree_rows: IntArray,
+    query_xyz: FloatArray,
+    k: int,
+    bound_chord: float,
+) -> tuple[IntArray, FloatArray]:
+    """Rows of ``tree_rows`` nearest to each query point (shape (q, k), -1 padded) and their km."""
+    kk = min(k, len(tree_rows))
+    d, i = cKDTree(tree_xyz).query(query_xyz, k=kk, distance_upper_bound=bound_chord, workers=-1)
+    d, i = d.reshape(len(query_xyz), kk), i.reshape(len(query_xyz), kk)
+    hit = i < len(tree_rows)
+    ids = np.where(hit, tree_rows[np.minimum(i, len(tree_rows) - 1)], -1)
+    km: FloatArray = np.where(hit, chord_to_km(np.where(hit, d, 0.0)), np.inf)
+    return ids, km
+
+
+def spread_candidates(
+    needs: Needs, offers: Offers, *, k: int = 8, k_spread: int = 8, k_reverse: int = 4, groups: int | None = None
+) -> CandidateEdges:
+    """A candidate graph for instances too large for every feasible edge, feasible edges only.
+
+    The k nearest offers of a need are a poor choice when radii differ (a dense town of helpers
+    with short radii hides the long-radius ones farther out) or when many needs compete for the
+    same helpers (all the needs of a region pick the same nearest ones, and the rest of the
+    supply in reach is never seen). So, per category:
+
+    - offers are split into radius bands (powers of two): each need gets its ``k`` nearest offers
+      of every band, so far helpers with long radii are reached too;
+    - needs and offers are split into ``groups`` pseudo-random groups (a hash of the row index,
+      deterministic); each need also gets its ``k_spread`` nearest offers of its own group in every
+      band, and each offer its ``k_spread`` nearest needs of its own group (with another hash).
+      A crowd of needs then reaches about ``groups`` times as many distinct helpers as with
+      nearest ones only. The group is a fourth coordinate, far apart, of one tree per band;
+    - each offer gets its ``k_reverse`` nearest needs, so scarce offers are not starved.
+
+    ``groups`` None: one per 500 needs, 1 to 1024. Needs whose answers hid every feasible offer
+    are searched again by radius, so ``in_range`` is exact.
+    """
+    if k < 1 or k_spread < 0 or k_reverse < 0:
+        raise InvalidInputError(f"k = {k} must be >= 1, k_spread = {k_spread} and k_reverse = {k_reverse} >= 0")
+    n = len(needs)
+    g = int(np.clip(n // 500, 1, 1024)) if groups is None else groups
+    if g < 1:
+        raise InvalidInputError(f"groups = {g} must be >= 1")
+    usable = np.flatnonzero(offers.is_available & (offers.category_mask != 0))
+    parts_need: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    parts_offer: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    parts_km: list[FloatArray] = [np.empty(0, dtype=np.float64)]
+    full = np.zeros(n, dtype=bool)
+    if n == 0 or usable.size == 0:
+        need, offer, dist = _feasible(needs, offers, parts_need, parts_offer, parts_km)
+        return CandidateEdges(need=need, offer=offer, distance_km=dist, in_range=np.zeros(n, dtype=bool))
+    need_xyz = lat_lon_to_xyz(needs.lat, needs.lon)
+    offer_xyz = lat_lon_to_xyz(offers.lat, offers.lon)
+    sep = _GROUP_SEPARATION
+    need_group = _groups(np.arange(n, dtype=np.int64), g, _SALTS[0]) * sep
+    offer_group = _groups(np.arange(len(offers), dtype=np.int64), g, _SALTS[1]) * sep
+    need_group_rev = _groups(np.arange(n, dtype=np.int64), g, _SALTS[2]) * sep
+    offer_group_rev = _groups(np.arange(len(offers), dtype=np.int64), g, _SALTS[3]) * sep
+    band_of = np.floor(np.log2(np.maximum(offers.radius_km, 1e-3))).astype(np.int64)
+    for c in np.unique(needs.category).tolist():
+        serving = usable[((offers.category_mask[usable] >> c) & 1) == 1]
+        if serving.size == 0:
+            continue
+        members = np.flatnonzero(needs.category == c)
+        reach = float(min(offers.radius_km[serving].max(), needs.max_km[members].max()))
+        bound = float(km_to_chord(reach)) * (1.0 + 1e-9)
+        for b in np.unique(band_of[serving]).tolist():
+            rows = serving[band_of[serving] == b]
+            band_bound = min(bound, float(km_to_chord(offers.radius_km[rows].max())) * (1.0 + 1e-9))
+            ids, km = _knn_parts(offer_xyz[rows], rows, need_xyz[members], k, band_bound)
+            full[members] |= np.isfinite(km[:, -1])
+            parts_need.append(np.repeat(members, ids.shape[1]))
+            parts_offer.append(ids.ravel())
+            parts_km.append(km.ravel())
+            if k_spread and g > 1 and rows.size > k:
+                ids, km = _knn_parts(
+                    np.column_stack([offer_xyz[rows], offer_group[rows]]),
+                    rows,
+                    np.column_stack([need_xyz[members], need_group[members]]),
+                    k_spread,
+                    band_bound,
+                )
+                parts_need.append(np.repeat(members, ids.shape[1]))
+                parts_offer.append(ids.ravel())
+                parts_km.append(km.ravel())
+        if k_reverse:
+            nid, nd_km = _knn_parts(need_xyz[members], members, offer_xyz[serving], k_reverse, bound)
+            parts_need.append(nid.ravel())
+            parts_offer.append(np.repeat(serving, nid.shape[1]))
+            parts_km.append(nd_km.ravel())
+        if k_spread and g > 1 and members.size > k_spread:
+            nid, nd_km = _knn_parts(
+                np.column_stack([need_xyz[members], need_group_rev[members]]),
+                members,
+                np.column_stack([offer_xyz[serving], offer_group_rev[serving]]),
+                k_spread,
+                bound,
+            )
+            parts_need.append(nid.ravel())
+            parts_offer.append(np.repeat(serving, nid.shape[1]))
+            parts_km.append(nd_km.ravel())
+    bound_km = np.minimum(needs.max_km, float(offers.radius_km[usable].max()))
+    need, offer, dist = _with_retry(needs, offers, None, bound_km, full, k, parts_need, parts_offer, parts_km)
     in_range = np.zeros(n, dtype=bool)
     in_range[need] = True
     return CandidateEdges(need=need, offer=offer, distance_km=dist, in_range=in_range)

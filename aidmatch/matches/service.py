@@ -166,7 +166,18 @@ def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
     )
 
 
-def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = None) -> MatchRun:
+# The batch runs every minute in emergency mode: the matcher's improvement rounds stop in time for that
+# (the run's config then says "complete": false); the first solve always runs.
+BATCH_TIME_BUDGET_S = 40.0
+
+
+def run_batch(
+    *,
+    session: Session,
+    trigger: str = "cli",
+    now: datetime | None = None,
+    time_budget_s: float | None = BATCH_TIME_BUDGET_S,
+) -> MatchRun:
     """One global batch assignment over everything open; asks the chosen helpers and records the run.
 
     Writes the run, its matches and their outbox messages without committing: the caller commits
@@ -184,6 +195,7 @@ def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = 
     result = matching.match(
         matching.Needs(needs.lat, needs.lon, needs.category, needs.remaining, needs.urgency, needs.max_km),
         matching.Offers(offers.lat, offers.lon, offers.category_mask, offers.remaining, offers.radius_km),
+        time_budget_s=time_budget_s,
     )
     matched_at = time.perf_counter()
     need_ids = needs.id[result.need_index]
@@ -219,6 +231,8 @@ def run_batch(*, session: Session, trigger: str = "cli", now: datetime | None = 
     run.config = {
         "solver": "matching.match",
         "objective": float(result.objective),
+        "complete": result.complete,
+        "time_budget_s": time_budget_s,
         "dropped_rows": int((~fresh).sum()),
         "messages": written,
     }

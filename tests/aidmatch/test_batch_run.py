@@ -92,6 +92,9 @@ def test_batch_run_proposes_feasible_matches_and_records_the_run(client: TestCli
         assert message.phone == offers[match.offer_id].helper.phone
         assert f"ДА {match.id}" in message.body
     assert stored.config["messages"] == len(messages)
+    # A scene this small is solved exactly, well within the batch's time budget.
+    assert stored.config["complete"] is True
+    assert stored.config["time_budget_s"] == service.BATCH_TIME_BUDGET_S
 
 
 def test_a_second_run_leaves_pending_and_accepted_units_alone(client: TestClient, db: Session) -> None:
