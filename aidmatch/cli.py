@@ -142,7 +142,12 @@ def match_db(
     _require_migrated(settings)
     engine = make_engine(settings.database_url)
     try:
-        outcome = batch_job(sessions=make_sessionmaker(engine), trigger="cli", require_emergency=False)
+        outcome = batch_job(
+            sessions=make_sessionmaker(engine),
+            trigger="cli",
+            require_emergency=False,
+            time_budget_s=settings.batch_time_budget,
+        )
     finally:
         engine.dispose()
     run = outcome.run

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # Scheduler.
     scheduler_enabled: bool = True
     batch_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    # The matcher's improvement rounds stop once a batch has spent this long (the first solve always
+    # runs; the run's config then says "complete": false). 0: no limit.
+    batch_time_budget_s: Annotated[float, Field(ge=0)] = 40.0
     escalation_interval_s: Annotated[float, Field(gt=0)] = 30.0
     outbox_interval_s: Annotated[float, Field(gt=0)] = 5.0
     need_expiry_hours: Annotated[float, Field(gt=0)] = 72.0
@@ -162,3 +165,8 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def batch_time_budget(self) -> float | None:
+        """``batch_time_budget_s`` for the matcher: None when 0 (no limit)."""
+        return self.batch_time_budget_s or None

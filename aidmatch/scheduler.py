@@ -73,6 +73,7 @@ def batch_job(
     trigger: str = "scheduler",
     now: datetime | None = None,
     require_emergency: bool = True,
+    time_budget_s: float | None = matches_service.BATCH_TIME_BUDGET_S,
 ) -> BatchOutcome:
     """One batch run under the leader lock, committed at once; a failure is recorded as a failed run."""
     with sessions() as session:
@@ -85,7 +86,7 @@ def batch_job(
             return BatchOutcome(None, "another batch run holds the leader lock")
         started = now or utcnow()
         try:
-            run = matches_service.run_batch(session=session, trigger=trigger, now=started)
+            run = matches_service.run_batch(session=session, trigger=trigger, now=started, time_budget_s=time_budget_s)
             session.commit()
             return BatchOutcome(run)
         except Exception as exc:
@@ -139,7 +140,7 @@ def build_scheduler(
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
     def batch() -> None:
-        outcome = batch_job(sessions=sessions)
+        outcome = batch_job(sessions=sessions, time_budget_s=settings.batch_time_budget)
         if outcome.run is not None:
             log.info("batch run %s: %s", outcome.run.id, outcome.run.status.value)
 

@@ -167,7 +167,8 @@ def load_open_offers(*, session: Session, now: datetime) -> OpenOffers:
 
 
 # The batch runs every minute in emergency mode: the matcher's improvement rounds stop in time for that
-# (the run's config then says "complete": false); the first solve always runs.
+# (the run's config then says "complete": false); the first solve always runs. The default of the
+# AIDMATCH_BATCH_TIME_BUDGET_S setting.
 BATCH_TIME_BUDGET_S = 40.0
 
 

@@ -137,6 +137,20 @@ def test_two_batch_runs_started_at_once_one_runs_one_skips(
     assert batch_job(sessions=sessions, require_emergency=False).run is not None
 
 
+def test_the_batch_time_budget_setting_reaches_the_run(client: TestClient, db: Session) -> None:
+    _scene(client)
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+    assert Settings(batch_time_budget_s=0, _env_file=None).batch_time_budget is None
+    budget = Settings(batch_time_budget_s=7.5, _env_file=None).batch_time_budget
+    first = batch_job(sessions=sessions, require_emergency=False, time_budget_s=budget).run
+    unlimited = batch_job(sessions=sessions, require_emergency=False, time_budget_s=None).run
+    assert first is not None
+    assert unlimited is not None
+    db.expire_all()
+    assert db.get(MatchRun, first.id).config["time_budget_s"] == 7.5  # type: ignore[union-attr]
+    assert db.get(MatchRun, unlimited.id).config["time_budget_s"] is None  # type: ignore[union-attr]
+
+
 def test_a_failed_run_is_recorded_and_writes_nothing_else(
     client: TestClient, db: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
