@@ -179,6 +179,7 @@ def ask(
             need_id=need.id,
             match_id=match.id,
             helper_id=helper.id,
+            flush=False,  # written with the caller's next flush or commit, all in one statement
         )
     return matches
 
@@ -209,15 +210,18 @@ def units_to_place(session: Session, need: Need) -> int:
     return need.quantity - need.quantity_assigned - int(waiting or 0)
 
 
-def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str) -> int:
+def offer_to_next_helpers(
+    *, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str, new: bool = False
+) -> int:
     """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
 
     Returns how many capable helpers with room were found in range (asked or not). The caller
-    refreshes ``live`` first (once for many needs).
+    refreshes ``live`` first (once for many needs). ``new``: the need was created in this
+    transaction, so no match refers to it yet (nothing pending, nobody asked: two queries saved).
     """
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
-    units = units_to_place(session, need)
+    units = need.quantity - need.quantity_assigned if new else units_to_place(session, need)
     found = live.nearest(
         lat=need.lat,
         lon=need.lon,
@@ -225,20 +229,22 @@ def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex,
         k=min(max(INTAKE_LOOKUP, units), _MAX_LOOKUP),
         max_km=need.max_distance_km if need.max_distance_km is not None else np.inf,
         pending=pending_for(session),
-        blocked=blocked_for(session, asked_helpers(session, need.id)),
+        blocked=blocked_for(session, set() if new else asked_helpers(session, need.id)),
     )
     if units > 0:
         ask(session=session, need=need, asks=_fill(found, units), now=now, reason=reason)
     return len({c.helper_id for c in found})
 
 
-def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
+def escalate(
+    *, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime, new: bool = False
+) -> int:
     """The next step of a critical need's escalation; returns how many helpers it asked.
 
     Starts the next wave that finds anyone (an empty wave is skipped at once) and schedules the
     step after it. Past the last wave, the requests still unanswered time out and the need goes
     back to the pool (the next helpers beyond the waves, then the batch runs). The caller
-    refreshes ``live`` first.
+    refreshes ``live`` first. ``new``: the need was created in this transaction (no matches yet).
     """
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
@@ -246,7 +252,7 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
         session.flush()
         return 0
     waves = settings.waves_for(need.category.value)
-    asked = asked_helpers(session, need.id)
+    asked = set() if new else asked_helpers(session, need.id)
     limit_km = need.max_distance_km if need.max_distance_km is not None else np.inf
     while (need.escalation_wave or 0) < len(waves):
         number = (need.escalation_wave or 0) + 1
@@ -275,20 +281,24 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
             return len(asks)
     # Past the last wave: stop waiting for the waves and hand the need to the general pool.
     need.escalation_next_at = None
-    ended = (Match.need_id == need.id) & Match.wave.is_not(None) & Match.status.in_(PENDING_MATCH_STATUSES)
-    audit.record_many(session, "timed_out", "match", session.scalars(select(Match.id).where(ended)), after="last wave")
-    session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
+    if not new:
+        ended = (Match.need_id == need.id) & Match.wave.is_not(None) & Match.status.in_(PENDING_MATCH_STATUSES)
+        audit.record_many(
+            session, "timed_out", "match", session.scalars(select(Match.id).where(ended)), after="last wave"
+        )
+        session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
     session.flush()
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation")
+    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation", new=new)
 
 
 def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
-    """At intake: a critical need starts its escalation, any other gets its nearest helpers asked.
+    """At intake, for a need created in this transaction: a critical need starts its escalation,
+    any other gets its nearest helpers asked.
 
     Returns how many capable helpers with room were found in range.
     """
     live.refresh(session=session, now=now)
     if need.urgency is Urgency.critical:
         need.escalation_wave = 0
-        return escalate(session=session, need=need, live=live, settings=settings, now=now)
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake")
+        return escalate(session=session, need=need, live=live, settings=settings, now=now, new=True)
+    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake", new=True)

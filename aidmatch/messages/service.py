@@ -23,8 +23,13 @@ def queue(
     need_id: int | None = None,
     match_id: int | None = None,
     helper_id: int | None = None,
+    flush: bool = True,
 ) -> Message:
-    """Put an SMS in the outbox (sent later by the outbox job; at most once per key)."""
+    """Put an SMS in the outbox (sent later by the outbox job; at most once per key).
+
+    ``flush=False`` leaves the row to the session's next flush (several messages then go in one
+    statement); the message has no id until then.
+    """
     now = utcnow()
     message = Message(
         direction=MessageDirection.outbound,
@@ -42,7 +47,8 @@ def queue(
         updated_at=now,
     )
     session.add(message)
-    session.flush()
+    if flush:
+        session.flush()
     return message
 
 
