@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 import matching
@@ -34,6 +34,7 @@ _LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re
 _RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
 _CHUNK = 1000
 _REACH_CANDIDATES = 64
+_STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
 
 
 class Candidate(NamedTuple):
@@ -65,7 +66,7 @@ class LiveOfferIndex:
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
         self._seen: datetime | None = None  # wall-clock start of the last wide re-read
         self._newest: datetime | None = None  # the newest updated_at applied
-        self._applied: dict[int, datetime] = {}  # offer id → the updated_at applied
+        self._applied: dict[int, str] = {}  # offer id → the updated_at applied, as text
         self._offers: matching.Offers | None = None
 
     def _grow(self) -> None:
@@ -112,6 +113,7 @@ class LiveOfferIndex:
                 Offer.available_from,
                 Offer.available_until,
                 Offer.updated_at,
+                _STAMP.label("stamp"),
                 OfferCategory.category,
             ).outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
             if self._seen is not None:
@@ -121,8 +123,11 @@ class LiveOfferIndex:
                     if wide or self._newest is None
                     else Offer.updated_at > self._newest
                 )
-                window = session.execute(select(Offer.id, Offer.updated_at).where(since)).tuples()
-                ids = sorted(i for i, stamp in window if self._applied.get(i) != stamp)
+                # Stamps compared as the database prints them: after a bulk import the window
+                # holds every offer, and plain (id, text) rows from the driver cost little.
+                window = session.connection().execute(select(Offer.id, _STAMP).where(since))
+                ids = sorted(i for i, stamp in window.cursor.fetchall() if self._applied.get(i) != stamp)
+                window.close()
                 if not ids:
                     if wide:
                         self._seen = started
@@ -171,7 +176,7 @@ class LiveOfferIndex:
                 if usable:
                     in_rows.append(row)
                     self._in_index[row] = True
-                self._applied[o.id] = o.updated_at
+                self._applied[o.id] = o.stamp
                 if self._newest is None or o.updated_at > self._newest:
                     self._newest = o.updated_at
             if out_rows:
