@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -133,55 +133,67 @@ class Ask:
 
 def ask(
     *, session: Session, need: Need, asks: Sequence[Ask], now: datetime, reason: str, wave: int | None = None
-) -> list[Match]:
-    """Create the matches and queue their SMS (one per helper with SMS consent)."""
+) -> list[int]:
+    """Create the matches and queue their SMS (one per helper with SMS consent); returns the match ids.
+
+    Three statements however many helpers are asked: the matches, their audit rows, their SMS.
+    """
     if not asks:
         return []
-    helpers = {h.id: h for h in session.scalars(select(Helper).where(Helper.id.in_({a.helper_id for a in asks})))}
-    matches = []
+    helpers = {
+        h.id: h
+        for h in session.execute(
+            select(Helper.id, Helper.sms_consent, Helper.phone, Helper.language).where(
+                Helper.id.in_({a.helper_id for a in asks})
+            )
+        )
+    }
+    rows = []
     for a in asks:
         consent = helpers[a.helper_id].sms_consent
-        match = Match(
-            need_id=need.id,
-            offer_id=a.offer_id,
-            quantity=a.quantity,
-            distance_km=a.km,
-            score=a.km,
-            reason=f"{reason}: capable helper {a.km:.1f} km away" + (f", wave {wave}" if wave else ""),
-            status=MatchStatus.notified if consent else MatchStatus.proposed,
-            wave=wave,
-            created_at=now,
-            updated_at=now,
-            notified_at=now if consent else None,
+        rows.append(
+            {
+                "need_id": need.id,
+                "offer_id": a.offer_id,
+                "quantity": a.quantity,
+                "distance_km": a.km,
+                "score": a.km,
+                "reason": f"{reason}: capable helper {a.km:.1f} km away" + (f", wave {wave}" if wave else ""),
+                "status": MatchStatus.notified if consent else MatchStatus.proposed,
+                "wave": wave,
+                "created_at": now,
+                "updated_at": now,
+                "notified_at": now if consent else None,
+            }
         )
-        session.add(match)
-        matches.append(match)
-    session.flush()
-    audit.record_many(session, "asked", "match", [m.id for m in matches], need=need.id, wave=wave)
-    for match, a in zip(matches, asks, strict=True):
+    ids = list(session.scalars(insert(Match).returning(Match.id, sort_by_parameter_order=True), rows))
+    audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
+    template = urgent_request if wave else task_request
+    messages = []
+    for match_id, a in zip(ids, asks, strict=True):
         helper = helpers[a.helper_id]
         if not helper.sms_consent:
             continue
         language = helper.language.value
-        template = urgent_request if wave else task_request
-        messages_service.queue(
-            session=session,
-            phone=helper.phone,
-            body=template(
-                language=language,
-                what=label(need.category, language),
-                quantity=match.quantity,
-                distance_km=match.distance_km,
-                match_id=match.id,
-            ),
-            language=language,
-            idempotency_key=f"match:{match.id}:wave:{wave}" if wave else f"match:{match.id}:ask",
-            need_id=need.id,
-            match_id=match.id,
-            helper_id=helper.id,
-            flush=False,  # written with the caller's next flush or commit, all in one statement
+        messages.append(
+            {
+                "phone": helper.phone,
+                "body": template(
+                    language=language,
+                    what=label(need.category, language),
+                    quantity=a.quantity,
+                    distance_km=a.km,
+                    match_id=match_id,
+                ),
+                "language": language,
+                "idempotency_key": f"match:{match_id}:wave:{wave}" if wave else f"match:{match_id}:ask",
+                "need_id": need.id,
+                "match_id": match_id,
+                "helper_id": helper.id,
+            }
         )
-    return matches
+    messages_service.queue_many(session=session, messages=messages, now=now)
+    return ids
 
 
 def _fill(candidates: Iterable[Candidate], units: int) -> list[Ask]:

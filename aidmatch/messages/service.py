@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from aidmatch.database import utcnow
@@ -23,13 +25,8 @@ def queue(
     need_id: int | None = None,
     match_id: int | None = None,
     helper_id: int | None = None,
-    flush: bool = True,
 ) -> Message:
-    """Put an SMS in the outbox (sent later by the outbox job; at most once per key).
-
-    ``flush=False`` leaves the row to the session's next flush (several messages then go in one
-    statement); the message has no id until then.
-    """
+    """Put an SMS in the outbox (sent later by the outbox job; at most once per key)."""
     now = utcnow()
     message = Message(
         direction=MessageDirection.outbound,
@@ -47,9 +44,32 @@ def queue(
         updated_at=now,
     )
     session.add(message)
-    if flush:
-        session.flush()
+    session.flush()
     return message
+
+
+def queue_many(*, session: Session, messages: Sequence[dict[str, Any]], now: datetime | None = None) -> None:
+    """Put many SMS in the outbox in one statement; each dict has ``queue``'s keyword arguments
+    (phone, body, language, idempotency_key and optionally need_id, match_id, helper_id)."""
+    if not messages:
+        return
+    now = now or utcnow()
+    rows = [
+        {
+            "direction": MessageDirection.outbound,
+            "status": MessageStatus.queued,
+            "channel": "sms",
+            "need_id": None,
+            "match_id": None,
+            "helper_id": None,
+            **m,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for m in messages
+    ]
+    session.execute(insert(Message), rows)
 
 
 def list_messages(
