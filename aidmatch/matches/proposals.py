@@ -72,14 +72,13 @@ def blocked_for(session: Session, also: set[int] | frozenset[int] = frozenset())
         if not helper_ids:
             return set(also)
         rows = session.execute(
-            select(Helper.id)
-            .join(Offer, Offer.helper_id == Helper.id)
+            select(Offer.helper_id, func.count(Match.id), Helper.max_active_tasks)
             .join(Match, Match.offer_id == Offer.id)
-            .where(Helper.id.in_(helper_ids), Match.status.in_(OPEN_TASK_STATUSES))
-            .group_by(Helper.id, Helper.max_active_tasks)
-            .having(func.count(Match.id) >= Helper.max_active_tasks)
+            .join(Helper, Helper.id == Offer.helper_id)
+            .where(Offer.helper_id.in_(helper_ids), Match.status.in_(OPEN_TASK_STATUSES))
+            .group_by(Offer.helper_id, Helper.max_active_tasks)
         )
-        return {int(h) for (h,) in rows} | set(also)
+        return {int(h) for h, n, cap in rows if n >= cap} | set(also)
 
     return ask
 
