@@ -116,6 +116,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--seed", type=int, default=2010)
     parser.add_argument(
+        "--stats-cache-s",
+        type=float,
+        default=None,
+        help="the server's AIDMATCH_UNMET_STATS_CACHE_S (default: the setting's default; 0 computes every time)",
+    )
+    parser.add_argument(
         "--analyze",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -127,6 +133,7 @@ def main() -> None:
         f"demo scenario {args.needs} needs, {args.offers} offers; {args.posts} POST /api/needs, "
         f"{args.stats} GET /api/stats/unmet; {args.clients} client threads; {args.workers} uvicorn workers; "
         f"{'ANALYZE after seeding' if args.analyze else 'no ANALYZE'}"
+        + ("" if args.stats_cache_s is None else f"; unmet stats cache {args.stats_cache_s:g} s")
     )
     for line in machine_info():
         print(line)
@@ -159,6 +166,8 @@ def main() -> None:
             "AIDMATCH_PUBLIC_POST_BURST": "10000000",
             "AIDMATCH_MAX_OPEN_NEEDS_PER_PHONE": "10000000",
         }
+        if args.stats_cache_s is not None:
+            env["AIDMATCH_UNMET_STATS_CACHE_S"] = str(args.stats_cache_s)
         aidmatch = str(Path(sys.executable).with_name("aidmatch"))
         server = subprocess.Popen(
             [aidmatch, "serve", "--port", str(port), "--workers", str(args.workers)],

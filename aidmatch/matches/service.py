@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import ColumnElement, Subquery, case, func, insert, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import matching
@@ -71,6 +71,8 @@ class OpenNeeds:
     remaining: np.ndarray
     urgency: np.ndarray
     max_km: np.ndarray
+    # Positions of the rows from the oldest need to the newest (equal ages: lower id first).
+    by_age: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,43 +89,25 @@ class OpenOffers:
     radius_km: np.ndarray
 
 
-def _pending_per_need() -> Subquery:
-    """Units in matches waiting for an answer, per need (a subquery: need_id, units)."""
-    return (
-        select(Match.need_id.label("need_id"), func.sum(Match.quantity).label("units"))
-        .where(Match.status.in_(PENDING_MATCH_STATUSES))
-        .group_by(Match.need_id)
-        .subquery()
-    )
-
-
-def _open_with_units_left(now: datetime) -> tuple[Subquery, ColumnElement[int], list[ColumnElement[bool]]]:
-    """The pending subquery, a need's units neither accepted nor pending, and the conditions of
-    an open, unexpired need with such units (the rows of ``load_open_needs``)."""
-    pending = _pending_per_need()
-    remaining = Need.quantity - Need.quantity_assigned - func.coalesce(pending.c.units, 0)
-    where = [
-        Need.status.in_(OPEN_NEED_STATUSES),
-        or_(Need.expires_at.is_(None), Need.expires_at > now),
-        remaining > 0,
-    ]
-    return pending, remaining, where
-
-
 def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
     """Open, unexpired needs with units not yet accepted nor pending.
 
-    One query; categories and urgencies come back as their matcher codes (no per-row enum or
-    datetime conversion), so 100k needs load in a fraction of a second.
+    Two plain queries (the needs oldest first, the pending units per need) joined in numpy: no
+    per-row enum or datetime conversion, and no plan that depends on the tables' statistics, so
+    100k needs load in a fraction of a second.
     """
-    pending, remaining, where = _open_with_units_left(now)
     category = case({c: CATEGORY_INDEX[c] for c in Category}, value=Need.category, else_=-1)
     urgency = case(dict(URGENCY_INDEX), value=Need.urgency, else_=-1)
     stmt = (
-        select(Need.id, Need.lat, Need.lon, category, remaining, urgency, Need.max_distance_km)
-        .outerjoin(pending, pending.c.need_id == Need.id)
-        .where(*where)
-        .order_by(Need.id)
+        select(
+            Need.id, Need.lat, Need.lon, category, Need.quantity - Need.quantity_assigned, urgency, Need.max_distance_km
+        )
+        .where(
+            Need.status.in_(OPEN_NEED_STATUSES),
+            or_(Need.expires_at.is_(None), Need.expires_at > now),
+            Need.quantity > Need.quantity_assigned,
+        )
+        .order_by(Need.created_at, Need.id)
     )
     # The rows are plain numbers: taken from the driver's cursor as they come (no per-row result
     # processing) straight into one array. A need without a distance limit has NULL, so NaN
@@ -132,14 +116,28 @@ def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
     table = np.array(result.cursor.fetchall(), dtype=np.float64).reshape(-1, 7)
     result.close()
     ids = table[:, 0].astype(np.int64)
+    remaining = table[:, 4].astype(np.int64)
+    pending = pending_units(session, "need")
+    if pending:
+        held_ids = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
+        held = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+        order = np.argsort(held_ids)
+        held_ids, held = held_ids[order], held[order]
+        pos = np.minimum(np.searchsorted(held_ids, ids), len(held_ids) - 1)
+        remaining -= np.where(held_ids[pos] == ids, held[pos], 0)
+    aged = np.flatnonzero(remaining > 0)  # oldest first
+    rows = aged[np.argsort(ids[aged], kind="stable")]  # by id
+    rank = np.empty(len(aged), dtype=np.int64)
+    rank[np.argsort(ids[aged], kind="stable")] = np.arange(len(aged))
     return OpenNeeds(
-        id=ids,
-        lat=table[:, 1].copy(),
-        lon=table[:, 2].copy(),
-        category=table[:, 3].astype(np.int64),
-        remaining=table[:, 4].astype(np.int64),
-        urgency=table[:, 5].astype(np.int64),
-        max_km=np.where(np.isnan(table[:, 6]), np.inf, table[:, 6]),
+        id=ids[rows],
+        lat=table[rows, 1],
+        lon=table[rows, 2],
+        category=table[rows, 3].astype(np.int64),
+        remaining=remaining[rows],
+        urgency=table[rows, 5].astype(np.int64),
+        max_km=np.where(np.isnan(table[rows, 6]), np.inf, table[rows, 6]),
+        by_age=rank,
     )
 
 
@@ -555,15 +553,10 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime) -> Unmet:
     return Unmet(needs=needs, nearest_km=nearest_km, reason=np.array(_REASON_KEYS)[code], reason_code=code)
 
 
-def oldest_unmet(*, session: Session, now: datetime) -> datetime | None:
-    """When the oldest open need with units nobody holds was posted (None: there is none)."""
-    pending, _, where = _open_with_units_left(now)
-    return session.scalar(
-        select(func.min(Need.created_at))
-        .select_from(Need)
-        .outerjoin(pending, pending.c.need_id == Need.id)
-        .where(*where)
-    )
+def _created_at(session: Session, need_ids: list[int]) -> dict[int, tuple[str, datetime]]:
+    """Code and creation time of some needs."""
+    rows = session.execute(select(Need.id, Need.code, Need.created_at).where(Need.id.in_(need_ids)))
+    return {i: (code, created) for i, code, created in rows}
 
 
 def _unmet_groups(u: Unmet) -> list[dict[str, object]]:
@@ -611,13 +604,21 @@ class UnmetSummary:
         }
 
 
+def _oldest(session: Session, needs: OpenNeeds) -> datetime | None:
+    """When the oldest of these needs was posted (None: there is none)."""
+    if len(needs.id) == 0:
+        return None
+    oldest = int(needs.id[needs.by_age[0]])
+    return _created_at(session, [oldest])[oldest][1]
+
+
 def unmet_summary(*, session: Session, live: LiveOfferIndex, now: datetime) -> UnmetSummary:
     """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
     u = unmet(session=session, live=live, now=now)
     return UnmetSummary(
         unmet_needs=len(u.needs.id),
         unmet_units=int(u.needs.remaining.sum()),
-        oldest=oldest_unmet(session=session, now=now) if len(u.needs.id) else None,
+        oldest=_oldest(session, u.needs),
         groups=_unmet_groups(u),
     )
 
@@ -656,27 +657,12 @@ def unmet_needs(
 ) -> tuple[list[dict[str, object]], int]:
     """Unmet needs one by one, oldest first (ties by id), with why (optionally only some reasons)."""
     u = unmet(session=session, live=live, now=now)
-    pending, _, where = _open_with_units_left(now)
-    by_age = np.array(
-        session.scalars(
-            select(Need.id)
-            .outerjoin(pending, pending.c.need_id == Need.id)
-            .where(*where)
-            .order_by(Need.created_at, Need.id)
-        ).all(),
-        dtype=np.int64,
-    )
-    pos = np.minimum(np.searchsorted(u.needs.id, by_age), max(len(u.needs.id) - 1, 0))
-    order = pos[u.needs.id[pos] == by_age] if len(u.needs.id) else pos[:0]
+    order = u.needs.by_age
     if reasons:
         order = order[np.isin(u.reason[order], list(reasons))]
     total = len(order)
     rows = order[page.offset : page.offset + page.limit]
-    shown = u.needs.id[rows].tolist()
-    about = {
-        i: (code, created)
-        for i, code, created in session.execute(select(Need.id, Need.code, Need.created_at).where(Need.id.in_(shown)))
-    }
+    about = _created_at(session, u.needs.id[rows].tolist())
     categories = list(Category)
     urgencies = {v: k for k, v in URGENCY_INDEX.items()}
     items: list[dict[str, object]] = [
