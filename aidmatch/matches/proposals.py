@@ -139,6 +139,7 @@ def ask(
     """
     if not asks:
         return []
+    session.flush()  # what the caller recorded first (the need's "created" audit row) keeps its place
     helpers = {
         h.id: h
         for h in session.execute(
