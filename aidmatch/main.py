@@ -20,6 +20,7 @@ from aidmatch.helpers.router import router as helpers_router
 from aidmatch.limits import BodySizeLimit, make_limiters
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.router import router as matches_router
+from aidmatch.matches.service import UnmetStatsCache
 from aidmatch.messages.outbox import make_sender
 from aidmatch.messages.router import router as messages_router
 from aidmatch.metrics import install_metrics
@@ -104,6 +105,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.live_index = LiveOfferIndex()
+    app.state.unmet_stats = UnmetStatsCache(settings.unmet_stats_cache_s)
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.sender = sender if sender is not None else make_sender(settings)
     app.state.sms_bucket = TokenBucket(settings.sms_rate_per_s)

@@ -8,6 +8,9 @@ requests from ``--clients`` threads over keep-alive HTTP connections:
   lifted for this one client;
 - ``GET /api/stats/unmet`` (``--stats`` requests) with a coordinator token.
 
+The database is ANALYZEd after seeding (``--no-analyze`` to skip): without planner statistics
+PostgreSQL plans the intake's small lookups on ``matches`` as scans of the whole table.
+
 Reports requests per second, p50/p90/p99 latency and the error count for each. Baseline printed
 beside it: ``GET /healthz`` under the same load (the cost of the HTTP stack and one query), so the
 ratio is what the route itself adds.
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -111,11 +115,25 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--seed", type=int, default=2010)
+    parser.add_argument(
+        "--stats-cache-s",
+        type=float,
+        default=None,
+        help="the server's AIDMATCH_UNMET_STATS_CACHE_S (default: the setting's default; 0 computes every time)",
+    )
+    parser.add_argument(
+        "--analyze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ANALYZE the database after seeding (--no-analyze: query plans without statistics)",
+    )
     args = parser.parse_args()
     print("aidmatch loopback load: uvicorn + PostgreSQL")
     print(
         f"demo scenario {args.needs} needs, {args.offers} offers; {args.posts} POST /api/needs, "
-        f"{args.stats} GET /api/stats/unmet; {args.clients} client threads; {args.workers} uvicorn workers"
+        f"{args.stats} GET /api/stats/unmet; {args.clients} client threads; {args.workers} uvicorn workers; "
+        f"{'ANALYZE after seeding' if args.analyze else 'no ANALYZE'}"
+        + ("" if args.stats_cache_s is None else f"; unmet stats cache {args.stats_cache_s:g} s")
     )
     for line in machine_info():
         print(line)
@@ -134,6 +152,11 @@ def main() -> None:
             )
             _, token = auth_service.create(session=session, name="load", role=Role.coordinator)
             session.commit()
+        if args.analyze:
+            # Planner statistics for the freshly loaded tables, as autovacuum gathers them on a
+            # default server within a minute of a bulk load (this machine runs with it off).
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("ANALYZE"))
         engine.dispose()
         port = free_port()
         env = {
@@ -143,6 +166,8 @@ def main() -> None:
             "AIDMATCH_PUBLIC_POST_BURST": "10000000",
             "AIDMATCH_MAX_OPEN_NEEDS_PER_PHONE": "10000000",
         }
+        if args.stats_cache_s is not None:
+            env["AIDMATCH_UNMET_STATS_CACHE_S"] = str(args.stats_cache_s)
         aidmatch = str(Path(sys.executable).with_name("aidmatch"))
         server = subprocess.Popen(
             [aidmatch, "serve", "--port", str(port), "--workers", str(args.workers)],

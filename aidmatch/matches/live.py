@@ -3,6 +3,12 @@
 Built from the database on first use, then brought up to date before each lookup by reading only
 the offers whose ``updated_at`` moved (every create, change, capacity change and expiry touches
 it), so a change made through any worker reaches every worker without a rebuild.
+
+Before each lookup it reads the offers stamped after the newest stamp it has applied (an index
+range scan: nothing when nothing changed). A transaction that commits a change after a later one
+was seen (its stamp is older than the newest applied) is caught by a wider re-read of the last
+``_LAG`` of stamps, done at most every ``recheck`` (1 s), so such a late change shows within a
+second. Capacity is never taken on the index's word: accepting is a conditional update.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 import matching
@@ -24,9 +30,11 @@ from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
 
 _GROW = 1024
-_LAG = timedelta(seconds=60)
+_LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re-read (late commits)
+_RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
 _CHUNK = 1000
-_REACH_CANDIDATES = 64  # re-read changes this far behind the newest seen (late commits)
+_REACH_CANDIDATES = 64
+_STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
 
 
 class Candidate(NamedTuple):
@@ -41,7 +49,8 @@ class Candidate(NamedTuple):
 class LiveOfferIndex:
     """Offers as growing columns (row = position) plus a SpatialIndex over the usable rows."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow) -> None:
+        self._recheck, self._clock = recheck, clock
         self._lock = threading.Lock()
         self._row_of: dict[int, int] = {}
         self._n = 0
@@ -55,8 +64,9 @@ class LiveOfferIndex:
         self._helper_id = np.zeros(_GROW, dtype=np.int64)
         self._in_index = np.zeros(_GROW, dtype=bool)
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
-        self._seen: datetime | None = None  # wall-clock start of the last refresh
-        self._applied: dict[int, datetime] = {}  # offer id → the updated_at applied
+        self._seen: datetime | None = None  # wall-clock start of the last wide re-read
+        self._newest: datetime | None = None  # the newest updated_at applied
+        self._applied: dict[int, str] = {}  # offer id → the updated_at applied, as text
         self._offers: matching.Offers | None = None
 
     def _grow(self) -> None:
@@ -82,12 +92,15 @@ class LiveOfferIndex:
     def refresh(self, *, session: Session, now: datetime) -> None:
         """Apply every offer change since the last refresh (all offers the first time).
 
-        Each refresh reads the rows stamped since a little (``_LAG``) before the previous refresh
-        started, because a transaction commits its change after stamping it; a row whose
-        ``updated_at`` was already applied is skipped.
+        A refresh reads the rows stamped after the newest stamp applied. At most every
+        ``recheck`` it reads instead the rows stamped since a little (``_LAG``) before the previous
+        such re-read started, because a transaction commits its change after stamping it and may
+        commit after a later stamp was seen. A row whose ``updated_at`` was already applied is
+        skipped.
         """
         with self._lock:
-            started = utcnow()
+            started = self._clock()
+            wide = self._seen is None or self._newest is None or started - self._seen >= self._recheck
             stmt = select(
                 Offer.id,
                 Offer.helper_id,
@@ -100,16 +113,24 @@ class LiveOfferIndex:
                 Offer.available_from,
                 Offer.available_until,
                 Offer.updated_at,
+                _STAMP.label("stamp"),
                 OfferCategory.category,
             ).outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
             if self._seen is not None:
                 # Two steps: the stamps of the window (cheap), then full rows of what changed.
-                window = session.execute(
-                    select(Offer.id, Offer.updated_at).where(Offer.updated_at >= self._seen - _LAG)
-                ).tuples()
-                ids = sorted(i for i, stamp in window if self._applied.get(i) != stamp)
+                since = (
+                    Offer.updated_at >= self._seen - _LAG
+                    if wide or self._newest is None
+                    else Offer.updated_at > self._newest
+                )
+                # Stamps compared as the database prints them: after a bulk import the window
+                # holds every offer, and plain (id, text) rows from the driver cost little.
+                window = session.connection().execute(select(Offer.id, _STAMP).where(since))
+                ids = sorted(i for i, stamp in window.cursor.fetchall() if self._applied.get(i) != stamp)
+                window.close()
                 if not ids:
-                    self._seen = started
+                    if wide:
+                        self._seen = started
                     return
                 chunks = [stmt.where(Offer.id.in_(ids[k : k + _CHUNK])) for k in range(0, len(ids), _CHUNK)]
             else:
@@ -122,7 +143,8 @@ class LiveOfferIndex:
                     if r.category is not None:
                         masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
             if not changed:
-                self._seen = started
+                if wide:
+                    self._seen = started
                 return
             self._offers = None
             out_rows: list[int] = []
@@ -154,13 +176,16 @@ class LiveOfferIndex:
                 if usable:
                     in_rows.append(row)
                     self._in_index[row] = True
-                self._applied[o.id] = o.updated_at
+                self._applied[o.id] = o.stamp
+                if self._newest is None or o.updated_at > self._newest:
+                    self._newest = o.updated_at
             if out_rows:
                 self._index.remove(out_rows)
             if in_rows:
                 rows = np.array(in_rows, dtype=np.int64)
                 self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
-            self._seen = started
+            if wide:
+                self._seen = started
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
@@ -199,28 +224,33 @@ class LiveOfferIndex:
         ``pending(offer_ids)`` gives the units awaiting an answer for those offers and
         ``blocked(helper_ids)`` the helpers to pass over; both are asked only about the nearest
         candidates (widening while too few remain), so a lookup costs the same however many
-        matches and helpers the database holds.
+        matches and helpers the database holds. They are asked outside the index's lock, so
+        lookups of one worker do not queue behind each other's database round trips.
         """
-        with self._lock:
-            if self._n == 0 or len(self._index) == 0:
-                return []
-            offers, left = self._columns({})
-            wanted = max(4 * k, 16)  # some of the nearest are usually busy: look a little wider at once
-            while True:
+        wanted = max(4 * k, 16)  # some of the nearest are usually busy: look a little wider at once
+        while True:
+            with self._lock:
+                if self._n == 0 or len(self._index) == 0:
+                    return []
+                offers, left = self._columns({})
                 rows, d_km = matching.nearest_capable(
                     self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=wanted
                 )
-                found = [(int(r), float(d)) for r, d in zip(rows[0], d_km[0], strict=True) if r >= 0]
-                held = pending([int(self._offer_id[r]) for r, _ in found])
-                skip = blocked(sorted({int(self._helper_id[r]) for r, _ in found}))
-                out = []
-                for r, d in found:
-                    free = int(left[r]) - held.get(int(self._offer_id[r]), 0)
-                    if free > 0 and int(self._helper_id[r]) not in skip:
-                        out.append(Candidate(int(self._offer_id[r]), int(self._helper_id[r]), d, free))
-                if len(out) >= k or len(found) < wanted:
-                    return out[:k]
-                wanted *= 8
+                found = [
+                    (int(self._offer_id[r]), int(self._helper_id[r]), float(d), int(left[r]))
+                    for r, d in zip(rows[0], d_km[0], strict=True)
+                    if r >= 0
+                ]
+            held = pending([offer_id for offer_id, _, _, _ in found])
+            skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
+            out = []
+            for offer_id, helper_id, d, units in found:
+                free = units - held.get(offer_id, 0)
+                if free > 0 and helper_id not in skip:
+                    out.append(Candidate(offer_id, helper_id, d, free))
+            if len(out) >= k or len(found) < wanted:
+                return out[:k]
+            wanted *= 8
 
     def reachable(
         self,
@@ -245,12 +275,40 @@ class LiveOfferIndex:
             if self._n == 0 or len(self._index) == 0 or n == 0:
                 return np.full(n, np.inf), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
             offers, left = self._columns(pending, blocked_helpers)
+            category = np.broadcast_to(np.asarray(category, dtype=np.int64), (n,))
+            max_km = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
             _, nearest_km = self._index.knn(lat, lon, category, 1)
-            everyone = np.ones(self._n, dtype=np.int64)
-            anyone, _ = matching.nearest_capable(
-                self._index, offers, everyone, lat, lon, category, max_km=max_km, k=1, max_candidates=_REACH_CANDIDATES
-            )
-            room, _ = matching.nearest_capable(
-                self._index, offers, left, lat, lon, category, max_km=max_km, k=1, max_candidates=_REACH_CANDIDATES
-            )
-            return nearest_km[:, 0], anyone[:, 0] >= 0, room[:, 0] >= 0
+            # Each need is looked up on its own, so each step asks only about the needs the step
+            # before left open: reach only where a helper of the category exists, room only in reach.
+            in_range = np.zeros(n, dtype=bool)
+            with_room = np.zeros(n, dtype=bool)
+            ask = np.flatnonzero(np.isfinite(nearest_km[:, 0]))
+            if len(ask):
+                everyone = np.ones(self._n, dtype=np.int64)
+                anyone, _ = matching.nearest_capable(
+                    self._index,
+                    offers,
+                    everyone,
+                    lat[ask],
+                    lon[ask],
+                    category[ask],
+                    max_km=max_km[ask],
+                    k=1,
+                    max_candidates=_REACH_CANDIDATES,
+                )
+                in_range[ask] = anyone[:, 0] >= 0
+            ask = np.flatnonzero(in_range)
+            if len(ask):
+                room, _ = matching.nearest_capable(
+                    self._index,
+                    offers,
+                    left,
+                    lat[ask],
+                    lon[ask],
+                    category[ask],
+                    max_km=max_km[ask],
+                    k=1,
+                    max_candidates=_REACH_CANDIDATES,
+                )
+                with_room[ask] = room[:, 0] >= 0
+            return nearest_km[:, 0], in_range, with_room

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -72,14 +72,13 @@ def blocked_for(session: Session, also: set[int] | frozenset[int] = frozenset())
         if not helper_ids:
             return set(also)
         rows = session.execute(
-            select(Helper.id)
-            .join(Offer, Offer.helper_id == Helper.id)
+            select(Offer.helper_id, func.count(Match.id), Helper.max_active_tasks)
             .join(Match, Match.offer_id == Offer.id)
-            .where(Helper.id.in_(helper_ids), Match.status.in_(OPEN_TASK_STATUSES))
-            .group_by(Helper.id, Helper.max_active_tasks)
-            .having(func.count(Match.id) >= Helper.max_active_tasks)
+            .join(Helper, Helper.id == Offer.helper_id)
+            .where(Offer.helper_id.in_(helper_ids), Match.status.in_(OPEN_TASK_STATUSES))
+            .group_by(Offer.helper_id, Helper.max_active_tasks)
         )
-        return {int(h) for (h,) in rows} | set(also)
+        return {int(h) for h, n, cap in rows if n >= cap} | set(also)
 
     return ask
 
@@ -133,54 +132,68 @@ class Ask:
 
 def ask(
     *, session: Session, need: Need, asks: Sequence[Ask], now: datetime, reason: str, wave: int | None = None
-) -> list[Match]:
-    """Create the matches and queue their SMS (one per helper with SMS consent)."""
+) -> list[int]:
+    """Create the matches and queue their SMS (one per helper with SMS consent); returns the match ids.
+
+    Three statements however many helpers are asked: the matches, their audit rows, their SMS.
+    """
     if not asks:
         return []
-    helpers = {h.id: h for h in session.scalars(select(Helper).where(Helper.id.in_({a.helper_id for a in asks})))}
-    matches = []
+    session.flush()  # what the caller recorded first (the need's "created" audit row) keeps its place
+    helpers = {
+        h.id: h
+        for h in session.execute(
+            select(Helper.id, Helper.sms_consent, Helper.phone, Helper.language).where(
+                Helper.id.in_({a.helper_id for a in asks})
+            )
+        )
+    }
+    rows = []
     for a in asks:
         consent = helpers[a.helper_id].sms_consent
-        match = Match(
-            need_id=need.id,
-            offer_id=a.offer_id,
-            quantity=a.quantity,
-            distance_km=a.km,
-            score=a.km,
-            reason=f"{reason}: capable helper {a.km:.1f} km away" + (f", wave {wave}" if wave else ""),
-            status=MatchStatus.notified if consent else MatchStatus.proposed,
-            wave=wave,
-            created_at=now,
-            updated_at=now,
-            notified_at=now if consent else None,
+        rows.append(
+            {
+                "need_id": need.id,
+                "offer_id": a.offer_id,
+                "quantity": a.quantity,
+                "distance_km": a.km,
+                "score": a.km,
+                "reason": f"{reason}: capable helper {a.km:.1f} km away" + (f", wave {wave}" if wave else ""),
+                "status": MatchStatus.notified if consent else MatchStatus.proposed,
+                "wave": wave,
+                "created_at": now,
+                "updated_at": now,
+                "notified_at": now if consent else None,
+            }
         )
-        session.add(match)
-        matches.append(match)
-    session.flush()
-    audit.record_many(session, "asked", "match", [m.id for m in matches], need=need.id, wave=wave)
-    for match, a in zip(matches, asks, strict=True):
+    ids = list(session.scalars(insert(Match).returning(Match.id, sort_by_parameter_order=True), rows))
+    audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
+    template = urgent_request if wave else task_request
+    messages = []
+    for match_id, a in zip(ids, asks, strict=True):
         helper = helpers[a.helper_id]
         if not helper.sms_consent:
             continue
         language = helper.language.value
-        template = urgent_request if wave else task_request
-        messages_service.queue(
-            session=session,
-            phone=helper.phone,
-            body=template(
-                language=language,
-                what=label(need.category, language),
-                quantity=match.quantity,
-                distance_km=match.distance_km,
-                match_id=match.id,
-            ),
-            language=language,
-            idempotency_key=f"match:{match.id}:wave:{wave}" if wave else f"match:{match.id}:ask",
-            need_id=need.id,
-            match_id=match.id,
-            helper_id=helper.id,
+        messages.append(
+            {
+                "phone": helper.phone,
+                "body": template(
+                    language=language,
+                    what=label(need.category, language),
+                    quantity=a.quantity,
+                    distance_km=a.km,
+                    match_id=match_id,
+                ),
+                "language": language,
+                "idempotency_key": f"match:{match_id}:wave:{wave}" if wave else f"match:{match_id}:ask",
+                "need_id": need.id,
+                "match_id": match_id,
+                "helper_id": helper.id,
+            }
         )
-    return matches
+    messages_service.queue_many(session=session, messages=messages, now=now)
+    return ids
 
 
 def _fill(candidates: Iterable[Candidate], units: int) -> list[Ask]:
@@ -209,15 +222,18 @@ def units_to_place(session: Session, need: Need) -> int:
     return need.quantity - need.quantity_assigned - int(waiting or 0)
 
 
-def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str) -> int:
+def offer_to_next_helpers(
+    *, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str, new: bool = False
+) -> int:
     """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
 
     Returns how many capable helpers with room were found in range (asked or not). The caller
-    refreshes ``live`` first (once for many needs).
+    refreshes ``live`` first (once for many needs). ``new``: the need was created in this
+    transaction, so no match refers to it yet (nothing pending, nobody asked: two queries saved).
     """
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
-    units = units_to_place(session, need)
+    units = need.quantity - need.quantity_assigned if new else units_to_place(session, need)
     found = live.nearest(
         lat=need.lat,
         lon=need.lon,
@@ -225,20 +241,22 @@ def offer_to_next_helpers(*, session: Session, need: Need, live: LiveOfferIndex,
         k=min(max(INTAKE_LOOKUP, units), _MAX_LOOKUP),
         max_km=need.max_distance_km if need.max_distance_km is not None else np.inf,
         pending=pending_for(session),
-        blocked=blocked_for(session, asked_helpers(session, need.id)),
+        blocked=blocked_for(session, set() if new else asked_helpers(session, need.id)),
     )
     if units > 0:
         ask(session=session, need=need, asks=_fill(found, units), now=now, reason=reason)
     return len({c.helper_id for c in found})
 
 
-def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
+def escalate(
+    *, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime, new: bool = False
+) -> int:
     """The next step of a critical need's escalation; returns how many helpers it asked.
 
     Starts the next wave that finds anyone (an empty wave is skipped at once) and schedules the
     step after it. Past the last wave, the requests still unanswered time out and the need goes
     back to the pool (the next helpers beyond the waves, then the batch runs). The caller
-    refreshes ``live`` first.
+    refreshes ``live`` first. ``new``: the need was created in this transaction (no matches yet).
     """
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
@@ -246,7 +264,7 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
         session.flush()
         return 0
     waves = settings.waves_for(need.category.value)
-    asked = asked_helpers(session, need.id)
+    asked = set() if new else asked_helpers(session, need.id)
     limit_km = need.max_distance_km if need.max_distance_km is not None else np.inf
     while (need.escalation_wave or 0) < len(waves):
         number = (need.escalation_wave or 0) + 1
@@ -275,20 +293,24 @@ def escalate(*, session: Session, need: Need, live: LiveOfferIndex, settings: Se
             return len(asks)
     # Past the last wave: stop waiting for the waves and hand the need to the general pool.
     need.escalation_next_at = None
-    ended = (Match.need_id == need.id) & Match.wave.is_not(None) & Match.status.in_(PENDING_MATCH_STATUSES)
-    audit.record_many(session, "timed_out", "match", session.scalars(select(Match.id).where(ended)), after="last wave")
-    session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
+    if not new:
+        ended = (Match.need_id == need.id) & Match.wave.is_not(None) & Match.status.in_(PENDING_MATCH_STATUSES)
+        audit.record_many(
+            session, "timed_out", "match", session.scalars(select(Match.id).where(ended)), after="last wave"
+        )
+        session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
     session.flush()
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation")
+    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation", new=new)
 
 
 def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
-    """At intake: a critical need starts its escalation, any other gets its nearest helpers asked.
+    """At intake, for a need created in this transaction: a critical need starts its escalation,
+    any other gets its nearest helpers asked.
 
     Returns how many capable helpers with room were found in range.
     """
     live.refresh(session=session, now=now)
     if need.urgency is Urgency.critical:
         need.escalation_wave = 0
-        return escalate(session=session, need=need, live=live, settings=settings, now=now)
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake")
+        return escalate(session=session, need=need, live=live, settings=settings, now=now, new=True)
+    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake", new=True)

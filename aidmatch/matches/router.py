@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from aidmatch.audit.service import act_as
 from aidmatch.database import SessionDep, utcnow
@@ -120,13 +120,18 @@ def complete_match(
 
 
 @router.get("/stats/unmet", tags=["stats"])
-def unmet(session: SessionDep, live: LiveIndexDep, _: Coordinator) -> dict[str, Any]:
+def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordinator) -> dict[str, Any]:
     """Unmet needs by category × urgency × reason, with the age of the oldest (coordinators).
 
     Reasons: ``no_helper_of_category``, ``outside_every_radius``, ``all_in_range_busy``,
     ``waiting_for_helper`` (explained in the answer's ``reasons``).
+
+    Each worker reuses its answer for ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 5; 0
+    computes it on every call), so the counts may be that many seconds old; the age of the oldest
+    unmet need is counted to the moment of the request.
     """
-    return service.unmet_stats(session=session, live=live, now=utcnow())
+    cache: service.UnmetStatsCache = request.app.state.unmet_stats
+    return cache.stats(session=session, live=live, now=utcnow())
 
 
 UnmetReason = Literal["no_helper_of_category", "outside_every_radius", "all_in_range_busy", "waiting_for_helper"]

@@ -8,9 +8,10 @@ answer. Services flush; the caller (CLI command, job, request) commits once.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -70,6 +71,8 @@ class OpenNeeds:
     remaining: np.ndarray
     urgency: np.ndarray
     max_km: np.ndarray
+    # Positions of the rows from the oldest need to the newest (equal ages: lower id first).
+    by_age: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,32 +90,54 @@ class OpenOffers:
 
 
 def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
-    """Open, unexpired needs with units not yet accepted nor pending."""
-    rows = session.execute(
+    """Open, unexpired needs with units not yet accepted nor pending.
+
+    Two plain queries (the needs oldest first, the pending units per need) joined in numpy: no
+    per-row enum or datetime conversion, and no plan that depends on the tables' statistics, so
+    100k needs load in a fraction of a second.
+    """
+    category = case({c: CATEGORY_INDEX[c] for c in Category}, value=Need.category, else_=-1)
+    urgency = case(dict(URGENCY_INDEX), value=Need.urgency, else_=-1)
+    stmt = (
         select(
-            Need.id,
-            Need.lat,
-            Need.lon,
-            Need.category,
-            Need.quantity - Need.quantity_assigned,
-            Need.urgency,
-            Need.max_distance_km,
+            Need.id, Need.lat, Need.lon, category, Need.quantity - Need.quantity_assigned, urgency, Need.max_distance_km
         )
-        .where(Need.status.in_(OPEN_NEED_STATUSES), or_(Need.expires_at.is_(None), Need.expires_at > now))
-        .order_by(Need.id)
-    ).all()
+        .where(
+            Need.status.in_(OPEN_NEED_STATUSES),
+            or_(Need.expires_at.is_(None), Need.expires_at > now),
+            Need.quantity > Need.quantity_assigned,
+        )
+        .order_by(Need.created_at, Need.id)
+    )
+    # The rows are plain numbers: taken from the driver's cursor as they come (no per-row result
+    # processing) straight into one array. A need without a distance limit has NULL, so NaN
+    # here, so no limit (inf).
+    result = session.connection().execute(stmt)
+    table = np.array(result.cursor.fetchall(), dtype=np.float64).reshape(-1, 7)
+    result.close()
+    ids = table[:, 0].astype(np.int64)
+    remaining = table[:, 4].astype(np.int64)
     pending = pending_units(session, "need")
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    remaining = np.array([r[4] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
-    keep = remaining > 0
+    if pending:
+        held_ids = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
+        held = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+        order = np.argsort(held_ids)
+        held_ids, held = held_ids[order], held[order]
+        pos = np.minimum(np.searchsorted(held_ids, ids), len(held_ids) - 1)
+        remaining -= np.where(held_ids[pos] == ids, held[pos], 0)
+    aged = np.flatnonzero(remaining > 0)  # oldest first
+    rows = aged[np.argsort(ids[aged], kind="stable")]  # by id
+    rank = np.empty(len(aged), dtype=np.int64)
+    rank[np.argsort(ids[aged], kind="stable")] = np.arange(len(aged))
     return OpenNeeds(
-        id=ids[keep],
-        lat=np.array([r[1] for r in rows], dtype=np.float64)[keep],
-        lon=np.array([r[2] for r in rows], dtype=np.float64)[keep],
-        category=np.array([CATEGORY_INDEX[Category(r[3])] for r in rows], dtype=np.int64)[keep],
-        remaining=remaining[keep],
-        urgency=np.array([URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
-        max_km=np.array([np.inf if r[6] is None else r[6] for r in rows], dtype=np.float64)[keep],
+        id=ids[rows],
+        lat=table[rows, 1],
+        lon=table[rows, 2],
+        category=table[rows, 3].astype(np.int64),
+        remaining=remaining[rows],
+        urgency=table[rows, 5].astype(np.int64),
+        max_km=np.where(np.isnan(table[rows, 6]), np.inf, table[rows, 6]),
+        by_age=rank,
     )
 
 
@@ -514,14 +539,17 @@ UNMET_REASONS = {
 }
 
 
+_REASON_KEYS = tuple(UNMET_REASONS)  # codes 0..3 of the reasons, in this order
+
+
 @dataclass(frozen=True, slots=True)
 class Unmet:
     """Open needs with units nobody holds, as columns (shape (n,)), each with why."""
 
     needs: OpenNeeds
-    created_at: list[datetime]
     nearest_km: np.ndarray  # nearest usable helper of the category, whatever its radius (inf: none)
     reason: np.ndarray  # keys of UNMET_REASONS
+    reason_code: np.ndarray  # the same as positions in UNMET_REASONS
 
 
 def unmet(*, session: Session, live: LiveOfferIndex, now: datetime) -> Unmet:
@@ -536,74 +564,132 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime) -> Unmet:
         pending=pending_units(session, "offer"),
         blocked_helpers=busy_helpers(session),
     )
-    reason = np.select(
-        [~np.isfinite(nearest_km), ~in_range, ~with_room],
-        ["no_helper_of_category", "outside_every_radius", "all_in_range_busy"],
-        default="waiting_for_helper",
+    code = np.select([~np.isfinite(nearest_km), ~in_range, ~with_room], [0, 1, 2], default=3)
+    return Unmet(needs=needs, nearest_km=nearest_km, reason=np.array(_REASON_KEYS)[code], reason_code=code)
+
+
+def _created_at(session: Session, need_ids: list[int]) -> dict[int, tuple[str, datetime]]:
+    """Code and creation time of some needs."""
+    rows = session.execute(select(Need.id, Need.code, Need.created_at).where(Need.id.in_(need_ids)))
+    return {i: (code, created) for i, code, created in rows}
+
+
+def _unmet_groups(u: Unmet) -> list[dict[str, object]]:
+    """Needs and units per (category, urgency, reason), sorted by those three names."""
+    needs = u.needs
+    if len(needs.id) == 0:
+        return []
+    categories = [c.value for c in Category]
+    urgencies = {code: urgency.value for urgency, code in URGENCY_INDEX.items()}
+    key = (needs.category * 16 + needs.urgency) * 16 + u.reason_code
+    keys, inverse = np.unique(key, return_inverse=True)
+    count = np.bincount(inverse, minlength=len(keys))
+    units = np.zeros(len(keys), dtype=np.int64)
+    np.add.at(units, inverse, needs.remaining)
+    groups = [
+        {
+            "category": categories[int(k) // 256],
+            "urgency": urgencies[int(k) // 16 % 16],
+            "reason": _REASON_KEYS[int(k) % 16],
+            "needs": int(n),
+            "units": int(w),
+        }
+        for k, n, w in zip(keys.tolist(), count.tolist(), units.tolist(), strict=True)
+    ]
+    return sorted(groups, key=lambda g: (g["category"], g["urgency"], g["reason"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UnmetSummary:
+    """The unmet statistics without their clock: the age of the oldest is taken when served."""
+
+    unmet_needs: int
+    unmet_units: int
+    oldest: datetime | None
+    groups: list[dict[str, object]]
+
+    def at(self, now: datetime) -> dict[str, object]:
+        """The statistics as the API answers them, the oldest one's age counted to ``now``."""
+        return {
+            "unmet_needs": self.unmet_needs,
+            "unmet_units": self.unmet_units,
+            "oldest_unmet_age_s": (now - self.oldest).total_seconds() if self.oldest is not None else None,
+            "reasons": UNMET_REASONS,
+            "groups": self.groups,
+        }
+
+
+def _oldest(session: Session, needs: OpenNeeds) -> datetime | None:
+    """When the oldest of these needs was posted (None: there is none)."""
+    if len(needs.id) == 0:
+        return None
+    oldest = int(needs.id[needs.by_age[0]])
+    return _created_at(session, [oldest])[oldest][1]
+
+
+def unmet_summary(*, session: Session, live: LiveOfferIndex, now: datetime) -> UnmetSummary:
+    """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
+    u = unmet(session=session, live=live, now=now)
+    return UnmetSummary(
+        unmet_needs=len(u.needs.id),
+        unmet_units=int(u.needs.remaining.sum()),
+        oldest=_oldest(session, u.needs),
+        groups=_unmet_groups(u),
     )
-    created = dict(
-        session.execute(
-            select(Need.id, Need.created_at).where(
-                Need.status.in_(OPEN_NEED_STATUSES), or_(Need.expires_at.is_(None), Need.expires_at > now)
-            )
-        )
-        .tuples()
-        .all()
-    )
-    created_at = [created.get(i, now) for i in needs.id.tolist()]
-    return Unmet(needs=needs, created_at=created_at, nearest_km=nearest_km, reason=reason)
 
 
 def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
     """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
-    u = unmet(session=session, live=live, now=now)
-    needs = u.needs
-    categories = list(Category)
-    urgencies = {v: k for k, v in URGENCY_INDEX.items()}
-    groups: dict[tuple[str, str, str], list[int]] = {}
-    for c, urg, r, units in zip(
-        needs.category.tolist(), needs.urgency.tolist(), u.reason.tolist(), needs.remaining.tolist(), strict=True
-    ):
-        entry = groups.setdefault((categories[c].value, urgencies[urg].value, r), [0, 0])
-        entry[0] += 1
-        entry[1] += units
-    oldest = min(u.created_at, default=None)
-    return {
-        "unmet_needs": len(needs.id),
-        "unmet_units": int(needs.remaining.sum()),
-        "oldest_unmet_age_s": (now - oldest).total_seconds() if oldest is not None else None,
-        "reasons": UNMET_REASONS,
-        "groups": [
-            {"category": c, "urgency": urg, "reason": r, "needs": v[0], "units": v[1]}
-            for (c, urg, r), v in sorted(groups.items())
-        ],
-    }
+    return unmet_summary(session=session, live=live, now=now).at(now)
+
+
+class UnmetStatsCache:
+    """One worker's unmet statistics, reused for ``ttl_s`` seconds (0: computed on every call).
+
+    Callers arriving while they are being computed wait for that computation instead of starting
+    their own. The age of the oldest unmet need is always counted to the caller's ``now``.
+    """
+
+    def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self._clock = ttl_s, clock
+        self._lock = threading.Lock()
+        self._summary: UnmetSummary | None = None
+        self._at = 0.0
+
+    def stats(self, *, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
+        if self.ttl_s <= 0:
+            return unmet_stats(session=session, live=live, now=now)
+        with self._lock:
+            if self._summary is None or self._clock() - self._at >= self.ttl_s:
+                self._summary = unmet_summary(session=session, live=live, now=now)
+                self._at = self._clock()
+            summary = self._summary
+        return summary.at(now)
 
 
 def unmet_needs(
     *, session: Session, live: LiveOfferIndex, now: datetime, reasons: Sequence[str], page: PageParams
 ) -> tuple[list[dict[str, object]], int]:
-    """Unmet needs one by one, oldest first, with why (optionally only some reasons)."""
+    """Unmet needs one by one, oldest first (ties by id), with why (optionally only some reasons)."""
     u = unmet(session=session, live=live, now=now)
-    pick = np.isin(u.reason, list(reasons)) if reasons else np.ones(len(u.reason), dtype=bool)
-    ordered = sorted(np.flatnonzero(pick).tolist(), key=lambda i: u.created_at[i])
-    total = len(ordered)
-    rows = np.array(ordered[page.offset : page.offset + page.limit], dtype=np.int64)
-    codes = dict(
-        session.execute(select(Need.id, Need.code).where(Need.id.in_(u.needs.id[rows].tolist()))).tuples().all()
-    )
+    order = u.needs.by_age
+    if reasons:
+        order = order[np.isin(u.reason[order], list(reasons))]
+    total = len(order)
+    rows = order[page.offset : page.offset + page.limit]
+    about = _created_at(session, u.needs.id[rows].tolist())
     categories = list(Category)
     urgencies = {v: k for k, v in URGENCY_INDEX.items()}
     items: list[dict[str, object]] = [
         {
             "id": int(u.needs.id[i]),
-            "code": codes.get(int(u.needs.id[i])),
+            "code": about[int(u.needs.id[i])][0] if int(u.needs.id[i]) in about else None,
             "category": categories[int(u.needs.category[i])].value,
             "urgency": urgencies[int(u.needs.urgency[i])].value,
             "units": int(u.needs.remaining[i]),
             "lat": float(u.needs.lat[i]),
             "lon": float(u.needs.lon[i]),
-            "age_s": (now - u.created_at[i]).total_seconds(),
+            "age_s": (now - about[int(u.needs.id[i])][1]).total_seconds() if int(u.needs.id[i]) in about else 0.0,
             "reason": str(u.reason[i]),
             "nearest_helper_km": float(u.nearest_km[i]) if np.isfinite(u.nearest_km[i]) else None,
         }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from aidmatch.database import utcnow
@@ -63,6 +64,30 @@ def store_inbound(*, session: Session, phone: str, body: str, sid: str | None, n
     session.add(message)
     session.flush()
     return message
+
+
+def queue_many(*, session: Session, messages: Sequence[dict[str, Any]], now: datetime | None = None) -> None:
+    """Put many SMS in the outbox in one statement; each dict has ``queue``'s keyword arguments
+    (phone, body, language, idempotency_key and optionally need_id, match_id, helper_id)."""
+    if not messages:
+        return
+    now = now or utcnow()
+    rows = [
+        {
+            "direction": MessageDirection.outbound,
+            "status": MessageStatus.queued,
+            "channel": "sms",
+            "need_id": None,
+            "match_id": None,
+            "helper_id": None,
+            **m,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for m in messages
+    ]
+    session.execute(insert(Message), rows)
 
 
 def list_messages(

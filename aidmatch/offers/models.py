@@ -47,7 +47,8 @@ class Offer(Base):
     available_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[OfferStatus] = mapped_column(enum_type(OfferStatus, "offer_status"), default=OfferStatus.active)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Indexed: each worker's live offer index asks for the rows stamped after the newest it has seen.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, index=True)
 
     helper: Mapped[Helper] = relationship(lazy="joined")
     category_rows: Mapped[list[OfferCategory]] = relationship(

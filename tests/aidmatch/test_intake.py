@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
 from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus
 from aidmatch.main import create_app
@@ -148,3 +149,14 @@ def test_a_change_through_one_worker_reaches_the_other(settings: Settings, gazet
         # The rest of its capacity asked for through the first worker: the second finds no one.
         assert _need(first, category="water", urgency="normal")["helpers_in_range"] == 1
         assert _need(second, category="water", urgency="normal")["helpers_in_range"] == 0
+
+
+def test_the_audit_log_records_the_need_before_its_requests(client: TestClient, db: Session) -> None:
+    _offers(client, 3, category="water")
+    need = _need(client, category="water", urgency="normal", quantity=2)
+    asked = set(db.scalars(select(Match.id).where(Match.need_id == need["id"])))
+    events = db.execute(
+        select(AuditEvent.action, AuditEvent.entity, AuditEvent.entity_id).order_by(AuditEvent.id)
+    ).all()
+    mine = [(a, e, i) for a, e, i in events if (e, i) == ("need", need["id"]) or (e == "match" and i in asked)]
+    assert [(a, e) for a, e, _ in mine] == [("created", "need"), ("asked", "match"), ("asked", "match")]

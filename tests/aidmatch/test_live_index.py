@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import insert, select
@@ -67,7 +67,7 @@ def test_the_live_index_answers_like_brute_force_over_the_database_after_random_
         [{"offer_id": o, "category": CATS[int(rng.integers(0, 3))]} for o in offer_ids],
     )
     db.commit()
-    live = LiveOfferIndex()
+    live = LiveOfferIndex(recheck=timedelta(0))  # every refresh re-reads the window of late commits
     for step in range(6):
         live.refresh(session=db, now=utcnow())
         for _ in range(20):
@@ -96,3 +96,55 @@ def test_the_live_index_answers_like_brute_force_over_the_database_after_random_
         late.radius_km = 0.001  # nobody can reach it any more
         late.updated_at = stamp - timedelta(seconds=20)
         db.commit()
+
+
+def _water_offer(db: Session, phone: str, lat: float, stamp: datetime) -> int:
+    helper = Helper(name=phone, phone=phone, created_at=stamp, updated_at=stamp)
+    db.add(helper)
+    db.flush()
+    offer = Offer(
+        helper_id=helper.id,
+        lat=lat,
+        lon=40.0,
+        radius_km=40.0,
+        capacity=1,
+        capacity_used=0,
+        status=OfferStatus.active,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    db.add(offer)
+    db.flush()
+    db.add(OfferCategory(offer_id=offer.id, category=Category.water))
+    db.commit()
+    return offer.id
+
+
+def test_changes_show_at_once_and_late_commits_within_the_recheck_interval(db: Session) -> None:
+    clock = [utcnow()]
+    live = LiveOfferIndex(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+
+    def nearest() -> list[int]:
+        live.refresh(session=db, now=utcnow())
+        found = live.nearest(lat=55.0, lon=40.0, category=Category.water, k=5, max_km=np.inf, pending=lambda ids: {})
+        return [c.offer_id for c in found]
+
+    first = _water_offer(db, "+79160000001", 55.01, utcnow())
+    assert nearest() == [first]
+    # A change stamped after everything seen shows at the next lookup, the clock standing still.
+    second = _water_offer(db, "+79160000002", 55.005, utcnow())
+    assert nearest() == [second, first]
+    offer = db.get(Offer, first)
+    assert offer is not None
+    offer.capacity_used = 1
+    offer.updated_at = utcnow()
+    db.commit()
+    assert nearest() == [second]
+    # A late commit (stamped before changes already seen) shows once the recheck interval passed.
+    offer = db.get(Offer, second)
+    assert offer is not None
+    offer.radius_km = 0.001
+    offer.updated_at = utcnow() - timedelta(seconds=20)
+    db.commit()
+    clock[0] += timedelta(seconds=1)
+    assert nearest() == []

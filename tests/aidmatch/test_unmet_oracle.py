@@ -1,0 +1,271 @@
+"""The unmet statistics' fast path against their slow definition, on random data in the database.
+
+The oracle below is the definition as it was first written: every open, unexpired need loaded row
+by row, its pending units subtracted in Python, reach asked for all needs at once, the groups
+summed in a dict, the oldest taken from a second query over the needs' creation times.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, or_, select
+from sqlalchemy.orm import Session
+
+import matching
+from aidmatch.categories import CATEGORY_INDEX, Category
+from aidmatch.database import utcnow
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
+from aidmatch.helpers.models import Helper
+from aidmatch.matches import service
+from aidmatch.matches.live import _REACH_CANDIDATES, LiveOfferIndex
+from aidmatch.matches.models import Match
+from aidmatch.matches.proposals import busy_helpers, pending_units
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer, OfferCategory
+from aidmatch.query import PageParams
+
+CATEGORIES = list(Category)[:4]  # a few categories, so that helpers and needs meet
+NOBODYS = list(Category)[4]  # needed by some, offered by nobody
+
+
+def _seed(session: Session, rng: np.random.Generator, now: datetime) -> None:
+    """Random helpers, offers, needs and matches around Ryazan (ids in insert order)."""
+    n_helpers, n_needs = 100, 400
+    helper_ids = session.scalars(
+        insert(Helper).returning(Helper.id),
+        [
+            {"name": f"h{i}", "phone": f"+7900{i:07d}", "max_active_tasks": int(rng.integers(1, 6))}
+            for i in range(n_helpers)
+        ],
+    ).all()
+    offer_rows = []
+    for h in helper_ids:
+        capacity = int(rng.integers(1, 5))
+        until = None if rng.random() < 0.8 else now + timedelta(hours=float(rng.uniform(-5, 5)))
+        offer_rows.append(
+            {
+                "helper_id": h,
+                "capacity": capacity,
+                "capacity_used": int(rng.integers(0, capacity + 1)),
+                "lat": 54.6 + float(rng.normal(0, 0.3)),
+                "lon": 39.7 + float(rng.normal(0, 0.5)),
+                "radius_km": float(rng.choice([3.0, 10.0, 30.0, 80.0])),
+                "available_until": until,
+                "status": OfferStatus.active if rng.random() < 0.85 else OfferStatus.paused,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    offer_ids = session.scalars(insert(Offer).returning(Offer.id), offer_rows).all()
+    cats = []
+    for o in offer_ids:
+        for c in rng.choice(len(CATEGORIES), size=int(rng.integers(0, 3)), replace=False):
+            cats.append({"offer_id": o, "category": CATEGORIES[int(c)]})
+    if cats:
+        session.execute(insert(OfferCategory), cats)
+    need_rows = []
+    statuses = [NeedStatus.open] * 6 + [NeedStatus.partially_assigned] * 2 + [NeedStatus.assigned, NeedStatus.fulfilled]
+    for i in range(n_needs):
+        quantity = int(rng.integers(1, 6))
+        status = statuses[int(rng.integers(0, len(statuses)))]
+        # Whole seconds apart at most, with ties: the order of equal ages is by id.
+        created = now - timedelta(seconds=int(rng.integers(0, 50)) * 60)
+        need_rows.append(
+            {
+                "code": f"T{i:05d}",
+                "category": NOBODYS if rng.random() < 0.05 else CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+                "quantity": quantity,
+                "quantity_assigned": int(rng.integers(0, quantity)) if status is NeedStatus.partially_assigned else 0,
+                "urgency": list(Urgency)[int(rng.integers(0, 3))],
+                "lat": 54.6 + float(rng.normal(0, 0.6)),
+                "lon": 39.7 + float(rng.normal(0, 0.9)),
+                "max_distance_km": None if rng.random() < 0.7 else float(rng.uniform(1, 40)),
+                "status": status,
+                "created_at": created,
+                "updated_at": created,
+                "expires_at": None if rng.random() < 0.2 else now + timedelta(hours=float(rng.uniform(-3, 48))),
+            }
+        )
+    need_ids = session.scalars(insert(Need).returning(Need.id), need_rows).all()
+    matches = []
+    for _ in range(150):
+        matches.append(
+            {
+                "need_id": int(rng.choice(need_ids)),
+                "offer_id": int(rng.choice(offer_ids)),
+                "quantity": int(rng.integers(1, 3)),
+                "distance_km": 1.0,
+                "status": list(MatchStatus)[int(rng.integers(0, len(MatchStatus)))],
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    session.execute(insert(Match), matches)
+    session.commit()
+
+
+def _slow_unmet(
+    session: Session, live: LiveOfferIndex, now: datetime
+) -> tuple[service.OpenNeeds, list[datetime], np.ndarray, np.ndarray]:
+    """The definition: (needs, created_at, nearest km, reason) for every unmet need, by id."""
+    live.refresh(session=session, now=now)
+    rows = session.execute(
+        select(
+            Need.id,
+            Need.lat,
+            Need.lon,
+            Need.category,
+            Need.quantity - Need.quantity_assigned,
+            Need.urgency,
+            Need.max_distance_km,
+        )
+        .where(Need.status.in_(OPEN_NEED_STATUSES), or_(Need.expires_at.is_(None), Need.expires_at > now))
+        .order_by(Need.id)
+    ).all()
+    pending = pending_units(session, "need")
+    remaining = np.array([r[4] - pending.get(r[0], 0) for r in rows], dtype=np.int64)
+    keep = remaining > 0
+    needs = service.OpenNeeds(
+        id=np.array([r[0] for r in rows], dtype=np.int64)[keep],
+        lat=np.array([r[1] for r in rows], dtype=np.float64)[keep],
+        lon=np.array([r[2] for r in rows], dtype=np.float64)[keep],
+        category=np.array([CATEGORY_INDEX[Category(r[3])] for r in rows], dtype=np.int64)[keep],
+        remaining=remaining[keep],
+        urgency=np.array([service.URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
+        max_km=np.array([np.inf if r[6] is None else r[6] for r in rows], dtype=np.float64)[keep],
+    )
+    # Reach for all needs at once, as the live index first answered it.
+    offers, left = live._columns(pending_units(session, "offer"), busy_helpers(session))
+    everyone = np.ones(len(left), dtype=np.int64)
+    if len(needs.id) and len(live._index):
+        _, nearest = live._index.knn(needs.lat, needs.lon, needs.category, 1)
+        nearest_km = nearest[:, 0]
+        args = (needs.lat, needs.lon, needs.category)
+        anyone, _ = matching.nearest_capable(
+            live._index, offers, everyone, *args, max_km=needs.max_km, k=1, max_candidates=_REACH_CANDIDATES
+        )
+        room, _ = matching.nearest_capable(
+            live._index, offers, left, *args, max_km=needs.max_km, k=1, max_candidates=_REACH_CANDIDATES
+        )
+        in_range, with_room = anyone[:, 0] >= 0, room[:, 0] >= 0
+    else:
+        n = len(needs.id)
+        nearest_km, in_range, with_room = np.full(n, np.inf), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    reason = np.select(
+        [~np.isfinite(nearest_km), ~in_range, ~with_room],
+        ["no_helper_of_category", "outside_every_radius", "all_in_range_busy"],
+        default="waiting_for_helper",
+    )
+    created = dict(session.execute(select(Need.id, Need.created_at)).tuples().all())
+    return needs, [created[i] for i in needs.id.tolist()], nearest_km, reason
+
+
+def _slow_stats(session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
+    needs, created_at, _, reason = _slow_unmet(session, live, now)
+    urgencies = {v: k for k, v in service.URGENCY_INDEX.items()}
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for c, urg, r, units in zip(
+        needs.category.tolist(), needs.urgency.tolist(), reason.tolist(), needs.remaining.tolist(), strict=True
+    ):
+        entry = groups.setdefault((list(Category)[c].value, urgencies[urg].value, r), [0, 0])
+        entry[0] += 1
+        entry[1] += units
+    oldest = min(created_at, default=None)
+    return {
+        "unmet_needs": len(needs.id),
+        "unmet_units": int(needs.remaining.sum()),
+        "oldest_unmet_age_s": (now - oldest).total_seconds() if oldest is not None else None,
+        "reasons": service.UNMET_REASONS,
+        "groups": [
+            {"category": c, "urgency": urg, "reason": r, "needs": v[0], "units": v[1]}
+            for (c, urg, r), v in sorted(groups.items())
+        ],
+    }
+
+
+def _slow_list(session: Session, live: LiveOfferIndex, now: datetime, reasons: list[str]) -> list[tuple[object, ...]]:
+    needs, created_at, nearest_km, reason = _slow_unmet(session, live, now)
+    pick = np.isin(reason, reasons) if reasons else np.ones(len(reason), dtype=bool)
+    ordered = sorted(np.flatnonzero(pick).tolist(), key=lambda i: created_at[i])
+    return [
+        (
+            int(needs.id[i]),
+            int(needs.remaining[i]),
+            str(reason[i]),
+            (now - created_at[i]).total_seconds(),
+            float(nearest_km[i]) if np.isfinite(nearest_km[i]) else None,
+        )
+        for i in ordered
+    ]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    now = utcnow()
+    _seed(db, rng, now)
+    live = LiveOfferIndex()
+    fast = service.unmet_stats(session=db, live=live, now=now)
+    slow = _slow_stats(db, live, now)
+    assert fast == slow
+    assert int(slow["unmet_needs"]) > 0  # type: ignore[call-overload]
+    assert {g["reason"] for g in slow["groups"]} == set(service.UNMET_REASONS)  # type: ignore[attr-defined]
+
+    for reasons in ([], ["all_in_range_busy"], ["waiting_for_helper", "outside_every_radius"]):
+        expected = _slow_list(db, live, now, reasons)
+        for offset, limit in ((0, 1000), (3, 7)):
+            items, total = service.unmet_needs(
+                session=db, live=live, now=now, reasons=reasons, page=PageParams(limit=limit, offset=offset)
+            )
+            assert total == len(expected)
+            got = [(i["id"], i["units"], i["reason"], i["age_s"], i["nearest_helper_km"]) for i in items]
+            assert got == expected[offset : offset + limit]
+
+
+def test_no_unmet_need_gives_empty_statistics(db: Session) -> None:
+    live = LiveOfferIndex()
+    now = utcnow()
+    assert service.unmet_stats(session=db, live=live, now=now) == _slow_stats(db, live, now)
+    assert service.unmet_needs(session=db, live=live, now=now, reasons=[], page=PageParams(limit=10, offset=0)) == (
+        [],
+        0,
+    )
+
+
+def test_the_cache_reuses_an_answer_for_its_time_only(db: Session) -> None:
+    clock = [0.0]
+    cache = service.UnmetStatsCache(5.0, clock=lambda: clock[0])
+    live = LiveOfferIndex()
+    now = utcnow()
+    _seed(db, np.random.default_rng(7), now)
+    first = cache.stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE01"}])
+    db.commit()
+    later = now + timedelta(seconds=3)
+    clock[0] = 3.0
+    again = cache.stats(session=db, live=live, now=later)
+    assert again["unmet_needs"] == first["unmet_needs"]  # the worker's copy
+    assert again["oldest_unmet_age_s"] == pytest.approx(first["oldest_unmet_age_s"] + 3)  # type: ignore[operator]
+    clock[0] = 5.0
+    fresh = cache.stats(session=db, live=live, now=later)
+    assert fresh == service.unmet_stats(session=db, live=live, now=later)
+    assert fresh["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
+    uncached = service.UnmetStatsCache(0.0, clock=lambda: clock[0])
+    assert uncached.stats(session=db, live=live, now=later) == fresh
+
+
+def _need_row(now: datetime) -> dict[str, object]:
+    return {
+        "category": CATEGORIES[0],
+        "quantity": 1,
+        "quantity_assigned": 0,
+        "urgency": Urgency.normal,
+        "lat": 54.6,
+        "lon": 39.7,
+        "status": NeedStatus.open,
+        "created_at": now,
+        "updated_at": now,
+    }
