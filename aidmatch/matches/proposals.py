@@ -28,13 +28,13 @@ from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
 from aidmatch.matches.models import Match
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from notifications.templates import task_request, urgent_request
 from notifications.waves import pick_wave
 
-PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 OPEN_TASK_STATUSES = (MatchStatus.proposed, MatchStatus.notified, MatchStatus.accepted)
 INTAKE_LOOKUP = 3  # nearest helpers looked up for a need that is not critical
 _MAX_LOOKUP = 50

@@ -37,8 +37,8 @@ from aidmatch.errors import ConflictError, NotFoundError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match, MatchRun
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
 from aidmatch.matches.proposals import (
-    PENDING_MATCH_STATUSES,
     asked_pairs,
     busy_helpers,
     offer_to_next_helpers,
@@ -467,11 +467,7 @@ def accept(*, session: Session, match_id: int) -> Match:
         session.refresh(need)
         audit.record(session, "accepted", "match", match_id, need=need.id, quantity=take)
         if need.quantity_assigned >= need.quantity:
-            others = (Match.need_id == need.id) & (Match.id != match_id) & Match.status.in_(PENDING_MATCH_STATUSES)
-            audit.record_many(
-                session, "cancelled", "match", session.scalars(select(Match.id).where(others)), why="need taken"
-            )
-            session.execute(update(Match).where(others).values(status=MatchStatus.cancelled, updated_at=now))
+            close_pending(session, (Match.need_id == need.id) & (Match.id != match_id), now=now, why="need taken")
             need.escalation_next_at = None
         session.flush()
         session.refresh(match)

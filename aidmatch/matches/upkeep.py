@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -31,7 +31,8 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
-from aidmatch.matches.proposals import PENDING_MATCH_STATUSES, escalate, offer_to_next_helpers
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
+from aidmatch.matches.proposals import escalate, offer_to_next_helpers
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
@@ -57,23 +58,13 @@ class UpkeepReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "reoffer"}
 
 
-def _close_pending(session: Session, where: ColumnElement[bool], status: MatchStatus, now: datetime) -> list[int]:
-    """Close unanswered requests matching ``where``; returns the need ids they were for."""
-    pending = Match.status.in_(PENDING_MATCH_STATUSES)
-    rows = session.execute(select(Match.id, Match.need_id).where(pending, where)).all()
-    if rows:
-        audit.record_many(session, status.value, "match", [r[0] for r in rows])
-        session.execute(update(Match).where(pending, where).values(status=status, updated_at=utcnow()))
-    return sorted({int(r[1]) for r in rows})
-
-
 def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None:
     due = (Offer.status == OfferStatus.active) & Offer.available_until.is_not(None) & (Offer.available_until <= now)
     count = session.scalar(select(func.count(Offer.id)).where(due)) or 0
     if not count:
         return
     audit.record_many(session, "expired", "offer", session.scalars(select(Offer.id).where(due)))
-    closed = _close_pending(session, Match.offer_id.in_(select(Offer.id).where(due)), MatchStatus.cancelled, now)
+    closed = close_pending(session, Match.offer_id.in_(select(Offer.id).where(due)), now=utcnow())
     session.execute(update(Offer).where(due).values(status=OfferStatus.expired, updated_at=utcnow()))
     report.offers_expired += count
     report.reoffer.update(closed)
@@ -113,7 +104,7 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
     count = session.scalar(select(func.count(Need.id)).where(due)) or 0
     if count:
         audit.record_many(session, "expired", "need", session.scalars(select(Need.id).where(due)))
-        _close_pending(session, Match.need_id.in_(select(Need.id).where(due)), MatchStatus.cancelled, now)
+        close_pending(session, Match.need_id.in_(select(Need.id).where(due)), now=utcnow())
         session.execute(
             update(Need).where(due).values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())
         )
@@ -127,7 +118,7 @@ def time_out_matches(session: Session, settings: Settings, now: datetime, report
     report.matches_timed_out += (
         session.scalar(select(func.count(Match.id)).where(Match.status.in_(PENDING_MATCH_STATUSES), late)) or 0
     )
-    report.reoffer.update(_close_pending(session, late, MatchStatus.timed_out, now))
+    report.reoffer.update(close_pending(session, late, now=utcnow(), status=MatchStatus.timed_out))
 
 
 def run_upkeep(*, session: Session, settings: Settings, live: LiveOfferIndex, now: datetime) -> UpkeepReport:

@@ -7,16 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, Source, Urgency
+from aidmatch.enums import OPEN_NEED_STATUSES, NeedStatus, Source, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.matches.models import Match
+from aidmatch.matches.pending import close_pending
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
 from aidmatch.query import BBox, PageParams, paginate
@@ -185,11 +186,7 @@ def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
     need.duplicate_of_id = of.id
     need.escalation_next_at = None
     need.updated_at = now
-    session.execute(
-        update(Match)
-        .where(Match.need_id == need.id, Match.status.in_((MatchStatus.proposed, MatchStatus.notified)))
-        .values(status=MatchStatus.cancelled, updated_at=now)
-    )
+    close_pending(session, Match.need_id == need.id, now=now, why=f"merged into need {of.id}")
     note = f"[{now:%Y-%m-%d %H:%M} UTC, merged {need.code}] {need.description or ''}".strip()
     of.description = "\n".join(p for p in (of.description, note) if p)[-2000:]
     of.updated_at = now
@@ -249,10 +246,6 @@ def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     audit.record(session, "closed", "need", need.id, status=need.status.value)
     need.escalation_next_at = None
     need.updated_at = now
-    session.execute(
-        update(Match)
-        .where(Match.need_id == need.id, Match.status.in_((MatchStatus.proposed, MatchStatus.notified)))
-        .values(status=MatchStatus.cancelled, updated_at=now)
-    )
+    close_pending(session, Match.need_id == need.id, now=now, why=f"need {need.status.value}")
     session.flush()
     return need

@@ -33,6 +33,7 @@ from aidmatch.matches import proposals
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages import notices
 from aidmatch.messages.models import Message, SmsConversation, SmsOptOut
 from aidmatch.needs import service as needs_service
@@ -301,7 +302,7 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     mine = select(Match).join(Offer, Offer.id == Match.offer_id).where(Offer.helper_id == helper.id)
     if arg is not None:
         return session.scalar(mine.where(Match.id == int(arg)))
-    wanted = (MatchStatus.accepted,) if command == "done" else proposals.PENDING_MATCH_STATUSES
+    wanted = (MatchStatus.accepted,) if command == "done" else PENDING_MATCH_STATUSES
     open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
     return open_ones[0] if len(open_ones) == 1 else None
 

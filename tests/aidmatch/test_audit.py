@@ -74,3 +74,31 @@ def test_status_changes_are_logged_with_who_made_them(
     log = client.get(f"/api/audit?entity=match&entity_id={second['id']}", headers=coordinator_headers).json()
     assert [e["action"] for e in log["items"]] == ["accepted", "asked"]  # newest first
     assert all(e["at"] for e in log["items"])
+
+
+def test_requests_withdrawn_by_a_merge_are_logged_each(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    client.post(
+        "/api/offers",
+        json={
+            "categories": ["food"],
+            "capacity": 5,
+            "radius_km": 30,
+            "lat": 55.0,
+            "lon": 40.0,
+            "phone": "+79160000009",
+        },
+    )
+    kept = client.post("/api/needs", json={"category": "food", "lat": 55.0, "lon": 40.0}).json()
+    twin = client.post("/api/needs", json={"category": "food", "lat": 55.1, "lon": 40.0}).json()
+    (asked,) = client.get(f"/api/matches?need_id={twin['id']}", headers=coordinator_headers).json()["items"]
+    merged = client.post(f"/api/needs/{twin['id']}/merge", json={"into": kept["id"]}, headers=coordinator_headers)
+    assert merged.status_code == 200
+    assert _events(db, "match", asked["id"]) == [("asked", "anonymous"), ("cancelled", "coordinator:test coordinator")]
+    detail = db.scalars(
+        select(AuditEvent.detail).where(AuditEvent.entity == "match", AuditEvent.entity_id == asked["id"])
+    ).all()[-1]
+    assert detail == {"why": f"merged into need {kept['id']}"}
+    (after,) = client.get(f"/api/matches?need_id={twin['id']}", headers=coordinator_headers).json()["items"]
+    assert after["status"] == "cancelled"
