@@ -1,8 +1,9 @@
 """The unmet statistics' fast path against their slow definition, on random data in the database.
 
 The oracle below is the definition as it was first written: every open, unexpired need loaded row
-by row, its pending units subtracted in Python, reach asked for all needs at once, the groups
-summed in a dict, the oldest taken from a second query over the needs' creation times.
+by row, its pending units subtracted in Python, reach asked for all needs at once (of every helper
+however far: the unbounded nearest-capable search), the groups summed in a dict, the oldest taken
+from a second query over the needs' creation times.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import service
-from aidmatch.matches.live import _REACH_CANDIDATES, LiveOfferIndex
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.matches.proposals import busy_helpers, pending_units
 from aidmatch.needs.models import Need
@@ -137,7 +138,7 @@ def _slow_unmet(
         urgency=np.array([service.URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
         max_km=np.array([np.inf if r[6] is None else r[6] for r in rows], dtype=np.float64)[keep],
     )
-    # Reach for all needs at once, as the live index first answered it.
+    # Reach for all needs at once, the nearest qualifying helper searched however far (exact).
     offers, left = live._columns(pending_units(session, "offer"), busy_helpers(session))
     everyone = np.ones(len(left), dtype=np.int64)
     if len(needs.id) and len(live._index):
@@ -145,10 +146,10 @@ def _slow_unmet(
         nearest_km = nearest[:, 0]
         args = (needs.lat, needs.lon, needs.category)
         anyone, _ = matching.nearest_capable(
-            live._index, offers, everyone, *args, max_km=needs.max_km, k=1, max_candidates=_REACH_CANDIDATES
+            live._index, offers, everyone, *args, max_km=needs.max_km, k=1, max_candidates=None
         )
         room, _ = matching.nearest_capable(
-            live._index, offers, left, *args, max_km=needs.max_km, k=1, max_candidates=_REACH_CANDIDATES
+            live._index, offers, left, *args, max_km=needs.max_km, k=1, max_candidates=None
         )
         in_range, with_room = anyone[:, 0] >= 0, room[:, 0] >= 0
     else:
