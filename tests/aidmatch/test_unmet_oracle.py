@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
@@ -270,3 +270,28 @@ def _need_row(now: datetime) -> dict[str, object]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(db: Session) -> None:
+    clock = [0.0]
+    live = LiveOfferIndex()
+    now = utcnow()
+    _seed(db, np.random.default_rng(8), now)
+    sessions = sessionmaker(bind=db.get_bind())
+    cache = service.UnmetStatsCache(5.0, sessions=sessions, max_stale_s=60.0, clock=lambda: clock[0])
+    cache.warm(live)
+    cache.close()
+    first = cache.stats(session=db, live=live, now=now)  # the warm copy
+    assert first == service.unmet_stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE02"}])
+    db.commit()
+    clock[0] = 6.0  # stale: answered as it is, renewed behind
+    assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"]
+    cache.close()
+    renewed = cache.stats(session=db, live=live, now=now)
+    assert renewed["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
+    assert renewed == service.unmet_stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE03"}])
+    db.commit()
+    clock[0] = 100.0  # too old to answer: computed by the caller
+    assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"] + 2  # type: ignore[operator]
