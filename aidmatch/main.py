@@ -86,12 +86,15 @@ def create_app(
                 bucket=app.state.sms_bucket,
             )
             app.state.scheduler.start()
+        # The first unmet statistics, off the request path.
+        app.state.unmet_stats.warm(app.state.live_index)
         try:
             yield
         finally:
             if app.state.scheduler is not None:
                 app.state.scheduler.shutdown(wait=True)
                 app.state.scheduler = None
+            app.state.unmet_stats.close()
             engine.dispose()
 
     app = FastAPI(
@@ -105,7 +108,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.live_index = LiveOfferIndex()
-    app.state.unmet_stats = UnmetStatsCache(settings.unmet_stats_cache_s)
+    app.state.unmet_stats = UnmetStatsCache(settings.unmet_stats_cache_s, sessions=app.state.sessionmaker)
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.sender = sender if sender is not None else make_sender(settings)
     app.state.sms_bucket = TokenBucket(settings.sms_rate_per_s)

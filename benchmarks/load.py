@@ -28,7 +28,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
+from contextlib import ExitStack
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 from sqlalchemy import text
@@ -39,14 +42,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine_info
 from service import database, free_port
 
+import matching
 from aidmatch import migrate
 from aidmatch.auth import service as auth_service
 from aidmatch.categories import Category
 from aidmatch.config import Settings
-from aidmatch.database import make_engine, make_sessionmaker
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.demo import scenario as scenario_mod
 from aidmatch.demo import service as demo_service
 from aidmatch.enums import Role
+from aidmatch.matches import service as matches_service
+from aidmatch.matches.live import LiveOfferIndex
 
 URGENCIES = ("critical", "urgent", "normal")
 
@@ -106,6 +112,73 @@ def summary(name: str, wall: float, lat: list[float], errors: int) -> dict[str, 
     }
 
 
+def _reachable_64(
+    self: LiveOfferIndex,
+    *,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    category: np.ndarray,
+    max_km: np.ndarray,
+    pending: dict[int, int],
+    blocked_helpers: Collection[int] = (),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The baseline: ``LiveOfferIndex.reachable`` as it was, looking at the 64 nearest helpers only."""
+    with self._lock:
+        n = len(lat)
+        offers, left = self._columns(pending, blocked_helpers)
+        category = np.broadcast_to(np.asarray(category, dtype=np.int64), (n,))
+        max_km = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
+        _, nearest_km = self._index.knn(lat, lon, category, 1)
+        in_range = np.zeros(n, dtype=bool)
+        with_room = np.zeros(n, dtype=bool)
+        ask = np.flatnonzero(np.isfinite(nearest_km[:, 0]))
+        if len(ask):
+            everyone = np.ones(self._n, dtype=np.int64)
+            args = (lat[ask], lon[ask], category[ask])
+            anyone, _ = matching.nearest_capable(
+                self._index, offers, everyone, *args, max_km=max_km[ask], k=1, max_candidates=64
+            )
+            in_range[ask] = anyone[:, 0] >= 0
+        ask = np.flatnonzero(in_range)
+        if len(ask):
+            args = (lat[ask], lon[ask], category[ask])
+            room, _ = matching.nearest_capable(
+                self._index, offers, left, *args, max_km=max_km[ask], k=1, max_candidates=64
+            )
+            with_room[ask] = room[:, 0] >= 0
+        return nearest_km[:, 0], in_range, with_room
+
+
+def unmet_in_process(url: str, repeats: int) -> list[str]:
+    """Time ``unmet_summary`` in this process (its own live index, built first), aidmatch vs baseline."""
+    engine = make_engine(url)
+    times: dict[str, list[float]] = {"aidmatch": [], "baseline (64 nearest)": []}
+    reasons: dict[str, np.ndarray] = {}
+    try:
+        with make_sessionmaker(engine)() as session:
+            live = LiveOfferIndex()
+            live.refresh(session=session, now=utcnow())
+            for _ in range(repeats):
+                for name in times:
+                    with ExitStack() as stack:
+                        if name != "aidmatch":
+                            stack.enter_context(patch.object(LiveOfferIndex, "reachable", _reachable_64))
+                        t0 = time.perf_counter()
+                        matches_service.unmet_summary(session=session, live=live, now=utcnow())
+                        times[name].append(time.perf_counter() - t0)
+                        reasons[name] = matches_service.unmet(session=session, live=live, now=utcnow()).reason_code
+            n_open = len(reasons["aidmatch"])
+            differ = int((reasons["aidmatch"] != reasons["baseline (64 nearest)"]).sum())
+    finally:
+        engine.dispose()
+    lines = [f"unmet_summary in-process over {n_open} unmet needs, {repeats} runs each (median, min ms):"]
+    for name, t in times.items():
+        lines.append(f"  {name:24} {1000 * float(np.median(t)):8.1f} {1000 * min(t):8.1f}")
+    ratio = float(np.median(times["baseline (64 nearest)"])) / float(np.median(times["aidmatch"]))
+    lines.append(f"  baseline / aidmatch: {ratio:.1f}x; reasons differing between the two: {differ} needs")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--needs", type=int, default=100_000)
@@ -126,6 +199,14 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="ANALYZE the database after seeding (--no-analyze: query plans without statistics)",
+    )
+    parser.add_argument(
+        "--unmet-in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the load, compute the unmet statistics N times in this process, aidmatch and the baseline "
+        "(the reach search bounded to the 64 nearest helpers, as before)",
     )
     args = parser.parse_args()
     print("aidmatch loopback load: uvicorn + PostgreSQL")
@@ -226,6 +307,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        if args.unmet_in_process:
+            unmet_lines = unmet_in_process(url, args.unmet_in_process)
     print()
     print(f"{'request':28} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for r in results:
@@ -238,6 +321,10 @@ def main() -> None:
         f"POST /api/needs vs /healthz: {float(results[1]['p50']) / float(base['p50']):.1f}x p50, "
         f"{float(base['rps']) / float(results[1]['rps']):.1f}x fewer requests per second"
     )
+    if args.unmet_in_process:
+        print()
+        for line in unmet_lines:
+            print(line)
 
 
 if __name__ == "__main__":

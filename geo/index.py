@@ -389,3 +389,96 @@ def _knn_rows(
     base_row = rows[np.where(found, local_ids, 0)]
     alive = found & base_alive[base_row]
     return d_km, np.where(found, base_ids[base_row], -1), alive
+
+
+_BAND_RATIO = 1.1  # radius bands: the largest radius of a band is at most this times its smallest
+
+
+def covered(
+    lat_deg: ArrayLike,
+    lon_deg: ArrayLike,
+    radius_km: ArrayLike,
+    category_mask: ArrayLike,
+    query_lat_deg: ArrayLike,
+    query_lon_deg: ArrayLike,
+    query_category: ArrayLike,
+    query_max_km: ArrayLike | None = None,
+) -> BoolArray:
+    """Whether each query point lies within the disk of some item of its category (exact).
+
+    Items: ``lat_deg``/``lon_deg``/``radius_km``/``category_mask`` shape (m,) (bitmask as in
+    ``SpatialIndex``). Queries: ``query_lat_deg``/``query_lon_deg`` shape (n,), ``query_category``
+    an int or shape (n,), ``query_max_km`` None, a number or shape (n,). Query i is covered when an
+    item j of its category has great-circle ``d(i, j) <= radius_km[j]`` and ``d(i, j) <= max_km[i]``.
+
+    Items are split per category into bands of radius (largest / smallest <= ``_BAND_RATIO``), one
+    k-d tree each. Per band, a query's nearest item decides for the whole band when it is within the
+    band's smallest radius (covered) or beyond its largest (not by this band); only the queries whose
+    nearest lies between ask the band's tree for every item within the largest radius. Queries
+    covered by one band are not asked about the next; bands of long radii go first.
+    """
+    items = _queries(lat_deg, lon_deg)
+    m = len(items)
+    radius = np.atleast_1d(np.asarray(radius_km, dtype=np.float64))
+    mask = np.atleast_1d(np.asarray(category_mask)).astype(np.int64)
+    if not (radius.shape == mask.shape == (m,)):
+        raise IndexInputError(f"lengths differ: lat/lon ({m},), radius_km {radius.shape}, category_mask {mask.shape}")
+    if np.isnan(radius).any():
+        raise IndexInputError("radius_km holds NaN")
+    xyz = _queries(query_lat_deg, query_lon_deg)
+    n = len(xyz)
+    cat = _validate_category(query_category, n)
+    bound_km = _validate_bound_km(query_max_km, n, "query_max_km")
+    out = np.zeros(n, dtype=bool)
+    if m == 0 or n == 0:
+        return out
+    for c in np.unique(cat).tolist():
+        rows = np.flatnonzero(((mask >> c) & 1) & (radius >= 0))
+        if rows.size == 0:
+            continue
+        todo = np.flatnonzero(cat == c)
+        todo = todo[bound_km[todo] >= 0]
+        r = radius[rows]
+        order = np.argsort(-r, kind="stable")
+        rows, r = rows[order], r[order]
+        start = 0
+        while start < len(rows) and todo.size:
+            # The band: the longest radius left and every item within _BAND_RATIO of it.
+            hi = float(r[start])
+            stop = start + int(np.searchsorted(-r[start:], -hi / _BAND_RATIO, side="right"))
+            stop = max(stop, start + 1)
+            band = rows[start:stop]
+            lo = float(r[stop - 1])
+            start = stop
+            todo = todo[_cover_band(items[band], radius[band], lo, hi, xyz[todo], bound_km[todo], out, todo)]
+    return out
+
+
+def _cover_band(
+    items: FloatArray,
+    radius: FloatArray,
+    lo: float,
+    hi: float,
+    xyz: FloatArray,
+    bound_km: FloatArray,
+    out: BoolArray,
+    which: IntArray,
+) -> BoolArray:
+    """Mark ``out[which]`` for queries covered by this band; the mask of those left undecided."""
+    tree = cKDTree(items, balanced_tree=False, compact_nodes=False)
+    limit = np.minimum(bound_km, hi)
+    d_km, _ = _knn_tree(tree, None, xyz, 1, _upper_bound(hi))
+    d = d_km[:, 0]
+    yes = d <= np.minimum(bound_km, lo)
+    unsure = np.flatnonzero(~yes & (d <= limit))
+    if unsure.size:
+        chord = np.minimum(km_to_chord(limit[unsure]) * _CHORD_SLACK, 2.0 * _CHORD_SLACK)
+        hits = tree.query_ball_point(xyz[unsure], chord, workers=-1, return_sorted=False)
+        counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
+        local = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))
+        qi = np.repeat(unsure, counts)
+        d_hit = chord_to_km(np.linalg.norm(items[local] - xyz[qi], axis=1))
+        ok = (d_hit <= radius[local]) & (d_hit <= bound_km[qi])
+        yes[qi[ok]] = True
+    out[which[yes]] = True
+    return ~yes

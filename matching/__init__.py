@@ -12,7 +12,7 @@ from matching.batch import (
 from matching.candidates import CandidateEdges, build_candidates, offer_index
 from matching.columns import CRITICAL, NORMAL, URGENCY_WEIGHT, URGENT, Needs, Offers
 from matching.errors import InvalidInputError, MatchingError
-from matching.online import nearest_capable
+from matching.online import in_reach, nearest_capable
 
 __all__ = [
     "ALL_IN_RANGE_AT_CAPACITY",
@@ -30,6 +30,7 @@ __all__ = [
     "Needs",
     "Offers",
     "build_candidates",
+    "in_reach",
     "match",
     "nearest_capable",
     "objective",

@@ -6,8 +6,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from geo.errors import IndexInputError, InvalidCoordinatesError
-from geo.index import SpatialIndex
-from matching.columns import FloatArray, IntArray, Offers
+from geo.index import SpatialIndex, covered
+from matching.columns import BoolArray, FloatArray, IntArray, Offers
 from matching.errors import InvalidInputError
 
 
@@ -70,6 +70,41 @@ def nearest_capable(
         todo = todo[short]
         kk = kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
     return out_ids, out_km
+
+
+def in_reach(
+    offers: Offers,
+    remaining_capacity: IntArray,
+    lat_deg: ArrayLike,
+    lon_deg: ArrayLike,
+    category: ArrayLike,
+    *,
+    max_km: ArrayLike = np.inf,
+) -> BoolArray:
+    """Whether any offer is able to take each need now (exact; shape (n,)).
+
+    The same qualification as ``nearest_capable`` (category, available, capacity left, the need
+    within the offer's ``radius_km`` and within ``max_km``), asked of every offer however far:
+    ``nearest_capable(..., k=1, max_candidates=None)[0][:, 0] >= 0`` without walking the nearest
+    full or short-radius offers one by one (see ``geo.index.covered``).
+    """
+    remaining = np.asarray(remaining_capacity)
+    if remaining.shape != (len(offers),):
+        raise InvalidInputError(f"remaining_capacity has shape {remaining.shape}, expected ({len(offers)},)")
+    rows = np.flatnonzero(offers.is_available & (remaining > 0))
+    try:
+        return covered(
+            offers.lat[rows],
+            offers.lon[rows],
+            offers.radius_km[rows],
+            offers.category_mask[rows],
+            lat_deg,
+            lon_deg,
+            category,
+            max_km,
+        )
+    except (InvalidCoordinatesError, IndexInputError) as exc:
+        raise InvalidInputError(str(exc)) from exc
 
 
 def _take(category: ArrayLike, rows: IntArray) -> ArrayLike:

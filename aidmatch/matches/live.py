@@ -33,7 +33,6 @@ _GROW = 1024
 _LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re-read (late commits)
 _RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
 _CHUNK = 1000
-_REACH_CANDIDATES = 64
 _STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
 
 
@@ -266,49 +265,35 @@ class LiveOfferIndex:
         whether one has the need within its radius (and the need's limit), and whether one of
         those has room left (beyond ``pending`` units, not among ``blocked_helpers``).
 
-        The last two look at the ``_REACH_CANDIDATES`` nearest helpers of the category: a need
-        whose nearest 64 are all out of reach or full counts as such, even if one farther away
-        with a long radius could still come (rare; it keeps the statistics fast at 100k needs).
+        Exact: every helper of the category is considered, however far and whatever the radius
+        (``matching.in_reach``).
         """
         with self._lock:
             n = len(lat)
             if self._n == 0 or len(self._index) == 0 or n == 0:
                 return np.full(n, np.inf), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-            offers, left = self._columns(pending, blocked_helpers)
+            columns, left = self._columns(pending, blocked_helpers)
+            # A copy of the columns (refresh changes them in place), so the search runs unlocked.
+            offers = matching.Offers(
+                columns.lat.copy(),
+                columns.lon.copy(),
+                columns.category_mask.copy(),
+                columns.capacity.copy(),
+                columns.radius_km.copy(),
+                columns.is_available.copy(),
+            )
             category = np.broadcast_to(np.asarray(category, dtype=np.int64), (n,))
             max_km = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
             _, nearest_km = self._index.knn(lat, lon, category, 1)
-            # Each need is looked up on its own, so each step asks only about the needs the step
-            # before left open: reach only where a helper of the category exists, room only in reach.
-            in_range = np.zeros(n, dtype=bool)
-            with_room = np.zeros(n, dtype=bool)
-            ask = np.flatnonzero(np.isfinite(nearest_km[:, 0]))
-            if len(ask):
-                everyone = np.ones(self._n, dtype=np.int64)
-                anyone, _ = matching.nearest_capable(
-                    self._index,
-                    offers,
-                    everyone,
-                    lat[ask],
-                    lon[ask],
-                    category[ask],
-                    max_km=max_km[ask],
-                    k=1,
-                    max_candidates=_REACH_CANDIDATES,
-                )
-                in_range[ask] = anyone[:, 0] >= 0
-            ask = np.flatnonzero(in_range)
-            if len(ask):
-                room, _ = matching.nearest_capable(
-                    self._index,
-                    offers,
-                    left,
-                    lat[ask],
-                    lon[ask],
-                    category[ask],
-                    max_km=max_km[ask],
-                    k=1,
-                    max_candidates=_REACH_CANDIDATES,
-                )
-                with_room[ask] = room[:, 0] >= 0
-            return nearest_km[:, 0], in_range, with_room
+        # Each need is looked up on its own, so each step asks only about the needs the step
+        # before left open: reach only where a helper of the category exists, room only in reach.
+        in_range = np.zeros(n, dtype=bool)
+        with_room = np.zeros(n, dtype=bool)
+        ask = np.flatnonzero(np.isfinite(nearest_km[:, 0]))
+        if len(ask):
+            everyone = np.ones(len(left), dtype=np.int64)
+            in_range[ask] = matching.in_reach(offers, everyone, lat[ask], lon[ask], category[ask], max_km=max_km[ask])
+        ask = np.flatnonzero(in_range)
+        if len(ask):
+            with_room[ask] = matching.in_reach(offers, left, lat[ask], lon[ask], category[ask], max_km=max_km[ask])
+        return nearest_km[:, 0], in_range, with_room

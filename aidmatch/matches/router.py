@@ -126,9 +126,12 @@ def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordina
     Reasons: ``no_helper_of_category``, ``outside_every_radius``, ``all_in_range_busy``,
     ``waiting_for_helper`` (explained in the answer's ``reasons``).
 
-    Each worker reuses its answer for ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 5; 0
-    computes it on every call), so the counts may be that many seconds old; the age of the oldest
-    unmet need is counted to the moment of the request.
+    Each worker keeps a copy, computed at start-up and renewed in the background: a copy older than
+    ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 5; 0 computes it on every call) is still
+    answered while the next one is computed, so the counts are usually at most that old plus the
+    computation (well under a second at 100k open needs), and never more than 60 s old (an older
+    copy is recomputed before answering). The age of the oldest unmet need is counted to the
+    moment of the request.
     """
     cache: service.UnmetStatsCache = request.app.state.unmet_stats
     return cache.stats(session=session, live=live, now=utcnow())

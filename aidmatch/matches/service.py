@@ -8,6 +8,7 @@ answer. Services flush; the caller (CLI command, job, request) commits once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,8 @@ from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams, paginate
 from notifications.templates import task_request
+
+log = logging.getLogger("aidmatch.matches")
 
 URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
 _ACCEPT_TRIES = 5
@@ -639,28 +642,88 @@ def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dic
     return unmet_summary(session=session, live=live, now=now).at(now)
 
 
+_MAX_STALE_S = 60.0
+
+
 class UnmetStatsCache:
     """One worker's unmet statistics, reused for ``ttl_s`` seconds (0: computed on every call).
 
-    Callers arriving while they are being computed wait for that computation instead of starting
-    their own. The age of the oldest unmet need is always counted to the caller's ``now``.
+    With ``sessions`` (a session factory) the copy is renewed off the request path: a caller finding
+    it older than ``ttl_s`` (but younger than ``max_stale_s``) gets it at once and a background thread
+    computes the next one (one at a time); ``warm`` computes the first one the same way at start-up.
+    Without a copy young enough, the caller computes it; callers arriving while a computation runs
+    wait for it instead of starting their own. A copy's age is counted from the start of its
+    computation. The age of the oldest unmet need is always counted to the caller's ``now``.
     """
 
-    def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s, self._clock = ttl_s, clock
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        sessions: Callable[[], Session] | None = None,
+        max_stale_s: float = _MAX_STALE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s, self.max_stale_s, self._sessions, self._clock = ttl_s, max_stale_s, sessions, clock
+        self._lock = threading.Lock()  # held by whoever computes
+        self._state = threading.Lock()  # guards the fields below
         self._summary: UnmetSummary | None = None
         self._at = 0.0
+        self._worker: threading.Thread | None = None
+
+    def _copy(self) -> tuple[UnmetSummary | None, float]:
+        with self._state:
+            return self._summary, self._clock() - self._at
+
+    def _compute(self, session: Session, live: LiveOfferIndex, now: datetime) -> UnmetSummary:
+        """A new copy, unless one younger than ``ttl_s`` appeared meanwhile (call under ``_lock``)."""
+        summary, age = self._copy()
+        if summary is not None and age < self.ttl_s:
+            return summary
+        started = self._clock()
+        summary = unmet_summary(session=session, live=live, now=now)
+        with self._state:
+            self._summary, self._at = summary, started
+        return summary
 
     def stats(self, *, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
         if self.ttl_s <= 0:
             return unmet_stats(session=session, live=live, now=now)
+        summary, age = self._copy()
+        if summary is not None and age < self.ttl_s:
+            return summary.at(now)
+        if summary is not None and self._sessions is not None and age < self.max_stale_s:
+            self.refresh_in_background(live)
+            return summary.at(now)
         with self._lock:
-            if self._summary is None or self._clock() - self._at >= self.ttl_s:
-                self._summary = unmet_summary(session=session, live=live, now=now)
-                self._at = self._clock()
-            summary = self._summary
-        return summary.at(now)
+            return self._compute(session, live, now).at(now)
+
+    def refresh_in_background(self, live: LiveOfferIndex) -> None:
+        """Start computing a new copy in a thread of its own, unless one is running already."""
+        if self._sessions is None or self.ttl_s <= 0:
+            return
+        with self._state:
+            if self._worker is not None and self._worker.is_alive():
+                return
+            self._worker = threading.Thread(target=self._refresh, args=(live,), name="unmet-stats", daemon=True)
+            self._worker.start()
+
+    warm = refresh_in_background
+
+    def _refresh(self, live: LiveOfferIndex) -> None:
+        assert self._sessions is not None
+        try:
+            with self._lock, self._sessions() as session:
+                self._compute(session, live, utcnow())
+        except Exception:  # the next request computes or asks again; nothing else to tell
+            log.exception("computing the unmet statistics in the background failed")
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Wait for a background computation (before the engine goes)."""
+        with self._state:
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout_s)
 
 
 def unmet_needs(

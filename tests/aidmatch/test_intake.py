@@ -98,7 +98,16 @@ def test_a_helper_added_through_another_worker_is_seen(
     assert _need(client)["helpers_in_range"] == 0
 
 
-def test_unmet_stats_explain_every_open_need(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+def test_unmet_stats_explain_every_open_need(
+    settings: Settings, gazetteer: GazetteerGeocoder, coordinator_headers: dict[str, str]
+) -> None:
+    # Computed on every call: the worker's copy, made at start-up, would answer for 5 s.
+    uncached = settings.model_copy(update={"unmet_stats_cache_s": 0.0})
+    with TestClient(create_app(uncached, geocoder=gazetteer)) as client:
+        _explain_every_open_need(client, coordinator_headers)
+
+
+def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, str]) -> None:
     _offers(client, 1, category="water")  # capacity 1, 40 km, near the needs
     _need(client, category="water", urgency="normal", quantity=3)  # one unit asked for, two left
     _need(client, category="shelter", urgency="urgent")  # nobody offers shelter

@@ -1,8 +1,9 @@
 """The unmet statistics' fast path against their slow definition, on random data in the database.
 
 The oracle below is the definition as it was first written: every open, unexpired need loaded row
-by row, its pending units subtracted in Python, reach asked for all needs at once, the groups
-summed in a dict, the oldest taken from a second query over the needs' creation times.
+by row, its pending units subtracted in Python, reach asked for all needs at once (of every helper
+however far: the unbounded nearest-capable search), the groups summed in a dict, the oldest taken
+from a second query over the needs' creation times.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
@@ -20,7 +21,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import service
-from aidmatch.matches.live import _REACH_CANDIDATES, LiveOfferIndex
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.matches.proposals import busy_helpers, pending_units
 from aidmatch.needs.models import Need
@@ -137,7 +138,7 @@ def _slow_unmet(
         urgency=np.array([service.URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
         max_km=np.array([np.inf if r[6] is None else r[6] for r in rows], dtype=np.float64)[keep],
     )
-    # Reach for all needs at once, as the live index first answered it.
+    # Reach for all needs at once, the nearest qualifying helper searched however far (exact).
     offers, left = live._columns(pending_units(session, "offer"), busy_helpers(session))
     everyone = np.ones(len(left), dtype=np.int64)
     if len(needs.id) and len(live._index):
@@ -145,10 +146,10 @@ def _slow_unmet(
         nearest_km = nearest[:, 0]
         args = (needs.lat, needs.lon, needs.category)
         anyone, _ = matching.nearest_capable(
-            live._index, offers, everyone, *args, max_km=needs.max_km, k=1, max_candidates=_REACH_CANDIDATES
+            live._index, offers, everyone, *args, max_km=needs.max_km, k=1, max_candidates=None
         )
         room, _ = matching.nearest_capable(
-            live._index, offers, left, *args, max_km=needs.max_km, k=1, max_candidates=_REACH_CANDIDATES
+            live._index, offers, left, *args, max_km=needs.max_km, k=1, max_candidates=None
         )
         in_range, with_room = anyone[:, 0] >= 0, room[:, 0] >= 0
     else:
@@ -269,3 +270,28 @@ def _need_row(now: datetime) -> dict[str, object]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(db: Session) -> None:
+    clock = [0.0]
+    live = LiveOfferIndex()
+    now = utcnow()
+    _seed(db, np.random.default_rng(8), now)
+    sessions = sessionmaker(bind=db.get_bind())
+    cache = service.UnmetStatsCache(5.0, sessions=sessions, max_stale_s=60.0, clock=lambda: clock[0])
+    cache.warm(live)
+    cache.close()
+    first = cache.stats(session=db, live=live, now=now)  # the warm copy
+    assert first == service.unmet_stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE02"}])
+    db.commit()
+    clock[0] = 6.0  # stale: answered as it is, renewed behind
+    assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"]
+    cache.close()
+    renewed = cache.stats(session=db, live=live, now=now)
+    assert renewed["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
+    assert renewed == service.unmet_stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE03"}])
+    db.commit()
+    clock[0] = 100.0  # too old to answer: computed by the caller
+    assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"] + 2  # type: ignore[operator]

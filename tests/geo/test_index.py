@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geo.errors import IndexInputError, InvalidCoordinatesError, UnknownIdError
-from geo.index import MAX_CATEGORIES, SpatialIndex
+from geo.index import MAX_CATEGORIES, SpatialIndex, covered
 from geo.sphere import haversine_km
 
 
@@ -163,3 +163,51 @@ def test_bad_inputs_name_the_offending_value() -> None:
         index.insert([1], [0.0], [0.0], [1])
     with pytest.raises(IndexInputError, match=r"max_km\[0\] = nan"):
         index.knn([0.0], [0.0], 0, 1, max_km=[float("nan")])
+
+
+def _brute_covered(
+    lat: np.ndarray,
+    lon: np.ndarray,
+    radius: np.ndarray,
+    mask: np.ndarray,
+    q_lat: np.ndarray,
+    q_lon: np.ndarray,
+    q_cat: np.ndarray,
+    q_max: np.ndarray,
+) -> np.ndarray:
+    d = haversine_km(q_lat[:, None], q_lon[:, None], lat[None, :], lon[None, :])
+    serves = ((mask[None, :] >> q_cat[:, None]) & 1) == 1
+    return np.asarray((serves & (d <= radius[None, :]) & (d <= q_max[:, None])).any(axis=1))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_covered_equals_brute_force(seed: int) -> None:
+    """Radii spread over many bands, some equal, some 0 or inf; queries with and without a limit."""
+    rng = np.random.default_rng(seed)
+    m, n = int(rng.integers(1, 400)), 600
+    if seed % 2:
+        lat, lon = _points(rng, m)
+        q_lat, q_lon = _points(rng, n)
+        radius = np.exp(rng.uniform(np.log(10.0), np.log(3000.0), m))
+    else:  # a region, as real offers and needs are
+        lat, lon = 54 + rng.normal(0, 0.5, m), 39 + rng.normal(0, 0.8, m)
+        q_lat, q_lon = 54 + rng.normal(0, 0.8, n), 39 + rng.normal(0, 1.2, n)
+        radius = np.exp(rng.uniform(np.log(1.0), np.log(80.0), m))
+    pick = rng.random(m)
+    radius = np.where(pick < 0.2, np.round(radius), radius)
+    radius = np.where(pick > 0.97, 0.0, np.where(pick > 0.95, np.inf, radius))
+    mask = (np.int64(1) << rng.integers(0, 4, m)) | np.where(rng.random(m) < 0.3, np.int64(1) << 2, 0)
+    q_cat = rng.integers(0, 5, n)  # category 4: nobody serves it
+    q_max = np.where(rng.random(n) < 0.5, np.inf, rng.uniform(0, 60, n))
+    got = covered(lat, lon, radius, mask, q_lat, q_lon, q_cat, q_max)
+    want = _brute_covered(lat, lon, radius, mask, q_lat, q_lon, q_cat, q_max)
+    assert 0 < want.sum() < n
+    np.testing.assert_array_equal(got, want)
+
+
+def test_covered_without_items_or_queries() -> None:
+    empty = np.zeros(0)
+    assert covered(empty, empty, empty, np.zeros(0, dtype=np.int64), [1.0], [2.0], 0).tolist() == [False]
+    assert covered([1.0], [2.0], [5.0], [1], empty, empty, np.zeros(0, dtype=np.int64)).shape == (0,)
+    with pytest.raises(IndexInputError):
+        covered([1.0], [2.0], [5.0, 6.0], [1], [1.0], [2.0], 0)

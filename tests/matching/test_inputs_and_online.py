@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geo.sphere import haversine_km
-from matching import InvalidInputError, Needs, Offers, nearest_capable, offer_index
+from matching import InvalidInputError, Needs, Offers, in_reach, nearest_capable, offer_index
 
 
 def _needs(**change: object) -> Needs:
@@ -107,3 +107,33 @@ def test_nearest_capable_equals_brute_force(seed: int) -> None:
         remaining[first] = 0
         again, _ = nearest_capable(index, offers, remaining, qlat[:1], qlon[:1], cat[:1], max_km=max_km[:1], k=4)
         assert first not in again[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_in_reach_equals_brute_force_and_the_unbounded_nearest(seed: int) -> None:
+    """Most nearby offers full or unavailable, so the nearest qualifying one is often far down the list."""
+    rng = np.random.default_rng(seed)
+    m, n = 2000, 500
+    offers = Offers(
+        lat=rng.uniform(-5, 5, m),
+        lon=(180 + rng.uniform(-5, 5, m) + 180) % 360 - 180,
+        category_mask=(np.int64(1) << rng.integers(0, 4, m)).astype(np.int64),
+        capacity=rng.integers(1, 4, m),
+        radius_km=np.round(rng.uniform(5, 150, m)),
+        available=rng.random(m) < 0.8,
+    )
+    remaining = np.where(rng.random(m) < 0.95, 0, offers.capacity)
+    qlat, qlon = rng.uniform(-6, 6, n), (180 + rng.uniform(-6, 6, n) + 180) % 360 - 180
+    cat = rng.integers(0, 5, n)
+    max_km = np.where(rng.random(n) < 0.5, np.inf, rng.uniform(10, 100, n))
+    got = in_reach(offers, remaining, qlat, qlon, cat, max_km=max_km)
+    d = haversine_km(qlat[:, None], qlon[:, None], offers.lat[None, :], offers.lon[None, :])
+    ok = (((offers.category_mask[None, :] >> cat[:, None]) & 1) == 1) & (d <= offers.radius_km[None, :])
+    ok &= (remaining[None, :] > 0) & offers.is_available[None, :] & (d <= max_km[:, None])
+    want = ok.any(axis=1)
+    assert 0 < want.sum() < n
+    np.testing.assert_array_equal(got, want)
+    ids, _ = nearest_capable(offer_index(offers), offers, remaining, qlat, qlon, cat, max_km=max_km, k=1)
+    np.testing.assert_array_equal(got, ids[:, 0] >= 0)
+    with pytest.raises(InvalidInputError, match="remaining_capacity"):
+        in_reach(offers, remaining[:-1], qlat, qlon, cat)
