@@ -628,7 +628,10 @@ def _oldest(session: Session, needs: OpenNeeds) -> datetime | None:
 
 def unmet_summary(*, session: Session, live: LiveOfferIndex, now: datetime) -> UnmetSummary:
     """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
-    u = unmet(session=session, live=live, now=now)
+    return _summarize(session, unmet(session=session, live=live, now=now))
+
+
+def _summarize(session: Session, u: Unmet) -> UnmetSummary:
     return UnmetSummary(
         unmet_needs=len(u.needs.id),
         unmet_units=int(u.needs.remaining.sum()),
@@ -730,7 +733,21 @@ def unmet_needs(
     *, session: Session, live: LiveOfferIndex, now: datetime, reasons: Sequence[str], page: PageParams
 ) -> tuple[list[dict[str, object]], int]:
     """Unmet needs one by one, oldest first (ties by id), with why (optionally only some reasons)."""
+    return _unmet_rows(session, unmet(session=session, live=live, now=now), now, reasons, page)
+
+
+def unmet_overview(
+    *, session: Session, live: LiveOfferIndex, now: datetime, page: PageParams
+) -> tuple[dict[str, object], list[dict[str, object]], int]:
+    """``unmet_stats`` and the first ``page`` of ``unmet_needs`` from one computation (the dashboard)."""
     u = unmet(session=session, live=live, now=now)
+    items, total = _unmet_rows(session, u, now, (), page)
+    return _summarize(session, u).at(now), items, total
+
+
+def _unmet_rows(
+    session: Session, u: Unmet, now: datetime, reasons: Sequence[str], page: PageParams
+) -> tuple[list[dict[str, object]], int]:
     order = u.needs.by_age
     if reasons:
         order = order[np.isin(u.reason[order], list(reasons))]

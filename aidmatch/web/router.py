@@ -348,8 +348,7 @@ def _dashboard_context(
     now = utcnow()
     q = request.query_params
     filters, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
-    stats = matches_service.unmet_stats(session=session, live=live, now=now)
-    unmet, unmet_total = matches_service.unmet_needs(session=session, live=live, now=now, reasons=(), page=UNMET_PAGE)
+    stats, unmet, unmet_total = matches_service.unmet_overview(session=session, live=live, now=now, page=UNMET_PAGE)
     max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
     unmet = [
         u

@@ -224,6 +224,11 @@ def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int) ->
             assert total == len(expected)
             got = [(i["id"], i["units"], i["reason"], i["age_s"], i["nearest_helper_km"]) for i in items]
             assert got == expected[offset : offset + limit]
+    # The dashboard's overview: both from one computation, the same answers.
+    page = PageParams(limit=25, offset=0)
+    stats, items, total = service.unmet_overview(session=db, live=live, now=now, page=page)
+    assert stats == slow
+    assert (items, total) == service.unmet_needs(session=db, live=live, now=now, reasons=[], page=page)
 
 
 def test_no_unmet_need_gives_empty_statistics(db: Session) -> None:
