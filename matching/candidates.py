@@ -191,6 +191,12 @@ def spread_candidates(
     need_group_rev = _groups(np.arange(n, dtype=np.int64), g, _SALTS[2]) * sep
     offer_group_rev = _groups(np.arange(len(offers), dtype=np.int64), g, _SALTS[3]) * sep
     band_of = np.floor(np.log2(np.maximum(offers.radius_km, 1e-3))).astype(np.int64)
+
+    def keep(need_ids: IntArray, offer_ids: IntArray, km: FloatArray) -> None:
+        parts_need.append(need_ids)
+        parts_offer.append(offer_ids)
+        parts_km.append(km)
+
     for c in np.unique(needs.category).tolist():
         serving = usable[((offers.category_mask[usable] >> c) & 1) == 1]
         if serving.size == 0:
@@ -203,9 +209,7 @@ def spread_candidates(
             band_bound = min(bound, float(km_to_chord(offers.radius_km[rows].max())) * (1.0 + 1e-9))
             ids, km = _knn_parts(offer_xyz[rows], rows, need_xyz[members], k, band_bound)
             full[members] |= np.isfinite(km[:, -1])
-            parts_need.append(np.repeat(members, ids.shape[1]))
-            parts_offer.append(ids.ravel())
-            parts_km.append(km.ravel())
+            keep(np.repeat(members, ids.shape[1]), ids.ravel(), km.ravel())
             if k_spread and g > 1 and rows.size > k:
                 ids, km = _knn_parts(
                     np.column_stack([offer_xyz[rows], offer_group[rows]]),
@@ -214,14 +218,10 @@ def spread_candidates(
                     k_spread,
                     band_bound,
                 )
-                parts_need.append(np.repeat(members, ids.shape[1]))
-                parts_offer.append(ids.ravel())
-                parts_km.append(km.ravel())
+                keep(np.repeat(members, ids.shape[1]), ids.ravel(), km.ravel())
         if k_reverse:
             nid, nd_km = _knn_parts(need_xyz[members], members, offer_xyz[serving], k_reverse, bound)
-            parts_need.append(nid.ravel())
-            parts_offer.append(np.repeat(serving, nid.shape[1]))
-            parts_km.append(nd_km.ravel())
+            keep(nid.ravel(), np.repeat(serving, nid.shape[1]), nd_km.ravel())
         if k_spread and g > 1 and members.size > k_spread:
             nid, nd_km = _knn_parts(
                 np.column_stack([need_xyz[members], need_group_rev[members]]),
@@ -230,9 +230,7 @@ def spread_candidates(
                 k_spread,
                 bound,
             )
-            parts_need.append(nid.ravel())
-            parts_offer.append(np.repeat(serving, nid.shape[1]))
-            parts_km.append(nd_km.ravel())
+            keep(nid.ravel(), np.repeat(serving, nid.shape[1]), nd_km.ravel())
     bound_km = np.minimum(needs.max_km, float(offers.radius_km[usable].max()))
     need, offer, dist = _with_retry(needs, offers, None, bound_km, full, k, parts_need, parts_offer, parts_km)
     in_range = np.zeros(n, dtype=bool)

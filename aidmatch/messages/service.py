@@ -15,6 +15,22 @@ from aidmatch.messages.models import Message
 from aidmatch.query import PageParams, paginate
 
 
+def _outbound(now: datetime, **fields: Any) -> dict[str, Any]:
+    """The columns of a queued SMS: ``queue``'s keyword arguments plus the outbox's own."""
+    return {
+        "direction": MessageDirection.outbound,
+        "status": MessageStatus.queued,
+        "channel": "sms",
+        "need_id": None,
+        "match_id": None,
+        "helper_id": None,
+        **fields,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def queue(
     *,
     session: Session,
@@ -27,21 +43,17 @@ def queue(
     helper_id: int | None = None,
 ) -> Message:
     """Put an SMS in the outbox (sent later by the outbox job; at most once per key)."""
-    now = utcnow()
     message = Message(
-        direction=MessageDirection.outbound,
-        status=MessageStatus.queued,
-        channel="sms",
-        phone=phone,
-        body=body,
-        language=language,
-        idempotency_key=idempotency_key,
-        need_id=need_id,
-        match_id=match_id,
-        helper_id=helper_id,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
+        **_outbound(
+            utcnow(),
+            phone=phone,
+            body=body,
+            language=language,
+            idempotency_key=idempotency_key,
+            need_id=need_id,
+            match_id=match_id,
+            helper_id=helper_id,
+        )
     )
     session.add(message)
     session.flush()
@@ -72,21 +84,7 @@ def queue_many(*, session: Session, messages: Sequence[dict[str, Any]], now: dat
     if not messages:
         return
     now = now or utcnow()
-    rows = [
-        {
-            "direction": MessageDirection.outbound,
-            "status": MessageStatus.queued,
-            "channel": "sms",
-            "need_id": None,
-            "match_id": None,
-            "helper_id": None,
-            **m,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for m in messages
-    ]
+    rows = [_outbound(now, **m) for m in messages]
     session.execute(insert(Message), rows)
 
 
