@@ -56,6 +56,9 @@ _PRICED_MIN_GAIN = 1e-4  # of the objective
 
 # How many reachable needs each offer with room left looks at, round by round.
 WIDEN_K = (16, 32, 64, 128, 256, 512)
+# How many offers of each radius and price class a need looks at in a priced round (every round:
+# the classes already reach far down the list of nearest, and prices change between rounds).
+PRICED_K = 16
 
 
 def objective(needs: Needs, quantity: IntArray, distance_km: FloatArray, served: IntArray) -> float:
@@ -70,6 +73,7 @@ def match(
     *,
     k: int = 12,
     k_reverse: int = 4,
+    urgent_factor: int = 2,
     widen_rounds: int = len(WIDEN_K),
     max_exact_edges: int = 16_000_000,
     priced_rounds: bool = False,
@@ -82,7 +86,8 @@ def match(
     over all of them and the result is the exact optimum (0 turns this off). Otherwise candidate
     edges come from ``matching.candidates.spread_candidates``: the ``k`` nearest offers of each
     need in every radius band, ``2k`` more from a pseudo-random group of offers (and of needs, from
-    each offer), and the ``k_reverse`` nearest needs of each offer; the min-cost flow over them is
+    each offer), and the ``k_reverse`` nearest needs of each offer, with critical and urgent needs
+    looking for ``urgent_factor`` times as many offers; the min-cost flow over them is
     exact on that graph; while units stay unserved, up to ``widen_rounds`` rounds add the edges
     that open augmenting paths (offers with room left reach ever more of the needs that
     alternating paths lead to) and solve again. With
@@ -108,12 +113,11 @@ def match(
     if edges is None:
         # Too many pairs for all of them: nearest offers per radius band, plus offers and needs
         # drawn from pseudo-random groups so that crowds of needs see all the supply in reach.
-        edges = spread_candidates(needs, offers, k=k, k_spread=2 * k, k_reverse=k_reverse)
+        edges = spread_candidates(needs, offers, k=k, k_spread=2 * k, k_reverse=k_reverse, urgent_factor=urgent_factor)
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
     flow = _solve(needs, offers, need, offer, dist, workers=workers)
-    searched_km = np.zeros(len(needs))
     complete = True
     round_started = started
     for k_widen in WIDEN_K[: 0 if exact else widen_rounds]:
@@ -123,7 +127,7 @@ def match(
             break
         round_started = now
         if priced_rounds:
-            extra = _priced_edges(needs, offers, need, offer, dist, flow, k_widen, searched_km)
+            extra = _priced_edges(needs, offers, need, offer, dist, flow, PRICED_K)
         else:
             extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen)
         if extra is None:
@@ -177,13 +181,12 @@ def _priced_edges(
     offer: IntArray,
     dist: FloatArray,
     flow: IntArray,
-    k_widen: int,
-    searched_km: FloatArray,
+    k: int,
 ) -> tuple[IntArray, IntArray, FloatArray] | None:
     """The candidate edges plus missing ones with a negative reduced cost; None when none is found."""
     price_need, price_offer = prices(needs, offers, need, offer, dist, flow)
     known = need * np.int64(max(len(offers), 1)) + offer
-    new_need, new_offer, new_km = priced_in_edges(needs, offers, price_need, price_offer, known, k_widen, searched_km)
+    new_need, new_offer, new_km = priced_in_edges(needs, offers, price_need, price_offer, known, k)
     if len(new_need) == 0:
         return None
     all_need = np.concatenate([need, new_need])

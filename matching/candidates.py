@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 
 from geo.index import SpatialIndex
 from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz
-from matching.columns import BoolArray, FloatArray, IntArray, Needs, Offers
+from matching.columns import NORMAL, BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
 
 
@@ -148,7 +148,14 @@ def _knn_parts(
 
 
 def spread_candidates(
-    needs: Needs, offers: Offers, *, k: int = 8, k_spread: int = 8, k_reverse: int = 4, groups: int | None = None
+    needs: Needs,
+    offers: Offers,
+    *,
+    k: int = 8,
+    k_spread: int = 8,
+    k_reverse: int = 4,
+    groups: int | None = None,
+    urgent_factor: int = 1,
 ) -> CandidateEdges:
     """A candidate graph for instances too large for every feasible edge, feasible edges only.
 
@@ -164,13 +171,23 @@ def spread_candidates(
       band, and each offer its ``k_spread`` nearest needs of its own group (with another hash).
       A crowd of needs then reaches about ``groups`` times as many distinct helpers as with
       nearest ones only. The group is a fourth coordinate, far apart, of one tree per band;
-    - each offer gets its ``k_reverse`` nearest needs, so scarce offers are not starved.
+    - each offer gets its ``k_reverse`` nearest needs, so scarce offers are not starved;
+    - with ``urgent_factor`` > 1 the critical and urgent needs get a graph of their own on top,
+      built the same way among them alone (their own groups; ``urgent_factor`` times ``k``): a
+      unit of theirs is worth two or four of a normal one, so where helpers are contested the
+      optimum gives them helpers that serve normal needs now, often far down their list of
+      nearest ones, and in this graph every offer also looks at the nearest critical and urgent
+      needs of its group. On the demo scenario these extra edges closed more of the gap to the
+      optimum than as many edges spread over every need (benchmarks/RESULTS.md).
 
     ``groups`` None: one per 500 needs, 1 to 1024. Needs whose answers hid every feasible offer
     are searched again by radius, so ``in_range`` is exact.
     """
-    if k < 1 or k_spread < 0 or k_reverse < 0:
-        raise InvalidInputError(f"k = {k} must be >= 1, k_spread = {k_spread} and k_reverse = {k_reverse} >= 0")
+    if k < 1 or k_spread < 0 or k_reverse < 0 or urgent_factor < 1:
+        raise InvalidInputError(
+            f"k = {k} and urgent_factor = {urgent_factor} must be >= 1, "
+            f"k_spread = {k_spread} and k_reverse = {k_reverse} >= 0"
+        )
     n = len(needs)
     g = int(np.clip(n // 500, 1, 1024)) if groups is None else groups
     if g < 1:
@@ -231,11 +248,26 @@ def spread_candidates(
                 bound,
             )
             keep(nid.ravel(), np.repeat(serving, nid.shape[1]), nd_km.ravel())
+    weighty = np.flatnonzero(needs.urgency != NORMAL)
+    if urgent_factor > 1 and weighty.size:
+        extra = spread_candidates(_subset(needs, weighty), offers, k=k * urgent_factor, k_spread=k_spread, k_reverse=0)
+        keep(weighty[extra.need], extra.offer, extra.distance_km)
     bound_km = np.minimum(needs.max_km, float(offers.radius_km[usable].max()))
     need, offer, dist = _with_retry(needs, offers, None, bound_km, full, k, parts_need, parts_offer, parts_km)
     in_range = np.zeros(n, dtype=bool)
     in_range[need] = True
     return CandidateEdges(need=need, offer=offer, distance_km=dist, in_range=in_range)
+
+
+def _subset(needs: Needs, rows: IntArray) -> Needs:
+    return Needs(
+        needs.lat[rows],
+        needs.lon[rows],
+        needs.category[rows],
+        needs.quantity[rows],
+        needs.urgency[rows],
+        needs.max_km[rows],
+    )
 
 
 def all_feasible_edges(needs: Needs, offers: Offers, *, max_edges: int) -> CandidateEdges | None:

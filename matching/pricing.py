@@ -79,46 +79,51 @@ def priced_in_edges(
     price_offer: IntArray,
     known: IntArray,
     k: int,
-    searched_km: FloatArray,
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """Feasible edges missing from the graph with a negative reduced cost (not necessarily all).
 
-    Three searches: needs worth something look for their ``k`` nearest offers with room left, and
-    their ``k`` nearest offers of any price, within what they are worth; offers look for their
-    ``k`` nearest needs with units left unserved within what those are worth above the offer's
-    price. Every hit is kept only if its reduced cost is negative. ``known`` holds the sorted keys
-    ``need * m + offer`` of the graph's edges. ``searched_km`` shape (n,) (updated in place): for
-    need i, every offer nearer than it was looked at in an earlier round (while prices change
-    such an offer may start to pay again; it is not looked at twice, which keeps rounds cheap).
+    Needs worth something look for their ``k`` nearest offers in every class of offers with the
+    same radius band (powers of two) and price band (powers of two of km; offers with room left
+    cost nothing), among the classes cheaper than the need is worth, within what it is worth above
+    the class's cheapest price. Nearest offers of any price are not enough: where helpers are
+    contested the ones that pay are those now serving needs worth less (a normal need where an
+    urgent one waits), often far down the list behind dearer ones, and long-radius helpers behind
+    short-radius ones. Offers then look for their ``k`` nearest needs with units left unserved
+    within what those are worth above the offer's price. Every hit is kept only if its reduced
+    cost is negative. ``known`` holds the sorted keys ``need * m + offer`` of the graph's edges.
     Returns new edges sorted by (need, offer), no duplicates.
     """
     m = len(offers)
-    usable = offers.is_available & (offers.category_mask != 0)
+    usable = np.flatnonzero(offers.is_available & (offers.category_mask != 0))
     parts_need: list[IntArray] = [np.empty(0, dtype=np.int64)]
     parts_offer: list[IntArray] = [np.empty(0, dtype=np.int64)]
     parts_km: list[FloatArray] = [np.empty(0, dtype=np.float64)]
     worth_km = price_need / COST_UNITS_PER_KM
-    bound_km = np.minimum(worth_km, needs.max_km)
-    # Offers nearer than searched_km[i] were all looked at for need i in an earlier round.
-    asking = np.flatnonzero((price_need > 0) & (bound_km > searched_km))
-    for only_free in (True, False):
-        rows = np.flatnonzero(usable & (price_offer == 0) if only_free else usable)
-        if rows.size == 0 or asking.size == 0:
-            continue
-        tree = SpatialIndex(rows, offers.lat[rows], offers.lon[rows], offers.category_mask[rows])
-        ids, d_km = tree.knn(needs.lat[asking], needs.lon[asking], needs.category[asking], k, max_km=bound_km[asking])
-        if not only_free:
-            reached = np.where(np.isfinite(d_km[:, -1]), d_km[:, -1], bound_km[asking])
-            searched_km[asking] = np.maximum(searched_km[asking], reached)
-        parts_need.append(np.repeat(asking, k))
-        parts_offer.append(ids.ravel())
-        parts_km.append(d_km.ravel())
+    asking = np.flatnonzero(price_need > 0)
+    if asking.size and usable.size:
+        price_km = price_offer[usable] / COST_UNITS_PER_KM
+        price_band = np.where(price_km > 0, np.floor(np.log2(np.maximum(price_km, 1e-3))) + 1, -64).astype(np.int64)
+        radius_band = np.floor(np.log2(np.maximum(offers.radius_km[usable], 1e-3))).astype(np.int64)
+        cls = radius_band * 256 + price_band
+        for c in np.unique(cls).tolist():
+            rows = usable[cls == c]
+            cheapest = int(price_offer[rows].min())
+            q = asking[price_need[asking] > cheapest]
+            if q.size == 0:
+                continue
+            bound_km = np.minimum(needs.max_km[q], (price_need[q] - cheapest) / COST_UNITS_PER_KM)
+            bound_km = np.minimum(bound_km, float(offers.radius_km[rows].max()))
+            tree = SpatialIndex(rows, offers.lat[rows], offers.lon[rows], offers.category_mask[rows])
+            ids, d_km = tree.knn(needs.lat[q], needs.lon[q], needs.category[q], k, max_km=bound_km)
+            parts_need.append(np.repeat(q, k))
+            parts_offer.append(ids.ravel())
+            parts_km.append(d_km.ravel())
     short = np.flatnonzero(price_need >= np.rint(needs.penalty_km * COST_UNITS_PER_KM))
-    if short.size:
+    if short.size and usable.size:
         tree = SpatialIndex(short, needs.lat[short], needs.lon[short], np.int64(1) << needs.category[short])
         top_km = float(worth_km[short].max())
         for c in sorted({int(v) for v in np.unique(needs.category[short])}):
-            serving = np.flatnonzero(usable & (((offers.category_mask >> c) & 1) == 1))
+            serving = usable[((offers.category_mask[usable] >> c) & 1) == 1]
             reach_km = np.minimum(offers.radius_km[serving], top_km - price_offer[serving] / COST_UNITS_PER_KM)
             serving, reach_km = serving[reach_km > 0], reach_km[reach_km > 0]
             if serving.size == 0:

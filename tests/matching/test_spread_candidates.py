@@ -7,18 +7,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matching import InvalidInputError, Needs, Offers, match
+from matching import NORMAL, InvalidInputError, Needs, Offers, match
 from matching.candidates import build_candidates, spread_candidates
 from tests.matching.oracle import assert_invariants, feasible_pairs, optimum
 from tests.matching.test_batch import random_instance
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), groups=st.sampled_from([1, 3, 16]), k=st.integers(1, 4))
-def test_spread_edges_are_feasible_sorted_unique_and_in_range_is_exact(seed: int, groups: int, k: int) -> None:
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    groups=st.sampled_from([1, 3, 16]),
+    k=st.integers(1, 4),
+    urgent_factor=st.sampled_from([1, 2, 3]),
+)
+def test_spread_edges_are_feasible_sorted_unique_and_in_range_is_exact(
+    seed: int, groups: int, k: int, urgent_factor: int
+) -> None:
     rng = np.random.default_rng(seed)
     needs, offers = random_instance(rng, 80, 60, box_deg=3.0)
-    edges = spread_candidates(needs, offers, k=k, k_spread=k, k_reverse=1, groups=groups)
+    edges = spread_candidates(needs, offers, k=k, k_spread=k, k_reverse=1, groups=groups, urgent_factor=urgent_factor)
     i, j, d = feasible_pairs(needs, offers)
     want = dict(zip(zip(i.tolist(), j.tolist(), strict=True), d.tolist(), strict=True))
     got = list(zip(edges.need.tolist(), edges.offer.tolist(), strict=True))
@@ -27,9 +34,39 @@ def test_spread_edges_are_feasible_sorted_unique_and_in_range_is_exact(seed: int
         assert key in want, f"infeasible edge {key}"
         assert km == pytest.approx(want[key], abs=1e-6)
     assert edges.in_range.tolist() == [bool((i == q).any()) for q in range(len(needs))]
-    again = spread_candidates(needs, offers, k=k, k_spread=k, k_reverse=1, groups=groups)
+    again = spread_candidates(needs, offers, k=k, k_spread=k, k_reverse=1, groups=groups, urgent_factor=urgent_factor)
     np.testing.assert_array_equal(again.need, edges.need)
     np.testing.assert_array_equal(again.offer, edges.offer)
+    if urgent_factor > 1:
+        # The critical and urgent needs' own graph only adds edges.
+        plain = spread_candidates(needs, offers, k=k, k_spread=k, k_reverse=1, groups=groups)
+        assert set(zip(plain.need.tolist(), plain.offer.tolist(), strict=True)) <= set(got)
+
+
+def test_critical_and_urgent_needs_see_urgent_factor_times_as_many_nearest_offers() -> None:
+    rng = np.random.default_rng(11)
+    needs, offers = random_instance(rng, 150, 120, box_deg=1.0)
+    factor = 3
+    edges = spread_candidates(needs, offers, k=1, k_spread=0, k_reverse=0, urgent_factor=factor)
+    i, j, d = feasible_pairs(needs, offers)
+    band = np.floor(np.log2(offers.radius_km)).astype(np.int64)
+    have = set(zip(edges.need.tolist(), edges.offer.tolist(), strict=True))
+    weighty = [q for q in range(len(needs)) if needs.urgency[q] != NORMAL]
+    normal = [q for q in range(len(needs)) if needs.urgency[q] == NORMAL]
+    assert weighty
+    assert normal
+    for q in weighty:
+        for b in np.unique(band[j[i == q]]).tolist():
+            sel = (i == q) & (band[j] == b)
+            # As in the test above: offers of the band nearer than its lower edge are all feasible.
+            near = j[sel][np.argsort(d[sel], kind="stable")][:factor]
+            for o, km in zip(near.tolist(), np.sort(d[sel])[:factor].tolist(), strict=True):
+                if km <= 2.0**b:
+                    assert (q, o) in have
+    # Normal needs keep one per band (plus what the radius search adds when that one is infeasible).
+    per_need = np.bincount(edges.need, minlength=len(needs))
+    bands_of_need = [len(np.unique(band[j[i == q]])) for q in normal]
+    assert max(per_need[q] - b for q, b in zip(normal, bands_of_need, strict=True)) <= 1
 
 
 def test_every_need_sees_its_nearest_feasible_offer_of_each_radius_band() -> None:
@@ -87,6 +124,8 @@ def test_spread_candidates_reject_bad_parameters() -> None:
         spread_candidates(needs, offers, k=0)
     with pytest.raises(InvalidInputError, match="groups = 0"):
         spread_candidates(needs, offers, groups=0)
+    with pytest.raises(InvalidInputError, match="urgent_factor = 0"):
+        spread_candidates(needs, offers, urgent_factor=0)
 
 
 def test_a_spent_time_budget_stops_the_rounds_and_says_so() -> None:
