@@ -3,8 +3,9 @@
 For each size the script draws n needs and n offers (default layout `region`: 40 Gaussian clusters
 in central Russia as in knn.py; quantity and capacity 1-3, 12 categories, offer radius 50 km), then
 times, separately, building `matching.Needs`/`matching.Offers` from the arrays (validation), the
-candidate stage `matching.build_candidates(needs, offers)` alone, and `matching.match(needs,
-offers)` (which builds its own candidates). End to end = columns + match. The assignment is checked
+candidate stage alone (`matching.batch.candidate_graph(needs, offers)`: every feasible pair up to
+16 M of them, else the spread graph, as `match` builds it), and `matching.match(needs, offers)`
+(which builds its own candidates). End to end = columns + match. The assignment is checked
 (category, radius, capacity, quantity). Sizes run in increasing order; once a size's match takes
 longer than --stop-after seconds, larger sizes are skipped (a run cannot be interrupted safely, so
 the limit only stops the next one).
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import LAYOUTS, N_CATEGORIES, check_assignment, fmt, machine_info, make_instance, save_loglog, to_matching
 
 import matching
+from matching.batch import candidate_graph
 
 TARGET_S = 5.0  # issue 3: 1M x 1M end to end on this 2-core machine
 
@@ -38,7 +40,7 @@ def run_one(layout: str, n: int, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     needs, offers = to_matching(d)
     t1 = time.perf_counter()
-    edges = matching.build_candidates(needs, offers)
+    edges, _ = candidate_graph(needs, offers)
     t2 = time.perf_counter()
     n_edges = len(edges.need)
     del edges
@@ -75,7 +77,7 @@ def plot(rows: list[dict[str, Any]], path: str, layout: str) -> None:
     for key, label, style in (
         ("e2e_t", "end to end (columns + match)", "o-"),
         ("match_t", "matching.match", "s--"),
-        ("cand_t", "build_candidates alone", "^:"),
+        ("cand_t", "candidate graph alone", "^:"),
     ):
         xs, ys = zip(*[(r["n"], r[key]) for r in rows], strict=True)
         ax.plot(xs, ys, style, label=label)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print("times in seconds (wall); end to end = columns (Needs/Offers validation) + match;")
-    print("candidates = build_candidates timed on its own (match repeats it inside)")
+    print("candidates = candidate_graph timed on its own, as match builds it (match repeats it inside)")
     header = (
         f"{'n':>9} {'columns':>8} {'candid.':>8} {'match':>8} {'end2end':>8} {'edges':>9} "
         f"{'need units':>10} {'served':>9} {'served %':>8}"

@@ -108,12 +108,9 @@ def match(
         raise InvalidInputError(f"widen_rounds = {widen_rounds} must be >= 0")
     if time_budget_s is not None and not time_budget_s > 0:
         raise InvalidInputError(f"time_budget_s = {time_budget_s} must be > 0")
-    edges = all_feasible_edges(needs, offers, max_edges=max_exact_edges) if max_exact_edges else None
-    exact = edges is not None
-    if edges is None:
-        # Too many pairs for all of them: nearest offers per radius band, plus offers and needs
-        # drawn from pseudo-random groups so that crowds of needs see all the supply in reach.
-        edges = spread_candidates(needs, offers, k=k, k_spread=2 * k, k_reverse=k_reverse, urgent_factor=urgent_factor)
+    edges, exact = candidate_graph(
+        needs, offers, k=k, k_reverse=k_reverse, urgent_factor=urgent_factor, max_exact_edges=max_exact_edges
+    )
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
@@ -167,6 +164,26 @@ def match(
         objective=objective(needs, flow[used], dist[used], served),
         complete=complete,
     )
+
+
+def candidate_graph(
+    needs: Needs,
+    offers: Offers,
+    *,
+    k: int = 12,
+    k_reverse: int = 4,
+    urgent_factor: int = 2,
+    max_exact_edges: int = 16_000_000,
+) -> tuple[CandidateEdges, bool]:
+    """The edges ``match`` starts from (same parameters) and whether they are every feasible one."""
+    edges = all_feasible_edges(needs, offers, max_edges=max_exact_edges) if max_exact_edges else None
+    if edges is not None:
+        return edges, True
+    # Too many pairs for all of them: nearest offers per radius band, plus offers and needs drawn
+    # from pseudo-random groups so that crowds of needs see all the supply in reach.
+    return spread_candidates(
+        needs, offers, k=k, k_spread=2 * k, k_reverse=k_reverse, urgent_factor=urgent_factor
+    ), False
 
 
 def _flow_cost(needs: Needs, need: IntArray, dist: FloatArray, flow: IntArray) -> float:
