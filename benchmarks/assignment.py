@@ -57,6 +57,9 @@ from geo.sphere import EARTH_RADIUS_KM
 OBJ_TOL = 1e-6  # relative
 
 
+PRICED = {"auto": None, "priced": True, "widen": False}
+
+
 def feasible_pairs(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All feasible (need, offer, km) pairs, sorted by need then distance."""
     nx, ox = xyz(d["need_lat"], d["need_lon"]), xyz(d["offer_lat"], d["offer_lon"])
@@ -165,7 +168,7 @@ def run_one(layout: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     # aidmatch
     t0 = time.perf_counter()
     needs, offers = to_matching(d)
-    res = matching.match(needs, offers, max_exact_edges=args.max_exact_edges, priced_rounds=args.priced_rounds)
+    res = matching.match(needs, offers, max_exact_edges=args.max_exact_edges, priced_rounds=PRICED[args.rounds])
     r["aid_t"] = time.perf_counter() - t0
     r["aid_served"], r["aid_obj"] = res.served_units, float(res.objective)
     bad = check_assignment(d, res.need_index, res.offer_index, res.quantity)
@@ -278,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         help="passed to matching.match; 0 forces its nearest-candidates path (to measure that path)",
     )
     p.add_argument(
-        "--priced-rounds",
-        action="store_true",
-        help="passed to matching.match: rounds by dual prices instead of augmenting-path widening",
+        "--rounds",
+        choices=["auto", "priced", "widen"],
+        default="auto",
+        help="matching.match's priced_rounds: None (auto: priced on graphs up to PRICED_MAX_EDGES), True, False",
     )
     p.add_argument("--seed", type=int, default=20260101)
     p.add_argument("--plot", metavar="PATH", help="write a log-log PNG of time vs size")
@@ -289,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("batch assignment quality benchmark")
     print(f"categories={N_CATEGORIES}, radius=50 km, quantity/capacity 1-3, seed={args.seed}, LP {args.lp_method}")
-    if args.max_exact_edges != 16_000_000 or args.priced_rounds:
-        print(f"matching.match(max_exact_edges={args.max_exact_edges}, priced_rounds={args.priced_rounds})")
+    if args.max_exact_edges != 16_000_000 or args.rounds != "auto":
+        print(f"matching.match(max_exact_edges={args.max_exact_edges}, priced_rounds={PRICED[args.rounds]})")
     for layout in args.layouts:
         print(f"layout {layout}: {LAYOUTS[layout]}")
     for line in machine_info():

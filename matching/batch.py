@@ -59,6 +59,9 @@ WIDEN_K = (16, 32, 64, 128, 256, 512)
 # How many offers of each radius and price class a need looks at in a priced round (every round:
 # the classes already reach far down the list of nearest, and prices change between rounds).
 PRICED_K = 16
+# Above this many edges in the first graph, rounds widen instead of pricing: on spread 1M × 1M
+# (about 15 M edges) a priced round took over 13 GB and minutes (benchmarks/RESULTS.md).
+PRICED_MAX_EDGES = 6_000_000
 
 
 def objective(needs: Needs, quantity: IntArray, distance_km: FloatArray, served: IntArray) -> float:
@@ -76,7 +79,7 @@ def match(
     urgent_factor: int = 2,
     widen_rounds: int = len(WIDEN_K),
     max_exact_edges: int = 16_000_000,
-    priced_rounds: bool = False,
+    priced_rounds: bool | None = None,
     workers: int | None = 1,
     time_budget_s: float | None = None,
 ) -> Assignment:
@@ -93,7 +96,9 @@ def match(
     alternating paths lead to) and solve again. With
     ``priced_rounds`` the rounds instead add the missing edges that the dual prices of the current
     flow say would lower the objective (column generation; see ``matching.pricing``), until a
-    round gains less than 0.01 %: far closer to the optimum on dense instances, and slower.
+    round gains less than 0.01 %: far closer to the optimum on contested instances, and dearer
+    per round (prices, a search per radius and price class). None (the default) takes priced
+    rounds when the first graph has at most ``PRICED_MAX_EDGES`` edges, widening above.
     ``workers``: independent pieces are solved in that many forked processes (None: one per CPU);
     the default 1 solves them in this process, as a threaded server must. Deterministic, whatever
     the number of workers.
@@ -115,6 +120,8 @@ def match(
     worth = edges.distance_km < penalty[edges.need]
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
     flow = _solve(needs, offers, need, offer, dist, workers=workers)
+    if priced_rounds is None:
+        priced_rounds = len(need) <= PRICED_MAX_EDGES
     complete = True
     round_started = started
     for k_widen in WIDEN_K[: 0 if exact else widen_rounds]:

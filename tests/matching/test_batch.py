@@ -59,25 +59,28 @@ def test_small_instances_reach_the_exact_optimum(seed: int, n_needs: int, n_offe
     assert result.objective == pytest.approx(optimum(needs, offers), abs=_resolution(needs))
 
 
+@pytest.mark.parametrize("priced", [False, True], ids=["widening", "priced"])
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
-def test_nearest_candidates_path_keeps_every_invariant_and_widening_only_helps(seed: int) -> None:
+def test_nearest_candidates_path_keeps_every_invariant_and_rounds_only_help(priced: bool, seed: int) -> None:
     rng = np.random.default_rng(seed)
     needs, offers = random_instance(rng, 40, 30, box_deg=1.0)
-    result = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1)
+    result = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, priced_rounds=priced)
     assert_invariants(needs, offers, result)
     best = optimum(needs, offers)
     nothing = float(np.dot(needs.penalty_km, needs.quantity))
     assert best - _resolution(needs) <= result.objective <= nothing
-    # Each widening round solves exactly over a superset of edges: never worse than none.
+    # Each round solves exactly over a superset of edges: never worse than none.
     narrow = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, widen_rounds=0)
     assert result.objective <= narrow.objective + _resolution(needs)
     assert result.served_units >= narrow.served_units
 
 
-def test_widening_finds_the_helper_in_the_next_town() -> None:
+@pytest.mark.parametrize("priced", [False, True], ids=["widening", "priced"])
+def test_rounds_find_the_helper_in_the_next_town(priced: bool) -> None:
     # Two needs in town A share its one helper; the helper of town B (40 km) can serve both but is
-    # nobody's nearest. The nearest-candidate graph alone serves one unit; widening serves two.
+    # nobody's nearest. The nearest-candidate graph alone serves one unit; either kind of round
+    # (widening along augmenting paths, or by prices) serves two.
     needs = Needs(
         lat=np.array([55.0, 55.001]),
         lon=np.array([40.0, 40.0]),
@@ -95,7 +98,7 @@ def test_widening_finds_the_helper_in_the_next_town() -> None:
     )
     narrow = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, widen_rounds=0)
     assert narrow.served_units == 1
-    wide = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0)
+    wide = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, priced_rounds=priced)
     assert wide.served_units == 2
     assert wide.objective == pytest.approx(optimum(needs, offers), abs=_resolution(needs))
     exact = match(needs, offers)
@@ -216,3 +219,18 @@ def test_resolving_only_changed_pieces_equals_a_full_solve() -> None:
         return float(np.dot(flow, dist) + np.dot(needs.penalty_km, needs.quantity - served))
 
     assert cost(again) == pytest.approx(cost(full), abs=1e-3 * float(needs.quantity.sum()))
+
+
+def test_rounds_are_priced_on_graphs_up_to_the_limit_and_widen_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(21)
+    needs, offers = random_instance(rng, 120, 90, box_deg=1.0)
+    priced = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, priced_rounds=True)
+    widened = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, priced_rounds=False)
+    assert (priced.objective, priced.served_units) != (widened.objective, widened.served_units)
+    small = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0)
+    np.testing.assert_array_equal(small.quantity, priced.quantity)
+    assert small.objective == priced.objective
+    monkeypatch.setattr(batch, "PRICED_MAX_EDGES", 0)
+    large = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0)
+    np.testing.assert_array_equal(large.quantity, widened.quantity)
+    assert large.objective == widened.objective
