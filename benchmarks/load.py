@@ -13,14 +13,15 @@ requests from ``--clients`` concurrent keep-alive HTTP connections:
 4.x with ``benchmarks/wrk_fixed.lua``: C, one connection per wrk thread, every body sent once),
 ``python`` (threads with ``http.client``, which on a 2-core machine take much of the CPU the
 server would use), ``both`` (Python first, then wrk, each with its own bodies, on the same
-server), or ``auto`` (the default: wrk when it is on PATH, else Python, said in the output).
+server: the healthz rows compare the clients; wrk's POSTs meet a database the Python POSTs have
+grown), or ``auto`` (the default: wrk when it is on PATH, else Python, said in the output).
 The statistics requests and the warm-up always use the Python client.
 
 The database is ANALYZEd after seeding (``--no-analyze`` to skip): without planner statistics
 PostgreSQL plans the intake's small lookups on ``matches`` as scans of the whole table.
 
-Reports requests per second, p50/p90/p99 latency and the error count (failed or non-2xx answers)
-for each. Baseline printed beside it: ``GET /healthz`` under the same load (the cost of the HTTP
+Reports requests per second, p50/p90/p99 latency, the error count (failed or non-2xx answers)
+and the CPU milliseconds per request of the server, of PostgreSQL and of the client for each. Baseline printed beside it: ``GET /healthz`` under the same load (the cost of the HTTP
 stack and one query), so the ratio is what the route itself adds.
 
     .venv/bin/python benchmarks/load.py --needs 100000 --offers 20000 --posts 3000 --clients 16
@@ -32,6 +33,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -45,7 +47,9 @@ from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -111,6 +115,71 @@ def run_load(
     for t in threads:
         t.join()
     return time.perf_counter() - started, latencies, errors[0]
+
+
+class CpuMeter:
+    """CPU seconds (user + system, from /proc) of the server's processes, of the PostgreSQL
+    backends serving the benchmark's database, and of the load generator, over one phase; and
+    how many database sessions the server opened meanwhile.
+
+    The machine is shared, so requests per second move with other people's work; CPU per request
+    moves much less and says what each side costs. A backend that exits during the phase takes
+    its CPU with it (counted: new sessions, which the pool opens beyond ``pool_size`` and closes
+    again). The Python client's CPU is this process's (its threads are all that runs here during
+    a phase); wrk's is that of waited-for children.
+    """
+
+    def __init__(self, server_pid: int, url: str) -> None:
+        self.server_pid, self.url = server_pid, url
+        self.database = make_url(url).database or ""
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _read(self) -> tuple[float, dict[int, float], float, int]:
+        server = 0.0
+        backends: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / self._tick
+            if int(entry.name) == self.server_pid or int(fields[1]) == self.server_pid:
+                server += used
+            elif command.startswith("postgres: ") and f" {self.database} " in command:
+                backends[int(entry.name)] = used
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = time.process_time() + children.ru_utime + children.ru_stime
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                sessions = int(
+                    conn.execute(
+                        text("SELECT sessions FROM pg_stat_database WHERE datname = :d"), {"d": self.database}
+                    ).scalar_one()
+                )
+        finally:
+            engine.dispose()
+        return server, backends, client, sessions
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def per_request_ms(self, n: int) -> dict[str, float]:
+        """CPU ms per request since ``start`` (server, database, client) and sessions opened."""
+        server0, db0, client0, sessions0 = self._start
+        server1, db1, client1, sessions1 = self._read()
+        db = sum(used - db0.get(pid, 0.0) for pid, used in db1.items())
+        n = max(n, 1)
+        return {
+            "server_cpu": 1000 * (server1 - server0) / n,
+            "db_cpu": 1000 * db / n,
+            "client_cpu": 1000 * (client1 - client0) / n,
+            "sessions": sessions1 - sessions0 - 1,  # less our own reading
+        }
 
 
 def summary(name: str, wall: float, lat: list[float], errors: int) -> dict[str, float | str | int]:
@@ -382,31 +451,42 @@ def main() -> None:
             # Warm every worker's live index first (the first lookup builds it).
             run_load(port, [("POST", "/api/needs", b, json_headers) for b in bodies[:warm]], args.workers * 2)
             results = []
+            meter = CpuMeter(server.pid, url)
             for k, client in enumerate(clients):
                 mine = bodies[warm + k * args.posts : warm + (k + 1) * args.posts]
                 tag = f" [{client}]"
+                healthz = [("GET", "/healthz", None, {})] * args.posts
+                posts = [("POST", "/api/needs", b, json_headers) for b in mine]
+                meter.start()
                 if client == "wrk":
-                    results.append(
-                        run_wrk("GET /healthz" + tag, port, "GET", "/healthz", args.posts, None, args.clients)
-                    )
-                    results.append(run_wrk("POST /api/needs" + tag, port, "POST", "/api/needs", 0, mine, args.clients))
+                    r = run_wrk("GET /healthz" + tag, port, "GET", "/healthz", args.posts, None, args.clients)
                 else:
-                    healthz = [("GET", "/healthz", None, {})] * args.posts
-                    results.append(summary("GET /healthz" + tag, *run_load(port, healthz, args.clients)))
-                    posts = [("POST", "/api/needs", b, json_headers) for b in mine]
-                    results.append(summary("POST /api/needs" + tag, *run_load(port, posts, args.clients)))
+                    r = summary("GET /healthz" + tag, *run_load(port, healthz, args.clients))
+                results.append({**r, **meter.per_request_ms(int(r["n"]))})
+                meter.start()
+                if client == "wrk":
+                    r = run_wrk("POST /api/needs" + tag, port, "POST", "/api/needs", 0, mine, args.clients)
+                else:
+                    r = summary("POST /api/needs" + tag, *run_load(port, posts, args.clients))
+                results.append({**r, **meter.per_request_ms(int(r["n"]))})
             stats = [("GET", "/api/stats/unmet", None, {"Authorization": f"Bearer {token}"})] * args.stats
-            results.append(summary("GET /api/stats/unmet", *run_load(port, stats, 2)))
+            meter.start()
+            r = summary("GET /api/stats/unmet", *run_load(port, stats, 2))
+            results.append({**r, **meter.per_request_ms(int(r["n"]))})
         finally:
             server.terminate()
             server.wait(timeout=30)
         if args.unmet_in_process:
             unmet_lines = unmet_in_process(url, args.unmet_in_process)
     print()
-    print(f"{'request':30} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'request':30} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f"   CPU ms/request: {'server':>7} {'db':>6} {'client':>7}  {'db sessions':>11}"
+    )
     for r in results:
         print(
             f"{r['name']:30} {r['n']:6d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['errors']:7d}"
+            f"                   {r['server_cpu']:7.2f} {r['db_cpu']:6.2f} {r['client_cpu']:7.2f}  {r['sessions']:11d}"
         )
     print()
     for base, post in zip(results[0:-1:2], results[1:-1:2], strict=True):
