@@ -65,8 +65,10 @@ class CandidateFacts:
     its open tasks, with each helper's cap and contact. ``pending`` (for offers of helpers read
     already), ``blocked`` and ``ask`` (the contacts) then answer from those rows, so a lookup
     round costs one round trip instead of three (``LiveOfferIndex.nearest`` asks about the
-    helpers first). The rows are read by helper id through ``ix_offers_helper_id``, and the
-    per-offer sums through ``ix_matches_offer_id_status``: nothing scans ``matches``.
+    helpers first). The rows are read by helper id (``ix_offers_helper_id``) and the per-offer
+    sums are correlated lookups, which PostgreSQL answers from ``ix_matches_offer_id_status``
+    once ``matches`` has more than a few pages; the join this replaces was planned as a scan of
+    every open match, and grew with the table (7.6 ms a call after 3,000 posts).
     """
 
     def __init__(self, session: Session, also: set[int] | frozenset[int] = frozenset()) -> None:
