@@ -17,7 +17,9 @@ from aidmatch.matches.live import LiveOfferIndex
 from geo.geocoding import Geocoder
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only read app.state are ``async def``: FastAPI runs a plain ``def``
+# dependency in the thread pool, a hand-off to a thread and back for every request.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -69,7 +71,7 @@ def get_geocoder(request: Request) -> Geocoder:
 GeocoderDep = Annotated[Geocoder, Depends(get_geocoder)]
 
 
-def get_live_index(request: Request) -> LiveOfferIndex:
+async def get_live_index(request: Request) -> LiveOfferIndex:
     live: LiveOfferIndex = request.app.state.live_index
     return live
 

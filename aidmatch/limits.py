@@ -55,8 +55,11 @@ def client_key(request: Request, settings: Settings) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def limit_public_posts(request: Request) -> None:
-    """Dependency of the public POST routes: at most PUBLIC_POST_PER_MIN per client (burst PUBLIC_POST_BURST)."""
+async def limit_public_posts(request: Request) -> None:
+    """Dependency of the public POST routes: at most PUBLIC_POST_PER_MIN per client (burst PUBLIC_POST_BURST).
+
+    ``async``: it only takes a token from memory, so it runs on the event loop, not in the pool.
+    """
     settings: Settings = request.app.state.settings
     request.app.state.post_limiter.check(client_key(request, settings), "posts from this address")
 

@@ -2,18 +2,27 @@
 
 The database holds the demo scenario scaled to ``--needs`` needs (default 100k) and ``--offers``
 offers. A separate process (this script; the server is a subprocess) sends a fixed number of
-requests from ``--clients`` threads over keep-alive HTTP connections:
+requests from ``--clients`` concurrent keep-alive HTTP connections:
 
-- ``POST /api/needs`` (``--posts`` requests), each a new need near the fires; the abuse limit is
-  lifted for this one client;
+- ``POST /api/needs`` (``--posts`` requests), each a new need near the fires with its own phone
+  number (so neither the duplicate merge nor the open-needs-per-phone limit applies); the abuse
+  limit is lifted for this one client;
 - ``GET /api/stats/unmet`` (``--stats`` requests) with a coordinator token.
+
+``--client`` chooses what sends the healthz baseline and the POSTs: ``wrk`` (Debian's ``wrk``
+4.x with ``benchmarks/wrk_fixed.lua``: C, one connection per wrk thread, every body sent once),
+``python`` (threads with ``http.client``, which on a 2-core machine take much of the CPU the
+server would use), ``both`` (Python first, then wrk, each with its own bodies, on the same
+server: the healthz rows compare the clients; wrk's POSTs meet a database the Python POSTs have
+grown), or ``auto`` (the default: wrk when it is on PATH, else Python, said in the output).
+The statistics requests and the warm-up always use the Python client.
 
 The database is ANALYZEd after seeding (``--no-analyze`` to skip): without planner statistics
 PostgreSQL plans the intake's small lookups on ``matches`` as scans of the whole table.
 
-Reports requests per second, p50/p90/p99 latency and the error count for each. Baseline printed
-beside it: ``GET /healthz`` under the same load (the cost of the HTTP stack and one query), so the
-ratio is what the route itself adds.
+Reports requests per second, p50/p90/p99 latency, the error count (failed or non-2xx answers)
+and the CPU milliseconds per request of the server, of PostgreSQL and of the client for each. Baseline printed beside it: ``GET /healthz`` under the same load (the cost of the HTTP
+stack and one query), so the ratio is what the route itself adds.
 
     .venv/bin/python benchmarks/load.py --needs 100000 --offers 20000 --posts 3000 --clients 16
 """
@@ -24,8 +33,12 @@ import argparse
 import http.client
 import json
 import os
+import resource
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Collection
@@ -34,7 +47,9 @@ from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,6 +70,9 @@ from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import LiveOfferIndex
 
 URGENCIES = ("critical", "urgent", "normal")
+WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_fixed.lua")
+# A mobile prefix the demo scenario does not draw from: a posted need never repeats a seeded one.
+PHONE_PREFIX = "+7958"
 
 
 def run_load(
@@ -79,7 +97,7 @@ def run_load(
                 conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
-                ok = response.status < 400
+                ok = 200 <= response.status < 300
             except (OSError, http.client.HTTPException):
                 ok = False
                 conn.close()
@@ -99,6 +117,71 @@ def run_load(
     return time.perf_counter() - started, latencies, errors[0]
 
 
+class CpuMeter:
+    """CPU seconds (user + system, from /proc) of the server's processes, of the PostgreSQL
+    backends serving the benchmark's database, and of the load generator, over one phase; and
+    how many database sessions the server opened meanwhile.
+
+    The machine is shared, so requests per second move with other people's work; CPU per request
+    moves much less and says what each side costs. A backend that exits during the phase takes
+    its CPU with it (counted: new sessions, which the pool opens beyond ``pool_size`` and closes
+    again). The Python client's CPU is this process's (its threads are all that runs here during
+    a phase); wrk's is that of waited-for children.
+    """
+
+    def __init__(self, server_pid: int, url: str) -> None:
+        self.server_pid, self.url = server_pid, url
+        self.database = make_url(url).database or ""
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _read(self) -> tuple[float, dict[int, float], float, int]:
+        server = 0.0
+        backends: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / self._tick
+            if int(entry.name) == self.server_pid or int(fields[1]) == self.server_pid:
+                server += used
+            elif command.startswith("postgres: ") and f" {self.database} " in command:
+                backends[int(entry.name)] = used
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = time.process_time() + children.ru_utime + children.ru_stime
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                sessions = int(
+                    conn.execute(
+                        text("SELECT sessions FROM pg_stat_database WHERE datname = :d"), {"d": self.database}
+                    ).scalar_one()
+                )
+        finally:
+            engine.dispose()
+        return server, backends, client, sessions
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def per_request_ms(self, n: int) -> dict[str, float]:
+        """CPU ms per request since ``start`` (server, database, client) and sessions opened."""
+        server0, db0, client0, sessions0 = self._start
+        server1, db1, client1, sessions1 = self._read()
+        db = sum(used - db0.get(pid, 0.0) for pid, used in db1.items())
+        n = max(n, 1)
+        return {
+            "server_cpu": 1000 * (server1 - server0) / n,
+            "db_cpu": 1000 * db / n,
+            "client_cpu": 1000 * (client1 - client0) / n,
+            "sessions": sessions1 - sessions0 - 1,  # less our own reading
+        }
+
+
 def summary(name: str, wall: float, lat: list[float], errors: int) -> dict[str, float | str | int]:
     a = np.array(lat) * 1e3
     return {
@@ -109,6 +192,55 @@ def summary(name: str, wall: float, lat: list[float], errors: int) -> dict[str, 
         "p90": float(np.percentile(a, 90)),
         "p99": float(np.percentile(a, 99)),
         "errors": errors,
+    }
+
+
+def run_wrk(
+    name: str, port: int, method: str, path: str, count: int, bodies: list[bytes] | None, clients: int
+) -> dict[str, float | str | int]:
+    """Send ``count`` requests (or each of ``bodies`` once) with wrk from ``clients`` connections.
+
+    One wrk thread per connection, so each thread stops at its last answer with nothing in
+    flight (see wrk_fixed.lua). wrk would then sleep out its whole ``-d``: once every thread
+    has reported, it gets SIGINT, which ends the sleep and prints the totals. The rate is the
+    answers over the span from the first request to the last answer. Errors: non-2xx answers,
+    socket errors, and requests never answered (a broken connection leaves its thread waiting
+    until the duration ends).
+    """
+    if bodies is not None:
+        count = len(bodies)
+    clients = min(clients, count)
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as f:
+        if bodies is not None:
+            f.write(b"\n".join(bodies) + b"\n")
+            f.flush()
+        command = ["wrk", f"-t{clients}", f"-c{clients}", f"-d{max(60, count // 20)}s", "--timeout", "60s"]
+        command += ["-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}", "--", method, path, str(count), str(clients)]
+        command.append(f.name if bodies is not None else "")
+        wrk = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert wrk.stdout is not None
+        spans: list[tuple[float, float]] = []
+        lines: list[str] = []
+        for line in wrk.stdout:
+            lines.append(line)
+            if line.startswith("thread-done "):
+                _, _, first_s, last_s = line.split()
+                spans.append((float(first_s), float(last_s)))
+                if len(spans) == clients:
+                    wrk.send_signal(signal.SIGINT)
+        if wrk.wait() != 0:
+            raise RuntimeError(f"wrk failed ({wrk.returncode}):\n{''.join(lines)}")
+    r = json.loads([line for line in lines if line.startswith("{")][-1])
+    wall_s = max(last for _, last in spans) - min(first for first, _ in spans) if spans else float("nan")
+    socket_errors = r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"]
+    return {
+        "name": name,
+        "n": r["answered"],
+        "rps": r["answered"] / wall_s,
+        "p50": r["p50"],
+        "p90": r["p90"],
+        "p99": r["p99"],
+        "errors": r["non2xx"] + socket_errors + r["queued"] - r["answered"],
     }
 
 
@@ -179,6 +311,42 @@ def unmet_in_process(url: str, repeats: int) -> list[str]:
     return lines
 
 
+def post_bodies(n: int, *, seed: int) -> list[bytes]:
+    """``n`` distinct new needs near the fires, each from its own phone number, as JSON bodies."""
+    posts = scenario_mod.generate(n, 0, seed=seed)
+    cats = list(Category)
+    return [
+        json.dumps(
+            {
+                "category": cats[int(posts.need_category[i])].value,
+                "quantity": int(posts.need_quantity[i]),
+                "urgency": URGENCIES[int(posts.need_urgency[i])],
+                "lat": round(float(posts.need_lat[i]), 6),
+                "lon": round(float(posts.need_lon[i]), 6),
+                "contact_phone": f"{PHONE_PREFIX}{i:07d}",
+            }
+        ).encode()
+        for i in range(n)
+    ]
+
+
+def pick_clients(choice: str) -> list[str]:
+    """The load generators to run, in order; ``auto`` falls back to Python threads without wrk."""
+    have_wrk = shutil.which("wrk") is not None
+    if choice in ("wrk", "both") and not have_wrk:
+        raise SystemExit("--client wrk needs wrk on PATH (Debian: apt-get install wrk)")
+    if choice == "auto":
+        if have_wrk:
+            return ["wrk"]
+        print(
+            "NOTE: wrk is not installed; the load comes from Python threads (http.client), which share "
+            "the 2 cores with the server and cap the rate well below what the server can do "
+            "(apt-get install wrk for the C client)."
+        )
+        return ["python"]
+    return ["python", "wrk"] if choice == "both" else [choice]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--needs", type=int, default=100_000)
@@ -208,18 +376,26 @@ def main() -> None:
         help="after the load, compute the unmet statistics N times in this process, aidmatch and the baseline "
         "(the reach search bounded to the 64 nearest helpers, as before)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python", "both"),
+        default="auto",
+        help="what sends the healthz baseline and the POSTs (auto: wrk when installed, else Python threads)",
+    )
     args = parser.parse_args()
+    clients = pick_clients(args.client)
     print("aidmatch loopback load: uvicorn + PostgreSQL")
     print(
         f"demo scenario {args.needs} needs, {args.offers} offers; {args.posts} POST /api/needs, "
-        f"{args.stats} GET /api/stats/unmet; {args.clients} client threads; {args.workers} uvicorn workers; "
+        f"{args.stats} GET /api/stats/unmet; {args.clients} connections ({' then '.join(clients)}); "
+        f"{args.workers} uvicorn workers; "
         f"{'ANALYZE after seeding' if args.analyze else 'no ANALYZE'}"
         + ("" if args.stats_cache_s is None else f"; unmet stats cache {args.stats_cache_s:g} s")
     )
     for line in machine_info():
         print(line)
-    import tempfile
-
+    if "wrk" in clients:
+        print("wrk:     " + subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0])
     with tempfile.TemporaryDirectory() as tmp, database("postgresql", Path(tmp)) as url:
         settings = Settings(database_url=url, scheduler_enabled=False, _env_file=None)
         migrate.upgrade(settings.database_url)
@@ -269,58 +445,55 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("aidmatch serve did not come up")
                 time.sleep(0.3)
-            posts = scenario_mod.generate(args.posts, 0, seed=args.seed + 7)
-            cats = list(Category)
+            warm = 4 * args.workers
+            bodies = post_bodies(args.posts * len(clients) + warm, seed=args.seed + 7)
             json_headers = {"Content-Type": "application/json"}
-            post_requests = [
-                (
-                    "POST",
-                    "/api/needs",
-                    json.dumps(
-                        {
-                            "category": cats[int(posts.need_category[i])].value,
-                            "quantity": int(posts.need_quantity[i]),
-                            "urgency": URGENCIES[int(posts.need_urgency[i])],
-                            "lat": round(float(posts.need_lat[i]), 6),
-                            "lon": round(float(posts.need_lon[i]), 6),
-                        }
-                    ).encode(),
-                    json_headers,
-                )
-                for i in range(args.posts)
-            ]
             # Warm every worker's live index first (the first lookup builds it).
-            run_load(port, post_requests[: 4 * args.workers], args.workers * 2)
-            results = [
-                summary(
-                    "GET /healthz (baseline)",
-                    *run_load(port, [("GET", "/healthz", None, {})] * args.posts, args.clients),
-                ),
-                summary("POST /api/needs", *run_load(port, post_requests[4 * args.workers :], args.clients)),
-                summary(
-                    "GET /api/stats/unmet",
-                    *run_load(
-                        port, [("GET", "/api/stats/unmet", None, {"Authorization": f"Bearer {token}"})] * args.stats, 2
-                    ),
-                ),
-            ]
+            run_load(port, [("POST", "/api/needs", b, json_headers) for b in bodies[:warm]], args.workers * 2)
+            results = []
+            meter = CpuMeter(server.pid, url)
+            for k, client in enumerate(clients):
+                mine = bodies[warm + k * args.posts : warm + (k + 1) * args.posts]
+                tag = f" [{client}]"
+                healthz = [("GET", "/healthz", None, {})] * args.posts
+                posts = [("POST", "/api/needs", b, json_headers) for b in mine]
+                meter.start()
+                if client == "wrk":
+                    r = run_wrk("GET /healthz" + tag, port, "GET", "/healthz", args.posts, None, args.clients)
+                else:
+                    r = summary("GET /healthz" + tag, *run_load(port, healthz, args.clients))
+                results.append({**r, **meter.per_request_ms(int(r["n"]))})
+                meter.start()
+                if client == "wrk":
+                    r = run_wrk("POST /api/needs" + tag, port, "POST", "/api/needs", 0, mine, args.clients)
+                else:
+                    r = summary("POST /api/needs" + tag, *run_load(port, posts, args.clients))
+                results.append({**r, **meter.per_request_ms(int(r["n"]))})
+            stats = [("GET", "/api/stats/unmet", None, {"Authorization": f"Bearer {token}"})] * args.stats
+            meter.start()
+            r = summary("GET /api/stats/unmet", *run_load(port, stats, 2))
+            results.append({**r, **meter.per_request_ms(int(r["n"]))})
         finally:
             server.terminate()
             server.wait(timeout=30)
         if args.unmet_in_process:
             unmet_lines = unmet_in_process(url, args.unmet_in_process)
     print()
-    print(f"{'request':28} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'request':30} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f"   CPU ms/request: {'server':>7} {'db':>6} {'client':>7}  {'db sessions':>11}"
+    )
     for r in results:
         print(
-            f"{r['name']:28} {r['n']:6d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['errors']:7d}"
+            f"{r['name']:30} {r['n']:6d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['errors']:7d}"
+            f"                   {r['server_cpu']:7.2f} {r['db_cpu']:6.2f} {r['client_cpu']:7.2f}  {r['sessions']:11d}"
         )
-    base = results[0]
     print()
-    print(
-        f"POST /api/needs vs /healthz: {float(results[1]['p50']) / float(base['p50']):.1f}x p50, "
-        f"{float(base['rps']) / float(results[1]['rps']):.1f}x fewer requests per second"
-    )
+    for base, post in zip(results[0:-1:2], results[1:-1:2], strict=True):
+        print(
+            f"{post['name']} vs {base['name']}: {float(post['p50']) / float(base['p50']):.1f}x p50, "
+            f"{float(base['rps']) / float(post['rps']):.1f}x fewer requests per second"
+        )
     if args.unmet_in_process:
         print()
         for line in unmet_lines:

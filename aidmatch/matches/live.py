@@ -220,11 +220,12 @@ class LiveOfferIndex:
     ) -> list[Candidate]:
         """Up to k nearest capable offers with room, nearest first.
 
-        ``pending(offer_ids)`` gives the units awaiting an answer for those offers and
-        ``blocked(helper_ids)`` the helpers to pass over; both are asked only about the nearest
-        candidates (widening while too few remain), so a lookup costs the same however many
-        matches and helpers the database holds. They are asked outside the index's lock, so
-        lookups of one worker do not queue behind each other's database round trips.
+        ``blocked(helper_ids)`` gives the helpers to pass over and ``pending(offer_ids)`` the
+        units awaiting an answer for those offers, asked in that order (so one read by helper can
+        serve both); both are asked only about the nearest candidates (widening while too few
+        remain), so a lookup costs the same however many matches and helpers the database holds.
+        They are asked outside the index's lock, so lookups of one worker do not queue behind
+        each other's database round trips.
         """
         wanted = max(4 * k, 16)  # some of the nearest are usually busy: look a little wider at once
         while True:
@@ -240,8 +241,8 @@ class LiveOfferIndex:
                     for r, d in zip(rows[0], d_km[0], strict=True)
                     if r >= 0
                 ]
-            held = pending([offer_id for offer_id, _, _, _ in found])
             skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
+            held = pending([offer_id for offer_id, _, _, _ in found])
             out = []
             for offer_id, helper_id, d, units in found:
                 free = units - held.get(offer_id, 0)

@@ -67,18 +67,26 @@ def _locate(need_in: NeedIn, geocoder: Geocoder) -> tuple[float, float, float | 
 
 
 def create(
-    *, session: Session, need_in: NeedIn, settings: Settings, geocoder: Geocoder, source: Source = Source.api
+    *,
+    session: Session,
+    need_in: NeedIn,
+    settings: Settings,
+    geocoder: Geocoder,
+    source: Source = Source.api,
+    open_count: int | None = None,
 ) -> Need:
     """Store a new open need, geocoding its address when it came without coordinates.
 
     A phone with ``max_open_needs_per_phone`` open needs already is refused (429).
+    ``open_count``: the phone's open needs, when the caller has read them already.
     """
     if need_in.contact_phone is not None:
-        open_count = session.scalar(
-            select(func.count(Need.id)).where(
-                Need.contact_phone == need_in.contact_phone, Need.status.in_(OPEN_NEED_STATUSES)
+        if open_count is None:
+            open_count = session.scalar(
+                select(func.count(Need.id)).where(
+                    Need.contact_phone == need_in.contact_phone, Need.status.in_(OPEN_NEED_STATUSES)
+                )
             )
-        )
         if (open_count or 0) >= settings.max_open_needs_per_phone:
             raise TooManyRequestsError(
                 f"this phone already has {open_count} open needs; close one (DONE <code>) or call a coordinator"
@@ -117,24 +125,28 @@ DUPLICATE_RADIUS_KM = 0.5
 DUPLICATE_WINDOW = timedelta(hours=24)
 
 
-def find_duplicate(
-    *, session: Session, phone: str | None, category: Category, lat: float, lon: float, now: datetime
-) -> Need | None:
-    """An open need of the same phone and category, posted within 24 h and 500 m of this place."""
+def open_needs_of(session: Session, phone: str | None) -> list[Need]:
+    """The phone's open needs, oldest first (none without a phone)."""
     if phone is None:
-        return None
-    candidates = session.scalars(
-        select(Need)
-        .where(
-            Need.contact_phone == phone,
-            Need.category == category,
-            Need.status.in_(OPEN_NEED_STATUSES),
-            Need.created_at >= now - DUPLICATE_WINDOW,
+        return []
+    return list(
+        session.scalars(
+            select(Need).where(Need.contact_phone == phone, Need.status.in_(OPEN_NEED_STATUSES)).order_by(Need.id)
         )
-        .order_by(Need.id)
-    ).all()
-    for need in candidates:
-        if float(haversine_km(lat, lon, need.lat, need.lon)) <= DUPLICATE_RADIUS_KM:
+    )
+
+
+def find_duplicate(
+    *, open_needs: Sequence[Need], category: Category, lat: float, lon: float, now: datetime
+) -> Need | None:
+    """Among a phone's open needs (oldest first): the first of the same category, posted within
+    24 h and 500 m of this place."""
+    for need in open_needs:
+        if (
+            need.category == category
+            and need.created_at >= now - DUPLICATE_WINDOW
+            and float(haversine_km(lat, lon, need.lat, need.lon)) <= DUPLICATE_RADIUS_KM
+        ):
             return need
     return None
 
@@ -150,12 +162,20 @@ def create_or_merge(
     """
     now = utcnow()
     lat, lon, accuracy_m = _locate(need_in, geocoder)
-    existing = find_duplicate(
-        session=session, phone=need_in.contact_phone, category=need_in.category, lat=lat, lon=lon, now=now
-    )
+    # One read serves both the repeat check and the open-needs limit.
+    open_needs = open_needs_of(session, need_in.contact_phone)
+    existing = find_duplicate(open_needs=open_needs, category=need_in.category, lat=lat, lon=lon, now=now)
     if existing is None:
         located = need_in.model_copy(update={"lat": lat, "lon": lon, "location_accuracy_m": accuracy_m})
-        return create(session=session, need_in=located, settings=settings, geocoder=geocoder, source=source), False
+        need = create(
+            session=session,
+            need_in=located,
+            settings=settings,
+            geocoder=geocoder,
+            source=source,
+            open_count=len(open_needs),
+        )
+        return need, False
     note = f"[{now:%Y-%m-%d %H:%M} UTC, {source.value}] {need_in.description or ''}".strip()
     text = "\n".join(p for p in (existing.description, note) if p)
     existing.description = text[-settings.max_description_chars :]
