@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from aidmatch.audit.service import act_as
 from aidmatch.database import SessionDep, utcnow
-from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, OptionalPrincipal
+from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, LiveNeedsDep, OptionalPrincipal
 from aidmatch.enums import MatchStatus
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
@@ -144,12 +144,15 @@ UnmetReason = Literal["no_helper_of_category", "outside_every_radius", "all_in_r
 def unmet_needs(
     session: SessionDep,
     live: LiveIndexDep,
+    needs: LiveNeedsDep,
     _: Coordinator,
     page: PageDep,
     reason: Annotated[list[UnmetReason] | None, Query()] = None,
 ) -> Page[UnmetNeedOut]:
     """Each unmet need with why, oldest first; filter by reason (coordinators)."""
-    items, total = service.unmet_needs(session=session, live=live, now=utcnow(), reasons=reason or (), page=page)
+    items, total = service.unmet_needs(
+        session=session, live=live, now=utcnow(), reasons=reason or (), page=page, needs=needs
+    )
     return Page[UnmetNeedOut](
         items=[UnmetNeedOut.model_validate(i) for i in items], total=total, limit=page.limit, offset=page.offset
     )
