@@ -230,10 +230,10 @@ class LiveOfferIndex:
                 self._lat[:n], self._lon[:n], self._mask[:n], self._capacity[:n], self._radius[:n], self._in_index[:n]
             )
         left = self._left[:n].copy()
-        for offer_id, units in pending.items():
-            row = self._row_of.get(offer_id)
-            if row is not None:
-                left[row] -= units
+        if pending:
+            rows = np.fromiter((self._row_of.get(i, -1) for i in pending), dtype=np.int64, count=len(pending))
+            units = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+            left[rows[rows >= 0]] -= units[rows >= 0]  # one entry per offer: no row twice
         if blocked_helpers:
             left[np.isin(self._helper_id[:n], np.fromiter(blocked_helpers, dtype=np.int64))] = 0
         return self._offers, left
@@ -251,6 +251,18 @@ class LiveOfferIndex:
             columns.is_available.copy(),
         )
         return offers, left
+
+    def helpers_of(self, offer_ids: np.ndarray) -> np.ndarray:
+        """The helper of each offer (shape (n,)); -1 for an offer not seen yet (an offer's helper
+        never changes)."""
+        with self._lock:
+            n = self._n
+            order = np.argsort(self._offer_id[:n])
+            known = self._offer_id[order]
+        if n == 0:
+            return np.full(len(offer_ids), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(known, offer_ids), n - 1)
+        return np.where(known[pos] == offer_ids, self._helper_id[order[pos]], -1)
 
     def snapshot(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()

@@ -71,22 +71,25 @@ class Coverage:
     def __init__(self) -> None:
         self._covered: np.ndarray = np.zeros(0, dtype=bool)
         self._known = np.zeros(0, dtype=bool)
-        self._geometry = np.zeros((0, 4))  # lat, lon, category, max_km of each need when asked
+        self._geometry = [np.zeros(0) for _ in range(4)]  # lat, lon, category, max_km of each need when asked
         self._offers: matching.Offers | None = None
         self._member = np.zeros(0, dtype=bool)
 
     def update(self, offers: matching.Offers, member: np.ndarray, needs: NeedRows) -> np.ndarray:
         """Per need of ``needs`` (shape (n,)): whether an offer among ``member`` (shape (m,)) covers it."""
-        geometry = np.column_stack([needs.lat, needs.lon, needs.category.astype(np.float64), needs.max_km])
+        geometry = (needs.lat, needs.lon, needs.category, needs.max_km)
         size = int(needs.row.max()) + 1 if len(needs.row) else 0
         if size > len(self._covered):
             grow = max(size, 2 * len(self._covered), _GROW)
             self._covered = np.concatenate([self._covered, np.zeros(grow - len(self._covered), dtype=bool)])
             self._known = np.concatenate([self._known, np.zeros(grow - len(self._known), dtype=bool)])
-            self._geometry = np.concatenate([self._geometry, np.zeros((grow - len(self._geometry), 4))])
+            self._geometry = [np.resize(column, grow) for column in self._geometry]
         # Needs not asked about now may change unseen: they are asked in full when they come back.
         known = np.zeros(len(self._known), dtype=bool)
-        known[needs.row] = self._known[needs.row] & (self._geometry[needs.row] == geometry).all(axis=1)
+        same = self._known[needs.row]
+        for before, now in zip(self._geometry, geometry, strict=True):
+            same &= before[needs.row] == now
+        known[needs.row] = same
         if self._offers is None or not self._follow(offers, member, needs, known):
             known[:] = False
         ask = np.flatnonzero(~known[needs.row])
@@ -94,7 +97,8 @@ class Coverage:
             self._covered[needs.row[ask]] = self._in_reach(offers, member, needs, ask)
         known[needs.row] = True
         self._known = known
-        self._geometry[needs.row] = geometry
+        for before, now in zip(self._geometry, geometry, strict=True):
+            before[needs.row] = now
         self._offers, self._member = offers, member.copy()
         covered: np.ndarray = self._covered[needs.row]
         return covered

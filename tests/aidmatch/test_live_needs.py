@@ -16,12 +16,14 @@ from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.errors import ConflictError
+from aidmatch.helpers.models import Helper
 from aidmatch.matches import live_needs
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
+from aidmatch.matches.proposals import busy_helpers, pending_units
 from aidmatch.matches.upkeep import UpkeepReport, expire_needs
 from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
@@ -256,3 +258,17 @@ def test_need_changes_show_at_once_and_late_commits_within_the_recheck_interval(
     assert late.id in unmet_ids()  # the clock stands still: not re-read yet
     clock[0] += timedelta(seconds=1)
     assert unmet_ids() == before - {closing.id, late.id}
+
+
+def test_units_held_and_busy_helpers_from_one_read_equal_their_queries(db: Session) -> None:
+    _seed(db, np.random.default_rng(6), utcnow())
+    db.execute(update(Helper).values(max_active_tasks=1))  # many helpers at their cap
+    db.commit()
+    seen = LiveOfferIndex()
+    seen.refresh(session=db, now=utcnow())
+    for live in (LiveOfferIndex(), seen):  # no offer seen yet: their helpers come from the database
+        held = matches_service._held(db, live)
+        assert held.offer_units == pending_units(db, "offer")
+        assert dict(zip(held.need_id.tolist(), held.need_units.tolist(), strict=True)) == pending_units(db, "need")
+        assert held.busy_helpers == busy_helpers(db)
+        assert held.busy_helpers
