@@ -257,12 +257,12 @@ class LiveOfferIndex:
         never changes)."""
         with self._lock:
             n = self._n
+            if n == 0:
+                return np.full(len(offer_ids), -1, dtype=np.int64)
             order = np.argsort(self._offer_id[:n])
             known = self._offer_id[order]
-        if n == 0:
-            return np.full(len(offer_ids), -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(known, offer_ids), n - 1)
-        return np.where(known[pos] == offer_ids, self._helper_id[order[pos]], -1)
+            pos = np.minimum(np.searchsorted(known, offer_ids), n - 1)
+            return np.where(known[pos] == offer_ids, self._helper_id[order[pos]], -1)
 
     def snapshot(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()

@@ -127,9 +127,10 @@ def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordina
     ``waiting_for_helper`` (explained in the answer's ``reasons``).
 
     Each worker keeps a copy, computed at start-up and renewed in the background: a copy older than
-    ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 5; 0 computes it on every call) is still
+    ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 1; 0 computes it on every call) is still
     answered while the next one is computed, so the counts are usually at most that old plus the
-    computation (well under a second at 100k open needs), and never more than 60 s old (an older
+    computation (0.1–0.2 s at 100k open needs, from the worker's in-memory open needs), and never
+    more than 60 s old (an older
     copy is recomputed before answering). The age of the oldest unmet need is counted to the
     moment of the request.
     """
