@@ -28,6 +28,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Urgency
 from aidmatch.matches.live import _RECHECK, ChangeFeed
 from aidmatch.needs.models import Need
+from geo.sphere import chord_to_km, lat_lon_to_xyz
 
 _GROW = 1024
 _NEVER = np.iinfo(np.int64).max  # expires_at of a need that never expires, in µs
@@ -35,6 +36,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Offers changed since the last computation beyond which Coverage asks about every need again:
 # each changed offer costs a search over the needs it may have covered.
 _MAX_CHANGED_OFFERS = 256
+# Needs × offers up to which Coverage compares every pair instead of searching by radius bands.
+_PAIRS_AT_ONCE = 4_000_000
+_PAIRS_PER_STEP = 250_000
 URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
 
 
@@ -137,8 +141,11 @@ class Coverage:
 
     @staticmethod
     def _in_reach(offers: matching.Offers, member: np.ndarray, needs: NeedRows, which: np.ndarray) -> np.ndarray:
-        if not member.any():
+        rows = np.flatnonzero(member & offers.is_available)
+        if len(rows) == 0:
             return np.zeros(len(which), dtype=bool)
+        if len(rows) * len(which) <= _PAIRS_AT_ONCE:
+            return _every_pair(offers, rows, needs, which)
         return matching.in_reach(
             offers,
             member.astype(np.int64),
@@ -147,6 +154,26 @@ class Coverage:
             needs.category[which],
             max_km=needs.max_km[which],
         )
+
+
+def _every_pair(offers: matching.Offers, rows: np.ndarray, needs: NeedRows, which: np.ndarray) -> np.ndarray:
+    """``matching.in_reach`` for a few needs (shape (len(which),)): every pair of need and offer of its
+    category compared, with the same distance (the chord between unit vectors, in km). A search by
+    radius bands builds a k-d tree per band, which costs more than this for a few dozen needs."""
+    out = np.zeros(len(which), dtype=bool)
+    need_xyz = lat_lon_to_xyz(needs.lat[which], needs.lon[which])
+    offer_xyz = lat_lon_to_xyz(offers.lat[rows], offers.lon[rows])
+    category, max_km = needs.category[which], needs.max_km[which]
+    masks, radius = offers.category_mask[rows], offers.radius_km[rows]
+    for c in np.unique(category).tolist():
+        mine = np.flatnonzero((masks >> c) & 1)
+        if len(mine) == 0:
+            continue
+        asked = np.flatnonzero(category == c)
+        for part in np.array_split(asked, -(-len(asked) * len(mine) // _PAIRS_PER_STEP)):
+            d_km = chord_to_km(np.linalg.norm(offer_xyz[mine][None, :, :] - need_xyz[part][:, None, :], axis=2))
+            out[part] = ((d_km <= radius[mine]) & (d_km <= max_km[part, None])).any(axis=1)
+    return out
 
 
 class Reach(NamedTuple):
