@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
     max_open_needs_per_phone: Annotated[int, Field(ge=1)] = 10
     # GET /api/stats/unmet answers from this worker's copy for this long (0: computed every time).
-    unmet_stats_cache_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    unmet_stats_cache_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
     # Scheduler.
     scheduler_enabled: bool = True

@@ -14,6 +14,7 @@ from aidmatch.config import Settings
 from aidmatch.database import SessionDep
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live_needs import LiveNeeds
 from geo.geocoding import Geocoder
 
 
@@ -77,6 +78,14 @@ async def get_live_index(request: Request) -> LiveOfferIndex:
 
 
 LiveIndexDep = Annotated[LiveOfferIndex, Depends(get_live_index)]
+
+
+def get_live_needs(request: Request) -> LiveNeeds:
+    needs: LiveNeeds = request.app.state.live_needs
+    return needs
+
+
+LiveNeedsDep = Annotated[LiveNeeds, Depends(get_live_needs)]
 
 
 # For routes open to anyone that show more to a token holder: the token is optional in OpenAPI.

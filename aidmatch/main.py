@@ -19,6 +19,7 @@ from aidmatch.exports.router import router as exports_router
 from aidmatch.helpers.router import router as helpers_router
 from aidmatch.limits import BodySizeLimit, make_limiters
 from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live_needs import LiveNeeds
 from aidmatch.matches.router import router as matches_router
 from aidmatch.matches.service import UnmetStatsCache
 from aidmatch.messages.outbox import make_sender
@@ -108,7 +109,10 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.live_index = LiveOfferIndex()
-    app.state.unmet_stats = UnmetStatsCache(settings.unmet_stats_cache_s, sessions=app.state.sessionmaker)
+    app.state.live_needs = LiveNeeds()
+    app.state.unmet_stats = UnmetStatsCache(
+        settings.unmet_stats_cache_s, sessions=app.state.sessionmaker, needs=app.state.live_needs
+    )
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.sender = sender if sender is not None else make_sender(settings)
     app.state.sms_bucket = TokenBucket(settings.sms_rate_per_s)

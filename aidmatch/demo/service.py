@@ -159,7 +159,7 @@ def seed(*, session: Session, scenario: Scenario, settings: Settings, seed: int 
                 "source": Source.sms if rng.random() < 0.4 else Source.web,
                 "status": NeedStatus.open,
                 "created_at": created,
-                "updated_at": created,
+                "updated_at": now,  # written now: workers already running pick it up
                 "expires_at": created + timedelta(hours=settings.need_expiry_hours),
             }
         )

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import String, cast, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, String, cast, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
@@ -36,6 +36,70 @@ _CHUNK = 1000
 _STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
 
 
+class Look(NamedTuple):
+    """One refresh's view of what changed: the ids to re-read (None: every row, the first time)."""
+
+    started: datetime
+    wide: bool
+    ids: list[int] | None
+
+    def statements(self, stmt: Select[Any], id_column: InstrumentedAttribute[int]) -> list[Select[Any]]:
+        """``stmt`` restricted to the rows to re-read, in chunks of ids (``stmt`` itself the first time)."""
+        if self.ids is None:
+            return [stmt]
+        return [stmt.where(id_column.in_(self.ids[k : k + _CHUNK])) for k in range(0, len(self.ids), _CHUNK)]
+
+
+class ChangeFeed:
+    """Which rows of a table changed since the last look, told by their ``updated_at`` stamps.
+
+    A look reads the rows stamped after the newest stamp applied (an index range scan: nothing
+    when nothing changed). At most every ``recheck`` it reads instead the rows stamped since a
+    little (``_LAG``) before the previous such re-read started, because a transaction commits its
+    change after stamping it and may commit after a later stamp was seen. A row whose stamp was
+    already applied is not read again. Not thread-safe: the owner looks under its own lock.
+    """
+
+    def __init__(
+        self,
+        id_column: InstrumentedAttribute[int],
+        stamp_column: InstrumentedAttribute[datetime],
+        *,
+        recheck: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._id, self._stamped, self._recheck, self._clock = id_column, stamp_column, recheck, clock
+        self._text = cast(stamp_column, String)  # updated_at as the database prints it
+        self._seen: datetime | None = None  # wall-clock start of the last wide re-read
+        self._newest: datetime | None = None  # the newest updated_at applied
+        self._applied: dict[int, str] = {}  # row id → the updated_at applied, as text
+
+    def look(self, session: Session) -> Look:
+        """The rows to re-read now; apply each with ``applied``, then call ``done``."""
+        started = self._clock()
+        wide = self._seen is None or self._newest is None or started - self._seen >= self._recheck
+        if self._seen is None:
+            return Look(started, wide, None)
+        since = self._stamped >= self._seen - _LAG if wide or self._newest is None else self._stamped > self._newest
+        # Two steps: the stamps of the window (cheap), then the caller reads full rows of what changed.
+        # Stamps compared as the database prints them: after a bulk import the window holds every
+        # row, and plain (id, text) rows from the driver cost little.
+        window = session.connection().execute(select(self._id, self._text).where(since))
+        ids = sorted(i for i, stamp in window.cursor.fetchall() if self._applied.get(i) != stamp)
+        window.close()
+        return Look(started, wide, ids)
+
+    def applied(self, row_id: int, stamp: str, updated_at: datetime) -> None:
+        """The row was read with this ``updated_at`` (``stamp``: the same as the database prints it)."""
+        self._applied[row_id] = stamp
+        if self._newest is None or updated_at > self._newest:
+            self._newest = updated_at
+
+    def done(self, look: Look) -> None:
+        if look.wide:
+            self._seen = look.started
+
+
 class Candidate(NamedTuple):
     """A capable offer found for a need: ids, great-circle km, and units it has free."""
 
@@ -49,7 +113,6 @@ class LiveOfferIndex:
     """Offers as growing columns (row = position) plus a SpatialIndex over the usable rows."""
 
     def __init__(self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow) -> None:
-        self._recheck, self._clock = recheck, clock
         self._lock = threading.Lock()
         self._row_of: dict[int, int] = {}
         self._n = 0
@@ -63,9 +126,7 @@ class LiveOfferIndex:
         self._helper_id = np.zeros(_GROW, dtype=np.int64)
         self._in_index = np.zeros(_GROW, dtype=bool)
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
-        self._seen: datetime | None = None  # wall-clock start of the last wide re-read
-        self._newest: datetime | None = None  # the newest updated_at applied
-        self._applied: dict[int, str] = {}  # offer id → the updated_at applied, as text
+        self._feed = ChangeFeed(Offer.id, Offer.updated_at, recheck=recheck, clock=clock)
         self._offers: matching.Offers | None = None
 
     def _grow(self) -> None:
@@ -89,17 +150,9 @@ class LiveOfferIndex:
             setattr(self, name, new)
 
     def refresh(self, *, session: Session, now: datetime) -> None:
-        """Apply every offer change since the last refresh (all offers the first time).
-
-        A refresh reads the rows stamped after the newest stamp applied. At most every
-        ``recheck`` it reads instead the rows stamped since a little (``_LAG``) before the previous
-        such re-read started, because a transaction commits its change after stamping it and may
-        commit after a later stamp was seen. A row whose ``updated_at`` was already applied is
-        skipped.
-        """
+        """Apply every offer change since the last refresh (all offers the first time; see ``ChangeFeed``)."""
         with self._lock:
-            started = self._clock()
-            wide = self._seen is None or self._newest is None or started - self._seen >= self._recheck
+            look = self._feed.look(session)
             stmt = select(
                 Offer.id,
                 Offer.helper_id,
@@ -115,76 +168,54 @@ class LiveOfferIndex:
                 _STAMP.label("stamp"),
                 OfferCategory.category,
             ).outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
-            if self._seen is not None:
-                # Two steps: the stamps of the window (cheap), then full rows of what changed.
-                since = (
-                    Offer.updated_at >= self._seen - _LAG
-                    if wide or self._newest is None
-                    else Offer.updated_at > self._newest
-                )
-                # Stamps compared as the database prints them: after a bulk import the window
-                # holds every offer, and plain (id, text) rows from the driver cost little.
-                window = session.connection().execute(select(Offer.id, _STAMP).where(since))
-                ids = sorted(i for i, stamp in window.cursor.fetchall() if self._applied.get(i) != stamp)
-                window.close()
-                if not ids:
-                    if wide:
-                        self._seen = started
-                    return
-                chunks = [stmt.where(Offer.id.in_(ids[k : k + _CHUNK])) for k in range(0, len(ids), _CHUNK)]
-            else:
-                chunks = [stmt]
             changed: dict[int, Any] = {}
             masks: dict[int, int] = {}
-            for chunk in chunks:
+            for chunk in look.statements(stmt, Offer.id):
                 for r in session.execute(chunk):
                     changed[r.id] = r
                     if r.category is not None:
                         masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
-            if not changed:
-                if wide:
-                    self._seen = started
-                return
-            self._offers = None
-            out_rows: list[int] = []
-            in_rows: list[int] = []
-            for o in changed.values():
-                row = self._row_of.get(o.id)
-                if row is None:
-                    if self._n == len(self._lat):
-                        self._grow()
-                    row = self._n
-                    self._n += 1
-                    self._row_of[o.id] = row
-                    self._offer_id[row] = o.id
-                    self._helper_id[row] = o.helper_id
-                if self._in_index[row]:
-                    out_rows.append(row)
-                    self._in_index[row] = False
-                self._lat[row], self._lon[row] = o.lat, o.lon
-                self._mask[row] = masks.get(o.id, 0)
-                self._radius[row] = o.radius_km
-                self._capacity[row] = o.capacity
-                self._left[row] = o.capacity - o.capacity_used
-                usable = (
-                    o.status is OfferStatus.active
-                    and self._mask[row] != 0
-                    and (o.available_until is None or o.available_until > now)
-                    and (o.available_from is None or o.available_from <= now)
-                )
-                if usable:
-                    in_rows.append(row)
-                    self._in_index[row] = True
-                self._applied[o.id] = o.stamp
-                if self._newest is None or o.updated_at > self._newest:
-                    self._newest = o.updated_at
-            if out_rows:
-                self._index.remove(out_rows)
-            if in_rows:
-                rows = np.array(in_rows, dtype=np.int64)
-                self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
-            if wide:
-                self._seen = started
+            if changed:
+                self._apply(changed, masks, now)
+            self._feed.done(look)
+
+    def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
+        self._offers = None
+        out_rows: list[int] = []
+        in_rows: list[int] = []
+        for o in changed.values():
+            row = self._row_of.get(o.id)
+            if row is None:
+                if self._n == len(self._lat):
+                    self._grow()
+                row = self._n
+                self._n += 1
+                self._row_of[o.id] = row
+                self._offer_id[row] = o.id
+                self._helper_id[row] = o.helper_id
+            if self._in_index[row]:
+                out_rows.append(row)
+                self._in_index[row] = False
+            self._lat[row], self._lon[row] = o.lat, o.lon
+            self._mask[row] = masks.get(o.id, 0)
+            self._radius[row] = o.radius_km
+            self._capacity[row] = o.capacity
+            self._left[row] = o.capacity - o.capacity_used
+            usable = (
+                o.status is OfferStatus.active
+                and self._mask[row] != 0
+                and (o.available_until is None or o.available_until > now)
+                and (o.available_from is None or o.available_from <= now)
+            )
+            if usable:
+                in_rows.append(row)
+                self._in_index[row] = True
+            self._feed.applied(o.id, o.stamp, o.updated_at)
+        if out_rows:
+            self._index.remove(out_rows)
+        if in_rows:
+            rows = np.array(in_rows, dtype=np.int64)
+            self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
@@ -199,13 +230,56 @@ class LiveOfferIndex:
                 self._lat[:n], self._lon[:n], self._mask[:n], self._capacity[:n], self._radius[:n], self._in_index[:n]
             )
         left = self._left[:n].copy()
-        for offer_id, units in pending.items():
-            row = self._row_of.get(offer_id)
-            if row is not None:
-                left[row] -= units
+        if pending:
+            rows = np.fromiter((self._row_of.get(i, -1) for i in pending), dtype=np.int64, count=len(pending))
+            units = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+            left[rows[rows >= 0]] -= units[rows >= 0]  # one entry per offer: no row twice
         if blocked_helpers:
             left[np.isin(self._helper_id[:n], np.fromiter(blocked_helpers, dtype=np.int64))] = 0
         return self._offers, left
+
+    def _copy(
+        self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
+    ) -> tuple[matching.Offers, np.ndarray]:
+        columns, left = self._columns(pending, blocked_helpers)
+        offers = matching.Offers(
+            columns.lat.copy(),
+            columns.lon.copy(),
+            columns.category_mask.copy(),
+            columns.capacity.copy(),
+            columns.radius_km.copy(),
+            columns.is_available.copy(),
+        )
+        return offers, left
+
+    def helpers_of(self, offer_ids: np.ndarray) -> np.ndarray:
+        """The helper of each offer (shape (n,)); -1 for an offer not seen yet (an offer's helper
+        never changes)."""
+        with self._lock:
+            n = self._n
+            if n == 0:
+                return np.full(len(offer_ids), -1, dtype=np.int64)
+            order = np.argsort(self._offer_id[:n])
+            known = self._offer_id[order]
+            pos = np.minimum(np.searchsorted(known, offer_ids), n - 1)
+            return np.where(known[pos] == offer_ids, self._helper_id[order[pos]], -1)
+
+    def snapshot(
+        self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
+    ) -> tuple[matching.Offers, np.ndarray]:
+        """A copy of the offers' columns and the units each has free (shape (m,)), as ``reachable``
+        sees them: rows keep their positions from one snapshot to the next (new offers are added
+        at the end), so snapshots compare row by row."""
+        with self._lock:
+            return self._copy(pending, blocked_helpers)
+
+    def nearest_km(self, lat: np.ndarray, lon: np.ndarray, category: np.ndarray) -> np.ndarray:
+        """Km from each point (shape (n,)) to the nearest usable offer of its category, however far
+        and whatever its radius or room (inf: none)."""
+        with self._lock:
+            if len(lat) == 0 or len(self._index) == 0:
+                return np.full(len(lat), np.inf)
+            return self._index.knn(lat, lon, category, 1)[1][:, 0]
 
     def nearest(
         self,
@@ -273,16 +347,8 @@ class LiveOfferIndex:
             n = len(lat)
             if self._n == 0 or len(self._index) == 0 or n == 0:
                 return np.full(n, np.inf), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-            columns, left = self._columns(pending, blocked_helpers)
             # A copy of the columns (refresh changes them in place), so the search runs unlocked.
-            offers = matching.Offers(
-                columns.lat.copy(),
-                columns.lon.copy(),
-                columns.category_mask.copy(),
-                columns.capacity.copy(),
-                columns.radius_km.copy(),
-                columns.is_available.copy(),
-            )
+            offers, left = self._copy(pending, blocked_helpers)
             category = np.broadcast_to(np.asarray(category, dtype=np.int64), (n,))
             max_km = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
             _, nearest_km = self._index.knn(lat, lon, category, 1)

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
+from typing import Any
 
 import numpy as np
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import Select, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import matching
@@ -32,14 +34,15 @@ from aidmatch.enums import (
     MessageStatus,
     NeedStatus,
     OfferStatus,
-    Urgency,
 )
 from aidmatch.errors import ConflictError, NotFoundError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live_needs import URGENCY_INDEX, LiveNeeds
 from aidmatch.matches.models import Match, MatchRun
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
 from aidmatch.matches.proposals import (
+    OPEN_TASK_STATUSES,
     asked_pairs,
     busy_helpers,
     offer_to_next_helpers,
@@ -54,7 +57,6 @@ from notifications.templates import task_request
 
 log = logging.getLogger("aidmatch.matches")
 
-URGENCY_INDEX = {Urgency.critical: matching.CRITICAL, Urgency.urgent: matching.URGENT, Urgency.normal: matching.NORMAL}
 _ACCEPT_TRIES = 5
 REASON_NAMES = {
     matching.NO_OFFER_IN_RANGE: "no_helper_in_range",
@@ -546,25 +548,111 @@ class Unmet:
     """Open needs with units nobody holds, as columns (shape (n,)), each with why."""
 
     needs: OpenNeeds
-    nearest_km: np.ndarray  # nearest usable helper of the category, whatever its radius (inf: none)
     reason: np.ndarray  # keys of UNMET_REASONS
     reason_code: np.ndarray  # the same as positions in UNMET_REASONS
 
 
-def unmet(*, session: Session, live: LiveOfferIndex, now: datetime) -> Unmet:
-    """Why each open need still has units nobody holds (accepted or awaiting an answer)."""
+def unmet(*, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveNeeds | None = None) -> Unmet:
+    """Why each open need still has units nobody holds (accepted or awaiting an answer).
+
+    With ``needs`` (the worker's live needs) the needs and their reach come from memory, brought up
+    to date with what changed; without, every open need is read from the database and searched.
+    Both give the same answer.
+    """
     live.refresh(session=session, now=now)
-    needs = load_open_needs(session=session, now=now)
-    nearest_km, in_range, with_room = live.reachable(
-        lat=needs.lat,
-        lon=needs.lon,
-        category=needs.category,
-        max_km=needs.max_km,
-        pending=pending_units(session, "offer"),
-        blocked_helpers=busy_helpers(session),
+    if needs is None:
+        open_needs = load_open_needs(session=session, now=now)
+        nearest_km, in_range, with_room = live.reachable(
+            lat=open_needs.lat,
+            lon=open_needs.lon,
+            category=open_needs.category,
+            max_km=open_needs.max_km,
+            pending=pending_units(session, "offer"),
+            blocked_helpers=busy_helpers(session),
+        )
+        has_helper = np.isfinite(nearest_km)
+    else:
+        needs.refresh(session=session)
+        held = _held(session, live)
+        offers, left = live.snapshot(held.offer_units, held.busy_helpers)
+        reach = needs.reach(now=now, pending=(held.need_id, held.need_units), offers=offers, left=left)
+        has_helper, in_range, with_room = reach.has_helper, reach.in_range, reach.with_room
+        rows = reach.needs
+        open_needs = OpenNeeds(
+            id=rows.id,
+            lat=rows.lat,
+            lon=rows.lon,
+            category=rows.category,
+            remaining=rows.left,
+            urgency=rows.urgency,
+            max_km=rows.max_km,
+            by_age=np.lexsort((rows.id, rows.created_us)),
+        )
+    code = np.select([~has_helper, ~in_range, ~with_room], [0, 1, 2], default=3)
+    return Unmet(needs=open_needs, reason=np.array(_REASON_KEYS)[code], reason_code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """Units awaiting an answer per need (ids, units) and per offer, and the helpers at their cap."""
+
+    need_id: np.ndarray
+    need_units: np.ndarray
+    offer_units: dict[int, int]
+    busy_helpers: set[int]
+
+
+def _held(session: Session, live: LiveOfferIndex) -> _Held:
+    """``pending_units`` of needs and of offers and ``busy_helpers``, from one read of the open tasks.
+
+    The open tasks are read from ``matches`` alone (no join): each offer's helper comes from the live
+    index (the database for an offer it has not seen yet), and the caps from ``helpers``.
+    """
+    stmt = select(
+        Match.need_id, Match.offer_id, Match.quantity, case((Match.status.in_(PENDING_MATCH_STATUSES), 1), else_=0)
+    ).where(Match.status.in_(OPEN_TASK_STATUSES))
+    table = _integers(session, stmt, 4)
+    pending = table[table[:, 3] == 1]
+    need_id, at = np.unique(pending[:, 0], return_inverse=True)
+    offer_id, at_offer = np.unique(pending[:, 1], return_inverse=True)
+    helper = live.helpers_of(table[:, 1])
+    if (helper < 0).any():
+        unseen = np.unique(table[helper < 0, 1]).tolist()
+        owner = dict(session.execute(select(Offer.id, Offer.helper_id).where(Offer.id.in_(unseen))).tuples().all())
+        helper[helper < 0] = [owner[i] for i in table[helper < 0, 1].tolist()]
+    helpers, tasks = np.unique(helper, return_counts=True)
+    busy: set[int] = set()
+    if len(helpers):
+        caps = _integers(
+            session, select(Helper.id, Helper.max_active_tasks).where(Helper.max_active_tasks <= int(tasks.max())), 2
+        )
+        cap = np.full(len(helpers), np.iinfo(np.int64).max)
+        pos = np.searchsorted(helpers, caps[:, 0])
+        inside = pos < len(helpers)
+        mine = inside.copy()
+        mine[inside] = helpers[pos[inside]] == caps[inside, 0]
+        cap[pos[mine]] = caps[mine, 1]
+        busy = set(helpers[tasks >= cap].tolist())
+    return _Held(
+        need_id=need_id,
+        need_units=np.bincount(at, weights=pending[:, 2], minlength=len(need_id)).astype(np.int64),
+        offer_units=dict(
+            zip(
+                offer_id.tolist(),
+                np.bincount(at_offer, weights=pending[:, 2], minlength=len(offer_id)).astype(np.int64).tolist(),
+                strict=True,
+            )
+        ),
+        busy_helpers=busy,
     )
-    code = np.select([~np.isfinite(nearest_km), ~in_range, ~with_room], [0, 1, 2], default=3)
-    return Unmet(needs=needs, nearest_km=nearest_km, reason=np.array(_REASON_KEYS)[code], reason_code=code)
+
+
+def _integers(session: Session, stmt: Select[Any], width: int) -> np.ndarray:
+    """The rows of a query of integer columns as one array (shape (rows, width)), straight from the driver."""
+    result = session.connection().execute(stmt)
+    rows = result.cursor.fetchall()
+    result.close()
+    return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=width * len(rows)).reshape(-1, width)
 
 
 def _created_at(session: Session, need_ids: list[int]) -> dict[int, tuple[str, datetime]]:
@@ -626,9 +714,11 @@ def _oldest(session: Session, needs: OpenNeeds) -> datetime | None:
     return _created_at(session, [oldest])[oldest][1]
 
 
-def unmet_summary(*, session: Session, live: LiveOfferIndex, now: datetime) -> UnmetSummary:
+def unmet_summary(
+    *, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveNeeds | None = None
+) -> UnmetSummary:
     """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
-    return _summarize(session, unmet(session=session, live=live, now=now))
+    return _summarize(session, unmet(session=session, live=live, now=now, needs=needs))
 
 
 def _summarize(session: Session, u: Unmet) -> UnmetSummary:
@@ -640,9 +730,11 @@ def _summarize(session: Session, u: Unmet) -> UnmetSummary:
     )
 
 
-def unmet_stats(*, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
+def unmet_stats(
+    *, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveNeeds | None = None
+) -> dict[str, object]:
     """Open needs with units nobody holds, by category × urgency × reason, and the oldest one."""
-    return unmet_summary(session=session, live=live, now=now).at(now)
+    return unmet_summary(session=session, live=live, now=now, needs=needs).at(now)
 
 
 _MAX_STALE_S = 60.0
@@ -656,7 +748,8 @@ class UnmetStatsCache:
     computes the next one (one at a time); ``warm`` computes the first one the same way at start-up.
     Without a copy young enough, the caller computes it; callers arriving while a computation runs
     wait for it instead of starting their own. A copy's age is counted from the start of its
-    computation. The age of the oldest unmet need is always counted to the caller's ``now``.
+    computation. The age of the oldest unmet need is always counted to the caller's ``now``. With
+    ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
     """
 
     def __init__(
@@ -664,10 +757,12 @@ class UnmetStatsCache:
         ttl_s: float,
         *,
         sessions: Callable[[], Session] | None = None,
+        needs: LiveNeeds | None = None,
         max_stale_s: float = _MAX_STALE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s, self.max_stale_s, self._sessions, self._clock = ttl_s, max_stale_s, sessions, clock
+        self._needs = needs
         self._lock = threading.Lock()  # held by whoever computes
         self._state = threading.Lock()  # guards the fields below
         self._summary: UnmetSummary | None = None
@@ -684,14 +779,14 @@ class UnmetStatsCache:
         if summary is not None and age < self.ttl_s:
             return summary
         started = self._clock()
-        summary = unmet_summary(session=session, live=live, now=now)
+        summary = unmet_summary(session=session, live=live, now=now, needs=self._needs)
         with self._state:
             self._summary, self._at = summary, started
         return summary
 
     def stats(self, *, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
         if self.ttl_s <= 0:
-            return unmet_stats(session=session, live=live, now=now)
+            return unmet_stats(session=session, live=live, now=now, needs=self._needs)
         summary, age = self._copy()
         if summary is not None and age < self.ttl_s:
             return summary.at(now)
@@ -730,23 +825,29 @@ class UnmetStatsCache:
 
 
 def unmet_needs(
-    *, session: Session, live: LiveOfferIndex, now: datetime, reasons: Sequence[str], page: PageParams
+    *,
+    session: Session,
+    live: LiveOfferIndex,
+    now: datetime,
+    reasons: Sequence[str],
+    page: PageParams,
+    needs: LiveNeeds | None = None,
 ) -> tuple[list[dict[str, object]], int]:
     """Unmet needs one by one, oldest first (ties by id), with why (optionally only some reasons)."""
-    return _unmet_rows(session, unmet(session=session, live=live, now=now), now, reasons, page)
+    return _unmet_rows(session, live, unmet(session=session, live=live, now=now, needs=needs), now, reasons, page)
 
 
 def unmet_overview(
-    *, session: Session, live: LiveOfferIndex, now: datetime, page: PageParams
+    *, session: Session, live: LiveOfferIndex, now: datetime, page: PageParams, needs: LiveNeeds | None = None
 ) -> tuple[dict[str, object], list[dict[str, object]], int]:
     """``unmet_stats`` and the first ``page`` of ``unmet_needs`` from one computation (the dashboard)."""
-    u = unmet(session=session, live=live, now=now)
-    items, total = _unmet_rows(session, u, now, (), page)
+    u = unmet(session=session, live=live, now=now, needs=needs)
+    items, total = _unmet_rows(session, live, u, now, (), page)
     return _summarize(session, u).at(now), items, total
 
 
 def _unmet_rows(
-    session: Session, u: Unmet, now: datetime, reasons: Sequence[str], page: PageParams
+    session: Session, live: LiveOfferIndex, u: Unmet, now: datetime, reasons: Sequence[str], page: PageParams
 ) -> tuple[list[dict[str, object]], int]:
     order = u.needs.by_age
     if reasons:
@@ -754,6 +855,14 @@ def _unmet_rows(
     total = len(order)
     rows = order[page.offset : page.offset + page.limit]
     about = _created_at(session, u.needs.id[rows].tolist())
+    # The nearest helper of the category however far, for the rows shown only (a k-d tree query each).
+    nearest_km = dict(
+        zip(
+            rows.tolist(),
+            live.nearest_km(u.needs.lat[rows], u.needs.lon[rows], u.needs.category[rows]).tolist(),
+            strict=True,
+        )
+    )
     categories = list(Category)
     urgencies = {v: k for k, v in URGENCY_INDEX.items()}
     items: list[dict[str, object]] = [
@@ -767,7 +876,7 @@ def _unmet_rows(
             "lon": float(u.needs.lon[i]),
             "age_s": (now - about[int(u.needs.id[i])][1]).total_seconds() if int(u.needs.id[i]) in about else 0.0,
             "reason": str(u.reason[i]),
-            "nearest_helper_km": float(u.nearest_km[i]) if np.isfinite(u.nearest_km[i]) else None,
+            "nearest_helper_km": nearest_km[i] if np.isfinite(nearest_km[i]) else None,
         }
         for i in rows.tolist()
     ]

@@ -18,7 +18,7 @@ from aidmatch.auth import service as auth_service
 from aidmatch.auth.service import Principal
 from aidmatch.categories import CATEGORIES, Category, label
 from aidmatch.database import SessionDep, utcnow
-from aidmatch.deps import GeocoderDep, LiveIndexDep, SettingsDep
+from aidmatch.deps import GeocoderDep, LiveIndexDep, LiveNeedsDep, SettingsDep
 from aidmatch.emergency import service as emergency_service
 from aidmatch.enums import NeedStatus, Source, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError
@@ -343,12 +343,19 @@ def _filters(
 
 
 def _dashboard_context(
-    request: Request, session: SessionDep, live: LiveIndexDep, settings: SettingsDep, principal: Principal
+    request: Request,
+    session: SessionDep,
+    live: LiveIndexDep,
+    needs: LiveNeedsDep,
+    settings: SettingsDep,
+    principal: Principal,
 ) -> dict[str, Any]:
     now = utcnow()
     q = request.query_params
     filters, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
-    stats, unmet, unmet_total = matches_service.unmet_overview(session=session, live=live, now=now, page=UNMET_PAGE)
+    stats, unmet, unmet_total = matches_service.unmet_overview(
+        session=session, live=live, now=now, page=UNMET_PAGE, needs=needs
+    )
     max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
     unmet = [
         u
@@ -386,14 +393,19 @@ def _dashboard_context(
 
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(
-    request: Request, session: SessionDep, live: LiveIndexDep, settings: SettingsDep, principal: WebPrincipal
+    request: Request,
+    session: SessionDep,
+    live: LiveIndexDep,
+    needs: LiveNeedsDep,
+    settings: SettingsDep,
+    principal: WebPrincipal,
 ) -> Response:
     """The coordinator's page; without a token or session, the login form."""
     if principal is None:
         return RedirectResponse("/login?next=/dashboard", status_code=303)
     if not principal.is_coordinator:
         return render(request, "login.html", {"next": "/dashboard", "error": "login_not_coordinator"}, status_code=403)
-    context = _dashboard_context(request, session, live, settings, principal)
+    context = _dashboard_context(request, session, live, needs, settings, principal)
     if request.query_params.get("fragment") == "tables":
         return render(request, "dashboard_tables.html", context)
     return render(request, "dashboard.html", context)
@@ -401,13 +413,13 @@ def dashboard(
 
 @router.get("/dashboard/data.json")
 def dashboard_data(
-    request: Request, session: SessionDep, live: LiveIndexDep, principal: WebCoordinator
+    request: Request, session: SessionDep, live: LiveIndexDep, needs: LiveNeedsDep, principal: WebCoordinator
 ) -> JSONResponse:
     """What the dashboard map draws, polled by its script: open needs, helpers' coverage, the totals."""
     now = utcnow()
     q = request.query_params
     filters, _ = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
-    stats = matches_service.unmet_stats(session=session, live=live, now=now)
+    stats = matches_service.unmet_stats(session=session, live=live, now=now, needs=needs)
     body = {
         "generated_at": now.isoformat(),
         "needs": service.need_points(service.open_needs(session=session, filters=filters, now=now), now),
@@ -468,6 +480,7 @@ def dashboard_triage(
     settings: SettingsDep,
     geocoder: GeocoderDep,
     live: LiveIndexDep,
+    needs: LiveNeedsDep,
     principal: WebPrincipal,
 ) -> Response:
     """Turn an unparsed SMS into a need; the form comes prefilled with the message text."""
@@ -497,6 +510,6 @@ def dashboard_triage(
         else:
             session.commit()
             return RedirectResponse(f"/dashboard?created={need.code}#triage", status_code=303)
-    context = _dashboard_context(request, session, live, settings, principal)
+    context = _dashboard_context(request, session, live, needs, settings, principal)
     context["triage_form"] = {"id": message_id, "form": form}
     return render(request, "dashboard.html", context, status_code=422)

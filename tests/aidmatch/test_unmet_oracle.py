@@ -22,6 +22,7 @@ from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferSta
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import service
 from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live_needs import URGENCY_INDEX, LiveNeeds
 from aidmatch.matches.models import Match
 from aidmatch.matches.proposals import busy_helpers, pending_units
 from aidmatch.needs.models import Need
@@ -135,7 +136,7 @@ def _slow_unmet(
         lon=np.array([r[2] for r in rows], dtype=np.float64)[keep],
         category=np.array([CATEGORY_INDEX[Category(r[3])] for r in rows], dtype=np.int64)[keep],
         remaining=remaining[keep],
-        urgency=np.array([service.URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
+        urgency=np.array([URGENCY_INDEX[Urgency(r[5])] for r in rows], dtype=np.int64)[keep],
         max_km=np.array([np.inf if r[6] is None else r[6] for r in rows], dtype=np.float64)[keep],
     )
     # Reach for all needs at once, the nearest qualifying helper searched however far (exact).
@@ -166,7 +167,7 @@ def _slow_unmet(
 
 def _slow_stats(session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
     needs, created_at, _, reason = _slow_unmet(session, live, now)
-    urgencies = {v: k for k, v in service.URGENCY_INDEX.items()}
+    urgencies = {v: k for k, v in URGENCY_INDEX.items()}
     groups: dict[tuple[str, str, str], list[int]] = {}
     for c, urg, r, units in zip(
         needs.category.tolist(), needs.urgency.tolist(), reason.tolist(), needs.remaining.tolist(), strict=True
@@ -203,13 +204,15 @@ def _slow_list(session: Session, live: LiveOfferIndex, now: datetime, reasons: l
     ]
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["from-database", "live-needs"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int) -> None:
+def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int, in_memory: bool) -> None:
     rng = np.random.default_rng(seed)
     now = utcnow()
     _seed(db, rng, now)
     live = LiveOfferIndex()
-    fast = service.unmet_stats(session=db, live=live, now=now)
+    needs = LiveNeeds() if in_memory else None
+    fast = service.unmet_stats(session=db, live=live, now=now, needs=needs)
     slow = _slow_stats(db, live, now)
     assert fast == slow
     assert int(slow["unmet_needs"]) > 0  # type: ignore[call-overload]
@@ -219,23 +222,31 @@ def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int) ->
         expected = _slow_list(db, live, now, reasons)
         for offset, limit in ((0, 1000), (3, 7)):
             items, total = service.unmet_needs(
-                session=db, live=live, now=now, reasons=reasons, page=PageParams(limit=limit, offset=offset)
+                session=db,
+                live=live,
+                now=now,
+                reasons=reasons,
+                page=PageParams(limit=limit, offset=offset),
+                needs=needs,
             )
             assert total == len(expected)
             got = [(i["id"], i["units"], i["reason"], i["age_s"], i["nearest_helper_km"]) for i in items]
             assert got == expected[offset : offset + limit]
     # The dashboard's overview: both from one computation, the same answers.
     page = PageParams(limit=25, offset=0)
-    stats, items, total = service.unmet_overview(session=db, live=live, now=now, page=page)
+    stats, items, total = service.unmet_overview(session=db, live=live, now=now, page=page, needs=needs)
     assert stats == slow
-    assert (items, total) == service.unmet_needs(session=db, live=live, now=now, reasons=[], page=page)
+    assert (items, total) == service.unmet_needs(session=db, live=live, now=now, reasons=[], page=page, needs=needs)
 
 
-def test_no_unmet_need_gives_empty_statistics(db: Session) -> None:
+@pytest.mark.parametrize("in_memory", [False, True], ids=["from-database", "live-needs"])
+def test_no_unmet_need_gives_empty_statistics(db: Session, in_memory: bool) -> None:
     live = LiveOfferIndex()
+    needs = LiveNeeds() if in_memory else None
     now = utcnow()
-    assert service.unmet_stats(session=db, live=live, now=now) == _slow_stats(db, live, now)
-    assert service.unmet_needs(session=db, live=live, now=now, reasons=[], page=PageParams(limit=10, offset=0)) == (
+    assert service.unmet_stats(session=db, live=live, now=now, needs=needs) == _slow_stats(db, live, now)
+    page = PageParams(limit=10, offset=0)
+    assert service.unmet_needs(session=db, live=live, now=now, reasons=[], page=page, needs=needs) == (
         [],
         0,
     )

@@ -1,0 +1,280 @@
+"""The live needs follow the database and keep their reach current: checked against a fresh load,
+against the computation from the database, and (for the reach alone) against a fresh search."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+import matching
+from aidmatch.categories import Category
+from aidmatch.config import Settings
+from aidmatch.database import utcnow
+from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus, Urgency
+from aidmatch.errors import ConflictError
+from aidmatch.helpers.models import Helper
+from aidmatch.matches import live_needs
+from aidmatch.matches import service as matches_service
+from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
+from aidmatch.matches.models import Match
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES
+from aidmatch.matches.proposals import busy_helpers, pending_units
+from aidmatch.matches.upkeep import UpkeepReport, expire_needs
+from aidmatch.needs import service as needs_service
+from aidmatch.needs.models import Need
+from aidmatch.needs.schemas import NeedIn
+from aidmatch.offers.models import Offer
+from geo.geocoding import GazetteerGeocoder
+from tests.aidmatch.test_unmet_oracle import CATEGORIES, _seed
+
+
+def _need_rows(rows: np.ndarray, geometry: dict[str, np.ndarray]) -> NeedRows:
+    n = len(rows)
+    return NeedRows(
+        rows,
+        rows,
+        geometry["lat"][rows],
+        geometry["lon"][rows],
+        geometry["category"][rows],
+        np.ones(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        geometry["max_km"][rows],
+        np.zeros(n, dtype=np.int64),
+    )
+
+
+@pytest.mark.parametrize(
+    ("max_changed", "pairs_at_once"),
+    [(256, 4_000_000), (4, 4_000_000), (256, 0)],
+    ids=["follows", "often-asks-anew", "by-radius-bands"],
+)
+def test_coverage_follows_changing_offers_and_needs_like_a_fresh_search(
+    monkeypatch: pytest.MonkeyPatch, max_changed: int, pairs_at_once: int
+) -> None:
+    monkeypatch.setattr(live_needs, "_MAX_CHANGED_OFFERS", max_changed)
+    monkeypatch.setattr(live_needs, "_PAIRS_AT_ONCE", pairs_at_once)
+    monkeypatch.setattr(live_needs, "_PAIRS_PER_STEP", 5000)  # several steps per category
+    rng = np.random.default_rng(11)
+    m, n = 80, 600
+    lat, lon = 55 + rng.normal(0, 0.4, m), 40 + rng.normal(0, 0.6, m)
+    radius, mask = rng.choice([2.0, 8.0, 20.0, 45.0], m), rng.integers(0, 8, m)
+    member = rng.random(m) < 0.6
+    needs = {
+        "lat": 55 + rng.normal(0, 0.6, 2 * n),
+        "lon": 40 + rng.normal(0, 0.9, 2 * n),
+        "category": rng.integers(0, 4, 2 * n),  # category 3: offered by nobody
+        "max_km": np.where(rng.random(2 * n) < 0.7, np.inf, rng.uniform(1, 30, 2 * n)),
+    }
+    coverage = Coverage()
+    for step in range(60):
+        flips = int(rng.choice([0, 1, 3, 10, m]))
+        member[rng.choice(len(member), flips, replace=False)] ^= True
+        moved = rng.choice(len(member), int(rng.integers(0, 3)), replace=False)
+        lat[moved] += rng.normal(0, 0.1, len(moved))
+        radius[rng.choice(len(member), int(rng.integers(0, 3)), replace=False)] *= 1.5
+        mask[rng.choice(len(member), int(rng.integers(0, 3)), replace=False)] ^= 1 << int(rng.integers(0, 3))
+        if step % 7 == 3:  # new offers come at the end
+            extra = int(rng.integers(1, 4))
+            lat, lon = np.r_[lat, 55 + rng.normal(0, 0.4, extra)], np.r_[lon, 40 + rng.normal(0, 0.6, extra)]
+            radius, mask = np.r_[radius, rng.choice([5.0, 30.0], extra)], np.r_[mask, rng.integers(1, 8, extra)]
+            member = np.r_[member, np.ones(extra, dtype=bool)]
+        # Some needs change place or limit; the needs asked about come and go and grow in number.
+        changed = rng.choice(2 * n, 5, replace=False)
+        needs["lon"][changed] += rng.normal(0, 0.2, 5)
+        needs["max_km"][rng.choice(2 * n, 3, replace=False)] = rng.uniform(1, 30, 3)
+        rows = np.flatnonzero(rng.random(n + 10 * step) < 0.9)
+        offers = matching.Offers(lat.copy(), lon.copy(), mask.copy(), np.ones(len(lat), dtype=np.int64), radius.copy())
+        asked = _need_rows(rows, needs)
+        got = coverage.update(offers, member, asked)
+        want = matching.in_reach(
+            offers, member.astype(np.int64), asked.lat, asked.lon, asked.category, max_km=asked.max_km
+        )
+        assert np.array_equal(got, want), f"step {step}"
+        assert 0 < want.sum() < len(want)
+
+
+def _compare(db: Session, live: LiveOfferIndex, kept: LiveNeeds, now: datetime) -> matches_service.Unmet:
+    """The kept live needs answer like a fresh load and like the computation from the database."""
+    followed = matches_service.unmet(session=db, live=live, now=now, needs=kept)
+    fresh = matches_service.unmet(session=db, live=live, now=now, needs=LiveNeeds())
+    direct = matches_service.unmet(session=db, live=live, now=now)
+    for other in (fresh, direct):
+        for column in ("id", "lat", "lon", "category", "remaining", "urgency", "max_km", "by_age"):
+            assert np.array_equal(getattr(followed.needs, column), getattr(other.needs, column)), column
+        assert np.array_equal(followed.reason_code, other.reason_code)
+    assert matches_service.unmet_stats(session=db, live=live, now=now, needs=kept) == matches_service.unmet_stats(
+        session=db, live=live, now=now
+    )
+    return followed
+
+
+def test_live_needs_follow_random_changes_like_a_fresh_load(
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    rng = np.random.default_rng(5)
+    _seed(db, rng, utcnow())
+    live, kept = LiveOfferIndex(), LiveNeeds()
+    seen: set[str] = set()
+    for step in range(8):
+        hours = 4.0 * step  # needs also expire by time alone, with no row changed
+        u = _compare(db, live, kept, utcnow() + timedelta(hours=hours))
+        seen.update(u.reason.tolist())
+        if step % 3 == 1:
+            matches_service.run_batch(session=db, time_budget_s=1.0)
+        open_ids = list(db.scalars(select(Need.id).where(Need.status == NeedStatus.open)))
+        need_in: NeedIn | None = None
+        for k in range(6):
+            if need_in is None or rng.random() < 0.7:  # else the same again: a repeat, merged
+                need_in = NeedIn(
+                    category=CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+                    quantity=int(rng.integers(1, 4)),
+                    urgency=list(Urgency)[int(rng.integers(0, 3))],
+                    lat=54.6 + float(rng.normal(0, 0.6)),
+                    lon=39.7 + float(rng.normal(0, 0.9)),
+                    contact_phone=f"+7901{step:03d}{k:04d}",
+                    max_distance_km=None if rng.random() < 0.5 else float(rng.uniform(5, 60)),
+                )
+            needs_service.create_or_merge(session=db, need_in=need_in, settings=settings, geocoder=gazetteer)
+        for need_id in rng.choice(open_ids, 6, replace=False).tolist():
+            need = db.get(Need, need_id)
+            assert need is not None
+            action = int(rng.integers(0, 3))
+            if action == 0:
+                needs_service.close(session=db, need=need, fulfilled=bool(rng.random() < 0.5))
+            elif action == 1:
+                needs_service.reconfirm(session=db, need=need, settings=settings)
+            else:
+                of = db.get(Need, int(rng.choice(open_ids)))
+                assert of is not None
+                if of.id != need.id and of.status is not NeedStatus.duplicate:
+                    needs_service.mark_duplicate(session=db, need=need, of=of)
+        db.commit()  # a refused accept rolls back only itself
+        pending = list(db.scalars(select(Match.id).where(Match.status.in_(PENDING_MATCH_STATUSES))))
+        for match_id in rng.permutation(pending)[:8].tolist():
+            if rng.random() < 0.6:
+                try:
+                    matches_service.accept(session=db, match_id=match_id)
+                except ConflictError:
+                    db.rollback()
+            else:
+                matches_service.decline(session=db, match_id=match_id)
+            db.commit()
+        accepted = list(db.scalars(select(Match.id).where(Match.status == MatchStatus.accepted)))
+        for match_id in rng.permutation(accepted)[:3].tolist():
+            matches_service.complete(session=db, match_id=match_id)
+        offer_ids = list(db.scalars(select(Offer.id)))
+        for offer_id in rng.choice(offer_ids, 5, replace=False).tolist():
+            offer = db.get(Offer, offer_id)
+            assert offer is not None
+            offer.status = OfferStatus.active if rng.random() < 0.7 else OfferStatus.paused
+            offer.radius_km = float(rng.choice([3.0, 10.0, 30.0, 80.0]))
+        expire_needs(db, settings, utcnow() + timedelta(hours=hours), UpkeepReport())
+        db.commit()
+    assert seen == set(matches_service.UNMET_REASONS)
+
+
+def test_every_change_to_a_need_moves_its_updated_at(
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    _seed(db, np.random.default_rng(9), utcnow())
+    stamps = dict(db.execute(select(Need.id, Need.updated_at)).tuples().all())
+
+    def moved(*need_ids: int) -> bool:
+        db.commit()
+        now = dict(db.execute(select(Need.id, Need.updated_at).where(Need.id.in_(need_ids))).tuples().all())
+        ok = all(now[i] > stamps[i] for i in need_ids)
+        stamps.update(now)
+        return ok
+
+    def open_need(k: int = 0) -> Need:
+        return db.scalars(select(Need).where(Need.status == NeedStatus.open).order_by(Need.id)).all()[k]
+
+    need_in = NeedIn(category=Category.water, lat=54.6, lon=39.7, contact_phone="+79020000001")
+    created, _ = needs_service.create_or_merge(session=db, need_in=need_in, settings=settings, geocoder=gazetteer)
+    db.commit()
+    stamps[created.id] = created.updated_at
+    merged, was_merged = needs_service.create_or_merge(
+        session=db, need_in=need_in, settings=settings, geocoder=gazetteer
+    )
+    assert was_merged
+    assert merged.id == created.id
+    assert moved(created.id)
+    needs_service.reconfirm(session=db, need=open_need(), settings=settings)
+    assert moved(open_need().id)
+    first, second = open_need(0), open_need(1)
+    needs_service.mark_duplicate(session=db, need=first, of=second)
+    assert moved(first.id, second.id)
+    closing = open_need()
+    needs_service.close(session=db, need=closing, fulfilled=False)
+    assert moved(closing.id)
+    matches_service.run_batch(session=db, time_budget_s=1.0)
+    db.commit()
+    match = db.scalars(
+        select(Match)
+        .join(Need, Need.id == Match.need_id)
+        .join(Offer, Offer.id == Match.offer_id)
+        .where(
+            Match.status.in_(PENDING_MATCH_STATUSES),
+            Need.status == NeedStatus.open,
+            Offer.capacity_used < Offer.capacity,
+        )
+        .order_by(Match.id)
+    ).first()
+    assert match is not None
+    matches_service.accept(session=db, match_id=match.id)
+    assert moved(match.need_id)  # quantity_assigned and status
+    db.execute(update(Need).where(Need.id == match.need_id).values(quantity=match.quantity))
+    assert moved(match.need_id)  # a bare update touches it too (the column's onupdate)
+    matches_service.complete(session=db, match_id=match.id)
+    assert moved(match.need_id)  # fulfilled
+    expiring = open_need()
+    expiring.expires_at = utcnow() - timedelta(seconds=1)
+    assert moved(expiring.id)
+    expire_needs(db, settings, utcnow(), UpkeepReport())
+    assert moved(expiring.id)
+    assert db.scalar(select(Need.status).where(Need.id == expiring.id)) is NeedStatus.expired
+
+
+def test_need_changes_show_at_once_and_late_commits_within_the_recheck_interval(db: Session) -> None:
+    _seed(db, np.random.default_rng(4), utcnow())
+    clock = [utcnow()]
+    live, kept = LiveOfferIndex(), LiveNeeds(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+
+    def unmet_ids() -> set[int]:
+        now = utcnow()
+        return set(matches_service.unmet(session=db, live=live, now=now, needs=kept).needs.id.tolist())
+
+    before = unmet_ids()
+    closing = db.get(Need, min(before))
+    assert closing is not None
+    closing.status = NeedStatus.cancelled
+    closing.updated_at = utcnow()
+    db.commit()
+    assert unmet_ids() == before - {closing.id}  # stamped after everything seen: at once
+    late = db.get(Need, max(before))
+    assert late is not None
+    late.status = NeedStatus.cancelled
+    late.updated_at = utcnow() - timedelta(seconds=20)  # committed after a later stamp was seen
+    db.commit()
+    assert late.id in unmet_ids()  # the clock stands still: not re-read yet
+    clock[0] += timedelta(seconds=1)
+    assert unmet_ids() == before - {closing.id, late.id}
+
+
+def test_units_held_and_busy_helpers_from_one_read_equal_their_queries(db: Session) -> None:
+    _seed(db, np.random.default_rng(6), utcnow())
+    db.execute(update(Helper).values(max_active_tasks=1))  # many helpers at their cap
+    db.commit()
+    seen = LiveOfferIndex()
+    seen.refresh(session=db, now=utcnow())
+    for live in (LiveOfferIndex(), seen):  # no offer seen yet: their helpers come from the database
+        held = matches_service._held(db, live)
+        assert held.offer_units == pending_units(db, "offer")
+        assert dict(zip(held.need_id.tolist(), held.need_units.tolist(), strict=True)) == pending_units(db, "need")
+        assert held.busy_helpers == busy_helpers(db)
+        assert held.busy_helpers
