@@ -68,6 +68,7 @@ from aidmatch.demo import service as demo_service
 from aidmatch.enums import Role
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live_needs import LiveNeeds
 
 URGENCIES = ("critical", "urgent", "normal")
 WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_fixed.lua")
@@ -282,32 +283,42 @@ def _reachable_64(
 
 
 def unmet_in_process(url: str, repeats: int) -> list[str]:
-    """Time ``unmet_summary`` in this process (its own live index, built first), aidmatch vs baseline."""
+    """Time ``unmet_summary`` in this process: from the worker's live needs (as the service does; kept
+    needs built first), from the database, and the database path with the old 64-nearest reach."""
     engine = make_engine(url)
-    times: dict[str, list[float]] = {"aidmatch": [], "baseline (64 nearest)": []}
+    live_name, db_name, base_name = "aidmatch (live needs)", "aidmatch (from the db)", "baseline (64 nearest)"
+    times: dict[str, list[float]] = {live_name: [], db_name: [], base_name: []}
     reasons: dict[str, np.ndarray] = {}
+    summaries: dict[str, list[dict[str, object]]] = {}
     try:
         with make_sessionmaker(engine)() as session:
             live = LiveOfferIndex()
             live.refresh(session=session, now=utcnow())
+            kept = LiveNeeds()
+            matches_service.unmet_summary(session=session, live=live, now=utcnow(), needs=kept)
             for _ in range(repeats):
                 for name in times:
                     with ExitStack() as stack:
-                        if name != "aidmatch":
+                        if name == base_name:
                             stack.enter_context(patch.object(LiveOfferIndex, "reachable", _reachable_64))
+                        needs = kept if name == live_name else None
                         t0 = time.perf_counter()
-                        matches_service.unmet_summary(session=session, live=live, now=utcnow())
+                        summary = matches_service.unmet_summary(session=session, live=live, now=utcnow(), needs=needs)
                         times[name].append(time.perf_counter() - t0)
-                        reasons[name] = matches_service.unmet(session=session, live=live, now=utcnow()).reason_code
-            n_open = len(reasons["aidmatch"])
-            differ = int((reasons["aidmatch"] != reasons["baseline (64 nearest)"]).sum())
+                        summaries[name] = summary.groups
+                        if name != live_name:
+                            reasons[name] = matches_service.unmet(session=session, live=live, now=utcnow()).reason_code
+            n_open = len(reasons[db_name])
+            differ = int((reasons[db_name] != reasons[base_name]).sum())
     finally:
         engine.dispose()
     lines = [f"unmet_summary in-process over {n_open} unmet needs, {repeats} runs each (median, min ms):"]
     for name, t in times.items():
         lines.append(f"  {name:24} {1000 * float(np.median(t)):8.1f} {1000 * min(t):8.1f}")
-    ratio = float(np.median(times["baseline (64 nearest)"])) / float(np.median(times["aidmatch"]))
-    lines.append(f"  baseline / aidmatch: {ratio:.1f}x; reasons differing between the two: {differ} needs")
+    ratio = float(np.median(times[base_name])) / float(np.median(times[live_name]))
+    same = "the same" if summaries[live_name] == summaries[db_name] else "DIFFERENT"
+    lines.append(f"  baseline / live needs: {ratio:.1f}x; live needs and db give {same} groups")
+    lines.append(f"  reasons differing between the db path and the baseline: {differ} needs")
     return lines
 
 
@@ -373,8 +384,9 @@ def main() -> None:
         type=int,
         default=0,
         metavar="N",
-        help="after the load, compute the unmet statistics N times in this process, aidmatch and the baseline "
-        "(the reach search bounded to the 64 nearest helpers, as before)",
+        help="after the load, compute the unmet statistics N times in this process: from kept live needs (as "
+        "the service does), from the database, and the baseline (the database path with the reach search bounded "
+        "to the 64 nearest helpers, as before)",
     )
     parser.add_argument(
         "--client",
