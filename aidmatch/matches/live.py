@@ -9,6 +9,10 @@ range scan: nothing when nothing changed). A transaction that commits a change a
 was seen (its stamp is older than the newest applied) is caught by a wider re-read of the last
 ``_LAG`` of stamps, done at most every ``recheck`` (1 s), so such a late change shows within a
 second. Capacity is never taken on the index's word: accepting is a conditional update.
+
+An offer's availability window (``available_from``/``available_until``) opens and closes with the
+clock, not with a row change: each refresh puts in the offers whose window has opened and takes
+out those whose window has closed, checking only once the earliest such moment has come.
 """
 
 from __future__ import annotations
@@ -125,6 +129,12 @@ class LiveOfferIndex:
         self._offer_id = np.zeros(_GROW, dtype=np.int64)
         self._helper_id = np.zeros(_GROW, dtype=np.int64)
         self._in_index = np.zeros(_GROW, dtype=bool)
+        # Availability window in seconds since the epoch (-inf / inf: open) of offers that are active
+        # and serve something; the clock moves them in and out of the index without a row change.
+        self._eligible = np.zeros(_GROW, dtype=bool)
+        self._from = np.zeros(_GROW)
+        self._until = np.zeros(_GROW)
+        self._next_turn = np.inf  # the earliest moment the clock makes or unmakes an eligible offer
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
         self._feed = ChangeFeed(Offer.id, Offer.updated_at, recheck=recheck, clock=clock)
         self._offers: matching.Offers | None = None
@@ -141,6 +151,9 @@ class LiveOfferIndex:
             "_offer_id",
             "_helper_id",
             "_in_index",
+            "_eligible",
+            "_from",
+            "_until",
         ):
             old = getattr(self, name)
             new = np.zeros(size, dtype=old.dtype)
@@ -177,6 +190,8 @@ class LiveOfferIndex:
                         masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
             if changed:
                 self._apply(changed, masks, now)
+            if now.timestamp() >= self._next_turn:
+                self._retime(now)
             self._feed.done(look)
 
     def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
@@ -201,21 +216,42 @@ class LiveOfferIndex:
             self._radius[row] = o.radius_km
             self._capacity[row] = o.capacity
             self._left[row] = o.capacity - o.capacity_used
-            usable = (
-                o.status is OfferStatus.active
-                and self._mask[row] != 0
-                and (o.available_until is None or o.available_until > now)
-                and (o.available_from is None or o.available_from <= now)
-            )
-            if usable:
-                in_rows.append(row)
-                self._in_index[row] = True
+            start = -np.inf if o.available_from is None else o.available_from.timestamp()
+            end = np.inf if o.available_until is None else o.available_until.timestamp()
+            self._eligible[row] = o.status is OfferStatus.active and self._mask[row] != 0
+            self._from[row], self._until[row] = start, end
+            if self._eligible[row]:
+                t = now.timestamp()
+                if start <= t < end:
+                    in_rows.append(row)
+                    self._in_index[row] = True
+                    self._next_turn = min(self._next_turn, end)
+                elif t < start:
+                    self._next_turn = min(self._next_turn, start)
             self._feed.applied(o.id, o.stamp, o.updated_at)
         if out_rows:
             self._index.remove(out_rows)
         if in_rows:
             rows = np.array(in_rows, dtype=np.int64)
             self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
+
+    def _retime(self, now: datetime) -> None:
+        """Put in the offers whose window has opened and take out those whose window has closed."""
+        n, t = self._n, now.timestamp()
+        eligible, start, end = self._eligible[:n], self._from[:n], self._until[:n]
+        usable = eligible & (start <= t) & (t < end)
+        gone = np.flatnonzero(self._in_index[:n] & ~usable)
+        came = np.flatnonzero(usable & ~self._in_index[:n])
+        if gone.size:
+            self._index.remove(gone.tolist())
+            self._in_index[gone] = False
+        if came.size:
+            self._index.insert(came, self._lat[came], self._lon[came], self._mask[came])
+            self._in_index[came] = True
+        if gone.size or came.size:
+            self._offers = None
+        ahead = np.concatenate([start[eligible & (start > t)], end[usable]])
+        self._next_turn = float(ahead.min()) if ahead.size else np.inf
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()

@@ -148,3 +148,52 @@ def test_changes_show_at_once_and_late_commits_within_the_recheck_interval(db: S
     db.commit()
     clock[0] += timedelta(seconds=1)
     assert nearest() == []
+
+
+def test_offers_enter_and_leave_the_index_as_their_window_opens_and_closes_without_a_row_change(
+    db: Session,
+) -> None:
+    now = utcnow()
+    helper = Helper(name="h", phone="+79160000001", created_at=now, updated_at=now)
+    db.add(helper)
+    db.flush()
+    windows = {  # offer name: (available_from, available_until) in hours from now
+        "open": (None, None),
+        "tomorrow": (24.0, None),
+        "until_noon": (None, 2.0),
+        "evening": (6.0, 8.0),
+    }
+    ids = {}
+    for name, (start, end) in windows.items():
+        offer = Offer(
+            helper_id=helper.id,
+            lat=55.0,
+            lon=40.0,
+            radius_km=30.0,
+            capacity=1,
+            capacity_used=0,
+            status=OfferStatus.active,
+            available_from=None if start is None else now + timedelta(hours=start),
+            available_until=None if end is None else now + timedelta(hours=end),
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(offer)
+        db.flush()
+        db.add(OfferCategory(offer_id=offer.id, category=Category.water))
+        ids[name] = offer.id
+    db.commit()
+    live = LiveOfferIndex()
+
+    def usable_at(hours: float) -> set[str]:
+        live.refresh(session=db, now=now + timedelta(hours=hours))
+        got = live.nearest(
+            lat=55.0, lon=40.01, category=Category.water, k=10, max_km=np.inf, pending=lambda offer_ids: {}
+        )
+        return {name for name, i in ids.items() if i in {c.offer_id for c in got}}
+
+    assert usable_at(0) == {"open", "until_noon"}
+    assert usable_at(3) == {"open"}
+    assert usable_at(7) == {"open", "evening"}
+    assert usable_at(9) == {"open"}
+    assert usable_at(25) == {"open", "tomorrow"}
