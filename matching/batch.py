@@ -89,9 +89,10 @@ def match(
     over all of them and the result is the exact optimum (0 turns this off). Otherwise candidate
     edges come from ``matching.candidates.spread_candidates``: the ``k`` nearest offers of each
     need in every radius band, ``2k`` more from a pseudo-random group of offers (and of needs, from
-    each offer), and the ``k_reverse`` nearest needs of each offer, with critical and urgent needs
-    looking for ``urgent_factor`` times as many offers; the min-cost flow over them is
-    exact on that graph; while units stay unserved, up to ``widen_rounds`` rounds add the edges
+    each offer), and the ``k_reverse`` nearest needs of each offer, plus (``urgent_factor`` > 1) a
+    second such graph among the critical and urgent needs alone with ``urgent_factor`` × ``k``;
+    the min-cost flow over them is exact on that graph; while units stay unserved, up to
+    ``widen_rounds`` rounds (of either kind below) add the edges
     that open augmenting paths (offers with room left reach ever more of the needs that
     alternating paths lead to) and solve again. With
     ``priced_rounds`` the rounds instead add the missing edges that the dual prices of the current
