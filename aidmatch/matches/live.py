@@ -197,7 +197,7 @@ class LiveOfferIndex:
     def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
         self._offers = None
         out_rows: list[int] = []
-        in_rows: list[int] = []
+        touched: list[int] = []
         for o in changed.values():
             row = self._row_of.get(o.id)
             if row is None:
@@ -216,30 +216,33 @@ class LiveOfferIndex:
             self._radius[row] = o.radius_km
             self._capacity[row] = o.capacity
             self._left[row] = o.capacity - o.capacity_used
-            start = -np.inf if o.available_from is None else o.available_from.timestamp()
-            end = np.inf if o.available_until is None else o.available_until.timestamp()
+            self._from[row] = -np.inf if o.available_from is None else o.available_from.timestamp()
+            self._until[row] = np.inf if o.available_until is None else o.available_until.timestamp()
             self._eligible[row] = o.status is OfferStatus.active and self._mask[row] != 0
-            self._from[row], self._until[row] = start, end
-            if self._eligible[row]:
-                t = now.timestamp()
-                if start <= t < end:
-                    in_rows.append(row)
-                    self._in_index[row] = True
-                    self._next_turn = min(self._next_turn, end)
-                elif t < start:
-                    self._next_turn = min(self._next_turn, start)
+            touched.append(row)
             self._feed.applied(o.id, o.stamp, o.updated_at)
         if out_rows:
             self._index.remove(out_rows)
-        if in_rows:
-            rows = np.array(in_rows, dtype=np.int64)
+        rows = np.array(touched, dtype=np.int64)
+        usable, turn = self._window(rows, now.timestamp())
+        self._next_turn = min(self._next_turn, turn)
+        rows = rows[usable]
+        if rows.size:
+            self._in_index[rows] = True
             self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
+
+    def _window(self, rows: np.ndarray, t: float) -> tuple[np.ndarray, float]:
+        """Which of ``rows`` are usable at ``t`` (eligible, window open), and the earliest moment
+        after ``t`` at which one of them turns (inf: none)."""
+        eligible, start, end = self._eligible[rows], self._from[rows], self._until[rows]
+        usable = eligible & (start <= t) & (t < end)
+        ahead = np.concatenate([start[eligible & (start > t)], end[usable]])
+        return usable, float(ahead.min()) if ahead.size else np.inf
 
     def _retime(self, now: datetime) -> None:
         """Put in the offers whose window has opened and take out those whose window has closed."""
-        n, t = self._n, now.timestamp()
-        eligible, start, end = self._eligible[:n], self._from[:n], self._until[:n]
-        usable = eligible & (start <= t) & (t < end)
+        n = self._n
+        usable, self._next_turn = self._window(np.arange(n), now.timestamp())
         gone = np.flatnonzero(self._in_index[:n] & ~usable)
         came = np.flatnonzero(usable & ~self._in_index[:n])
         if gone.size:
@@ -250,8 +253,6 @@ class LiveOfferIndex:
             self._in_index[came] = True
         if gone.size or came.size:
             self._offers = None
-        ahead = np.concatenate([start[eligible & (start > t)], end[usable]])
-        self._next_turn = float(ahead.min()) if ahead.size else np.inf
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
