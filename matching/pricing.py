@@ -12,6 +12,8 @@ condition), and adding only priced-in edges keeps each re-solve as small as it c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from geo.index import SpatialIndex
@@ -79,18 +81,25 @@ def priced_in_edges(
     price_offer: IntArray,
     known: IntArray,
     k: int,
+    *,
+    max_k: int = 4096,
 ) -> tuple[IntArray, IntArray, FloatArray]:
-    """Feasible edges missing from the graph with a negative reduced cost (not necessarily all).
+    """Feasible edges missing from the graph with a negative reduced cost: all of them, up to ``max_k``.
 
-    Needs worth something look for their ``k`` nearest offers in every class of offers with the
-    same radius band (powers of two) and price band (powers of two of km; offers with room left
-    cost nothing), among the classes cheaper than the need is worth, within what it is worth above
-    the class's cheapest price. Nearest offers of any price are not enough: where helpers are
-    contested the ones that pay are those now serving needs worth less (a normal need where an
-    urgent one waits), often far down the list behind dearer ones, and long-radius helpers behind
-    short-radius ones. Offers then look for their ``k`` nearest needs with units left unserved
-    within what those are worth above the offer's price. Every hit is kept only if its reduced
-    cost is negative. ``known`` holds the sorted keys ``need * m + offer`` of the graph's edges.
+    Needs worth something search every class of offers with the same radius band (powers of two)
+    and price band (powers of two of km; offers with room left cost nothing), among the classes
+    cheaper than the need is worth, within what it is worth above the class's cheapest price.
+    Nearest offers of any price are not enough: where helpers are contested the ones that pay are
+    those now serving needs worth less (a normal need where an urgent one waits), often far down
+    the list behind dearer ones, and long-radius helpers behind short-radius ones. Offers then
+    search the needs with units left unserved within what those are worth above the offer's price.
+    Each search starts with the ``k`` nearest and asks again, four times as many, for the points
+    whose ``k``-th nearest was still within their bound, up to ``max_k``: the nearest hits are
+    mostly edges already in the graph, or offers out of their own radius, so a fixed ``k`` misses
+    edges that pay (on the demo scenario it stopped 0.57 % above the optimum with none found).
+    So below ``max_k`` the search is exhaustive: when it finds nothing, the flow is optimal over
+    every feasible edge. Every hit is kept only if it is feasible and its reduced cost negative.
+    ``known`` holds the sorted keys ``need * m + offer`` of the graph's edges.
     Returns new edges sorted by (need, offer), no duplicates.
     """
     m = len(offers)
@@ -98,7 +107,20 @@ def priced_in_edges(
     parts_need: list[IntArray] = [np.empty(0, dtype=np.int64)]
     parts_offer: list[IntArray] = [np.empty(0, dtype=np.int64)]
     parts_km: list[FloatArray] = [np.empty(0, dtype=np.float64)]
-    worth_km = price_need / COST_UNITS_PER_KM
+
+    def keep(need: IntArray, offer: IntArray, dist: FloatArray) -> None:
+        ok = (dist <= offers.radius_km[offer]) & (dist <= needs.max_km[need])
+        ok &= np.rint(dist * COST_UNITS_PER_KM).astype(np.int64) + price_offer[offer] < price_need[need]
+        need, offer, dist = need[ok], offer[ok], dist[ok]
+        ok = offers.serves(offer, needs.category[need])
+        if len(known):
+            key = need * np.int64(max(m, 1)) + offer
+            pos = np.minimum(np.searchsorted(known, key), len(known) - 1)
+            ok &= known[pos] != key
+        parts_need.append(need[ok])
+        parts_offer.append(offer[ok])
+        parts_km.append(dist[ok])
+
     asking = np.flatnonzero(price_need > 0)
     if asking.size and usable.size:
         price_km = price_offer[usable] / COST_UNITS_PER_KM
@@ -114,36 +136,52 @@ def priced_in_edges(
             bound_km = np.minimum(needs.max_km[q], (price_need[q] - cheapest) / COST_UNITS_PER_KM)
             bound_km = np.minimum(bound_km, float(offers.radius_km[rows].max()))
             tree = SpatialIndex(rows, offers.lat[rows], offers.lon[rows], offers.category_mask[rows])
-            ids, d_km = tree.knn(needs.lat[q], needs.lon[q], needs.category[q], k, max_km=bound_km)
-            parts_need.append(np.repeat(q, k))
-            parts_offer.append(ids.ravel())
-            parts_km.append(d_km.ravel())
+            for who, ids, d_km in _widening_knn(tree, needs.lat, needs.lon, needs.category, q, bound_km, k, max_k):
+                keep(who, ids, d_km)
     short = np.flatnonzero(price_need >= np.rint(needs.penalty_km * COST_UNITS_PER_KM))
     if short.size and usable.size:
         tree = SpatialIndex(short, needs.lat[short], needs.lon[short], np.int64(1) << needs.category[short])
-        top_km = float(worth_km[short].max())
+        top_km = float((price_need[short] / COST_UNITS_PER_KM).max())
         for c in sorted({int(v) for v in np.unique(needs.category[short])}):
             serving = usable[((offers.category_mask[usable] >> c) & 1) == 1]
             reach_km = np.minimum(offers.radius_km[serving], top_km - price_offer[serving] / COST_UNITS_PER_KM)
             serving, reach_km = serving[reach_km > 0], reach_km[reach_km > 0]
             if serving.size == 0:
                 continue
-            nid, nd_km = tree.knn(offers.lat[serving], offers.lon[serving], c, k, max_km=reach_km)
-            parts_need.append(nid.ravel())
-            parts_offer.append(np.repeat(serving, k))
-            parts_km.append(nd_km.ravel())
+            category = np.full(len(offers), c, dtype=np.int64)
+            for who, ids, d_km in _widening_knn(tree, offers.lat, offers.lon, category, serving, reach_km, k, max_k):
+                keep(ids, who, d_km)
     need = np.concatenate(parts_need)
     offer = np.concatenate(parts_offer)
     dist = np.concatenate(parts_km)
-    ok = (need >= 0) & (offer >= 0)
-    need, offer, dist = need[ok], offer[ok], dist[ok]
-    ok = (dist <= offers.radius_km[offer]) & (dist <= needs.max_km[need]) & offers.serves(offer, needs.category[need])
-    ok &= np.rint(dist * COST_UNITS_PER_KM).astype(np.int64) + price_offer[offer] < price_need[need]
-    need, offer, dist = need[ok], offer[ok], dist[ok]
     key = need * np.int64(max(m, 1)) + offer
-    if len(known):
-        pos = np.minimum(np.searchsorted(known, key), len(known) - 1)
-        fresh = known[pos] != key
-        need, offer, dist, key = need[fresh], offer[fresh], dist[fresh], key[fresh]
     _, first = np.unique(key, return_index=True)
     return need[first], offer[first], dist[first]
+
+
+def _widening_knn(
+    tree: SpatialIndex,
+    lat: FloatArray,
+    lon: FloatArray,
+    category: IntArray,
+    rows: IntArray,
+    bound_km: FloatArray,
+    k: int,
+    max_k: int,
+) -> Iterator[tuple[IntArray, IntArray, FloatArray]]:
+    """Every item of ``tree`` within ``bound_km`` (shape like ``rows``) of each query row, up to ``max_k``.
+
+    Yields ``(row, item id, km)`` hits, nearest first per row, in batches: the ``k`` nearest, then
+    for the rows whose last hit was still in bound the next ones, four times as many at a time.
+    """
+    lo, hi = 0, k
+    while rows.size:
+        ids, d_km = tree.knn(lat[rows], lon[rows], category[rows], hi, max_km=bound_km)
+        ids, d_km = ids[:, lo:], d_km[:, lo:]
+        hit = ids >= 0
+        yield np.repeat(rows, hi - lo)[hit.ravel()], ids[hit], d_km[hit]
+        if hi >= max_k:
+            return
+        more = ids[:, -1] >= 0
+        rows, bound_km = rows[more], bound_km[more]
+        lo, hi = hi, min(4 * hi, max_k)

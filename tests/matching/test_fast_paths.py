@@ -133,12 +133,17 @@ def test_prices_certify_the_flow_and_price_missing_edges_exactly(seed: int) -> N
     miss_n, miss_o, miss_d = need[~keep], offer[~keep], dist[~keep]
     missing_reduced = np.rint(miss_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[miss_o] - p_need[miss_n]
     known = np.sort(sn * np.int64(len(offers)) + so)
-    new_n, new_o, new_d = priced_in_edges(needs, offers, p_need, p_offer, known, 64)
-    assert (np.rint(new_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[new_o] < p_need[new_n]).all()
-    found = set(zip(new_n.tolist(), new_o.tolist(), strict=True))
-    # With k above the number of offers every class is searched whole: exactly the missing
-    # edges that price in are found.
-    assert found == set(zip(miss_n[missing_reduced < 0].tolist(), miss_o[missing_reduced < 0].tolist(), strict=True))
+    expected = set(zip(miss_n[missing_reduced < 0].tolist(), miss_o[missing_reduced < 0].tolist(), strict=True))
+    # However small the first k, the search asks again while the last hit is in bound, so up to
+    # max_k it finds exactly the missing edges that price in (the graph's own edges, nearer, do
+    # not hide them).
+    for k in (1, 2, 64):
+        new_n, new_o, new_d = priced_in_edges(needs, offers, p_need, p_offer, known, k)
+        assert (np.rint(new_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[new_o] < p_need[new_n]).all()
+        assert set(zip(new_n.tolist(), new_o.tolist(), strict=True)) == expected
+    # With max_k = k the search stops after the first k: a subset.
+    new_n, new_o, _ = priced_in_edges(needs, offers, p_need, p_offer, known, 1, max_k=1)
+    assert set(zip(new_n.tolist(), new_o.tolist(), strict=True)) <= expected
     resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
     if (missing_reduced >= 0).all():
         best = optimum(needs, offers)
