@@ -12,7 +12,8 @@ condition), and adding only priced-in edges keeps each re-solve as small as it c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,15 @@ from matching.columns import FloatArray, IntArray, Needs, Offers
 from matching.solve import COST_UNITS_PER_KM
 
 _INF = np.iinfo(np.int64).max // 4
+
+
+class PricedEdges(NamedTuple):
+    """Missing edges that price in (shape (e,) each) and whether they are all of them."""
+
+    need: IntArray
+    offer: IntArray
+    distance_km: FloatArray
+    exhaustive: bool
 
 
 def prices(
@@ -83,7 +93,7 @@ def priced_in_edges(
     k: int,
     *,
     max_k: int = 4096,
-) -> tuple[IntArray, IntArray, FloatArray]:
+) -> PricedEdges:
     """Feasible edges missing from the graph with a negative reduced cost: all of them, up to ``max_k``.
 
     Needs worth something search every class of offers with the same radius band (powers of two)
@@ -100,7 +110,8 @@ def priced_in_edges(
     So below ``max_k`` the search is exhaustive: when it finds nothing, the flow is optimal over
     every feasible edge. Every hit is kept only if it is feasible and its reduced cost negative.
     ``known`` holds the sorted keys ``need * m + offer`` of the graph's edges.
-    Returns new edges sorted by (need, offer), no duplicates.
+    Returns the new edges sorted by (need, offer), no duplicates, and whether the search was
+    exhaustive (no point still had hits in bound after ``max_k``).
     """
     m = len(offers)
     usable = np.flatnonzero(offers.is_available & (offers.category_mask != 0))
@@ -121,6 +132,7 @@ def priced_in_edges(
         parts_offer.append(offer[ok])
         parts_km.append(dist[ok])
 
+    exhaustive = True
     asking = np.flatnonzero(price_need > 0)
     if asking.size and usable.size:
         price_km = price_offer[usable] / COST_UNITS_PER_KM
@@ -136,8 +148,7 @@ def priced_in_edges(
             bound_km = np.minimum(needs.max_km[q], (price_need[q] - cheapest) / COST_UNITS_PER_KM)
             bound_km = np.minimum(bound_km, float(offers.radius_km[rows].max()))
             tree = SpatialIndex(rows, offers.lat[rows], offers.lon[rows], offers.category_mask[rows])
-            for who, ids, d_km in _widening_knn(tree, needs.lat, needs.lon, needs.category, q, bound_km, k, max_k):
-                keep(who, ids, d_km)
+            exhaustive &= _widening_knn(tree, needs.lat, needs.lon, needs.category, q, bound_km, k, max_k, keep)
     short = np.flatnonzero(price_need >= np.rint(needs.penalty_km * COST_UNITS_PER_KM))
     if short.size and usable.size:
         tree = SpatialIndex(short, needs.lat[short], needs.lon[short], np.int64(1) << needs.category[short])
@@ -149,14 +160,15 @@ def priced_in_edges(
             if serving.size == 0:
                 continue
             category = np.full(len(offers), c, dtype=np.int64)
-            for who, ids, d_km in _widening_knn(tree, offers.lat, offers.lon, category, serving, reach_km, k, max_k):
-                keep(ids, who, d_km)
+            exhaustive &= _widening_knn(
+                tree, offers.lat, offers.lon, category, serving, reach_km, k, max_k, lambda o, n, km: keep(n, o, km)
+            )
     need = np.concatenate(parts_need)
     offer = np.concatenate(parts_offer)
     dist = np.concatenate(parts_km)
     key = need * np.int64(max(m, 1)) + offer
     _, first = np.unique(key, return_index=True)
-    return need[first], offer[first], dist[first]
+    return PricedEdges(need[first], offer[first], dist[first], exhaustive)
 
 
 def _widening_knn(
@@ -168,20 +180,51 @@ def _widening_knn(
     bound_km: FloatArray,
     k: int,
     max_k: int,
-) -> Iterator[tuple[IntArray, IntArray, FloatArray]]:
+    take: Callable[[IntArray, IntArray, FloatArray], None],
+) -> bool:
     """Every item of ``tree`` within ``bound_km`` (shape like ``rows``) of each query row, up to ``max_k``.
 
-    Yields ``(row, item id, km)`` hits, nearest first per row, in batches: the ``k`` nearest, then
-    for the rows whose last hit was still in bound the next ones, four times as many at a time.
+    Hands ``(row, item id, km)`` hits to ``take`` in batches: the ``k`` nearest, then for the rows
+    whose last hit was still in bound the next ones, four times as many at a time. Returns False
+    when some row still had hits in bound at ``max_k`` (the hits are then not all of them).
     """
     lo, hi = 0, k
     while rows.size:
         ids, d_km = tree.knn(lat[rows], lon[rows], category[rows], hi, max_km=bound_km)
         ids, d_km = ids[:, lo:], d_km[:, lo:]
         hit = ids >= 0
-        yield np.repeat(rows, hi - lo)[hit.ravel()], ids[hit], d_km[hit]
-        if hi >= max_k:
-            return
+        take(np.repeat(rows, hi - lo)[hit.ravel()], ids[hit], d_km[hit])
         more = ids[:, -1] >= 0
+        if hi >= max_k:
+            return not more.any()
         rows, bound_km = rows[more], bound_km[more]
         lo, hi = hi, min(4 * hi, max_k)
+    return True
+
+
+def dual_bound(
+    needs: Needs,
+    offers: Offers,
+    price_need: IntArray,
+    price_offer: IntArray,
+    need: IntArray,
+    offer: IntArray,
+    dist: FloatArray,
+) -> float:
+    """A lower bound (km) on the objective over every feasible edge, from prices and the edges that price in.
+
+    ``need``/``offer``/``dist`` must hold every feasible edge whose reduced cost under the prices
+    is negative (the graph's edges and an exhaustive ``priced_in_edges``). Lowering each need's
+    price by its most negative reduced cost makes every edge price non-negative, so those prices
+    are feasible for the dual of the whole problem, and their dual objective
+    ``Σ quantity × price_need - Σ capacity × price_offer`` bounds every assignment from below.
+    """
+    cost = np.rint(dist * COST_UNITS_PER_KM).astype(np.int64)
+    reduced = cost + price_offer[offer] - price_need[need]
+    lowest = np.zeros(len(needs), dtype=np.int64)
+    np.minimum.at(lowest, need, reduced)
+    lifted = price_need + lowest  # lowest <= 0
+    live = offers.capacity > 0
+    value = np.dot(needs.quantity.astype(np.float64), lifted.astype(np.float64))
+    value -= np.dot(offers.capacity[live].astype(np.float64), price_offer[live].astype(np.float64))
+    return float(value) / COST_UNITS_PER_KM

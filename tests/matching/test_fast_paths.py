@@ -11,7 +11,7 @@ from scipy.sparse.csgraph import connected_components
 
 from matching import Needs, Offers, batch, match
 from matching.candidates import all_feasible_edges
-from matching.pricing import priced_in_edges, prices
+from matching.pricing import dual_bound, priced_in_edges, prices
 from matching.solve import COST_UNITS_PER_KM, solve_groups, solve_min_cost_flow
 from tests.matching.oracle import assert_invariants, optimum
 from tests.matching.test_batch import random_instance
@@ -137,17 +137,28 @@ def test_prices_certify_the_flow_and_price_missing_edges_exactly(seed: int) -> N
     # However small the first k, the search asks again while the last hit is in bound, so up to
     # max_k it finds exactly the missing edges that price in (the graph's own edges, nearer, do
     # not hide them).
-    for k in (1, 2, 64):
-        new_n, new_o, new_d = priced_in_edges(needs, offers, p_need, p_offer, known, k)
+    for k in (64, 2, 1):
+        new_n, new_o, new_d, exhaustive = priced_in_edges(needs, offers, p_need, p_offer, known, k)
+        assert exhaustive
         assert (np.rint(new_d * COST_UNITS_PER_KM).astype(np.int64) + p_offer[new_o] < p_need[new_n]).all()
         assert set(zip(new_n.tolist(), new_o.tolist(), strict=True)) == expected
-    # With max_k = k the search stops after the first k: a subset.
-    new_n, new_o, _ = priced_in_edges(needs, offers, p_need, p_offer, known, 1, max_k=1)
-    assert set(zip(new_n.tolist(), new_o.tolist(), strict=True)) <= expected
+    # With max_k = k the search stops after the first k: a subset, and it says so when cut short.
+    cut_n, cut_o, _, exhaustive = priced_in_edges(needs, offers, p_need, p_offer, known, 1, max_k=1)
+    found = set(zip(cut_n.tolist(), cut_o.tolist(), strict=True))
+    assert found <= expected
+    if found != expected:
+        assert not exhaustive
     resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    best = optimum(needs, offers)
     if (missing_reduced >= 0).all():
-        best = optimum(needs, offers)
         assert _cost(needs, sn, sd, flow) == pytest.approx(best, abs=resolution)
+    # The dual bound from the prices and every edge that prices in never passes the optimum,
+    # and meets it when nothing is missing.
+    all_n, all_o, all_d = np.concatenate([sn, new_n]), np.concatenate([so, new_o]), np.concatenate([sd, new_d])
+    bound = dual_bound(needs, offers, p_need, p_offer, all_n, all_o, all_d)
+    assert bound <= best + resolution
+    if (missing_reduced >= 0).all():
+        assert bound == pytest.approx(best, abs=resolution)
 
 
 @settings(max_examples=20, deadline=None)
@@ -160,4 +171,8 @@ def test_priced_rounds_only_improve_and_keep_every_invariant(seed: int) -> None:
     narrow = match(needs, offers, max_exact_edges=0, k=2, k_reverse=1, widen_rounds=0)
     resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
     assert result.objective <= narrow.objective + resolution
-    assert result.objective >= optimum(needs, offers) - resolution
+    best = optimum(needs, offers)
+    assert result.objective >= best - resolution
+    # The gap it reports is a true bound: the optimum is no further below than it says.
+    if result.gap_bound is not None:
+        assert result.objective <= best * (1 + result.gap_bound) + resolution
