@@ -141,7 +141,7 @@ def match(
         if priced_rounds:
             extra, round_bound = _priced_edges(needs, offers, need, offer, dist, flow, PRICED_K)
             bound = max(bound, round_bound)
-            if extra is None or _flow_cost(needs, need, dist, flow) - bound <= PRICED_GAP * abs(bound):
+            if extra is None or _proven_within(_flow_cost(needs, need, dist, flow), bound, PRICED_GAP):
                 break  # nothing prices in, or the dual bound says the rest is not worth a solve
         else:
             extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen)
@@ -237,6 +237,12 @@ def _priced_edges(
         return None, bound
     order = np.lexsort((all_offer, all_need))
     return (all_need[order], all_offer[order], all_km[order]), bound
+
+
+def _proven_within(value: float, bound: float, gap: float) -> bool:
+    """Whether a lower ``bound`` on the optimum proves ``value`` within ``gap`` (a fraction) of it."""
+    found = _gap(value, bound)
+    return found is not None and found <= gap
 
 
 def _gap(value: float, bound: float) -> float | None:

@@ -263,6 +263,8 @@ def run_batch(
         "solver": "matching.match",
         "objective": float(result.objective),
         "complete": result.complete,
+        # How far above the optimum the assignment can be at most (0: proven optimal; None: unknown).
+        "gap_bound": result.gap_bound,
         "time_budget_s": time_budget_s,
         "dropped_rows": int((~fresh).sum()),
         "messages": written,

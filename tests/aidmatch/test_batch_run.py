@@ -94,6 +94,7 @@ def test_batch_run_proposes_feasible_matches_and_records_the_run(client: TestCli
     assert stored.config["messages"] == len(messages)
     # A scene this small is solved exactly, well within the batch's time budget.
     assert stored.config["complete"] is True
+    assert stored.config["gap_bound"] == 0.0  # every feasible pair fits: the exact optimum
     assert stored.config["time_budget_s"] == service.BATCH_TIME_BUDGET_S
 
 

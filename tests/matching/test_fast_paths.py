@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,7 +13,7 @@ from scipy.sparse.csgraph import connected_components
 
 from matching import Needs, Offers, batch, match
 from matching.candidates import all_feasible_edges
-from matching.pricing import dual_bound, priced_in_edges, prices
+from matching.pricing import PricedEdges, dual_bound, priced_in_edges, prices
 from matching.solve import COST_UNITS_PER_KM, solve_groups, solve_min_cost_flow
 from tests.matching.oracle import assert_invariants, optimum
 from tests.matching.test_batch import random_instance
@@ -176,3 +178,32 @@ def test_priced_rounds_only_improve_and_keep_every_invariant(seed: int) -> None:
     # The gap it reports is a true bound: the optimum is no further below than it says.
     if result.gap_bound is not None:
         assert result.objective <= best * (1 + result.gap_bound) + resolution
+
+
+def test_priced_rounds_go_on_when_the_search_cannot_prove_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A search cut short proves nothing: the rounds must not stop on its bound (there is none),
+    # they go on until nothing more prices in, and the result claims no gap.
+    import matching.batch as batch_module
+
+    def cut_short(*args: Any, **kwargs: Any) -> PricedEdges:
+        return priced_in_edges(*args, **kwargs)._replace(exhaustive=False)
+
+    contested = 0
+    for seed in range(12):
+        needs, offers = random_instance(np.random.default_rng(seed), 50, 40, box_deg=1.0)
+        narrow = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, urgent_factor=1, widen_rounds=0)
+        best = optimum(needs, offers)
+        resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+        if narrow.objective <= best * (1 + batch_module.PRICED_GAP) + resolution:
+            continue
+        contested += 1
+        with monkeypatch.context() as patch:
+            patch.setattr(batch_module, "priced_in_edges", cut_short)
+            result = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, urgent_factor=1, priced_rounds=True)
+        assert_invariants(needs, offers, result)
+        assert result.gap_bound is None
+        assert result.objective < narrow.objective - resolution
+        proven = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0, urgent_factor=1, priced_rounds=True)
+        assert proven.gap_bound is not None
+        assert proven.objective <= best * (1 + proven.gap_bound) + resolution
+    assert contested >= 3
