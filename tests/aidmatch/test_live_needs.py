@@ -7,20 +7,21 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import matching
 from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus, Urgency
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.errors import ConflictError
 from aidmatch.helpers.models import Helper
-from aidmatch.matches import live_needs
+from aidmatch.matches import live_needs, proposals
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
+from aidmatch.matches.live_tasks import LiveTasks
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.matches.proposals import busy_helpers, pending_units
@@ -266,15 +267,172 @@ def test_need_changes_show_at_once_and_late_commits_within_the_recheck_interval(
     assert unmet_ids() == before - {closing.id, late.id}
 
 
-def test_units_held_and_busy_helpers_from_one_read_equal_their_queries(db: Session) -> None:
-    _seed(db, np.random.default_rng(6), utcnow())
-    db.execute(update(Helper).values(max_active_tasks=1))  # many helpers at their cap
+def _held_by_queries(db: Session) -> tuple[dict[int, int], dict[int, int], set[int]]:
+    return pending_units(db, "need"), pending_units(db, "offer"), busy_helpers(db)
+
+
+def _held_kept(db: Session, tasks: LiveTasks) -> tuple[dict[int, int], dict[int, int], set[int]]:
+    tasks.refresh(session=db)
+    held = tasks.held(db)
+    return dict(zip(held.need_id.tolist(), held.need_units.tolist(), strict=True)), held.offer_units, held.busy_helpers
+
+
+def test_live_tasks_follow_random_changes_like_their_queries(
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    rng = np.random.default_rng(8)
+    _seed(db, rng, utcnow())
+    db.execute(update(Helper).values(max_active_tasks=Helper.max_active_tasks % 2 + 1))  # many at their cap
     db.commit()
-    seen = LiveOfferIndex()
-    seen.refresh(session=db, now=utcnow())
-    for live in (LiveOfferIndex(), seen):  # no offer seen yet: their helpers come from the database
-        held = matches_service._held(db, live)
-        assert held.offer_units == pending_units(db, "offer")
-        assert dict(zip(held.need_id.tolist(), held.need_units.tolist(), strict=True)) == pending_units(db, "need")
-        assert held.busy_helpers == busy_helpers(db)
-        assert held.busy_helpers
+    live, kept = LiveOfferIndex(), LiveTasks()
+    busy_seen = 0
+    for step in range(8):
+        want = _held_by_queries(db)
+        assert _held_kept(db, kept) == want, f"step {step}"
+        assert _held_kept(db, LiveTasks()) == want
+        busy_seen += len(want[2])
+        if step % 3 == 0:
+            matches_service.run_batch(session=db, time_budget_s=1.0)
+            db.commit()
+        for k in range(4):  # intake: new needs ask their nearest helpers
+            need_in = NeedIn(
+                category=CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+                quantity=int(rng.integers(1, 4)),
+                urgency=list(Urgency)[int(rng.integers(0, 3))],
+                lat=54.6 + float(rng.normal(0, 0.4)),
+                lon=39.7 + float(rng.normal(0, 0.6)),
+                contact_phone=f"+7903{step:03d}{k:04d}",
+            )
+            need, merged = needs_service.create_or_merge(
+                session=db, need_in=need_in, settings=settings, geocoder=gazetteer
+            )
+            if not merged:
+                proposals.propose_for_need(session=db, need=need, live=live, settings=settings, now=utcnow())
+            db.commit()
+        pending = list(db.scalars(select(Match.id).where(Match.status.in_(PENDING_MATCH_STATUSES))))
+        for match_id in rng.permutation(pending)[:10].tolist():
+            if rng.random() < 0.6:
+                try:
+                    matches_service.accept(session=db, match_id=match_id)
+                except ConflictError:
+                    db.rollback()
+            else:
+                matches_service.decline(session=db, match_id=match_id, live=live)
+            db.commit()
+        accepted = list(db.scalars(select(Match.id).where(Match.status == MatchStatus.accepted)))
+        for match_id in rng.permutation(accepted)[:3].tolist():
+            matches_service.complete(session=db, match_id=match_id)
+        open_ids = list(db.scalars(select(Need.id).where(Need.status.in_(OPEN_NEED_STATUSES))))
+        for need_id in rng.choice(open_ids, 3, replace=False).tolist():
+            closing = db.get(Need, need_id)
+            assert closing is not None
+            needs_service.close(session=db, need=closing, fulfilled=False)  # its pending requests close
+        for helper in db.scalars(select(Helper).order_by(Helper.id)).all()[step::9]:
+            helper.max_active_tasks = int(rng.integers(1, 4))  # caps change through the ORM
+        expire_needs(db, settings, utcnow() + timedelta(hours=6.0 * step), UpkeepReport())
+        db.commit()
+    assert busy_seen > 0
+
+
+def test_every_change_to_a_match_moves_its_updated_at(
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    _seed(db, np.random.default_rng(12), utcnow())
+    live = LiveOfferIndex()
+
+    def rows() -> dict[int, tuple[MatchStatus, int, datetime]]:
+        db.commit()
+        got = db.execute(select(Match.id, Match.status, Match.quantity, Match.updated_at)).tuples().all()
+        return {i: (status, quantity, at) for i, status, quantity, at in got}
+
+    before = rows()
+    changed = 0
+
+    def check() -> None:
+        nonlocal before, changed
+        after = rows()
+        for i, (status, quantity, at) in after.items():
+            if i in before and before[i][:2] != (status, quantity):
+                assert at > before[i][2], (i, before[i], after[i])
+                changed += 1
+        before = after
+
+    matches_service.run_batch(session=db, time_budget_s=1.0)  # insert, then a bare update to "notified"
+    check()
+    need = needs_service.create_or_merge(
+        session=db,
+        need_in=NeedIn(category=CATEGORIES[0], urgency=Urgency.critical, lat=54.6, lon=39.7),
+        settings=settings,
+        geocoder=gazetteer,
+    )[0]
+    proposals.propose_for_need(session=db, need=need, live=live, settings=settings, now=utcnow())
+    check()
+    pending = sorted(i for i, (status, _, _) in before.items() if status in PENDING_MATCH_STATUSES)
+    for match_id in pending[:6]:
+        try:
+            matches_service.accept(session=db, match_id=match_id)
+        except ConflictError:
+            db.rollback()
+        check()
+    matches_service.decline(session=db, match_id=pending[6], live=live)
+    check()
+    accepted = sorted(i for i, (status, _, _) in before.items() if status is MatchStatus.accepted)
+    matches_service.complete(session=db, match_id=accepted[0])
+    check()
+    waiting = db.scalars(
+        select(Need).join(Match, Match.need_id == Need.id).where(Match.status.in_(PENDING_MATCH_STATUSES))
+    ).first()
+    assert waiting is not None
+    needs_service.close(session=db, need=waiting, fulfilled=False)
+    check()
+    need.escalation_next_at = utcnow()
+    proposals.escalate(session=db, need=need, live=live, settings=settings, now=utcnow())  # next wave or time out
+    check()
+    expire_needs(db, settings, utcnow() + timedelta(days=30), UpkeepReport())
+    check()
+    assert changed > 10
+
+
+def test_task_changes_show_at_once_and_late_commits_within_the_recheck_interval(db: Session) -> None:
+    _seed(db, np.random.default_rng(4), utcnow())
+    db.execute(update(Match).values(updated_at=utcnow() - timedelta(minutes=5)))
+    db.commit()
+    clock = [utcnow()]
+    kept = LiveTasks(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+    first = _held_kept(db, kept)
+    assert first == _held_by_queries(db)
+    pending = list(db.scalars(select(Match).where(Match.status.in_(PENDING_MATCH_STATUSES)).order_by(Match.id)))
+    pending[0].status = MatchStatus.declined
+    pending[0].updated_at = utcnow()
+    db.commit()
+    assert _held_kept(db, kept) == _held_by_queries(db)  # stamped after everything seen: at once
+    late = pending[1]
+    late.status = MatchStatus.cancelled
+    late.updated_at = utcnow() - timedelta(seconds=20)  # committed after a later stamp was seen
+    db.commit()
+    assert _held_kept(db, kept)[0] != _held_by_queries(db)[0]  # the clock stands still: not re-read yet
+    clock[0] += timedelta(seconds=1)
+    assert _held_kept(db, kept) == _held_by_queries(db)
+
+
+def test_a_helper_seen_late_has_its_cap_read_from_the_database(db: Session) -> None:
+    _seed(db, np.random.default_rng(4), utcnow())
+    clock = [utcnow()]
+    kept = LiveTasks(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+    kept.refresh(session=db)
+    db.execute(update(Helper).where(Helper.id == db.scalar(select(func.min(Helper.id)))).values(updated_at=utcnow()))
+    db.commit()
+    kept.refresh(session=db)  # the newest helper stamp seen is now
+    # A helper whose row commits after that stamp was seen, with an older stamp, and a request to it.
+    helper = Helper(name="late", phone="+79049999999", max_active_tasks=1, updated_at=utcnow() - timedelta(seconds=20))
+    db.add(helper)
+    db.flush()
+    offer = Offer(helper_id=helper.id, capacity=2, lat=54.6, lon=39.7, radius_km=10.0)
+    db.add(offer)
+    db.flush()
+    need_id = db.scalar(select(func.min(Need.id)))
+    db.add(Match(need_id=need_id, offer_id=offer.id, quantity=1, distance_km=1.0, status=MatchStatus.notified))
+    db.commit()
+    got = _held_kept(db, kept)
+    assert helper.id in got[2]  # at its cap of one open task, though its row was not read
+    assert got == _held_by_queries(db)
