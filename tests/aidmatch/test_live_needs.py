@@ -4,22 +4,24 @@ against the computation from the database, and (for the reach alone) against a f
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 import matching
+from aidmatch import migrate
 from aidmatch.categories import Category
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.errors import ConflictError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import live_needs, proposals
 from aidmatch.matches import service as matches_service
-from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live import ChangeFeed, LiveOfferIndex
 from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
 from aidmatch.matches.live_tasks import LiveTasks
 from aidmatch.matches.models import Match
@@ -32,6 +34,7 @@ from aidmatch.needs.schemas import NeedIn
 from aidmatch.offers.models import Offer
 from geo.geocoding import GazetteerGeocoder
 from tests.aidmatch.test_unmet_oracle import CATEGORIES, _seed
+from tests.databases import fresh_postgres_database
 
 
 def _need_rows(rows: np.ndarray, geometry: dict[str, np.ndarray]) -> NeedRows:
@@ -436,3 +439,38 @@ def test_a_helper_seen_late_has_its_cap_read_from_the_database(db: Session) -> N
     got = _held_kept(db, kept)
     assert helper.id in got[2]  # at its cap of one open task, though its row was not read
     assert got == _held_by_queries(db)
+
+
+@pytest.mark.postgres
+def test_change_reads_use_the_stamp_index_without_planner_statistics() -> None:
+    """A table that grew since its last ANALYZE (autovacuum off): an open ``updated_at > x`` is planned
+    as a scan of the table, the feeds' bounded window as a scan of the index on the stamps."""
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        try:
+            with make_sessionmaker(engine)() as db:
+                db.execute(text("ANALYZE matches"))  # statistics of the table while it was empty (as after seeding)
+                db.commit()
+                _seed(db, np.random.default_rng(3), utcnow())
+                need_id, offer_id = db.execute(select(Match.need_id, Match.offer_id).limit(1)).one()
+                stamp = utcnow() - timedelta(hours=1)
+                rows = [
+                    {"need_id": need_id, "offer_id": offer_id, "distance_km": 1.0, "updated_at": stamp}
+                    for _ in range(5000)
+                ]
+                db.execute(insert(Match), rows)
+                db.commit()
+                feed = ChangeFeed(Match.id, Match.updated_at, recheck=timedelta(seconds=1), clock=utcnow)
+
+                def plan(stmt: Select[Any]) -> str:
+                    sql = stmt.compile(engine, compile_kwargs={"literal_binds": True}).string
+                    return "\n".join(db.execute(text("EXPLAIN " + sql)).scalars())
+
+                now = utcnow()
+                assert "Seq Scan on matches" in plan(select(Match.id).where(Match.updated_at > now))
+                for stmt in (feed._narrow, feed._wide):
+                    bound = stmt.params(since=now)
+                    assert "ix_matches_updated_at" in plan(bound), plan(bound)
+        finally:
+            engine.dispose()
