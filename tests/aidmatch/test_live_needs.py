@@ -474,3 +474,54 @@ def test_change_reads_use_the_stamp_index_without_planner_statistics() -> None:
                     assert "ix_matches_updated_at" in plan(bound), plan(bound)
         finally:
             engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_wide_reread_skips_what_the_last_one_saw_but_not_a_late_commit() -> None:
+    """PostgreSQL: the wide re-read leaves out row versions of transactions that had finished before
+    the previous one began, and still catches a change committed late by a transaction running then."""
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        sessions = make_sessionmaker(engine)
+        try:
+            with sessions() as db, sessions() as late:
+                _seed(db, np.random.default_rng(2), utcnow())
+                db.commit()
+                clock = [utcnow()]
+                kept = LiveNeeds(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+
+                def unmet_ids() -> set[int]:
+                    u = matches_service.unmet(session=db, live=LiveOfferIndex(), now=utcnow(), needs=kept)
+                    db.commit()
+                    return set(u.needs.id.tolist())
+
+                before = unmet_ids()
+                feed = kept._feed
+                window = {"since": clock[0] - timedelta(days=3650)}
+                everything = len(db.execute(feed._wide, window).all())
+                assert everything >= len(before)
+                # A transaction that stamps a need now and commits only after the next wide re-read began.
+                slow = late.get(Need, min(before))
+                assert slow is not None
+                slow.status = NeedStatus.cancelled
+                slow.updated_at = utcnow() - timedelta(seconds=5)
+                late.flush()
+                clock[0] += timedelta(seconds=1)
+                assert unmet_ids() == before  # a wide re-read: the slow change is not committed yet
+                assert feed._horizon is not None
+                seen_already = db.execute(feed._wide_since, {**window, "horizon": feed._horizon}).all()
+                db.commit()
+                assert len(seen_already) < everything  # the seeded rows were seen: left out
+                fresh = db.get(Need, max(before))
+                assert fresh is not None
+                fresh.status = NeedStatus.cancelled
+                fresh.updated_at = utcnow()
+                db.commit()
+                assert unmet_ids() == before - {fresh.id}  # stamped after everything seen: at once
+                late.commit()
+                assert unmet_ids() == before - {fresh.id}  # older than the newest stamp seen: not yet
+                clock[0] += timedelta(seconds=1)
+                assert unmet_ids() == before - {fresh.id, slow.id}  # the next wide re-read catches it
+        finally:
+            engine.dispose()
