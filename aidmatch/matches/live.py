@@ -37,11 +37,9 @@ _GROW = 1024
 _LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re-read (late commits)
 _RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
 _CHUNK = 1000
-_END = datetime(9999, 12, 31, tzinfo=UTC)
-# The oldest transaction still running (xid, its low 32 bits as the rows' xmin carries it).
-_HORIZON = text(
-    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296"
-)  # later than any stamp (see ``ChangeFeed``)
+_END = datetime(9999, 12, 31, tzinfo=UTC)  # later than any stamp (see ``ChangeFeed``)
+# PostgreSQL 13+: the oldest transaction still running, as its low 32 bits (what a row's xmin holds).
+_HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296")
 _STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
 _OFFER_ROWS = select(
     Offer.id,

@@ -1,9 +1,9 @@
 """The open tasks and the helpers' caps that each worker keeps in memory for the unmet statistics.
 
 The statistics need the units awaiting an answer per need and per offer, and the helpers at their
-cap of open tasks (requests awaiting an answer plus accepted tasks). Read from ``matches`` on every
-computation that was every open match (~30k rows after a batch run: ~40 ms of a ~90 ms
-computation); kept here instead, like the needs (``live_needs.py``) and the offers (``live.py``):
+cap of open tasks (requests awaiting an answer plus accepted tasks). Reading every open match (~30k
+rows after a batch run) and every helper's cap on each computation took ~50 ms of 80–90 ms; they are
+kept here instead, like the needs (``live_needs.py``) and the offers (``live.py``):
 loaded on first use, then brought up to date by reading only the matches and helpers whose
 ``updated_at`` moved, through the same ``ChangeFeed`` (indexes ``ix_matches_updated_at`` and
 ``ix_helpers_updated_at``, migration 0006). Every change to a match touches ``updated_at``
