@@ -8,10 +8,11 @@ when the change it describes does.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
@@ -19,6 +20,7 @@ from aidmatch.database import utcnow
 from aidmatch.query import PageParams, paginate
 
 ANONYMOUS = "anonymous"
+_INSERT = insert(typing.cast(Table, AuditEvent.__table__))
 
 
 def act_as(session: Session, actor: str) -> None:
@@ -47,7 +49,7 @@ def record_many(session: Session, action: str, entity: str, ids: Iterable[int], 
         for i in ids
     ]
     if rows:
-        session.execute(insert(AuditEvent), rows)
+        session.execute(_INSERT, rows)  # through the table: the ORM's bulk insert costs more Python
 
 
 def list_events(

@@ -30,4 +30,5 @@ class Helper(Base):
     # SHA-256 of the helper's private task link; the link itself is shown once.
     link_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Indexed: each worker's live tasks follow the caps by the rows stamped after the newest seen.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, index=True)

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Select, String, cast, select
+from sqlalchemy import Select, String, bindparam, cast, select, text
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 import matching
@@ -37,7 +37,25 @@ _GROW = 1024
 _LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re-read (late commits)
 _RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
 _CHUNK = 1000
+_END = datetime(9999, 12, 31, tzinfo=UTC)  # later than any stamp (see ``ChangeFeed``)
+# PostgreSQL 13+: the oldest transaction still running, as its low 32 bits (what a row's xmin holds).
+_HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296")
 _STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
+_OFFER_ROWS = select(
+    Offer.id,
+    Offer.helper_id,
+    Offer.lat,
+    Offer.lon,
+    Offer.radius_km,
+    Offer.capacity,
+    Offer.capacity_used,
+    Offer.status,
+    Offer.available_from,
+    Offer.available_until,
+    Offer.updated_at,
+    _STAMP.label("stamp"),
+    OfferCategory.category,
+).outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
 
 
 class Look(NamedTuple):
@@ -46,6 +64,7 @@ class Look(NamedTuple):
     started: datetime
     wide: bool
     ids: list[int] | None
+    horizon: int | None = None  # PostgreSQL: transactions before this xid had finished when the look began
 
     def statements(self, stmt: Select[Any], id_column: InstrumentedAttribute[int]) -> list[Select[Any]]:
         """``stmt`` restricted to the rows to re-read, in chunks of ids (``stmt`` itself the first time)."""
@@ -61,7 +80,10 @@ class ChangeFeed:
     when nothing changed). At most every ``recheck`` it reads instead the rows stamped since a
     little (``_LAG``) before the previous such re-read started, because a transaction commits its
     change after stamping it and may commit after a later stamp was seen. A row whose stamp was
-    already applied is not read again. Not thread-safe: the owner looks under its own lock.
+    already applied is not read again. On PostgreSQL the re-read also leaves out the row versions
+    of transactions that had finished before the previous re-read began (it read them), so after a
+    bulk write it does not fetch the whole window's stamps every second for a minute. Not
+    thread-safe: the owner looks under its own lock.
     """
 
     def __init__(
@@ -74,7 +96,23 @@ class ChangeFeed:
     ) -> None:
         self._id, self._stamped, self._recheck, self._clock = id_column, stamp_column, recheck, clock
         self._text = cast(stamp_column, String)  # updated_at as the database prints it
+        # Built once (building and keying a statement costs more Python time than a look that finds nothing).
+        # The upper bound changes no answer (no stamp is that late) but makes the condition a range, which a
+        # planner without statistics on the column (a table that grew since its last ANALYZE, autovacuum
+        # off) estimates at a small fraction of the rows and so answers from the index on the stamps; an
+        # open ``>`` it estimates at a third of the rows, and scans the table.
+        since, end = bindparam("since", type_=stamp_column.type), bindparam("end", _END, type_=stamp_column.type)
+        self._wide = select(id_column, self._text).where(stamp_column >= since, stamp_column < end)
+        self._narrow = select(id_column, self._text).where(stamp_column > since, stamp_column < end)
+        # PostgreSQL: a wide re-read skips the row versions written by transactions that had finished
+        # before the previous wide re-read began (it saw them, and its window held theirs). ``age``
+        # counts transactions back from one reference fixed per transaction, so comparing two ages
+        # compares the two transaction ids, wraparound included.
+        table = stamp_column.property.columns[0].table.name
+        written_since = text(f"age({table}.xmin) <= age(CAST(CAST(:horizon AS text) AS xid))")
+        self._wide_since = self._wide.where(written_since)
         self._seen: datetime | None = None  # wall-clock start of the last wide re-read
+        self._horizon: int | None = None  # PostgreSQL: ``Look.horizon`` of the last wide re-read
         self._newest: datetime | None = None  # the newest updated_at applied
         self._applied: dict[int, str] = {}  # row id → the updated_at applied, as text
 
@@ -82,16 +120,27 @@ class ChangeFeed:
         """The rows to re-read now; apply each with ``applied``, then call ``done``."""
         started = self._clock()
         wide = self._seen is None or self._newest is None or started - self._seen >= self._recheck
+        connection = session.connection()
+        horizon = None
+        if wide and connection.dialect.name == "postgresql":
+            # Taken before the window is read: every transaction older than this is visible to that read.
+            horizon = int(connection.execute(_HORIZON).scalar_one())
         if self._seen is None:
-            return Look(started, wide, None)
-        since = self._stamped >= self._seen - _LAG if wide or self._newest is None else self._stamped > self._newest
+            return Look(started, wide, None, horizon)
+        params: dict[str, Any] = {"since": self._seen - _LAG if wide else self._newest}
+        if not wide:
+            stmt = self._narrow
+        elif self._horizon is not None and horizon is not None:
+            stmt, params["horizon"] = self._wide_since, self._horizon
+        else:
+            stmt = self._wide
         # Two steps: the stamps of the window (cheap), then the caller reads full rows of what changed.
         # Stamps compared as the database prints them: after a bulk import the window holds every
         # row, and plain (id, text) rows from the driver cost little.
-        window = session.connection().execute(select(self._id, self._text).where(since))
+        window = connection.execute(stmt, params)
         ids = sorted(i for i, stamp in window.cursor.fetchall() if self._applied.get(i) != stamp)
         window.close()
-        return Look(started, wide, ids)
+        return Look(started, wide, ids, horizon)
 
     def applied(self, row_id: int, stamp: str, updated_at: datetime) -> None:
         """The row was read with this ``updated_at`` (``stamp``: the same as the database prints it)."""
@@ -101,7 +150,7 @@ class ChangeFeed:
 
     def done(self, look: Look) -> None:
         if look.wide:
-            self._seen = look.started
+            self._seen, self._horizon = look.started, look.horizon
 
 
 class Candidate(NamedTuple):
@@ -166,21 +215,7 @@ class LiveOfferIndex:
         """Apply every offer change since the last refresh (all offers the first time; see ``ChangeFeed``)."""
         with self._lock:
             look = self._feed.look(session)
-            stmt = select(
-                Offer.id,
-                Offer.helper_id,
-                Offer.lat,
-                Offer.lon,
-                Offer.radius_km,
-                Offer.capacity,
-                Offer.capacity_used,
-                Offer.status,
-                Offer.available_from,
-                Offer.available_until,
-                Offer.updated_at,
-                _STAMP.label("stamp"),
-                OfferCategory.category,
-            ).outerjoin(OfferCategory, OfferCategory.offer_id == Offer.id)
+            stmt = _OFFER_ROWS
             changed: dict[int, Any] = {}
             masks: dict[int, int] = {}
             for chunk in look.statements(stmt, Offer.id):

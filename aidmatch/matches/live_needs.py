@@ -27,6 +27,7 @@ from aidmatch.categories import CATEGORY_INDEX, Category
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Urgency
 from aidmatch.matches.live import _RECHECK, ChangeFeed
+from aidmatch.matches.live_tasks import LiveTasks
 from aidmatch.needs.models import Need
 from geo.sphere import chord_to_km, lat_lon_to_xyz
 
@@ -208,6 +209,7 @@ class LiveNeeds:
         self._by_id: np.ndarray | None = None  # rows by id (None: the rows themselves)
         self._in_range = Coverage()
         self._with_room = Coverage()
+        self.tasks = LiveTasks(recheck=recheck, clock=clock)  # units held and busy helpers, followed alike
 
     def _grow(self, size: int) -> None:
         for name in ("_id", "_lat", "_lon", "_category", "_left", "_urgency", "_max_km", "_created", "_expires"):
@@ -215,7 +217,8 @@ class LiveNeeds:
         self._open = np.concatenate([self._open, np.zeros(size - len(self._open), dtype=bool)])
 
     def refresh(self, *, session: Session) -> None:
-        """Apply every need change since the last refresh (the open needs the first time)."""
+        """Apply every need change since the last refresh (the open needs the first time), and
+        every change to the open tasks (``tasks``)."""
         with self._lock:
             look = self._feed.look(session)
             # Plain numbers where the database can give them: no per-row enum conversion.
@@ -240,6 +243,7 @@ class LiveNeeds:
             if rows:
                 self._apply(rows)
             self._feed.done(look)
+        self.tasks.refresh(session=session)
 
     def _apply(self, rows: list[Any]) -> None:
         positions = []

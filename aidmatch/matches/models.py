@@ -58,6 +58,7 @@ class Match(Base):
     status: Mapped[MatchStatus] = mapped_column(enum_type(MatchStatus, "match_status"), default=MatchStatus.proposed)
     wave: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Indexed: each worker's live tasks ask for the rows stamped after the newest they have seen.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, index=True)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -13,13 +13,14 @@ Services flush; the caller commits once, so matches and their messages land toge
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import BindParameter, ColumnElement, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from aidmatch.audit import service as audit
@@ -58,6 +59,43 @@ class HelperContact(NamedTuple):
     language: Language
 
 
+def _facts(helpers: ColumnElement[bool]) -> Select[Any]:
+    """Every offer of the helpers matching ``helpers``: units awaiting an answer, open tasks, the
+    helper's cap and contact (built once per form: see ``CandidateFacts``)."""
+    held = (
+        select(func.coalesce(func.sum(Match.quantity), 0))
+        .where(Match.offer_id == Offer.id, Match.status.in_(PENDING_MATCH_STATUSES))
+        .scalar_subquery()
+    )
+    tasks = (
+        select(func.count(Match.id))
+        .where(Match.offer_id == Offer.id, Match.status.in_(OPEN_TASK_STATUSES))
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Offer.id,
+            Offer.helper_id,
+            held,
+            tasks,
+            Helper.max_active_tasks,
+            Helper.sms_consent,
+            Helper.phone,
+            Helper.language,
+        )
+        .join(Helper, Helper.id == Offer.helper_id)
+        .where(helpers)
+    )
+
+
+_INSERT_MATCHES = insert(typing.cast(Table, Match.__table__)).returning(Match.id, sort_by_parameter_order=True)
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_owner = aliased(Offer)
+# Built once: building and keying these statements cost more Python time than running them.
+_FACTS_BY_HELPER = _facts(Offer.helper_id.in_(_IDS))
+_FACTS_BY_OFFER = _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id.in_(_IDS))))
+
+
 class CandidateFacts:
     """What a lookup must know about the candidates it found, read in one statement per round.
 
@@ -78,32 +116,9 @@ class CandidateFacts:
         self._cap: dict[int, int] = {}
         self.contacts: dict[int, HelperContact] = {}
 
-    def _read(self, helpers: ColumnElement[bool]) -> None:
-        """Read the offers of the helpers matching ``helpers``."""
-        held = (
-            select(func.coalesce(func.sum(Match.quantity), 0))
-            .where(Match.offer_id == Offer.id, Match.status.in_(PENDING_MATCH_STATUSES))
-            .scalar_subquery()
-        )
-        tasks = (
-            select(func.count(Match.id))
-            .where(Match.offer_id == Offer.id, Match.status.in_(OPEN_TASK_STATUSES))
-            .scalar_subquery()
-        )
-        rows = self._session.execute(
-            select(
-                Offer.id,
-                Offer.helper_id,
-                held,
-                tasks,
-                Helper.max_active_tasks,
-                Helper.sms_consent,
-                Helper.phone,
-                Helper.language,
-            )
-            .join(Helper, Helper.id == Offer.helper_id)
-            .where(helpers)
-        ).all()
+    def _read(self, stmt: Select[Any], ids: list[int]) -> None:
+        """Read the offers of the helpers ``stmt`` finds from ``ids`` (``_FACTS_BY_HELPER``/``_BY_OFFER``)."""
+        rows = self._session.execute(stmt, {"ids": ids}).all()
         open_tasks: dict[int, int] = {}
         for offer_id, helper_id, waiting, n, cap, consent, phone, language in rows:
             self._units[offer_id] = int(waiting)
@@ -117,15 +132,14 @@ class CandidateFacts:
         ids = sorted(set(offer_ids))
         unread = [i for i in ids if i not in self._units]
         if unread:
-            owner = aliased(Offer)
-            self._read(Offer.helper_id.in_(select(owner.helper_id).where(owner.id.in_(unread))))
+            self._read(_FACTS_BY_OFFER, unread)
         return {i: self._units[i] for i in ids if self._units.get(i)}
 
     def blocked(self, helper_ids: list[int]) -> set[int]:
         """Among some helpers: those at their cap of open tasks, plus ``also``."""
         unread = sorted(set(helper_ids) - self._cap.keys())
         if unread:
-            self._read(Offer.helper_id.in_(unread))
+            self._read(_FACTS_BY_HELPER, unread)
         return {h for h in helper_ids if h in self._cap and self._open[h] >= self._cap[h]} | set(self._also)
 
 
@@ -213,7 +227,8 @@ def ask(
                 "notified_at": now if consent else None,
             }
         )
-    ids = list(session.scalars(insert(Match).returning(Match.id, sort_by_parameter_order=True), rows))
+    # Through the table, not the ORM's bulk insert: the same rows, less Python per call.
+    ids = list(session.scalars(_INSERT_MATCHES, rows))
     audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
     template = urgent_request if wave else task_request
     messages = []

@@ -14,11 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
-from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, case, func, insert, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import matching
@@ -42,7 +40,6 @@ from aidmatch.matches.live_needs import URGENCY_INDEX, LiveNeeds
 from aidmatch.matches.models import Match, MatchRun
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
 from aidmatch.matches.proposals import (
-    OPEN_TASK_STATUSES,
     asked_pairs,
     busy_helpers,
     offer_to_next_helpers,
@@ -575,7 +572,7 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveN
         has_helper = np.isfinite(nearest_km)
     else:
         needs.refresh(session=session)
-        held = _held(session, live)
+        held = needs.tasks.held(session)
         offers, left = live.snapshot(held.offer_units, held.busy_helpers)
         reach = needs.reach(now=now, pending=(held.need_id, held.need_units), offers=offers, left=left)
         has_helper, in_range, with_room = reach.has_helper, reach.in_range, reach.with_room
@@ -592,69 +589,6 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveN
         )
     code = np.select([~has_helper, ~in_range, ~with_room], [0, 1, 2], default=3)
     return Unmet(needs=open_needs, reason=np.array(_REASON_KEYS)[code], reason_code=code)
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """Units awaiting an answer per need (ids, units) and per offer, and the helpers at their cap."""
-
-    need_id: np.ndarray
-    need_units: np.ndarray
-    offer_units: dict[int, int]
-    busy_helpers: set[int]
-
-
-def _held(session: Session, live: LiveOfferIndex) -> _Held:
-    """``pending_units`` of needs and of offers and ``busy_helpers``, from one read of the open tasks.
-
-    The open tasks are read from ``matches`` alone (no join): each offer's helper comes from the live
-    index (the database for an offer it has not seen yet), and the caps from ``helpers``.
-    """
-    stmt = select(
-        Match.need_id, Match.offer_id, Match.quantity, case((Match.status.in_(PENDING_MATCH_STATUSES), 1), else_=0)
-    ).where(Match.status.in_(OPEN_TASK_STATUSES))
-    table = _integers(session, stmt, 4)
-    pending = table[table[:, 3] == 1]
-    need_id, at = np.unique(pending[:, 0], return_inverse=True)
-    offer_id, at_offer = np.unique(pending[:, 1], return_inverse=True)
-    helper = live.helpers_of(table[:, 1])
-    if (helper < 0).any():
-        unseen = np.unique(table[helper < 0, 1]).tolist()
-        owner = dict(session.execute(select(Offer.id, Offer.helper_id).where(Offer.id.in_(unseen))).tuples().all())
-        helper[helper < 0] = [owner[i] for i in table[helper < 0, 1].tolist()]
-    helpers, tasks = np.unique(helper, return_counts=True)
-    busy: set[int] = set()
-    if len(helpers):
-        caps = _integers(
-            session, select(Helper.id, Helper.max_active_tasks).where(Helper.max_active_tasks <= int(tasks.max())), 2
-        )
-        cap = np.full(len(helpers), np.iinfo(np.int64).max)
-        pos = np.searchsorted(helpers, caps[:, 0])
-        inside = pos < len(helpers)
-        mine = inside.copy()
-        mine[inside] = helpers[pos[inside]] == caps[inside, 0]
-        cap[pos[mine]] = caps[mine, 1]
-        busy = set(helpers[tasks >= cap].tolist())
-    return _Held(
-        need_id=need_id,
-        need_units=np.bincount(at, weights=pending[:, 2], minlength=len(need_id)).astype(np.int64),
-        offer_units=dict(
-            zip(
-                offer_id.tolist(),
-                np.bincount(at_offer, weights=pending[:, 2], minlength=len(offer_id)).astype(np.int64).tolist(),
-                strict=True,
-            )
-        ),
-        busy_helpers=busy,
-    )
-
-
-def _integers(session: Session, stmt: Select[Any], width: int) -> np.ndarray:
-    """The rows of a query of integer columns as one array (shape (rows, width)), straight from the driver."""
-    result = session.connection().execute(stmt)
-    rows = result.cursor.fetchall()
-    result.close()
-    return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=width * len(rows)).reshape(-1, width)
 
 
 def _created_at(session: Session, need_ids: list[int]) -> dict[int, tuple[str, datetime]]:

@@ -6,8 +6,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -37,10 +38,30 @@ def normalize_code(raw: str) -> str:
     return "".join(raw.split()).translate(_CYRILLIC_TO_LATIN).upper()
 
 
+# The intake's statements are built once: building and keying a statement costs more Python time
+# than running it (SQLAlchemy caches the compiled SQL, not the statement objects).
+_CODE_TAKEN = select(Need.id).where(Need.code == bindparam("code"))
+_OPEN_NEEDS_OF = (
+    select(Need.id, Need.category, Need.lat, Need.lon, Need.created_at)
+    .where(Need.contact_phone == bindparam("phone"), Need.status.in_(OPEN_NEED_STATUSES))
+    .order_by(Need.id)
+)
+
+
+class OpenNeed(Protocol):
+    """What the repeat check reads of a phone's open need."""
+
+    id: int
+    category: Category
+    lat: float
+    lon: float
+    created_at: datetime
+
+
 def new_code(session: Session) -> str:
     for _ in range(20):
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-        if session.scalar(select(Need.id).where(Need.code == code)) is None:
+        if session.scalar(_CODE_TAKEN, {"code": code}) is None:
             return code
     raise RuntimeError("could not find a free need code in 20 tries; the code space is nearly full")
 
@@ -125,20 +146,20 @@ DUPLICATE_RADIUS_KM = 0.5
 DUPLICATE_WINDOW = timedelta(hours=24)
 
 
-def open_needs_of(session: Session, phone: str | None) -> list[Need]:
-    """The phone's open needs, oldest first (none without a phone)."""
+def open_needs_of(session: Session, phone: str | None) -> list[OpenNeed]:
+    """The phone's open needs (the columns the repeat check reads), oldest first (none without a phone).
+
+    Plain rows, not ORM objects: a new phone has none, and loading entities costs more Python than
+    the query; the one a repeat merges into is loaded by ``create_or_merge``.
+    """
     if phone is None:
         return []
-    return list(
-        session.scalars(
-            select(Need).where(Need.contact_phone == phone, Need.status.in_(OPEN_NEED_STATUSES)).order_by(Need.id)
-        )
-    )
+    return list(session.execute(_OPEN_NEEDS_OF, {"phone": phone}).all())
 
 
 def find_duplicate(
-    *, open_needs: Sequence[Need], category: Category, lat: float, lon: float, now: datetime
-) -> Need | None:
+    *, open_needs: Sequence[OpenNeed], category: Category, lat: float, lon: float, now: datetime
+) -> OpenNeed | None:
     """Among a phone's open needs (oldest first): the first of the same category, posted within
     24 h and 500 m of this place."""
     for need in open_needs:
@@ -164,8 +185,8 @@ def create_or_merge(
     lat, lon, accuracy_m = _locate(need_in, geocoder)
     # One read serves both the repeat check and the open-needs limit.
     open_needs = open_needs_of(session, need_in.contact_phone)
-    existing = find_duplicate(open_needs=open_needs, category=need_in.category, lat=lat, lon=lon, now=now)
-    if existing is None:
+    repeated = find_duplicate(open_needs=open_needs, category=need_in.category, lat=lat, lon=lon, now=now)
+    if repeated is None:
         located = need_in.model_copy(update={"lat": lat, "lon": lon, "location_accuracy_m": accuracy_m})
         need = create(
             session=session,
@@ -176,6 +197,7 @@ def create_or_merge(
             open_count=len(open_needs),
         )
         return need, False
+    existing = get(session=session, need_id=repeated.id)
     note = f"[{now:%Y-%m-%d %H:%M} UTC, {source.value}] {need_in.description or ''}".strip()
     text = "\n".join(p for p in (existing.description, note) if p)
     existing.description = text[-settings.max_description_chars :]

@@ -4,23 +4,26 @@ against the computation from the database, and (for the reach alone) against a f
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 import matching
+from aidmatch import migrate
 from aidmatch.categories import Category
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
-from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus, Urgency
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.errors import ConflictError
 from aidmatch.helpers.models import Helper
-from aidmatch.matches import live_needs
+from aidmatch.matches import live_needs, proposals
 from aidmatch.matches import service as matches_service
-from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live import ChangeFeed, LiveOfferIndex
 from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
+from aidmatch.matches.live_tasks import LiveTasks
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.matches.proposals import busy_helpers, pending_units
@@ -31,6 +34,7 @@ from aidmatch.needs.schemas import NeedIn
 from aidmatch.offers.models import Offer
 from geo.geocoding import GazetteerGeocoder
 from tests.aidmatch.test_unmet_oracle import CATEGORIES, _seed
+from tests.databases import fresh_postgres_database
 
 
 def _need_rows(rows: np.ndarray, geometry: dict[str, np.ndarray]) -> NeedRows:
@@ -266,15 +270,258 @@ def test_need_changes_show_at_once_and_late_commits_within_the_recheck_interval(
     assert unmet_ids() == before - {closing.id, late.id}
 
 
-def test_units_held_and_busy_helpers_from_one_read_equal_their_queries(db: Session) -> None:
-    _seed(db, np.random.default_rng(6), utcnow())
-    db.execute(update(Helper).values(max_active_tasks=1))  # many helpers at their cap
+def _held_by_queries(db: Session) -> tuple[dict[int, int], dict[int, int], set[int]]:
+    return pending_units(db, "need"), pending_units(db, "offer"), busy_helpers(db)
+
+
+def _held_kept(db: Session, tasks: LiveTasks) -> tuple[dict[int, int], dict[int, int], set[int]]:
+    tasks.refresh(session=db)
+    held = tasks.held(db)
+    return dict(zip(held.need_id.tolist(), held.need_units.tolist(), strict=True)), held.offer_units, held.busy_helpers
+
+
+def test_live_tasks_follow_random_changes_like_their_queries(
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    rng = np.random.default_rng(8)
+    _seed(db, rng, utcnow())
+    db.execute(update(Helper).values(max_active_tasks=Helper.max_active_tasks % 2 + 1))  # many at their cap
     db.commit()
-    seen = LiveOfferIndex()
-    seen.refresh(session=db, now=utcnow())
-    for live in (LiveOfferIndex(), seen):  # no offer seen yet: their helpers come from the database
-        held = matches_service._held(db, live)
-        assert held.offer_units == pending_units(db, "offer")
-        assert dict(zip(held.need_id.tolist(), held.need_units.tolist(), strict=True)) == pending_units(db, "need")
-        assert held.busy_helpers == busy_helpers(db)
-        assert held.busy_helpers
+    live, kept = LiveOfferIndex(), LiveTasks()
+    busy_seen = 0
+    for step in range(8):
+        want = _held_by_queries(db)
+        assert _held_kept(db, kept) == want, f"step {step}"
+        assert _held_kept(db, LiveTasks()) == want
+        busy_seen += len(want[2])
+        if step % 3 == 0:
+            matches_service.run_batch(session=db, time_budget_s=1.0)
+            db.commit()
+        for k in range(4):  # intake: new needs ask their nearest helpers
+            need_in = NeedIn(
+                category=CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
+                quantity=int(rng.integers(1, 4)),
+                urgency=list(Urgency)[int(rng.integers(0, 3))],
+                lat=54.6 + float(rng.normal(0, 0.4)),
+                lon=39.7 + float(rng.normal(0, 0.6)),
+                contact_phone=f"+7903{step:03d}{k:04d}",
+            )
+            need, merged = needs_service.create_or_merge(
+                session=db, need_in=need_in, settings=settings, geocoder=gazetteer
+            )
+            if not merged:
+                proposals.propose_for_need(session=db, need=need, live=live, settings=settings, now=utcnow())
+            db.commit()
+        pending = list(db.scalars(select(Match.id).where(Match.status.in_(PENDING_MATCH_STATUSES))))
+        for match_id in rng.permutation(pending)[:10].tolist():
+            if rng.random() < 0.6:
+                try:
+                    matches_service.accept(session=db, match_id=match_id)
+                except ConflictError:
+                    db.rollback()
+            else:
+                matches_service.decline(session=db, match_id=match_id, live=live)
+            db.commit()
+        accepted = list(db.scalars(select(Match.id).where(Match.status == MatchStatus.accepted)))
+        for match_id in rng.permutation(accepted)[:3].tolist():
+            matches_service.complete(session=db, match_id=match_id)
+        open_ids = list(db.scalars(select(Need.id).where(Need.status.in_(OPEN_NEED_STATUSES))))
+        for need_id in rng.choice(open_ids, 3, replace=False).tolist():
+            closing = db.get(Need, need_id)
+            assert closing is not None
+            needs_service.close(session=db, need=closing, fulfilled=False)  # its pending requests close
+        for helper in db.scalars(select(Helper).order_by(Helper.id)).all()[step::9]:
+            helper.max_active_tasks = int(rng.integers(1, 4))  # caps change through the ORM
+        expire_needs(db, settings, utcnow() + timedelta(hours=6.0 * step), UpkeepReport())
+        db.commit()
+    assert busy_seen > 0
+
+
+def test_every_change_to_a_match_moves_its_updated_at(
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    _seed(db, np.random.default_rng(12), utcnow())
+    live = LiveOfferIndex()
+
+    def rows() -> dict[int, tuple[MatchStatus, int, datetime]]:
+        db.commit()
+        got = db.execute(select(Match.id, Match.status, Match.quantity, Match.updated_at)).tuples().all()
+        return {i: (status, quantity, at) for i, status, quantity, at in got}
+
+    before = rows()
+    changed = 0
+
+    def check() -> None:
+        nonlocal before, changed
+        after = rows()
+        for i, (status, quantity, at) in after.items():
+            if i in before and before[i][:2] != (status, quantity):
+                assert at > before[i][2], (i, before[i], after[i])
+                changed += 1
+        before = after
+
+    matches_service.run_batch(session=db, time_budget_s=1.0)  # insert, then a bare update to "notified"
+    check()
+    need = needs_service.create_or_merge(
+        session=db,
+        need_in=NeedIn(category=CATEGORIES[0], urgency=Urgency.critical, lat=54.6, lon=39.7),
+        settings=settings,
+        geocoder=gazetteer,
+    )[0]
+    proposals.propose_for_need(session=db, need=need, live=live, settings=settings, now=utcnow())
+    check()
+    pending = sorted(i for i, (status, _, _) in before.items() if status in PENDING_MATCH_STATUSES)
+    for match_id in pending[:6]:
+        try:
+            matches_service.accept(session=db, match_id=match_id)
+        except ConflictError:
+            db.rollback()
+        check()
+    matches_service.decline(session=db, match_id=pending[6], live=live)
+    check()
+    accepted = sorted(i for i, (status, _, _) in before.items() if status is MatchStatus.accepted)
+    matches_service.complete(session=db, match_id=accepted[0])
+    check()
+    waiting = db.scalars(
+        select(Need).join(Match, Match.need_id == Need.id).where(Match.status.in_(PENDING_MATCH_STATUSES))
+    ).first()
+    assert waiting is not None
+    needs_service.close(session=db, need=waiting, fulfilled=False)
+    check()
+    need.escalation_next_at = utcnow()
+    proposals.escalate(session=db, need=need, live=live, settings=settings, now=utcnow())  # next wave or time out
+    check()
+    expire_needs(db, settings, utcnow() + timedelta(days=30), UpkeepReport())
+    check()
+    assert changed > 10
+
+
+def test_task_changes_show_at_once_and_late_commits_within_the_recheck_interval(db: Session) -> None:
+    _seed(db, np.random.default_rng(4), utcnow())
+    db.execute(update(Match).values(updated_at=utcnow() - timedelta(minutes=5)))
+    db.commit()
+    clock = [utcnow()]
+    kept = LiveTasks(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+    first = _held_kept(db, kept)
+    assert first == _held_by_queries(db)
+    pending = list(db.scalars(select(Match).where(Match.status.in_(PENDING_MATCH_STATUSES)).order_by(Match.id)))
+    pending[0].status = MatchStatus.declined
+    pending[0].updated_at = utcnow()
+    db.commit()
+    assert _held_kept(db, kept) == _held_by_queries(db)  # stamped after everything seen: at once
+    late = pending[1]
+    late.status = MatchStatus.cancelled
+    late.updated_at = utcnow() - timedelta(seconds=20)  # committed after a later stamp was seen
+    db.commit()
+    assert _held_kept(db, kept)[0] != _held_by_queries(db)[0]  # the clock stands still: not re-read yet
+    clock[0] += timedelta(seconds=1)
+    assert _held_kept(db, kept) == _held_by_queries(db)
+
+
+def test_a_helper_seen_late_has_its_cap_read_from_the_database(db: Session) -> None:
+    _seed(db, np.random.default_rng(4), utcnow())
+    clock = [utcnow()]
+    kept = LiveTasks(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+    kept.refresh(session=db)
+    db.execute(update(Helper).where(Helper.id == db.scalar(select(func.min(Helper.id)))).values(updated_at=utcnow()))
+    db.commit()
+    kept.refresh(session=db)  # the newest helper stamp seen is now
+    # A helper whose row commits after that stamp was seen, with an older stamp, and a request to it.
+    helper = Helper(name="late", phone="+79049999999", max_active_tasks=1, updated_at=utcnow() - timedelta(seconds=20))
+    db.add(helper)
+    db.flush()
+    offer = Offer(helper_id=helper.id, capacity=2, lat=54.6, lon=39.7, radius_km=10.0)
+    db.add(offer)
+    db.flush()
+    need_id = db.scalar(select(func.min(Need.id)))
+    db.add(Match(need_id=need_id, offer_id=offer.id, quantity=1, distance_km=1.0, status=MatchStatus.notified))
+    db.commit()
+    got = _held_kept(db, kept)
+    assert helper.id in got[2]  # at its cap of one open task, though its row was not read
+    assert got == _held_by_queries(db)
+
+
+@pytest.mark.postgres
+def test_change_reads_use_the_stamp_index_without_planner_statistics() -> None:
+    """A table that grew since its last ANALYZE (autovacuum off): an open ``updated_at > x`` is planned
+    as a scan of the table, the feeds' bounded window as a scan of the index on the stamps."""
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        try:
+            with make_sessionmaker(engine)() as db:
+                db.execute(text("ANALYZE matches"))  # statistics of the table while it was empty (as after seeding)
+                db.commit()
+                _seed(db, np.random.default_rng(3), utcnow())
+                need_id, offer_id = db.execute(select(Match.need_id, Match.offer_id).limit(1)).one()
+                stamp = utcnow() - timedelta(hours=1)
+                rows = [
+                    {"need_id": need_id, "offer_id": offer_id, "distance_km": 1.0, "updated_at": stamp}
+                    for _ in range(5000)
+                ]
+                db.execute(insert(Match), rows)
+                db.commit()
+                feed = ChangeFeed(Match.id, Match.updated_at, recheck=timedelta(seconds=1), clock=utcnow)
+
+                def plan(stmt: Select[Any]) -> str:
+                    sql = stmt.compile(engine, compile_kwargs={"literal_binds": True}).string
+                    return "\n".join(db.execute(text("EXPLAIN " + sql)).scalars())
+
+                now = utcnow()
+                assert "Seq Scan on matches" in plan(select(Match.id).where(Match.updated_at > now))
+                for stmt in (feed._narrow, feed._wide):
+                    bound = stmt.params(since=now)
+                    assert "ix_matches_updated_at" in plan(bound), plan(bound)
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_wide_reread_skips_what_the_last_one_saw_but_not_a_late_commit() -> None:
+    """PostgreSQL: the wide re-read leaves out row versions of transactions that had finished before
+    the previous one began, and still catches a change committed late by a transaction running then."""
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        sessions = make_sessionmaker(engine)
+        try:
+            with sessions() as db, sessions() as late:
+                _seed(db, np.random.default_rng(2), utcnow())
+                db.commit()
+                clock = [utcnow()]
+                kept = LiveNeeds(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+
+                def unmet_ids() -> set[int]:
+                    u = matches_service.unmet(session=db, live=LiveOfferIndex(), now=utcnow(), needs=kept)
+                    db.commit()
+                    return set(u.needs.id.tolist())
+
+                before = unmet_ids()
+                feed = kept._feed
+                window = {"since": clock[0] - timedelta(days=3650)}
+                everything = len(db.execute(feed._wide, window).all())
+                assert everything >= len(before)
+                # A transaction that stamps a need now and commits only after the next wide re-read began.
+                slow = late.get(Need, min(before))
+                assert slow is not None
+                slow.status = NeedStatus.cancelled
+                slow.updated_at = utcnow() - timedelta(seconds=5)
+                late.flush()
+                clock[0] += timedelta(seconds=1)
+                assert unmet_ids() == before  # a wide re-read: the slow change is not committed yet
+                assert feed._horizon is not None
+                seen_already = db.execute(feed._wide_since, {**window, "horizon": feed._horizon}).all()
+                db.commit()
+                assert len(seen_already) < everything  # the seeded rows were seen: left out
+                fresh = db.get(Need, max(before))
+                assert fresh is not None
+                fresh.status = NeedStatus.cancelled
+                fresh.updated_at = utcnow()
+                db.commit()
+                assert unmet_ids() == before - {fresh.id}  # stamped after everything seen: at once
+                late.commit()
+                assert unmet_ids() == before - {fresh.id}  # older than the newest stamp seen: not yet
+                clock[0] += timedelta(seconds=1)
+                assert unmet_ids() == before - {fresh.id, slow.id}  # the next wide re-read catches it
+        finally:
+            engine.dispose()
