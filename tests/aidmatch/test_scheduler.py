@@ -206,7 +206,10 @@ _KILLED_RUN = textwrap.dedent(
 
     def write_then_hang(**kwargs):
         count = write(**kwargs)  # the run's matches and messages are written, not yet committed
-        marker.write_text(str(count))
+        # Written whole, then renamed: the test polls for the file and must never read it half done.
+        partial = marker.with_suffix(".partial")
+        partial.write_text(str(count))
+        partial.replace(marker)
         time.sleep(120)
         return count
 

@@ -41,7 +41,11 @@ _write = service._write_batch_matches
 def _write_then_hang(**kwargs):
     count = _write(**kwargs)
     if count:
-        Path(os.environ["AIDMATCH_TEST_MARKER"]).write_text(str(count))
+        # Written whole, then renamed: the test polls for the file and must never read it half done.
+        marker = Path(os.environ["AIDMATCH_TEST_MARKER"])
+        partial = marker.with_suffix(".partial")
+        partial.write_text(str(count))
+        partial.replace(marker)
         time.sleep(300)
     return count
 
