@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from geo.index import SpatialIndex
-from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz
+from geo.sphere import EARTH_RADIUS_KM, chord_to_km, km_to_chord, lat_lon_to_xyz
 from matching.columns import NORMAL, BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
 
@@ -25,6 +25,20 @@ class CandidateEdges:
     offer: IntArray
     distance_km: FloatArray
     in_range: BoolArray
+
+
+_FARTHEST_KM = float(np.pi * EARTH_RADIUS_KM)  # every point on Earth is this close to every other
+
+
+def radius_bands(radius_km: FloatArray, per_doubling: int = 1) -> IntArray:
+    """Band of each radius (shape like it): ``per_doubling`` bands per doubling of the radius.
+
+    Radii below 1 m share the lowest band; radii past the farthest two points of the Earth can be
+    apart (infinite ones included) share the highest, since they all reach everywhere.
+    """
+    clipped = np.clip(np.asarray(radius_km, dtype=np.float64), 1e-3, _FARTHEST_KM)
+    band: IntArray = np.floor(per_doubling * np.log2(clipped)).astype(np.int64)
+    return band
 
 
 def offer_index(offers: Offers) -> SpatialIndex:
@@ -207,7 +221,7 @@ def spread_candidates(
     offer_group = _groups(np.arange(len(offers), dtype=np.int64), g, _SALTS[1]) * sep
     need_group_rev = _groups(np.arange(n, dtype=np.int64), g, _SALTS[2]) * sep
     offer_group_rev = _groups(np.arange(len(offers), dtype=np.int64), g, _SALTS[3]) * sep
-    band_of = np.floor(np.log2(np.maximum(offers.radius_km, 1e-3))).astype(np.int64)
+    band_of = radius_bands(offers.radius_km)
 
     def keep(need_ids: IntArray, offer_ids: IntArray, km: FloatArray) -> None:
         parts_need.append(need_ids)
@@ -300,7 +314,7 @@ def all_feasible_edges(needs: Needs, offers: Offers, *, max_edges: int) -> Candi
     for tree, members, serving in plans:
         # Radius bands: within a band the pair search bound is the band's largest radius.
         radius = offers.radius_km[serving]
-        band = np.floor(np.log2(np.maximum(radius, 1e-3)) * 4).astype(np.int64)
+        band = radius_bands(radius, per_doubling=4)
         for b in np.unique(band).tolist():
             group = serving[band == b]
             bound = float(km_to_chord(offers.radius_km[group].max())) * (1.0 + 1e-9)

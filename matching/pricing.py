@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from geo.index import SpatialIndex
+from matching.candidates import radius_bands
 from matching.columns import FloatArray, IntArray, Needs, Offers
 from matching.solve import COST_UNITS_PER_KM
 
@@ -137,7 +138,7 @@ def priced_in_edges(
     if asking.size and usable.size:
         price_km = price_offer[usable] / COST_UNITS_PER_KM
         price_band = np.where(price_km > 0, np.floor(np.log2(np.maximum(price_km, 1e-3))) + 1, -64).astype(np.int64)
-        radius_band = np.floor(np.log2(np.maximum(offers.radius_km[usable], 1e-3))).astype(np.int64)
+        radius_band = radius_bands(offers.radius_km[usable])
         cls = radius_band * 256 + price_band
         for c in np.unique(cls).tolist():
             rows = usable[cls == c]
@@ -185,20 +186,22 @@ def _widening_knn(
     """Every item of ``tree`` within ``bound_km`` (shape like ``rows``) of each query row, up to ``max_k``.
 
     Hands ``(row, item id, km)`` hits to ``take`` in batches: the ``k`` nearest, then for the rows
-    whose last hit was still in bound the next ones, four times as many at a time. Returns False
+    whose last hit was still in bound the next ones, four times as many at a time. A later batch
+    hands on everything from its predecessor's last distance outwards: items tied at that distance
+    may come back in either batch or only in the later one, so some hits come twice. Returns False
     when some row still had hits in bound at ``max_k`` (the hits are then not all of them).
     """
-    lo, hi = 0, k
+    hi = k
+    floor_km = np.full(len(rows), -np.inf)
     while rows.size:
         ids, d_km = tree.knn(lat[rows], lon[rows], category[rows], hi, max_km=bound_km)
-        ids, d_km = ids[:, lo:], d_km[:, lo:]
-        hit = ids >= 0
-        take(np.repeat(rows, hi - lo)[hit.ravel()], ids[hit], d_km[hit])
+        hit = (ids >= 0) & (d_km >= floor_km[:, None])
+        take(np.repeat(rows, hi)[hit.ravel()], ids[hit], d_km[hit])
         more = ids[:, -1] >= 0
         if hi >= max_k:
             return not more.any()
-        rows, bound_km = rows[more], bound_km[more]
-        lo, hi = hi, min(4 * hi, max_k)
+        rows, bound_km, floor_km = rows[more], bound_km[more], d_km[more, -1]
+        hi = min(4 * hi, max_k)
     return True
 
 

@@ -207,3 +207,53 @@ def test_priced_rounds_go_on_when_the_search_cannot_prove_a_bound(monkeypatch: p
         assert proven.gap_bound is not None
         assert proven.objective <= best * (1 + proven.gap_bound) + resolution
     assert contested >= 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.sampled_from([1, 2, 16]))
+def test_priced_search_finds_offers_that_share_a_place(seed: int, k: int) -> None:
+    # Helpers geocoded to a town's centre share its coordinates: their distances tie, and the
+    # k-d tree returns tied items in no fixed order. A wider search must not lose the ones the
+    # narrower one left out at the tie.
+    rng = np.random.default_rng(seed)
+    m, n = int(rng.integers(30, 300)), 5
+    towns = rng.uniform(-0.3, 0.3, (int(rng.integers(2, 10)), 2))
+    at = rng.integers(0, len(towns), m)
+    offers = Offers(
+        lat=towns[at, 0],
+        lon=towns[at, 1],
+        category_mask=np.ones(m, dtype=np.int64),
+        capacity=np.ones(m, dtype=np.int64),
+        radius_km=np.full(m, 100.0),
+    )
+    needs = Needs(
+        lat=rng.uniform(-0.3, 0.3, n),
+        lon=rng.uniform(-0.3, 0.3, n),
+        category=np.zeros(n, dtype=np.int64),
+        quantity=np.full(n, 3),
+        urgency=np.full(n, 2),
+        max_km=np.full(n, np.inf),
+    )
+    # Every need worth nearly its penalty, every offer free: every feasible pair prices in.
+    p_need = np.rint(needs.penalty_km * COST_UNITS_PER_KM).astype(np.int64) - 1000
+    found = priced_in_edges(needs, offers, p_need, np.zeros(m, dtype=np.int64), np.empty(0, dtype=np.int64), k)
+    edges = all_feasible_edges(needs, offers, max_edges=10**6)
+    assert edges is not None
+    assert found.exhaustive
+    got = set(zip(found.need.tolist(), found.offer.tolist(), strict=True))
+    assert got == set(zip(edges.need.tolist(), edges.offer.tolist(), strict=True))
+
+
+def test_helpers_who_go_anywhere_are_matched_on_every_path() -> None:
+    # radius_km = inf is allowed (a helper who goes anywhere); the radius bands must not choke on it.
+    rng = np.random.default_rng(7)
+    needs, offers = random_instance(rng, 60, 30, box_deg=1.0)
+    radius = offers.radius_km.copy()
+    radius[::3] = np.inf
+    offers = Offers(offers.lat, offers.lon, offers.category_mask, offers.capacity, radius)
+    best = optimum(needs, offers)
+    resolution = 1e-3 * float(needs.quantity.sum()) + 1e-6
+    for kwargs in ({}, {"max_exact_edges": 0}, {"max_exact_edges": 0, "k": 1, "priced_rounds": True}):
+        result = match(needs, offers, **kwargs)  # type: ignore[arg-type]
+        assert_invariants(needs, offers, result)
+        assert result.objective == pytest.approx(best, abs=resolution)
