@@ -276,15 +276,21 @@ class SpatialIndex:
                 parts_ids.append(ids)
             if not parts_km:
                 continue
-            d_km = np.concatenate(parts_km, axis=1)
-            ids = np.concatenate(parts_ids, axis=1)
+            d_km = np.concatenate(parts_km, axis=1) if len(parts_km) > 1 else parts_km[0]
+            ids = np.concatenate(parts_ids, axis=1) if len(parts_ids) > 1 else parts_ids[0]
             d_km[d_km > bound_km[q, None]] = np.inf
             ids[~np.isfinite(d_km)] = -1
-            # Nearest first, ties to the smaller id; padding (-1, inf) sorts last.
-            order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), d_km), axis=1)[:, :k]
-            m = order.shape[1]
-            out_km[q, :m] = np.take_along_axis(d_km, order, axis=1)
-            out_ids[q, :m] = np.take_along_axis(ids, order, axis=1)
+            if len(parts_km) == 1 and self._dead_per_category[c] == 0:
+                # One tree and no tombstones: its answer is already nearest first with the padding
+                # last and at most k wide; only rows with equal distances need their ties ordered.
+                rows = np.flatnonzero(((d_km[:, 1:] == d_km[:, :-1]) & np.isfinite(d_km[:, 1:])).any(axis=1))
+                if rows.size:
+                    d_km[rows], ids[rows] = _nearest_first(d_km[rows], ids[rows], k)
+            else:
+                d_km, ids = _nearest_first(d_km, ids, k)
+            m = d_km.shape[1]
+            out_km[q, :m] = d_km
+            out_ids[q, :m] = ids
         return out_ids, out_km
 
     def _knn_base(self, c: int, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:
@@ -355,6 +361,12 @@ class SpatialIndex:
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(qi, minlength=n), out=offsets[1:])
         return offsets, ids[order], d_km[order]
+
+
+def _nearest_first(d_km: FloatArray, ids: IntArray, k: int) -> tuple[FloatArray, IntArray]:
+    """Each row's first ``k`` answers nearest first, ties to the smaller id; padding (-1, inf) last."""
+    order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), d_km), axis=1)[:, :k]
+    return np.take_along_axis(d_km, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 def _knn_tree(

@@ -211,3 +211,49 @@ def test_covered_without_items_or_queries() -> None:
     assert covered([1.0], [2.0], [5.0], [1], empty, empty, np.zeros(0, dtype=np.int64)).shape == (0,)
     with pytest.raises(IndexInputError):
         covered([1.0], [2.0], [5.0, 6.0], [1], [1.0], [2.0], 0)
+
+
+@pytest.mark.parametrize("churn", [False, True])
+def test_knn_orders_items_at_one_place_by_id(churn: bool) -> None:
+    # Helpers geocoded to a town's centre share its coordinates; their distances tie. Answers stay
+    # nearest first with ties to the smaller id, on a fresh index and after inserts and removals.
+    rng = np.random.default_rng(5)
+    towns = rng.uniform(-1, 1, (6, 2)) + np.array([55.0, 37.0])
+    n = 400
+    at = rng.integers(0, len(towns), n)
+    items = {
+        "ids": rng.permutation(10 * n)[:n].astype(np.int64),
+        "lat": towns[at, 0],
+        "lon": towns[at, 1],
+        "mask": np.ones(n, dtype=np.int64),
+    }
+    index = SpatialIndex(items["ids"], items["lat"], items["lon"], items["mask"])
+    if churn:
+        gone = rng.choice(n, 60, replace=False)
+        index.remove(items["ids"][gone])
+        extra_ids = np.arange(10 * n, 10 * n + 30, dtype=np.int64)
+        extra_at = rng.integers(0, len(towns), 30)
+        index.insert(extra_ids, towns[extra_at, 0], towns[extra_at, 1], np.ones(30, dtype=np.int64))
+        keep = np.setdiff1d(np.arange(n), gone)
+        items = {
+            "ids": np.concatenate([items["ids"][keep], extra_ids]),
+            "lat": np.concatenate([items["lat"][keep], towns[extra_at, 0]]),
+            "lon": np.concatenate([items["lon"][keep], towns[extra_at, 1]]),
+            "mask": np.ones(len(keep) + 30, dtype=np.int64),
+        }
+    qlat, qlon = rng.uniform(54, 56, 50), rng.uniform(36, 38, 50)
+    cat = np.zeros(50, dtype=np.int64)
+    for k in (1, 5, 80, 1000):
+        ids, dist = index.knn(qlat, qlon, cat, k)
+        oracle = np.sort(_oracle_dist(items, qlat, qlon, cat), axis=1)[:, :k]
+        width = min(k, oracle.shape[1])
+        np.testing.assert_allclose(dist[:, :width], oracle[:, :width], rtol=1e-9, atol=1e-6)
+        by_id = dict(zip(items["ids"].tolist(), range(len(items["ids"])), strict=True))
+        for row in range(50):
+            found = ids[row][ids[row] >= 0]
+            assert len(set(found.tolist())) == len(found)
+            rows = [by_id[i] for i in found.tolist()]
+            true = haversine_km(qlat[row], qlon[row], items["lat"][rows], items["lon"][rows])
+            np.testing.assert_allclose(dist[row, : len(found)], true, rtol=1e-9, atol=1e-6)
+            same = dist[row, 1 : len(found)] == dist[row, : len(found) - 1]
+            assert (found[1:][same] > found[:-1][same]).all()
