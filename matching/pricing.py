@@ -227,7 +227,6 @@ def dual_bound(
     lowest = np.zeros(len(needs), dtype=np.int64)
     np.minimum.at(lowest, need, reduced)
     lifted = price_need + lowest  # lowest <= 0
-    live = offers.capacity > 0
     value = np.dot(needs.quantity.astype(np.float64), lifted.astype(np.float64))
-    value -= np.dot(offers.capacity[live].astype(np.float64), price_offer[live].astype(np.float64))
+    value -= np.dot(offers.capacity.astype(np.float64), price_offer.astype(np.float64))
     return float(value) / COST_UNITS_PER_KM

@@ -102,6 +102,23 @@ def test_coverage_follows_changing_offers_and_needs_like_a_fresh_search(
         assert 0 < want.sum() < len(want)
 
 
+def _answer_some(db: Session, rng: np.random.Generator, n: int, live: LiveOfferIndex | None = None) -> None:
+    """Helpers answer up to ``n`` pending requests at random (accept 60 %, else decline); 3 accepted get done."""
+    pending = list(db.scalars(select(Match.id).where(Match.status.in_(PENDING_MATCH_STATUSES))))
+    for match_id in rng.permutation(pending)[:n].tolist():
+        if rng.random() < 0.6:
+            try:
+                matches_service.accept(session=db, match_id=match_id)
+            except ConflictError:
+                db.rollback()  # a refused accept rolls back only itself
+        else:
+            matches_service.decline(session=db, match_id=match_id, live=live)
+        db.commit()
+    accepted = list(db.scalars(select(Match.id).where(Match.status == MatchStatus.accepted)))
+    for match_id in rng.permutation(accepted)[:3].tolist():
+        matches_service.complete(session=db, match_id=match_id)
+
+
 def _compare(db: Session, live: LiveOfferIndex, kept: LiveNeeds, now: datetime) -> matches_service.Unmet:
     """The kept live needs answer like a fresh load and like the computation from the database."""
     followed = matches_service.unmet(session=db, live=live, now=now, needs=kept)
@@ -158,19 +175,7 @@ def test_live_needs_follow_random_changes_like_a_fresh_load(
                 if of.id != need.id and of.status is not NeedStatus.duplicate:
                     needs_service.mark_duplicate(session=db, need=need, of=of)
         db.commit()  # a refused accept rolls back only itself
-        pending = list(db.scalars(select(Match.id).where(Match.status.in_(PENDING_MATCH_STATUSES))))
-        for match_id in rng.permutation(pending)[:8].tolist():
-            if rng.random() < 0.6:
-                try:
-                    matches_service.accept(session=db, match_id=match_id)
-                except ConflictError:
-                    db.rollback()
-            else:
-                matches_service.decline(session=db, match_id=match_id)
-            db.commit()
-        accepted = list(db.scalars(select(Match.id).where(Match.status == MatchStatus.accepted)))
-        for match_id in rng.permutation(accepted)[:3].tolist():
-            matches_service.complete(session=db, match_id=match_id)
+        _answer_some(db, rng, 8)
         offer_ids = list(db.scalars(select(Offer.id)))
         for offer_id in rng.choice(offer_ids, 5, replace=False).tolist():
             offer = db.get(Offer, offer_id)
@@ -312,19 +317,7 @@ def test_live_tasks_follow_random_changes_like_their_queries(
             if not merged:
                 proposals.propose_for_need(session=db, need=need, live=live, settings=settings, now=utcnow())
             db.commit()
-        pending = list(db.scalars(select(Match.id).where(Match.status.in_(PENDING_MATCH_STATUSES))))
-        for match_id in rng.permutation(pending)[:10].tolist():
-            if rng.random() < 0.6:
-                try:
-                    matches_service.accept(session=db, match_id=match_id)
-                except ConflictError:
-                    db.rollback()
-            else:
-                matches_service.decline(session=db, match_id=match_id, live=live)
-            db.commit()
-        accepted = list(db.scalars(select(Match.id).where(Match.status == MatchStatus.accepted)))
-        for match_id in rng.permutation(accepted)[:3].tolist():
-            matches_service.complete(session=db, match_id=match_id)
+        _answer_some(db, rng, 10, live=live)
         open_ids = list(db.scalars(select(Need.id).where(Need.status.in_(OPEN_NEED_STATUSES))))
         for need_id in rng.choice(open_ids, 3, replace=False).tolist():
             closing = db.get(Need, need_id)
