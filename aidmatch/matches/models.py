@@ -45,11 +45,17 @@ class Match(Base):
         CheckConstraint("distance_km >= 0", name="distance_nonnegative"),
         Index("ix_matches_need_id_status", "need_id", "status"),
         Index("ix_matches_offer_id_status", "offer_id", "status"),
+        # A helper is asked about a need once, whatever the answer: several workers' batch runs,
+        # escalation waves and declines may pick the same pair at once, and the database keeps one.
+        Index("uq_matches_need_id_helper_id", "need_id", "helper_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     need_id: Mapped[int] = mapped_column(ForeignKey("needs.id", ondelete="CASCADE"))
     offer_id: Mapped[int] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"))
+    # The offer's helper (it never changes). NULL only on rows written before migration 0007 that
+    # repeated a pair asked before, so the unique index could be built over the rest.
+    helper_id: Mapped[int | None] = mapped_column(ForeignKey("helpers.id", ondelete="CASCADE"))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("match_runs.id", ondelete="SET NULL"), index=True)
     quantity: Mapped[int] = mapped_column(Integer, default=1)
     distance_km: Mapped[float] = mapped_column(Float)

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import BindParameter, ColumnElement, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import BindParameter, ColumnElement, Insert, Select, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from aidmatch.audit import service as audit
@@ -88,7 +89,15 @@ def _facts(helpers: ColumnElement[bool]) -> Select[Any]:
     )
 
 
-_INSERT_MATCHES = insert(typing.cast(Table, Match.__table__)).returning(Match.id, sort_by_parameter_order=True)
+_MATCHES = typing.cast(Table, Match.__table__)
+_PAIR = ["need_id", "helper_id"]
+# ``INSERT INTO matches … ON CONFLICT (need_id, helper_id) DO NOTHING`` per dialect: a pair asked
+# before stays one row, and a row comes back only for a new pair (its helper names it within a need).
+INSERT_NEW_PAIRS: dict[str, Insert] = {
+    "postgresql": postgresql.insert(_MATCHES).on_conflict_do_nothing(index_elements=_PAIR),
+    "sqlite": sqlite.insert(_MATCHES).on_conflict_do_nothing(index_elements=_PAIR),
+}
+_INSERT_MATCHES = {name: stmt.returning(Match.id, Match.helper_id) for name, stmt in INSERT_NEW_PAIRS.items()}
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 _owner = aliased(Offer)
 # Built once: building and keying these statements cost more Python time than running them.
@@ -216,6 +225,7 @@ def ask(
             {
                 "need_id": need.id,
                 "offer_id": a.offer_id,
+                "helper_id": a.helper_id,
                 "quantity": a.quantity,
                 "distance_km": a.km,
                 "score": a.km,
@@ -228,11 +238,13 @@ def ask(
             }
         )
     # Through the table, not the ORM's bulk insert: the same rows, less Python per call.
-    ids = list(session.scalars(_INSERT_MATCHES, rows))
+    new = {h: m for m, h in session.execute(_INSERT_MATCHES[session.get_bind().dialect.name], rows).tuples()}
+    made = [(new.pop(a.helper_id), a) for a in asks if a.helper_id in new]
+    ids = [m for m, _ in made]
     audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
     template = urgent_request if wave else task_request
     messages = []
-    for match_id, a in zip(ids, asks, strict=True):
+    for match_id, a in made:
         helper = helpers[a.helper_id]
         if not helper.sms_consent:
             continue
@@ -351,7 +363,7 @@ def escalate(
             asks = [
                 Ask(c.offer_id, c.helper_id, c.km, min(remaining, c.free)) for c in (by_helper[h] for h, _ in chosen)
             ]
-            ask(
+            made = ask(
                 session=session,
                 need=need,
                 asks=asks,
@@ -362,7 +374,7 @@ def escalate(
             )
             need.escalation_next_at = now + timedelta(seconds=wave.wait_s)
             session.flush()
-            return len(asks)
+            return len(made)
     # Past the last wave: stop waiting for the waves and hand the need to the general pool.
     need.escalation_next_at = None
     if not new:

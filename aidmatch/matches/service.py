@@ -40,6 +40,7 @@ from aidmatch.matches.live_needs import URGENCY_INDEX, LiveNeeds
 from aidmatch.matches.models import Match, MatchRun
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
 from aidmatch.matches.proposals import (
+    INSERT_NEW_PAIRS,
     asked_pairs,
     busy_helpers,
     offer_to_next_helpers,
@@ -229,18 +230,26 @@ def run_batch(
     need_ids = needs.id[result.need_index]
     helper_ids = offers.helper_id[result.offer_index]
     asked = asked_pairs(session)
-    fresh = ~np.isin((need_ids << 32) | helper_ids, asked) if len(asked) else np.ones(len(need_ids), dtype=bool)
+    pairs = (need_ids << 32) | helper_ids
+    fresh = ~np.isin(pairs, asked) if len(asked) else np.ones(len(need_ids), dtype=bool)
+    # One request per (need, helper) even when two of the helper's offers serve the need.
+    first = np.zeros(len(pairs), dtype=bool)
+    first[np.unique(pairs, return_index=True)[1]] = True
+    fresh &= first
     fresh &= _within_task_slots(helper_ids, result.distance_km, offers.task_slots[result.offer_index])
-    written = _write_batch_matches(
+    kept, written = _write_batch_matches(
         session=session,
         run_id=run.id,
         now=now,
         need_ids=need_ids[fresh],
+        helper_ids=helper_ids[fresh],
         offer_ids=offers.id[result.offer_index][fresh],
         quantity=result.quantity[fresh],
         distance_km=result.distance_km[fresh],
         radius_km=offers.radius_km[result.offer_index][fresh],
     )
+    # A pair another worker asked while this run solved was skipped by the database: not this run's.
+    fresh[np.flatnonzero(fresh)[~kept]] = False
     unserved = result.reason != matching.SERVED
     reasons = {
         REASON_NAMES[int(code)]: int(count)
@@ -294,17 +303,23 @@ def _write_batch_matches(
     run_id: int,
     now: datetime,
     need_ids: np.ndarray,
+    helper_ids: np.ndarray,
     offer_ids: np.ndarray,
     quantity: np.ndarray,
     distance_km: np.ndarray,
     radius_km: np.ndarray,
-) -> int:
-    """Insert the run's matches and queue one SMS per match whose helper takes SMS; returns the SMS count."""
+) -> tuple[np.ndarray, int]:
+    """Insert the run's matches and queue one SMS per match whose helper takes SMS.
+
+    Returns which rows were written (a (need, helper) pair that exists already is skipped) and
+    the SMS count.
+    """
     if len(need_ids) == 0:
-        return 0
+        return np.zeros(0, dtype=bool), 0
     rows = [
         {
             "need_id": n,
+            "helper_id": h,
             "offer_id": o,
             "run_id": run_id,
             "quantity": q,
@@ -315,8 +330,9 @@ def _write_batch_matches(
             "created_at": now,
             "updated_at": now,
         }
-        for n, o, q, d, r in zip(
+        for n, h, o, q, d, r in zip(
             need_ids.tolist(),
+            helper_ids.tolist(),
             offer_ids.tolist(),
             quantity.tolist(),
             distance_km.tolist(),
@@ -324,7 +340,9 @@ def _write_batch_matches(
             strict=True,
         )
     ]
-    session.execute(insert(Match), rows)
+    stmt = INSERT_NEW_PAIRS[session.get_bind().dialect.name].returning(Match.need_id, Match.helper_id)
+    inserted = np.array(session.execute(stmt, rows).tuples().all(), dtype=np.int64).reshape(-1, 2)
+    kept = np.isin((need_ids << 32) | helper_ids, (inserted[:, 0] << 32) | inserted[:, 1])
     consenting = select(Offer.id).join(Helper, Offer.helper_id == Helper.id).where(Helper.sms_consent.is_(True))
     session.execute(
         update(Match)
@@ -365,7 +383,7 @@ def _write_batch_matches(
     ]
     if messages:
         session.execute(insert(Message), messages)
-    return len(messages)
+    return kept, len(messages)
 
 
 @dataclass(frozen=True, slots=True)

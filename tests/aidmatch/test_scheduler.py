@@ -205,13 +205,13 @@ _KILLED_RUN = textwrap.dedent(
     write = service._write_batch_matches
 
     def write_then_hang(**kwargs):
-        count = write(**kwargs)  # the run's matches and messages are written, not yet committed
+        kept, count = write(**kwargs)  # the run's matches and messages are written, not yet committed
         # Written whole, then renamed: the test polls for the file and must never read it half done.
         partial = marker.with_suffix(".partial")
         partial.write_text(str(count))
         partial.replace(marker)
         time.sleep(120)
-        return count
+        return kept, count
 
     service._write_batch_matches = write_then_hang
     engine = make_engine(Settings(database_url=sys.argv[1], _env_file=None).database_url)

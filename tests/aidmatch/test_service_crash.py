@@ -39,7 +39,7 @@ _write = service._write_batch_matches
 
 
 def _write_then_hang(**kwargs):
-    count = _write(**kwargs)
+    kept, count = _write(**kwargs)
     if count:
         # Written whole, then renamed: the test polls for the file and must never read it half done.
         marker = Path(os.environ["AIDMATCH_TEST_MARKER"])
@@ -47,7 +47,7 @@ def _write_then_hang(**kwargs):
         partial.write_text(str(count))
         partial.replace(marker)
         time.sleep(300)
-    return count
+    return kept, count
 
 
 service._write_batch_matches = _write_then_hang

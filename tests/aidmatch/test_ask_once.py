@@ -1,0 +1,203 @@
+"""A helper is asked about a need once, also when two transactions pick the same pair at once.
+
+The code reads the pairs asked before; the database keeps the rule when that read is stale (another
+worker's escalation wave or decline committed in between): ``uq_matches_need_id_helper_id`` and
+inserts that skip an existing pair, with no audit row and no SMS for the skipped one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from aidmatch import migrate
+from aidmatch.audit.models import AuditEvent
+from aidmatch.config import Settings
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
+from aidmatch.enums import MatchStatus
+from aidmatch.main import create_app
+from aidmatch.matches import proposals, service
+from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from geo.geocoding import GazetteerGeocoder
+from tests.databases import fresh_postgres_database
+
+
+def _need(client: TestClient, **kw: Any) -> int:
+    body = {"category": "water", "quantity": 2, "urgency": "normal", "lat": 55.15, "lon": 40.55, **kw}
+    r = client.post("/api/needs", json=body)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _offer(client: TestClient, phone: str, **kw: Any) -> int:
+    body = {"categories": ["water"], "capacity": 2, "radius_km": 30, "lat": 55.15, "lon": 40.6, "phone": phone, **kw}
+    r = client.post("/api/offers", json=body)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _asks_of(db: Session, need_id: int, helper_id: int) -> list[Match]:
+    return list(db.scalars(select(Match).where(Match.need_id == need_id, Match.helper_id == helper_id)))
+
+
+def test_a_batch_run_with_a_stale_read_of_the_asked_pairs_asks_nobody_twice(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Needs first, then helpers: nobody is asked at intake, the batch run has everything to do.
+    needs = [_need(client, lat=55.15 + 0.01 * k) for k in range(3)]
+    offers = [_offer(client, f"+7916000000{k}", lat=55.15 + 0.01 * k) for k in range(3)]
+    helper_of = {o.id: o.helper_id for o in db.scalars(select(Offer))}
+    need, offer = needs[0], offers[0]
+    helper = helper_of[offer]
+    real = proposals.asked_pairs
+
+    def stale(session: Session) -> np.ndarray:
+        # The pairs are read; then another worker's escalation asks this helper about this need
+        # (here in the same transaction: the row exists when the run writes, as after a commit).
+        pairs = real(session)
+        session.execute(
+            insert(Match).values(
+                need_id=need,
+                offer_id=offer,
+                helper_id=helper,
+                quantity=1,
+                distance_km=0.0,
+                status=MatchStatus.notified,
+                wave=1,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        return pairs
+
+    monkeypatch.setattr(service, "asked_pairs", stale)
+    run = service.run_batch(session=db, trigger="test")
+    db.commit()
+    # The run chose this pair (nearest, capacity enough) but the other worker's row stands alone.
+    rows = _asks_of(db, need, helper)
+    assert len(rows) == 1
+    assert rows[0].run_id is None
+    assert rows[0].wave == 1
+    ours = list(db.scalars(select(Match).where(Match.run_id == run.id)))
+    assert ours, "the run asked the other pairs"
+    assert all((m.need_id, m.helper_id) != (need, helper) for m in ours)
+    # Its record counts only what it wrote, and only those got an SMS and an audit row.
+    assert run.assigned_quantity == sum(m.quantity for m in ours)
+    assert run.config["dropped_rows"] >= 1
+    sms = list(db.scalars(select(Message).where(Message.match_id.is_not(None))))
+    assert sorted(m.match_id or 0 for m in sms) == sorted(m.id for m in ours)
+    assert run.config["messages"] == len(ours)
+    asked = db.scalars(select(AuditEvent.entity_id).where(AuditEvent.action == "asked")).all()
+    assert rows[0].id not in set(asked)
+    # The helper-need pairs asked are all distinct.
+    pairs = db.execute(
+        select(Match.need_id, Match.helper_id).group_by(Match.need_id, Match.helper_id).having(func.count() > 1)
+    ).all()
+    assert pairs == []
+
+
+def test_ask_skips_a_pair_asked_before_and_queues_nothing_for_it(client: TestClient, db: Session) -> None:
+    offer_id = _offer(client, "+79160000001")
+    need_id = _need(client, quantity=1)  # asked at intake: the helper is in range
+    need = db.get(Need, need_id)
+    offer = db.get(Offer, offer_id)
+    assert need is not None
+    assert offer is not None
+    assert len(_asks_of(db, need_id, offer.helper_id)) == 1
+    sms_before = db.scalar(select(func.count(Message.id)))
+    facts = proposals.CandidateFacts(db)
+    assert facts.blocked([offer.helper_id]) == set()  # reads the helper's contact
+    made = proposals.ask(
+        session=db,
+        need=need,
+        asks=[proposals.Ask(offer_id, offer.helper_id, 3.0, 1)],
+        contacts=facts.contacts,
+        now=utcnow(),
+        reason="escalation",
+        wave=2,
+    )
+    db.commit()
+    assert made == []
+    assert len(_asks_of(db, need_id, offer.helper_id)) == 1
+    assert db.scalar(select(func.count(Message.id))) == sms_before
+
+
+def test_the_database_refuses_a_second_row_for_a_pair(client: TestClient, db: Session) -> None:
+    offer_id = _offer(client, "+79160000001")
+    need_id = _need(client, quantity=1)
+    offer = db.get(Offer, offer_id)
+    assert offer is not None
+    row = {"need_id": need_id, "offer_id": offer_id, "helper_id": offer.helper_id, "quantity": 1, "distance_km": 1.0}
+    with pytest.raises(IntegrityError):
+        db.execute(insert(Match).values(**row))
+    db.rollback()
+
+
+@pytest.mark.postgres
+def test_two_transactions_asking_the_same_helper_at_once_make_one_request(gazetteer: GazetteerGeocoder) -> None:
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        settings = Settings(database_url=url, public_url="http://testserver", scheduler_enabled=False, _env_file=None)
+        with TestClient(create_app(settings, geocoder=gazetteer)) as client:
+            need_id = _need(client, quantity=1, lat=58.0)  # nobody in range at intake
+            offer_id = _offer(client, "+79160000001", lat=58.0, lon=40.6)
+        engine = make_engine(url)
+        try:
+            _race(make_sessionmaker(engine), need_id, offer_id)
+        finally:
+            engine.dispose()
+
+
+def _race(sessions: sessionmaker[Session], need_id: int, offer_id: int) -> None:
+    results: dict[str, list[int]] = {}
+    both_read = threading.Barrier(2, timeout=10)
+    first_wrote = threading.Event()
+
+    def asker(name: str) -> None:
+        with sessions() as s:
+            need = s.get(Need, need_id)
+            offer = s.get(Offer, offer_id)
+            assert need is not None
+            assert offer is not None
+            facts = proposals.CandidateFacts(s)
+            facts.blocked([offer.helper_id])
+            # Both read "nobody asked" before either writes: the race the index closes.
+            assert proposals.asked_helpers(s, need_id) == set()
+            both_read.wait()
+            if name == "second":
+                assert first_wrote.wait(10)
+            results[name] = proposals.ask(
+                session=s,
+                need=need,
+                asks=[proposals.Ask(offer_id, offer.helper_id, 2.0, 1)],
+                contacts=facts.contacts,
+                now=utcnow(),
+                reason=name,
+            )
+            if name == "first":
+                first_wrote.set()
+                time.sleep(0.5)  # the second insert now waits for this transaction's end
+            s.commit()
+
+    second = threading.Thread(target=asker, args=("second",))
+    second.start()
+    asker("first")
+    second.join(20)
+    assert not second.is_alive()
+    assert len(results["first"]) == 1
+    assert results["second"] == []
+    with sessions() as s:
+        rows = list(s.scalars(select(Match).where(Match.need_id == need_id)))
+        assert [m.reason.split(":")[0] for m in rows] == ["first"]
+        assert s.scalar(select(func.count(Message.id)).where(Message.match_id.is_not(None))) == 1
