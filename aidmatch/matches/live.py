@@ -36,6 +36,8 @@ from geo.index import SpatialIndex
 _GROW = 1024
 _LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re-read (late commits)
 _RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
+_PRUNE_MIN = 4096  # a change feed forgets old stamps once it remembers this many (and twice the last count)
+_NOTHING = ("", None)
 _CHUNK = 1000
 _END = datetime(9999, 12, 31, tzinfo=UTC)  # later than any stamp (see ``ChangeFeed``)
 # PostgreSQL 13+: the oldest transaction still running, as its low 32 bits (what a row's xmin holds).
@@ -114,7 +116,10 @@ class ChangeFeed:
         self._seen: datetime | None = None  # wall-clock start of the last wide re-read
         self._horizon: int | None = None  # PostgreSQL: ``Look.horizon`` of the last wide re-read
         self._newest: datetime | None = None  # the newest updated_at applied
-        self._applied: dict[int, str] = {}  # row id → the updated_at applied, as text
+        # Row id → the updated_at applied, as text and as read. Only rows a later window can hold
+        # need it: older ones are dropped after a wide re-read once the map has doubled.
+        self._applied: dict[int, tuple[str, datetime]] = {}
+        self._prune_at = _PRUNE_MIN
 
     def look(self, session: Session) -> Look:
         """The rows to re-read now; apply each with ``applied``, then call ``done``."""
@@ -138,19 +143,37 @@ class ChangeFeed:
         # Stamps compared as the database prints them: after a bulk import the window holds every
         # row, and plain (id, text) rows from the driver cost little.
         window = connection.execute(stmt, params)
-        ids = sorted(i for i, stamp in window.cursor.fetchall() if self._applied.get(i) != stamp)
+        applied = self._applied.get
+        ids = sorted(i for i, stamp in window.cursor.fetchall() if (applied(i) or _NOTHING)[0] != stamp)
         window.close()
         return Look(started, wide, ids, horizon)
 
     def applied(self, row_id: int, stamp: str, updated_at: datetime) -> None:
         """The row was read with this ``updated_at`` (``stamp``: the same as the database prints it)."""
-        self._applied[row_id] = stamp
+        self._applied[row_id] = (stamp, updated_at)
         if self._newest is None or updated_at > self._newest:
             self._newest = updated_at
 
     def done(self, look: Look) -> None:
         if look.wide:
             self._seen, self._horizon = look.started, look.horizon
+            if len(self._applied) >= self._prune_at:
+                self._prune(self._seen - _LAG)
+
+    def _prune(self, floor: datetime) -> None:
+        """Forget the rows applied with a stamp before ``floor``, the start of every later window.
+
+        A wide re-read reads from there on, a narrow one after the newest stamp applied: a row
+        forgotten here shows in a window again only with a newer stamp, which is re-read anyway.
+        Without this the map would hold every row ever changed in a long emergency.
+        """
+        self._applied = {i: a for i, a in self._applied.items() if a[1] >= floor}
+        self._prune_at = max(_PRUNE_MIN, 2 * len(self._applied))
+
+    @property
+    def remembered(self) -> int:
+        """How many rows' stamps are kept (for tests and metrics)."""
+        return len(self._applied)
 
 
 class Candidate(NamedTuple):

@@ -33,6 +33,8 @@ from aidmatch.matches.proposals import OPEN_TASK_STATUSES
 from aidmatch.offers.models import Offer
 
 _GROW = 1024
+_COMPACT_AT = 4096  # closed rows dropped once there are this many and at least as many as open ones
+_COLUMNS = ("_id", "_need", "_offer", "_helper", "_units", "_state")
 _CLOSED, _ACCEPTED, _PENDING = 0, 1, 2  # a match's state as kept: an open task is accepted or pending
 
 
@@ -47,14 +49,19 @@ class Held:
 
 
 class LiveTasks:
-    """Matches as growing columns (row = position; closed ones stay, marked closed) and helper caps."""
+    """Matches as growing columns (row = position; closed ones marked closed until compacted away) and
+    helper caps."""
 
-    def __init__(self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow, compact_at: int = _COMPACT_AT
+    ) -> None:
         self._lock = threading.Lock()
+        self._compact_at = compact_at
         self._matches = ChangeFeed(Match.id, Match.updated_at, recheck=recheck, clock=clock)
         self._helpers = ChangeFeed(Helper.id, Helper.updated_at, recheck=recheck, clock=clock)
         self._row_of: dict[int, int] = {}
         self._n = 0
+        self._id = np.zeros(_GROW, dtype=np.int64)
         self._need = np.zeros(_GROW, dtype=np.int64)
         self._offer = np.zeros(_GROW, dtype=np.int64)
         self._helper = np.zeros(_GROW, dtype=np.int64)
@@ -115,9 +122,10 @@ class LiveTasks:
             positions.append(row)
         if self._n > len(self._need):
             size = max(self._n, 2 * len(self._need))
-            for name in ("_need", "_offer", "_helper", "_units", "_state"):
+            for name in _COLUMNS:
                 setattr(self, name, np.resize(getattr(self, name), size))
         at = np.array(positions, dtype=np.int64)
+        self._id[at] = [r[0] for r in rows]
         self._need[at] = [r[1] for r in rows]
         self._offer[at] = [r[2] for r in rows]
         self._helper[at] = [r[3] for r in rows]
@@ -125,6 +133,25 @@ class LiveTasks:
         self._state[at] = [r[5] for r in rows]
         for r in rows:
             self._matches.applied(r[0], r[7], r[6])
+        closed = self._n - int(np.count_nonzero(self._state[: self._n]))
+        if closed >= self._compact_at and 2 * closed >= self._n:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the closed matches' rows: they count for nothing, and a long emergency would keep
+        every match ever made. A closed match that changes again (a late answer) comes back as a
+        new row like any match not seen before."""
+        keep = np.flatnonzero(self._state[: self._n] != _CLOSED)
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            column[: len(keep)] = column[keep]
+        self._n = len(keep)
+        self._row_of = dict(zip(self._id[: self._n].tolist(), range(self._n), strict=True))
+
+    @property
+    def rows(self) -> int:
+        """Matches kept (open ones, and closed ones not compacted away yet)."""
+        return self._n
 
     def held(self, session: Session) -> Held:
         """Units awaiting an answer per need and per offer, and the helpers at their cap, as the last

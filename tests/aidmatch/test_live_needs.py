@@ -19,6 +19,7 @@ from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus, Urgency
 from aidmatch.errors import ConflictError
 from aidmatch.helpers.models import Helper
+from aidmatch.matches import live as live_module
 from aidmatch.matches import live_needs, proposals
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import ChangeFeed, LiveOfferIndex
@@ -26,7 +27,7 @@ from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
 from aidmatch.matches.live_tasks import LiveTasks
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
-from aidmatch.matches.proposals import busy_helpers, pending_units
+from aidmatch.matches.proposals import OPEN_TASK_STATUSES, busy_helpers, pending_units
 from aidmatch.matches.upkeep import UpkeepReport, expire_needs
 from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
@@ -293,11 +294,13 @@ def test_live_tasks_follow_random_changes_like_their_queries(
     db.execute(update(Helper).values(max_active_tasks=Helper.max_active_tasks % 2 + 1))  # many at their cap
     db.commit()
     live, kept = LiveOfferIndex(), LiveTasks()
+    compacting = LiveTasks(compact_at=1)  # drops its closed matches whenever they are half its rows
     busy_seen = 0
     for step in range(8):
         want = _held_by_queries(db)
         assert _held_kept(db, kept) == want, f"step {step}"
         assert _held_kept(db, LiveTasks()) == want
+        assert _held_kept(db, compacting) == want, f"step {step}"
         busy_seen += len(want[2])
         if step % 3 == 0:
             matches_service.run_batch(session=db, time_budget_s=1.0)
@@ -328,6 +331,10 @@ def test_live_tasks_follow_random_changes_like_their_queries(
         expire_needs(db, settings, utcnow() + timedelta(hours=6.0 * step), UpkeepReport())
         db.commit()
     assert busy_seen > 0
+    assert _held_kept(db, compacting) == _held_by_queries(db)
+    closed = db.scalar(select(func.count(Match.id)).where(Match.status.not_in(OPEN_TASK_STATUSES)))
+    assert closed
+    assert compacting.rows < kept.rows  # closed matches were dropped, the answers stayed the same
 
 
 def test_every_change_to_a_match_moves_its_updated_at(
@@ -389,7 +396,12 @@ def test_every_change_to_a_match_moves_its_updated_at(
     assert changed > 10
 
 
-def test_task_changes_show_at_once_and_late_commits_within_the_recheck_interval(db: Session) -> None:
+@pytest.mark.parametrize("prune_min", [4096, 1], ids=["remembering", "forgetting"])
+def test_task_changes_show_at_once_and_late_commits_within_the_recheck_interval(
+    db: Session, monkeypatch: pytest.MonkeyPatch, prune_min: int
+) -> None:
+    # "forgetting": the change feeds drop every stamp older than their window at each wide re-read.
+    monkeypatch.setattr(live_module, "_PRUNE_MIN", prune_min)
     _seed(db, np.random.default_rng(4), utcnow())
     db.execute(update(Match).values(updated_at=utcnow() - timedelta(minutes=5)))
     db.commit()
@@ -518,3 +530,37 @@ def test_a_wide_reread_skips_what_the_last_one_saw_but_not_a_late_commit() -> No
                 assert unmet_ids() == before - {fresh.id, slow.id}  # the next wide re-read catches it
         finally:
             engine.dispose()
+
+
+def test_change_feeds_forget_stamps_no_window_can_hold_and_still_see_every_change(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "_PRUNE_MIN", 1)
+    _seed(db, np.random.default_rng(5), utcnow())
+    db.execute(update(Match).values(updated_at=utcnow() - timedelta(minutes=5)))
+    db.commit()
+    clock = [utcnow()]
+    kept = LiveTasks(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+    assert _held_kept(db, kept) == _held_by_queries(db)
+    assert kept._matches.remembered == 0  # every stamp is older than any later window
+    pending = list(db.scalars(select(Match).where(Match.status.in_(PENDING_MATCH_STATUSES)).order_by(Match.id)))
+    assert len(pending) >= 4
+
+    def change(match: Match, status: MatchStatus) -> None:
+        clock[0] += timedelta(seconds=1)  # each refresh below is a wide re-read
+        match.status = status
+        match.updated_at = clock[0]
+        db.commit()
+
+    for step, match in enumerate(pending[:3]):
+        change(match, MatchStatus.declined)
+        assert _held_kept(db, kept) == _held_by_queries(db), f"change {step}"
+        assert 1 <= kept._matches.remembered <= step + 1  # within the window: kept
+    assert kept._matches.remembered == 3
+    clock[0] += timedelta(minutes=2)  # the windows move past those three stamps
+    change(pending[3], MatchStatus.declined)
+    change(pending[0], MatchStatus.accepted)  # forgotten, changed again: read again
+    assert _held_kept(db, kept) == _held_by_queries(db)
+    # The map reached twice its size after the last forgetting (2, then 4 with these two): the old
+    # stamps go, the two rows changed within the last window stay.
+    assert kept._matches.remembered == 2
