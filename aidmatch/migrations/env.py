@@ -32,6 +32,34 @@ def _configure(connection: Connection) -> None:
     )
 
 
+def _run(connection: Connection) -> None:
+    """Run the migrations on the connection; on SQLite with foreign keys off meanwhile.
+
+    SQLite's ALTER TABLE rebuilds a table (copy, drop, rename). With ``foreign_keys`` on (every
+    connection of ``make_engine``) dropping the old table would fire the ``ON DELETE`` actions of
+    the rows pointing at it (``messages.match_id`` set to NULL, say), so they are off during the
+    migration (the pragma is a no-op inside a transaction: set it before) and the references are
+    checked afterwards.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
+        _configure(connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            connection.commit()
+            if broken:
+                raise RuntimeError(f"the migration left rows pointing at nothing: {broken[:10]}")
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
 def run_migrations_offline() -> None:
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
@@ -46,18 +74,14 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(connection)
         return
     url = config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url must be set by aidmatch.migrate"
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            _run(conn)
     finally:
         engine.dispose()
 

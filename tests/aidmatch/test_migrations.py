@@ -44,6 +44,7 @@ def test_upgrade_gives_exactly_the_orm_schema(empty_url: str) -> None:
 
 
 def test_downgrade_to_base_and_back(empty_url: str) -> None:
+    # Every step down and up again, on an empty schema (data-keeping steps are tested one by one below).
     migrate.upgrade(empty_url)
     migrate.downgrade(empty_url, "base")
     engine = make_engine(empty_url)
@@ -68,8 +69,9 @@ def test_a_model_change_without_migration_is_detected(tmp_path: Path) -> None:
 
 
 def test_0007_keeps_every_match_and_gives_each_pair_one_helper_row(empty_url: str) -> None:
-    """Matches written before 0007 (one pair asked twice, as the race could do) survive it: the first of
-    the pair names its helper, the repeat keeps none, and from then on a repeat is refused."""
+    """Matches written before 0007 (one pair asked twice, as the race could do) survive it with what
+    points at them: the first of the pair names its helper, the repeat keeps none, and from then on a
+    repeat is refused."""
     migrate.upgrade(empty_url, "0006")
     engine = make_engine(empty_url)
     stamp = "2026-11-27 10:00:00"
@@ -110,10 +112,21 @@ def test_0007_keeps_every_match_and_gives_each_pair_one_helper_row(empty_url: st
                     ),
                     {"id": match, "o": offer, "t": stamp},
                 )
+            # The SMS of a request points at its match (SQLite rebuilds the matches table: a rebuild with
+            # foreign keys on would have set this to NULL).
+            conn.execute(
+                text(
+                    "INSERT INTO messages (direction, status, channel, phone, body, language, idempotency_key,"
+                    " need_id, match_id, helper_id, attempts, created_at, updated_at) VALUES ('outbound', 'sent',"
+                    " 'sms', '+79160000001', 'hi', 'ru', 'match:1000:ask', 100, 1000, 1, 0, :t, :t)"
+                ),
+                {"t": stamp},
+            )
         migrate.upgrade(empty_url)
         with engine.begin() as conn:
             rows = conn.execute(text("SELECT id, helper_id FROM matches ORDER BY id")).all()
             assert [tuple(r) for r in rows] == [(1000, 1), (1001, None), (1002, 2)]
+            assert conn.execute(text("SELECT match_id FROM messages")).scalar_one() == 1000
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(
                 text(
