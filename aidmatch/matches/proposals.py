@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, aliased
 from aidmatch.audit import service as audit
 from aidmatch.categories import label
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
@@ -218,6 +219,8 @@ def ask(
         return []
     session.flush()  # what the caller recorded first (the need's "created" audit row) keeps its place
     helpers = {a.helper_id: contacts[a.helper_id] for a in asks}
+    # Stamped when written, not at ``now`` (a job's start): the workers' change feeds look back only so far.
+    written = utcnow()
     rows = []
     for a in asks:
         consent = helpers[a.helper_id].sms_consent
@@ -233,11 +236,15 @@ def ask(
                 "status": MatchStatus.notified if consent else MatchStatus.proposed,
                 "wave": wave,
                 "created_at": now,
-                "updated_at": now,
+                "updated_at": written,
                 "notified_at": now if consent else None,
             }
         )
-    # Through the table, not the ORM's bulk insert: the same rows, less Python per call.
+    # Through the table, not the ORM's bulk insert: the same rows, less Python per call. In helper
+    # order, as the batch run inserts (need, helper) in order: an insert waits for another
+    # transaction's uncommitted row of the same pair, and two inserts taking overlapping pairs in
+    # opposite orders would deadlock.
+    rows.sort(key=lambda r: typing.cast(int, r["helper_id"]))
     new = {h: m for m, h in session.execute(_INSERT_MATCHES[session.get_bind().dialect.name], rows).tuples()}
     made = [(new.pop(a.helper_id), a) for a in asks if a.helper_id in new]
     ids = [m for m, _ in made]
@@ -382,7 +389,7 @@ def escalate(
         audit.record_many(
             session, "timed_out", "match", session.scalars(select(Match.id).where(ended)), after="last wave"
         )
-        session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
+        session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=utcnow()))
     session.flush()
     return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation", new=new)
 

@@ -316,6 +316,15 @@ def _write_batch_matches(
     """
     if len(need_ids) == 0:
         return np.zeros(0, dtype=bool), 0
+    # In (need, helper) order, as ``proposals.ask`` inserts (one need, helpers in order): see there.
+    order = np.lexsort((helper_ids, need_ids))
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    need_ids, helper_ids, offer_ids = need_ids[order], helper_ids[order], offer_ids[order]
+    quantity, distance_km, radius_km = quantity[order], distance_km[order], radius_km[order]
+    # Stamped when written, not at the run's start: a run can take longer than the workers' change
+    # feeds look back (their late-commit window), and they would never see these rows.
+    written = utcnow()
     rows = [
         {
             "need_id": n,
@@ -328,7 +337,7 @@ def _write_batch_matches(
             "reason": f"batch run {run_id}: capable helper {d:.1f} km away, within its {r:g} km",
             "status": MatchStatus.proposed,
             "created_at": now,
-            "updated_at": now,
+            "updated_at": written,
         }
         for n, h, o, q, d, r in zip(
             need_ids.tolist(),
@@ -342,7 +351,7 @@ def _write_batch_matches(
     ]
     stmt = INSERT_NEW_PAIRS[session.get_bind().dialect.name].returning(Match.need_id, Match.helper_id)
     inserted = np.array(session.execute(stmt, rows).tuples().all(), dtype=np.int64).reshape(-1, 2)
-    kept = np.isin((need_ids << 32) | helper_ids, (inserted[:, 0] << 32) | inserted[:, 1])
+    kept = np.isin((need_ids << 32) | helper_ids, (inserted[:, 0] << 32) | inserted[:, 1])[back]
     consenting = select(Offer.id).join(Helper, Offer.helper_id == Helper.id).where(Helper.sms_consent.is_(True))
     session.execute(
         update(Match)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +24,7 @@ from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import MatchStatus
+from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
 from aidmatch.matches import proposals, service
 from aidmatch.matches.models import Match
@@ -201,3 +203,43 @@ def _race(sessions: sessionmaker[Session], need_id: int, offer_id: int) -> None:
         rows = list(s.scalars(select(Match).where(Match.need_id == need_id)))
         assert [m.reason.split(":")[0] for m in rows] == ["first"]
         assert s.scalar(select(func.count(Message.id)).where(Message.match_id.is_not(None))) == 1
+
+
+def test_requests_are_stamped_when_written_not_when_their_job_started(client: TestClient, db: Session) -> None:
+    """A batch run or an upkeep pass may take longer than the workers' change feeds look back for late
+    commits; rows stamped at the job's start would never be seen by them."""
+    for k in range(3):
+        _need(client, lat=55.15 + 0.01 * k)
+    for k in range(3):
+        _offer(client, f"+7916000001{k}", lat=55.15 + 0.01 * k)
+    db.execute(update(Helper).values(sms_consent=False))  # requests stay "proposed": nothing restamps them
+    db.commit()
+    started = utcnow() - timedelta(seconds=90)
+    before = utcnow()
+    run = service.run_batch(session=db, trigger="test", now=started)
+    db.commit()
+    rows = list(db.scalars(select(Match).where(Match.run_id == run.id)))
+    assert rows
+    assert all(m.status is MatchStatus.proposed for m in rows)
+    assert all(m.created_at == started for m in rows)  # what the run decided, and when
+    assert all(m.updated_at >= before for m in rows)  # when it was written
+    # The same for a request made by an escalation wave or the next helpers (upkeep's ``now``).
+    need = db.get(Need, _need(client, quantity=1, lat=58.0))  # nobody in range at intake
+    offer = db.get(Offer, _offer(client, "+79160000020", lat=58.0, lon=40.6))
+    assert need is not None
+    assert offer is not None
+    facts = proposals.CandidateFacts(db)
+    facts.blocked([offer.helper_id])
+    before = utcnow()
+    made = proposals.ask(
+        session=db,
+        need=need,
+        asks=[proposals.Ask(offer.id, offer.helper_id, 1.0, 1)],
+        contacts=facts.contacts,
+        now=started,
+        reason="test",
+    )
+    db.commit()
+    asked = db.get(Match, made[0])
+    assert asked is not None
+    assert asked.updated_at >= before
