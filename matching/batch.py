@@ -90,6 +90,7 @@ def match(
     priced_rounds: bool | None = None,
     workers: int | None = 1,
     time_budget_s: float | None = None,
+    excluded: tuple[IntArray, IntArray] | None = None,
 ) -> Assignment:
     """Assign need units to offer units minimising travel plus urgency-weighted unserved units.
 
@@ -116,17 +117,23 @@ def match(
     time would pass it; the assignment found so far is returned with ``complete`` False (the
     first solve always runs). The result then depends on the machine's speed; None (the default)
     keeps it deterministic.
+
+    ``excluded``: (need rows, offer rows) pairs that may not be used (a helper already asked about
+    that need, say); the assignment and the proven gap are then over every other feasible pair.
     """
     started = time.perf_counter()
     if widen_rounds < 0:
         raise InvalidInputError(f"widen_rounds = {widen_rounds} must be >= 0")
     if time_budget_s is not None and not time_budget_s > 0:
         raise InvalidInputError(f"time_budget_s = {time_budget_s} must be > 0")
+    banned = _excluded_keys(needs, offers, excluded)
     edges, exact = candidate_graph(
         needs, offers, k=k, k_reverse=k_reverse, urgent_factor=urgent_factor, max_exact_edges=max_exact_edges
     )
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
+    if len(banned):
+        worth &= ~_within(banned, edges.need * np.int64(max(len(offers), 1)) + edges.offer)
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
     flow = _solve(needs, offers, need, offer, dist, workers=workers)
     if priced_rounds is None:
@@ -141,12 +148,12 @@ def match(
             break
         round_started = now
         if priced_rounds:
-            extra, round_bound = _priced_edges(needs, offers, need, offer, dist, flow, PRICED_K)
+            extra, round_bound = _priced_edges(needs, offers, need, offer, dist, flow, PRICED_K, banned)
             bound = max(bound, round_bound)
             if extra is None or _proven_within(_flow_cost(needs, need, dist, flow), bound, PRICED_GAP):
                 break  # nothing prices in, or the dual bound says the rest is not worth a solve
         else:
-            extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen)
+            extra = _augmenting_edges(needs, offers, need, offer, dist, flow, k_widen, banned)
         if extra is None:
             break
         # Carry the flows over; only pieces that gained an edge can change.
@@ -209,6 +216,36 @@ def candidate_graph(
     ), False
 
 
+def _excluded_keys(needs: Needs, offers: Offers, excluded: tuple[IntArray, IntArray] | None) -> IntArray:
+    """Sorted keys ``need * m + offer`` of the excluded pairs (checked: rows in range, same lengths)."""
+    if excluded is None:
+        return np.zeros(0, dtype=np.int64)
+    need, offer = (np.asarray(a) for a in excluded)
+    if need.shape != offer.shape or need.ndim != 1:
+        raise InvalidInputError(
+            f"excluded: need rows {need.shape} and offer rows {offer.shape} must be 1-d of one length"
+        )
+    if len(need) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not (np.issubdtype(need.dtype, np.integer) and np.issubdtype(offer.dtype, np.integer)):
+        raise InvalidInputError(f"excluded: rows must be integers, got {need.dtype} and {offer.dtype}")
+    bad = (need < 0) | (need >= len(needs)) | (offer < 0) | (offer >= len(offers))
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(
+            f"excluded pair {at} = ({int(need[at])}, {int(offer[at])}) is out of range "
+            f"({len(needs)} needs, {len(offers)} offers)"
+        )
+    return np.unique(need.astype(np.int64) * np.int64(len(offers)) + offer.astype(np.int64))
+
+
+def _within(sorted_keys: IntArray, keys: IntArray) -> BoolArray:
+    """Whether each of ``keys`` is in ``sorted_keys`` (non-empty, sorted)."""
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    found: BoolArray = sorted_keys[pos] == keys
+    return found
+
+
 def _flow_cost(needs: Needs, need: IntArray, dist: FloatArray, flow: IntArray) -> float:
     served = np.bincount(need, weights=flow, minlength=len(needs))
     return float(np.dot(flow, dist)) + float(np.dot(needs.penalty_km, needs.quantity - served))
@@ -222,13 +259,15 @@ def _priced_edges(
     dist: FloatArray,
     flow: IntArray,
     k: int,
+    banned: IntArray,
 ) -> tuple[tuple[IntArray, IntArray, FloatArray] | None, float]:
     """The candidate edges plus missing ones with a negative reduced cost (None when none is found)
     and a lower bound on the optimum over every feasible edge (-inf when the search was cut short).
     """
     price_need, price_offer = prices(needs, offers, need, offer, dist, flow)
     known = need * np.int64(max(len(offers), 1)) + offer
-    found = priced_in_edges(needs, offers, price_need, price_offer, known, k)
+    # Excluded pairs count as known: never added, so the bound is over every other pair.
+    found = priced_in_edges(needs, offers, price_need, price_offer, np.union1d(known, banned), k)
     all_need = np.concatenate([need, found.need])
     all_offer = np.concatenate([offer, found.offer])
     all_km = np.concatenate([dist, found.distance_km])
@@ -264,6 +303,7 @@ def _augmenting_edges(
     dist: FloatArray,
     flow: IntArray,
     k_widen: int,
+    banned: IntArray,
 ) -> tuple[IntArray, IntArray, FloatArray] | None:
     """The candidate edges plus edges that open augmenting paths; None when there are none to add.
 
@@ -294,6 +334,8 @@ def _augmenting_edges(
         return None
     tree = SpatialIndex(reach, needs.lat[reach], needs.lon[reach], np.int64(1) << needs.category[reach])
     known = need * np.int64(m) + offer  # already sorted: the edges are sorted by (need, offer)
+    if len(banned):
+        known = np.union1d(known, banned)  # excluded pairs are never added
     parts_need, parts_offer, parts_km = [need], [offer], [dist]
     present = np.zeros(64, dtype=bool)
     present[needs.category[reach]] = True

@@ -216,27 +216,36 @@ def run_batch(
     now = now or utcnow()
     started = time.perf_counter()
     run = MatchRun(status=MatchRunStatus.running, trigger=trigger, started_at=now)
-    session.add(run)
-    session.flush()
     needs = load_open_needs(session=session, now=now)
     offers = load_open_offers(session=session, now=now)
+    asked = asked_pairs(session)
     loaded = time.perf_counter()
     result = matching.match(
         matching.Needs(needs.lat, needs.lon, needs.category, needs.remaining, needs.urgency, needs.max_km),
         matching.Offers(offers.lat, offers.lon, offers.category_mask, offers.remaining, offers.radius_km),
         time_budget_s=time_budget_s,
+        # A helper asked about a need before (whatever the answer) is not asked again, through any
+        # of their offers: the matcher looks past them to the next helpers.
+        excluded=_excluded_rows(needs.id, offers.helper_id, asked),
     )
     matched_at = time.perf_counter()
+    # The first write: on SQLite the write lock is taken here, not held through the solve.
+    session.add(run)
+    session.flush()
     need_ids = needs.id[result.need_index]
     helper_ids = offers.helper_id[result.offer_index]
-    asked = asked_pairs(session)
     pairs = (need_ids << 32) | helper_ids
+    asked = asked_pairs(session)  # again: another worker may have asked some meanwhile
     fresh = ~np.isin(pairs, asked) if len(asked) else np.ones(len(need_ids), dtype=bool)
-    # One request per (need, helper) even when two of the helper's offers serve the need.
+    # One request per (need, helper): when two of a helper's offers serve one need, the row with the
+    # most units (then the nearer) is asked; the rest goes to other helpers in the next run.
+    order = np.lexsort((result.distance_km, -result.quantity, pairs))
     first = np.zeros(len(pairs), dtype=bool)
-    first[np.unique(pairs, return_index=True)[1]] = True
+    first[order[np.r_[True, pairs[order][1:] != pairs[order][:-1]]] if len(order) else order] = True
     fresh &= first
-    fresh &= _within_task_slots(helper_ids, result.distance_km, offers.task_slots[result.offer_index])
+    # Task slots count only the requests really made.
+    slots = offers.task_slots[result.offer_index]
+    fresh[fresh] = _within_task_slots(helper_ids[fresh], result.distance_km[fresh], slots[fresh])
     kept, written = _write_batch_matches(
         session=session,
         run_id=run.id,
@@ -284,6 +293,26 @@ def run_batch(
     session.flush()
     audit.record(session, "finished", "run", run.id, matches=int(fresh.sum()), units=run.assigned_quantity)
     return run
+
+
+def _excluded_rows(need_id: np.ndarray, helper_id: np.ndarray, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(need rows, offer rows) of every loaded offer whose helper was asked about the loaded need
+    before; ``asked`` holds keys ``need_id << 32 | helper_id`` (``asked_pairs``)."""
+    empty = np.zeros(0, dtype=np.int64)
+    if len(asked) == 0 or len(need_id) == 0 or len(helper_id) == 0:
+        return empty, empty
+    ask_need, ask_helper = asked >> 32, asked & 0xFFFFFFFF
+    by_need = np.argsort(need_id, kind="stable")
+    row = by_need[np.minimum(np.searchsorted(need_id, ask_need, sorter=by_need), len(need_id) - 1)]
+    loaded = need_id[row] == ask_need
+    row, ask_helper = row[loaded], ask_helper[loaded]
+    by_helper = np.argsort(helper_id, kind="stable")
+    ranked = helper_id[by_helper]
+    lo = np.searchsorted(ranked, ask_helper, "left")
+    count = np.searchsorted(ranked, ask_helper, "right") - lo
+    # The count offers of each pair's helper: positions lo … lo + count - 1 of the helper ranking.
+    shift = np.repeat(lo - (np.cumsum(count) - count), count)
+    return np.repeat(row, count), by_helper[np.arange(int(count.sum())) + shift]
 
 
 def _within_task_slots(helper_ids: np.ndarray, distance_km: np.ndarray, slots: np.ndarray) -> np.ndarray:

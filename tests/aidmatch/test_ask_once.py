@@ -21,16 +21,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch import migrate
 from aidmatch.audit.models import AuditEvent
+from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker, utcnow
-from aidmatch.enums import MatchStatus
+from aidmatch.enums import Language, MatchStatus, NeedStatus, OfferStatus, Source, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
 from aidmatch.matches import proposals, service
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
-from aidmatch.offers.models import Offer
+from aidmatch.offers.models import Offer, OfferCategory
 from geo.geocoding import GazetteerGeocoder
 from tests.databases import fresh_postgres_database
 
@@ -63,11 +64,16 @@ def test_a_batch_run_with_a_stale_read_of_the_asked_pairs_asks_nobody_twice(
     need, offer = needs[0], offers[0]
     helper = helper_of[offer]
     real = proposals.asked_pairs
+    reads: list[np.ndarray] = []
 
     def stale(session: Session) -> np.ndarray:
-        # The pairs are read; then another worker's escalation asks this helper about this need
-        # (here in the same transaction: the row exists when the run writes, as after a commit).
-        pairs = real(session)
+        # The run reads the pairs before it solves and again before it writes; between the two another
+        # worker's escalation asks this helper about this need, and the second read still misses it
+        # (here the row is written in the same transaction: it exists when the run writes, as after a
+        # commit).
+        if reads:
+            return reads[0]
+        reads.append(real(session))
         session.execute(
             insert(Match).values(
                 need_id=need,
@@ -81,7 +87,7 @@ def test_a_batch_run_with_a_stale_read_of_the_asked_pairs_asks_nobody_twice(
                 updated_at=utcnow(),
             )
         )
-        return pairs
+        return reads[0]
 
     monkeypatch.setattr(service, "asked_pairs", stale)
     run = service.run_batch(session=db, trigger="test")
@@ -243,3 +249,106 @@ def test_requests_are_stamped_when_written_not_when_their_job_started(client: Te
     asked = db.get(Match, made[0])
     assert asked is not None
     assert asked.updated_at >= before
+
+
+def _depot(db: Session, phone: str, lats: tuple[float, ...], *, capacity: int = 3, cap: int = 5) -> int:
+    """A helper with one offer of water at each latitude (lon 40.0); returns the helper id."""
+    now = utcnow()
+    helper = Helper(name=phone, phone=phone, sms_consent=True, max_active_tasks=cap, created_at=now, updated_at=now)
+    db.add(helper)
+    db.flush()
+    for lat in lats:
+        db.add(
+            Offer(
+                helper_id=helper.id,
+                capacity=capacity,
+                capacity_used=0,
+                lat=lat,
+                lon=40.0,
+                radius_km=30,
+                status=OfferStatus.active,
+                created_at=now,
+                updated_at=now,
+                category_rows=[OfferCategory(category=Category.water)],
+            )
+        )
+    db.flush()
+    return helper.id
+
+
+def _water_need(db: Session, quantity: int, lat: float, urgency: Urgency = Urgency.urgent) -> Need:
+    now = utcnow()
+    need = Need(
+        code=f"T{quantity}{int(lat * 1000) % 1000:03d}",
+        category=Category.water,
+        quantity=quantity,
+        quantity_assigned=0,
+        urgency=urgency,
+        lat=lat,
+        lon=40.0,
+        language=Language.ru,
+        source=Source.api,
+        status=NeedStatus.open,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    db.add(need)
+    db.flush()
+    return need
+
+
+def test_a_batch_run_looks_past_a_helper_who_was_asked_to_the_next_one(db: Session) -> None:
+    need = _water_need(db, 1, 55.0)
+    near = _depot(db, "+79160000001", (55.01,))
+    far = _depot(db, "+79160000002", (55.10,))  # 11 km
+    offer = db.scalars(select(Offer).where(Offer.helper_id == near)).one()
+    db.add(
+        Match(
+            need_id=need.id,
+            offer_id=offer.id,
+            helper_id=near,
+            quantity=1,
+            distance_km=1.1,
+            status=MatchStatus.declined,
+        )
+    )
+    db.commit()
+    run = service.run_batch(session=db, trigger="test")
+    db.commit()
+    # The nearest helper said no: the run asks the next one instead of choosing (and dropping) the first.
+    rows = list(db.scalars(select(Match).where(Match.run_id == run.id)))
+    assert [(m.need_id, m.helper_id) for m in rows] == [(need.id, far)]
+    assert run.assigned_quantity == 1
+    assert run.config["dropped_rows"] == 0
+
+
+def test_two_offers_of_one_helper_make_one_request_and_the_rest_goes_to_the_next_helper(db: Session) -> None:
+    need = _water_need(db, 5, 55.005, Urgency.critical)
+    assert need.quantity == 5
+    depot = _depot(db, "+79160000001", (55.0, 55.01))  # two depots of one organisation, 3 units each
+    db.commit()
+    first = service.run_batch(session=db, trigger="test")
+    db.commit()
+    rows = list(db.scalars(select(Match).where(Match.run_id == first.id)))
+    assert [(m.helper_id, m.quantity) for m in rows] == [(depot, 3)]  # the larger of its two rows
+    # Another helper comes in reach: the next run gives it the rest, never the depot again.
+    other = _depot(db, "+79160000002", (55.02,))
+    db.commit()
+    second = service.run_batch(session=db, trigger="test")
+    db.commit()
+    rows = list(db.scalars(select(Match).where(Match.run_id == second.id)))
+    assert [(m.helper_id, m.quantity) for m in rows] == [(other, 2)]
+
+
+def test_task_slots_count_only_the_requests_made(db: Session) -> None:
+    big = _water_need(db, 5, 55.005)
+    small = _water_need(db, 1, 55.006)
+    depot = _depot(db, "+79160000001", (55.0, 55.01), cap=2)
+    db.commit()
+    run = service.run_batch(session=db, trigger="test")
+    db.commit()
+    rows = {m.need_id: m for m in db.scalars(select(Match).where(Match.run_id == run.id))}
+    # Two tasks allowed: one request for each need, though the solve used both depots for the big one.
+    assert set(rows) == {big.id, small.id}
+    assert all(m.helper_id == depot for m in rows.values())

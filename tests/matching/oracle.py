@@ -19,11 +19,15 @@ def feasible_pairs(needs: Needs, offers: Offers) -> tuple[np.ndarray, np.ndarray
     return i, j, d[i, j]
 
 
-def optimum(needs: Needs, offers: Offers) -> float:
-    """The exact minimum of Σ units × km + Σ 1000 × w × unserved units, by integer programming."""
+def optimum(needs: Needs, offers: Offers, excluded: set[tuple[int, int]] | None = None) -> float:
+    """The exact minimum of Σ units × km + Σ 1000 × w × unserved units, by integer programming
+    (over the feasible pairs not in ``excluded``, a set of (need row, offer row))."""
     penalty = 1000.0 * URGENCY_WEIGHT[needs.urgency]
     base = float(np.dot(penalty, needs.quantity))
     i, j, d = feasible_pairs(needs, offers)
+    if excluded:
+        keep = np.array([(int(a), int(b)) not in excluded for a, b in zip(i, j, strict=True)], dtype=bool)
+        i, j, d = i[keep], j[keep], d[keep]
     if len(i) == 0:
         return base
     e = len(i)

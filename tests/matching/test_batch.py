@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import connected_components
 
 from matching import ALL_IN_RANGE_AT_CAPACITY, NO_OFFER_IN_RANGE, SERVED, Needs, Offers, batch, match
 from matching.candidates import all_feasible_edges, build_candidates
+from matching.errors import InvalidInputError
 from tests.matching.oracle import assert_invariants, feasible_pairs, optimum
 
 
@@ -57,6 +58,46 @@ def test_small_instances_reach_the_exact_optimum(seed: int, n_needs: int, n_offe
     result = match(needs, offers)
     assert_invariants(needs, offers, result)
     assert result.objective == pytest.approx(optimum(needs, offers), abs=_resolution(needs))
+
+
+@pytest.mark.parametrize("path", ["exact", "widening", "priced"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_excluded_pairs_are_never_used_and_the_rest_is_optimal(path: str, seed: int) -> None:
+    """Pairs already asked (a helper about a need) are left out; the assignment is optimal over the others
+    (the exact path exactly; the candidate paths never better than that optimum, and their proven gap
+    holds against it)."""
+    rng = np.random.default_rng(seed)
+    needs, offers = random_instance(rng, 12, 10, box_deg=1.0)
+    i, j, _ = feasible_pairs(needs, offers)
+    pick = rng.random(len(i)) < 0.4
+    excluded = (i[pick], j[pick])
+    banned = {(int(a), int(b)) for a, b in zip(*excluded, strict=True)}
+    if path == "exact":
+        result = match(needs, offers, excluded=excluded)
+    else:
+        result = match(
+            needs, offers, excluded=excluded, max_exact_edges=0, k=2, k_reverse=1, priced_rounds=path == "priced"
+        )
+    assert_invariants(needs, offers, result)
+    used = {(int(a), int(b)) for a, b in zip(result.need_index, result.offer_index, strict=True)}
+    assert not used & banned
+    best = optimum(needs, offers, banned)
+    assert result.objective >= best - _resolution(needs)
+    if path == "exact":
+        assert result.objective == pytest.approx(best, abs=_resolution(needs))
+    if result.gap_bound is not None:
+        assert result.objective <= best * (1 + result.gap_bound) + _resolution(needs)
+    # Without the exclusions the optimum can only be as good or better.
+    assert optimum(needs, offers) <= best + _resolution(needs)
+
+
+def test_excluded_pairs_must_name_rows_of_the_instance() -> None:
+    needs, offers = random_instance(np.random.default_rng(1), 3, 2)
+    with pytest.raises(InvalidInputError, match=r"excluded pair 1 = \(3, 0\) is out of range \(3 needs, 2 offers\)"):
+        match(needs, offers, excluded=(np.array([0, 3]), np.array([0, 0])))
+    with pytest.raises(InvalidInputError, match="one length"):
+        match(needs, offers, excluded=(np.array([0, 1]), np.array([0])))
 
 
 @pytest.mark.parametrize("priced", [False, True], ids=["widening", "priced"])
