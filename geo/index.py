@@ -9,8 +9,10 @@ are great-circle km.
 Changes do not rebuild the trees each time: new items go to a small buffer (searched with tiny
 trees rebuilt lazily) and removed items become tombstones filtered out of tree answers. When the
 buffer plus the tombstones exceed ``rebuild_threshold`` the trees are rebuilt from the live items.
-Every answer is the same as that of an index freshly built over the live items; ties in distance
-are broken by the smaller id.
+Every answer holds the same items, at the same distances, as that of an index freshly built over
+the live items, nearest first. Among items tied at one distance the smaller id comes first within an
+answer, but which of several items tied at the k-th distance make the cut of ``k`` is the tree's
+choice and may differ between a churned index and a fresh one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
 from geo.errors import IndexInputError, UnknownIdError
-from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz
+from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz, tree_bound
 
 MAX_CATEGORIES = 63
 IntArray = NDArray[np.int64]
@@ -378,7 +380,7 @@ def _knn_tree(
     """
     # Threads only pay off for many queries; one query (the intake path) runs inline.
     workers = -1 if len(xyz) >= _PARALLEL_MIN_QUERIES else 1
-    chord, local = tree.query(xyz, k=k, distance_upper_bound=bound, workers=workers)
+    chord, local = tree.query(xyz, k=k, distance_upper_bound=tree_bound(bound), workers=workers)
     chord = np.asarray(chord, dtype=np.float64).reshape(len(xyz), k)
     local = np.asarray(local, dtype=np.int64).reshape(len(xyz), k)
     found = local < tree.n

@@ -59,6 +59,20 @@ def km_to_chord(distance_km: ArrayLike) -> FloatArray:
     return 2.0 * np.sin(d / (2.0 * EARTH_RADIUS_KM))
 
 
+# cKDTree's ``distance_upper_bound`` is strict and compared squared: a bound below this keeps nothing,
+# not even a point at distance 0.
+_MIN_TREE_BOUND = 1e-100
+
+
+def tree_bound(chord: float) -> float:
+    """The ``distance_upper_bound`` for a k-d tree query that keeps points at ``chord`` or nearer.
+
+    The tree's bound is strict: the next float up keeps points exactly at it, and a floor far below
+    any real distance keeps co-located points when the bound is 0 (a radius of 0 km).
+    """
+    return max(float(np.nextafter(chord, np.inf)), _MIN_TREE_BOUND)
+
+
 def chord_to_km(chord: ArrayLike) -> FloatArray:
     """Great-circle distance in km for chord lengths on the unit sphere."""
     c = np.clip(np.asarray(chord, dtype=np.float64), 0.0, 2.0)

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from geo.index import SpatialIndex
-from geo.sphere import EARTH_RADIUS_KM, chord_to_km, km_to_chord, lat_lon_to_xyz
+from geo.sphere import EARTH_RADIUS_KM, chord_to_km, km_to_chord, lat_lon_to_xyz, tree_bound
 from matching.columns import NORMAL, BoolArray, FloatArray, IntArray, Needs, Offers
 from matching.errors import InvalidInputError
 
@@ -153,7 +153,7 @@ def _knn_parts(
 ) -> tuple[IntArray, FloatArray]:
     """Rows of ``tree_rows`` nearest to each query point (shape (q, k), -1 padded) and their km."""
     kk = min(k, len(tree_rows))
-    d, i = cKDTree(tree_xyz).query(query_xyz, k=kk, distance_upper_bound=bound_chord, workers=-1)
+    d, i = cKDTree(tree_xyz).query(query_xyz, k=kk, distance_upper_bound=tree_bound(bound_chord), workers=-1)
     d, i = d.reshape(len(query_xyz), kk), i.reshape(len(query_xyz), kk)
     hit = i < len(tree_rows)
     ids = np.where(hit, tree_rows[np.minimum(i, len(tree_rows) - 1)], -1)

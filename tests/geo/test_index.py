@@ -257,3 +257,13 @@ def test_knn_orders_items_at_one_place_by_id(churn: bool) -> None:
             np.testing.assert_allclose(dist[row, : len(found)], true, rtol=1e-9, atol=1e-6)
             same = dist[row, 1 : len(found)] == dist[row, : len(found) - 1]
             assert (found[1:][same] > found[:-1][same]).all()
+
+
+def test_a_bound_of_zero_km_keeps_co_located_items() -> None:
+    """A k-d tree's bound is strict (and squared): at 0 km it would keep nothing, not even an item at
+    the query point itself; the index keeps those, and nothing farther."""
+    index = SpatialIndex(np.array([4, 7]), np.array([55.0, 55.001]), np.array([37.0, 37.0]), np.array([1, 1]))
+    ids, d_km = index.knn(np.array([55.0, 10.0]), np.array([37.0, 10.0]), 0, 2, max_km=np.array([0.0, 0.0]))
+    assert ids.tolist() == [[4, -1], [-1, -1]]
+    assert d_km[0, 0] == 0.0
+    assert np.isinf(d_km[0, 1])

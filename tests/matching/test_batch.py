@@ -275,3 +275,26 @@ def test_rounds_are_priced_on_graphs_up_to_the_limit_and_widen_above(monkeypatch
     large = match(needs, offers, max_exact_edges=0, k=1, k_reverse=0)
     np.testing.assert_array_equal(large.quantity, widened.quantity)
     assert large.objective == widened.objective
+
+
+@pytest.mark.parametrize("priced", [False, True], ids=["widening", "priced"])
+def test_an_offer_with_a_radius_of_zero_serves_the_needs_at_its_place(priced: bool) -> None:
+    """Ten needs at one point, an offer there with radius 0 km and one 10 km away: the candidate paths
+    find the edges of length 0 (a k-d tree's strict bound would miss them) and the proven gap holds."""
+    n = 10
+    needs = Needs(
+        np.full(n, 55.0), np.full(n, 37.0), np.zeros(n, int), np.ones(n, int), np.full(n, 2), np.full(n, np.inf)
+    )
+    offers = Offers(
+        np.array([55.0, 55.0 + 10 / 111.2]),
+        np.array([37.0, 37.0]),
+        np.array([1, 1]),
+        np.array([10, 10]),
+        np.array([0.0, 50.0]),
+    )
+    result = match(needs, offers, max_exact_edges=0, priced_rounds=priced)
+    assert_invariants(needs, offers, result)
+    assert result.offer_index.tolist() == [0] * n
+    assert optimum(needs, offers) == pytest.approx(0.0)
+    assert result.objective == pytest.approx(0.0, abs=_resolution(needs))
+    assert result.gap_bound is None or result.gap_bound >= 0.0
