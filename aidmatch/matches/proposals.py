@@ -379,6 +379,9 @@ def escalate(
                 reason="escalation",
                 wave=number,
             )
+            if not made:  # another worker asked them all a moment ago: this wave is empty, as below
+                asked |= {h for h, _ in chosen}
+                continue
             need.escalation_next_at = now + timedelta(seconds=wave.wait_s)
             session.flush()
             return len(made)

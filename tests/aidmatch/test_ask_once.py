@@ -28,6 +28,7 @@ from aidmatch.enums import Language, MatchStatus, NeedStatus, OfferStatus, Sourc
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
 from aidmatch.matches import proposals, service
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
@@ -352,3 +353,36 @@ def test_task_slots_count_only_the_requests_made(db: Session) -> None:
     # Two tasks allowed: one request for each need, though the solve used both depots for the big one.
     assert set(rows) == {big.id, small.id}
     assert all(m.helper_id == depot for m in rows.values())
+
+
+def test_an_escalation_wave_whose_helpers_were_all_just_asked_moves_on(
+    db: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need = _water_need(db, 1, 55.0, Urgency.critical)
+    need.escalation_wave = 0
+    near = _depot(db, "+79160000001", (55.01,))  # 1.1 km: the first wave's (5 km)
+    far = _depot(db, "+79160000002", (55.09,))  # 10 km: the second wave's (15 km)
+    offer = db.scalars(select(Offer).where(Offer.helper_id == near)).one()
+    db.add(
+        Match(
+            need_id=need.id,
+            offer_id=offer.id,
+            helper_id=near,
+            quantity=1,
+            distance_km=1.1,
+            status=MatchStatus.notified,
+            wave=1,
+        )
+    )
+    db.commit()
+    # The wave read who was asked before another worker's request to the near helper committed.
+    monkeypatch.setattr(proposals, "asked_helpers", lambda session, need_id: set())
+    live = LiveOfferIndex()
+    live.refresh(session=db, now=utcnow())
+    asked = proposals.escalate(session=db, need=need, live=live, settings=settings, now=utcnow())
+    db.commit()
+    # The first wave found only the near helper, already asked: it counts as empty and the next goes.
+    assert asked == 1
+    assert need.escalation_wave == 2
+    rows = db.scalars(select(Match).where(Match.need_id == need.id).order_by(Match.id)).all()
+    assert [(m.helper_id, m.wave) for m in rows] == [(near, 1), (far, 2)]
