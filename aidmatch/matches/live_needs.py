@@ -32,6 +32,9 @@ from aidmatch.needs.models import Need
 from geo.sphere import chord_to_km, lat_lon_to_xyz
 
 _GROW = 1024
+_COMPACT_AT = 4096  # rows of needs no longer open dropped once there are this many, and half the rows
+_COMPACT_SHARE = 0.5  # … and at least this share of the rows (so compacting costs O(1) a row)
+_COLUMNS = ("_id", "_lat", "_lon", "_category", "_left", "_urgency", "_max_km", "_created", "_expires")
 _NEVER = np.iinfo(np.int64).max  # expires_at of a need that never expires, in µs
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Offers changed since the last computation beyond which Coverage asks about every need again:
@@ -107,6 +110,18 @@ class Coverage:
         self._offers, self._member = offers, member.copy()
         covered: np.ndarray = self._covered[needs.row]
         return covered
+
+    def compact(self, keep: np.ndarray) -> None:
+        """The rows were renumbered: old row ``keep[i]`` is now row ``i`` (the others are gone)."""
+        size = len(self._covered)
+        seen = np.flatnonzero(keep < size)  # rows this coverage had room for; later ones are unknown
+        grow = max(len(keep), _GROW)
+        covered, known = np.zeros(grow, dtype=bool), np.zeros(grow, dtype=bool)
+        covered[seen], known[seen] = self._covered[keep[seen]], self._known[keep[seen]]
+        geometry = [np.zeros(grow) for _ in self._geometry]
+        for new, old in zip(geometry, self._geometry, strict=True):
+            new[seen] = old[keep[seen]]
+        self._covered, self._known, self._geometry = covered, known, geometry
 
     def _follow(self, offers: matching.Offers, member: np.ndarray, needs: NeedRows, known: np.ndarray) -> bool:
         """Bring the known answers from the previous offer set to this one (False: too many changes)."""
@@ -190,8 +205,11 @@ class Reach(NamedTuple):
 class LiveNeeds:
     """Open needs as growing columns (row = position), and their reach (see the module docstring)."""
 
-    def __init__(self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow, compact_at: int = _COMPACT_AT
+    ) -> None:
         self._lock = threading.Lock()
+        self._compact_at = compact_at
         self._feed = ChangeFeed(Need.id, Need.updated_at, recheck=recheck, clock=clock)
         self._row_of: dict[int, int] = {}
         self._n = 0
@@ -209,10 +227,11 @@ class LiveNeeds:
         self._by_id: np.ndarray | None = None  # rows by id (None: the rows themselves)
         self._in_range = Coverage()
         self._with_room = Coverage()
-        self.tasks = LiveTasks(recheck=recheck, clock=clock)  # units held and busy helpers, followed alike
+        # Units held and busy helpers, followed alike.
+        self.tasks = LiveTasks(recheck=recheck, clock=clock, compact_at=compact_at)
 
     def _grow(self, size: int) -> None:
-        for name in ("_id", "_lat", "_lon", "_category", "_left", "_urgency", "_max_km", "_created", "_expires"):
+        for name in _COLUMNS:
             setattr(self, name, np.resize(getattr(self, name), size))
         self._open = np.concatenate([self._open, np.zeros(size - len(self._open), dtype=bool)])
 
@@ -272,7 +291,31 @@ class LiveNeeds:
         self._open[at] = [r[9] == 1 and r[4] > 0 for r in rows]
         for r in rows:
             self._feed.applied(r[0], r[11], r[10])
+        closed = self._n - int(np.count_nonzero(self._open[: self._n]))
+        if closed >= self._compact_at and closed >= _COMPACT_SHARE * self._n:
+            self._compact()
         self._by_id = None if self._sorted else np.argsort(self._id[: self._n], kind="stable")
+
+    def _compact(self) -> None:
+        """Drop the rows of needs no longer open (closed, or every unit accepted): they count for
+        nothing, and a long emergency would keep every need ever posted. One that opens again (a
+        task given back) comes back as a new row like any need not seen before."""
+        keep = np.flatnonzero(self._open[: self._n])
+        for name in (*_COLUMNS, "_open"):
+            column = getattr(self, name)
+            column[: len(keep)] = column[keep]
+        self._open[len(keep) : self._n] = False
+        self._n = len(keep)
+        ids = self._id[: self._n]
+        self._row_of = dict(zip(ids.tolist(), range(self._n), strict=True))
+        self._sorted = bool(np.all(ids[1:] > ids[:-1]))
+        self._in_range.compact(keep)
+        self._with_room.compact(keep)
+
+    @property
+    def rows(self) -> int:
+        """Needs kept (open ones, and others not compacted away yet)."""
+        return self._n
 
     def reach(
         self,

@@ -34,6 +34,7 @@ from aidmatch.offers.models import Offer
 
 _GROW = 1024
 _COMPACT_AT = 4096  # closed rows dropped once there are this many and at least as many as open ones
+_COMPACT_SHARE = 0.5  # … and at least this share of the rows (so compacting costs O(1) a row)
 _COLUMNS = ("_id", "_need", "_offer", "_helper", "_units", "_state")
 _CLOSED, _ACCEPTED, _PENDING = 0, 1, 2  # a match's state as kept: an open task is accepted or pending
 
@@ -134,7 +135,7 @@ class LiveTasks:
         for r in rows:
             self._matches.applied(r[0], r[7], r[6])
         closed = self._n - int(np.count_nonzero(self._state[: self._n]))
-        if closed >= self._compact_at and 2 * closed >= self._n:
+        if closed >= self._compact_at and closed >= _COMPACT_SHARE * self._n:
             self._compact()
 
     def _compact(self) -> None:

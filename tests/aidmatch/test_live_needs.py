@@ -21,6 +21,7 @@ from aidmatch.errors import ConflictError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import live as live_module
 from aidmatch.matches import live_needs, proposals
+from aidmatch.matches import live_tasks as live_tasks_module
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.live import ChangeFeed, LiveOfferIndex
 from aidmatch.matches.live_needs import Coverage, LiveNeeds, NeedRows
@@ -135,12 +136,15 @@ def _compare(db: Session, live: LiveOfferIndex, kept: LiveNeeds, now: datetime) 
     return followed
 
 
+@pytest.mark.parametrize("compact_at", [4096, 1], ids=["keeping", "compacting"])
 def test_live_needs_follow_random_changes_like_a_fresh_load(
-    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder, compact_at: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # "compacting": the rows of needs no longer open are dropped at every refresh that finds one.
+    monkeypatch.setattr(live_needs, "_COMPACT_SHARE", 0.0 if compact_at == 1 else 0.5)
     rng = np.random.default_rng(5)
     _seed(db, rng, utcnow())
-    live, kept = LiveOfferIndex(), LiveNeeds()
+    live, kept = LiveOfferIndex(), LiveNeeds(compact_at=compact_at)
     seen: set[str] = set()
     for step in range(8):
         hours = 4.0 * step  # needs also expire by time alone, with no row changed
@@ -186,6 +190,10 @@ def test_live_needs_follow_random_changes_like_a_fresh_load(
         expire_needs(db, settings, utcnow() + timedelta(hours=hours), UpkeepReport())
         db.commit()
     assert seen == set(matches_service.UNMET_REASONS)
+    _compare(db, live, kept, utcnow())
+    if compact_at == 1:  # only the needs still open (with units not all accepted) are kept
+        open_now = db.scalar(select(func.count(Need.id)).where(Need.status.in_(OPEN_NEED_STATUSES)))
+        assert kept.rows <= (open_now or 0)
 
 
 def test_every_change_to_a_need_moves_its_updated_at(
@@ -287,14 +295,15 @@ def _held_kept(db: Session, tasks: LiveTasks) -> tuple[dict[int, int], dict[int,
 
 
 def test_live_tasks_follow_random_changes_like_their_queries(
-    db: Session, settings: Settings, gazetteer: GazetteerGeocoder
+    db: Session, settings: Settings, gazetteer: GazetteerGeocoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(8)
     _seed(db, rng, utcnow())
     db.execute(update(Helper).values(max_active_tasks=Helper.max_active_tasks % 2 + 1))  # many at their cap
     db.commit()
     live, kept = LiveOfferIndex(), LiveTasks()
-    compacting = LiveTasks(compact_at=1)  # drops its closed matches whenever they are half its rows
+    monkeypatch.setattr(live_tasks_module, "_COMPACT_SHARE", 0.0)
+    compacting = LiveTasks(compact_at=1)  # drops its closed matches at every refresh that finds one
     busy_seen = 0
     for step in range(8):
         want = _held_by_queries(db)
