@@ -265,16 +265,20 @@ def _priced_edges(
     and a lower bound on the optimum over every feasible edge (-inf when the search was cut short).
     """
     price_need, price_offer = prices(needs, offers, need, offer, dist, flow)
-    known = need * np.int64(max(len(offers), 1)) + offer
-    # Excluded pairs count as known: never added, so the bound is over every other pair.
-    found = priced_in_edges(needs, offers, price_need, price_offer, np.union1d(known, banned), k)
-    all_need = np.concatenate([need, found.need])
-    all_offer = np.concatenate([offer, found.offer])
-    all_km = np.concatenate([dist, found.distance_km])
+    m = np.int64(max(len(offers), 1))
+    found = priced_in_edges(needs, offers, price_need, price_offer, need * m + offer, k)
+    new_need, new_offer, new_km = found.need, found.offer, found.distance_km
+    if len(banned) and len(new_need):
+        # Excluded pairs are never added: the bound is then over every other pair.
+        allowed = ~_within(banned, new_need * m + new_offer)
+        new_need, new_offer, new_km = new_need[allowed], new_offer[allowed], new_km[allowed]
+    all_need = np.concatenate([need, new_need])
+    all_offer = np.concatenate([offer, new_offer])
+    all_km = np.concatenate([dist, new_km])
     bound = -np.inf
     if found.exhaustive:
         bound = dual_bound(needs, offers, price_need, price_offer, all_need, all_offer, all_km)
-    if len(found.need) == 0:
+    if len(new_need) == 0:
         return None, bound
     order = np.lexsort((all_offer, all_need))
     return (all_need[order], all_offer[order], all_km[order]), bound
@@ -334,8 +338,6 @@ def _augmenting_edges(
         return None
     tree = SpatialIndex(reach, needs.lat[reach], needs.lon[reach], np.int64(1) << needs.category[reach])
     known = need * np.int64(m) + offer  # already sorted: the edges are sorted by (need, offer)
-    if len(banned):
-        known = np.union1d(known, banned)  # excluded pairs are never added
     parts_need, parts_offer, parts_km = [need], [offer], [dist]
     present = np.zeros(64, dtype=bool)
     present[needs.category[reach]] = True
@@ -358,6 +360,8 @@ def _augmenting_edges(
         key = nid * np.int64(m) + rows_o
         pos = np.minimum(np.searchsorted(known, key), len(known) - 1)
         fresh = known[pos] != key
+        if len(banned):
+            fresh &= ~_within(banned, key)  # excluded pairs are never added
         parts_need.append(nid[fresh])
         parts_offer.append(rows_o[fresh])
         parts_km.append(nd_km[fresh])
