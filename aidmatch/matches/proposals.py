@@ -14,10 +14,10 @@ Services flush; the caller commits once, so matches and their messages land toge
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from sqlalchemy import BindParameter, ColumnElement, Select, Table, bindparam, func, insert, select, update
@@ -142,6 +142,19 @@ class CandidateFacts:
             self._read(_FACTS_BY_HELPER, unread)
         return {h for h in helper_ids if h in self._cap and self._open[h] >= self._cap[h]} | set(self._also)
 
+    def sharing(self, also: set[int] | frozenset[int]) -> CandidateFacts:
+        """Facts answering from (and adding to) the rows this one has read, passing over ``also``."""
+        other = CandidateFacts(self._session, also)
+        other._units, other._open, other._cap, other.contacts = self._units, self._open, self._cap, self.contacts
+        return other
+
+    def count(self, asks: Sequence[Ask]) -> None:
+        """Requests made but not written yet (a group of needs writes them together at the end):
+        later answers hold them as if read from the database. Their helpers were read (found)."""
+        for a in asks:
+            self._units[a.offer_id] = self._units.get(a.offer_id, 0) + a.quantity
+            self._open[a.helper_id] += 1
+
 
 def open_tasks(session: Session) -> dict[int, tuple[int, int]]:
     """Per helper with open tasks: (open tasks, their cap)."""
@@ -208,10 +221,33 @@ def ask(
     if not asks:
         return []
     session.flush()  # what the caller recorded first (the need's "created" audit row) keeps its place
-    helpers = {a.helper_id: contacts[a.helper_id] for a in asks}
+    rows = match_rows(need=need, asks=asks, contacts=contacts, now=now, reason=reason, wave=wave)
+    # Through the table, not the ORM's bulk insert: the same rows, less Python per call.
+    ids = list(session.scalars(_INSERT_MATCHES, rows))
+    audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
+    messages = request_messages(need=need, asks=asks, ids=ids, contacts=contacts, wave=wave)
+    messages_service.queue_many(session=session, messages=messages, now=now)
+    return ids
+
+
+def insert_matches(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert match rows (``match_rows``) in one statement; their ids in the rows' order."""
+    return list(session.scalars(_INSERT_MATCHES, rows)) if rows else []
+
+
+def match_rows(
+    *,
+    need: Need,
+    asks: Sequence[Ask],
+    contacts: Mapping[int, HelperContact],
+    now: datetime,
+    reason: str,
+    wave: int | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of the matches ``ask`` makes (``need.id`` known)."""
     rows = []
     for a in asks:
-        consent = helpers[a.helper_id].sms_consent
+        consent = contacts[a.helper_id].sms_consent
         rows.append(
             {
                 "need_id": need.id,
@@ -227,13 +263,22 @@ def ask(
                 "notified_at": now if consent else None,
             }
         )
-    # Through the table, not the ORM's bulk insert: the same rows, less Python per call.
-    ids = list(session.scalars(_INSERT_MATCHES, rows))
-    audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
+    return rows
+
+
+def request_messages(
+    *,
+    need: Need,
+    asks: Sequence[Ask],
+    ids: Sequence[int],
+    contacts: Mapping[int, HelperContact],
+    wave: int | None = None,
+) -> list[dict[str, Any]]:
+    """The SMS ``ask`` queues for its matches ``ids`` (one per helper with SMS consent)."""
     template = urgent_request if wave else task_request
     messages = []
     for match_id, a in zip(ids, asks, strict=True):
-        helper = helpers[a.helper_id]
+        helper = contacts[a.helper_id]
         if not helper.sms_consent:
             continue
         language = helper.language.value
@@ -254,8 +299,27 @@ def ask(
                 "helper_id": a.helper_id,
             }
         )
-    messages_service.queue_many(session=session, messages=messages, now=now)
-    return ids
+    return messages
+
+
+class Asker(Protocol):
+    """What makes the requests a lookup chose: ``ask`` itself, or a group intake collecting them."""
+
+    def __call__(
+        self,
+        *,
+        session: Session,
+        need: Need,
+        asks: Sequence[Ask],
+        contacts: Mapping[int, HelperContact],
+        now: datetime,
+        reason: str,
+        wave: int | None = None,
+    ) -> object: ...
+
+
+# The facts a lookup reads, given the helpers to pass over (default: ``CandidateFacts`` of the session).
+FactsFor = Callable[[set[int]], CandidateFacts]
 
 
 def _fill(candidates: Iterable[Candidate], units: int) -> list[Ask]:
@@ -285,18 +349,29 @@ def units_to_place(session: Session, need: Need) -> int:
 
 
 def offer_to_next_helpers(
-    *, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str, new: bool = False
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    now: datetime,
+    reason: str,
+    new: bool = False,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
 ) -> int:
     """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
 
     Returns how many capable helpers with room were found in range (asked or not). The caller
     refreshes ``live`` first (once for many needs). ``new``: the need was created in this
     transaction, so no match refers to it yet (nothing pending, nobody asked: two queries saved).
+    ``facts_for`` and ``asker``: how the candidates are read and asked (a group intake shares one
+    read and writes the requests of all its needs together).
     """
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
     units = need.quantity - need.quantity_assigned if new else units_to_place(session, need)
-    facts = CandidateFacts(session, set() if new else asked_helpers(session, need.id))
+    also = set() if new else asked_helpers(session, need.id)
+    facts = facts_for(also) if facts_for is not None else CandidateFacts(session, also)
     found = live.nearest(
         lat=need.lat,
         lon=need.lon,
@@ -307,12 +382,20 @@ def offer_to_next_helpers(
         blocked=facts.blocked,
     )
     if units > 0:
-        ask(session=session, need=need, asks=_fill(found, units), contacts=facts.contacts, now=now, reason=reason)
+        asker(session=session, need=need, asks=_fill(found, units), contacts=facts.contacts, now=now, reason=reason)
     return len({c.helper_id for c in found})
 
 
 def escalate(
-    *, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime, new: bool = False
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    settings: Settings,
+    now: datetime,
+    new: bool = False,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
 ) -> int:
     """The next step of a critical need's escalation; returns how many helpers it asked.
 
@@ -320,6 +403,7 @@ def escalate(
     step after it. Past the last wave, the requests still unanswered time out and the need goes
     back to the pool (the next helpers beyond the waves, then the batch runs). The caller
     refreshes ``live`` first. ``new``: the need was created in this transaction (no matches yet).
+    ``facts_for``, ``asker``: as for ``offer_to_next_helpers``.
     """
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
@@ -333,7 +417,7 @@ def escalate(
         number = (need.escalation_wave or 0) + 1
         wave = waves[number - 1]
         need.escalation_wave = number
-        facts = CandidateFacts(session, asked)
+        facts = facts_for(asked) if facts_for is not None else CandidateFacts(session, asked)
         found = live.nearest(
             lat=need.lat,
             lon=need.lon,
@@ -351,7 +435,7 @@ def escalate(
             asks = [
                 Ask(c.offer_id, c.helper_id, c.km, min(remaining, c.free)) for c in (by_helper[h] for h, _ in chosen)
             ]
-            ask(
+            asker(
                 session=session,
                 need=need,
                 asks=asks,
@@ -372,17 +456,50 @@ def escalate(
         )
         session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=now))
     session.flush()
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation", new=new)
+    return offer_to_next_helpers(
+        session=session,
+        need=need,
+        live=live,
+        now=now,
+        reason="after escalation",
+        new=new,
+        facts_for=facts_for,
+        asker=asker,
+    )
 
 
-def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
+def propose_for_need(
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    settings: Settings,
+    now: datetime,
+    refresh: bool = True,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
+) -> int:
     """At intake, for a need created in this transaction: a critical need starts its escalation,
     any other gets its nearest helpers asked.
 
-    Returns how many capable helpers with room were found in range.
+    Returns how many capable helpers with room were found in range. ``refresh``: bring ``live`` up
+    to date first (a group intake does it once for all its needs); ``facts_for``, ``asker``: as for
+    ``offer_to_next_helpers``.
     """
-    live.refresh(session=session, now=now)
+    if refresh:
+        live.refresh(session=session, now=now)
     if need.urgency is Urgency.critical:
         need.escalation_wave = 0
-        return escalate(session=session, need=need, live=live, settings=settings, now=now, new=True)
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake", new=True)
+        return escalate(
+            session=session,
+            need=need,
+            live=live,
+            settings=settings,
+            now=now,
+            new=True,
+            facts_for=facts_for,
+            asker=asker,
+        )
+    return offer_to_next_helpers(
+        session=session, need=need, live=live, now=now, reason="at intake", new=True, facts_for=facts_for, asker=asker
+    )
