@@ -20,7 +20,20 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from sqlalchemy import BindParameter, ColumnElement, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from aidmatch.audit import service as audit
@@ -94,6 +107,14 @@ _owner = aliased(Offer)
 # Built once: building and keying these statements cost more Python time than running them.
 _FACTS_BY_HELPER = _facts(Offer.helper_id.in_(_IDS))
 _FACTS_BY_OFFER = _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id.in_(_IDS))))
+# PostgreSQL: the ids as one array parameter. An expanding IN list is rendered into new SQL text
+# for every execution (and parsed again by psycopg); ``= ANY(array)`` keeps one text, which both
+# cache, and uses the same indexes.
+_IDS_ARRAY = bindparam("ids", type_=postgresql.ARRAY(Integer))
+_FACTS_BY = {
+    "helper": {"postgresql": _facts(Offer.helper_id == any_(_IDS_ARRAY))},
+    "offer": {"postgresql": _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id == any_(_IDS_ARRAY))))},
+}
 
 
 class CandidateFacts:
@@ -118,6 +139,8 @@ class CandidateFacts:
 
     def _read(self, stmt: Select[Any], ids: list[int]) -> None:
         """Read the offers of the helpers ``stmt`` finds from ``ids`` (``_FACTS_BY_HELPER``/``_BY_OFFER``)."""
+        key = "helper" if stmt is _FACTS_BY_HELPER else "offer"
+        stmt = _FACTS_BY[key].get(self._session.get_bind().dialect.name, stmt)
         rows = self._session.execute(stmt, {"ids": ids}).all()
         open_tasks: dict[int, int] = {}
         for offer_id, helper_id, waiting, n, cap, consent, phone, language in rows:
