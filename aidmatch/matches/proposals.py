@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from aidmatch.audit import service as audit
-from aidmatch.categories import label
+from aidmatch.categories import Category, label
 from aidmatch.config import Settings
 from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
@@ -526,3 +526,16 @@ def propose_for_need(
     return offer_to_next_helpers(
         session=session, need=need, live=live, now=now, reason="at intake", new=True, facts_for=facts_for, asker=asker
     )
+
+
+def first_lookup(
+    *, category: Category, urgency: Urgency, quantity: int, max_distance_km: float | None, settings: Settings
+) -> tuple[int, float]:
+    """(k, max_km) of the first lookup ``propose_for_need`` makes for a new need like this (wave 1
+    of a critical one): what a group intake reads the candidates' facts for in advance."""
+    limit_km = max_distance_km if max_distance_km is not None else np.inf
+    if urgency is Urgency.critical:
+        waves = settings.waves_for(category.value)
+        if waves:
+            return 2 * waves[0].helpers, min(waves[0].radius_km, limit_km)
+    return min(max(INTAKE_LOOKUP, quantity), _MAX_LOOKUP), limit_km

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.audit import service as audit
+from aidmatch.categories import CATEGORY_INDEX
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import Source
@@ -109,6 +111,7 @@ def intake_group(
     codes = service.new_codes(session, len(items))
     live.refresh(session=session, now=now)
     facts = proposals.CandidateFacts(session)
+    _read_ahead(items, facts=facts, live=live, settings=settings)
     # What the sequential path would write, in its order: ("created", need, urgency),
     # _Asked, ("received", need), ("merged", need).
     steps: list[Any] = []
@@ -214,6 +217,34 @@ def intake_group(
         body = NeedCreated.model_validate({"id": need.id, **fields, "helpers_in_range": found, "merged": merged})
         out.append(Outcome(body, merged))
     return out
+
+
+def _read_ahead(
+    items: Sequence[NeedIn], *, facts: proposals.CandidateFacts, live: LiveOfferIndex, settings: Settings
+) -> None:
+    """One read of the facts of the helpers the group's first lookups will ask about (each lookup
+    would read its own); later rounds read what they miss. Only saves reads: answers are the same."""
+    if len(items) < 2:
+        return
+    firsts = [
+        proposals.first_lookup(
+            category=i.category,
+            urgency=i.urgency,
+            quantity=i.quantity,
+            max_distance_km=i.max_distance_km,
+            settings=settings,
+        )
+        for i in items
+    ]
+    helpers = live.helpers_near(
+        lat=np.array([i.lat for i in items], dtype=np.float64),
+        lon=np.array([i.lon for i in items], dtype=np.float64),
+        category=np.array([CATEGORY_INDEX[i.category] for i in items], dtype=np.int64),
+        k=np.array([k for k, _ in firsts], dtype=np.int64),
+        max_km=np.array([km for _, km in firsts], dtype=np.float64),
+    )
+    if helpers:
+        facts.blocked(sorted(helpers))
 
 
 Runner = Callable[[list[NeedIn]], list[Outcome]]
