@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -23,6 +24,7 @@ from aidmatch.needs.intake import IntakeGroups
 from aidmatch.needs.schemas import MergeIn, NeedCreated, NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
 from aidmatch.schemas import Page, RowId
+from geo.geocoding import Geocoder
 
 router = APIRouter(prefix="/api/needs", tags=["needs"])
 
@@ -37,7 +39,7 @@ async def create_need(need_in: NeedIn, response: Response, request: Request) -> 
     # ``async``: the request waits for its group (``aidmatch.needs.intake``) without holding a
     # thread; only an address to geocode goes to the thread pool.
     if need_in.lat is None or need_in.lon is None:
-        need_in = await run_in_threadpool(service.locate, need_in, request.app.state.geocoder())
+        need_in = await run_in_threadpool(_locate, need_in, request.app.state.geocoder)
     groups: IntakeGroups = request.app.state.intake
     outcome = await groups.submit(need_in)
     if outcome.error is not None:
@@ -46,6 +48,11 @@ async def create_need(need_in: NeedIn, response: Response, request: Request) -> 
     if outcome.merged:
         response.status_code = 200
     return outcome.need
+
+
+def _locate(need_in: NeedIn, geocoder: Callable[[], Geocoder]) -> NeedIn:
+    # The lazy geocoder is built here, in the pool: its first use loads the gazetteer (seconds).
+    return service.locate(need_in, geocoder())
 
 
 @router.post("/{need_id}/merge", response_model=NeedFull)
