@@ -295,6 +295,30 @@ def _reachable_64(
         return nearest_km[:, 0], in_range, with_room
 
 
+def posts_per_transaction(url: str) -> str:
+    """How many posted needs were written per transaction: an intake group stamps all its needs
+    with one ``created_at``, a post written on its own has its own (warm-up posts included)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            sizes = np.array(
+                conn.execute(
+                    text("SELECT count(*) FROM needs WHERE contact_phone LIKE :p GROUP BY created_at"),
+                    {"p": PHONE_PREFIX + "%"},
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    if not len(sizes):
+        return "posted needs per transaction: none posted"
+    return (
+        f"posted needs per transaction (one created_at): {sizes.sum()} needs in {len(sizes)}; "
+        f"mean {sizes.mean():.1f}, median {np.median(sizes):.0f}, max {sizes.max()}"
+    )
+
+
 def unmet_in_process(url: str, repeats: int) -> list[str]:
     """Time ``unmet_summary`` in this process: from the worker's live needs (as the service does; kept
     needs built first), from the database, and the database path with the old 64-nearest reach."""
@@ -504,6 +528,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        groups_line = posts_per_transaction(url)
         if args.unmet_in_process:
             unmet_lines = unmet_in_process(url, args.unmet_in_process)
     print()
@@ -522,6 +547,7 @@ def main() -> None:
             f"{post['name']} vs {base['name']}: {float(post['p50']) / float(base['p50']):.1f}x p50, "
             f"{float(base['rps']) / float(post['rps']):.1f}x fewer requests per second"
         )
+    print(groups_line)
     if args.unmet_in_process:
         print()
         for line in unmet_lines:
