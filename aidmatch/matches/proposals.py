@@ -176,7 +176,7 @@ class CandidateFacts:
         later answers hold them as if read from the database. Their helpers were read (found)."""
         for a in asks:
             self._units[a.offer_id] = self._units.get(a.offer_id, 0) + a.quantity
-            self._open[a.helper_id] += 1
+            self._open[a.helper_id] = self._open.get(a.helper_id, 0) + 1
 
 
 def open_tasks(session: Session) -> dict[int, tuple[int, int]]:
