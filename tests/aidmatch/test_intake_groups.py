@@ -8,6 +8,7 @@ out equal) and give the same answers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -522,3 +523,38 @@ def test_many_clients_at_once_each_need_stored_exactly_once(
     asked = Counter(db.execute(select(Match.need_id, Match.offer_id)).all())
     assert max(asked.values()) == 1
     assert sum(a["helpers_in_range"] > 0 for _, a in answers) > 0
+
+
+def test_groups_are_capped_and_every_post_gets_its_own_answer() -> None:
+    sizes: list[int] = []
+    release = threading.Event()
+
+    def run(items: list[NeedIn]) -> list[intake.Outcome]:
+        release.wait(10)  # the first group holds the thread while the others queue
+        sizes.append(len(items))
+        if any(i.description == "bad" for i in items):
+            raise RuntimeError("the runner itself failed")
+        return [intake.Outcome(merged=i.description == "merged") for i in items]
+
+    groups = intake.IntakeGroups(run, max_items=3, wait_s=0.0)
+
+    async def post_all() -> list[intake.Outcome | BaseException]:
+        first = asyncio.ensure_future(groups.submit(_post(description="first")))
+        await asyncio.sleep(0.05)
+        rest = [groups.submit(_post(description="merged" if k % 2 else f"p{k}")) for k in range(7)]
+        tasks = [asyncio.ensure_future(r) for r in rest]
+        await asyncio.sleep(0.05)
+        release.set()
+        return list(await asyncio.gather(first, *tasks, return_exceptions=True))
+
+    answers = asyncio.run(post_all())
+    assert sizes[0] == 1
+    assert sizes[1:] == [3, 3, 1]  # what queued meanwhile, three at a time
+    assert [a.merged for a in answers if isinstance(a, intake.Outcome)] == [False] + [k % 2 == 1 for k in range(7)]
+    # A runner that raises (a bug: it answers every post) still answers each post with the error.
+    bad = asyncio.run(groups.submit(_post(description="bad")))
+    assert isinstance(bad.error, RuntimeError)
+    groups.close()
+    assert groups.groups == 5
+    assert groups.posts == 9
+    assert groups.largest == 3
