@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     sms_per_phone_burst: Annotated[float, Field(ge=1)] = 10.0
     max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
     max_open_needs_per_phone: Annotated[int, Field(ge=1)] = 10
+    # POST /api/needs: the posts that arrive together in one worker are written in one transaction
+    # (group commit) of at most this many; a group waits this long for more before it starts
+    # (0: it takes what has queued while the previous group ran).
+    intake_group_max: Annotated[int, Field(ge=1, le=1000)] = 64
+    intake_group_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     # GET /api/stats/unmet answers from this worker's copy for this long (0: computed every time).
     unmet_stats_cache_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
 

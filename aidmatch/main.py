@@ -25,6 +25,8 @@ from aidmatch.matches.service import UnmetStatsCache
 from aidmatch.messages.outbox import make_sender
 from aidmatch.messages.router import router as messages_router
 from aidmatch.metrics import install_metrics
+from aidmatch.needs.intake import IntakeGroups
+from aidmatch.needs.intake import make_runner as make_intake_runner
 from aidmatch.needs.router import router as needs_router
 from aidmatch.offers.router import router as offers_router
 from aidmatch.scheduler import build_scheduler
@@ -96,6 +98,7 @@ def create_app(
                 app.state.scheduler.shutdown(wait=True)
                 app.state.scheduler = None
             app.state.unmet_stats.close()
+            app.state.intake.close()
             engine.dispose()
 
     app = FastAPI(
@@ -120,6 +123,13 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_metrics(app, app.state.sessionmaker)
     app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
+    app.state.intake = IntakeGroups(
+        make_intake_runner(
+            sessions=app.state.sessionmaker, settings=lambda: app.state.settings, live=app.state.live_index
+        ),
+        max_items=settings.intake_group_max,
+        wait_s=settings.intake_group_wait_ms / 1000,
+    )
 
     install_error_handlers(app)
     app.include_router(needs_router)

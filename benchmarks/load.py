@@ -169,6 +169,19 @@ class CpuMeter:
     def start(self) -> None:
         self._start = self._read()
 
+    def settle(self, *, idle_s: float = 1.0, timeout_s: float = 90.0) -> float:
+        """Wait until the server uses under 5 % of a core over ``idle_s`` (its start-up work in
+        the background, such as loading the gazetteer, done); returns the seconds waited."""
+        started = time.monotonic()
+        before = self._read()[0]
+        while time.monotonic() - started < timeout_s:
+            time.sleep(idle_s)
+            now = self._read()[0]
+            if now - before < 0.05 * idle_s:
+                break
+            before = now
+        return time.monotonic() - started
+
     def per_request_ms(self, n: int) -> dict[str, float]:
         """CPU ms per request since ``start`` (server, database, client) and sessions opened."""
         server0, db0, client0, sessions0 = self._start
@@ -280,6 +293,30 @@ def _reachable_64(
             )
             with_room[ask] = room[:, 0] >= 0
         return nearest_km[:, 0], in_range, with_room
+
+
+def posts_per_transaction(url: str) -> str:
+    """How many posted needs were written per transaction: an intake group stamps all its needs
+    with one ``created_at``, a post written on its own has its own (warm-up posts included)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            sizes = np.array(
+                conn.execute(
+                    text("SELECT count(*) FROM needs WHERE contact_phone LIKE :p GROUP BY created_at"),
+                    {"p": PHONE_PREFIX + "%"},
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    if not len(sizes):
+        return "posted needs per transaction: none posted"
+    return (
+        f"posted needs per transaction (one created_at): {sizes.sum()} needs in {len(sizes)}; "
+        f"mean {sizes.mean():.1f}, median {np.median(sizes):.0f}, max {sizes.max()}"
+    )
 
 
 def unmet_in_process(url: str, repeats: int) -> list[str]:
@@ -464,6 +501,9 @@ def main() -> None:
             run_load(port, [("POST", "/api/needs", b, json_headers) for b in bodies[:warm]], args.workers * 2)
             results = []
             meter = CpuMeter(server.pid, url)
+            # Start measuring once the workers' background start-up (the gazetteer, the first unmet
+            # statistics) is over: a post that came with coordinates no longer waits for it.
+            print(f"server settled {meter.settle():.1f} s after the warm-up")
             for k, client in enumerate(clients):
                 mine = bodies[warm + k * args.posts : warm + (k + 1) * args.posts]
                 tag = f" [{client}]"
@@ -488,6 +528,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        groups_line = posts_per_transaction(url)
         if args.unmet_in_process:
             unmet_lines = unmet_in_process(url, args.unmet_in_process)
     print()
@@ -506,6 +547,7 @@ def main() -> None:
             f"{post['name']} vs {base['name']}: {float(post['p50']) / float(base['p50']):.1f}x p50, "
             f"{float(base['rps']) / float(post['rps']):.1f}x fewer requests per second"
         )
+    print(groups_line)
     if args.unmet_in_process:
         print()
         for line in unmet_lines:

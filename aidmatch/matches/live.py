@@ -421,6 +421,32 @@ class LiveOfferIndex:
                 return out[:k]
             wanted *= 8
 
+    def helpers_near(
+        self, *, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, k: np.ndarray, max_km: np.ndarray
+    ) -> set[int]:
+        """The helpers a ``nearest`` lookup for each point (shape (n,) each; ``category`` as
+        ``CATEGORY_INDEX``) asks ``blocked`` about first, before it passes anyone over: one read
+        of their facts serves many lookups. One search per distinct ``k``."""
+        with self._lock:
+            if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
+                return set()
+            offers, left = self._columns({})
+            found = []
+            for one_k in np.unique(k):
+                at = np.flatnonzero(k == one_k)
+                rows, _ = matching.nearest_capable(
+                    self._index,
+                    offers,
+                    left,
+                    lat[at],
+                    lon[at],
+                    category[at],
+                    max_km=max_km[at],
+                    k=max(4 * int(one_k), 16),
+                )
+                found.append(self._helper_id[rows[rows >= 0]])
+        return set(np.concatenate(found).tolist())
+
     def reachable(
         self,
         *,

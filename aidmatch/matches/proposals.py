@@ -14,18 +14,31 @@ Services flush; the caller commits once, so matches and their messages land toge
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from sqlalchemy import BindParameter, ColumnElement, Insert, Select, Table, bindparam, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Insert,
+    Integer,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from aidmatch.audit import service as audit
-from aidmatch.categories import label
+from aidmatch.categories import Category, label
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
@@ -99,11 +112,20 @@ INSERT_NEW_PAIRS: dict[str, Insert] = {
     "sqlite": sqlite.insert(_MATCHES).on_conflict_do_nothing(index_elements=_PAIR),
 }
 _INSERT_MATCHES = {name: stmt.returning(Match.id, Match.helper_id) for name, stmt in INSERT_NEW_PAIRS.items()}
+_INSERT_NEW_NEEDS_MATCHES = insert(_MATCHES).returning(Match.id, sort_by_parameter_order=True)
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 _owner = aliased(Offer)
 # Built once: building and keying these statements cost more Python time than running them.
 _FACTS_BY_HELPER = _facts(Offer.helper_id.in_(_IDS))
 _FACTS_BY_OFFER = _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id.in_(_IDS))))
+# PostgreSQL: the ids as one array parameter. An expanding IN list is rendered into new SQL text
+# for every execution (and parsed again by psycopg); ``= ANY(array)`` keeps one text, which both
+# cache, and uses the same indexes.
+_IDS_ARRAY = bindparam("ids", type_=postgresql.ARRAY(Integer))
+_FACTS_BY = {
+    "helper": {"postgresql": _facts(Offer.helper_id == any_(_IDS_ARRAY))},
+    "offer": {"postgresql": _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id == any_(_IDS_ARRAY))))},
+}
 
 
 class CandidateFacts:
@@ -128,6 +150,8 @@ class CandidateFacts:
 
     def _read(self, stmt: Select[Any], ids: list[int]) -> None:
         """Read the offers of the helpers ``stmt`` finds from ``ids`` (``_FACTS_BY_HELPER``/``_BY_OFFER``)."""
+        key = "helper" if stmt is _FACTS_BY_HELPER else "offer"
+        stmt = _FACTS_BY[key].get(self._session.get_bind().dialect.name, stmt)
         rows = self._session.execute(stmt, {"ids": ids}).all()
         open_tasks: dict[int, int] = {}
         for offer_id, helper_id, waiting, n, cap, consent, phone, language in rows:
@@ -151,6 +175,19 @@ class CandidateFacts:
         if unread:
             self._read(_FACTS_BY_HELPER, unread)
         return {h for h in helper_ids if h in self._cap and self._open[h] >= self._cap[h]} | set(self._also)
+
+    def sharing(self, also: set[int] | frozenset[int]) -> CandidateFacts:
+        """Facts answering from (and adding to) the rows this one has read, passing over ``also``."""
+        other = CandidateFacts(self._session, also)
+        other._units, other._open, other._cap, other.contacts = self._units, self._open, self._cap, self.contacts
+        return other
+
+    def count(self, asks: Sequence[Ask]) -> None:
+        """Requests made but not written yet (a group of needs writes them together at the end):
+        later answers hold them as if read from the database. Their helpers were read (found)."""
+        for a in asks:
+            self._units[a.offer_id] = self._units.get(a.offer_id, 0) + a.quantity
+            self._open[a.helper_id] = self._open.get(a.helper_id, 0) + 1
 
 
 def open_tasks(session: Session) -> dict[int, tuple[int, int]]:
@@ -218,12 +255,42 @@ def ask(
     if not asks:
         return []
     session.flush()  # what the caller recorded first (the need's "created" audit row) keeps its place
-    helpers = {a.helper_id: contacts[a.helper_id] for a in asks}
+    rows = match_rows(need=need, asks=asks, contacts=contacts, now=now, reason=reason, wave=wave)
+    # Through the table, not the ORM's bulk insert: the same rows, less Python per call. In helper
+    # order, as the batch run inserts (need, helper) in order: an insert waits for another
+    # transaction's uncommitted row of the same pair, and two inserts taking overlapping pairs in
+    # opposite orders would deadlock.
+    rows.sort(key=lambda r: typing.cast(int, r["helper_id"]))
+    new = {h: m for m, h in session.execute(_INSERT_MATCHES[session.get_bind().dialect.name], rows).tuples()}
+    made = [(new.pop(a.helper_id), a) for a in asks if a.helper_id in new]
+    ids = [m for m, _ in made]
+    audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
+    messages = request_messages(need=need, asks=[a for _, a in made], ids=ids, contacts=contacts, wave=wave)
+    messages_service.queue_many(session=session, messages=messages, now=now)
+    return ids
+
+
+def insert_matches(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert match rows (``match_rows``) of needs made in this transaction in one statement; their
+    ids in the rows' order. No such pair can exist yet: a repeat fails the statement."""
+    return list(session.scalars(_INSERT_NEW_NEEDS_MATCHES, rows)) if rows else []
+
+
+def match_rows(
+    *,
+    need: Need,
+    asks: Sequence[Ask],
+    contacts: Mapping[int, HelperContact],
+    now: datetime,
+    reason: str,
+    wave: int | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of the matches ``ask`` makes (``need.id`` known)."""
     # Stamped when written, not at ``now`` (a job's start): the workers' change feeds look back only so far.
     written = utcnow()
     rows = []
     for a in asks:
-        consent = helpers[a.helper_id].sms_consent
+        consent = contacts[a.helper_id].sms_consent
         rows.append(
             {
                 "need_id": need.id,
@@ -240,19 +307,22 @@ def ask(
                 "notified_at": now if consent else None,
             }
         )
-    # Through the table, not the ORM's bulk insert: the same rows, less Python per call. In helper
-    # order, as the batch run inserts (need, helper) in order: an insert waits for another
-    # transaction's uncommitted row of the same pair, and two inserts taking overlapping pairs in
-    # opposite orders would deadlock.
-    rows.sort(key=lambda r: typing.cast(int, r["helper_id"]))
-    new = {h: m for m, h in session.execute(_INSERT_MATCHES[session.get_bind().dialect.name], rows).tuples()}
-    made = [(new.pop(a.helper_id), a) for a in asks if a.helper_id in new]
-    ids = [m for m, _ in made]
-    audit.record_many(session, "asked", "match", ids, need=need.id, wave=wave)
+    return rows
+
+
+def request_messages(
+    *,
+    need: Need,
+    asks: Sequence[Ask],
+    ids: Sequence[int],
+    contacts: Mapping[int, HelperContact],
+    wave: int | None = None,
+) -> list[dict[str, Any]]:
+    """The SMS ``ask`` queues for its matches ``ids`` (one per helper with SMS consent)."""
     template = urgent_request if wave else task_request
     messages = []
-    for match_id, a in made:
-        helper = helpers[a.helper_id]
+    for match_id, a in zip(ids, asks, strict=True):
+        helper = contacts[a.helper_id]
         if not helper.sms_consent:
             continue
         language = helper.language.value
@@ -273,8 +343,30 @@ def ask(
                 "helper_id": a.helper_id,
             }
         )
-    messages_service.queue_many(session=session, messages=messages, now=now)
-    return ids
+    return messages
+
+
+class Asker(Protocol):
+    """What makes the requests a lookup chose: ``ask`` itself, or a group intake collecting them.
+
+    Returns one item per request made (``ask``: the new matches' ids; a pair asked before is skipped).
+    """
+
+    def __call__(
+        self,
+        *,
+        session: Session,
+        need: Need,
+        asks: Sequence[Ask],
+        contacts: Mapping[int, HelperContact],
+        now: datetime,
+        reason: str,
+        wave: int | None = None,
+    ) -> Sequence[object]: ...
+
+
+# The facts a lookup reads, given the helpers to pass over (default: ``CandidateFacts`` of the session).
+FactsFor = Callable[[set[int]], CandidateFacts]
 
 
 def _fill(candidates: Iterable[Candidate], units: int) -> list[Ask]:
@@ -304,18 +396,29 @@ def units_to_place(session: Session, need: Need) -> int:
 
 
 def offer_to_next_helpers(
-    *, session: Session, need: Need, live: LiveOfferIndex, now: datetime, reason: str, new: bool = False
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    now: datetime,
+    reason: str,
+    new: bool = False,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
 ) -> int:
     """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
 
     Returns how many capable helpers with room were found in range (asked or not). The caller
     refreshes ``live`` first (once for many needs). ``new``: the need was created in this
     transaction, so no match refers to it yet (nothing pending, nobody asked: two queries saved).
+    ``facts_for`` and ``asker``: how the candidates are read and asked (a group intake shares one
+    read and writes the requests of all its needs together).
     """
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
     units = need.quantity - need.quantity_assigned if new else units_to_place(session, need)
-    facts = CandidateFacts(session, set() if new else asked_helpers(session, need.id))
+    also = set() if new else asked_helpers(session, need.id)
+    facts = facts_for(also) if facts_for is not None else CandidateFacts(session, also)
     found = live.nearest(
         lat=need.lat,
         lon=need.lon,
@@ -326,12 +429,20 @@ def offer_to_next_helpers(
         blocked=facts.blocked,
     )
     if units > 0:
-        ask(session=session, need=need, asks=_fill(found, units), contacts=facts.contacts, now=now, reason=reason)
+        asker(session=session, need=need, asks=_fill(found, units), contacts=facts.contacts, now=now, reason=reason)
     return len({c.helper_id for c in found})
 
 
 def escalate(
-    *, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime, new: bool = False
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    settings: Settings,
+    now: datetime,
+    new: bool = False,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
 ) -> int:
     """The next step of a critical need's escalation; returns how many helpers it asked.
 
@@ -339,6 +450,7 @@ def escalate(
     step after it. Past the last wave, the requests still unanswered time out and the need goes
     back to the pool (the next helpers beyond the waves, then the batch runs). The caller
     refreshes ``live`` first. ``new``: the need was created in this transaction (no matches yet).
+    ``facts_for``, ``asker``: as for ``offer_to_next_helpers``.
     """
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
@@ -352,7 +464,7 @@ def escalate(
         number = (need.escalation_wave or 0) + 1
         wave = waves[number - 1]
         need.escalation_wave = number
-        facts = CandidateFacts(session, asked)
+        facts = facts_for(asked) if facts_for is not None else CandidateFacts(session, asked)
         found = live.nearest(
             lat=need.lat,
             lon=need.lon,
@@ -370,7 +482,7 @@ def escalate(
             asks = [
                 Ask(c.offer_id, c.helper_id, c.km, min(remaining, c.free)) for c in (by_helper[h] for h, _ in chosen)
             ]
-            made = ask(
+            made = asker(
                 session=session,
                 need=need,
                 asks=asks,
@@ -394,17 +506,63 @@ def escalate(
         )
         session.execute(update(Match).where(ended).values(status=MatchStatus.timed_out, updated_at=utcnow()))
     session.flush()
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after escalation", new=new)
+    return offer_to_next_helpers(
+        session=session,
+        need=need,
+        live=live,
+        now=now,
+        reason="after escalation",
+        new=new,
+        facts_for=facts_for,
+        asker=asker,
+    )
 
 
-def propose_for_need(*, session: Session, need: Need, live: LiveOfferIndex, settings: Settings, now: datetime) -> int:
+def propose_for_need(
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    settings: Settings,
+    now: datetime,
+    refresh: bool = True,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
+) -> int:
     """At intake, for a need created in this transaction: a critical need starts its escalation,
     any other gets its nearest helpers asked.
 
-    Returns how many capable helpers with room were found in range.
+    Returns how many capable helpers with room were found in range. ``refresh``: bring ``live`` up
+    to date first (a group intake does it once for all its needs); ``facts_for``, ``asker``: as for
+    ``offer_to_next_helpers``.
     """
-    live.refresh(session=session, now=now)
+    if refresh:
+        live.refresh(session=session, now=now)
     if need.urgency is Urgency.critical:
         need.escalation_wave = 0
-        return escalate(session=session, need=need, live=live, settings=settings, now=now, new=True)
-    return offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="at intake", new=True)
+        return escalate(
+            session=session,
+            need=need,
+            live=live,
+            settings=settings,
+            now=now,
+            new=True,
+            facts_for=facts_for,
+            asker=asker,
+        )
+    return offer_to_next_helpers(
+        session=session, need=need, live=live, now=now, reason="at intake", new=True, facts_for=facts_for, asker=asker
+    )
+
+
+def first_lookup(
+    *, category: Category, urgency: Urgency, quantity: int, max_distance_km: float | None, settings: Settings
+) -> tuple[int, float]:
+    """(k, max_km) of the first lookup ``propose_for_need`` makes for a new need like this (wave 1
+    of a critical one): what a group intake reads the candidates' facts for in advance."""
+    limit_km = max_distance_km if max_distance_km is not None else np.inf
+    if urgency is Urgency.critical:
+        waves = settings.waves_for(category.value)
+        if waves:
+            return 2 * waves[0].helpers, min(waves[0].radius_km, limit_km)
+    return min(max(INTAKE_LOOKUP, quantity), _MAX_LOOKUP), limit_km

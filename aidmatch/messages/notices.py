@@ -6,6 +6,8 @@ whose match was accepted, and to nobody else.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,22 +22,24 @@ from notifications.templates import helper_on_the_way, need_received, requester_
 
 def need_received_sms(*, session: Session, need: Need) -> None:
     """Queue the need's code to its author (needs that did not come by SMS: SMS ones get it as the reply)."""
+    message = need_received_message(need)
+    if message is not None:
+        # One row through the table (``queue_many``): an ORM object and a flush cost more Python per post.
+        messages_service.queue_many(session=session, messages=[message])
+
+
+def need_received_message(need: Need) -> dict[str, Any] | None:
+    """The outbox row (``queue_many``'s keywords) of ``need_received_sms``; None without a phone."""
     if need.contact_phone is None:
-        return
+        return None
     language = need.language.value
-    # One row through the table (``queue_many``): an ORM object and a flush cost more Python per post.
-    messages_service.queue_many(
-        session=session,
-        messages=[
-            {
-                "phone": need.contact_phone,
-                "body": need_received(language=language, code=need.code, what=label(need.category, language)),
-                "language": language,
-                "idempotency_key": f"need:{need.id}:received",
-                "need_id": need.id,
-            }
-        ],
-    )
+    return {
+        "phone": need.contact_phone,
+        "body": need_received(language=language, code=need.code, what=label(need.category, language)),
+        "language": language,
+        "idempotency_key": f"need:{need.id}:received",
+        "need_id": need.id,
+    }
 
 
 def accepted(*, session: Session, match: Match, helper_by_sms: bool = False) -> str:

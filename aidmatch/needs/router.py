@@ -2,61 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from aidmatch.categories import Category
-from aidmatch.database import SessionDep, utcnow
+from aidmatch.database import SessionDep
 from aidmatch.deps import (
     OPTIONAL_BEARER,
     Coordinator,
-    GeocoderDep,
-    LiveIndexDep,
     OptionalPrincipal,
     SettingsDep,
     TokenHolder,
 )
-from aidmatch.enums import NeedStatus, Source, Urgency
+from aidmatch.enums import NeedStatus, Urgency
 from aidmatch.limits import limit_public_posts
-from aidmatch.matches import proposals
-from aidmatch.messages import notices
 from aidmatch.needs import service
+from aidmatch.needs.intake import IntakeGroups
 from aidmatch.needs.schemas import MergeIn, NeedCreated, NeedFull, NeedIn, NeedPublic
 from aidmatch.query import BBoxDep, PageDep
 from aidmatch.schemas import Page, RowId
+from geo.geocoding import Geocoder
 
 router = APIRouter(prefix="/api/needs", tags=["needs"])
 
 
 @router.post("", status_code=201, response_model=NeedCreated, dependencies=[Depends(limit_public_posts)])
-def create_need(
-    need_in: NeedIn,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    geocoder: GeocoderDep,
-    live: LiveIndexDep,
-) -> NeedCreated:
+async def create_need(need_in: NeedIn, response: Response, request: Request) -> NeedCreated:
     """Post a need. Anyone may; the answer carries the short public code and the helpers found.
 
     The same phone posting the same category within 500 m and 24 h bumps its open need instead
     (200, ``merged``: true, the text appended) rather than making a second one.
     """
-    need, merged = service.create_or_merge(
-        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.api
-    )
-    if merged:
-        found = 0
+    # ``async``: the request waits for its group (``aidmatch.needs.intake``) without holding a
+    # thread; only an address to geocode goes to the thread pool.
+    if need_in.lat is None or need_in.lon is None:
+        need_in = await run_in_threadpool(_locate, need_in, request.app.state.geocoder)
+    groups: IntakeGroups = request.app.state.intake
+    outcome = await groups.submit(need_in)
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.need is not None
+    if outcome.merged:
         response.status_code = 200
-    else:
-        found = proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
-        notices.need_received_sms(session=session, need=need)
-    session.commit()
-    out = NeedCreated.model_validate(need)
-    out.helpers_in_range = found
-    out.merged = merged
-    return out
+    return outcome.need
+
+
+def _locate(need_in: NeedIn, geocoder: Callable[[], Geocoder]) -> NeedIn:
+    # The lazy geocoder is built here, in the pool: its first use loads the gazetteer (seconds).
+    return service.locate(need_in, geocoder())
 
 
 @router.post("/{need_id}/merge", response_model=NeedFull)

@@ -48,6 +48,14 @@ _OPEN_NEEDS_OF = (
 )
 
 
+_CODES_TAKEN = select(Need.code).where(Need.code.in_(bindparam("codes", expanding=True)))
+_OPEN_NEEDS_OF_PHONES = (
+    select(Need.contact_phone, Need.id, Need.category, Need.lat, Need.lon, Need.created_at)
+    .where(Need.contact_phone.in_(bindparam("phones", expanding=True)), Need.status.in_(OPEN_NEED_STATUSES))
+    .order_by(Need.id)
+)
+
+
 class OpenNeed(Protocol):
     """What the repeat check reads of a phone's open need."""
 
@@ -64,6 +72,22 @@ def new_code(session: Session) -> str:
         if session.scalar(_CODE_TAKEN, {"code": code}) is None:
             return code
     raise RuntimeError("could not find a free need code in 20 tries; the code space is nearly full")
+
+
+def new_codes(session: Session, n: int) -> list[str]:
+    """``n`` distinct codes no need has: one read for all (``new_code`` for many needs at once)."""
+    codes: list[str] = []
+    for _ in range(20):
+        wanted = n - len(codes)
+        if wanted <= 0:
+            return codes
+        drawn = {"".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH)) for _ in range(wanted)}
+        drawn -= set(codes)
+        taken = set(session.scalars(_CODES_TAKEN, {"codes": sorted(drawn)})) if drawn else set()
+        codes.extend(sorted(drawn - taken)[:wanted])
+    if len(codes) < n:
+        raise RuntimeError("could not find free need codes in 20 tries; the code space is nearly full")
+    return codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +111,61 @@ def _locate(need_in: NeedIn, geocoder: Geocoder) -> tuple[float, float, float | 
     return place.lat_deg, place.lon_deg, accuracy
 
 
+def build(
+    need_in: NeedIn,
+    *,
+    lat: float,
+    lon: float,
+    accuracy_m: float | None,
+    code: str,
+    settings: Settings,
+    source: Source,
+    now: datetime | None = None,
+) -> Need:
+    """The new open need (not added to a session), at a place already located."""
+    now = now or utcnow()
+    return Need(
+        code=code,
+        category=need_in.category,
+        quantity=need_in.quantity,
+        quantity_assigned=0,
+        urgency=need_in.urgency,
+        lat=lat,
+        lon=lon,
+        address=need_in.address,
+        location_accuracy_m=accuracy_m,
+        max_distance_km=need_in.max_distance_km,
+        description=need_in.description,
+        contact_name=need_in.contact_name,
+        contact_phone=need_in.contact_phone,
+        language=need_in.language,
+        source=source,
+        status=NeedStatus.open,
+        created_at=now,
+        updated_at=now,
+        needed_by=need_in.needed_by,
+        expires_at=now + timedelta(hours=settings.need_expiry_hours),
+    )
+
+
+def too_many_open(open_count: int, settings: Settings) -> TooManyRequestsError | None:
+    """The refusal for a phone with ``open_count`` open needs already (None: under the limit)."""
+    if open_count >= settings.max_open_needs_per_phone:
+        return TooManyRequestsError(
+            f"this phone already has {open_count} open needs; close one (DONE <code>) or call a coordinator"
+        )
+    return None
+
+
+def locate(need_in: NeedIn, geocoder: Geocoder) -> NeedIn:
+    """The post with its coordinates filled in (geocoded from its address when it has none), as
+    ``create_or_merge`` stores it; the post itself when it came with coordinates."""
+    if need_in.lat is not None and need_in.lon is not None:
+        return need_in
+    lat, lon, accuracy_m = _locate(need_in, geocoder)
+    return need_in.model_copy(update={"lat": lat, "lon": lon, "location_accuracy_m": accuracy_m})
+
+
 def create(
     *,
     session: Session,
@@ -108,33 +187,12 @@ def create(
                     Need.contact_phone == need_in.contact_phone, Need.status.in_(OPEN_NEED_STATUSES)
                 )
             )
-        if (open_count or 0) >= settings.max_open_needs_per_phone:
-            raise TooManyRequestsError(
-                f"this phone already has {open_count} open needs; close one (DONE <code>) or call a coordinator"
-            )
+        refused = too_many_open(open_count or 0, settings)
+        if refused is not None:
+            raise refused
     lat, lon, accuracy_m = _locate(need_in, geocoder)
-    now = utcnow()
-    need = Need(
-        code=new_code(session),
-        category=need_in.category,
-        quantity=need_in.quantity,
-        quantity_assigned=0,
-        urgency=need_in.urgency,
-        lat=lat,
-        lon=lon,
-        address=need_in.address,
-        location_accuracy_m=accuracy_m,
-        max_distance_km=need_in.max_distance_km,
-        description=need_in.description,
-        contact_name=need_in.contact_name,
-        contact_phone=need_in.contact_phone,
-        language=need_in.language,
-        source=source,
-        status=NeedStatus.open,
-        created_at=now,
-        updated_at=now,
-        needed_by=need_in.needed_by,
-        expires_at=now + timedelta(hours=settings.need_expiry_hours),
+    need = build(
+        need_in, lat=lat, lon=lon, accuracy_m=accuracy_m, code=new_code(session), settings=settings, source=source
     )
     session.add(need)
     session.flush()
@@ -155,6 +213,15 @@ def open_needs_of(session: Session, phone: str | None) -> list[OpenNeed]:
     if phone is None:
         return []
     return list(session.execute(_OPEN_NEEDS_OF, {"phone": phone}).all())
+
+
+def open_needs_of_phones(session: Session, phones: Sequence[str]) -> dict[str, list[OpenNeed]]:
+    """``open_needs_of`` for many phones in one read: each phone's open needs, oldest first."""
+    out: dict[str, list[OpenNeed]] = {p: [] for p in phones}
+    if phones:
+        for row in session.execute(_OPEN_NEEDS_OF_PHONES, {"phones": sorted(out)}):
+            out[row.contact_phone].append(row)
+    return out
 
 
 def find_duplicate(
@@ -198,6 +265,14 @@ def create_or_merge(
         )
         return need, False
     existing = get(session=session, need_id=repeated.id)
+    merge_repeat(existing, need_in, settings=settings, source=source, now=now)
+    session.flush()
+    audit.record(session, "repeat_merged", "need", existing.id, source=source.value)
+    return existing, True
+
+
+def merge_repeat(existing: Need, need_in: NeedIn, *, settings: Settings, source: Source, now: datetime) -> None:
+    """Bump ``existing`` with its repeat ``need_in``: "still needed", urgency raised, text appended."""
     note = f"[{now:%Y-%m-%d %H:%M} UTC, {source.value}] {need_in.description or ''}".strip()
     text = "\n".join(p for p in (existing.description, note) if p)
     existing.description = text[-settings.max_description_chars :]
@@ -207,9 +282,6 @@ def create_or_merge(
     existing.expires_at = now + timedelta(hours=settings.need_expiry_hours)
     existing.reconfirm_requested_at = None
     existing.updated_at = now
-    session.flush()
-    audit.record(session, "repeat_merged", "need", existing.id, source=source.value)
-    return existing, True
 
 
 _URGENCY_RANK = {Urgency.normal: 0, Urgency.urgent: 1, Urgency.critical: 2}

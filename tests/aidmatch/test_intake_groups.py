@@ -1,0 +1,560 @@
+"""Group commit of POST /api/needs (``aidmatch.needs.intake``) against the sequential path.
+
+The oracle: the same posts, once one by one (``intake_one``, what the route did before groups) and
+once in random groups (``intake_group``, one transaction each), on two fresh databases set up the
+same way, write the same needs, matches, SMS and audit rows (codes and clocks aside; the ids come
+out equal) and give the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from aidmatch.audit import service as audit_service
+from aidmatch.audit.models import AuditEvent
+from aidmatch.config import Settings
+from aidmatch.database import make_engine, make_sessionmaker
+from aidmatch.errors import TooManyRequestsError
+from aidmatch.main import create_app
+from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message
+from aidmatch.needs import intake, service
+from aidmatch.needs.models import Need
+from aidmatch.needs.schemas import NeedIn
+from geo.geocoding import GazetteerGeocoder
+from tests.databases import migrated_database
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+CATEGORIES = ("water", "food", "evacuation", "medicine")
+# Places near Ryazan (the helpers' area) and one far away, where no helper reaches.
+PLACES = ((55.15, 40.56), (55.20, 40.60), (55.10, 40.50), (59.90, 30.30))
+
+
+def _settings(url: str, **kw: Any) -> Settings:
+    return Settings(
+        database_url=url,
+        public_url="http://testserver",
+        scheduler_enabled=False,
+        public_post_burst=100_000,
+        sms_per_phone_burst=100_000,
+        _env_file=None,
+        **kw,
+    )
+
+
+def _offer_bodies(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+    bodies = []
+    for k in range(n):
+        lat, lon = PLACES[k % 3]
+        bodies.append(
+            {
+                "categories": sorted(set(rng.choice(CATEGORIES, size=int(rng.integers(1, 3))).tolist())),
+                "capacity": int(rng.integers(1, 4)),
+                "radius_km": float(rng.choice([5.0, 15.0, 40.0])),
+                "lat": lat + float(rng.normal(0, 0.03)),
+                "lon": lon + float(rng.normal(0, 0.03)),
+                "phone": f"+7916{k % (n - 3):07d}",  # a few helpers with two offers
+                "language": str(rng.choice(["ru", "en"])),
+            }
+        )
+    return bodies
+
+
+def _posts(rng: np.random.Generator, n: int) -> list[NeedIn]:
+    """Random posts: repeats of earlier ones (same phone, category and place: merges), phones at
+    their open-needs limit, critical/urgent/normal, some far from every helper, some without phone."""
+    posts: list[NeedIn] = []
+    for k in range(n):
+        if posts and rng.random() < 0.2:
+            earlier = posts[int(rng.integers(len(posts)))]
+            body = earlier.model_dump(exclude_none=True)
+            body["description"] = f"again {k}"
+            body["urgency"] = str(rng.choice(["critical", "urgent", "normal"]))
+            body["quantity"] = int(rng.integers(1, 4))
+            body["lat"] += float(rng.normal(0, 0.001))  # ~100 m: still a repeat
+        else:
+            lat, lon = PLACES[int(rng.choice(4, p=[0.35, 0.3, 0.25, 0.1]))]
+            body = {
+                "category": str(rng.choice(CATEGORIES)),
+                "quantity": int(rng.integers(1, 4)),
+                "urgency": str(rng.choice(["critical", "urgent", "normal"])),
+                "lat": lat + float(rng.normal(0, 0.02)),
+                "lon": lon + float(rng.normal(0, 0.02)),
+                "description": f"post {k}",
+                "language": str(rng.choice(["ru", "en"])),
+            }
+            if rng.random() < 0.85:
+                body["contact_phone"] = f"+7926{int(rng.integers(0, 8)):07d}"
+            if rng.random() < 0.2:
+                body["max_distance_km"] = 3.0
+        posts.append(NeedIn.model_validate(body))
+    return posts
+
+
+@contextmanager
+def _database(backend: str, tmp: Path, offers: list[dict[str, Any]], gazetteer: GazetteerGeocoder) -> Iterator[str]:
+    """A fresh migrated database holding these offers (created through the API, in order)."""
+    tmp.mkdir()
+    with migrated_database(backend, tmp) as url:
+        with TestClient(create_app(_settings(url), geocoder=gazetteer)) as client:
+            for body in offers:
+                r = client.post("/api/offers", json=body)
+                assert r.status_code == 201, r.text
+        yield url
+
+
+_STAMP = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d UTC")
+
+
+def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row the intake writes, clocks left out and each need's code replaced by its id."""
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            needs = list(s.scalars(select(Need).order_by(Need.id)))
+            codes = {n.code: f"<code of {n.id}>" for n in needs}
+
+            def plain(text: str | None) -> str | None:
+                if text is None:
+                    return None
+                for code, mark in codes.items():
+                    text = text.replace(code, mark)
+                return _STAMP.sub("[clock", text)
+
+            return {
+                "needs": [
+                    (
+                        n.id,
+                        n.category,
+                        n.quantity,
+                        n.quantity_assigned,
+                        n.urgency,
+                        n.lat,
+                        n.lon,
+                        n.location_accuracy_m,
+                        n.max_distance_km,
+                        plain(n.description),
+                        n.contact_phone,
+                        n.language,
+                        n.source,
+                        n.status,
+                        n.escalation_wave,
+                        n.escalation_next_at is not None,
+                        n.reconfirm_requested_at,
+                        len(n.code),
+                        set(n.code) <= set(service.CODE_ALPHABET),
+                    )
+                    for n in needs
+                ],
+                "matches": [
+                    (m.id, m.need_id, m.offer_id, m.quantity, m.distance_km, m.score, m.reason, m.status, m.wave)
+                    for m in s.scalars(select(Match).order_by(Match.id))
+                ],
+                "messages": [
+                    (
+                        m.id,
+                        m.direction,
+                        m.status,
+                        m.phone,
+                        plain(m.body),
+                        m.language,
+                        m.idempotency_key,
+                        m.need_id,
+                        m.match_id,
+                        m.helper_id,
+                    )
+                    for m in s.scalars(select(Message).order_by(Message.id))
+                ],
+                "audit": [
+                    (e.id, e.actor, e.action, e.entity, e.entity_id, e.detail)
+                    for e in s.scalars(select(AuditEvent).where(AuditEvent.entity != "offer").order_by(AuditEvent.id))
+                ],
+            }
+    finally:
+        engine.dispose()
+
+
+def _answer(outcome: intake.Outcome) -> tuple[Any, ...]:
+    if outcome.error is not None:
+        return ("error", type(outcome.error).__name__, str(outcome.error))
+    assert outcome.need is not None
+    body = outcome.need.model_dump(mode="json", exclude={"code", "created_at", "updated_at", "expires_at"})
+    body["description"] = _STAMP.sub("[clock", body["description"] or "")
+    return ("need", outcome.merged, body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_groups_write_what_the_sequential_path_writes(
+    backend: str, seed: int, tmp_path: Path, gazetteer: GazetteerGeocoder
+) -> None:
+    rng = np.random.default_rng(seed)
+    offers = _offer_bodies(rng, 14)
+    posts = _posts(rng, 70)
+    # A small per-phone limit, so some posts are refused (429) and others merge.
+    limits = {"max_open_needs_per_phone": 4}
+    with _database(backend, tmp_path / "sequential", offers, gazetteer) as url:
+        settings, live = _settings(url, **limits), LiveOfferIndex()
+        engine = make_engine(url)
+        sessions = make_sessionmaker(engine)
+        one_by_one = []
+        for post in posts:
+            with sessions() as session:
+                try:
+                    one_by_one.append(intake.intake_one(session=session, need_in=post, settings=settings, live=live))
+                except TooManyRequestsError as exc:
+                    one_by_one.append(intake.Outcome(error=exc))
+        engine.dispose()
+        expected = _rows(url)
+    with _database(backend, tmp_path / "groups", offers, gazetteer) as url:
+        settings, live = _settings(url, **limits), LiveOfferIndex()
+        engine = make_engine(url)
+        sessions = make_sessionmaker(engine)
+        grouped: list[intake.Outcome] = []
+        start, sizes = 0, []
+        while start < len(posts):
+            size = int(rng.choice([1, 2, 3, 5, 8, 13]))
+            with sessions() as session:
+                grouped += intake.intake_group(
+                    session=session, items=posts[start : start + size], settings=settings, live=live
+                )
+                session.commit()
+            sizes.append(size)
+            start += size
+        engine.dispose()
+        got = _rows(url)
+    assert max(sizes) > 1
+    answers = [_answer(o) for o in one_by_one]
+    assert [_answer(o) for o in grouped] == answers
+    # The random posts reach every branch: new needs with and without helpers, merges, refusals, waves.
+    kinds = Counter(a[0] if a[0] == "error" else ("merged" if a[1] else "new") for a in answers)
+    assert kinds["new"] > 20
+    assert kinds["merged"] > 3
+    assert kinds["error"] > 0
+    assert any(a[0] == "need" and a[2]["helpers_in_range"] == 0 and not a[1] for a in answers)
+    assert any(m[8] is not None for m in expected["matches"])  # escalation waves
+    assert any(m[8] is None for m in expected["matches"])  # nearest helpers asked
+    assert len(expected["messages"]) > 40
+    for table in ("needs", "matches", "messages", "audit"):
+        assert got[table] == expected[table], table
+
+
+def _post(lat: float = 55.15, lon: float = 40.56, **kw: Any) -> NeedIn:
+    body = {"category": "water", "quantity": 1, "urgency": "normal", "lat": lat, "lon": lon, **kw}
+    return NeedIn.model_validate(body)
+
+
+def _group(url: str, items: list[NeedIn], live: LiveOfferIndex | None = None) -> list[intake.Outcome]:
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            out = intake.intake_group(
+                session=session, items=items, settings=_settings(url), live=live or LiveOfferIndex()
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+    return out
+
+
+def test_a_repeat_in_the_same_group_merges_into_the_first(client: TestClient, database_url: str, db: Session) -> None:
+    r = client.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 5,
+            "radius_km": 20,
+            "lat": 55.15,
+            "lon": 40.56,
+            "phone": "+79160000001",
+        },
+    )
+    assert r.status_code == 201
+    phone = "+79261234567"
+    first, again, other = _group(
+        database_url,
+        [
+            _post(contact_phone=phone, description="two bottles"),
+            _post(lat=55.152, contact_phone=phone, description="still no water", urgency="critical", quantity=3),
+            _post(contact_phone="+79267654321", description="someone else"),
+        ],
+    )
+    assert first.need is not None
+    assert again.need is not None
+    assert other.need is not None
+    assert (first.merged, again.merged, other.merged) == (False, True, False)
+    assert again.need.id == first.need.id
+    assert other.need.id != first.need.id
+    assert first.need.helpers_in_range == 1
+    assert again.need.helpers_in_range == 0
+    # Each answer says what the need was when that post was handled.
+    assert first.need.description == "two bottles"
+    assert first.need.urgency.value == "normal"
+    assert again.need.description is not None
+    assert again.need.description.startswith("two bottles\n[")
+    assert again.need.description.endswith("api] still no water")
+    assert (again.need.urgency.value, again.need.quantity) == ("critical", 3)
+    (need,) = db.scalars(select(Need).where(Need.contact_phone == phone))
+    assert (need.urgency.value, need.quantity) == ("critical", 3)
+    assert need.description is not None
+    assert need.description.startswith("two bottles\n[")
+    assert need.description.endswith("UTC, api] still no water")
+    actions = db.execute(
+        select(AuditEvent.action, AuditEvent.entity_id).where(AuditEvent.entity == "need").order_by(AuditEvent.id)
+    ).all()
+    assert [tuple(a) for a in actions] == [("created", need.id), ("repeat_merged", need.id), ("created", other.need.id)]
+    # The merge asked nobody and sent nothing more: one request and one "received" SMS per new need.
+    assert [m.need_id for m in db.scalars(select(Match).order_by(Match.id))] == [need.id, other.need.id]
+    received = [m.need_id for m in db.scalars(select(Message).where(Message.idempotency_key.like("need:%")))]
+    assert Counter(received) == Counter([need.id, other.need.id])
+
+
+def test_the_open_needs_limit_counts_earlier_posts_of_the_group(database_url: str, db: Session) -> None:
+    phone = "+79261234567"
+    items = [_post(lat=55.0 + 0.1 * k, contact_phone=phone) for k in range(12)]  # 11 km apart: no repeats
+    out = _group(database_url, items)
+    limit = _settings(database_url).max_open_needs_per_phone
+    assert [o.error is None for o in out] == [True] * limit + [False] * (12 - limit)
+    refused = out[-1].error
+    assert isinstance(refused, TooManyRequestsError)
+    assert str(refused).startswith(f"this phone already has {limit} open needs")
+    assert len(list(db.scalars(select(Need.id)))) == limit
+
+
+def _runner(url: str, engine_sessions: sessionmaker[Session]) -> intake.Runner:
+    settings = _settings(url)
+    return intake.make_runner(sessions=engine_sessions, settings=lambda: settings, live=LiveOfferIndex())
+
+
+def test_a_failing_group_answers_each_post_and_loses_none(
+    database_url: str, db: Session, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    build = service.build
+
+    def bad_build(need_in: NeedIn, **kw: Any) -> Need:
+        if need_in.description == "boom":
+            raise RuntimeError("this post breaks the intake")
+        return build(need_in, **kw)
+
+    monkeypatch.setattr(service, "build", bad_build)
+    engine = make_engine(database_url)
+    try:
+        run = _runner(database_url, make_sessionmaker(engine))
+        items = [_post(lat=55.0 + 0.1 * k, contact_phone=f"+792600000{k:02d}", description=f"p{k}") for k in range(5)]
+        items[2] = _post(description="boom")
+        out = run(items)
+    finally:
+        engine.dispose()
+    assert "retrying them one by one" in caplog.text
+    assert isinstance(out[2].error, RuntimeError)
+    good = [o for k, o in enumerate(out) if k != 2]
+    assert all(o.error is None and o.need is not None and not o.merged for o in good)
+    stored = {n.id: n for n in db.scalars(select(Need))}
+    assert sorted(stored) == sorted(o.need.id for o in good if o.need is not None)
+    assert sorted(n.description or "" for n in stored.values()) == ["p0", "p1", "p3", "p4"]
+    created = Counter(db.scalars(select(AuditEvent.entity_id).where(AuditEvent.action == "created")))
+    assert created == Counter(stored.keys())
+    received = Counter(db.scalars(select(Message.need_id).where(Message.idempotency_key.like("need:%"))))
+    assert received == Counter(stored.keys())
+
+
+def test_a_group_whose_writes_fail_is_written_post_by_post(
+    database_url: str, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    record_each = audit_service.record_each
+
+    def failing(session: Session, events: Any) -> None:
+        calls.append(1)
+        raise OperationalError("INSERT INTO audit_events", {}, RuntimeError("connection lost"))
+
+    monkeypatch.setattr(audit_service, "record_each", failing)
+    engine = make_engine(database_url)
+    try:
+        run = _runner(database_url, make_sessionmaker(engine))
+        phone = "+79261234567"
+        # The second repeats the first: one by one it still merges into it.
+        out = run([_post(contact_phone=phone, description="a"), _post(contact_phone=phone, description="b"), _post()])
+    finally:
+        engine.dispose()
+    monkeypatch.setattr(audit_service, "record_each", record_each)
+    assert calls == [1]  # the group was tried once, then each post on its own
+    assert [(o.error, o.merged) for o in out] == [(None, False), (None, True), (None, False)]
+    assert out[0].need is not None
+    assert out[1].need is not None
+    assert out[1].need.id == out[0].need.id
+    needs = list(db.scalars(select(Need).order_by(Need.id)))
+    assert len(needs) == 2
+    assert needs[0].description is not None
+    assert needs[0].description.startswith("a\n")
+    actions = [a for (a,) in db.execute(select(AuditEvent.action).order_by(AuditEvent.id))]
+    assert actions == ["created", "repeat_merged", "created"]
+
+
+def test_an_error_of_one_post_keeps_its_shape_over_http(client: TestClient) -> None:
+    phone = "+79261234567"
+    for k in range(10):
+        assert (
+            client.post(
+                "/api/needs", json={"category": "water", "lat": 55.0 + 0.1 * k, "lon": 40.5, "contact_phone": phone}
+            ).status_code
+            == 201
+        )
+    r = client.post("/api/needs", json={"category": "water", "lat": 56.5, "lon": 40.5, "contact_phone": phone})
+    assert r.status_code == 429
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["detail"].startswith("this phone already has 10 open needs")
+    again = client.post("/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.5, "contact_phone": phone})
+    assert again.status_code == 200
+    assert again.json()["merged"] is True
+    bad = client.post("/api/needs", json={"category": "water", "address": "Nowhere-at-all-xyz"})
+    assert bad.status_code == 422
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _call(base: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@contextmanager
+def _served(settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[tuple[str, Any]]:
+    app = create_app(settings, geocoder=gazetteer)
+    port = _port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_many_clients_at_once_each_need_stored_exactly_once(
+    settings: Settings, gazetteer: GazetteerGeocoder, db: Session
+) -> None:
+    clients, per_client = 16, 12
+    with _served(settings, gazetteer) as (base, app):
+        for k in range(6):
+            status, _ = _call(
+                base,
+                "/api/offers",
+                {
+                    "categories": ["water", "food"],
+                    "capacity": 3,
+                    "radius_km": 30,
+                    "lat": 55.15 + 0.01 * k,
+                    "lon": 40.56,
+                    "phone": f"+791600000{k:02d}",
+                },
+            )
+            assert status == 201
+
+        def client(c: int) -> list[tuple[int, Any]]:
+            out = []
+            for k in range(per_client):
+                body = {
+                    "category": "water" if k % 2 else "food",
+                    "urgency": ("critical", "urgent", "normal")[k % 3],
+                    "lat": 55.0 + 0.05 * k,  # 5.5 km apart: no repeats
+                    "lon": 40.5 + 0.02 * c,
+                    "contact_phone": f"+7926{c:03d}{k:04d}",
+                    "description": f"client {c} post {k}",
+                }
+                out.append(_call(base, "/api/needs", body))
+            return out
+
+        with ThreadPoolExecutor(clients) as pool:
+            answers = [a for batch in pool.map(client, range(clients)) for a in batch]
+        groups = app.state.intake
+        assert groups.posts == clients * per_client
+        assert groups.largest > 1  # posts did share transactions
+    assert [s for s, _ in answers] == [201] * (clients * per_client)
+    ids = [a["id"] for _, a in answers]
+    assert len(set(ids)) == len(ids)
+    stored = {n.id: n for n in db.scalars(select(Need))}
+    assert sorted(stored) == sorted(ids)
+    for _, a in answers:
+        need = stored[a["id"]]
+        assert (need.code, need.description) == (a["code"], a["description"])
+    received = Counter(db.scalars(select(Message.need_id).where(Message.idempotency_key.like("need:%"))))
+    assert received == Counter(ids)
+    created = Counter(
+        db.scalars(select(AuditEvent.entity_id).where(AuditEvent.action == "created", AuditEvent.entity == "need"))
+    )
+    assert created == Counter(ids)
+    asked = Counter(db.execute(select(Match.need_id, Match.offer_id)).all())
+    assert max(asked.values()) == 1
+    assert sum(a["helpers_in_range"] > 0 for _, a in answers) > 0
+
+
+def test_groups_are_capped_and_every_post_gets_its_own_answer() -> None:
+    sizes: list[int] = []
+    release = threading.Event()
+
+    def run(items: list[NeedIn]) -> list[intake.Outcome]:
+        release.wait(10)  # the first group holds the thread while the others queue
+        sizes.append(len(items))
+        if any(i.description == "bad" for i in items):
+            raise RuntimeError("the runner itself failed")
+        return [intake.Outcome(merged=i.description == "merged") for i in items]
+
+    groups = intake.IntakeGroups(run, max_items=3, wait_s=0.0)
+
+    async def post_all() -> list[intake.Outcome | BaseException]:
+        first = asyncio.ensure_future(groups.submit(_post(description="first")))
+        await asyncio.sleep(0.05)
+        rest = [groups.submit(_post(description="merged" if k % 2 else f"p{k}")) for k in range(7)]
+        tasks = [asyncio.ensure_future(r) for r in rest]
+        await asyncio.sleep(0.05)
+        release.set()
+        return list(await asyncio.gather(first, *tasks, return_exceptions=True))
+
+    answers = asyncio.run(post_all())
+    assert sizes[0] == 1
+    assert sizes[1:] == [3, 3, 1]  # what queued meanwhile, three at a time
+    assert [a.merged for a in answers if isinstance(a, intake.Outcome)] == [False] + [k % 2 == 1 for k in range(7)]
+    # A runner that raises (a bug: it answers every post) still answers each post with the error.
+    bad = asyncio.run(groups.submit(_post(description="bad")))
+    assert isinstance(bad.error, RuntimeError)
+    groups.close()
+    assert groups.groups == 5
+    assert groups.posts == 9
+    assert groups.largest == 3
