@@ -34,6 +34,23 @@ def normalize_phone(raw: str, *, default_region: str = "RU") -> str:
 
 
 _DIGIT_RUN = re.compile(r"\+?\d[\d\s().,_/-]{5,}\d")
+# Dates and times as the service writes them into texts ("[2026-11-28 00:51 UTC, api] …"): never a phone.
+_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?")
+
+
+def _outside_dates(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans with the dates and times in ``text`` cut out; a piece left keeps its place only if it
+    still holds 7 digits (so a number written right after a date stays hidden)."""
+    dates = [(m.start(), m.end()) for m in _DATE_TIME.finditer(text)]
+    if not dates:
+        return spans
+    out = []
+    for start, end in spans:
+        pieces = [(start, end)]
+        for d_start, d_end in dates:
+            pieces = [p for a, b in pieces for p in ((a, min(b, d_start)), (max(a, d_end), b)) if p[0] < p[1]]
+        out += [(a, b) for a, b in pieces if sum(c.isdigit() for c in text[a:b]) >= 7]
+    return out
 
 
 def redact_phones(text: str, *, default_region: str = "RU") -> str:
@@ -41,6 +58,7 @@ def redact_phones(text: str, *, default_region: str = "RU") -> str:
     spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=0)]
     # PhoneNumberMatcher skips invalid-looking numbers; long digit runs are hidden anyway.
     spans += [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(text) if sum(c.isdigit() for c in m.group()) >= 7]
+    spans = _outside_dates(text, spans)
     if not spans:
         return text
     spans.sort()

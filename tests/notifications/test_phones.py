@@ -46,3 +46,14 @@ def test_errors_do_not_repeat_the_number() -> None:
     with pytest.raises(InvalidPhoneError) as caught:
         normalize_phone("+7 000 000 00 00")
     assert "000" not in str(caught.value)
+
+
+def test_dates_and_times_in_a_text_are_not_taken_for_phones() -> None:
+    # The note a repeat appends to a need: "[2026-11-28 00:51 UTC, api] …" was shown as "[[phone hidden]:51 …".
+    note = "[2026-11-28 00:51 UTC, api] нужна вода"
+    assert redact_phones(note) == note
+    # A number written right after a date is still hidden.
+    out = redact_phones("2026-11-28 00:51 89161234567")
+    assert out.startswith("2026-11-28 00:51")
+    assert "916" not in out
+    assert "1234567" not in redact_phones("[2026-11-28 00:51 UTC, sms] звоните +7 916 123-45-67")
