@@ -368,6 +368,14 @@ class LiveOfferIndex:
         with self._lock:
             return self._copy(pending, blocked_helpers)
 
+    def snapshot_with_helpers(
+        self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
+    ) -> tuple[matching.Offers, np.ndarray, np.ndarray]:
+        """``snapshot`` and the helper of each of its rows (shape (m,)), taken together."""
+        with self._lock:
+            offers, left = self._copy(pending, blocked_helpers)
+            return offers, left, self._helper_id[: len(left)].copy()
+
     def nearest_km(self, lat: np.ndarray, lon: np.ndarray, category: np.ndarray) -> np.ndarray:
         """Km from each point (shape (n,)) to the nearest usable offer of its category, however far
         and whatever its radius or room (inf: none)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,6 +51,7 @@ from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams, paginate
+from geo.index import SpatialIndex
 from notifications.templates import task_request
 
 log = logging.getLogger("aidmatch.matches")
@@ -592,6 +593,8 @@ UNMET_REASONS = {
     "outside_every_radius": "helpers of this category exist, but none travels this far (or the need's limit is shorter)",
     "all_in_range_busy": "helpers in range, but all at capacity or at their limit of open tasks",
     "waiting_for_helper": "a helper with room is in range; the next batch run or the next-helper step will ask",
+    "all_in_range_asked": "every helper with room in range was asked already (declined or did not answer); "
+    "nobody will be asked again until another helper comes in range: call someone",
 }
 
 
@@ -617,19 +620,21 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveN
     live.refresh(session=session, now=now)
     if needs is None:
         open_needs = load_open_needs(session=session, now=now)
+        offer_units, busy = pending_units(session, "offer"), busy_helpers(session)
         nearest_km, in_range, with_room = live.reachable(
             lat=open_needs.lat,
             lon=open_needs.lon,
             category=open_needs.category,
             max_km=open_needs.max_km,
-            pending=pending_units(session, "offer"),
-            blocked_helpers=busy_helpers(session),
+            pending=offer_units,
+            blocked_helpers=busy,
         )
         has_helper = np.isfinite(nearest_km)
     else:
         needs.refresh(session=session)
         held = needs.tasks.held(session)
-        offers, left = live.snapshot(held.offer_units, held.busy_helpers)
+        offer_units, busy = held.offer_units, held.busy_helpers
+        offers, left = live.snapshot(offer_units, busy)
         reach = needs.reach(now=now, pending=(held.need_id, held.need_units), offers=offers, left=left)
         has_helper, in_range, with_room = reach.has_helper, reach.in_range, reach.with_room
         rows = reach.needs
@@ -644,7 +649,64 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveN
             by_age=np.lexsort((rows.id, rows.created_us)),
         )
     code = np.select([~has_helper, ~in_range, ~with_room], [0, 1, 2], default=3)
+    waiting = np.flatnonzero(code == 3)
+    if len(waiting):
+        code[waiting[_all_asked(session, live, open_needs, waiting, offer_units, busy)]] = 4
     return Unmet(needs=open_needs, reason=np.array(_REASON_KEYS)[code], reason_code=code)
+
+
+def _all_asked(
+    session: Session,
+    live: LiveOfferIndex,
+    needs: OpenNeeds,
+    rows: np.ndarray,
+    offer_units: dict[int, int],
+    busy: Collection[int],
+) -> np.ndarray:
+    """Among needs ``rows`` (each with a helper with room in range): whether every such helper was
+    asked about it before (shape like ``rows``), when the next-helper step and the batch pass over
+    them all.
+
+    Only needs with someone asked are searched: their nearest offers with room within their limit,
+    four times as many while every one in range belongs to a helper asked, until one does not or
+    none is left.
+    """
+    out = np.zeros(len(rows), dtype=bool)
+    ids = needs.id[rows]
+    asked: dict[int, set[int]] = {}
+    for start in range(0, len(ids), 10_000):
+        chunk = ids[start : start + 10_000].tolist()
+        for need_id, helper_id in session.execute(
+            select(Match.need_id, Offer.helper_id)
+            .join(Offer, Offer.id == Match.offer_id)
+            .where(Match.need_id.in_(chunk))
+        ):
+            asked.setdefault(int(need_id), set()).add(int(helper_id))
+    check = np.flatnonzero([int(i) in asked for i in ids.tolist()])
+    if len(check) == 0:
+        return out
+    offers, left, helper = live.snapshot_with_helpers(offer_units, busy)
+    room = np.flatnonzero(offers.is_available & (left > 0) & (offers.category_mask != 0))
+    if len(room) == 0:
+        return out
+    index = SpatialIndex(room, offers.lat[room], offers.lon[room], offers.category_mask[room])
+    k = 8
+    while len(check):
+        at = rows[check]
+        found, km = index.knn(
+            needs.lat[at], needs.lon[at], needs.category[at], min(k, len(room)), max_km=needs.max_km[at]
+        )
+        open_ = np.zeros(len(check), dtype=bool)
+        for j, (need_id, hits, dist) in enumerate(zip(ids[check].tolist(), found, km, strict=True)):
+            mine = asked[need_id]
+            ok = hits >= 0
+            ok[ok] &= dist[ok] <= offers.radius_km[hits[ok]]
+            open_[j] = any(int(helper[o]) not in mine for o in hits[ok].tolist())
+        full = found[:, -1] >= 0  # the k-th was in the limit: farther ones may be someone else's
+        done = open_ | ~full | (k >= len(room))
+        out[check[done & ~open_]] = True
+        check, k = check[~done], 4 * k
+    return out
 
 
 def _created_at(session: Session, need_ids: list[int]) -> dict[int, tuple[str, datetime]]:

@@ -228,6 +228,10 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "reason_outside_every_radius": ("Помощники есть, но не так далеко", "Helpers exist, none travels this far"),
     "reason_all_in_range_busy": ("Все рядом заняты", "All helpers in range are busy"),
     "reason_waiting_for_helper": ("Ждём следующего подбора", "Waiting for the next matching"),
+    "reason_all_in_range_asked": (
+        "Все помощники рядом уже отказались или молчат — позвоните",
+        "Every helper in range was asked and declined or kept silent: call someone",
+    ),
     "nearest_helper": ("Ближайший помощник", "Nearest helper"),
     "age": ("Ждёт", "Waiting"),
     "code": ("Код", "Code"),

@@ -115,6 +115,12 @@ def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, 
     _offers(client, 1, category="food", start=20, radius_km=5, lat=55.15, lon=40.56)
     waiting = _need(client, category="medicine", urgency="critical")  # posted before its helper
     _offers(client, 1, category="medicine", start=30, capacity=5)
+    _offers(client, 1, category="clothing", start=40, capacity=5)
+    refused = _need(client, category="clothing", urgency="normal")  # its only helper is asked at once
+    asked = client.get(f"/api/matches?need_id={refused['id']}", headers=coordinator_headers).json()["items"]
+    assert len(asked) == 1
+    r = client.post(f"/api/matches/{asked[0]['id']}/decline", headers=coordinator_headers)  # and says no
+    assert r.status_code == 200, r.text
     assert client.get("/api/stats/unmet").status_code == 401
     stats = client.get("/api/stats/unmet", headers=coordinator_headers).json()
     groups = {(g["category"], g["urgency"], g["reason"]): (g["needs"], g["units"]) for g in stats["groups"]}
@@ -123,18 +129,21 @@ def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, 
         ("shelter", "urgent", "no_helper_of_category"): (1, 1),
         ("food", "normal", "outside_every_radius"): (1, 1),
         ("medicine", "critical", "waiting_for_helper"): (1, 1),
+        # A helper with room is in range, but the only one was asked and declined: nobody will ask again.
+        ("clothing", "normal", "all_in_range_asked"): (1, 1),
     }
     assert set(stats["reasons"]) == {g[2] for g in groups}
-    assert stats["unmet_needs"] == 4
-    assert stats["unmet_units"] == 5
+    assert stats["unmet_needs"] == 5
+    assert stats["unmet_units"] == 6
     assert stats["oldest_unmet_age_s"] >= 0
     listed = client.get("/api/stats/unmet/needs", headers=coordinator_headers).json()
-    assert listed["total"] == 4
+    assert listed["total"] == 5
     assert [i["reason"] for i in listed["items"]] == [
         "all_in_range_busy",
         "no_helper_of_category",
         "outside_every_radius",
         "waiting_for_helper",
+        "all_in_range_asked",
     ]  # oldest first
     food = client.get("/api/stats/unmet/needs?reason=outside_every_radius", headers=coordinator_headers).json()
     assert [i["id"] for i in food["items"]] == [far["id"]]

@@ -28,6 +28,7 @@ from aidmatch.matches.proposals import busy_helpers, pending_units
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams
+from geo.sphere import haversine_km
 
 CATEGORIES = list(Category)[:4]  # a few categories, so that helpers and needs meet
 NOBODYS = list(Category)[4]  # needed by some, offered by nobody
@@ -105,6 +106,23 @@ def _seed(session: Session, rng: np.random.Generator, now: datetime) -> None:
                 "updated_at": now,
             }
         )
+    # Some needs whose every helper within reach was asked and said no: nobody is left to ask.
+    offer_lat = np.array([r["lat"] for r in offer_rows])
+    offer_lon = np.array([r["lon"] for r in offer_rows])
+    for i in rng.choice(len(need_ids), 12, replace=False).tolist():
+        km = haversine_km(need_rows[i]["lat"], need_rows[i]["lon"], offer_lat, offer_lon)
+        matches += [
+            {
+                "need_id": need_ids[i],
+                "offer_id": offer_ids[j],
+                "quantity": 1,
+                "distance_km": float(km[j]),
+                "status": MatchStatus.declined,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for j in np.flatnonzero(km <= 80.0).tolist()  # every radius is at most 80 km
+        ]
     session.execute(insert(Match), matches)
     session.commit()
 
@@ -161,6 +179,17 @@ def _slow_unmet(
         ["no_helper_of_category", "outside_every_radius", "all_in_range_busy"],
         default="waiting_for_helper",
     )
+    # Waiting, unless every helper with room in range was asked about the need before: all pairs.
+    asked = set(
+        session.execute(select(Match.need_id, Offer.helper_id).join(Offer, Offer.id == Match.offer_id)).tuples()
+    )
+    helper_of = live._helper_id[: len(left)]
+    for i in np.flatnonzero(reason == "waiting_for_helper").tolist():
+        km = haversine_km(needs.lat[i], needs.lon[i], offers.lat, offers.lon)
+        serves = ((offers.category_mask >> needs.category[i]) & 1) == 1
+        ok = serves & offers.is_available & (left > 0) & (km <= offers.radius_km) & (km <= needs.max_km[i])
+        if not any((int(needs.id[i]), int(h)) not in asked for h in helper_of[ok].tolist()):
+            reason[i] = "all_in_range_asked"
     created = dict(session.execute(select(Need.id, Need.created_at)).tuples().all())
     return needs, [created[i] for i in needs.id.tolist()], nearest_km, reason
 
@@ -218,7 +247,7 @@ def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int, in
     assert int(slow["unmet_needs"]) > 0  # type: ignore[call-overload]
     assert {g["reason"] for g in slow["groups"]} == set(service.UNMET_REASONS)  # type: ignore[attr-defined]
 
-    for reasons in ([], ["all_in_range_busy"], ["waiting_for_helper", "outside_every_radius"]):
+    for reasons in ([], ["all_in_range_busy"], ["waiting_for_helper", "outside_every_radius"], ["all_in_range_asked"]):
         expected = _slow_list(db, live, now, reasons)
         for offset, limit in ((0, 1000), (3, 7)):
             items, total = service.unmet_needs(
