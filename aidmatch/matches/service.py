@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import Integer, any_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 import matching
@@ -655,6 +656,32 @@ def unmet(*, session: Session, live: LiveOfferIndex, now: datetime, needs: LiveN
     return Unmet(needs=open_needs, reason=np.array(_REASON_KEYS)[code], reason_code=code)
 
 
+_ASKED_OF = {
+    # One statement whatever the number of needs: the ids as an array (PostgreSQL) or in chunks (SQLite).
+    # matches.helper_id is set on every row but the repeats of a pair from before migration 0007, whose
+    # first row has it: the index on (need_id, helper_id) answers alone.
+    "postgresql": select(Match.need_id, Match.helper_id).where(
+        Match.need_id == any_(bindparam("ids", type_=postgresql.ARRAY(Integer))), Match.helper_id.is_not(None)
+    ),
+    "sqlite": select(Match.need_id, Match.helper_id).where(
+        Match.need_id.in_(bindparam("ids", expanding=True)), Match.helper_id.is_not(None)
+    ),
+}
+
+
+def _asked_keys(session: Session, need_ids: np.ndarray) -> np.ndarray:
+    """Sorted keys ``need_id << 32 | helper_id`` of every helper asked about these needs."""
+    stmt = _ASKED_OF[session.get_bind().dialect.name]
+    step = len(need_ids) if session.get_bind().dialect.name == "postgresql" else 500
+    parts = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, len(need_ids), max(step, 1)):
+        rows = session.execute(stmt, {"ids": need_ids[start : start + step].tolist()}).all()
+        if rows:
+            pairs = np.array(rows, dtype=np.int64)
+            parts.append((pairs[:, 0] << 32) | pairs[:, 1])
+    return np.unique(np.concatenate(parts))
+
+
 def _all_asked(
     session: Session,
     live: LiveOfferIndex,
@@ -673,18 +700,33 @@ def _all_asked(
     """
     out = np.zeros(len(rows), dtype=bool)
     ids = needs.id[rows]
-    asked: dict[int, set[int]] = {}
-    for start in range(0, len(ids), 10_000):
-        chunk = ids[start : start + 10_000].tolist()
-        for need_id, helper_id in session.execute(
-            select(Match.need_id, Offer.helper_id)
-            .join(Offer, Offer.id == Match.offer_id)
-            .where(Match.need_id.in_(chunk))
-        ):
-            asked.setdefault(int(need_id), set()).add(int(helper_id))
-    check = np.flatnonzero([int(i) in asked for i in ids.tolist()])
+    asked = _asked_keys(session, ids)  # need_id << 32 | helper_id of these needs, sorted
+    if len(asked) == 0:
+        return out
+    check = np.flatnonzero(np.isin(ids, asked >> 32))
     if len(check) == 0:
         return out
+    offers, left, helper = live.snapshot_with_helpers(offer_units, busy)
+    room = np.flatnonzero(offers.is_available & (left > 0) & (offers.category_mask != 0))
+    if len(room) == 0:
+        return out
+    index = SpatialIndex(room, offers.lat[room], offers.lon[room], offers.category_mask[room])
+    k = 8
+    while len(check):
+        at = rows[check]
+        found, km = index.knn(
+            needs.lat[at], needs.lon[at], needs.category[at], min(k, len(room)), max_km=needs.max_km[at]
+        )
+        hit = found >= 0
+        row = np.where(hit, found, 0)
+        hit &= km <= offers.radius_km[row]
+        keys = (ids[check][:, None] << 32) | helper[row]
+        open_ = (hit & ~np.isin(keys, asked)).any(axis=1)
+        full = found[:, -1] >= 0  # the k-th was in the limit: farther ones may be someone else's
+        done = open_ | ~full | (k >= len(room))
+        out[check[done & ~open_]] = True
+        check, k = check[~done], 4 * k
+    return out
     offers, left, helper = live.snapshot_with_helpers(offer_units, busy)
     room = np.flatnonzero(offers.is_available & (left > 0) & (offers.category_mask != 0))
     if len(room) == 0:

@@ -93,12 +93,16 @@ def _seed(session: Session, rng: np.random.Generator, now: datetime) -> None:
             }
         )
     need_ids = session.scalars(insert(Need).returning(Need.id), need_rows).all()
+    # As the service writes them: each match names its offer's helper, one per (need, helper).
+    helper_of = dict(zip(offer_ids, helper_ids, strict=True))
     matches = []
     for _ in range(150):
+        offer_id = int(rng.choice(offer_ids))
         matches.append(
             {
                 "need_id": int(rng.choice(need_ids)),
-                "offer_id": int(rng.choice(offer_ids)),
+                "offer_id": offer_id,
+                "helper_id": helper_of[offer_id],
                 "quantity": int(rng.integers(1, 3)),
                 "distance_km": 1.0,
                 "status": list(MatchStatus)[int(rng.integers(0, len(MatchStatus)))],
@@ -115,6 +119,7 @@ def _seed(session: Session, rng: np.random.Generator, now: datetime) -> None:
             {
                 "need_id": need_ids[i],
                 "offer_id": offer_ids[j],
+                "helper_id": helper_of[offer_ids[j]],
                 "quantity": 1,
                 "distance_km": float(km[j]),
                 "status": MatchStatus.declined,
@@ -123,7 +128,10 @@ def _seed(session: Session, rng: np.random.Generator, now: datetime) -> None:
             }
             for j in np.flatnonzero(km <= 80.0).tolist()  # every radius is at most 80 km
         ]
-    session.execute(insert(Match), matches)
+    unique: dict[tuple[object, object], dict[str, object]] = {}
+    for m in matches:
+        unique.setdefault((m["need_id"], m["helper_id"]), m)
+    session.execute(insert(Match), list(unique.values()))
     session.commit()
 
 
