@@ -358,8 +358,7 @@ def _augmenting_edges(
         keep = (nd_km <= needs.max_km[nid]) & (nd_km < needs.penalty_km[nid])
         nid, nd_km, rows_o = nid[keep], nd_km[keep], rows_o[keep]
         key = nid * np.int64(m) + rows_o
-        pos = np.minimum(np.searchsorted(known, key), len(known) - 1)
-        fresh = known[pos] != key
+        fresh = ~_within(known, key)
         if len(banned):
             fresh &= ~_within(banned, key)  # excluded pairs are never added
         parts_need.append(nid[fresh])

@@ -256,11 +256,7 @@ def ask(
         return []
     session.flush()  # what the caller recorded first (the need's "created" audit row) keeps its place
     rows = match_rows(need=need, asks=asks, contacts=contacts, now=now, reason=reason, wave=wave)
-    # Through the table, not the ORM's bulk insert: the same rows, less Python per call. In helper
-    # order, as the batch run inserts (need, helper) in order: an insert waits for another
-    # transaction's uncommitted row of the same pair, and two inserts taking overlapping pairs in
-    # opposite orders would deadlock.
-    rows.sort(key=lambda r: typing.cast(int, r["helper_id"]))
+    # Through the table, not the ORM's bulk insert: the same rows, less Python per call.
     new = {h: m for m, h in session.execute(_INSERT_MATCHES[session.get_bind().dialect.name], rows).tuples()}
     made = [(new.pop(a.helper_id), a) for a in asks if a.helper_id in new]
     ids = [m for m, _ in made]
@@ -285,7 +281,12 @@ def match_rows(
     reason: str,
     wave: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows of the matches ``ask`` makes (``need.id`` known)."""
+    """The rows of the matches ``ask`` makes (``need.id`` known), in helper order.
+
+    The batch run inserts (need, helper) in order too: an insert waits for another transaction's
+    uncommitted row of the same pair, and two inserts taking overlapping pairs in opposite orders
+    would deadlock.
+    """
     # Stamped when written, not at ``now`` (a job's start): the workers' change feeds look back only so far.
     written = utcnow()
     rows = []
@@ -307,7 +308,7 @@ def match_rows(
                 "notified_at": now if consent else None,
             }
         )
-    return rows
+    return sorted(rows, key=lambda r: typing.cast(int, r["helper_id"]))
 
 
 def request_messages(

@@ -243,7 +243,7 @@ def run_batch(
     # most units (then the nearer) is asked; the rest goes to other helpers in the next run.
     order = np.lexsort((result.distance_km, -result.quantity, pairs))
     first = np.zeros(len(pairs), dtype=bool)
-    first[order[np.r_[True, pairs[order][1:] != pairs[order][:-1]]] if len(order) else order] = True
+    first[order[np.unique(pairs[order], return_index=True)[1]]] = True
     fresh &= first
     # Task slots count only the requests really made.
     slots = offers.task_slots[result.offer_index]
@@ -722,28 +722,6 @@ def _all_asked(
         hit &= km <= offers.radius_km[row]
         keys = (ids[check][:, None] << 32) | helper[row]
         open_ = (hit & ~np.isin(keys, asked)).any(axis=1)
-        full = found[:, -1] >= 0  # the k-th was in the limit: farther ones may be someone else's
-        done = open_ | ~full | (k >= len(room))
-        out[check[done & ~open_]] = True
-        check, k = check[~done], 4 * k
-    return out
-    offers, left, helper = live.snapshot_with_helpers(offer_units, busy)
-    room = np.flatnonzero(offers.is_available & (left > 0) & (offers.category_mask != 0))
-    if len(room) == 0:
-        return out
-    index = SpatialIndex(room, offers.lat[room], offers.lon[room], offers.category_mask[room])
-    k = 8
-    while len(check):
-        at = rows[check]
-        found, km = index.knn(
-            needs.lat[at], needs.lon[at], needs.category[at], min(k, len(room)), max_km=needs.max_km[at]
-        )
-        open_ = np.zeros(len(check), dtype=bool)
-        for j, (need_id, hits, dist) in enumerate(zip(ids[check].tolist(), found, km, strict=True)):
-            mine = asked[need_id]
-            ok = hits >= 0
-            ok[ok] &= dist[ok] <= offers.radius_km[hits[ok]]
-            open_[j] = any(int(helper[o]) not in mine for o in hits[ok].tolist())
         full = found[:, -1] >= 0  # the k-th was in the limit: farther ones may be someone else's
         done = open_ | ~full | (k >= len(room))
         out[check[done & ~open_]] = True

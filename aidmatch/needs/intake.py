@@ -22,7 +22,6 @@ import logging
 import queue
 import threading
 import time
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -180,15 +179,12 @@ def intake_group(
     session.add_all(created)
     session.flush()  # one insert for the new needs (and the bumped ones' updates)
     asked = [s for s in steps if isinstance(s, _Asked)]
-    # Each need's requests in helper order, as ``proposals.ask`` inserts them (the same ids).
+    # Each need's requests in helper order (``match_rows``), as ``proposals.ask`` inserts them.
     rows = [
         row
         for a in asked
-        for row in sorted(
-            proposals.match_rows(
-                need=a.need, asks=a.asks, contacts=a.contacts, now=a.now, reason=a.reason, wave=a.wave
-            ),
-            key=lambda r: typing.cast(int, r["helper_id"]),
+        for row in proposals.match_rows(
+            need=a.need, asks=a.asks, contacts=a.contacts, now=a.now, reason=a.reason, wave=a.wave
         )
     ]
     ids = iter(proposals.insert_matches(session, rows))
