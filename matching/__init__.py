@@ -2,6 +2,7 @@
 
 from matching.batch import (
     ALL_IN_RANGE_AT_CAPACITY,
+    ALL_IN_RANGE_EXCLUDED,
     NO_OFFER_IN_RANGE,
     ONLY_TOO_FAR,
     SERVED,
@@ -16,6 +17,7 @@ from matching.online import in_reach, nearest_capable
 
 __all__ = [
     "ALL_IN_RANGE_AT_CAPACITY",
+    "ALL_IN_RANGE_EXCLUDED",
     "CRITICAL",
     "NORMAL",
     "NO_OFFER_IN_RANGE",

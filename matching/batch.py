@@ -20,6 +20,7 @@ SERVED = 0
 NO_OFFER_IN_RANGE = 1  # no available offer of the need's category within both radii
 ALL_IN_RANGE_AT_CAPACITY = 2  # offers in range exist, their capacity went to other needs
 ONLY_TOO_FAR = 3  # offers in range are all farther than the cost of leaving the unit unserved
+ALL_IN_RANGE_EXCLUDED = 4  # every offer in range worth its trip is in an excluded pair (``excluded``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +29,8 @@ class Assignment:
 
     ``need_index``/``offer_index`` index the input columns; ``quantity`` units moved on the row;
     ``distance_km`` great-circle km of the row. ``served`` units served per need; ``reason`` 0 when
-    fully served, else NO_OFFER_IN_RANGE (1), ALL_IN_RANGE_AT_CAPACITY (2) or ONLY_TOO_FAR (3).
+    fully served, else NO_OFFER_IN_RANGE (1), ALL_IN_RANGE_AT_CAPACITY (2), ONLY_TOO_FAR (3) or
+    ALL_IN_RANGE_EXCLUDED (4: every offer in range that would be worth its trip is excluded).
     ``objective`` = Σ quantity × distance_km + Σ 1000 × w(urgency) × unserved units.
     ``complete`` False when ``match``'s time budget cut its improvement rounds short (the
     assignment is then valid but may serve fewer units than the rounds would have found).
@@ -132,8 +134,11 @@ def match(
     )
     penalty = needs.penalty_km
     worth = edges.distance_km < penalty[edges.need]
+    excluded_need = np.zeros(0, dtype=np.int64)
     if len(banned):
-        worth &= ~_within(banned, edges.need * np.int64(max(len(offers), 1)) + edges.offer)
+        out = _within(banned, edges.need * np.int64(max(len(offers), 1)) + edges.offer)
+        excluded_need = edges.need[worth & out]
+        worth &= ~out
     need, offer, dist = edges.need[worth], edges.offer[worth], edges.distance_km[worth]
     flow = _solve(needs, offers, need, offer, dist, workers=workers)
     if priced_rounds is None:
@@ -180,7 +185,7 @@ def match(
             break
     used = flow > 0
     served = np.bincount(need[used], weights=flow[used], minlength=len(needs)).astype(np.int64)
-    reason = _reasons(needs, edges, need, served)
+    reason = _reasons(needs, edges, need, served, excluded_need)
     value = objective(needs, flow[used], dist[used], served)
     gap_bound = 0.0 if exact else _gap(value, bound)
     return Assignment(
@@ -463,9 +468,15 @@ def _uncontested(
     return easy, take
 
 
-def _reasons(needs: Needs, edges: CandidateEdges, worth_need: IntArray, served: IntArray) -> IntArray:
+def _reasons(
+    needs: Needs, edges: CandidateEdges, worth_need: IntArray, served: IntArray, excluded_need: IntArray
+) -> IntArray:
+    """Why each need is not fully served, from the final graph's needs (``worth_need``) and the needs
+    of the excluded edges that would otherwise have been worth their trip (``excluded_need``)."""
     worth_any = np.zeros(len(needs), dtype=bool)
     worth_any[worth_need] = True
-    reason = np.where(worth_any, ALL_IN_RANGE_AT_CAPACITY, ONLY_TOO_FAR)
+    excluded_any = np.zeros(len(needs), dtype=bool)
+    excluded_any[excluded_need] = True
+    reason = np.where(worth_any, ALL_IN_RANGE_AT_CAPACITY, np.where(excluded_any, ALL_IN_RANGE_EXCLUDED, ONLY_TOO_FAR))
     reason = np.where(edges.in_range, reason, NO_OFFER_IN_RANGE)
     return np.where(served >= needs.quantity, SERVED, reason).astype(np.int64)

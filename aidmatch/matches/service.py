@@ -62,6 +62,8 @@ REASON_NAMES = {
     matching.NO_OFFER_IN_RANGE: "no_helper_in_range",
     matching.ALL_IN_RANGE_AT_CAPACITY: "all_in_range_at_capacity",
     matching.ONLY_TOO_FAR: "only_too_far",
+    # Every helper with room in range was asked about the need before: nobody left to ask.
+    matching.ALL_IN_RANGE_EXCLUDED: "all_in_range_asked",
 }
 
 

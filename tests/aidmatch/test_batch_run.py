@@ -152,6 +152,27 @@ def test_critical_need_wins_the_scarce_helper(client: TestClient, db: Session) -
     assert normal["id"] not in matched
 
 
+def test_a_need_whose_only_helper_declined_is_recorded_as_all_asked(client: TestClient, db: Session) -> None:
+    need = _need(client)
+    _offer(client, "+79160000011", capacity=3)
+    service.run_batch(session=db)
+    db.commit()
+    (asked,) = db.scalars(select(Match).where(Match.need_id == need["id"]))
+    asked.status = MatchStatus.declined
+    db.commit()
+    again = service.run_batch(session=db)
+    db.commit()
+    # The helper still has room and is in range, but was asked already: nobody is asked again.
+    assert again.assigned_quantity == 0
+    assert again.unmatched_reasons == {"all_in_range_asked": 1}
+    # A second helper in range is asked in the next run, and the reason goes.
+    _offer(client, "+79160000012", capacity=1, lat=55.2)
+    third = service.run_batch(session=db)
+    db.commit()
+    assert third.assigned_quantity == 1
+    assert third.unmatched_reasons == {}
+
+
 def test_cli_match_prints_the_run(client: TestClient, settings: Settings) -> None:
     _scene(client)
     result = CliRunner().invoke(app, ["match", "--json"], env={"AIDMATCH_DATABASE_URL": settings.database_url})

@@ -9,7 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components
 
-from matching import ALL_IN_RANGE_AT_CAPACITY, NO_OFFER_IN_RANGE, SERVED, Needs, Offers, batch, match
+from matching import (
+    ALL_IN_RANGE_AT_CAPACITY,
+    ALL_IN_RANGE_EXCLUDED,
+    NO_OFFER_IN_RANGE,
+    SERVED,
+    URGENCY_WEIGHT,
+    Needs,
+    Offers,
+    batch,
+    match,
+)
 from matching.candidates import all_feasible_edges, build_candidates
 from matching.errors import InvalidInputError
 from tests.matching.oracle import assert_invariants, feasible_pairs, optimum
@@ -69,7 +79,7 @@ def test_excluded_pairs_are_never_used_and_the_rest_is_optimal(path: str, seed: 
     holds against it)."""
     rng = np.random.default_rng(seed)
     needs, offers = random_instance(rng, 12, 10, box_deg=1.0)
-    i, j, _ = feasible_pairs(needs, offers)
+    i, j, km = feasible_pairs(needs, offers)
     pick = rng.random(len(i)) < 0.4
     excluded = (i[pick], j[pick])
     banned = {(int(a), int(b)) for a, b in zip(*excluded, strict=True)}
@@ -90,6 +100,18 @@ def test_excluded_pairs_are_never_used_and_the_rest_is_optimal(path: str, seed: 
         assert result.objective <= best * (1 + result.gap_bound) + _resolution(needs)
     # Without the exclusions the optimum can only be as good or better.
     assert optimum(needs, offers) <= best + _resolution(needs)
+    # By brute force over the pairs: a need left short whose every pair in range worth its trip is
+    # excluded has its own reason (nobody left to ask), whichever path found the assignment.
+    worth = km < 1000.0 * URGENCY_WEIGHT[needs.urgency[i]]
+    has_open = np.bincount(i[worth & ~pick], minlength=len(needs)) > 0
+    has_excluded = np.bincount(i[worth & pick], minlength=len(needs)) > 0
+    short = result.served < needs.quantity
+    all_excluded = short & ~has_open & has_excluded
+    said = result.reason == ALL_IN_RANGE_EXCLUDED
+    assert not (all_excluded & ~said).any()
+    assert not (said & ~(short & has_excluded)).any()
+    if path == "exact":  # every feasible edge is in the graph: the reason is exact
+        np.testing.assert_array_equal(said, all_excluded)
 
 
 def test_excluded_pairs_must_name_rows_of_the_instance() -> None:
