@@ -443,21 +443,26 @@ def _missing(intent: Intent, categories: tuple[str, ...], has_place: bool) -> tu
     return (*(() if has_place else ("place",)), *(() if categories else ("category",)))
 
 
-def parse_sms(text: str) -> ParsedSms:
-    """Read one inbound SMS. Never raises: what cannot be read comes back as intent ``unknown``."""
+def parse_sms(text: str, *, commands: bool = True) -> ParsedSms:
+    """Read one inbound SMS. Never raises: what cannot be read comes back as intent ``unknown``.
+
+    ``commands`` False reads the text as a sentence even when it starts like a command: «Нет
+    сахара, детям нечего есть» folds «сахара» into the code-like CAXAPA; when no such code is
+    the sender's, the caller reads the message again this way.
+    """
     try:
-        return _parse(text)
+        return _parse(text, commands)
     except Exception:  # pragma: no cover - a last guard: an SMS must never crash the webhook
         return ParsedSms(text=str(text)[:MAX_CHARS], language="ru")
 
 
-def _parse(text: str) -> ParsedSms:
+def _parse(text: str, commands: bool = True) -> ParsedSms:
     text = (text if isinstance(text, str) else str(text))[:MAX_CHARS]
     toks = _tokens(text)
     norms = [t.norm for t in toks]
     language = _language(text, norms)
 
-    command = _command(toks)
+    command = _command(toks) if commands else None
     if command is not None:
         # The command word alone tells the language: «DA» is Russian, «STOP» English.
         word = toks[0].norm
@@ -606,14 +611,26 @@ def follow_up(parsed: ParsedSms, language: str | None = None) -> str | None:
 _URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
 
 
+def answers(previous: ParsedSms, reply: ParsedSms) -> bool:
+    """Whether ``reply`` may complete the conversation of ``previous``: not when it is a request of
+    the other kind (an SOS from a phone that was registering as a helper is a need, not the place
+    of the offer)."""
+    kinds = ("need", "offer")
+    return not (previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent)
+
+
 def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:
     """``previous`` completed by the ``reply`` to a follow-up question: the reply only fills what
     was missing (categories, place, coordinates, quantity, radius) and never overwrites what was
-    given; urgency takes the higher of the two. When the place was missing, a reply that asks for
-    nothing is read whole as the place («Белоомут», «за мостом у старой школы»)."""
+    given; urgency takes the higher of the two. A reply of the same intent adds its categories
+    («нужна вода» — «Где?» — «нужна еда, Белоомут»: water and food). When the place was missing, a
+    reply that asks for nothing is read whole as the place («Белоомут», «за мостом у старой школы»).
+    A reply of the other intent is not an answer (see ``answers``)."""
     if reply.intent == "command":
         return previous
     categories = previous.categories or reply.categories
+    if reply.intent == previous.intent:
+        categories = tuple(dict.fromkeys((*previous.categories, *reply.categories)))
     place_text, lat, lon = previous.place_text, previous.lat, previous.lon
     if not previous.has_place:
         place_text, lat, lon = reply.place_text, reply.lat, reply.lon

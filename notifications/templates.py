@@ -74,6 +74,11 @@ _REPLIES: dict[str, tuple[str, str]] = {
     "which_task": ("Укажите номер задачи: ДА номер.", "Which task? Reply YES number."),
     "confirmed": ("Заявка {code} продлена. Спасибо!", "Request {code} stays open. Thank you!"),
     "closed": ("Заявка {code} закрыта. Спасибо!", "Request {code} is closed. Thank you!"),
+    "already_closed": ("Заявка {code} уже закрыта.", "Request {code} is closed already."),
+    "too_many_open": (
+        "У вас уже {count} открытых заявок. Закройте одну (ГОТОВО код) или позвоните координатору.",
+        "You already have {count} open requests. Close one (DONE code) or call a coordinator.",
+    ),
     "status_none": ("У вас нет открытых заявок и задач.", "You have no open requests or tasks."),
     "status_needs": ("Заявки: {items}.", "Requests: {items}."),
     "status_tasks": ("Задачи: {items}.", "Tasks: {items}."),

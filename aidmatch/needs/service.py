@@ -278,6 +278,10 @@ def merge_repeat(existing: Need, need_in: NeedIn, *, settings: Settings, source:
     existing.description = text[-settings.max_description_chars :]
     if _URGENCY_RANK[need_in.urgency] > _URGENCY_RANK[existing.urgency]:
         existing.urgency = need_in.urgency
+        if existing.urgency is Urgency.critical and existing.escalation_wave is None:
+            # Now critical: its escalation waves start at the next upkeep pass, as if posted so.
+            existing.escalation_wave = 0
+            existing.escalation_next_at = now
     existing.quantity = max(existing.quantity, need_in.quantity, existing.quantity_assigned)
     existing.expires_at = now + timedelta(hours=settings.need_expiry_hours)
     existing.reconfirm_requested_at = None
@@ -353,8 +357,11 @@ def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
 def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     """The author says the need no longer stands (done, or not needed any more).
 
-    Requests still waiting for an answer are withdrawn; accepted ones stay for their helpers.
+    Requests still waiting for an answer are withdrawn; accepted ones stay for their helpers. A need
+    closed already (fulfilled, cancelled, expired, a duplicate) stays as it is: ConflictError.
     """
+    if need.status not in (*OPEN_NEED_STATUSES, NeedStatus.assigned):
+        raise ConflictError(f"need {need.code} is {need.status.value} already")
     now = utcnow()
     need.status = NeedStatus.fulfilled if fulfilled else NeedStatus.cancelled
     audit.record(session, "closed", "need", need.id, status=need.status.value)

@@ -93,7 +93,9 @@ def inbound(
     session.commit()  # the raw message is kept whatever happens next
     act_as(session, f"sms:{phone}")
     try:
-        request.app.state.sms_limiter.check(phone, "messages from this phone")
+        # STOP, START and HELP are always acted on: an opt-out must never be lost to the limit.
+        if not service.always_answered(message.body):
+            request.app.state.sms_limiter.check(phone, "messages from this phone")
     except TooManyRequestsError:
         message.parsed = {"rate_limited": True}  # kept for the coordinators, not acted on
         session.commit()

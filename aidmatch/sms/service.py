@@ -27,7 +27,7 @@ from aidmatch.enums import (
     Source,
     Urgency,
 )
-from aidmatch.errors import AidmatchError, ConflictError, NotFoundError
+from aidmatch.errors import AidmatchError, ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import proposals
 from aidmatch.matches import service as matches_service
@@ -45,7 +45,7 @@ from aidmatch.offers.schemas import OfferIn
 from geo.errors import GeocodingError
 from geo.geocoding import Geocoder
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, follow_up, merge, parse_sms
+from notifications.parser import ParsedSms, answers, follow_up, merge, parse_sms
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply
 
@@ -111,6 +111,15 @@ class InboundResult:
         self.links = links
 
 
+_ALWAYS_ANSWERED = frozenset({"stop", "start", "help"})
+
+
+def always_answered(body: str) -> bool:
+    """Whether the text is STOP, START or HELP (in either language): never held back by a rate limit."""
+    parsed = parse_sms(body)
+    return parsed.intent == "command" and parsed.command in _ALWAYS_ANSWERED
+
+
 def handle(
     *,
     session: Session,
@@ -124,6 +133,8 @@ def handle(
     phone = message.phone
     parsed = parse_sms(message.body)
     helper = _helper(session, phone)
+    if parsed.intent == "command" and _sentence_after_all(session, phone, parsed):
+        parsed = parse_sms(message.body, commands=False)
     language = _language(parsed, helper)
     if parsed.intent == "command" and parsed.command is not None:
         return _command(
@@ -135,8 +146,14 @@ def handle(
         session.flush()
         conversation = None
     if conversation is not None:
-        parsed = merge(_restore(conversation.state), parsed)
-        language = parsed.language
+        previous = _restore(conversation.state)
+        if answers(previous, parsed):
+            parsed = merge(previous, parsed)
+            language = parsed.language
+        else:  # a new request of the other kind: the unfinished one is dropped, this one stands alone
+            session.delete(conversation)
+            session.flush()
+            conversation = None
     if parsed.intent not in ("need", "offer"):
         return InboundResult(
             sms_reply("unparsed", language) + sms_reply("help", language), MessageStatus.unparsed, parsed
@@ -202,13 +219,22 @@ def _need(
             lat=place.lat,
             lon=place.lon,
             address=(place.text or None) and place.text[:500],
-            description=message.body[: settings.max_description_chars],
+            # After a follow-up question: the first message and the answers, not just the last one.
+            description=parsed.text[: settings.max_description_chars],
             contact_phone=phone,
             language=Language(lang),
         )
-        need, merged = needs_service.create_or_merge(
-            session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
-        )
+        try:
+            need, merged = needs_service.create_or_merge(
+                session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
+            )
+        except TooManyRequestsError:
+            # The phone's open-needs limit: said plainly, with what was stored before it was reached.
+            refused = sms_reply("too_many_open", lang, count=settings.max_open_needs_per_phone)
+            if first is None:
+                return InboundResult(refused, MessageStatus.parsed, parsed)
+            reply = need_received(language=lang, code=", ".join(codes), what=", ".join(whats))
+            return InboundResult(f"{reply} {refused}", MessageStatus.parsed, parsed, need_id=first.id)
         if not merged:  # a repeat («ещё нужна вода») bumps the open need and keeps the message
             proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
         codes.append(need.code)
@@ -270,8 +296,9 @@ def _command(
         return InboundResult(sms_reply("start", lang), ok, parsed, helper_id=helper.id if helper else None)
     if command == "status":
         return InboundResult(_status(session, phone, helper, lang), ok, parsed)
-    # YES / NO / DONE: a task number (helpers) or a need code (the need's author).
-    if arg is not None and not arg.isdigit():
+    # YES / NO / DONE: a task number (helpers) or a need code (the need's author). A code may be
+    # all digits (8 of the code alphabet's 18 characters are): the sender's own need comes first.
+    if arg is not None and (not arg.isdigit() or _own_need(session, phone, arg) is not None):
         return _need_command(
             session=session, settings=settings, phone=phone, command=command, code=arg, parsed=parsed, lang=lang
         )
@@ -307,14 +334,30 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     return open_ones[0] if len(open_ones) == 1 else None
 
 
+def _own_need(session: Session, phone: str, code: str) -> Need | None:
+    """The need with this code when ``phone`` posted it."""
+    try:
+        need = needs_service.get_by_code(session=session, code=code)
+    except (NotFoundError, InvalidInputError):
+        return None
+    return need if need.contact_phone == phone else None
+
+
+def _sentence_after_all(session: Session, phone: str, parsed: ParsedSms) -> bool:
+    """Whether a message read as a command is a need or offer in words after all: its «code» is
+    a word folded into code letters («Нет сахара…» → CAXAPA) that names none of the sender's needs,
+    and the rest of the text reads as a request."""
+    arg = parsed.argument
+    if arg is None or arg.isdigit() or _own_need(session, phone, arg) is not None:
+        return False
+    return parse_sms(parsed.text, commands=False).intent in ("need", "offer")
+
+
 def _need_command(
     *, session: Session, settings: Settings, phone: str, command: str | None, code: str, parsed: ParsedSms, lang: str
 ) -> InboundResult:
-    try:
-        need = needs_service.get_by_code(session=session, code=code)
-    except NotFoundError:
-        need = None
-    if need is None or need.contact_phone != phone:
+    need = _own_need(session, phone, code)
+    if need is None:
         return InboundResult(sms_reply("not_yours", lang, id=code), MessageStatus.parsed, parsed)
     if command == "yes":
         try:
@@ -325,7 +368,11 @@ def _need_command(
             sms_reply("confirmed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id
         )
     # NO or DONE from the author: the need no longer stands.
-    needs_service.close(session=session, need=need, fulfilled=command == "done")
+    try:
+        needs_service.close(session=session, need=need, fulfilled=command == "done")
+    except ConflictError:
+        reply = sms_reply("already_closed", lang, code=need.code)
+        return InboundResult(reply, MessageStatus.parsed, parsed, need_id=need.id)
     return InboundResult(sms_reply("closed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id)
 
 

@@ -132,6 +132,32 @@ def test_critical_need_escalates_in_waves_until_a_helper_accepts(
     assert len(messages) == 8
 
 
+def test_a_repeat_that_makes_a_need_critical_starts_its_waves(client: TestClient, db: Session) -> None:
+    for i, km in enumerate([1, 2, 3, 4]):
+        _offer(client, km, i)
+    phone = {"contact_phone": "+79161234567"}
+    need = _need(client, urgency="normal", **phone)
+    assert [round(_km(db, m)) for m in _asked(db, need["id"])] == [1]  # a normal need: the nearest helper
+    r = client.post(
+        "/api/needs",
+        json={"category": "evacuation", "quantity": 1, "urgency": "critical", "lat": NEED_AT[0], "lon": NEED_AT[1]}
+        | phone,
+    )
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["id"] == need["id"]
+    assert again["merged"] is True
+    # The next upkeep pass starts wave 1 as for a need posted critical: 3 helpers within 5 km,
+    # the one asked already not again.
+    report = _upkeep(client, utcnow() + timedelta(seconds=1))
+    assert report.escalation_steps == 1
+    wave1 = [m for m in _asked(db, need["id"]) if m.wave == 1]
+    assert [round(_km(db, m)) for m in wave1] == [2, 3, 4]
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.escalation_wave == 1
+
+
 def test_empty_waves_are_skipped_and_unanswered_waves_end_in_the_general_pool(
     client: TestClient, db: Session, settings: Settings
 ) -> None:

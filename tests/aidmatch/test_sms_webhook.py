@@ -338,3 +338,90 @@ def test_status_done_and_delivery_callbacks(sms: TestClient, db: Session, sms_se
     assert message.status is MessageStatus.failed
     assert "30003" in (message.error or "")
     assert _signed(sms, "/sms/status", form | {"MessageSid": "SMunknown"}).status_code == 204
+
+
+# -- what the review of session 7 found ------------------------------------------------------------
+
+
+def test_an_sos_from_a_phone_registering_as_helper_is_a_need_not_the_offers_place(sms: TestClient, db: Session) -> None:
+    assert "Где" in _text(sms, "+79260001122", "могу помочь с водой")
+    reply = _text(sms, "+79260001122", "SOS срочно нужна вода, 3 человека, дети, Белоомут")
+    (need,) = db.scalars(select(Need))
+    assert need.code in reply
+    assert need.urgency is Urgency.critical
+    assert db.scalar(select(func.count(Offer.id))) == 0
+
+
+def test_an_answer_of_the_same_kind_adds_what_it_asks_for(sms: TestClient, db: Session) -> None:
+    _text(sms, "+79161234567", "нужна вода, 2 человека")
+    _text(sms, "+79161234567", "нужна еда, Белоомут")
+    needs = db.scalars(select(Need).order_by(Need.id)).all()
+    assert [n.category.value for n in needs] == ["water", "food"]
+    # The description holds the whole conversation, not only its last message.
+    assert all(n.description == "нужна вода, 2 человека\nнужна еда, Белоомут" for n in needs)
+
+
+@pytest.mark.parametrize(
+    ("body", "category"),
+    [
+        ("Нет сахара и хлеба, детям нечего есть, Белоомут", "food"),  # «сахара» folds to CAXAPA
+        ("Да, вместе с детьми, нужна эвакуация, Белоомут", "evacuation"),  # «вместе» to BMECTE
+    ],
+)
+def test_a_need_starting_like_a_command_with_a_code_like_word_is_a_need(
+    sms: TestClient, db: Session, body: str, category: str
+) -> None:
+    reply = _text(sms, "+79161234567", body)
+    (need,) = db.scalars(select(Need))
+    assert need.category.value == category
+    assert need.code in reply
+    # A bare command with a code nobody has stays a command.
+    assert "Нет задачи" in _text(sms, "+79161234567", "НЕТ CAXAPA")
+    assert db.scalar(select(func.count(Need.id))) == 1
+
+
+def test_a_need_code_of_digits_only_works_by_sms(sms: TestClient, db: Session) -> None:
+    _text(sms, "+79161234567", "нужна еда, Белоомут")
+    need = db.scalar(select(Need))
+    assert need is not None
+    need.code = "234567"  # 8 of the 18 code characters are digits: about 0.8 % of codes are like this
+    db.commit()
+    assert "продлена" in _text(sms, "+79161234567", "ДА 234567")
+    assert "закрыта" in _text(sms, "+79161234567", "ГОТОВО 234567")
+    db.expire_all()
+    assert db.get(Need, need.id).status is NeedStatus.fulfilled  # type: ignore[union-attr]
+    # Another phone cannot use the code; a closed need stays as it was.
+    assert "Нет задачи" in _text(sms, "+79169999999", "НЕТ 234567")
+    assert "уже закрыта" in _text(sms, "+79161234567", "НЕТ 234567")
+    db.expire_all()
+    assert db.get(Need, need.id).status is NeedStatus.fulfilled  # type: ignore[union-attr]
+
+
+def test_stop_is_acted_on_even_over_the_phones_rate_limit(
+    sms_settings: Settings, gazetteer: GazetteerGeocoder, db: Session
+) -> None:
+    strict = sms_settings.model_copy(update={"sms_per_phone_burst": 2.0, "sms_per_phone_per_min": 0.01})
+    with TestClient(create_app(strict, geocoder=gazetteer), raise_server_exceptions=False) as c:
+        _text(c, "+79165550001", "могу помочь: вода, 30 км, Рязань")
+        _text(c, "+79165550001", "СТАТУС")
+        form = {"MessageSid": "SMlimited" + "0" * 25, "From": "+79165550001", "To": "+15005550006", "Body": "ещё"}
+        assert _signed(c, "/sms/inbound", form).status_code == 429  # the limit holds for the rest
+        assert "СТАРТ" in _text(c, "+79165550001", "СТОП")
+    assert db.get(SmsOptOut, "+79165550001") is not None
+
+
+def test_the_open_needs_limit_by_sms_is_said_plainly(
+    sms_settings: Settings, gazetteer: GazetteerGeocoder, db: Session
+) -> None:
+    one = sms_settings.model_copy(update={"max_open_needs_per_phone": 1})
+    with TestClient(create_app(one, geocoder=gazetteer), raise_server_exceptions=False) as c:
+        _text(c, "+79161234567", "need water, Beloomut")
+        reply = _text(c, "+79161234567", "need food, Beloomut")
+    assert reply == "You already have 1 open requests. Close one (DONE code) or call a coordinator."
+    assert db.scalar(select(func.count(Need.id))) == 1
+    last = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound).order_by(Message.id)).all()[
+        -1
+    ]
+    assert last.status is MessageStatus.parsed
+    assert last.parsed is not None
+    assert "error" not in last.parsed

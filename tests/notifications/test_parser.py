@@ -11,6 +11,7 @@ from notifications.parser import (
     CATEGORIES,
     CODE_ALPHABET,
     ParsedSms,
+    answers,
     category_cues,
     fold_code,
     follow_up,
@@ -496,7 +497,7 @@ def test_follow_up_texts_fit_one_sms_segment(intent: str, item: str, language: s
 def test_merge_fills_only_what_was_missing() -> None:
     first = parse_sms("срочно нужна вода, 5 литров")
     merged = merge(first, parse_sms("Белоомут, нужна еда"))
-    assert merged.categories == ("water",)  # what was given is kept, not replaced
+    assert merged.categories == ("water", "food")  # what was given is kept; what the reply asks for is added
     assert merged.place_text == "Белоомут"
     assert merged.quantity == 5
     assert merged.urgency == "critical"
@@ -569,3 +570,22 @@ def test_never_raises_on_keyword_soup(text: str) -> None:
     parsed = parse_sms(text)
     assert set(parsed.categories) <= set(CATEGORIES)
     assert (parsed.intent == "command") == (parsed.command is not None)
+
+
+def test_a_reply_of_the_other_kind_does_not_answer_and_one_of_the_same_kind_adds_categories() -> None:
+    offer = parse_sms("могу помочь с водой")
+    sos = parse_sms("SOS срочно нужна вода, Белоомут")
+    assert not answers(offer, sos)
+    need = parse_sms("нужна вода")
+    more = parse_sms("нужна еда, Белоомут")
+    assert answers(need, more)
+    assert merge(need, more).categories == ("water", "food")
+    assert answers(need, parse_sms("Белоомут"))
+
+
+def test_commands_can_be_turned_off_to_read_a_sentence() -> None:
+    text = "Нет сахара и хлеба, детям нечего есть"
+    assert parse_sms(text).intent == "command"  # «сахара» folds into a code-like CAXAPA
+    sentence = parse_sms(text, commands=False)
+    assert sentence.intent == "need"
+    assert "food" in sentence.categories
