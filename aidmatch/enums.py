@@ -79,7 +79,7 @@ class MessageStatus(StrEnum):
     sent = "sent"
     delivered = "delivered"
     failed = "failed"
-    suppressed = "suppressed"  # recipient opted out (STOP)
+    suppressed = "suppressed"  # not sent on purpose: recipient opted out (STOP), or the request was withdrawn
 
 
 class MatchRunStatus(StrEnum):

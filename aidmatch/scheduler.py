@@ -151,7 +151,10 @@ def build_scheduler(
             log.info("upkeep in %.2f s: %s", time.perf_counter() - started, report.as_dict())
 
     def outbox() -> None:
-        drain(sessions=sessions, sender=sender, settings=settings, bucket=bucket)
+        # A pass keeps sending as the bucket refills, until shortly before the next one is due.
+        drain(
+            sessions=sessions, sender=sender, settings=settings, bucket=bucket, pace_s=0.8 * settings.outbox_interval_s
+        )
 
     scheduler.add_job(batch, "interval", seconds=settings.batch_interval_s, id="batch", **common)
     scheduler.add_job(outbox, "interval", seconds=settings.outbox_interval_s, id="outbox", **common)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import Integer, any_, bindparam, case, func, insert, or_, select, update
@@ -241,6 +241,11 @@ def run_batch(
     pairs = (need_ids << 32) | helper_ids
     asked = asked_pairs(session)  # again: another worker may have asked some meanwhile
     fresh = ~np.isin(pairs, asked) if len(asked) else np.ones(len(need_ids), dtype=bool)
+    # Needs closed and offers withdrawn while the run solved (up to its time budget) are not asked for.
+    gone_needs, gone_offers = _closed_since(session, now)
+    offer_ids = offers.id[result.offer_index]
+    if len(gone_needs) or len(gone_offers):
+        fresh &= ~np.isin(need_ids, gone_needs) & ~np.isin(offer_ids, gone_offers)
     # One request per (need, helper): when two of a helper's offers serve one need, the row with the
     # most units (then the nearer) is asked; the rest goes to other helpers in the next run.
     order = np.lexsort((result.distance_km, -result.quantity, pairs))
@@ -256,7 +261,7 @@ def run_batch(
         now=now,
         need_ids=need_ids[fresh],
         helper_ids=helper_ids[fresh],
-        offer_ids=offers.id[result.offer_index][fresh],
+        offer_ids=offer_ids[fresh],
         quantity=result.quantity[fresh],
         distance_km=result.distance_km[fresh],
         radius_km=offers.radius_km[result.offer_index][fresh],
@@ -297,6 +302,24 @@ def run_batch(
     session.flush()
     audit.record(session, "finished", "run", run.id, matches=int(fresh.sum()), units=run.assigned_quantity)
     return run
+
+
+# Rows stamped before the run started may commit after it read (a transaction's stamp is taken
+# before its commit): the re-read after the solve looks back this far before the run's start.
+_LATE_COMMIT = timedelta(seconds=60)
+
+
+def _closed_since(session: Session, started: datetime) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of the needs no longer open and of the offers no longer active among those changed since
+    ``started`` (less the late-commit window): few, through the ``updated_at`` indexes."""
+    since = started - _LATE_COMMIT
+    needs = session.scalars(
+        select(Need.id).where(Need.updated_at >= since, Need.status.not_in(OPEN_NEED_STATUSES))
+    ).all()
+    offers = session.scalars(
+        select(Offer.id).where(Offer.updated_at >= since, Offer.status != OfferStatus.active)
+    ).all()
+    return np.asarray(needs, dtype=np.int64), np.asarray(offers, dtype=np.int64)
 
 
 def _excluded_rows(need_id: np.ndarray, helper_id: np.ndarray, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,16 +6,24 @@ Each pass:
    phone with that text since the claim, it is marked sent; otherwise it goes back to the queue;
 2. claims due messages (as many as the rate limit allows): ``SELECT … FOR UPDATE SKIP LOCKED`` on
    PostgreSQL, so any number of drains can run side by side, and on every backend a conditional
-   update ``queued → sending`` that only one drain can win; messages to phones that sent STOP are
-   suppressed instead;
-3. sends each claimed message and records the outcome in its own transaction: ``sent``; back to
-   ``queued`` with exponential backoff on a transient error; ``failed`` on a permanent one (or
-   after ``sms_max_attempts``). An unsubscribed recipient (Twilio 21610) becomes an opt-out.
+   update ``queued → sending`` that only one drain can win, storing the text as it will be sent
+   (cut to ``sms_max_segments``, so a reconciliation looks for what the provider really got);
+   messages to phones that sent STOP are suppressed instead, and so are requests to a helper whose
+   match is no longer waiting for an answer (withdrawn, timed out) or whose need closed;
+3. sends each claimed message, stamping it just before (a message another drain's reconciliation
+   finds ``sending`` is one whose send started ``sms_stale_sending_s`` ago, not one still waiting
+   its turn), and records the outcome in its own transaction: ``sent``; back to ``queued`` with
+   exponential backoff on a transient error; ``failed`` on a permanent one (or after
+   ``sms_max_attempts``). An unsubscribed recipient (Twilio 21610) becomes an opt-out.
+
+With ``pace_s`` a pass keeps claiming and sending while the token bucket refills, for up to that
+long: the scheduler's passes then send at the configured rate, not just one burst per pass.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,8 +34,11 @@ import aidmatch.models  # noqa: F401  every table known, so foreign keys resolve
 from aidmatch.audit.service import act_as
 from aidmatch.config import Settings, SmsSenderKind
 from aidmatch.database import utcnow
-from aidmatch.enums import MessageDirection, MessageStatus
+from aidmatch.enums import OPEN_NEED_STATUSES, MessageDirection, MessageStatus, NeedStatus
+from aidmatch.matches.models import Match
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages.models import Message, SmsOptOut
+from aidmatch.needs.models import Need
 from notifications.ratelimit import TokenBucket
 from notifications.segments import fit
 from notifications.senders import ConsoleSender, PermanentSendError, Sender, TransientSendError, TwilioSender
@@ -105,7 +116,32 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
     session.commit()
 
 
-def _claim(session: Session, limit: int, now: datetime, report: DrainReport) -> list[Message]:
+def _withdrawn(session: Session, messages: list[Message]) -> set[int]:
+    """Ids of the requests to helpers among ``messages`` that no longer stand: their match is not
+    waiting for an answer any more, or their need is closed."""
+    asks = {m.id: m.match_id for m in messages if m.match_id is not None and _is_request(m.idempotency_key)}
+    if not asks:
+        return set()
+    standing = set(
+        session.scalars(
+            select(Match.id)
+            .join(Need, Need.id == Match.need_id)
+            .where(
+                Match.id.in_(sorted(set(asks.values()))),
+                Match.status.in_(PENDING_MATCH_STATUSES),
+                Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
+            )
+        )
+    )
+    return {message_id for message_id, match_id in asks.items() if match_id not in standing}
+
+
+def _is_request(key: str | None) -> bool:
+    """Whether an idempotency key is a task request's (``match:<id>:ask`` or ``match:<id>:wave:<n>``)."""
+    return key is not None and key.startswith("match:") and (key.endswith(":ask") or ":wave:" in key)
+
+
+def _claim(session: Session, limit: int, now: datetime, settings: Settings, report: DrainReport) -> list[Message]:
     stmt = (
         select(Message)
         .where(
@@ -120,15 +156,19 @@ def _claim(session: Session, limit: int, now: datetime, report: DrainReport) -> 
         stmt = stmt.with_for_update(skip_locked=True)
     candidates = session.scalars(stmt).all()
     blocked = _opted_out(session, {m.phone for m in candidates})
+    withdrawn = _withdrawn(session, list(candidates))
     claimed: list[Message] = []
     for message in candidates:
-        target = MessageStatus.suppressed if message.phone in blocked else MessageStatus.sending
+        suppress = message.phone in blocked or message.id in withdrawn
+        target = MessageStatus.suppressed if suppress else MessageStatus.sending
+        values: dict[str, object] = {"status": target, "updated_at": utcnow()}
+        if suppress:
+            values["error"] = "recipient opted out" if message.phone in blocked else "request withdrawn"
+        else:
+            values["attempts"] = Message.attempts + 1
+            values["body"] = fit(message.body, settings.sms_max_segments)
         won = session.execute(
-            update(Message)
-            .where(Message.id == message.id, Message.status == MessageStatus.queued)
-            .values(
-                status=target, attempts=Message.attempts + int(target is MessageStatus.sending), updated_at=utcnow()
-            )
+            update(Message).where(Message.id == message.id, Message.status == MessageStatus.queued).values(**values)
         )
         if won.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another drain took it
@@ -157,50 +197,88 @@ def drain(
     settings: Settings,
     bucket: TokenBucket,
     now: datetime | None = None,
+    pace_s: float = 0.0,
 ) -> DrainReport:
     """One pass of the outbox (see the module docstring)."""
+    fixed_now = now
     now = now or utcnow()
+    deadline = time.monotonic() + pace_s
     report = DrainReport()
-    callback = settings.public_url.rstrip("/") + "/sms/status" if sender.name == "twilio" else None
     with sessions() as session:
         act_as(session, "system:outbox")
         _reconcile(session, sender, settings, now, report)
-        allowed = bucket.take(100)
-        if allowed == 0:
-            return report
-        claimed = _claim(session, allowed, now, report)
-        unused = allowed - len(claimed)
-        if unused:
-            bucket.give_back(unused)
-        for message in claimed:
-            body = fit(message.body, settings.sms_max_segments)
-            try:
-                sent = sender.send(
-                    to=message.phone,
-                    body=body,
-                    key=message.idempotency_key or f"message:{message.id}",
-                    status_callback=callback,
-                )
-            except PermanentSendError as exc:
-                message.status = MessageStatus.failed
-                message.error = str(exc)[:2000]
-                if exc.code == _UNSUBSCRIBED and session.get(SmsOptOut, message.phone) is None:
-                    session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
-            except TransientSendError as exc:
-                message.error = str(exc)[:2000]
-                if message.attempts >= settings.sms_max_attempts:
-                    message.status = MessageStatus.failed
-                else:
-                    message.status = MessageStatus.queued
-                    message.send_after = now + timedelta(seconds=backoff_s(settings, message.attempts))
-            else:
-                message.status = MessageStatus.sent
-                message.provider_sid = sent.provider_sid
-                message.sent_at = utcnow()
-                message.error = None
-            message.body = body
-            message.updated_at = utcnow()
-            _record(session, message, report)
+        while True:
+            allowed = bucket.take(100)
+            if allowed == 0:
+                wait = bucket.wait_s()
+                if time.monotonic() + wait > deadline:
+                    break
+                time.sleep(wait)
+                now = fixed_now or utcnow()
+                continue
+            claimed = _claim(session, allowed, now, settings, report)
+            unused = allowed - len(claimed)
+            if unused:
+                bucket.give_back(unused)
+            _send(session, claimed, sender, settings, now, report)
+            if unused:
+                break  # nothing more is due
+            now = fixed_now or utcnow()
     if report.claimed or report.suppressed or report.reconciled or report.requeued:
         log.info("outbox: %s", report.as_dict())
     return report
+
+
+def _send(
+    session: Session,
+    claimed: list[Message],
+    sender: Sender,
+    settings: Settings,
+    now: datetime,
+    report: DrainReport,
+) -> None:
+    callback = settings.public_url.rstrip("/") + "/sms/status" if sender.name == "twilio" else None
+    for message in claimed:
+        # Stamped as its send starts: ``sms_stale_sending_s`` counts from here, not from the claim.
+        # Still ours? After a long wait another drain's reconciliation may have put it back and
+        # another drain claimed it again (which counted one more attempt): then it is theirs to send.
+        stamped = session.execute(
+            update(Message)
+            .where(
+                Message.id == message.id,
+                Message.status == MessageStatus.sending,
+                Message.attempts == message.attempts,
+            )
+            .values(updated_at=utcnow())
+        )
+        session.commit()
+        if stamped.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.refresh(message)
+        body = message.body  # cut to the segment limit when claimed
+        try:
+            sent = sender.send(
+                to=message.phone,
+                body=body,
+                key=message.idempotency_key or f"message:{message.id}",
+                status_callback=callback,
+            )
+        except PermanentSendError as exc:
+            message.status = MessageStatus.failed
+            message.error = str(exc)[:2000]
+            if exc.code == _UNSUBSCRIBED and session.get(SmsOptOut, message.phone) is None:
+                session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
+        except TransientSendError as exc:
+            message.error = str(exc)[:2000]
+            if message.attempts >= settings.sms_max_attempts:
+                message.status = MessageStatus.failed
+            else:
+                message.status = MessageStatus.queued
+                message.send_after = now + timedelta(seconds=backoff_s(settings, message.attempts))
+        else:
+            message.status = MessageStatus.sent
+            message.provider_sid = sent.provider_sid
+            message.sent_at = utcnow()
+            message.error = None
+        message.updated_at = utcnow()
+        _record(session, message, report)

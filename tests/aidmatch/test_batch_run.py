@@ -6,11 +6,13 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+import matching
 from aidmatch.cli import app
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
@@ -18,6 +20,7 @@ from aidmatch.enums import MatchRunStatus, MatchStatus, MessageStatus
 from aidmatch.matches import service
 from aidmatch.matches.models import Match, MatchRun
 from aidmatch.messages.models import Message
+from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from geo.sphere import haversine_km
@@ -171,6 +174,30 @@ def test_a_need_whose_only_helper_declined_is_recorded_as_all_asked(client: Test
     db.commit()
     assert third.assigned_quantity == 1
     assert third.unmatched_reasons == {}
+
+
+def test_a_need_closed_while_the_run_solves_gets_no_request(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need = _need(client)
+    _offer(client, "+79160000013", capacity=2)
+    real = matching.match
+
+    def solve_while_the_author_cancels(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        with Session(db.get_bind()) as other:  # the author's «НЕТ code», committed meanwhile
+            closing = other.get(Need, need["id"])
+            assert closing is not None
+            needs_service.close(session=other, need=closing, fulfilled=False)
+            other.commit()
+        return out
+
+    monkeypatch.setattr(matching, "match", solve_while_the_author_cancels)
+    run = service.run_batch(session=db)
+    db.commit()
+    assert run.assigned_quantity == 0
+    assert db.scalars(select(Match)).all() == []
+    assert db.scalars(select(Message).where(Message.match_id.is_not(None))).all() == []
 
 
 def test_cli_match_prints_the_run(client: TestClient, settings: Settings) -> None:

@@ -284,3 +284,83 @@ def test_a_drain_killed_mid_send_sends_nothing_twice_and_everything_once_restart
     bodies = Counter(m["body"] for m in twilio.messages)
     assert bodies == {f"Сообщение m{i}": 1 for i in range(6)}  # each exactly once
     assert next(m for m in stored if m.provider_sid == marker.read_text()).body == twilio.messages[2]["body"]
+
+
+class _Crash(BaseException):
+    """A process dying in the middle of a send (not an error any handler would take)."""
+
+
+def test_a_long_message_interrupted_by_a_crash_is_reconciled_not_repeated(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    # Four segments of Cyrillic: the provider is given the text cut to sms_max_segments (3).
+    long_body = "Задача 7: вода x2. Контакт: +79161234567, " + "ул. Длинная, дом у старой школы за мостом " * 5
+    with sessions() as session:
+        messages_service.queue(
+            session=session, phone="+79160000001", body=long_body, language="ru", idempotency_key="k"
+        )
+        session.commit()
+    provider = FakeSender()
+
+    class DiesAfterSending(FakeSender):
+        def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+            provider.send(to=to, body=body, key=key)
+            raise _Crash  # after the provider took it, before the drain could record so
+
+    with pytest.raises(_Crash):
+        drain(sessions=sessions, sender=DiesAfterSending(), settings=settings, bucket=_bucket())
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.sending
+    message.updated_at = utcnow() - timedelta(seconds=settings.sms_stale_sending_s + 60)
+    db.commit()
+    report = drain(sessions=sessions, sender=provider, settings=settings, bucket=_bucket())
+    assert report.reconciled == 1
+    assert len(provider.sent) == 1  # found under the text really sent, so not sent again
+    assert provider.sent[0]["body"] != long_body
+    assert _messages(db)[0].status is MessageStatus.sent
+
+
+def test_a_message_still_waiting_its_turn_in_a_live_drain_is_not_sent_twice(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    """One drain claims six slow sends; another drain's reconciliation runs while the first is still
+    working through them. Each message goes out once, whoever sends it."""
+    quick = settings.model_copy(update={"sms_stale_sending_s": 1.0})
+    _queue(sessions, 6)
+    lock = threading.Lock()
+    provider = FakeSender()
+
+    class Slow(FakeSender):
+        def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+            time.sleep(0.4)
+            with lock:
+                return provider.send(to=to, body=body, key=key)
+
+        def lookup(self, *, to: str, body: str, since: Any) -> str | None:
+            with lock:
+                return provider.lookup(to=to, body=body, since=since)
+
+    first = threading.Thread(
+        target=drain, kwargs={"sessions": sessions, "sender": Slow(), "settings": quick, "bucket": _bucket()}
+    )
+    first.start()
+    time.sleep(1.5)
+    drain(sessions=sessions, sender=Slow(), settings=quick, bucket=_bucket())
+    first.join(timeout=60)
+    assert Counter(m["key"] for m in provider.sent) == {f"m:{i}": 1 for i in range(6)}
+    assert {m.status for m in _messages(db)} == {MessageStatus.sent}
+
+
+def test_a_paced_pass_sends_at_the_configured_rate_not_one_burst(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    _queue(sessions, 60)
+    fake = FakeSender()
+    bucket = TokenBucket(20.0, burst=5)
+    started = time.monotonic()
+    report = drain(sessions=sessions, sender=fake, settings=settings, bucket=bucket, pace_s=1.0)
+    elapsed = time.monotonic() - started
+    # More than one burst went out during the pass, and never more than the bucket allowed.
+    assert report.sent > 5
+    assert report.sent <= 5 + 20.0 * elapsed + 1
+    assert len(fake.sent) == report.sent

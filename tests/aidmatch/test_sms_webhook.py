@@ -27,7 +27,7 @@ from aidmatch.sms.signature import public_request_url, valid_signature
 from geo.geocoding import GazetteerGeocoder
 from geo.sphere import haversine_km
 from notifications.ratelimit import TokenBucket
-from notifications.senders import TwilioSender
+from notifications.senders import FakeSender, TwilioSender
 from tests.fake_twilio import FakeTwilio, fake_twilio
 
 TOKEN = "test-auth-token"
@@ -425,3 +425,29 @@ def test_the_open_needs_limit_by_sms_is_said_plainly(
     assert last.status is MessageStatus.parsed
     assert last.parsed is not None
     assert "error" not in last.parsed
+
+
+def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: Session, sms_settings: Settings) -> None:
+    offer = sms.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 1,
+            "radius_km": 40,
+            "lat": 55.01,
+            "lon": 40.0,
+            "phone": "+79160000001",
+        },
+    )
+    assert offer.status_code == 201, offer.text
+    need = sms.post(
+        "/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0, "contact_phone": "+79260001122"}
+    ).json()
+    assert need["helpers_in_range"] == 1
+    assert "закрыта" in _text(sms, "+79260001122", f"НЕТ {need['code']}")  # the author cancels at once
+    sender = FakeSender()
+    drain(sessions=sms.app.state.sessionmaker, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))  # type: ignore[attr-defined]
+    assert [m["to"] for m in sender.sent] == ["+79260001122"]  # the author's receipt; no task to the helper
+    (ask,) = db.scalars(select(Message).where(Message.phone == "+79160000001"))
+    assert ask.status is MessageStatus.suppressed
+    assert ask.error == "request withdrawn"
