@@ -35,7 +35,10 @@ def normalize_phone(raw: str, *, default_region: str = "RU") -> str:
 
 _DIGIT_RUN = re.compile(r"\+?\d[\d\s().,_/-]{5,}\d")
 # Dates and times as the service writes them into texts ("[2026-11-28 00:51 UTC, api] …"): never a phone.
-_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?")
+# Only real calendar dates (years 1900-2099) that no further digits continue: «8916-12-34-567» is a phone.
+_DATE_TIME = re.compile(
+    r"(?<![\d+-])(?:19|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!\d|-\d)(?:[ T]\d{2}:\d{2}(?::\d{2})?)?"
+)
 
 
 def _outside_dates(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

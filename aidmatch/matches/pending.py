@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -26,8 +26,11 @@ def close_pending(
     """Close the unanswered requests matching ``where`` (cancelled by default, or timed out),
     each with an audit row carrying ``detail``; returns the ids of the needs they were for."""
     pending = Match.status.in_(PENDING_MATCH_STATUSES)
-    rows = session.execute(select(Match.id, Match.need_id).where(pending, where)).all()
+    # One statement closes them and says which it closed: a request accepted between a read and the
+    # update would otherwise get a "timed_out" audit row although it was accepted.
+    rows = session.execute(
+        update(Match).where(pending, where).values(status=status, updated_at=now).returning(Match.id, Match.need_id)
+    ).all()
     if rows:
-        audit.record_many(session, status.value, "match", [r[0] for r in rows], **detail)
-        session.execute(update(Match).where(pending, where).values(status=status, updated_at=now))
+        audit.record_many(session, status.value, "match", sorted(int(r[0]) for r in rows), **detail)
     return sorted({int(r[1]) for r in rows})

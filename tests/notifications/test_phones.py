@@ -57,3 +57,10 @@ def test_dates_and_times_in_a_text_are_not_taken_for_phones() -> None:
     assert out.startswith("2026-11-28 00:51")
     assert "916" not in out
     assert "1234567" not in redact_phones("[2026-11-28 00:51 UTC, sms] звоните +7 916 123-45-67")
+
+
+def test_a_phone_written_like_a_date_with_more_digits_is_still_hidden() -> None:
+    for text in ("звоните 8916-12-34-567", "тел +7 9161-23-45-67", "+7 4951-23-45-67 дом", "2016-12-31-567-89"):
+        out = redact_phones(text)
+        assert "[phone hidden]" in out, text
+        assert not any(run in out for run in ("567", "67")), (text, out)
