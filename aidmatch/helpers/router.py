@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from aidmatch.database import SessionDep
 from aidmatch.deps import Coordinator, SettingsDep
 from aidmatch.errors import ConflictError
 from aidmatch.helpers import service
-from aidmatch.helpers.schemas import HelperCreated, HelperFull, HelperIn
+from aidmatch.helpers.schemas import HelperCreated, HelperFull, HelperIn, HelperLink
 from aidmatch.limits import limit_public_posts
 from aidmatch.query import PageDep
 from aidmatch.schemas import Page, RowId
@@ -51,3 +51,21 @@ def list_helpers(session: SessionDep, page: PageDep, _: Coordinator) -> Page[Hel
 def get_helper(helper_id: RowId, session: SessionDep, _: Coordinator) -> HelperFull:
     """One helper with their phone (coordinators)."""
     return HelperFull.model_validate(service.get(session=session, helper_id=helper_id))
+
+
+@router.post("/{helper_id}/link", response_model=HelperLink)
+def replace_link(helper_id: RowId, session: SessionDep, settings: SettingsDep, _: Coordinator) -> HelperLink:
+    """A new private task link for the helper (coordinators), shown this once: the old one stops working."""
+    helper, secret = service.new_link(session=session, helper_id=helper_id)
+    session.commit()
+    link = task_link(settings.public_url, secret)
+    assert link is not None
+    return HelperLink(helper_id=helper.id, task_link=link)
+
+
+@router.delete("/{helper_id}/link", status_code=204, response_class=Response)
+def revoke_link(helper_id: RowId, session: SessionDep, _: Coordinator) -> Response:
+    """The helper's private task link stops working (coordinators); SMS replies still work."""
+    service.revoke_link(session=session, helper_id=helper_id)
+    session.commit()
+    return Response(status_code=204)

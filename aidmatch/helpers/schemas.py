@@ -39,3 +39,10 @@ class HelperCreated(HelperPublic):
     """Answer to a new registration: the private task link is shown this once."""
 
     task_link: str | None = None
+
+
+class HelperLink(OutModel):
+    """A helper's new private task link, shown this once (only its hash is stored)."""
+
+    helper_id: int
+    task_link: str

@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.auth.service import hash_secret
 from aidmatch.database import utcnow
 from aidmatch.enums import Language, VettingTier
@@ -70,6 +71,28 @@ def register(*, session: Session, helper_in: HelperIn) -> tuple[Helper, str | No
         is_organisation=helper_in.is_organisation,
         max_active_tasks=helper_in.max_active_tasks,
     )
+
+
+def new_link(*, session: Session, helper_id: int) -> tuple[Helper, str]:
+    """A new private link for the helper (a coordinator's call, e.g. when one leaked): the old one
+    stops working at once. Returns the helper and the new secret (stored only as its hash)."""
+    helper = get(session=session, helper_id=helper_id)
+    secret = new_link_secret()
+    helper.link_hash = hash_secret(secret)
+    helper.updated_at = utcnow()
+    audit.record(session, "link_replaced", "helper", helper.id)
+    session.flush()
+    return helper, secret
+
+
+def revoke_link(*, session: Session, helper_id: int) -> Helper:
+    """The helper's private link stops working and no new one is made (SMS replies still work)."""
+    helper = get(session=session, helper_id=helper_id)
+    helper.link_hash = None
+    helper.updated_at = utcnow()
+    audit.record(session, "link_revoked", "helper", helper.id)
+    session.flush()
+    return helper
 
 
 def get(*, session: Session, helper_id: int) -> Helper:

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aidmatch.audit.models import AuditEvent
 from aidmatch.auth.service import hash_secret
 from aidmatch.helpers.models import Helper
 
@@ -134,3 +135,38 @@ def test_openapi_schema_and_docs_render(client: TestClient) -> None:
     for path in ("/api/needs", "/api/needs/{need_id}", "/api/needs/code/{code}", "/api/offers", "/api/helpers"):
         assert path in schema["paths"], path
     assert client.get("/docs").status_code == 200
+
+
+def test_a_coordinator_replaces_or_revokes_a_helpers_private_link(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    offer = client.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 2,
+            "radius_km": 30,
+            "lat": 55.0,
+            "lon": 40.01,
+            "phone": "+79160000021",
+        },
+    ).json()
+    need = client.post("/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0}).json()
+    assert need["helpers_in_range"] == 1
+    old = offer["task_link"].rsplit("/", 1)[1]
+    assert client.get(f"/tasks/{old}").status_code == 200
+    r = client.post(f"/api/helpers/{offer['helper_id']}/link", headers=coordinator_headers)
+    assert r.status_code == 200, r.text
+    new = r.json()["task_link"].rsplit("/", 1)[1]
+    assert new != old
+    assert client.get(f"/tasks/{old}").status_code == 404  # the leaked link is dead at once
+    assert client.get(f"/tasks/{new}").status_code == 200
+    helper = db.get(Helper, offer["helper_id"])
+    assert helper is not None
+    assert helper.link_hash is not None
+    assert new not in helper.link_hash  # only a hash is kept
+    assert client.delete(f"/api/helpers/{offer['helper_id']}/link", headers=coordinator_headers).status_code == 204
+    assert client.get(f"/tasks/{new}").status_code == 404
+    actions = [e.action for e in db.scalars(select(AuditEvent).where(AuditEvent.entity == "helper"))]
+    assert actions == ["link_replaced", "link_revoked"]
+    assert client.delete("/api/helpers/999999/link", headers=coordinator_headers).status_code == 404

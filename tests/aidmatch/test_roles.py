@@ -29,6 +29,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("GET", "/api/exports/needs.csv", None, {ANY: 401, VOL: 403, COORD: 200}),
     ("GET", "/api/exports/offers.geojson", None, {ANY: 401, VOL: 403, COORD: 200}),
     ("POST", "/api/matches/{match}/decline", None, {ANY: 401, VOL: 403}),
+    ("POST", "/api/helpers/{helper}/link", None, {ANY: 401, VOL: 403, COORD: 200}),
+    ("DELETE", "/api/helpers/{helper}/link", None, {ANY: 401, VOL: 403, COORD: 204}),
     ("GET", "/dashboard", None, {ANY: 303, VOL: 403, COORD: 200}),
     ("GET", "/metrics", None, {ANY: 200, VOL: 200, COORD: 200}),
     ("GET", "/healthz", None, {ANY: 200, VOL: 200, COORD: 200}),
@@ -68,7 +70,7 @@ def test_who_may_call_what(
 ) -> None:
     need = scene["need"]
     match = client.get(f"/api/matches?need_id={need['id']}", headers=coordinator_headers).json()["items"][0]
-    url = path.format(need=need["id"], match=match["id"], code=need["code"])
+    url = path.format(need=need["id"], match=match["id"], code=need["code"], helper=scene["offer"]["helper_id"])
     headers = {ANY: {}, VOL: volunteer_headers, COORD: coordinator_headers}
     for caller, status in expected.items():
         r = client.request(method, url, json=body, headers=headers[caller], follow_redirects=False)
