@@ -405,9 +405,10 @@ def _write_batch_matches(
             strict=True,
         )
     ]
-    stmt = INSERT_NEW_PAIRS[session.get_bind().dialect.name].returning(Match.need_id, Match.helper_id)
-    inserted = np.array(session.execute(stmt, rows).tuples().all(), dtype=np.int64).reshape(-1, 2)
+    stmt = INSERT_NEW_PAIRS[session.get_bind().dialect.name].returning(Match.need_id, Match.helper_id, Match.id)
+    inserted = np.array(session.execute(stmt, rows).tuples().all(), dtype=np.int64).reshape(-1, 3)
     kept = np.isin((need_ids << 32) | helper_ids, (inserted[:, 0] << 32) | inserted[:, 1])[back]
+    audit.record_many(session, "asked", "match", np.sort(inserted[:, 2]).tolist(), run=run_id)
     consenting = select(Offer.id).join(Helper, Offer.helper_id == Helper.id).where(Helper.sms_consent.is_(True))
     session.execute(
         update(Match)
@@ -515,6 +516,7 @@ def accept(*, session: Session, match_id: int) -> Match:
         offer = session.get(Offer, match.offer_id, populate_existing=True)
         assert need is not None  # foreign key
         assert offer is not None  # foreign key
+        status_before = need.status
         need_left = need.quantity - need.quantity_assigned if need.status in OPEN_NEED_STATUSES else 0
         if need_left <= 0:
             raise ConflictError(f"need {need.id} has no unit left for match {match_id}")
@@ -553,6 +555,8 @@ def accept(*, session: Session, match_id: int) -> Match:
             continue
         session.refresh(need)
         audit.record(session, "accepted", "match", match_id, need=need.id, quantity=take)
+        if need.status is not status_before:
+            audit.record(session, need.status.value, "need", need.id, match=match_id)
         if need.quantity_assigned >= need.quantity:
             close_pending(session, (Match.need_id == need.id) & (Match.id != match_id), now=now, why="need taken")
             need.escalation_next_at = None
@@ -605,11 +609,13 @@ def complete(*, session: Session, match_id: int) -> Match:
             Match.need_id == match.need_id, Match.status == MatchStatus.completed
         )
     )
-    session.execute(
+    fulfilled = session.execute(
         update(Need)
-        .where(Need.id == match.need_id, Need.quantity <= (delivered or 0))
+        .where(Need.id == match.need_id, Need.quantity <= (delivered or 0), Need.status != NeedStatus.fulfilled)
         .values(status=NeedStatus.fulfilled, updated_at=now)
     )
+    if fulfilled.rowcount == 1:  # type: ignore[attr-defined]
+        audit.record(session, "fulfilled", "need", match.need_id, match=match_id)
     session.flush()
     return match
 

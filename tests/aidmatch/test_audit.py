@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
+from aidmatch.matches.models import Match
 from aidmatch.needs.models import Need
-from aidmatch.scheduler import upkeep_job
+from aidmatch.scheduler import batch_job, upkeep_job
 
 
 def _events(db: Session, entity: str, entity_id: int | None = None) -> list[tuple[str, str]]:
@@ -54,6 +55,10 @@ def test_status_changes_are_logged_with_who_made_them(
     link = owner["task_link"].rsplit("/", 1)[1]
     assert client.post(f"/api/matches/{second['id']}/accept", json={"link": link}).status_code == 200
     assert _events(db, "match", second["id"])[-1] == ("accepted", f"helper:{owner['helper_id']}")
+    assert _events(db, "need", need["id"])[-1] == ("assigned", f"helper:{owner['helper_id']}")
+    assert client.post(f"/api/matches/{second['id']}/complete", json={"link": link}).status_code == 200
+    assert _events(db, "match", second["id"])[-1] == ("completed", f"helper:{owner['helper_id']}")
+    assert _events(db, "need", need["id"])[-1] == ("fulfilled", f"helper:{owner['helper_id']}")
     # Expiry by the scheduler's upkeep.
     other = client.post("/api/needs", json={"category": "food", "lat": 56.0, "lon": 41.0}).json()
     stored = db.get(Need, other["id"])
@@ -72,7 +77,7 @@ def test_status_changes_are_logged_with_who_made_them(
     assert _events(db, "emergency") == [("switched_on", "coordinator:test coordinator")]
     assert client.get("/api/audit").status_code == 401
     log = client.get(f"/api/audit?entity=match&entity_id={second['id']}", headers=coordinator_headers).json()
-    assert [e["action"] for e in log["items"]] == ["accepted", "asked"]  # newest first
+    assert [e["action"] for e in log["items"]] == ["completed", "accepted", "asked"]  # newest first
     assert all(e["at"] for e in log["items"])
 
 
@@ -102,3 +107,27 @@ def test_requests_withdrawn_by_a_merge_are_logged_each(
     assert detail == {"why": f"merged into need {kept['id']}"}
     (after,) = client.get(f"/api/matches?need_id={twin['id']}", headers=coordinator_headers).json()["items"]
     assert after["status"] == "cancelled"
+
+
+def test_requests_made_by_a_batch_run_are_logged_each(client: TestClient, db: Session) -> None:
+    needs = [
+        client.post("/api/needs", json={"category": "water", "lat": 55.0 + 0.01 * k, "lon": 40.0}).json()
+        for k in range(3)
+    ]  # nobody to ask yet
+    client.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 3,
+            "radius_km": 30,
+            "lat": 55.0,
+            "lon": 40.0,
+            "phone": "+79160000031",
+        },
+    )
+    outcome = batch_job(sessions=client.app.state.sessionmaker, trigger="test", require_emergency=False)  # type: ignore[attr-defined]
+    assert outcome.run is not None
+    made = db.scalars(select(Match).where(Match.run_id == outcome.run.id)).all()
+    assert sorted(m.need_id for m in made) == sorted(n["id"] for n in needs)
+    for m in made:
+        assert _events(db, "match", m.id) == [("asked", "system:test")]
