@@ -93,17 +93,37 @@ class BodySizeLimit:
             await self._refuse(scope, receive, send)
             return
         seen = 0
+        over = False
+        replaced = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise PayloadTooLargeError(f"the request body is over {self.max_bytes} bytes")
             return message
 
-        await self.app(scope, counted, send)
+        async def answered(message: Message) -> None:
+            # A route's body parser may turn our error into its own (FastAPI answers 400 "error
+            # parsing the body" for JSON): a body found too long while streaming is always a 413.
+            nonlocal replaced
+            if over:
+                if message["type"] == "http.response.start" and not replaced:
+                    replaced = True
+                    response = problem(
+                        413,
+                        PayloadTooLargeError.type_,
+                        PayloadTooLargeError.title,
+                        f"the request body is over {self.max_bytes} bytes",
+                    )
+                    await response(scope, receive, send)
+                return
+            await send(message)
+
+        await self.app(scope, counted, answered)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Most clients write the whole body before they read the answer: read and drop it (up to a

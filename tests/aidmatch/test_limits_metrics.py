@@ -82,6 +82,22 @@ def test_oversized_bodies_get_413(strict: TestClient, db: Session) -> None:
     assert db.scalar(select(func.count(Need.id))) == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/api/needs", "application/json"), ("/need", "application/x-www-form-urlencoded")]
+)
+def test_an_oversized_body_sent_in_chunks_gets_413_too(strict: TestClient, db: Session, path: str, kind: str) -> None:
+    """No declared length: the body is counted as it streams in; JSON routes must not turn it into a 400."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 1000
+
+    refused = strict.post(path, content=chunks(), headers={"content-type": kind})
+    assert refused.status_code == 413
+    assert set(refused.json()) == SHAPE
+    assert db.scalar(select(func.count(Need.id))) == 0
+
+
 def test_sms_floods_from_one_phone_are_kept_but_not_acted_on(strict: TestClient, db: Session) -> None:
     url = "http://testserver/sms/inbound"
     codes = []
