@@ -19,6 +19,7 @@ from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.sms import service
 from aidmatch.sms.signature import public_request_url, valid_signature
+from notifications.segments import fit
 from notifications.templates import sms_reply
 
 log = logging.getLogger("aidmatch.sms")
@@ -114,7 +115,9 @@ def inbound(
         return _twiml(message.parsed["reply"])
     message.status = result.status
     message.language = result.parsed.language if result.parsed else None
-    parsed: dict[str, Any] = {"reply": result.reply}
+    # The answer goes back as an SMS too: kept within the segments every outgoing SMS may take.
+    reply = fit(result.reply, settings.sms_max_segments)
+    parsed: dict[str, Any] = {"reply": reply}
     if result.parsed is not None:
         parsed |= {
             "intent": result.parsed.intent,
@@ -130,7 +133,7 @@ def inbound(
     message.helper_id = result.links.get("helper_id")
     message.updated_at = utcnow()
     session.commit()
-    return _twiml(result.reply)
+    return _twiml(reply)
 
 
 @router.post("/status", status_code=204, response_class=Response)

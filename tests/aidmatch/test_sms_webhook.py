@@ -27,6 +27,7 @@ from aidmatch.sms.signature import public_request_url, valid_signature
 from geo.geocoding import GazetteerGeocoder
 from geo.sphere import haversine_km
 from notifications.ratelimit import TokenBucket
+from notifications.segments import segments
 from notifications.senders import FakeSender, TwilioSender
 from tests.fake_twilio import FakeTwilio, fake_twilio
 
@@ -451,3 +452,30 @@ def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: S
     (ask,) = db.scalars(select(Message).where(Message.phone == "+79160000001"))
     assert ask.status is MessageStatus.suppressed
     assert ask.error == "request withdrawn"
+
+
+def test_an_answer_by_sms_stays_within_the_segment_limit(sms: TestClient, db: Session, sms_settings: Settings) -> None:
+    helper_phone = "+79160000041"
+    sms.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 1,
+            "radius_km": 40,
+            "lat": 55.01,
+            "lon": 40.0,
+            "phone": helper_phone,
+        },
+    )
+    address = "ул. Длинная, дом 5, подъезд 2, за мостом у старой школы, " * 6
+    need = sms.post(
+        "/api/needs",
+        json={"category": "water", "lat": 55.0, "lon": 40.0, "address": address, "contact_phone": "+79260001122"},
+    ).json()
+    (match,) = db.scalars(select(Match).where(Match.need_id == need["id"]))
+    answer = _text(sms, helper_phone, f"ДА {match.id}")
+    assert "Контакт: +79260001122" in answer  # the contact comes first and is kept
+    assert segments(answer) <= sms_settings.sms_max_segments
+    stored = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound)).all()[-1]
+    assert stored.parsed is not None
+    assert stored.parsed["reply"] == answer  # a Twilio retry gets the same answer
