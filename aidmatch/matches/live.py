@@ -210,6 +210,9 @@ class LiveOfferIndex:
         self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
         self._feed = ChangeFeed(Offer.id, Offer.updated_at, recheck=recheck, clock=clock)
         self._offers: matching.Offers | None = None
+        # The first round of ``nearest`` for the points ``helpers_near`` searched last (its
+        # arguments → what the round found), valid until the next change of the offers.
+        self._first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
 
     def _grow(self) -> None:
         size = len(self._lat) * 2
@@ -254,6 +257,7 @@ class LiveOfferIndex:
 
     def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
         self._offers = None
+        self._first = {}
         out_rows: list[int] = []
         touched: list[int] = []
         for o in changed.values():
@@ -311,6 +315,7 @@ class LiveOfferIndex:
             self._in_index[came] = True
         if gone.size or came.size:
             self._offers = None
+            self._first = {}
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
@@ -405,19 +410,23 @@ class LiveOfferIndex:
         each other's database round trips.
         """
         wanted = max(4 * k, 16)  # some of the nearest are usually busy: look a little wider at once
+        first: list[tuple[int, int, float, int]] | None = None
         while True:
             with self._lock:
                 if self._n == 0 or len(self._index) == 0:
                     return []
-                offers, left = self._columns({})
-                rows, d_km = matching.nearest_capable(
-                    self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=wanted
-                )
-                found = [
-                    (int(self._offer_id[r]), int(self._helper_id[r]), float(d), int(left[r]))
-                    for r, d in zip(rows[0], d_km[0], strict=True)
-                    if r >= 0
-                ]
+                if wanted == max(4 * k, 16):
+                    # A group intake searched for this point already (``helpers_near``): the same
+                    # search on the same offers, so the same answer.
+                    first = self._first.get((float(lat), float(lon), CATEGORY_INDEX[category], wanted, float(max_km)))
+                if first is not None:
+                    found = first
+                else:
+                    offers, left = self._columns({})
+                    rows, d_km = matching.nearest_capable(
+                        self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=wanted
+                    )
+                    found = self._found(rows[0], d_km[0], left)
             skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
             held = pending([offer_id for offer_id, _, _, _ in found])
             out = []
@@ -428,31 +437,40 @@ class LiveOfferIndex:
             if len(out) >= k or len(found) < wanted:
                 return out[:k]
             wanted *= 8
+            first = None
+
+    def _found(self, rows: np.ndarray, d_km: np.ndarray, left: np.ndarray) -> list[tuple[int, int, float, int]]:
+        """(offer id, helper id, km, units free) of the rows a search found (shape (k,), -1 padded)."""
+        return [
+            (int(self._offer_id[r]), int(self._helper_id[r]), float(d), int(left[r]))
+            for r, d in zip(rows, d_km, strict=True)
+            if r >= 0
+        ]
 
     def helpers_near(
         self, *, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, k: np.ndarray, max_km: np.ndarray
     ) -> set[int]:
         """The helpers a ``nearest`` lookup for each point (shape (n,) each; ``category`` as
         ``CATEGORY_INDEX``) asks ``blocked`` about first, before it passes anyone over: one read
-        of their facts serves many lookups. One search per distinct ``k``."""
+        of their facts serves many lookups. One search per distinct ``k``; each point's answer is
+        kept as that lookup's first round (until the offers change), so it is not searched again."""
         with self._lock:
             if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return set()
             offers, left = self._columns({})
             found = []
+            first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
             for one_k in np.unique(k):
                 at = np.flatnonzero(k == one_k)
-                rows, _ = matching.nearest_capable(
-                    self._index,
-                    offers,
-                    left,
-                    lat[at],
-                    lon[at],
-                    category[at],
-                    max_km=max_km[at],
-                    k=max(4 * int(one_k), 16),
+                wanted = max(4 * int(one_k), 16)
+                rows, d_km = matching.nearest_capable(
+                    self._index, offers, left, lat[at], lon[at], category[at], max_km=max_km[at], k=wanted
                 )
                 found.append(self._helper_id[rows[rows >= 0]])
+                for j, i in enumerate(at.tolist()):
+                    key = (float(lat[i]), float(lon[i]), int(category[i]), wanted, float(max_km[i]))
+                    first[key] = self._found(rows[j], d_km[j], left)
+            self._first = first
         return set(np.concatenate(found).tolist())
 
     def reachable(

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, aliased
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import UNPREPARED, utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
@@ -152,7 +152,8 @@ class CandidateFacts:
         """Read the offers of the helpers ``stmt`` finds from ``ids`` (``_FACTS_BY_HELPER``/``_BY_OFFER``)."""
         key = "helper" if stmt is _FACTS_BY_HELPER else "offer"
         stmt = _FACTS_BY[key].get(self._session.get_bind().dialect.name, stmt)
-        rows = self._session.execute(stmt, {"ids": ids}).all()
+        # Unprepared: a cached generic plan made while ``matches`` was small scans the whole table.
+        rows = self._session.execute(stmt, {"ids": ids}, execution_options=UNPREPARED).all()
         open_tasks: dict[int, int] = {}
         for offer_id, helper_id, waiting, n, cap, consent, phone, language in rows:
             self._units[offer_id] = int(waiting)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from aidmatch.database import utcnow
+from aidmatch import migrate
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import Language, MatchStatus, NeedStatus, OfferStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match
-from aidmatch.matches.proposals import CandidateFacts, HelperContact, busy_helpers, pending_units
+from aidmatch.matches.proposals import _FACTS_BY, CandidateFacts, HelperContact, busy_helpers, pending_units
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
+from tests.databases import fresh_postgres_database
 
 
 def _seed(session: Session, rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -107,3 +109,28 @@ def test_candidate_facts_equal_the_plain_definitions(db: Session, seed: int) -> 
         assert alone.blocked(their_helpers) == {h for h in their_helpers if h in busy}
         assert alone.pending([]) == {}
         assert alone.blocked([]) == set()
+
+
+@pytest.mark.postgres
+def test_facts_reads_are_never_prepared_on_the_server() -> None:
+    """psycopg prepares a statement after its fifth run; PostgreSQL may then keep a generic plan
+    made while ``matches`` was small (a scan of the whole table) for the connection's life. The
+    facts reads run unprepared, so each is planned for the table as it is."""
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        try:
+            with make_sessionmaker(engine)() as db:
+                helpers, offers = _seed(db, np.random.default_rng(4))
+                prepared = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%max_active_tasks%'"
+                for k in range(8):
+                    facts = CandidateFacts(db)
+                    facts.blocked(helpers[k : k + 5])
+                    facts.pending(offers[k : k + 5])
+                assert db.scalar(text(prepared)) == 0
+                # The check sees one: the same statement without the option is prepared by its sixth run.
+                for k in range(8):
+                    db.execute(_FACTS_BY["helper"]["postgresql"], {"ids": helpers[k : k + 5]}).all()
+                assert db.scalar(text(prepared)) == 1
+        finally:
+            engine.dispose()

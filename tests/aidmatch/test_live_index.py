@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
+import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+import matching
 from aidmatch.categories import Category
 from aidmatch.database import utcnow
 from aidmatch.enums import OfferStatus
 from aidmatch.helpers.models import Helper
-from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live import Candidate, LiveOfferIndex
 from aidmatch.offers.models import Offer, OfferCategory
 from geo.sphere import haversine_km
 
@@ -197,3 +201,73 @@ def test_offers_enter_and_leave_the_index_as_their_window_opens_and_closes_witho
     assert usable_at(7) == {"open", "evening"}
     assert usable_at(9) == {"open"}
     assert usable_at(25) == {"open", "tomorrow"}
+
+
+def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``helpers_near`` keeps each point's first round for ``nearest`` (a group intake searches its
+    points once): the answers equal those of an index that never kept any, also after a change."""
+    rng = np.random.default_rng(11)
+    now = utcnow()
+    offer_ids = [_water_offer(db, f"+7916{i:07d}", 55 + float(rng.uniform(-0.3, 0.3)), now) for i in range(60)]
+    kept, plain = LiveOfferIndex(recheck=timedelta(0)), LiveOfferIndex(recheck=timedelta(0))
+    searches = [0]
+    real = matching.nearest_capable
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        searches[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matching, "nearest_capable", counted)
+    for step in range(3):
+        kept.refresh(session=db, now=utcnow())
+        plain.refresh(session=db, now=utcnow())
+        lat = 55 + rng.uniform(-0.3, 0.3, size=12)
+        lon = np.full(12, 40.0) + rng.uniform(-0.2, 0.2, size=12)
+        k = rng.choice([1, 3, 5], size=12)
+        max_km = rng.choice([np.inf, 15.0], size=12)
+        kept.helpers_near(lat=lat, lon=lon, category=np.zeros(12, dtype=np.int64), k=k, max_km=max_km)
+        taken: dict[int, int] = {}
+
+        def look(
+            index: LiveOfferIndex,
+            i: int,
+            pending: Callable[[list[int]], dict[int, int]],
+            at: Any = (lat, lon, k, max_km),
+        ) -> list[Candidate]:
+            la, lo, kk, km = at
+            return index.nearest(
+                lat=float(la[i]),
+                lon=float(lo[i]),
+                category=Category.water,
+                k=int(kk[i]),
+                max_km=float(km[i]),
+                pending=pending,
+            )
+
+        def held(ids: list[int], taken: dict[int, int] = taken) -> dict[int, int]:
+            return {o: taken[o] for o in ids if o in taken}
+
+        for i in range(12):
+            before = searches[0]
+            got = look(kept, i, held)
+            assert searches[0] == before  # its first round was kept (and was enough)
+            assert got == look(plain, i, held), (step, i)
+            for c in got[:1]:
+                taken[c.offer_id] = taken.get(c.offer_id, 0) + 1  # later lookups see it held
+        # A change drops what was kept: the next lookups see it.
+        for offer_id in rng.choice(offer_ids, size=10, replace=False).tolist():
+            offer = db.get(Offer, offer_id)
+            assert offer is not None
+            offer.capacity_used = offer.capacity
+            offer.updated_at = utcnow()
+        db.commit()
+        kept.refresh(session=db, now=utcnow())
+        plain.refresh(session=db, now=utcnow())
+        for i in range(12):
+            before = searches[0]
+            got = look(kept, i, lambda ids: {})
+            assert searches[0] > before  # searched again
+            assert got == look(plain, i, lambda ids: {})
+            if max_km[i] == np.inf:
+                want = _brute(db, float(lat[i]), float(lon[i]), Category.water, int(k[i]))
+                assert [c.offer_id for c in got] == [w[0] for w in want]
