@@ -5,7 +5,8 @@ in central Russia as in knn.py; quantity and capacity 1-3, 12 categories, offer 
 times, separately, building `matching.Needs`/`matching.Offers` from the arrays (validation), the
 candidate stage alone (`matching.batch.candidate_graph(needs, offers)`: every feasible pair up to
 16 M of them, else the spread graph, as `match` builds it), and `matching.match(needs, offers)`
-(which builds its own candidates). End to end = columns + match. The assignment is checked
+(which builds its own candidates; --time-budget-s passes match's time_budget_s, as the service's
+batch does with 40). End to end = columns + match. The assignment is checked
 (category, radius, capacity, quantity). Sizes run in increasing order; once a size's match takes
 longer than --stop-after seconds, larger sizes are skipped (a run cannot be interrupted safely, so
 the limit only stops the next one).
@@ -35,7 +36,7 @@ from matching.batch import candidate_graph
 TARGET_S = 5.0  # issue 3: 1M x 1M end to end on this 2-core machine
 
 
-def run_one(layout: str, n: int, seed: int) -> dict[str, Any]:
+def run_one(layout: str, n: int, seed: int, time_budget_s: float | None = None) -> dict[str, Any]:
     d = make_instance(layout, n, seed)
     t0 = time.perf_counter()
     needs, offers = to_matching(d)
@@ -45,7 +46,7 @@ def run_one(layout: str, n: int, seed: int) -> dict[str, Any]:
     n_edges = len(edges.need)
     del edges
     t3 = time.perf_counter()
-    res = matching.match(needs, offers)
+    res = matching.match(needs, offers, time_budget_s=time_budget_s)
     t4 = time.perf_counter()
     bad = check_assignment(d, res.need_index, res.offer_index, res.quantity)
     if not np.array_equal(np.bincount(res.need_index, weights=res.quantity, minlength=n), res.served):
@@ -63,6 +64,8 @@ def run_one(layout: str, n: int, seed: int) -> dict[str, Any]:
         "served": res.served_units,
         "served_pct": 100.0 * res.served_units / need_units,
         "objective": float(res.objective),
+        "complete": res.complete,
+        "gap_bound": res.gap_bound,
         "bad": bad,
     }
 
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="10k only")
     p.add_argument("--seed", type=int, default=20260101)
     p.add_argument("--plot", metavar="PATH", help="write a log-log PNG of time vs size")
+    p.add_argument("--time-budget-s", type=float, help="match's time_budget_s (the service passes 40)")
     args = p.parse_args(argv)
     sizes = [10_000] if args.quick else sorted(s for s in args.sizes if s <= args.max_size)
 
@@ -106,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     for i, n in enumerate(sizes):
-        r = run_one(args.layout, n, args.seed)
+        r = run_one(args.layout, n, args.seed, args.time_budget_s)
         rows.append(r)
         ok = "OK" if not r["bad"] else "FAIL: " + "; ".join(r["bad"])
-        print(f"n={n}: match {r['match_t']:.2f} s, served {r['served']}/{r['need_units']}, checks {ok}", flush=True)
+        print(
+            f"n={n}: match {r['match_t']:.2f} s, served {r['served']}/{r['need_units']}, "
+            f"objective {r['objective']:.0f}, gap_bound {r['gap_bound']}, complete {r['complete']}, checks {ok}",
+            flush=True,
+        )
         if r["match_t"] > args.stop_after and i + 1 < len(sizes):
             print(f"  match took > --stop-after {args.stop_after:g} s: skipping sizes {sizes[i + 1 :]}")
             break
