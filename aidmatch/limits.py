@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aidmatch.config import Settings
@@ -113,13 +114,7 @@ class BodySizeLimit:
             if over:
                 if message["type"] == "http.response.start" and not replaced:
                     replaced = True
-                    response = problem(
-                        413,
-                        PayloadTooLargeError.type_,
-                        PayloadTooLargeError.title,
-                        f"the request body is over {self.max_bytes} bytes",
-                    )
-                    await response(scope, receive, send)
+                    await self._too_large()(scope, receive, send)
                 return
             await send(message)
 
@@ -136,10 +131,12 @@ class BodySizeLimit:
             dropped += len(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        response = problem(
+        await self._too_large()(scope, receive, send)
+
+    def _too_large(self) -> JSONResponse:
+        return problem(
             413,
             PayloadTooLargeError.type_,
             PayloadTooLargeError.title,
             f"the request body is over {self.max_bytes} bytes",
         )
-        await response(scope, receive, send)

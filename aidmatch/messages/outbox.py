@@ -254,7 +254,6 @@ def _send(
         session.commit()
         if stamped.rowcount != 1:  # type: ignore[attr-defined]
             continue
-        session.refresh(message)
         body = message.body  # cut to the segment limit when claimed
         try:
             sent = sender.send(

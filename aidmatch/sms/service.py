@@ -298,9 +298,10 @@ def _command(
         return InboundResult(_status(session, phone, helper, lang), ok, parsed)
     # YES / NO / DONE: a task number (helpers) or a need code (the need's author). A code may be
     # all digits (8 of the code alphabet's 18 characters are): the sender's own need comes first.
-    if arg is not None and (not arg.isdigit() or _own_need(session, phone, arg) is not None):
+    own = _own_need(session, phone, arg) if arg is not None else None
+    if arg is not None and (own is not None or not arg.isdigit()):
         return _need_command(
-            session=session, settings=settings, phone=phone, command=command, code=arg, parsed=parsed, lang=lang
+            session=session, settings=settings, need=own, command=command, code=arg, parsed=parsed, lang=lang
         )
     if helper is None:
         return InboundResult(sms_reply("not_yours", lang, id=arg or ""), ok, parsed)
@@ -354,9 +355,16 @@ def _sentence_after_all(session: Session, phone: str, parsed: ParsedSms) -> bool
 
 
 def _need_command(
-    *, session: Session, settings: Settings, phone: str, command: str | None, code: str, parsed: ParsedSms, lang: str
+    *,
+    session: Session,
+    settings: Settings,
+    need: Need | None,
+    command: str | None,
+    code: str,
+    parsed: ParsedSms,
+    lang: str,
 ) -> InboundResult:
-    need = _own_need(session, phone, code)
+    """YES/NO/DONE from a need's author; ``need`` is the sender's own need named by ``code`` (or None)."""
     if need is None:
         return InboundResult(sms_reply("not_yours", lang, id=code), MessageStatus.parsed, parsed)
     if command == "yes":

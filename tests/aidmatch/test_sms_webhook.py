@@ -428,19 +428,17 @@ def test_the_open_needs_limit_by_sms_is_said_plainly(
     assert "error" not in last.parsed
 
 
-def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: Session, sms_settings: Settings) -> None:
-    offer = sms.post(
+def _water_offer(client: TestClient, phone: str) -> None:
+    """A water helper 1 km north of (55.0, 40.0), radius 40 km."""
+    r = client.post(
         "/api/offers",
-        json={
-            "categories": ["water"],
-            "capacity": 1,
-            "radius_km": 40,
-            "lat": 55.01,
-            "lon": 40.0,
-            "phone": "+79160000001",
-        },
+        json={"categories": ["water"], "capacity": 1, "radius_km": 40, "lat": 55.01, "lon": 40.0, "phone": phone},
     )
-    assert offer.status_code == 201, offer.text
+    assert r.status_code == 201, r.text
+
+
+def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: Session, sms_settings: Settings) -> None:
+    _water_offer(sms, "+79160000001")
     need = sms.post(
         "/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0, "contact_phone": "+79260001122"}
     ).json()
@@ -456,17 +454,7 @@ def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: S
 
 def test_an_answer_by_sms_stays_within_the_segment_limit(sms: TestClient, db: Session, sms_settings: Settings) -> None:
     helper_phone = "+79160000041"
-    sms.post(
-        "/api/offers",
-        json={
-            "categories": ["water"],
-            "capacity": 1,
-            "radius_km": 40,
-            "lat": 55.01,
-            "lon": 40.0,
-            "phone": helper_phone,
-        },
-    )
+    _water_offer(sms, helper_phone)
     address = "ул. Длинная, дом 5, подъезд 2, за мостом у старой школы, " * 6
     need = sms.post(
         "/api/needs",
