@@ -24,6 +24,7 @@ from aidmatch.matches.live_needs import LiveNeeds
 from aidmatch.matches.router import router as matches_router
 from aidmatch.matches.service import UnmetStatsCache
 from aidmatch.messages.outbox import make_sender
+from aidmatch.messages.ratelimit import SharedTokenBucket
 from aidmatch.messages.router import router as messages_router
 from aidmatch.metrics import install_metrics
 from aidmatch.needs.intake import IntakeGroups
@@ -34,7 +35,6 @@ from aidmatch.scheduler import build_scheduler
 from aidmatch.sms.router import router as sms_router
 from aidmatch.web import install as install_web
 from geo.geocoding import GazetteerGeocoder, Geocoder, load_places, make_online_geocoder
-from notifications.ratelimit import TokenBucket
 from notifications.senders import Sender
 
 
@@ -119,7 +119,8 @@ def create_app(
     )
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.sender = sender if sender is not None else make_sender(settings)
-    app.state.sms_bucket = TokenBucket(settings.sms_rate_per_s)
+    # Shared by every worker (a row in the database): the provider's rate is the whole service's.
+    app.state.sms_bucket = SharedTokenBucket(app.state.sessionmaker, "sms", settings.sms_rate_per_s)
     app.state.post_limiter, app.state.sms_limiter = make_limiters(settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_metrics(app, app.state.sessionmaker)

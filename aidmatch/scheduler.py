@@ -31,7 +31,7 @@ from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import MatchRun
 from aidmatch.matches.upkeep import UpkeepReport, run_upkeep
 from aidmatch.messages.outbox import drain
-from notifications.ratelimit import TokenBucket
+from notifications.ratelimit import Bucket
 from notifications.senders import Sender
 
 log = logging.getLogger("aidmatch.scheduler")
@@ -133,7 +133,7 @@ def build_scheduler(
     settings: Settings,
     live: LiveOfferIndex,
     sender: Sender,
-    bucket: TokenBucket,
+    bucket: Bucket,
 ) -> BackgroundScheduler:
     """The in-process scheduler with its three jobs (not started)."""
     scheduler = BackgroundScheduler(timezone="UTC")

@@ -5,6 +5,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Bucket(Protocol):
+    """What a sender paces itself with: ``TokenBucket`` (one process) or a bucket shared through a
+    database (``aidmatch.messages.ratelimit.SharedTokenBucket``, every worker)."""
+
+    rate: float
+    burst: float
+
+    def take(self, n: int = 1) -> int: ...
+
+    def give_back(self, n: int) -> None: ...
+
+    def wait_s(self) -> float: ...
 
 
 class TokenBucket:

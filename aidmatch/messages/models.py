@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aidmatch.columns import enum_type
@@ -57,3 +57,14 @@ class SmsConversation(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     asked: Mapped[str] = mapped_column(String(32), default="")  # what the last follow-up asked for
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RateBucket(Base):
+    """A token bucket every worker shares (``aidmatch.messages.ratelimit.SharedTokenBucket``):
+    its tokens as of ``at`` (seconds since the epoch); the rate and burst come from the settings."""
+
+    __tablename__ = "rate_buckets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)

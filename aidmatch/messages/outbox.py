@@ -39,7 +39,7 @@ from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.needs.models import Need
-from notifications.ratelimit import TokenBucket
+from notifications.ratelimit import Bucket
 from notifications.segments import fit
 from notifications.senders import ConsoleSender, PermanentSendError, Sender, TransientSendError, TwilioSender
 
@@ -195,7 +195,7 @@ def drain(
     sessions: sessionmaker[Session],
     sender: Sender,
     settings: Settings,
-    bucket: TokenBucket,
+    bucket: Bucket,
     now: datetime | None = None,
     pace_s: float = 0.0,
 ) -> DrainReport:

@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import MessageStatus
+from aidmatch.main import create_app
 from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.messages.outbox import backoff_s, drain
+from aidmatch.messages.ratelimit import SharedTokenBucket
 from notifications.ratelimit import TokenBucket
 from notifications.senders import FakeSender, Sent, TwilioSender
 from tests.fake_twilio import FakeTwilio, fake_twilio
@@ -364,3 +366,97 @@ def test_a_paced_pass_sends_at_the_configured_rate_not_one_burst(
     assert report.sent > 5
     assert report.sent <= 5 + 20.0 * elapsed + 1
     assert len(fake.sent) == report.sent
+
+
+# The bucket every worker shares (``SharedTokenBucket``): a row in the database, one per bucket.
+
+
+def _workers(settings: Settings, n: int) -> Iterator[list[sessionmaker[Session]]]:
+    engines = [make_engine(settings.database_url) for _ in range(n)]
+    try:
+        yield [make_sessionmaker(e) for e in engines]
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+@pytest.fixture
+def two_workers(settings: Settings) -> Iterator[list[sessionmaker[Session]]]:
+    yield from _workers(settings, 2)
+
+
+def test_a_shared_bucket_is_one_bucket_for_every_worker(two_workers: list[sessionmaker[Session]]) -> None:
+    now = [1_000.0]
+    a, b = (SharedTokenBucket(s, "sms", 1.0, burst=2, clock=lambda: now[0]) for s in two_workers)
+    assert a.take(5) == 2
+    assert b.take(5) == 0  # a per-worker bucket would give 2 more
+    assert a.wait_s() == pytest.approx(1.0)
+    now[0] += 1.0
+    assert b.wait_s() == 0.0
+    assert b.take(5) == 1
+    assert a.take(5) == 0
+    b.give_back(1)
+    assert a.take(5) == 1
+    now[0] += 100.0  # refills to the burst, not beyond
+    a.give_back(10)
+    assert b.take(5) == 2
+    now[0] -= 50.0  # a clock stepping back refills nothing
+    assert a.take(1) == 0
+    now[0] += 51.0
+    assert a.take(5) == 1
+    other = SharedTokenBucket(two_workers[0], "other", 1.0, burst=3, clock=lambda: now[0])
+    assert other.take(5) == 3  # each name is its own bucket
+
+
+@pytest.fixture
+def six_workers(settings: Settings) -> Iterator[list[sessionmaker[Session]]]:
+    yield from _workers(settings, 6)
+
+
+def test_concurrent_takes_never_spend_a_token_twice(six_workers: list[sessionmaker[Session]]) -> None:
+    buckets = [SharedTokenBucket(s, "sms", 1e-6, burst=25) for s in six_workers]  # refills ~nothing
+    taken: list[int] = []
+    start = threading.Barrier(len(buckets))
+
+    def work(bucket: SharedTokenBucket) -> None:
+        start.wait()
+        taken.extend(bucket.take(1) for _ in range(10))
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in buckets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(taken) == 25  # 60 tries by six workers at once: exactly the burst
+
+
+def test_two_drains_share_the_providers_rate(
+    settings: Settings, two_workers: list[sessionmaker[Session]], db: Session
+) -> None:
+    _queue(two_workers[0], 10)
+    now = [5_000.0]
+    fake = FakeSender()
+    buckets = [SharedTokenBucket(s, "sms", 1.0, burst=3, clock=lambda: now[0]) for s in two_workers]
+    sent = [
+        drain(sessions=s, sender=fake, settings=settings, bucket=b).sent
+        for s, b in zip(two_workers, buckets, strict=True)
+    ]
+    assert sent == [3, 0]
+    now[0] += 2.0
+    sent = [
+        drain(sessions=s, sender=fake, settings=settings, bucket=b).sent
+        for s, b in zip(two_workers, buckets, strict=True)
+    ]
+    assert sum(sent) == 2
+    assert Counter(m.status for m in _messages(db)) == {MessageStatus.sent: 5, MessageStatus.queued: 5}
+    assert len(fake.sent) == 5
+
+
+def test_every_app_on_one_database_uses_the_same_sms_bucket(settings: Settings) -> None:
+    first, second = create_app(settings), create_app(settings)
+    assert isinstance(first.state.sms_bucket, SharedTokenBucket)
+    burst = int(first.state.sms_bucket.burst)
+    assert first.state.sms_bucket.take(burst) == burst
+    assert second.state.sms_bucket.take(1) == 0
+    for app in (first, second):
+        app.state.engine.dispose()
