@@ -12,7 +12,9 @@ the audit rows and the SMS, and one commit. Each request gets its own answer or 
 
 If the group's transaction fails, nothing of it was written: its posts are retried one by one
 through ``intake_one`` (each its own transaction), so a bad post gets its own error and the
-others are still stored.
+others are still stored. If only its COMMIT failed, the outcome may be unknown (the connection
+lost on the way back): the group's new codes are looked up first, and if they are stored the
+posts get the group's answers instead of being written twice.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.audit import service as audit
@@ -268,6 +271,7 @@ def make_runner(*, sessions: sessionmaker[Session], settings: Callable[[], Setti
 
     def run(items: list[NeedIn]) -> list[Outcome]:
         now_settings = settings()
+        outcomes: list[Outcome] | None = None
         try:
             with sessions() as session:
                 outcomes = intake_group(session=session, items=items, settings=now_settings, live=live)
@@ -275,7 +279,24 @@ def make_runner(*, sessions: sessionmaker[Session], settings: Callable[[], Setti
             return outcomes
         except Exception:
             log.exception("a group of %d posts failed; retrying them one by one", len(items))
+        if outcomes is not None and _committed(outcomes):
+            # The COMMIT failed with its outcome unknown (the connection lost on the way back), but
+            # it did commit: writing the posts again would store them twice.
+            log.warning("the group's commit reported a failure but its needs are stored; answering as written")
+            return outcomes
         return [one(item, now_settings) for item in items]
+
+    def _committed(outcomes: list[Outcome]) -> bool:
+        codes = [o.need.code for o in outcomes if o.need is not None and not o.merged]
+        if not codes:  # only refusals and repeats: nothing tells; retried (a repeat bumps again)
+            return False
+        try:
+            with sessions() as session:
+                found = session.scalar(select(func.count(Need.id)).where(Need.code.in_(codes)))
+        except Exception:
+            log.exception("could not tell whether a failed group was stored")
+            return False
+        return found == len(codes)
 
     return run
 

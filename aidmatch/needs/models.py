@@ -52,3 +52,7 @@ class Need(Base):
     # due (the next wave, or the end of the last one); None once it has stopped.
     escalation_wave: Mapped[int | None] = mapped_column(Integer)
     escalation_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A post with an ``Idempotency-Key`` header: the key's SHA-256 and the body's. Posting the same
+    # key again answers with this need instead of making another (a retry after a lost answer).
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    idempotency_body: Mapped[str | None] = mapped_column(String(64))

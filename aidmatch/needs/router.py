@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from aidmatch.categories import Category
@@ -18,6 +21,7 @@ from aidmatch.deps import (
     TokenHolder,
 )
 from aidmatch.enums import NeedStatus, Urgency
+from aidmatch.errors import InvalidInputError
 from aidmatch.limits import limit_public_posts
 from aidmatch.needs import service
 from aidmatch.needs.intake import IntakeGroups
@@ -29,25 +33,77 @@ from geo.geocoding import Geocoder
 router = APIRouter(prefix="/api/needs", tags=["needs"])
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Any unique string (a UUID): posting again with the same key and body answers "
+        "with the need the first post made (200, header `Idempotent-Replayed: true`) instead of "
+        "making another; the same key with another body is refused (422).",
+    ),
+]
+
+
 @router.post("", status_code=201, response_model=NeedCreated, dependencies=[Depends(limit_public_posts)])
-async def create_need(need_in: NeedIn, response: Response, request: Request) -> NeedCreated:
+async def create_need(
+    need_in: NeedIn, response: Response, request: Request, idempotency_key: IdempotencyKey = None
+) -> NeedCreated:
     """Post a need. Anyone may; the answer carries the short public code and the helpers found.
 
     The same phone posting the same category within 500 m and 24 h bumps its open need instead
-    (200, ``merged``: true, the text appended) rather than making a second one.
+    (200, ``merged``: true, the text appended) rather than making a second one. A client that may
+    retry (a lost answer, a timeout) sends an ``Idempotency-Key`` header.
     """
     # ``async``: the request waits for its group (``aidmatch.needs.intake``) without holding a
-    # thread; only an address to geocode goes to the thread pool.
+    # thread; only an address to geocode (or a key to look up) goes to the thread pool.
+    sessions: sessionmaker[Session] = request.app.state.sessionmaker
+    key = None
+    if idempotency_key is not None:
+        key = (_sha256(idempotency_key), _sha256(need_in.model_dump_json()))
+        earlier = await run_in_threadpool(_replay, sessions, key)
+        if earlier is not None:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+            return earlier
     if need_in.lat is None or need_in.lon is None:
         need_in = await run_in_threadpool(_locate, need_in, request.app.state.geocoder)
+    if key is not None:
+        need_in = need_in.with_idempotency(*key)
     groups: IntakeGroups = request.app.state.intake
     outcome = await groups.submit(need_in)
     if outcome.error is not None:
+        if key is not None and isinstance(outcome.error, IntegrityError):
+            # The same key posted at the same moment: the other post stored its need first.
+            earlier = await run_in_threadpool(_replay, sessions, key)
+            if earlier is not None:
+                response.status_code = 200
+                response.headers["Idempotent-Replayed"] = "true"
+                return earlier
         raise outcome.error
     assert outcome.need is not None
     if outcome.merged:
         response.status_code = 200
     return outcome.need
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _replay(sessions: sessionmaker[Session], key: tuple[str, str]) -> NeedCreated | None:
+    """The need an earlier post with this key made, as it is now; None if there is none."""
+    with sessions() as session:
+        need = service.by_idempotency_key(session=session, key_sha256=key[0])
+        if need is None:
+            return None
+        if need.idempotency_body != key[1]:
+            raise InvalidInputError(
+                f"this Idempotency-Key was used for another post (need {need.code}); use a new key for a new post",
+                field="Idempotency-Key",
+            )
+        return NeedCreated.model_validate(need)
 
 
 def _locate(need_in: NeedIn, geocoder: Callable[[], Geocoder]) -> NeedIn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from aidmatch.categories import Category
 from aidmatch.enums import Language, NeedStatus, Source, Urgency
@@ -38,6 +38,19 @@ class NeedIn(InModel):
     contact_phone: Phone | None = None
     language: Language = Language.ru
     needed_by: Timestamp | None = None
+    # Set by the route from an ``Idempotency-Key`` header: (the key's SHA-256, the body's), stored
+    # with the need. Not a field: a client cannot send it in the body.
+    _idempotency: tuple[str, str] | None = PrivateAttr(default=None)
+
+    def with_idempotency(self, key_sha256: str, body_sha256: str) -> Self:
+        """This post, to be stored with an idempotency key (see ``Need.idempotency_key``)."""
+        copy = self.model_copy()
+        copy._idempotency = (key_sha256, body_sha256)
+        return copy
+
+    @property
+    def idempotency(self) -> tuple[str, str] | None:
+        return self._idempotency
 
     @model_validator(mode="after")
     def _has_location(self) -> Self:

@@ -124,6 +124,7 @@ def build(
 ) -> Need:
     """The new open need (not added to a session), at a place already located."""
     now = now or utcnow()
+    key, body = need_in.idempotency or (None, None)
     return Need(
         code=code,
         category=need_in.category,
@@ -145,6 +146,8 @@ def build(
         updated_at=now,
         needed_by=need_in.needed_by,
         expires_at=now + timedelta(hours=settings.need_expiry_hours),
+        idempotency_key=key,
+        idempotency_body=body,
     )
 
 
@@ -318,6 +321,11 @@ def get(*, session: Session, need_id: int) -> Need:
     if need is None:
         raise NotFoundError(f"no need with id {need_id}")
     return need
+
+
+def by_idempotency_key(*, session: Session, key_sha256: str) -> Need | None:
+    """The need a post with this ``Idempotency-Key`` (its SHA-256) made, if any."""
+    return session.scalar(select(Need).where(Need.idempotency_key == key_sha256))
 
 
 def get_by_code(*, session: Session, code: str) -> Need:

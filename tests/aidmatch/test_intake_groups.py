@@ -558,3 +558,33 @@ def test_groups_are_capped_and_every_post_gets_its_own_answer() -> None:
     assert groups.groups == 5
     assert groups.posts == 9
     assert groups.largest == 3
+
+
+def test_a_commit_lost_on_the_way_back_stores_the_group_once(database_url: str, db: Session) -> None:
+    engine = make_engine(database_url)
+    made = make_sessionmaker(engine)
+    lost = [True]
+
+    def sessions() -> Session:
+        session = made()
+        commit = session.commit
+
+        def commit_then_fail() -> None:
+            commit()
+            if lost[0]:
+                lost[0] = False
+                raise OperationalError("COMMIT", {}, RuntimeError("server closed the connection unexpectedly"))
+
+        session.commit = commit_then_fail  # type: ignore[method-assign]
+        return session
+
+    try:
+        run = _runner(database_url, sessions)  # type: ignore[arg-type]
+        out = run([_post(lat=55.0 + 0.1 * k, contact_phone=f"+792611100{k:02d}") for k in range(4)])
+    finally:
+        engine.dispose()
+    assert not lost[0]
+    assert all(o.error is None and o.need is not None and not o.merged for o in out)
+    stored = sorted(db.scalars(select(Need.id)))
+    assert stored == sorted(o.need.id for o in out if o.need is not None)  # four needs, not eight
+    assert len(stored) == 4

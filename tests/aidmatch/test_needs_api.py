@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -174,3 +175,66 @@ def test_bad_list_parameters_get_422(client: TestClient, coordinator_headers: di
     r = client.get(f"/api/needs?{query}", headers=coordinator_headers)
     assert r.status_code == 422
     assert set(r.json()) == {"type", "title", "status", "detail", "errors"}
+
+
+# Idempotency-Key: a client's retry of a post makes no second need.
+
+
+def _count(db: Session) -> int:
+    db.expire_all()
+    return int(db.scalar(select(func.count(Need.id))) or 0)
+
+
+def test_a_retry_with_the_same_idempotency_key_answers_with_the_first_need(client: TestClient, db: Session) -> None:
+    body = {**GOOD, "contact_phone": None}  # no phone: without the key a retry would make a second need
+    first = client.post("/api/needs", json=body, headers={"Idempotency-Key": "3f1c-retry-1"})
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    again = client.post("/api/needs", json=body, headers={"Idempotency-Key": "3f1c-retry-1"})
+    assert again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (again.json()["id"], again.json()["code"]) == (first.json()["id"], first.json()["code"])
+    assert _count(db) == 1
+    other = client.post("/api/needs", json=body, headers={"Idempotency-Key": "3f1c-retry-2"})
+    assert other.status_code == 201
+    plain = client.post("/api/needs", json=body)
+    assert plain.status_code == 201
+    assert len({first.json()["id"], other.json()["id"], plain.json()["id"]}) == 3
+    assert _count(db) == 3
+    stored = db.get(Need, first.json()["id"])
+    assert stored is not None
+    assert stored.idempotency_key is not None
+    assert "3f1c" not in stored.idempotency_key  # kept as a digest, not as the client sent it
+
+
+def test_an_idempotency_key_reused_for_another_post_is_refused(client: TestClient, db: Session) -> None:
+    first = client.post("/api/needs", json=GOOD, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    other = client.post("/api/needs", json={**GOOD, "quantity": 5}, headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 422, other.text
+    assert "Idempotency-Key" in other.json()["detail"]
+    assert first.json()["code"] in other.json()["detail"]
+    assert _count(db) == 1
+    too_long = client.post("/api/needs", json=GOOD, headers={"Idempotency-Key": "x" * 256})
+    assert too_long.status_code == 422
+    assert _count(db) == 1
+
+
+def test_posts_racing_with_one_idempotency_key_make_one_need(client: TestClient, db: Session) -> None:
+    body = {**GOOD, "contact_phone": None}
+    answers: list[tuple[int, int]] = []
+    start = threading.Barrier(8)
+
+    def post() -> None:
+        start.wait()
+        r = client.post("/api/needs", json=body, headers={"Idempotency-Key": "race"})
+        answers.append((r.status_code, r.json().get("id", -1)))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _count(db) == 1
+    assert sorted(code for code, _ in answers) == [200] * 7 + [201]
+    assert len({need_id for _, need_id in answers}) == 1
