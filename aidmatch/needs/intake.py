@@ -148,7 +148,7 @@ def intake_group(
             answers.append((existing, {f: getattr(existing, f) for f in _ANSWER_FIELDS}, 0, True))
             continue
         if item.contact_phone is not None:
-            refused = service.too_many_open(len(mine), settings)
+            refused = service.too_many_open(mine, settings, now)
             if refused is not None:
                 answers.append(refused)
                 continue

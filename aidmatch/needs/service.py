@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -42,7 +42,7 @@ def normalize_code(raw: str) -> str:
 # than running it (SQLAlchemy caches the compiled SQL, not the statement objects).
 _CODE_TAKEN = select(Need.id).where(Need.code == bindparam("code"))
 _OPEN_NEEDS_OF = (
-    select(Need.id, Need.category, Need.lat, Need.lon, Need.created_at)
+    select(Need.id, Need.category, Need.lat, Need.lon, Need.created_at, Need.expires_at)
     .where(Need.contact_phone == bindparam("phone"), Need.status.in_(OPEN_NEED_STATUSES))
     .order_by(Need.id)
 )
@@ -50,7 +50,7 @@ _OPEN_NEEDS_OF = (
 
 _CODES_TAKEN = select(Need.code).where(Need.code.in_(bindparam("codes", expanding=True)))
 _OPEN_NEEDS_OF_PHONES = (
-    select(Need.contact_phone, Need.id, Need.category, Need.lat, Need.lon, Need.created_at)
+    select(Need.contact_phone, Need.id, Need.category, Need.lat, Need.lon, Need.created_at, Need.expires_at)
     .where(Need.contact_phone.in_(bindparam("phones", expanding=True)), Need.status.in_(OPEN_NEED_STATUSES))
     .order_by(Need.id)
 )
@@ -64,6 +64,7 @@ class OpenNeed(Protocol):
     lat: float
     lon: float
     created_at: datetime
+    expires_at: datetime | None
 
 
 def new_code(session: Session) -> str:
@@ -151,13 +152,23 @@ def build(
     )
 
 
-def too_many_open(open_count: int, settings: Settings) -> TooManyRequestsError | None:
-    """The refusal for a phone with ``open_count`` open needs already (None: under the limit)."""
-    if open_count >= settings.max_open_needs_per_phone:
-        return TooManyRequestsError(
-            f"this phone already has {open_count} open needs; close one (DONE <code>) or call a coordinator"
-        )
-    return None
+def too_many_open(
+    open_needs: Sequence[OpenNeed], settings: Settings, now: datetime | None = None
+) -> TooManyRequestsError | None:
+    """The refusal for a phone with these open needs already (None: under the limit).
+
+    Its Retry-After is the time until the first of them expires (the limit lifts then at the
+    latest; closing one with DONE lifts it at once).
+    """
+    if len(open_needs) < settings.max_open_needs_per_phone:
+        return None
+    now = now or utcnow()
+    expiries = [n.expires_at for n in open_needs if n.expires_at is not None]
+    retry_after_s = max(1.0, (min(expiries) - now).total_seconds()) if expiries else None
+    return TooManyRequestsError(
+        f"this phone already has {len(open_needs)} open needs; close one (DONE <code>) or call a coordinator",
+        retry_after_s=retry_after_s,
+    )
 
 
 def locate(need_in: NeedIn, geocoder: Geocoder) -> NeedIn:
@@ -176,21 +187,17 @@ def create(
     settings: Settings,
     geocoder: Geocoder,
     source: Source = Source.api,
-    open_count: int | None = None,
+    open_needs: Sequence[OpenNeed] | None = None,
 ) -> Need:
     """Store a new open need, geocoding its address when it came without coordinates.
 
     A phone with ``max_open_needs_per_phone`` open needs already is refused (429).
-    ``open_count``: the phone's open needs, when the caller has read them already.
+    ``open_needs``: the phone's open needs (``open_needs_of``), when the caller has read them already.
     """
     if need_in.contact_phone is not None:
-        if open_count is None:
-            open_count = session.scalar(
-                select(func.count(Need.id)).where(
-                    Need.contact_phone == need_in.contact_phone, Need.status.in_(OPEN_NEED_STATUSES)
-                )
-            )
-        refused = too_many_open(open_count or 0, settings)
+        if open_needs is None:
+            open_needs = open_needs_of(session, need_in.contact_phone)
+        refused = too_many_open(open_needs, settings)
         if refused is not None:
             raise refused
     lat, lon, accuracy_m = _locate(need_in, geocoder)
@@ -264,7 +271,7 @@ def create_or_merge(
             settings=settings,
             geocoder=geocoder,
             source=source,
-            open_count=len(open_needs),
+            open_needs=open_needs,
         )
         return need, False
     existing = get(session=session, need_id=repeated.id)

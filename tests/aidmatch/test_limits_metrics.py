@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.main import create_app
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
@@ -68,8 +69,14 @@ def test_a_phone_may_hold_only_so_many_open_needs(
     few = settings.model_copy(update={"max_open_needs_per_phone": 3})
     with TestClient(create_app(few, geocoder=gazetteer)) as client:
         far = [_need(0, contact_phone="+79261234567", lat=54.6 + k * 0.02) for k in range(4)]  # 2 km apart: not repeats
-        codes = [client.post("/api/needs", json=body).status_code for body in far]
-        assert codes == [201, 201, 201, 429]
+        answers = [client.post("/api/needs", json=body) for body in far]
+        assert [a.status_code for a in answers] == [201, 201, 201, 429]
+        # Retry-After: until the first of the phone's open needs expires (the limit lifts then at the latest).
+        first = db.get(Need, answers[0].json()["id"])
+        assert first is not None
+        assert first.expires_at is not None
+        until_expiry = (first.expires_at - utcnow()).total_seconds()
+        assert until_expiry - 60 <= int(answers[3].headers["Retry-After"]) <= until_expiry + 1
         fifth = _need(0, contact_phone="+79261234567", lat=55.0)
         assert "open needs" in client.post("/api/needs", json=fifth).json()["detail"]
         assert client.post("/api/needs", json=_need(6, contact_phone="+79261234568")).status_code == 201
