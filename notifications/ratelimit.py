@@ -22,14 +22,19 @@ class Bucket(Protocol):
     def wait_s(self) -> float: ...
 
 
+def checked(rate_per_s: float, burst: float | None) -> tuple[float, float]:
+    """(rate, burst) of a bucket, the burst defaulting to one second's worth (at least 1)."""
+    if rate_per_s <= 0:
+        raise ValueError(f"rate_per_s = {rate_per_s} must be > 0")
+    burst = burst if burst is not None else max(1.0, rate_per_s)
+    if burst < 1:
+        raise ValueError(f"burst = {burst} must be >= 1")
+    return rate_per_s, burst
+
+
 class TokenBucket:
     def __init__(self, rate_per_s: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic):
-        if rate_per_s <= 0:
-            raise ValueError(f"rate_per_s = {rate_per_s} must be > 0")
-        self.rate = rate_per_s
-        self.burst = burst if burst is not None else max(1.0, rate_per_s)
-        if self.burst < 1:
-            raise ValueError(f"burst = {self.burst} must be >= 1")
+        self.rate, self.burst = checked(rate_per_s, burst)
         self._clock = clock
         self._tokens = self.burst
         self._at = clock()

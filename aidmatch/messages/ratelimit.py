@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.messages.models import RateBucket
+from notifications.ratelimit import checked
 
 _T = RateBucket.__table__.c
 
@@ -39,12 +40,7 @@ class SharedTokenBucket:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if rate_per_s <= 0:
-            raise ValueError(f"rate_per_s = {rate_per_s} must be > 0")
-        self.rate = rate_per_s
-        self.burst = burst if burst is not None else max(1.0, rate_per_s)
-        if self.burst < 1:
-            raise ValueError(f"burst = {self.burst} must be >= 1")
+        self.rate, self.burst = checked(rate_per_s, burst)
         self.name = name
         self._sessions, self._clock = sessions, clock
         self._created = False
