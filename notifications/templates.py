@@ -39,6 +39,13 @@ def helper_on_the_way(*, language: str, code: str, helper_name: str) -> str:
     return f"Заявка {code}: {helper_name} взял(а) её и свяжется с вами."
 
 
+def task_called_off(*, language: str, match_id: int, what: str, why: str) -> str:
+    """To a helper who accepted a task that no longer stands (the need was withdrawn, expired or merged)."""
+    if language == "en":
+        return f"Task {match_id} ({what}) is called off: {why}. No need to go. Thank you!"
+    return f"Задача {match_id} ({what}) отменена: {why}. Ехать не нужно. Спасибо!"
+
+
 def requester_contact(*, language: str, match_id: int, what: str, quantity: int, contact: str, address: str) -> str:
     """To the helper who accepted: how to reach the person in need."""
     where = f", {address}" if address else ""

@@ -5,12 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
+from aidmatch.categories import label
 from aidmatch.enums import MatchStatus
+from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match
+from aidmatch.messages import service as messages_service
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from notifications.templates import task_called_off
 
 PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 
@@ -34,3 +40,87 @@ def close_pending(
     if rows:
         audit.record_many(session, status.value, "match", sorted(int(r[0]) for r in rows), **detail)
     return sorted({int(r[1]) for r in rows})
+
+
+# Why an accepted task was called off, as its helper reads it (by the need's new status).
+_CALLED_OFF = {
+    "cancelled": {"ru": "заявку отозвали", "en": "the request was withdrawn"},
+    "expired": {"ru": "заявка истекла", "en": "the request expired"},
+    "duplicate": {"ru": "заявка объединена с другой", "en": "the request was merged into another"},
+}
+
+
+def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outcome: str) -> list[int]:
+    """Settle the accepted tasks of needs that closed (``outcome``: the needs' new status).
+
+    A need its author calls fulfilled has its accepted tasks completed. A need withdrawn, expired
+    or merged has them called off: cancelled, their units given back to the offers, and each
+    helper told by SMS (with consent), so they neither go nor keep a task slot for it. Returns the
+    ids of the matches settled, each with an audit row.
+    """
+    if not need_ids:
+        return []
+    accepted = (Match.need_id.in_(need_ids)) & (Match.status == MatchStatus.accepted)
+    if outcome == "fulfilled":
+        done = (
+            session.execute(
+                update(Match).where(accepted).values(status=MatchStatus.completed, updated_at=now).returning(Match.id)
+            )
+            .scalars()
+            .all()
+        )
+        ids = sorted(int(m) for m in done)
+        if ids:
+            audit.record_many(session, "completed", "match", ids, after="need fulfilled by its author")
+        return ids
+    rows = session.execute(
+        update(Match)
+        .where(accepted)
+        .values(status=MatchStatus.cancelled, updated_at=now)
+        .returning(Match.id, Match.offer_id, Match.quantity, Match.need_id)
+    ).all()
+    if not rows:
+        return []
+    ids = sorted(int(r[0]) for r in rows)
+    audit.record_many(session, "cancelled", "match", ids, after=f"need {outcome}")
+    units: dict[int, int] = {}
+    for _, offer_id, quantity, _ in rows:
+        units[int(offer_id)] = units.get(int(offer_id), 0) + int(quantity)
+    for offer_id, quantity in sorted(units.items()):  # in id order: two closers lock offers alike
+        session.execute(
+            update(Offer)
+            .where(Offer.id == offer_id)
+            .values(
+                capacity_used=case((Offer.capacity_used >= quantity, Offer.capacity_used - quantity), else_=0),
+                updated_at=now,
+            )
+        )
+    whom = session.execute(
+        select(Match.id, Match.need_id, Need.category, Helper.id, Helper.phone, Helper.language, Helper.sms_consent)
+        .join(Offer, Offer.id == Match.offer_id)
+        .join(Helper, Helper.id == Offer.helper_id)
+        .join(Need, Need.id == Match.need_id)
+        .where(Match.id.in_(ids))
+        .order_by(Match.id)
+    ).all()
+    why = _CALLED_OFF.get(outcome, _CALLED_OFF["cancelled"])
+    messages = []
+    for match_id, need_id, category, helper_id, phone, language, consent in whom:
+        if not consent:
+            continue
+        lang = language.value
+        messages.append(
+            {
+                "phone": phone,
+                "body": task_called_off(
+                    language=lang, match_id=match_id, what=label(category, lang), why=why.get(lang, why["en"])
+                ),
+                "language": lang,
+                "idempotency_key": f"match:{match_id}:called-off",
+                "need_id": need_id,
+                "match_id": match_id,
+                "helper_id": helper_id,
+            }
+        )
+    messages_service.queue_many(session=session, messages=messages, now=now)
+    return ids

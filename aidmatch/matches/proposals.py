@@ -45,7 +45,7 @@ from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
 from aidmatch.matches.models import Match
-from aidmatch.matches.pending import PENDING_MATCH_STATUSES
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
@@ -454,9 +454,15 @@ def escalate(
     refreshes ``live`` first. ``new``: the need was created in this transaction (no matches yet).
     ``facts_for``, ``asker``: as for ``offer_to_next_helpers``.
     """
+    if not new:
+        # As it is now, locked (PostgreSQL): the row the caller loaded may predate an accept that
+        # took the last unit, and a wave asked for it could then never be answered nor time out.
+        session.refresh(need, with_for_update=True)
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
         need.escalation_next_at = None
+        if not new:  # nothing left to ask for: requests still waiting would wait for ever
+            close_pending(session, Match.need_id == need.id, now=utcnow(), why=f"need {need.status.value}")
         session.flush()
         return 0
     waves = settings.waves_for(need.category.value)

@@ -520,6 +520,12 @@ def accept(*, session: Session, match_id: int) -> Match:
         need_left = need.quantity - need.quantity_assigned if need.status in OPEN_NEED_STATUSES else 0
         if need_left <= 0:
             raise ConflictError(f"need {need.id} has no unit left for match {match_id}")
+        if need.expires_at is not None and need.expires_at <= now:
+            raise ConflictError(f"need {need.id} expired at {need.expires_at:%Y-%m-%d %H:%M} UTC; it is no longer open")
+        if offer.status is not OfferStatus.active:
+            raise ConflictError(f"offer {offer.id} is {offer.status.value}; make it active again to accept")
+        if offer.available_until is not None and offer.available_until <= now:
+            raise ConflictError(f"offer {offer.id} was available until {offer.available_until:%Y-%m-%d %H:%M} UTC")
         offer_left = offer.capacity - offer.capacity_used
         if offer_left <= 0:
             raise ConflictError(f"offer {offer.id} has no capacity left for match {match_id}")
@@ -527,7 +533,12 @@ def accept(*, session: Session, match_id: int) -> Match:
         assigned = Need.quantity_assigned + take
         need_done = session.execute(
             update(Need)
-            .where(Need.id == need.id, Need.status.in_(OPEN_NEED_STATUSES), assigned <= Need.quantity)
+            .where(
+                Need.id == need.id,
+                Need.status.in_(OPEN_NEED_STATUSES),
+                assigned <= Need.quantity,
+                or_(Need.expires_at.is_(None), Need.expires_at > now),
+            )
             .values(
                 quantity_assigned=assigned,
                 status=case((assigned >= Need.quantity, NeedStatus.assigned), else_=NeedStatus.partially_assigned),
@@ -547,7 +558,12 @@ def accept(*, session: Session, match_id: int) -> Match:
             raise ConflictError(f"match {match_id} is no longer open to accept")
         offer_done = session.execute(
             update(Offer)
-            .where(Offer.id == offer.id, Offer.capacity_used + take <= Offer.capacity)
+            .where(
+                Offer.id == offer.id,
+                Offer.capacity_used + take <= Offer.capacity,
+                Offer.status == OfferStatus.active,
+                or_(Offer.available_until.is_(None), Offer.available_until > now),
+            )
             .values(capacity_used=Offer.capacity_used + take, updated_at=now)
         )
         if offer_done.rowcount != 1:  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ change, which the live offer index polls.
 One pass, at ``now``:
 
 1. offers past their ``available_until`` expire; their unanswered requests are cancelled;
-2. needs close to expiry get a "still needed?" SMS (once per expiry date); needs past it expire
-   and their unanswered requests are cancelled;
+2. needs close to expiry get a "still needed?" SMS (once per expiry date); needs past it expire,
+   their unanswered requests are cancelled and their accepted tasks called off (helpers told);
 3. requests outside an escalation that got no answer within ``match_response_timeout_s`` time
    out;
 4. critical needs whose escalation step is due get their next wave (or leave escalation);
@@ -31,7 +31,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
-from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_accepted, close_pending
 from aidmatch.matches.proposals import escalate, offer_to_next_helpers
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
@@ -100,15 +100,24 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
             idempotency_key=f"need:{need.id}:still-needed:{need.expires_at.isoformat()}",
             need_id=need.id,
         )
+    session.flush()
     due = Need.status.in_(OPEN_NEED_STATUSES) & Need.expires_at.is_not(None) & (Need.expires_at <= now)
-    count = session.scalar(select(func.count(Need.id)).where(due)) or 0
-    if count:
-        audit.record_many(session, "expired", "need", session.scalars(select(Need.id).where(due)))
-        close_pending(session, Match.need_id.in_(select(Need.id).where(due)), now=utcnow())
-        session.execute(
-            update(Need).where(due).values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())
-        )
-        report.needs_expired += count
+    # The needs first, then their matches: the order an accept takes them in (two orders deadlock).
+    expired = session.execute(
+        update(Need)
+        .where(due)
+        .values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())
+        .returning(Need.id),
+        execution_options={"synchronize_session": False},
+    ).scalars()
+    ids = sorted(int(i) for i in expired)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        audit.record_many(session, "expired", "need", chunk)
+        close_pending(session, Match.need_id.in_(chunk), now=utcnow())
+        close_accepted(session, chunk, now=utcnow(), outcome=NeedStatus.expired.value)
+    report.needs_expired += len(ids)
+    session.expire_all()  # loaded needs see their new status
     session.flush()
 
 

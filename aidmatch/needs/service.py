@@ -18,7 +18,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, NeedStatus, Source, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.matches.models import Match
-from aidmatch.matches.pending import close_pending
+from aidmatch.matches.pending import close_accepted, close_pending
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
 from aidmatch.query import BBox, PageParams, paginate
@@ -314,7 +314,9 @@ def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
     need.duplicate_of_id = of.id
     need.escalation_next_at = None
     need.updated_at = now
+    session.flush()  # the need's row first, then its matches: the order an accept takes them in
     close_pending(session, Match.need_id == need.id, now=now, why=f"merged into need {of.id}")
+    close_accepted(session, [need.id], now=now, outcome=NeedStatus.duplicate.value)
     note = f"[{now:%Y-%m-%d %H:%M} UTC, merged {need.code}] {need.description or ''}".strip()
     of.description = "\n".join(p for p in (of.description, note) if p)[-2000:]
     of.updated_at = now
@@ -372,8 +374,10 @@ def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
 def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     """The author says the need no longer stands (done, or not needed any more).
 
-    Requests still waiting for an answer are withdrawn; accepted ones stay for their helpers. A need
-    closed already (fulfilled, cancelled, expired, a duplicate) stays as it is: ConflictError.
+    Requests still waiting for an answer are withdrawn. Accepted tasks are settled: completed when
+    the author says it is done, called off (units back to the offers, helpers told by SMS) when it
+    is no longer needed. A need closed already (fulfilled, cancelled, expired, a duplicate) stays
+    as it is: ConflictError.
     """
     if need.status not in (*OPEN_NEED_STATUSES, NeedStatus.assigned):
         raise ConflictError(f"need {need.code} is {need.status.value} already")
@@ -382,6 +386,8 @@ def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     audit.record(session, "closed", "need", need.id, status=need.status.value)
     need.escalation_next_at = None
     need.updated_at = now
+    session.flush()  # the need's row first, then its matches: the order an accept takes them in
     close_pending(session, Match.need_id == need.id, now=now, why=f"need {need.status.value}")
+    close_accepted(session, [need.id], now=now, outcome=need.status.value)
     session.flush()
     return need

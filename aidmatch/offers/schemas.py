@@ -20,6 +20,7 @@ from aidmatch.schemas import (
     ShortText,
     Timestamp,
 )
+from notifications.phones import redact_phones
 
 MAX_RADIUS_KM = 500.0
 
@@ -70,6 +71,12 @@ class OfferOut(OutModel):
     available_until: datetime | None
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("description", "address")
+    @classmethod
+    def _visible_text(cls, value: str | None) -> str | None:
+        # Helpers type their number into the text too; offers are public, phone numbers are not.
+        return redact_phones(value) if value else value
 
 
 class OfferCreated(OfferOut):
