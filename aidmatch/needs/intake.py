@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -176,8 +177,8 @@ def intake_group(
             mine.append(need)  # the phone's next post in this group may repeat it
         answers.append((need, {f: getattr(need, f) for f in _ANSWER_FIELDS}, found, False))
 
-    session.add_all(created)
-    session.flush()  # one insert for the new needs (and the bumped ones' updates)
+    insert_needs(session, created)
+    session.flush()  # the bumped needs' updates (and on SQLite the new needs' insert)
     asked = [s for s in steps if isinstance(s, _Asked)]
     # Each need's requests in helper order (``match_rows``), as ``proposals.ask`` inserts them.
     rows = [
@@ -220,6 +221,43 @@ def intake_group(
         body = NeedCreated.model_validate({"id": need.id, **fields, "helpers_in_range": found, "merged": merged})
         out.append(Outcome(body, merged))
     return out
+
+
+_NEED_COLUMNS = tuple(c.name for c in Need.__table__.columns if c.name != "id")
+# PostgreSQL: one short statement run for each new need in psycopg's pipeline (``executemany``). The
+# ORM's one multi-row insert of a group has a different text for each group size and more than 50
+# parameters, which psycopg converts anew every time; this text is converted once and, after a few
+# runs, prepared on the server.
+_INSERT_NEED = (
+    f"INSERT INTO needs ({', '.join(_NEED_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_NEED_COLUMNS))}) RETURNING id"
+)
+
+
+def insert_needs(session: Session, needs: Sequence[Need]) -> None:
+    """Write new needs (built, not added to a session) in arrival order; each gets its id.
+
+    PostgreSQL: on the driver's cursor, the needs stay out of the session (nothing reads them back
+    through it). Elsewhere: added to the session, written by the caller's flush.
+    """
+    if not needs:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.add_all(needs)
+        return
+    rows = []
+    for need in needs:
+        values = [getattr(need, name) for name in _NEED_COLUMNS]
+        rows.append([v.value if isinstance(v, Enum) else v for v in values])
+    raw: Any = session.connection().connection.dbapi_connection  # psycopg's own connection
+    with raw.cursor() as cursor:
+        cursor.executemany(_INSERT_NEED, rows, returning=True)
+        ids = []
+        while True:
+            ids.append(cursor.fetchone()[0])
+            if not cursor.nextset():
+                break
+    for need, need_id in zip(needs, ids, strict=True):
+        need.id = need_id
 
 
 def _read_ahead(
