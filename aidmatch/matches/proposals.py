@@ -30,7 +30,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
-    insert,
     select,
     update,
 )
@@ -40,7 +39,7 @@ from sqlalchemy.orm import Session, aliased
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
-from aidmatch.database import UNPREPARED, utcnow
+from aidmatch.database import UNPREPARED, insert_rows, utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
@@ -112,7 +111,6 @@ INSERT_NEW_PAIRS: dict[str, Insert] = {
     "sqlite": sqlite.insert(_MATCHES).on_conflict_do_nothing(index_elements=_PAIR),
 }
 _INSERT_MATCHES = {name: stmt.returning(Match.id, Match.helper_id) for name, stmt in INSERT_NEW_PAIRS.items()}
-_INSERT_NEW_NEEDS_MATCHES = insert(_MATCHES).returning(Match.id, sort_by_parameter_order=True)
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 _owner = aliased(Offer)
 # Built once: building and keying these statements cost more Python time than running them.
@@ -300,7 +298,7 @@ def ask(
 def insert_matches(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Insert match rows (``match_rows``) of needs made in this transaction in one statement; their
     ids in the rows' order. No such pair can exist yet: a repeat fails the statement."""
-    return list(session.scalars(_INSERT_NEW_NEEDS_MATCHES, rows)) if rows else []
+    return insert_rows(session, _MATCHES, rows, returning_ids=True)
 
 
 def match_rows(
