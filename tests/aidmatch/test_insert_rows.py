@@ -85,8 +85,8 @@ def test_insert_rows_writes_what_the_core_insert_writes(db: Session) -> None:
             select(table.c.id, table.c.entity_id if model is AuditEvent else table.c.idempotency_key).where(
                 table.c.id.in_(ids)
             )
-        ).all()
-        by_id = dict(keys)
+        ).tuples()
+        by_id: dict[int, Any] = dict(keys.all())
         assert [by_id[i] for i in ids] == [r["entity_id" if model is AuditEvent else "idempotency_key"] for r in ours]
     stored = db.scalar(select(Message.created_at).where(Message.idempotency_key == "ours:0"))
     assert stored == datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
