@@ -14,7 +14,7 @@ Services flush; the caller commits once, so matches and their messages land toge
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -147,6 +147,24 @@ _FACTS_RAW = {
 _LANGUAGE = {language.value: language for language in Language}
 
 
+class _Contacts(Mapping[int, HelperContact]):
+    """Helper id → ``HelperContact``, built when asked for: a read holds every candidate's row,
+    a lookup asks a few of them (building a named tuple per row cost more than reading it)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[Any, str, Any]] = {}  # helper id → (consent, phone, language as read)
+
+    def __getitem__(self, helper_id: int) -> HelperContact:
+        consent, phone, language = self.rows[helper_id]
+        return HelperContact(bool(consent), phone, _LANGUAGE[language])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 class CandidateFacts:
     """What a lookup must know about the candidates it found, read in one statement per round.
 
@@ -165,7 +183,7 @@ class CandidateFacts:
         self._units: dict[int, int] = {}  # offer id → units awaiting an answer
         self._open: dict[int, int] = {}  # helper id → open tasks over all its offers
         self._cap: dict[int, int] = {}
-        self.contacts: dict[int, HelperContact] = {}
+        self.contacts = _Contacts()
 
     def _read(self, stmt: Select[Any], ids: list[int]) -> None:
         """Read the offers of the helpers ``stmt`` finds from ``ids`` (``_FACTS_BY_HELPER``/``_BY_OFFER``)."""
@@ -183,11 +201,12 @@ class CandidateFacts:
         else:
             rows = self._session.execute(stmt, {"ids": ids}, execution_options=UNPREPARED).all()
         open_tasks: dict[int, int] = {}
+        units, caps, contacts = self._units, self._cap, self.contacts.rows
         for offer_id, helper_id, waiting, n, cap, consent, phone, language in rows:
-            self._units[offer_id] = int(waiting)
+            units[offer_id] = int(waiting)
             open_tasks[helper_id] = open_tasks.get(helper_id, 0) + int(n)
-            self._cap[helper_id] = int(cap)
-            self.contacts[helper_id] = HelperContact(bool(consent), phone, _LANGUAGE[language])
+            caps[helper_id] = int(cap)
+            contacts[helper_id] = (consent, phone, language)
         self._open.update(open_tasks)
 
     def pending(self, offer_ids: list[int]) -> dict[int, int]:
