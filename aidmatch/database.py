@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, Request
 from psycopg.types.json import Json
 from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, insert
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -131,7 +133,10 @@ def _raw_insert(table: Table, columns: tuple[str, ...], returning: bool) -> tupl
     if key not in _RAW_INSERTS:
         if any(c.default is not None and c.name not in columns and not c.primary_key for c in table.columns):
             return None
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        if returning:
+            sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        else:
+            sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
         kinds = tuple(
             "json"
             if isinstance(table.c[name].type, JSON)
@@ -140,7 +145,7 @@ def _raw_insert(table: Table, columns: tuple[str, ...], returning: bool) -> tupl
             else ""
             for name in columns
         )
-        _RAW_INSERTS[key] = (sql + (" RETURNING id" if returning else ""), kinds)
+        _RAW_INSERTS[key] = (sql + " RETURNING id" if returning else sql, kinds)
     return _RAW_INSERTS[key]
 
 
@@ -162,9 +167,10 @@ def insert_rows(
     """Insert ``rows`` (dicts with the same keys) into ``table`` in one call; with ``returning_ids``
     their new ids, in the rows' order (else []).
 
-    On PostgreSQL (psycopg) one short statement runs once per row in psycopg's pipeline, on the
-    driver's cursor: its text is the same however many rows, so psycopg converts it once and the
-    server prepares it, and no SQLAlchemy bind processing runs per row (SQLAlchemy's multi-row
+    On PostgreSQL (psycopg), on the driver's cursor: without ids, one ``COPY … FROM STDIN`` (rows
+    formatted by psycopg's C code); with ids, one short ``INSERT … RETURNING id`` run once per row in
+    psycopg's pipeline, whose text is the same however many rows, so psycopg converts it once and
+    the server prepares it. No SQLAlchemy bind processing runs per row (SQLAlchemy's multi-row
     insert has a new text per row count, over 50 parameters, converted anew each time). Values are
     passed as SQLAlchemy would bind them: enums as their values, JSON serialised, UTC timestamps.
     Elsewhere, or when a column left out has a Python-side default: SQLAlchemy's Core insert.
@@ -187,10 +193,20 @@ def insert_rows(
             raise ValueError(f"rows for {table.name} must all have the columns {columns}")
         params.append([_raw_value(row[name], kind) for name, kind in zip(columns, kinds, strict=True)])
     connection: Any = session.connection().connection.dbapi_connection  # psycopg's own connection
+    try:
+        return _run_raw(connection, sql, params, returning_ids)
+    except psycopg.Error as exc:  # as SQLAlchemy raises it (IntegrityError for a unique key, …)
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+
+
+def _run_raw(connection: Any, sql: str, params: list[list[Any]], returning_ids: bool) -> list[int]:
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params, returning=returning_ids)
         if not returning_ids:
+            with cursor.copy(sql) as copy:
+                for values in params:
+                    copy.write_row(values)
             return []
+        cursor.executemany(sql, params, returning=True)
         ids = []
         while True:
             ids.append(int(cursor.fetchone()[0]))

@@ -22,20 +22,21 @@ import logging
 import queue
 import threading
 import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.audit import service as audit
 from aidmatch.categories import CATEGORY_INDEX
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import insert_rows, utcnow
 from aidmatch.enums import Source
 from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
@@ -223,40 +224,25 @@ def intake_group(
     return out
 
 
-_NEED_COLUMNS = tuple(c.name for c in Need.__table__.columns if c.name != "id")
-# PostgreSQL: one short statement run for each new need in psycopg's pipeline (``executemany``). The
-# ORM's one multi-row insert of a group has a different text for each group size and more than 50
-# parameters, which psycopg converts anew every time; this text is converted once and, after a few
-# runs, prepared on the server.
-_INSERT_NEED = (
-    f"INSERT INTO needs ({', '.join(_NEED_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_NEED_COLUMNS))}) RETURNING id"
-)
+_NEEDS = typing.cast(Table, Need.__table__)
+_NEED_COLUMNS = tuple(c.name for c in _NEEDS.columns if c.name != "id")
 
 
 def insert_needs(session: Session, needs: Sequence[Need]) -> None:
     """Write new needs (built, not added to a session) in arrival order; each gets its id.
 
-    PostgreSQL: on the driver's cursor, the needs stay out of the session (nothing reads them back
-    through it). Elsewhere: added to the session, written by the caller's flush.
+    PostgreSQL: through ``insert_rows`` (one short statement per need in psycopg's pipeline; the
+    ORM's one multi-row insert has a new text for each group size and more than 50 parameters,
+    which psycopg converts anew every time); the needs stay out of the session (nothing reads them
+    back through it). Elsewhere: added to the session, written by the caller's flush.
     """
     if not needs:
         return
     if session.get_bind().dialect.name != "postgresql":
         session.add_all(needs)
         return
-    rows = []
-    for need in needs:
-        values = [getattr(need, name) for name in _NEED_COLUMNS]
-        rows.append([v.value if isinstance(v, Enum) else v for v in values])
-    raw: Any = session.connection().connection.dbapi_connection  # psycopg's own connection
-    with raw.cursor() as cursor:
-        cursor.executemany(_INSERT_NEED, rows, returning=True)
-        ids = []
-        while True:
-            ids.append(cursor.fetchone()[0])
-            if not cursor.nextset():
-                break
-    for need, need_id in zip(needs, ids, strict=True):
+    rows = [{name: getattr(need, name) for name in _NEED_COLUMNS} for need in needs]
+    for need, need_id in zip(needs, insert_rows(session, _NEEDS, rows, returning_ids=True), strict=True):
         need.id = need_id
 
 

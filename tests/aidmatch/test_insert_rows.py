@@ -10,7 +10,9 @@ import typing
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
@@ -106,4 +108,14 @@ def test_a_column_left_to_its_default_goes_through_sqlalchemy(db: Session) -> No
     events = list(db.scalars(select(AuditEvent).where(AuditEvent.id.in_(ids)).order_by(AuditEvent.id)))
     assert [e.entity_id for e in events] == [0, 1, 2]
     assert all(e.detail == {} and e.at is not None for e in events)
+    db.rollback()
+
+
+def test_a_duplicate_key_raises_as_sqlalchemy_raises_it(db: Session) -> None:
+    insert_rows(db, _MESSAGES, _messages("dup", 2))
+    with pytest.raises(IntegrityError):
+        insert_rows(db, _MESSAGES, _messages("dup", 1))
+    db.rollback()
+    with pytest.raises(IntegrityError):
+        insert_rows(db, _MESSAGES, _messages("again", 2) + _messages("again", 1), returning_ids=True)
     db.rollback()
