@@ -12,15 +12,15 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
-from aidmatch.database import utcnow
+from aidmatch.database import insert_rows, utcnow
 from aidmatch.query import PageParams, paginate
 
 ANONYMOUS = "anonymous"
-_INSERT = insert(typing.cast(Table, AuditEvent.__table__))
+_TABLE = typing.cast(Table, AuditEvent.__table__)
 
 
 def act_as(session: Session, actor: str) -> None:
@@ -49,7 +49,7 @@ def record_many(session: Session, action: str, entity: str, ids: Iterable[int], 
         for i in ids
     ]
     if rows:
-        session.execute(_INSERT, rows)  # through the table: the ORM's bulk insert costs more Python
+        insert_rows(session, _TABLE, rows)  # through the table: the ORM's bulk insert costs more Python
 
 
 def record_each(session: Session, events: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
@@ -60,7 +60,7 @@ def record_each(session: Session, events: Iterable[tuple[str, str, int, dict[str
         {"at": now, "actor": actor, "action": a, "entity": e, "entity_id": int(i), "detail": d} for a, e, i, d in events
     ]
     if rows:
-        session.execute(_INSERT, rows)
+        insert_rows(session, _TABLE, rows)
 
 
 def list_events(

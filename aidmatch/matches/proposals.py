@@ -14,7 +14,7 @@ Services flush; the caller commits once, so matches and their messages land toge
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -30,7 +30,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
-    insert,
     select,
     update,
 )
@@ -40,7 +39,7 @@ from sqlalchemy.orm import Session, aliased
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
-from aidmatch.database import UNPREPARED, utcnow
+from aidmatch.database import UNPREPARED, insert_rows, utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
@@ -112,7 +111,6 @@ INSERT_NEW_PAIRS: dict[str, Insert] = {
     "sqlite": sqlite.insert(_MATCHES).on_conflict_do_nothing(index_elements=_PAIR),
 }
 _INSERT_MATCHES = {name: stmt.returning(Match.id, Match.helper_id) for name, stmt in INSERT_NEW_PAIRS.items()}
-_INSERT_NEW_NEEDS_MATCHES = insert(_MATCHES).returning(Match.id, sort_by_parameter_order=True)
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 _owner = aliased(Offer)
 # Built once: building and keying these statements cost more Python time than running them.
@@ -126,6 +124,45 @@ _FACTS_BY = {
     "helper": {"postgresql": _facts(Offer.helper_id == any_(_IDS_ARRAY))},
     "offer": {"postgresql": _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id == any_(_IDS_ARRAY))))},
 }
+
+
+def _statuses(statuses: Sequence[MatchStatus]) -> str:
+    return ", ".join(f"'{s.value}'" for s in statuses)  # our own enum values: no quoting needed
+
+
+# PostgreSQL: the same reads as ``_FACTS_BY`` written out, run on the driver's cursor. Through
+# SQLAlchemy each read paid more Python (ORM execution, bind and result processing, the query's
+# conversion) than PostgreSQL took to answer it; the rows are plain tuples, the language its value.
+_FACTS_SQL = f"""SELECT o.id, o.helper_id,
+ (SELECT coalesce(sum(m.quantity), 0) FROM matches m
+   WHERE m.offer_id = o.id AND m.status IN ({_statuses(PENDING_MATCH_STATUSES)})),
+ (SELECT count(m.id) FROM matches m WHERE m.offer_id = o.id AND m.status IN ({_statuses(OPEN_TASK_STATUSES)})),
+ h.max_active_tasks, h.sms_consent, h.phone, h.language
+FROM offers o JOIN helpers h ON h.id = o.helper_id
+WHERE o.helper_id {{}}"""
+_FACTS_RAW = {
+    "helper": _FACTS_SQL.format("= ANY(%(ids)s::integer[])"),
+    "offer": _FACTS_SQL.format("IN (SELECT w.helper_id FROM offers w WHERE w.id = ANY(%(ids)s::integer[]))"),
+}
+_LANGUAGE = {language.value: language for language in Language}
+
+
+class _Contacts(Mapping[int, HelperContact]):
+    """Helper id → ``HelperContact``, built when asked for: a read holds every candidate's row,
+    a lookup asks a few of them (building a named tuple per row cost more than reading it)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[Any, str, Any]] = {}  # helper id → (consent, phone, language as read)
+
+    def __getitem__(self, helper_id: int) -> HelperContact:
+        consent, phone, language = self.rows[helper_id]
+        return HelperContact(bool(consent), phone, _LANGUAGE[language])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class CandidateFacts:
@@ -146,20 +183,30 @@ class CandidateFacts:
         self._units: dict[int, int] = {}  # offer id → units awaiting an answer
         self._open: dict[int, int] = {}  # helper id → open tasks over all its offers
         self._cap: dict[int, int] = {}
-        self.contacts: dict[int, HelperContact] = {}
+        self.contacts = _Contacts()
 
     def _read(self, stmt: Select[Any], ids: list[int]) -> None:
         """Read the offers of the helpers ``stmt`` finds from ``ids`` (``_FACTS_BY_HELPER``/``_BY_OFFER``)."""
         key = "helper" if stmt is _FACTS_BY_HELPER else "offer"
-        stmt = _FACTS_BY[key].get(self._session.get_bind().dialect.name, stmt)
-        # Unprepared: a cached generic plan made while ``matches`` was small scans the whole table.
-        rows = self._session.execute(stmt, {"ids": ids}, execution_options=UNPREPARED).all()
+        rows: Sequence[Any]
+        if self._session.get_bind().dialect.name == "postgresql":
+            raw: Any = self._session.connection().connection.dbapi_connection  # psycopg's own connection
+            cursor = raw.cursor()
+            try:
+                # Unprepared: a cached generic plan made while ``matches`` was small scans the whole table.
+                cursor.execute(_FACTS_RAW[key], {"ids": ids}, prepare=False)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        else:
+            rows = self._session.execute(stmt, {"ids": ids}, execution_options=UNPREPARED).all()
         open_tasks: dict[int, int] = {}
+        units, caps, contacts = self._units, self._cap, self.contacts.rows
         for offer_id, helper_id, waiting, n, cap, consent, phone, language in rows:
-            self._units[offer_id] = int(waiting)
+            units[offer_id] = int(waiting)
             open_tasks[helper_id] = open_tasks.get(helper_id, 0) + int(n)
-            self._cap[helper_id] = int(cap)
-            self.contacts[helper_id] = HelperContact(bool(consent), phone, language)
+            caps[helper_id] = int(cap)
+            contacts[helper_id] = (consent, phone, language)
         self._open.update(open_tasks)
 
     def pending(self, offer_ids: list[int]) -> dict[int, int]:
@@ -270,7 +317,7 @@ def ask(
 def insert_matches(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Insert match rows (``match_rows``) of needs made in this transaction in one statement; their
     ids in the rows' order. No such pair can exist yet: a repeat fails the statement."""
-    return list(session.scalars(_INSERT_NEW_NEEDS_MATCHES, rows)) if rows else []
+    return insert_rows(session, _MATCHES, rows, returning_ids=True)
 
 
 def match_rows(

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from aidmatch.database import utcnow
+from aidmatch.database import insert_rows, utcnow
 from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.messages.models import Message
 from aidmatch.query import PageParams, paginate
 
-_INSERT = insert(typing.cast(Table, Message.__table__))
+_TABLE = typing.cast(Table, Message.__table__)
 
 
 def _outbound(now: datetime, **fields: Any) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def queue_many(*, session: Session, messages: Sequence[dict[str, Any]], now: dat
         return
     now = now or utcnow()
     rows = [_outbound(now, **m) for m in messages]
-    session.execute(_INSERT, rows)  # through the table: the ORM's bulk insert costs more Python
+    insert_rows(session, _TABLE, rows)  # through the table: the ORM's bulk insert costs more Python
 
 
 def list_messages(

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -31,13 +32,13 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.audit import service as audit
 from aidmatch.categories import CATEGORY_INDEX
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import insert_rows, utcnow
 from aidmatch.enums import Source
 from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
@@ -179,8 +180,8 @@ def intake_group(
             mine.append(need)  # the phone's next post in this group may repeat it
         answers.append((need, {f: getattr(need, f) for f in _ANSWER_FIELDS}, found, False))
 
-    session.add_all(created)
-    session.flush()  # one insert for the new needs (and the bumped ones' updates)
+    insert_needs(session, created)
+    session.flush()  # the bumped needs' updates (and on SQLite the new needs' insert)
     asked = [s for s in steps if isinstance(s, _Asked)]
     # Each need's requests in helper order (``match_rows``), as ``proposals.ask`` inserts them.
     rows = [
@@ -223,6 +224,28 @@ def intake_group(
         body = NeedCreated.model_validate({"id": need.id, **fields, "helpers_in_range": found, "merged": merged})
         out.append(Outcome(body, merged))
     return out
+
+
+_NEEDS = typing.cast(Table, Need.__table__)
+_NEED_COLUMNS = tuple(c.name for c in _NEEDS.columns if c.name != "id")
+
+
+def insert_needs(session: Session, needs: Sequence[Need]) -> None:
+    """Write new needs (built, not added to a session) in arrival order; each gets its id.
+
+    PostgreSQL: through ``insert_rows`` (one short statement per need in psycopg's pipeline; the
+    ORM's one multi-row insert has a new text for each group size and more than 50 parameters,
+    which psycopg converts anew every time); the needs stay out of the session (nothing reads them
+    back through it). Elsewhere: added to the session, written by the caller's flush.
+    """
+    if not needs:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.add_all(needs)
+        return
+    rows = [{name: getattr(need, name) for name in _NEED_COLUMNS} for need in needs]
+    for need, need_id in zip(needs, insert_rows(session, _NEEDS, rows, returning_ids=True), strict=True):
+        need.id = need_id
 
 
 def _read_ahead(

@@ -6,9 +6,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -48,12 +49,27 @@ _OPEN_NEEDS_OF = (
 )
 
 
-_CODES_TAKEN = select(Need.code).where(Need.code.in_(bindparam("codes", expanding=True)))
-_OPEN_NEEDS_OF_PHONES = (
-    select(Need.contact_phone, Need.id, Need.category, Need.lat, Need.lon, Need.created_at, Need.expires_at)
-    .where(Need.contact_phone.in_(bindparam("phones", expanding=True)), Need.status.in_(OPEN_NEED_STATUSES))
-    .order_by(Need.id)
-)
+def _open_needs_of_phones(phones: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(Need.contact_phone, Need.id, Need.category, Need.lat, Need.lon, Need.created_at, Need.expires_at)
+        .where(phones, Need.status.in_(OPEN_NEED_STATUSES))
+        .order_by(Need.id)
+    )
+
+
+# A group's phones and codes: an expanding IN list on SQLite; on PostgreSQL one array parameter, so
+# the SQL text stays the same whatever the group's size (SQLAlchemy and psycopg cache it instead of
+# rendering and converting it for each group).
+_CODES_TAKEN = {
+    "sqlite": select(Need.code).where(Need.code.in_(bindparam("codes", expanding=True))),
+    "postgresql": select(Need.code).where(Need.code == any_(bindparam("codes", type_=postgresql.ARRAY(String)))),
+}
+_OPEN_NEEDS_OF_PHONES = {
+    "sqlite": _open_needs_of_phones(Need.contact_phone.in_(bindparam("phones", expanding=True))),
+    "postgresql": _open_needs_of_phones(
+        Need.contact_phone == any_(bindparam("phones", type_=postgresql.ARRAY(String)))
+    ),
+}
 
 
 class OpenNeed(Protocol):
@@ -84,7 +100,9 @@ def new_codes(session: Session, n: int) -> list[str]:
             return codes
         drawn = {"".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH)) for _ in range(wanted)}
         drawn -= set(codes)
-        taken = set(session.scalars(_CODES_TAKEN, {"codes": sorted(drawn)})) if drawn else set()
+        stmt = _CODES_TAKEN["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
+        # Through the connection: the ORM's execution adds Python time and nothing to plain columns.
+        taken = set(session.connection().execute(stmt, {"codes": sorted(drawn)}).scalars()) if drawn else set()
         codes.extend(sorted(drawn - taken)[:wanted])
     if len(codes) < n:
         raise RuntimeError("could not find free need codes in 20 tries; the code space is nearly full")
@@ -229,7 +247,8 @@ def open_needs_of_phones(session: Session, phones: Sequence[str]) -> dict[str, l
     """``open_needs_of`` for many phones in one read: each phone's open needs, oldest first."""
     out: dict[str, list[OpenNeed]] = {p: [] for p in phones}
     if phones:
-        for row in session.execute(_OPEN_NEEDS_OF_PHONES, {"phones": sorted(out)}):
+        stmt = _OPEN_NEEDS_OF_PHONES["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
+        for row in session.connection().execute(stmt, {"phones": sorted(out)}):
             out[row.contact_phone].append(row)
     return out
 
