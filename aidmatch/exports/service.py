@@ -113,9 +113,22 @@ ROWS: dict[str, tuple[tuple[Column, ...], Callable[[Session], Iterator[dict[str,
 }
 
 
+# A cell a spreadsheet would read as a formula (CSV injection): text typed by the public that starts
+# with one of these is exported with a leading apostrophe, which spreadsheets show as plain text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv_line(values: Sequence[Any]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(["" if v is None else v for v in values])
+    csv.writer(buf, lineterminator="\r\n").writerow([_cell(v) for v in values])
     return buf.getvalue()
 
 

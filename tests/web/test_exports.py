@@ -118,3 +118,18 @@ def test_empty_exports_are_valid(client: TestClient, coordinator_headers: dict[s
     assert json.loads(client.get("/api/exports/needs.geojson", headers=coordinator_headers).text)["features"] == []
     rows = list(csv.reader(io.StringIO(client.get("/api/exports/offers.hxl.csv", headers=coordinator_headers).text)))
     assert len(rows) == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "hxl.csv"])
+def test_text_a_spreadsheet_would_run_as_a_formula_is_exported_as_text(
+    client: TestClient, coordinator_headers: dict[str, str], fmt: str
+) -> None:
+    formula = '=HYPERLINK("http://example.invalid/x","click")'
+    made = client.post("/api/needs", json={"category": "food", "lat": 40.7, "lon": -73.9, "address": formula})
+    assert made.status_code == 201
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/exports/needs.{fmt}", headers=coordinator_headers).text)))
+    (row,) = [r for r in rows if r["code"] == made.json()["code"]]
+    assert row["address"] == "'" + formula  # shown as text, never evaluated
+    assert float(row["lon"]) == -73.9  # numbers that start with "-" stay numbers
+    geojson = client.get("/api/exports/needs.geojson", headers=coordinator_headers).json()
+    assert {f["properties"]["address"] for f in geojson["features"]} == {formula}  # not a spreadsheet: as typed
