@@ -111,6 +111,7 @@ def intake_group(
     now = utcnow()
     source = Source.api
     phones = sorted({i.contact_phone for i in items if i.contact_phone is not None})
+    service.lock_phones(session, phones)  # another worker's group or an SMS from one of them waits
     open_by_phone = service.open_needs_of_phones(session, phones)
     codes = service.new_codes(session, len(items))
     live.refresh(session=session, now=now)

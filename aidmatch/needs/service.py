@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Select, String, any_, bindparam, select
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -232,6 +232,30 @@ DUPLICATE_RADIUS_KM = 0.5
 DUPLICATE_WINDOW = timedelta(hours=24)
 
 
+# The advisory-lock class of "a phone's intake" (the two-key form: apart from the scheduler's keys).
+_PHONE_LOCK_CLASS = 0x504E
+_LOCK_PHONES = text(
+    "SELECT count(pg_advisory_xact_lock(:cls, k)) FROM "
+    "(SELECT DISTINCT hashtext(p) AS k FROM unnest(CAST(:phones AS text[])) AS p ORDER BY k) AS keys"
+)
+# SQLite: a write that changes nothing still takes the database's write lock, which the transaction
+# then holds; a second writer waits for it (busy timeout).
+_SQLITE_WRITE_LOCK = text("UPDATE sms_optouts SET phone = phone WHERE 0 = 1")
+
+
+def lock_phones(session: Session, phones: Sequence[str]) -> None:
+    """Hold these phones' intake until the transaction ends: two messages or posts from one phone
+    at the same moment would otherwise both miss the other's need (two needs, not one merged) or
+    both start its SMS conversation. PostgreSQL: transaction advisory locks, taken in key order.
+    SQLite: the write lock."""
+    if not phones:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_PHONES, {"cls": _PHONE_LOCK_CLASS, "phones": sorted(set(phones))})
+    else:
+        session.execute(_SQLITE_WRITE_LOCK)
+
+
 def open_needs_of(session: Session, phone: str | None) -> list[OpenNeed]:
     """The phone's open needs (the columns the repeat check reads), oldest first (none without a phone).
 
@@ -279,6 +303,8 @@ def create_or_merge(
     """
     now = utcnow()
     lat, lon, accuracy_m = _locate(need_in, geocoder)
+    if need_in.contact_phone is not None:
+        lock_phones(session, [need_in.contact_phone])
     # One read serves both the repeat check and the open-needs limit.
     open_needs = open_needs_of(session, need_in.contact_phone)
     repeated = find_duplicate(open_needs=open_needs, category=need_in.category, lat=lat, lon=lon, now=now)

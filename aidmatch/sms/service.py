@@ -131,6 +131,8 @@ def handle(
 ) -> InboundResult:
     """Act on a stored inbound message; the caller records the result and commits."""
     phone = message.phone
+    # One message of a phone at a time: two at once would both miss the other's need or conversation.
+    needs_service.lock_phones(session, [phone])
     parsed = parse_sms(message.body)
     helper = _helper(session, phone)
     if parsed.intent == "command" and _sentence_after_all(session, phone, parsed):

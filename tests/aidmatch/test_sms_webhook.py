@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -467,3 +469,56 @@ def test_an_answer_by_sms_stays_within_the_segment_limit(sms: TestClient, db: Se
     stored = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound)).all()[-1]
     assert stored.parsed is not None
     assert stored.parsed["reply"] == answer  # a Twilio retry gets the same answer
+
+
+# Two messages from one phone at the same moment: handled one after the other (a per-phone lock).
+
+
+def _at_once(sms: TestClient, monkeypatch: pytest.MonkeyPatch, phone: str, bodies: list[str]) -> list[str]:
+    """Send the bodies from one phone at once; each handling waits up to 2 s for the other to catch up
+    right after it starts (as two requests of two workers could), then goes on."""
+    from aidmatch.sms import service as sms_service
+
+    meet = threading.Barrier(len(bodies), timeout=2)
+    real = sms_service.parse_sms
+
+    def slow_parse(*args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meet.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sms_service, "parse_sms", slow_parse)
+    answers: dict[int, str] = {}
+
+    def send(k: int) -> None:
+        answers[k] = _text(sms, phone, bodies[k])
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [answers[k] for k in range(len(bodies))]
+
+
+def test_the_same_need_sent_twice_at_once_is_one_need(
+    sms: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = _at_once(
+        sms, monkeypatch, "+79161230001", ["нужна вода 5 литров Белоомут", "нужна вода, 5 литров, Белоомут"]
+    )
+    needs = list(db.scalars(select(Need)))
+    assert len(needs) == 1
+    assert all(needs[0].code in a for a in answers)
+
+
+def test_two_messages_opening_a_conversation_at_once_both_join_it(
+    sms: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = _at_once(sms, monkeypatch, "+79161230002", ["need water please", "need food for 3 people"])
+    assert all("Where" in a for a in answers), answers  # both asked where, in English; neither failed
+    inbound = list(db.scalars(select(Message).where(Message.direction == MessageDirection.inbound)))
+    assert [m.status for m in inbound] != [MessageStatus.unparsed] * 2
+    assert all((m.parsed or {}).get("error") is None for m in inbound)
+    _text(sms, "+79161230002", "Белоомут")  # the place completes the conversation: both requests stand
+    assert sorted(n.category.value for n in db.scalars(select(Need))) == ["food", "water"]
