@@ -504,6 +504,11 @@ def dashboard_triage(
         except NotFoundError:
             session.rollback()
             return not_found(request, translate(lang, "not_found"))
+        except service.AlreadyTriagedError as done:
+            # Posted twice (a double click, two coordinators): one need; show it, or the queue.
+            session.rollback()
+            where = f"/dashboard?created={done.code}#triage" if done.code else "/dashboard#triage"
+            return RedirectResponse(where, status_code=303)
         except InvalidInputError:
             session.rollback()
             form.errors["address"] = translate(lang, "err_address_unknown", address=form.values.get("address", ""))

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit.service import act_as
@@ -25,7 +25,7 @@ from aidmatch.enums import (
     Source,
     Urgency,
 )
-from aidmatch.errors import NotFoundError
+from aidmatch.errors import ConflictError, NotFoundError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
@@ -218,10 +218,27 @@ def need_from_message(
     live: LiveOfferIndex,
     now: datetime,
 ) -> Need:
-    """A coordinator turns an unparsed SMS into a need; the SMS is linked to it and leaves the queue."""
+    """A coordinator turns an unparsed SMS into a need; the SMS is linked to it and leaves the queue.
+
+    The message is claimed first (a conditional update): the form posted twice, or by two
+    coordinators at once, makes one need; the later post gets ``AlreadyTriagedError`` with that need.
+    """
     message = session.get(Message, message_id)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound message {message_id}")
+    claimed = session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.status == MessageStatus.unparsed,
+            Message.need_id.is_(None),
+        )
+        .values(status=MessageStatus.parsed, updated_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(message)
+        earlier = session.get(Need, message.need_id) if message.need_id is not None else None
+        raise AlreadyTriagedError(message_id, earlier.code if earlier is not None else None)
     need = needs_service.create(
         session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
     )
@@ -231,6 +248,14 @@ def need_from_message(
     message.status = MessageStatus.parsed
     session.flush()
     return need
+
+
+class AlreadyTriagedError(ConflictError):
+    """The message was turned into a need (``code``, if it still exists) or handled already."""
+
+    def __init__(self, message_id: int, code: str | None) -> None:
+        super().__init__(f"message {message_id} was handled already" + (f": need {code}" if code else ""))
+        self.code = code
 
 
 @lru_cache(maxsize=8)

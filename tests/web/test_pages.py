@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.database import utcnow
@@ -325,3 +325,13 @@ def test_triage_turns_an_unparsed_sms_into_a_need(
     assert need.source is Source.sms
     assert need.contact_phone == "+79165550000"
     assert "Всё разобрано." in client.get("/dashboard", headers=coordinator_headers).text
+    # The same form again (a double click, a second coordinator): the same need, not a second one.
+    again = client.post(
+        f"/dashboard/triage/{msg.id}",
+        data={**form, "address": "Тума", "description": msg.body},
+        headers=coordinator_headers,
+        follow_redirects=False,
+    )
+    assert again.status_code == 303
+    assert again.headers["location"] == r.headers["location"] == f"/dashboard?created={need.code}#triage"
+    assert db.scalar(select(func.count(Need.id))) == 1
