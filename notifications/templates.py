@@ -64,6 +64,10 @@ _REPLIES: dict[str, tuple[str, str]] = {
         "Tasks: YES/NO/DONE number. STATUS, STOP.",
     ),
     "unparsed": ("Не поняли сообщение. ", "Sorry, we did not understand. "),
+    "number_not_accepted": (
+        "Не можем записать заявку с этого номера. Сообщение передано координаторам.",
+        "We cannot register a request from this number. Your message was passed to the coordinators.",
+    ),
     "stop": ("Вы отписались от SMS aidmatch. СТАРТ — снова получать.", "You are unsubscribed. Send START to resume."),
     "start": ("Вы снова получаете SMS aidmatch.", "You will get aidmatch SMS again."),
     "offer_saved": (

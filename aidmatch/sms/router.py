@@ -19,6 +19,7 @@ from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.sms import service
 from aidmatch.sms.signature import public_request_url, valid_signature
+from notifications.parser import parse_sms
 from notifications.segments import fit
 from notifications.templates import sms_reply
 
@@ -110,7 +111,8 @@ def inbound(
         log.exception("inbound SMS %s could not be handled", message.id)
         message = session.get(Message, message.id) or message
         message.status = MessageStatus.unparsed
-        message.parsed = {"reply": sms_reply("unparsed", "ru") + sms_reply("help", "ru"), "error": "internal"}
+        lang = parse_sms(message.body).language  # the sender's language, as any other reply
+        message.parsed = {"reply": sms_reply("unparsed", lang) + sms_reply("help", lang), "error": "internal"}
         session.commit()
         return _twiml(message.parsed["reply"])
     message.status = result.status

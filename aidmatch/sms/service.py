@@ -67,6 +67,14 @@ def normalize_sender(raw: str, region: str) -> str:
         return raw.strip()[:32]
 
 
+def _valid_number(phone: str) -> bool:
+    """Whether ``phone`` (as ``normalize_sender`` kept it) is a number a need or offer can carry."""
+    try:
+        return normalize_phone(phone) == phone
+    except InvalidPhoneError:
+        return False
+
+
 def _state(parsed: ParsedSms) -> dict[str, Any]:
     return dataclasses.asdict(parsed)
 
@@ -160,6 +168,10 @@ def handle(
         return InboundResult(
             sms_reply("unparsed", language) + sms_reply("help", language), MessageStatus.unparsed, parsed
         )
+    if not _valid_number(phone):
+        # A need or an offer is stored with the sender's number; one we cannot read as a phone
+        # number (a short code, an alphanumeric sender) goes to the coordinators instead.
+        return InboundResult(sms_reply("number_not_accepted", language), MessageStatus.unparsed, parsed)
     place = None if "place" in parsed.missing else _locate(parsed, geocoder, message.body)
     question = follow_up(parsed, language)
     if question is None and place is None:

@@ -522,3 +522,11 @@ def test_two_messages_opening_a_conversation_at_once_both_join_it(
     assert all((m.parsed or {}).get("error") is None for m in inbound)
     _text(sms, "+79161230002", "Белоомут")  # the place completes the conversation: both requests stand
     assert sorted(n.category.value for n in db.scalars(select(Need))) == ["food", "water"]
+
+
+def test_a_need_from_a_number_we_cannot_read_goes_to_the_coordinators(sms: TestClient, db: Session) -> None:
+    reply = _text(sms, "+447700900123", "need water for 3 people in Beloomut")  # not a valid number
+    assert "cannot register" in reply  # in the sender's language, not a Russian "not understood"
+    (message,) = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound))
+    assert message.status is MessageStatus.unparsed  # in the coordinators' triage queue
+    assert db.scalar(select(func.count(Need.id))) == 0
