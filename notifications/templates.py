@@ -64,6 +64,7 @@ _REPLIES: dict[str, tuple[str, str]] = {
         "Tasks: YES/NO/DONE number. STATUS, STOP.",
     ),
     "unparsed": ("Не поняли сообщение. ", "Sorry, we did not understand. "),
+    "in_progress": ("Сообщение получено, обрабатываем.", "Message received, we are working on it."),
     "number_not_accepted": (
         "Не можем записать заявку с этого номера. Сообщение передано координаторам.",
         "We cannot register a request from this number. Your message was passed to the coordinators.",

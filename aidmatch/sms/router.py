@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
 from aidmatch.audit.service import act_as
@@ -15,10 +18,12 @@ from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import GeocoderDep, LiveIndexDep, SettingsDep
 from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.errors import ForbiddenError, TooManyRequestsError
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.sms import service
 from aidmatch.sms.signature import public_request_url, valid_signature
+from geo.geocoding import Geocoder
 from notifications.parser import parse_sms
 from notifications.segments import fit
 from notifications.templates import sms_reply
@@ -80,12 +85,25 @@ def inbound(
     """Twilio's incoming-message webhook: store, understand, act, answer with TwiML.
 
     A repeated ``MessageSid`` (Twilio retries) is answered with the first reply and changes nothing.
+    A retry that arrives while the first delivery is still being handled waits for its reply (up to
+    ``RETRY_WAIT_S``), else is told the message is being handled; if the first delivery died before
+    it was handled (still ``received`` after ``STALE_RECEIVED_S``), the retry handles it.
     """
     fields = dict(form)
     sid = fields.get("MessageSid") or fields.get("SmsSid")
     if sid:
         earlier = session.scalar(select(Message).where(Message.provider_sid == sid))
         if earlier is not None:
+            stale = earlier.created_at <= utcnow() - timedelta(seconds=STALE_RECEIVED_S)
+            if _unhandled(earlier) and stale:
+                log.warning("inbound SMS %s was never handled (its delivery died); handling it now", earlier.id)
+                return _act(request, session, settings, live, geocoder, earlier)
+            deadline = time.monotonic() + RETRY_WAIT_S
+            while _unhandled(earlier) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                session.refresh(earlier)
+            if _unhandled(earlier):
+                return _twiml(sms_reply("in_progress", parse_sms(earlier.body).language))
             return _twiml((earlier.parsed or {}).get("reply"))
     now = utcnow()
     phone = service.normalize_sender(fields.get("From", ""), settings.default_region)
@@ -93,6 +111,31 @@ def inbound(
         session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now
     )
     session.commit()  # the raw message is kept whatever happens next
+    return _act(request, session, settings, live, geocoder, message)
+
+
+# A retry of a message still being handled waits this long for its reply; a message still
+# ``received`` this long after it came was left by a delivery that died (handling takes seconds).
+RETRY_WAIT_S = 10.0
+STALE_RECEIVED_S = 60.0
+
+
+def _unhandled(message: Message) -> bool:
+    """Stored and not yet acted on (a message held back by the phone's rate limit was acted on)."""
+    return message.status is MessageStatus.received and message.parsed is None
+
+
+def _act(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    live: LiveOfferIndex,
+    geocoder: Geocoder,
+    message: Message,
+) -> Response:
+    """Act on a stored inbound message and answer it (see ``inbound``)."""
+    now = utcnow()
+    phone = message.phone
     act_as(session, f"sms:{phone}")
     try:
         # STOP, START and HELP are always acted on: an opt-out must never be lost to the limit.

@@ -6,6 +6,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus, NeedStatus, Source, Urgency
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
@@ -530,3 +532,49 @@ def test_a_need_from_a_number_we_cannot_read_goes_to_the_coordinators(sms: TestC
     (message,) = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound))
     assert message.status is MessageStatus.unparsed  # in the coordinators' triage queue
     assert db.scalar(select(func.count(Need.id))) == 0
+
+
+def test_a_retry_while_the_first_delivery_is_handled_is_answered(
+    sms: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aidmatch.sms import router as sms_router
+    from aidmatch.sms import service as sms_service
+
+    monkeypatch.setattr(sms_router, "RETRY_WAIT_S", 0.3)
+    real = sms_service.handle
+    during: list[str] = []
+
+    def slow_handle(**kwargs: Any) -> Any:
+        if not during:  # Twilio's retry lands while this delivery is still at work
+            during.append(_text(sms, "+79161234567", "нужна вода 5 литров Белоомут", sid="SM" + "7" * 32))
+        return real(**kwargs)
+
+    monkeypatch.setattr(sms_service, "handle", slow_handle)
+    first = _text(sms, "+79161234567", "нужна вода 5 литров Белоомут", sid="SM" + "7" * 32)
+    assert during == ["Сообщение получено, обрабатываем."]  # not an empty answer
+    code = db.scalars(select(Need.code)).one()
+    assert code in first
+    assert _text(sms, "+79161234567", "нужна вода 5 литров Белоомут", sid="SM" + "7" * 32) == first  # later: the reply
+
+
+def test_a_retry_of_a_message_whose_delivery_died_handles_it(sms: TestClient, db: Session) -> None:
+    long_ago = utcnow() - timedelta(minutes=5)
+    db.add(
+        Message(
+            direction=MessageDirection.inbound,
+            status=MessageStatus.received,  # stored, then the process died before handling it
+            phone="+79161234567",
+            body="нужна вода 5 литров Белоомут",
+            provider_sid="SM" + "8" * 32,
+            created_at=long_ago,
+            updated_at=long_ago,
+        )
+    )
+    db.commit()
+    reply = _text(sms, "+79161234567", "нужна вода 5 литров Белоомут", sid="SM" + "8" * 32)
+    need = db.scalars(select(Need)).one()
+    assert need.code in reply
+    db.expire_all()
+    (message,) = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound))
+    assert message.status is MessageStatus.parsed
+    assert message.need_id == need.id
