@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Table, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.audit import service as audit
@@ -138,9 +139,15 @@ def intake_group(
 
     answers: list[tuple[Need, dict[str, Any], int, bool] | BaseException] = []
     created: list[Need] = []
+    keys: set[str] = set()
     for item in items:
         assert item.lat is not None  # located in the request
         assert item.lon is not None
+        if item.idempotency is not None:
+            if item.idempotency[0] in keys:  # its retry in the same group: answered with the first's need
+                answers.append(IntegrityError("Idempotency-Key", None, ValueError("posted earlier in this group")))
+                continue
+            keys.add(item.idempotency[0])
         mine = open_by_phone[item.contact_phone] if item.contact_phone is not None else []
         repeated = service.find_duplicate(open_needs=mine, category=item.category, lat=item.lat, lon=item.lon, now=now)
         if repeated is not None:

@@ -21,7 +21,7 @@ from aidmatch.deps import (
     TokenHolder,
 )
 from aidmatch.enums import NeedStatus, Urgency
-from aidmatch.errors import InvalidInputError
+from aidmatch.errors import ConflictError, InvalidInputError
 from aidmatch.limits import limit_public_posts
 from aidmatch.needs import service
 from aidmatch.needs.intake import IntakeGroups
@@ -81,6 +81,7 @@ async def create_need(
                 response.status_code = 200
                 response.headers["Idempotent-Replayed"] = "true"
                 return earlier
+            raise ConflictError("a post with this Idempotency-Key is being handled; retry in a moment")
         raise outcome.error
     assert outcome.need is not None
     if outcome.merged:

@@ -339,6 +339,9 @@ def merge_repeat(existing: Need, need_in: NeedIn, *, settings: Settings, source:
             existing.escalation_next_at = now
     existing.quantity = max(existing.quantity, need_in.quantity, existing.quantity_assigned)
     existing.expires_at = now + timedelta(hours=settings.need_expiry_hours)
+    if need_in.idempotency is not None and existing.idempotency_key is None:
+        # The repeat's retry is answered with this need instead of being merged again.
+        existing.idempotency_key, existing.idempotency_body = need_in.idempotency
     existing.reconfirm_requested_at = None
     existing.updated_at = now
 

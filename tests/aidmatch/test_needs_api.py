@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aidmatch.needs.models import Need
@@ -238,3 +239,43 @@ def test_posts_racing_with_one_idempotency_key_make_one_need(client: TestClient,
     assert _count(db) == 1
     assert sorted(code for code, _ in answers) == [200] * 7 + [201]
     assert len({need_id for _, need_id in answers}) == 1
+
+
+def test_a_keyed_post_that_merges_is_not_merged_again_by_its_retry(client: TestClient, db: Session) -> None:
+    first = client.post("/api/needs", json={**GOOD, "description": "first post"})
+    assert first.status_code == 201
+    repeat = {**GOOD, "description": "second floor, knock twice"}  # same phone, place, category
+    merged = client.post("/api/needs", json=repeat, headers={"Idempotency-Key": "repeat-1"})
+    assert merged.status_code == 200
+    assert merged.json()["merged"] is True
+    retry = client.post("/api/needs", json=repeat, headers={"Idempotency-Key": "repeat-1"})
+    assert retry.status_code == 200
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["id"] == first.json()["id"]
+    db.expire_all()
+    need = db.get(Need, first.json()["id"])
+    assert need is not None
+    assert (need.description or "").count("knock twice") == 1  # the retry appended nothing
+    assert _count(db) == 1
+
+
+def test_one_key_twice_in_one_group_is_one_need_with_its_text_once(database_url: str, db: Session) -> None:
+    from aidmatch.config import Settings
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.matches.live import LiveOfferIndex
+    from aidmatch.needs import intake
+    from aidmatch.needs.schemas import NeedIn
+
+    settings = Settings(database_url=database_url, scheduler_enabled=False, _env_file=None)
+    post = NeedIn.model_validate({**GOOD, "description": "need water for 3 kids"}).with_idempotency("k" * 64, "b" * 64)
+    engine = make_engine(database_url)
+    try:
+        run = intake.make_runner(sessions=make_sessionmaker(engine), settings=lambda: settings, live=LiveOfferIndex())
+        first, second = run([post, post])
+    finally:
+        engine.dispose()
+    assert first.error is None
+    assert first.need is not None
+    assert isinstance(second.error, IntegrityError)  # the route answers it with the first's need
+    need = db.scalars(select(Need)).one()
+    assert need.description == "need water for 3 kids"
