@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     Language,
     MatchStatus,
     MessageStatus,
     NeedStatus,
+    OfferStatus,
     Source,
     Urgency,
 )
@@ -44,6 +46,7 @@ from aidmatch.offers.models import Offer
 from aidmatch.offers.schemas import OfferIn
 from geo.errors import GeocodingError
 from geo.geocoding import Geocoder
+from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
 from notifications.parser import ParsedSms, answers, follow_up, merge, parse_sms
 from notifications.phones import normalize_phone
@@ -274,11 +277,38 @@ def _offer(
         phone=phone,
         language=Language(lang),
     )
-    offer, _ = offers_service.create(session=session, offer_in=offer_in, geocoder=geocoder)
+    offer = _repeated_offer(session, offer_in)
+    if offer is None:
+        offer, _ = offers_service.create(session=session, offer_in=offer_in, geocoder=geocoder)
+    else:  # the same offer again (a resend when no answer came): bumped, not a second offer
+        offer.capacity = max(offer.capacity, offer_in.capacity)
+        offer.radius_km = max(offer.radius_km, offer_in.radius_km)
+        offer.updated_at = utcnow()
+        session.flush()
     what = ", ".join(label(c, lang) for c in offer.categories)
     return InboundResult(
         sms_reply("offer_saved", lang, what=what, km=radius), MessageStatus.parsed, parsed, helper_id=offer.helper_id
     )
+
+
+def _repeated_offer(session: Session, offer_in: OfferIn) -> Offer | None:
+    """The phone's active offer of the same categories within 500 m of this one, if any."""
+    assert offer_in.lat is not None
+    assert offer_in.lon is not None
+    wanted = set(offer_in.categories)
+    for offer in session.scalars(
+        select(Offer)
+        .join(Helper, Helper.id == Offer.helper_id)
+        .where(Helper.phone == offer_in.phone, Offer.status == OfferStatus.active)
+        .order_by(Offer.id)
+    ):
+        near = float(haversine_km(offer.lat, offer.lon, offer_in.lat, offer_in.lon)) <= _REPEAT_OFFER_KM
+        if near and set(offer.categories) == wanted:
+            return offer
+    return None
+
+
+_REPEAT_OFFER_KM = 0.5
 
 
 def _command(

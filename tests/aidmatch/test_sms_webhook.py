@@ -578,3 +578,12 @@ def test_a_retry_of_a_message_whose_delivery_died_handles_it(sms: TestClient, db
     (message,) = db.scalars(select(Message).where(Message.direction == MessageDirection.inbound))
     assert message.status is MessageStatus.parsed
     assert message.need_id == need.id
+
+
+def test_the_same_offer_sent_twice_is_one_offer(sms: TestClient, db: Session) -> None:
+    for text in ("могу помочь: вода, машина, 30 км, Рязань", "могу помочь: вода, машина, 50 км, Рязань"):
+        assert _text(sms, "+79165550002", text).startswith("Спасибо")
+    (offer,) = db.scalars(select(Offer))  # a resend bumps the offer: its helper's capacity counts once
+    assert offer.radius_km == 50
+    assert _text(sms, "+79165550002", "могу помочь: еда, Рязань").startswith("Спасибо")  # another offer
+    assert sorted(len(o.categories) for o in db.scalars(select(Offer))) == [1, 2]
