@@ -123,6 +123,7 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+_UTC = UTCDateTime()
 _RAW_INSERTS: dict[tuple[str, tuple[str, ...], bool], tuple[str, tuple[Any, ...]]] = {}
 
 
@@ -157,7 +158,7 @@ def _raw_value(value: Any, kind: str) -> Any:
     if kind == "json":
         return Json(value)
     if kind == "utc":
-        return UTCDateTime().process_bind_param(value, None)  # type: ignore[arg-type]
+        return _UTC.process_bind_param(value, None)  # type: ignore[arg-type]
     return value
 
 

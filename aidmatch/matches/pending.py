@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
 from aidmatch.categories import label
-from aidmatch.enums import MatchStatus
+from aidmatch.enums import MatchStatus, NeedStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match
 from aidmatch.messages import service as messages_service
@@ -44,13 +44,13 @@ def close_pending(
 
 # Why an accepted task was called off, as its helper reads it (by the need's new status).
 _CALLED_OFF = {
-    "cancelled": {"ru": "заявку отозвали", "en": "the request was withdrawn"},
-    "expired": {"ru": "заявка истекла", "en": "the request expired"},
-    "duplicate": {"ru": "заявка объединена с другой", "en": "the request was merged into another"},
+    NeedStatus.cancelled: {"ru": "заявку отозвали", "en": "the request was withdrawn"},
+    NeedStatus.expired: {"ru": "заявка истекла", "en": "the request expired"},
+    NeedStatus.duplicate: {"ru": "заявка объединена с другой", "en": "the request was merged into another"},
 }
 
 
-def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outcome: str) -> list[int]:
+def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outcome: NeedStatus) -> list[int]:
     """Settle the accepted tasks of needs that closed (``outcome``: the needs' new status).
 
     A need its author calls fulfilled has its accepted tasks completed. A need withdrawn, expired
@@ -61,7 +61,7 @@ def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outc
     if not need_ids:
         return []
     accepted = (Match.need_id.in_(need_ids)) & (Match.status == MatchStatus.accepted)
-    if outcome == "fulfilled":
+    if outcome is NeedStatus.fulfilled:
         done = (
             session.execute(
                 update(Match).where(accepted).values(status=MatchStatus.completed, updated_at=now).returning(Match.id)
@@ -77,14 +77,14 @@ def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outc
         update(Match)
         .where(accepted)
         .values(status=MatchStatus.cancelled, updated_at=now)
-        .returning(Match.id, Match.offer_id, Match.quantity, Match.need_id)
+        .returning(Match.id, Match.offer_id, Match.quantity)
     ).all()
     if not rows:
         return []
     ids = sorted(int(r[0]) for r in rows)
-    audit.record_many(session, "cancelled", "match", ids, after=f"need {outcome}")
+    audit.record_many(session, "cancelled", "match", ids, after=f"need {outcome.value}")
     units: dict[int, int] = {}
-    for _, offer_id, quantity, _ in rows:
+    for _, offer_id, quantity in rows:
         units[int(offer_id)] = units.get(int(offer_id), 0) + int(quantity)
     for offer_id, quantity in sorted(units.items()):  # in id order: two closers lock offers alike
         session.execute(
@@ -103,7 +103,7 @@ def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outc
         .where(Match.id.in_(ids))
         .order_by(Match.id)
     ).all()
-    why = _CALLED_OFF.get(outcome, _CALLED_OFF["cancelled"])
+    why = _CALLED_OFF.get(outcome, _CALLED_OFF[NeedStatus.cancelled])
     messages = []
     for match_id, need_id, category, helper_id, phone, language, consent in whom:
         if not consent:

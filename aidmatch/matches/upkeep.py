@@ -107,17 +107,15 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
         update(Need)
         .where(due)
         .values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())
-        .returning(Need.id),
-        execution_options={"synchronize_session": False},
+        .returning(Need.id)
     ).scalars()
     ids = sorted(int(i) for i in expired)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         audit.record_many(session, "expired", "need", chunk)
         close_pending(session, Match.need_id.in_(chunk), now=utcnow())
-        close_accepted(session, chunk, now=utcnow(), outcome=NeedStatus.expired.value)
+        close_accepted(session, chunk, now=utcnow(), outcome=NeedStatus.expired)
     report.needs_expired += len(ids)
-    session.expire_all()  # loaded needs see their new status
     session.flush()
 
 

@@ -64,9 +64,7 @@ async def create_need(
         key = (_sha256(idempotency_key), _sha256(need_in.model_dump_json()))
         earlier = await run_in_threadpool(_replay, sessions, key)
         if earlier is not None:
-            response.status_code = 200
-            response.headers["Idempotent-Replayed"] = "true"
-            return earlier
+            return _replayed(response, earlier)
     if need_in.lat is None or need_in.lon is None:
         need_in = await run_in_threadpool(_locate, need_in, request.app.state.geocoder)
     if key is not None:
@@ -78,15 +76,19 @@ async def create_need(
             # The same key posted at the same moment: the other post stored its need first.
             earlier = await run_in_threadpool(_replay, sessions, key)
             if earlier is not None:
-                response.status_code = 200
-                response.headers["Idempotent-Replayed"] = "true"
-                return earlier
+                return _replayed(response, earlier)
             raise ConflictError("a post with this Idempotency-Key is being handled; retry in a moment")
         raise outcome.error
     assert outcome.need is not None
     if outcome.merged:
         response.status_code = 200
     return outcome.need
+
+
+def _replayed(response: Response, earlier: NeedCreated) -> NeedCreated:
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
+    return earlier
 
 
 def _sha256(text: str) -> str:

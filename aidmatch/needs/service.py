@@ -364,7 +364,7 @@ def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
     need.updated_at = now
     session.flush()  # the need's row first, then its matches: the order an accept takes them in
     close_pending(session, Match.need_id == need.id, now=now, why=f"merged into need {of.id}")
-    close_accepted(session, [need.id], now=now, outcome=NeedStatus.duplicate.value)
+    close_accepted(session, [need.id], now=now, outcome=NeedStatus.duplicate)
     note = f"[{now:%Y-%m-%d %H:%M} UTC, merged {need.code}] {need.description or ''}".strip()
     of.description = "\n".join(p for p in (of.description, note) if p)[-2000:]
     of.updated_at = now
@@ -436,6 +436,6 @@ def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     need.updated_at = now
     session.flush()  # the need's row first, then its matches: the order an accept takes them in
     close_pending(session, Match.need_id == need.id, now=now, why=f"need {need.status.value}")
-    close_accepted(session, [need.id], now=now, outcome=need.status.value)
+    close_accepted(session, [need.id], now=now, outcome=need.status)
     session.flush()
     return need

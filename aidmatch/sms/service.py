@@ -292,7 +292,8 @@ def _offer(
 
 
 def _repeated_offer(session: Session, offer_in: OfferIn) -> Offer | None:
-    """The phone's active offer of the same categories within 500 m of this one, if any."""
+    """The phone's active offer of the same categories within 500 m of this one (a need's repeat
+    radius), if any."""
     assert offer_in.lat is not None
     assert offer_in.lon is not None
     wanted = set(offer_in.categories)
@@ -302,13 +303,12 @@ def _repeated_offer(session: Session, offer_in: OfferIn) -> Offer | None:
         .where(Helper.phone == offer_in.phone, Offer.status == OfferStatus.active)
         .order_by(Offer.id)
     ):
-        near = float(haversine_km(offer.lat, offer.lon, offer_in.lat, offer_in.lon)) <= _REPEAT_OFFER_KM
+        near = (
+            float(haversine_km(offer.lat, offer.lon, offer_in.lat, offer_in.lon)) <= needs_service.DUPLICATE_RADIUS_KM
+        )
         if near and set(offer.categories) == wanted:
             return offer
     return None
-
-
-_REPEAT_OFFER_KM = 0.5
 
 
 def _command(

@@ -49,7 +49,6 @@ def _need_with_requests(
         ).json()
         for k in range(helpers)
     ]
-    db.execute(update(Match).where(Match.need_id == need["id"]).values(status=MatchStatus.cancelled))
     now = utcnow()
     ids = list(
         db.scalars(
