@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import Integer, any_, bindparam, case, func, insert, or_, select, update
@@ -241,19 +241,25 @@ def run_batch(
     pairs = (need_ids << 32) | helper_ids
     asked = asked_pairs(session)  # again: another worker may have asked some meanwhile
     fresh = ~np.isin(pairs, asked) if len(asked) else np.ones(len(need_ids), dtype=bool)
-    # Needs closed and offers withdrawn while the run solved (up to its time budget) are not asked for.
-    gone_needs, gone_offers = _closed_since(session, now)
     offer_ids = offers.id[result.offer_index]
-    if len(gone_needs) or len(gone_offers):
-        fresh &= ~np.isin(need_ids, gone_needs) & ~np.isin(offer_ids, gone_offers)
     # One request per (need, helper): when two of a helper's offers serve one need, the row with the
     # most units (then the nearer) is asked; the rest goes to other helpers in the next run.
     order = np.lexsort((result.distance_km, -result.quantity, pairs))
     first = np.zeros(len(pairs), dtype=bool)
     first[order[np.unique(pairs[order], return_index=True)[1]]] = True
     fresh &= first
-    # Task slots count only the requests really made.
-    slots = offers.task_slots[result.offer_index]
+    # The solve took up to its time budget; meanwhile intake, escalation waves and declines asked
+    # helpers, needs closed or were accepted, offers were withdrawn and helpers reached their cap.
+    # Read what is free now (this transaction holds the write lock on SQLite) and cut the rows to
+    # it, nearest first, so no offer is asked for more than it has left.
+    quantity = np.where(fresh, result.quantity, 0)
+    now_needs = load_open_needs(session=session, now=now)
+    now_offers = load_open_offers(session=session, now=now)
+    quantity = _fit(offer_ids, quantity, result.distance_km, _room(now_offers.id, now_offers.remaining, offer_ids))
+    quantity = _fit(need_ids, quantity, result.distance_km, _room(now_needs.id, now_needs.remaining, need_ids))
+    fresh &= quantity > 0
+    # Task slots count only the requests really made, against the helpers' open tasks now.
+    slots = _room(now_offers.id, now_offers.task_slots, offer_ids)
     fresh[fresh] = _within_task_slots(helper_ids[fresh], result.distance_km[fresh], slots[fresh])
     kept, written = _write_batch_matches(
         session=session,
@@ -262,7 +268,7 @@ def run_batch(
         need_ids=need_ids[fresh],
         helper_ids=helper_ids[fresh],
         offer_ids=offer_ids[fresh],
-        quantity=result.quantity[fresh],
+        quantity=quantity[fresh],
         distance_km=result.distance_km[fresh],
         radius_km=offers.radius_km[result.offer_index][fresh],
     )
@@ -274,14 +280,14 @@ def run_batch(
         for code, count in zip(*np.unique(result.reason[unserved], return_counts=True), strict=True)
     }
     served = np.zeros(len(needs.id), dtype=np.int64)
-    np.add.at(served, result.need_index[fresh], result.quantity[fresh])
+    np.add.at(served, result.need_index[fresh], quantity[fresh])
     run.status = MatchRunStatus.succeeded
     run.needs_count = len(needs.id)
     run.offers_count = len(offers.id)
     run.matched_needs = int((served > 0).sum())
     run.unmatched_needs = int((served == 0).sum())
     run.assigned_quantity = int(served.sum())
-    run.total_distance_km = float(np.dot(result.quantity[fresh], result.distance_km[fresh]))
+    run.total_distance_km = float(np.dot(quantity[fresh], result.distance_km[fresh]))
     run.unmatched_reasons = reasons
     run.config = {
         "solver": "matching.match",
@@ -304,22 +310,25 @@ def run_batch(
     return run
 
 
-# Rows stamped before the run started may commit after it read (a transaction's stamp is taken
-# before its commit): the re-read after the solve looks back this far before the run's start.
-_LATE_COMMIT = timedelta(seconds=60)
+def _room(ids: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` of ``wanted`` ids (shape like ``wanted``) from columns sorted by ``ids``; 0 when absent."""
+    if len(ids) == 0:
+        return np.zeros(len(wanted), dtype=np.int64)
+    pos = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    return np.where(ids[pos] == wanted, values[pos], 0).astype(np.int64)
 
 
-def _closed_since(session: Session, started: datetime) -> tuple[np.ndarray, np.ndarray]:
-    """Ids of the needs no longer open and of the offers no longer active among those changed since
-    ``started`` (less the late-commit window): few, through the ``updated_at`` indexes."""
-    since = started - _LATE_COMMIT
-    needs = session.scalars(
-        select(Need.id).where(Need.updated_at >= since, Need.status.not_in(OPEN_NEED_STATUSES))
-    ).all()
-    offers = session.scalars(
-        select(Offer.id).where(Offer.updated_at >= since, Offer.status != OfferStatus.active)
-    ).all()
-    return np.asarray(needs, dtype=np.int64), np.asarray(offers, dtype=np.int64)
+def _fit(owner: np.ndarray, quantity: np.ndarray, distance_km: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """Row quantities (shape (r,)) cut so that each ``owner``'s rows, nearest first, take at most its
+    ``room`` (per row: the room of the row's owner)."""
+    order = np.lexsort((distance_km, owner))
+    ranked, q = owner[order], quantity[order]
+    before = np.cumsum(q) - q
+    first = np.r_[True, ranked[1:] != ranked[:-1]] if len(ranked) else np.zeros(0, dtype=bool)
+    before -= before[first][np.cumsum(first) - 1]  # units the owner's nearer rows took
+    out = np.empty_like(quantity)
+    out[order] = np.clip(room[order] - before, 0, q)
+    return out
 
 
 def _excluded_rows(need_id: np.ndarray, helper_id: np.ndarray, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -200,6 +200,56 @@ def test_a_need_closed_while_the_run_solves_gets_no_request(
     assert db.scalars(select(Message).where(Message.match_id.is_not(None))).all() == []
 
 
+def test_an_offer_asked_while_the_run_solves_is_not_asked_past_its_capacity(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _need(client)  # before any helper: nobody asked at intake
+    offer = _offer(client, "+79160000014", capacity=1)
+    real = matching.match
+    posted: list[dict[str, Any]] = []
+
+    def solve_while_intake_asks(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        posted.append(_need(client, lat=55.151))  # intake asks the helper for the offer's one unit
+        return out
+
+    monkeypatch.setattr(matching, "match", solve_while_intake_asks)
+    run = service.run_batch(session=db)
+    db.commit()
+    asked = db.scalars(select(Match).where(Match.offer_id == offer["id"])).all()
+    assert [(m.need_id, m.quantity) for m in asked] == [(posted[0]["id"], 1)]
+    assert run.assigned_quantity == 0
+    assert run.config["dropped_rows"] == 1
+    assert first["id"] not in {m.need_id for m in asked}
+
+
+def test_the_run_cuts_its_rows_to_what_is_free_when_it_writes(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    near = _need(client, quantity=2)
+    far = _need(client, quantity=2, lat=55.25)
+    offer = _offer(client, "+79160000015", capacity=3)
+    real = matching.match
+
+    def solve_while_units_go(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        with Session(db.get_bind()) as other:  # a coordinator gives one unit of the offer away
+            gone = other.get(Offer, offer["id"])
+            assert gone is not None
+            gone.capacity = 2
+            other.commit()
+        return out
+
+    assert db.scalars(select(Match)).all() == []  # the needs came before the helper: nobody asked yet
+    monkeypatch.setattr(matching, "match", solve_while_units_go)
+    run = service.run_batch(session=db)
+    db.commit()
+    rows = db.scalars(select(Match).where(Match.run_id == run.id)).all()
+    assert sum(m.quantity for m in rows) == 2  # the offer's units now, not the 3 it had when the run read
+    assert {m.need_id: m.quantity for m in rows} == {near["id"]: 2}  # nearest first
+    assert far["id"] not in {m.need_id for m in rows}
+
+
 def test_cli_match_prints_the_run(client: TestClient, settings: Settings) -> None:
     _scene(client)
     result = CliRunner().invoke(app, ["match", "--json"], env={"AIDMATCH_DATABASE_URL": settings.database_url})
