@@ -616,8 +616,17 @@ def decline(*, session: Session, match_id: int, live: LiveOfferIndex | None = No
 
 
 def complete(*, session: Session, match_id: int) -> Match:
-    """The help was delivered; the need is fulfilled once all its units are delivered."""
+    """The help was delivered; the need is fulfilled once all its units are delivered.
+
+    The need's row is locked first (PostgreSQL; SQLite: the write lock), as ``accept`` takes it: two
+    helpers finishing their parts of one need at once are counted one after the other, so the second
+    sees the first's delivery and the need is fulfilled.
+    """
     now = utcnow()
+    need_id = session.scalar(select(Match.need_id).where(Match.id == match_id))
+    if need_id is None:
+        raise NotFoundError(f"no match with id {match_id}")
+    session.execute(select(Need.id).where(Need.id == need_id).with_for_update())
     done = session.execute(
         update(Match)
         .where(Match.id == match_id, Match.status == MatchStatus.accepted)

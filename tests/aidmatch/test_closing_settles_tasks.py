@@ -3,6 +3,7 @@ works from the need as it is now. (Each test failed before its fix.)"""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -216,3 +217,38 @@ def test_the_public_offer_view_hides_phone_numbers_typed_into_it(client: TestCli
         assert "345" not in text
         assert "912" not in text
     assert "Иван" in seen["description"]
+
+
+def test_two_helpers_finishing_one_need_at_once_fulfil_it(client: TestClient, db: Session, settings: Settings) -> None:
+    need_id, _, ids = _need_with_requests(client, db, quantity=2, helpers=2)
+    _accept(db, ids[0])
+    _accept(db, ids[1])
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    failed: list[BaseException] = []
+
+    def second_done() -> None:
+        try:
+            with sessions() as other:
+                matches_service.complete(session=other, match_id=ids[1])
+                other.commit()
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    try:
+        with sessions() as first:
+            matches_service.complete(session=first, match_id=ids[0])  # not committed yet
+            helper_two = threading.Thread(target=second_done)
+            helper_two.start()
+            helper_two.join(timeout=1.0)  # presses Done meanwhile (waits for the first, with the fix)
+            first.commit()
+        helper_two.join(timeout=30)
+        assert not helper_two.is_alive()
+        assert failed == []
+    finally:
+        engine.dispose()
+    db.expire_all()
+    need = db.get(Need, need_id)
+    assert need is not None
+    assert need.status is NeedStatus.fulfilled
+    assert {db.get(Match, i).status for i in ids} == {MatchStatus.completed}  # type: ignore[union-attr]
