@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -50,10 +52,20 @@ def _require_migrated(settings: Settings) -> None:
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
+    from sqlalchemy.engine import make_url
 
+    if workers > 1 and make_url(settings.database_url).get_backend_name() == "sqlite":
+        # SQLite's locks are per process: every worker would run the batch and upkeep jobs.
+        _info("aidmatch serve: SQLite serves one worker; use PostgreSQL (AIDMATCH_DATABASE_URL) for --workers > 1.")
+        raise typer.Exit(2)
     _require_migrated(settings)
     _info(f"aidmatch serving on http://{host}:{port}  (pages: /need /offer /dashboard; API docs: /docs)")
     if workers > 1:
+        if not settings.secret_key.get_secret_value():
+            # Each worker builds its own app from the environment: without one key, a login cookie
+            # and its form tokens would be honoured only by the worker that signed them.
+            os.environ["AIDMATCH_SECRET_KEY"] = secrets.token_urlsafe(32)
+            _info("aidmatch: no AIDMATCH_SECRET_KEY set; the workers share a random one (logins end on restart).")
         # Each worker builds its own app from the same environment.
         uvicorn.run("aidmatch.main:create_app", factory=True, host=host, port=port, workers=workers)
     else:

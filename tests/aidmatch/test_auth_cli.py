@@ -71,6 +71,31 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     assert "aidmatch db upgrade" in result.output
 
 
+def test_serve_with_workers_needs_postgresql_and_gives_them_one_secret(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    started: list[tuple[str | None, int]] = []
+
+    def run(app_ref: Any, **kwargs: Any) -> None:  # what each worker would read from the environment
+        started.append((os.environ.get("AIDMATCH_SECRET_KEY"), kwargs["workers"]))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.delenv("AIDMATCH_SECRET_KEY", raising=False)
+    result = runner.invoke(app, ["serve", "--port", "1", "--workers", "2"], env=_env(settings.database_url))
+    if settings.database_url.startswith("sqlite"):
+        assert result.exit_code == 2
+        assert "PostgreSQL" in result.output
+        assert started == []
+        return
+    assert result.exit_code == 0, result.output
+    [(secret, workers)] = started
+    assert workers == 2
+    assert secret is not None
+    assert len(secret) >= 32  # one random key for every worker, so a login works on each
+
+
 def test_db_upgrade_then_current(tmp_path: Path) -> None:
     env = _env(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
     assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
