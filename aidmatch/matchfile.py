@@ -8,6 +8,9 @@ output:     need_id,offer_id,quantity,distance_km
 from __future__ import annotations
 
 import csv
+import io
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from aidmatch.errors import InvalidInputError
 
 CATEGORY_CODES = [c.value for c in Category]
 URGENCY_CODES = [u.value for u in Urgency]  # index 0 critical, 1 urgent, 2 normal
+MAX_UNITS = 10_000  # a need's quantity or an offer's capacity, as the API takes them
 NEED_COLUMNS = ("id", "lat", "lon", "category", "quantity", "urgency")
 OFFER_COLUMNS = ("id", "lat", "lon", "categories", "capacity", "radius_km")
 
@@ -55,10 +59,22 @@ def _read_columns(
 ) -> tuple[dict[str, list[str]], NDArray[np.int64]]:
     """The wanted columns as strings and, per record, the physical line it starts on."""
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        data = path.read_bytes()
     except OSError as exc:
         raise CsvError(f"{path}: cannot open: {exc.strerror}") from exc
-    with handle:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise CsvError(
+            f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 (save the file as UTF-8)"
+        ) from None
+    del data
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise CsvError(f"{path}: line {text.count(chr(10), 0, nul) + 1}: a NUL character (not a text CSV file?)")
+    with io.StringIO(text.removeprefix("\ufeff"), newline="") as handle:
+        del text
         reader = csv.reader(handle)
         try:
             header = [h.strip().lower() for h in next(reader)]
@@ -153,6 +169,13 @@ def _ids(path: Path, lines: NDArray[np.int64], values: list[str]) -> NDArray[np.
     empty = ids == ""
     if empty.any():
         raise CsvError(f"{path}: line {lines[int(np.flatnonzero(empty)[0])]}: id is empty")
+    seen: dict[str, int] = {}
+    for i, v in enumerate(ids.tolist()):
+        first = seen.setdefault(v, i)
+        if first != i:
+            raise CsvError(
+                f"{path}: line {lines[i]}: id {v!r} again (first on line {lines[first]}); ids must be unique"
+            )
     return ids
 
 
@@ -185,7 +208,14 @@ def _count(path: Path, lines: NDArray[np.int64], cols: dict[str, list[str]], nam
     if name not in cols:
         return np.ones(n, dtype=np.int64)
     values = _numbers(
-        path, lines, name, cols[name], dtype=np.int64, default=1, check=lambda a: a >= 1, expect="a positive integer"
+        path,
+        lines,
+        name,
+        cols[name],
+        dtype=np.int64,
+        default=1,
+        check=lambda a: (a >= 1) & (a <= MAX_UNITS),
+        expect=f"an integer from 1 to {MAX_UNITS:,}",
     )
     return values.astype(np.int64)
 
@@ -296,12 +326,39 @@ class MatchFileSummary:
 
 def match_files(needs_path: Path, offers_path: Path, out_path: Path) -> MatchFileSummary:
     """Read both files, run the batch matcher, write the assignment; ``seconds`` times the matching only."""
+    needs_file = read_needs(needs_path)
+    offers_file = read_offers(offers_path)
+    # The output goes to a file beside it first (so a bad --out fails before the run, and an old
+    # output is replaced only by a whole new one).
+    if out_path.is_dir():
+        raise CsvError(f"{out_path}: is a directory; --out takes a file name")
+    folder = next((p for p in out_path.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise CsvError(f"{out_path}: {folder} is a file, not a directory")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
+    except OSError as exc:
+        raise CsvError(f"{out_path}: cannot write there: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            summary, rows = _match(needs_file, offers_file)
+            write_matches(out, *rows)
+        os.replace(tmp_name, out_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return summary
+
+
+def _match(
+    needs_file: NeedsFile, offers_file: OffersFile
+) -> tuple[MatchFileSummary, tuple[list[str], list[str], NDArray[np.int64], NDArray[np.float64]]]:
+    """The batch matcher on the files' columns: the summary and the output rows."""
     import time
 
     import matching
 
-    needs_file = read_needs(needs_path)
-    offers_file = read_offers(offers_path)
     started = time.perf_counter()
     needs = matching.Needs(
         lat=needs_file.lat,
@@ -320,17 +377,14 @@ def match_files(needs_path: Path, offers_path: Path, out_path: Path) -> MatchFil
     )
     result = matching.match(needs, offers, workers=None)  # a process of its own: one solver per CPU
     seconds = time.perf_counter() - started
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", newline="", encoding="utf-8") as out:
-        write_matches(
-            out,
-            needs_file.ids[result.need_index].tolist(),
-            offers_file.ids[result.offer_index].tolist(),
-            result.quantity,
-            result.distance_km,
-        )
+    rows = (
+        needs_file.ids[result.need_index].tolist(),
+        offers_file.ids[result.offer_index].tolist(),
+        result.quantity,
+        result.distance_km,
+    )
     matched = int((result.served > 0).sum())
-    return MatchFileSummary(
+    summary = MatchFileSummary(
         needs=len(needs_file.lat),
         offers=len(offers_file.lat),
         matched_needs=matched,
@@ -339,3 +393,4 @@ def match_files(needs_path: Path, offers_path: Path, out_path: Path) -> MatchFil
         total_distance_km=float(np.dot(result.quantity, result.distance_km)),
         seconds=seconds,
     )
+    return summary, rows

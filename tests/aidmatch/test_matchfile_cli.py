@@ -100,3 +100,30 @@ def test_match_file_bad_row_is_exit_2_with_the_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "line 8: lat = '95'" in result.output
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_a_bad_out_path_is_exit_2_before_matching_and_an_old_output_stays(tmp_path: Path) -> None:
+    needs_path, offers_path = _instance(tmp_path, 6)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    result = runner.invoke(app, ["match-file", str(needs_path), str(offers_path), "--out", str(folder)])
+    assert result.exit_code == 2
+    assert "is a directory" in result.output
+    under_file = offers_path / "m.csv"
+    result = runner.invoke(app, ["match-file", str(needs_path), str(offers_path), "--out", str(under_file)])
+    assert result.exit_code == 2
+    assert "is a file, not a directory" in result.output
+    # A bad input leaves the previous output as it was; a good run replaces it whole.
+    out = tmp_path / "m.csv"
+    out.write_text("previous\n")
+    lines = needs_path.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*lines, lines[-1]]) + "\n")  # the last id twice
+    result = runner.invoke(app, ["match-file", str(bad), str(offers_path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "ids must be unique" in result.output
+    assert out.read_text() == "previous\n"
+    result = runner.invoke(app, ["match-file", str(needs_path), str(offers_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("need_id,offer_id,quantity,distance_km\n")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []

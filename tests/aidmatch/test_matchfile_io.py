@@ -53,6 +53,11 @@ def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
         ("id,lat,lon\nn1,55,40\n", r"line 1: missing column\(s\) category"),
         ("id,lat,lon,category\nn1,55,40\n", r"line 2: 3 fields, the header has 4"),
         ("id,lat,lon,category\n,55,40,water\n", r"line 2: id is empty"),
+        ("id,lat,lon,category\nn1,55,40,water\nn1,55,41,food\n", r"line 3: id 'n1' again \(first on line 2\)"),
+        ("id,lat,lon,category,quantity\nn1,55,40,water,1e19\n", r"line 2: quantity = '1e19' is not an integer from 1"),
+        ("id,lat,lon,category,quantity\nn1,55,40,water,10001\n", r"line 2: quantity = '10001'"),
+        ("id,lat,lon,category\nn1,55,40,water\x00\n", r"line 2: a NUL character"),
+        ("id,lat,lon,category,urgency\nn1,55,40,water,normal\nn2,55,40,water,bogus\x00\n", r"line 3: a NUL"),
         ("", r"empty file"),
     ],
 )
@@ -68,6 +73,8 @@ def test_bad_needs_name_the_line(tmp_path: Path, text: str, message: str) -> Non
         ("id,lat,lon,categories,radius_km\no1,55,40,;,10\n", r"line 2: categories is empty"),
         ("id,lat,lon,categories,radius_km\no1,55,40,water,0\n", r"line 2: radius_km = '0'"),
         ("id,lat,lon,categories,radius_km,capacity\no1,55,40,water,5,-1\n", r"line 2: capacity = '-1'"),
+        ("id,lat,lon,categories,radius_km,capacity\no1,55,40,water,5,9e18\n", r"line 2: capacity = '9e18'"),
+        ("id,lat,lon,categories,radius_km\no1,55,40,water,5\no1,56,40,food,5\n", r"line 3: id 'o1' again"),
         ("id,lat,lon,categories\no1,55,40,water\n", r"missing column\(s\) radius_km"),
     ],
 )
@@ -97,3 +104,16 @@ def test_a_giant_field_is_a_clear_error(tmp_path: Path) -> None:
     text = "id,lat,lon,category\n" + '"' + "x" * 200_000 + '",55,40,water\n'
     with pytest.raises(CsvError, match="line 2"):
         read_needs(_write(tmp_path, text))
+
+
+def test_a_byte_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,lat,lon,category\nn1,55,40,water\nn2,55,40,wäter\n".encode("latin-1"))
+    with pytest.raises(CsvError, match=r"line 3: byte 0xe4 is not UTF-8"):
+        read_needs(path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffid,lat,lon,category\nn1,55,40,water\n".encode())
+    assert read_needs(path).ids.tolist() == ["n1"]
