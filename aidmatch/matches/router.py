@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request
 
@@ -124,7 +124,7 @@ def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordina
     """Unmet needs by category × urgency × reason, with the age of the oldest (coordinators).
 
     Reasons: ``no_helper_of_category``, ``outside_every_radius``, ``all_in_range_busy``,
-    ``waiting_for_helper`` (explained in the answer's ``reasons``).
+    ``waiting_for_helper``, ``all_in_range_asked`` (explained in the answer's ``reasons``).
 
     Each worker keeps a copy, computed at start-up and renewed in the background: a copy older than
     ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 1; 0 computes it on every call) is still
@@ -138,7 +138,10 @@ def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordina
     return cache.stats(session=session, live=live, now=utcnow())
 
 
-UnmetReason = Literal["no_helper_of_category", "outside_every_radius", "all_in_range_busy", "waiting_for_helper"]
+UnmetReason = Literal[
+    "no_helper_of_category", "outside_every_radius", "all_in_range_busy", "waiting_for_helper", "all_in_range_asked"
+]
+assert set(get_args(UnmetReason)) == set(service.UNMET_REASONS)  # the filter takes every reason reported
 
 
 @router.get("/stats/unmet/needs", tags=["stats"], response_model=Page[UnmetNeedOut])

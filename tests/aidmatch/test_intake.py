@@ -153,6 +153,8 @@ def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, 
     assert shelter["items"][0]["nearest_helper_km"] is None
     medicine = client.get("/api/stats/unmet/needs?reason=waiting_for_helper", headers=coordinator_headers).json()
     assert [i["code"] for i in medicine["items"]] == [waiting["code"]]
+    asked = client.get("/api/stats/unmet/needs?reason=all_in_range_asked", headers=coordinator_headers).json()
+    assert [i["reason"] for i in asked["items"]] == ["all_in_range_asked"]
     assert client.get("/api/stats/unmet/needs?reason=bogus", headers=coordinator_headers).status_code == 422
 
 
