@@ -18,7 +18,8 @@ out those whose window has closed, checking only once the earliest such moment h
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -40,6 +41,9 @@ _PRUNE_MIN = 4096  # a change feed forgets old stamps once it remembers this man
 _NOTHING = ("", None)
 _CHUNK = 1000
 _END = datetime(9999, 12, 31, tzinfo=UTC)  # later than any stamp (see ``ChangeFeed``)
+# How long a worker's lookups pass over a helper found at the cap of open tasks without asking the
+# database again (``LiveOfferIndex.note_busy``).
+BUSY_MEMORY_S = 2.0
 # PostgreSQL 13+: the oldest transaction still running, as its low 32 bits (what a row's xmin holds).
 _HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296")
 _STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
@@ -188,8 +192,19 @@ class Candidate(NamedTuple):
 class LiveOfferIndex:
     """Offers as growing columns (row = position) plus a SpatialIndex over the usable rows."""
 
-    def __init__(self, *, recheck: timedelta = _RECHECK, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        recheck: timedelta = _RECHECK,
+        clock: Callable[[], datetime] = utcnow,
+        busy_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
+        # Helpers lately found at their cap → when (``busy_clock``); their rows as a mask, cached.
+        self._busy: dict[int, float] = {}
+        self._full: dict[int, float] = {}  # offers lately found with every unit awaiting an answer → when
+        self._busy_rows: np.ndarray | None = None
+        self._busy_clock = busy_clock
         self._row_of: dict[int, int] = {}
         self._n = 0
         self._lat = np.zeros(_GROW)
@@ -254,10 +269,44 @@ class LiveOfferIndex:
             if now.timestamp() >= self._next_turn:
                 self._retime(now)
             self._feed.done(look)
+            self._forget_busy()
+
+    def note_busy(self, helpers: Collection[int] = (), awaiting: Mapping[int, int] | None = None) -> None:
+        """Helpers just found at their cap of open tasks, and the offers among ``awaiting`` (offer id →
+        units awaiting an answer) that have no unit left besides: for ``BUSY_MEMORY_S`` this worker's
+        lookups (``nearest``, ``helpers_near``) pass over them without reading their facts again.
+
+        Saves the reads and the widening that every lookup near them would repeat while they stay
+        busy (at a disaster's centre, most helpers). A helper or offer freed meanwhile (a decline, a
+        time-out) is not asked by this worker's lookups until the memory lapses: at most that much
+        later than without it; other workers and the batch run still find it.
+        """
+        if not helpers and not awaiting:
+            return
+        at = self._busy_clock()
+        with self._lock:
+            for helper_id in helpers:
+                self._busy[helper_id] = at
+            for offer_id, units in (awaiting or {}).items():
+                row = self._row_of.get(offer_id)
+                if row is not None and units > 0 and self._left[row] <= units:
+                    self._full[offer_id] = at
+            self._busy_rows = None
+
+    def _forget_busy(self) -> None:
+        """Drop what was noted busy longer than ``BUSY_MEMORY_S`` ago (call under the lock)."""
+        at = self._busy_clock()
+        for memory in (self._busy, self._full):
+            lapsed = [key for key, noted in memory.items() if at - noted > BUSY_MEMORY_S]
+            for key in lapsed:
+                del memory[key]
+            if lapsed:
+                self._busy_rows = None
 
     def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
         self._offers = None
         self._first = {}
+        self._busy_rows = None
         out_rows: list[int] = []
         touched: list[int] = []
         for o in changed.values():
@@ -318,11 +367,12 @@ class LiveOfferIndex:
             self._first = {}
 
     def _columns(
-        self, pending: dict[int, int], blocked_helpers: Collection[int] = ()
+        self, pending: dict[int, int], blocked_helpers: Collection[int] = (), *, pass_busy: bool = False
     ) -> tuple[matching.Offers, np.ndarray]:
         """The offers as matching columns (cached until the next change) and units free per row.
 
-        Offers of ``blocked_helpers`` count as full, so lookups pass them over.
+        Offers of ``blocked_helpers`` count as full, so lookups pass them over; with ``pass_busy``
+        so do those of the helpers noted busy (``note_busy``).
         """
         n = self._n
         if self._offers is None:
@@ -336,6 +386,12 @@ class LiveOfferIndex:
             left[rows[rows >= 0]] -= units[rows >= 0]  # one entry per offer: no row twice
         if blocked_helpers:
             left[np.isin(self._helper_id[:n], np.fromiter(blocked_helpers, dtype=np.int64))] = 0
+        if pass_busy and (self._busy or self._full):
+            if self._busy_rows is None:
+                self._busy_rows = np.isin(self._helper_id[:n], np.fromiter(self._busy, dtype=np.int64)) | np.isin(
+                    self._offer_id[:n], np.fromiter(self._full, dtype=np.int64)
+                )
+            left[self._busy_rows] = 0
         return self._offers, left
 
     def _copy(
@@ -422,7 +478,7 @@ class LiveOfferIndex:
                 if first is not None:
                     found = first
                 else:
-                    offers, left = self._columns({})
+                    offers, left = self._columns({}, pass_busy=True)
                     rows, d_km = matching.nearest_capable(
                         self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=wanted
                     )
@@ -457,7 +513,7 @@ class LiveOfferIndex:
         with self._lock:
             if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return set()
-            offers, left = self._columns({})
+            offers, left = self._columns({}, pass_busy=True)
             found = []
             first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
             for one_k in np.unique(k):

@@ -224,6 +224,14 @@ class CandidateFacts:
             self._read(_FACTS_BY_HELPER, unread)
         return {h for h in helper_ids if h in self._cap and self._open[h] >= self._cap[h]} | set(self._also)
 
+    def at_cap(self) -> set[int]:
+        """The helpers read so far that are at their cap of open tasks (requests counted included)."""
+        return {h for h, cap in self._cap.items() if self._open.get(h, 0) >= cap}
+
+    def awaiting(self) -> dict[int, int]:
+        """Units awaiting an answer per offer read so far (requests counted included)."""
+        return dict(self._units)
+
     def sharing(self, also: set[int] | frozenset[int]) -> CandidateFacts:
         """Facts answering from (and adding to) the rows this one has read, passing over ``also``."""
         other = CandidateFacts(self._session, also)

@@ -188,6 +188,9 @@ def intake_group(
             mine.append(need)  # the phone's next post in this group may repeat it
         answers.append((need, {f: getattr(need, f) for f in _ANSWER_FIELDS}, found, False))
 
+    # The helpers this group found at their cap and the offers with every unit asked for: the
+    # worker's next lookups pass over them for a moment (``LiveOfferIndex.note_busy``).
+    live.note_busy(facts.at_cap(), facts.awaiting())
     insert_needs(session, created)
     session.flush()  # the bumped needs' updates (and on SQLite the new needs' insert)
     asked = [s for s in steps if isinstance(s, _Asked)]

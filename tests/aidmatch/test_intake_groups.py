@@ -37,6 +37,7 @@ from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker
 from aidmatch.errors import TooManyRequestsError
 from aidmatch.main import create_app
+from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
@@ -329,6 +330,46 @@ def test_a_repeat_in_the_same_group_merges_into_the_first(client: TestClient, da
     assert [m.need_id for m in db.scalars(select(Match).order_by(Match.id))] == [need.id, other.need.id]
     received = [m.need_id for m in db.scalars(select(Message).where(Message.idempotency_key.like("need:%")))]
     assert Counter(received) == Counter([need.id, other.need.id])
+
+
+def test_the_next_group_passes_over_offers_the_last_one_filled_without_reading_them(
+    client: TestClient, database_url: str, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offers = [
+        client.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": capacity,
+                "radius_km": 20,
+                "lat": 55.15 + 0.01 * k,
+                "lon": 40.56,
+                "phone": f"+7916000000{k}",
+            },
+        ).json()
+        for k, capacity in enumerate((1, 5))
+    ]
+    read: list[list[int]] = []
+    real = proposals.CandidateFacts._read
+
+    def recording(self: proposals.CandidateFacts, stmt: Any, ids: list[int]) -> None:
+        read.append(list(ids))
+        real(self, stmt, ids)
+
+    monkeypatch.setattr(proposals.CandidateFacts, "_read", recording)
+    live = LiveOfferIndex()
+    (first,) = _group(database_url, [_post(contact_phone="+79260000001")], live)
+    assert first.need is not None
+    assert first.need.helpers_in_range == 2  # the nearer is asked: its one unit now awaits an answer
+    full_helper = offers[0]["helper_id"]
+    assert any(full_helper in ids for ids in read)
+    read.clear()
+    (second,) = _group(database_url, [_post(contact_phone="+79260000002")], live)
+    assert second.need is not None
+    assert second.need.helpers_in_range == 1  # the same as a fresh lookup finds ...
+    assert not any(full_helper in ids for ids in read)  # ... without reading the full offer's helper again
+    asked = db.execute(select(Match.need_id, Match.offer_id).order_by(Match.id)).all()
+    assert [tuple(a) for a in asked] == [(first.need.id, offers[0]["id"]), (second.need.id, offers[1]["id"])]
 
 
 def test_the_open_needs_limit_counts_earlier_posts_of_the_group(database_url: str, db: Session) -> None:

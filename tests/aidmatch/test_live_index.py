@@ -16,6 +16,7 @@ from aidmatch.categories import Category
 from aidmatch.database import utcnow
 from aidmatch.enums import OfferStatus
 from aidmatch.helpers.models import Helper
+from aidmatch.matches import live as live_module
 from aidmatch.matches.live import Candidate, LiveOfferIndex
 from aidmatch.offers.models import Offer, OfferCategory
 from geo.sphere import haversine_km
@@ -271,3 +272,67 @@ def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkey
             if max_km[i] == np.inf:
                 want = _brute(db, float(lat[i]), float(lon[i]), Category.water, int(k[i]))
                 assert [c.offer_id for c in got] == [w[0] for w in want]
+
+
+def test_noted_busy_helpers_and_full_offers_are_passed_over_until_the_memory_lapses(db: Session) -> None:
+    now = utcnow()
+    helper_ids = list(
+        db.scalars(
+            insert(Helper).returning(Helper.id, sort_by_parameter_order=True),
+            [{"name": f"h{i}", "phone": f"+7916{i:07d}", "created_at": now, "updated_at": now} for i in range(4)],
+        )
+    )
+    offer_ids = list(
+        db.scalars(
+            insert(Offer).returning(Offer.id, sort_by_parameter_order=True),
+            [
+                {
+                    "helper_id": h,
+                    "lat": 55 + 0.01 * i,
+                    "lon": 40.0,
+                    "radius_km": 30.0,
+                    "capacity": 2,
+                    "capacity_used": 0,
+                    "status": OfferStatus.active,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i, h in enumerate(helper_ids)
+            ],
+        )
+    )
+    db.execute(insert(OfferCategory), [{"offer_id": o, "category": Category.water} for o in offer_ids])
+    db.commit()
+    clock = [100.0]
+    live = LiveOfferIndex(busy_clock=lambda: clock[0])
+    asked_helpers: list[int] = []
+    asked_offers: list[int] = []
+
+    def blocked(ids: list[int]) -> set[int]:
+        asked_helpers.extend(ids)
+        return set()
+
+    def pending(ids: list[int]) -> dict[int, int]:
+        asked_offers.extend(ids)
+        return {}
+
+    def look() -> list[int]:
+        live.refresh(session=db, now=utcnow())
+        found = live.nearest(
+            lat=55.0, lon=40.0, category=Category.water, k=4, max_km=np.inf, pending=pending, blocked=blocked
+        )
+        return [c.offer_id for c in found]
+
+    assert look() == offer_ids
+    # Helper 0 at its cap; offer 1 with both units asked for, offer 2 with one of two (not full).
+    live.note_busy({helper_ids[0]}, {offer_ids[1]: 2, offer_ids[2]: 1})
+    asked_helpers.clear()
+    asked_offers.clear()
+    assert look() == [offer_ids[2], offer_ids[3]]
+    assert helper_ids[0] not in asked_helpers  # passed over without asking the database
+    assert offer_ids[1] not in asked_offers
+    clock[0] += live_module.BUSY_MEMORY_S - 0.1
+    assert look() == [offer_ids[2], offer_ids[3]]
+    clock[0] += 0.2  # the memory lapses: everyone is looked at (and asked about) again
+    assert look() == offer_ids
+    assert helper_ids[0] in asked_helpers
