@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -68,6 +69,14 @@ def make_geocoder_factory(settings: Settings) -> Callable[[], Geocoder]:
     return factory
 
 
+# The cyclic garbage collector's thresholds while serving (Python's are 700, 10, 10). A worker holds
+# large live indexes and every request allocates thousands of objects, so with the defaults the
+# collections stalled the workers: at 64 connections 814 POST/s with p99 202.6 ms, with these 902 and
+# 925 POST/s with p99 102.6 and 89.4 ms (benchmarks/RESULTS.md, session 9). Cycles are still
+# collected; the young generation less often, the oldest rarely.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
 def create_app(
     settings: Settings | None = None, *, geocoder: Geocoder | None = None, sender: Sender | None = None
 ) -> FastAPI:
@@ -78,6 +87,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gc.set_threshold(*GC_THRESHOLDS)
         if geocoder is None:
             # Load the gazetteer off the request path so the first address lookup is fast.
             threading.Thread(target=app.state.geocoder, name="gazetteer-warmup", daemon=True).start()
