@@ -50,7 +50,7 @@ def _require_migrated(settings: Settings) -> None:
         raise typer.Exit(1)
 
 
-def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
+def _serve(settings: Settings, host: str, port: int, workers: int, access_log: bool = False) -> None:
     import uvicorn
     from sqlalchemy.engine import make_url
 
@@ -67,11 +67,13 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
             os.environ["AIDMATCH_SECRET_KEY"] = secrets.token_urlsafe(32)
             _info("aidmatch: no AIDMATCH_SECRET_KEY set; the workers share a random one (logins end on restart).")
         # Each worker builds its own app from the same environment.
-        uvicorn.run("aidmatch.main:create_app", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run(
+            "aidmatch.main:create_app", factory=True, host=host, port=port, workers=workers, access_log=access_log
+        )
     else:
         from aidmatch.main import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log)
 
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
@@ -83,9 +85,16 @@ def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="uvicorn's line per request (client address and path; helpers' private links shown as …).",
+        ),
+    ] = False,
 ) -> None:
     """Start the web service (the database must be migrated: `aidmatch db upgrade`)."""
-    _serve(_settings(), host, port, workers)
+    _serve(_settings(), host, port, workers, access_log)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from aidmatch import __version__
+from aidmatch import __version__, accesslog
 from aidmatch.audit.router import router as audit_router
 from aidmatch.config import GeocoderKind, Settings
 from aidmatch.database import make_engine, make_sessionmaker
@@ -88,6 +88,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.set_threshold(*GC_THRESHOLDS)
+        accesslog.install()  # if uvicorn's access log is on, it shows no helper's private link
         if geocoder is None:
             # Load the gazetteer off the request path so the first address lookup is fast.
             threading.Thread(target=app.state.geocoder, name="gazetteer-warmup", daemon=True).start()

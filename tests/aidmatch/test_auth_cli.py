@@ -178,3 +178,44 @@ def test_console_script_serves_demo_needs(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_serve_logs_requests_only_when_asked_and_never_a_private_link(tmp_path: Path, access_log: bool) -> None:
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    exe = Path(sys.executable).parent / "aidmatch"
+    env = {**os.environ, "AIDMATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "AIDMATCH_SCHEDULER_ENABLED": "0"}
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path / "serve.log"
+    flag = "--access-log" if access_log else "--no-access-log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--port", str(port), flag], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                        break
+                except OSError:
+                    assert proc.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, "aidmatch serve did not answer within 30 s"
+                    time.sleep(0.3)
+            secret = "s3cretLinkOfAHelper"
+            with pytest.raises(urllib.error.HTTPError):  # no helper has it: 404, but the request is made
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/tasks/{secret}?x=1", timeout=5)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = log_path.read_text()
+    assert secret not in text
+    assert ("GET /tasks/…?x=1" in text) is access_log
+    assert ("GET /healthz" in text) is access_log
