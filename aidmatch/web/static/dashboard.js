@@ -86,7 +86,10 @@
         needs = data.needs;
         drawCoverage(data.offers);
         if (!fitted && needs.length) {
-          map.fitBounds(L.latLngBounds(needs.map(function (p) { return [p.lat, p.lon]; })).pad(0.2), { maxZoom: 9 });
+          // Not animated: a zoom animation still running would undo a click that zooms meanwhile
+          // (Leaflet ends it 250 ms later by moving to its own target).
+          map.fitBounds(L.latLngBounds(needs.map(function (p) { return [p.lat, p.lon]; })).pad(0.2),
+                        { maxZoom: 9, animate: false });
           fitted = true;
         }
         draw();
