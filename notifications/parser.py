@@ -549,7 +549,9 @@ def intent_cues(text: str) -> dict[str, tuple[str, ...]]:
     return {name: cues for name, cues in found.items() if cues}
 
 
-def _intent(norms: list[str], categories: tuple[str, ...]) -> Intent:
+def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool = True) -> Intent:
+    """need, offer or unknown; ``short_form`` False: a short message that only names things
+    («вода», "water 3") is not read as a need (it may answer «Чем можете помочь?»)."""
     offers: list[int] = []
     offer_spans: set[int] = set()
     for i, n in _OFFER.find(norms):
@@ -579,7 +581,7 @@ def _intent(norms: list[str], categories: tuple[str, ...]) -> Intent:
         return "offer"
     if needs:
         return "need"
-    if categories and (len(norms) <= SHORT_TOKENS or any(t in FIRST_PERSON for t in norms)):
+    if short_form and categories and (len(norms) <= SHORT_TOKENS or any(t in FIRST_PERSON for t in norms)):
         return "need"  # «ВОДА 3 РЯЗАНЬ»; a long third-person text is a report, not a request
     return "unknown"
 
@@ -611,12 +613,19 @@ def follow_up(parsed: ParsedSms, language: str | None = None) -> str | None:
 _URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
 
 
-def answers(previous: ParsedSms, reply: ParsedSms) -> bool:
-    """Whether ``reply`` may complete the conversation of ``previous``: not when it is a request of
-    the other kind (an SOS from a phone that was registering as a helper is a need, not the place
-    of the offer)."""
+def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
+    """Whether ``reply`` may complete the conversation of ``previous`` (``asked``: what its follow-up
+    question asked for, "category" or "place"): not when it is a request of the other kind (an SOS
+    from a phone that was registering as a helper is a need, not the place of the offer). A helper
+    asked «Чем можете помочь?» who answers only with things («вода, машина») answers the question:
+    alone that would read as a need, but nothing in it asks for anything."""
     kinds = ("need", "offer")
-    return not (previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent)
+    if previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent:
+        if asked == "category" and previous.intent == "offer" and reply.intent == "need":
+            norms = [t.norm for t in _tokens(reply.text)]
+            return _intent(norms, reply.categories, short_form=False) != "need"
+        return False
+    return True
 
 
 def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:

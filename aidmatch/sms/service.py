@@ -160,7 +160,7 @@ def handle(
         conversation = None
     if conversation is not None:
         previous = _restore(conversation.state)
-        if answers(previous, parsed):
+        if answers(previous, parsed, conversation.asked):
             parsed = merge(previous, parsed)
             language = parsed.language
         else:  # a new request of the other kind: the unfinished one is dropped, this one stands alone

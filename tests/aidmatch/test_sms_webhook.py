@@ -357,6 +357,25 @@ def test_an_sos_from_a_phone_registering_as_helper_is_a_need_not_the_offers_plac
     assert db.scalar(select(func.count(Offer.id))) == 0
 
 
+@pytest.mark.parametrize(
+    ("first", "answer"),
+    [("Могу помочь, Белоомут", "вода, машина"), ("I can help, Beloomut", "water, transport")],
+)
+def test_a_helper_answering_what_they_can_bring_registers_an_offer_not_a_need(
+    sms: TestClient, db: Session, first: str, answer: str
+) -> None:
+    phone = "+79260001133"
+    asked = _text(sms, phone, first)
+    assert "помочь" in asked or "help" in asked  # «Чем можете помочь?»
+    reply = _text(sms, phone, answer)  # alone, «вода, машина» would read as a need
+    assert "Где" not in reply
+    assert "Where" not in reply  # the place was given already: not asked again
+    assert db.scalar(select(func.count(Need.id))) == 0
+    (offer,) = db.scalars(select(Offer))
+    assert {c.value for c in offer.categories} == {"water", "transport"}
+    assert abs(offer.lat - 55.0) < 0.5  # Beloomut, near Ryazan
+
+
 def test_an_answer_of_the_same_kind_adds_what_it_asks_for(sms: TestClient, db: Session) -> None:
     _text(sms, "+79161234567", "нужна вода, 2 человека")
     _text(sms, "+79161234567", "нужна еда, Белоомут")
