@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -62,7 +63,10 @@ class Sender(Protocol):
 
     def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent: ...
 
-    def lookup(self, *, to: str, body: str, since: datetime) -> str | None: ...
+    def lookup(self, *, to: str, body: str, since: datetime, known: Collection[str] = ()) -> str | None:
+        """The id of a message with this text sent to ``to`` since ``since`` that is not among ``known``
+        (ids already stored for other messages: one text may go to one phone twice); None if none."""
+        ...
 
 
 class ConsoleSender:
@@ -80,7 +84,7 @@ class ConsoleSender:
         log.info("SMS to %s [%s]: %s", to, key, body)
         return Sent(provider_sid=f"console-{key}-{n}", status="sent")
 
-    def lookup(self, *, to: str, body: str, since: datetime) -> str | None:
+    def lookup(self, *, to: str, body: str, since: datetime, known: Collection[str] = ()) -> str | None:
         return None  # nothing left the machine, so resending cannot reach anyone twice
 
 
@@ -99,8 +103,10 @@ class FakeSender:
         self.sent.append({"to": to, "body": body, "key": key, "sid": sid, "status_callback": status_callback})
         return Sent(provider_sid=sid, status="queued")
 
-    def lookup(self, *, to: str, body: str, since: datetime) -> str | None:
-        return next((m["sid"] for m in self.sent if m["to"] == to and m["body"] == body), None)
+    def lookup(self, *, to: str, body: str, since: datetime, known: Collection[str] = ()) -> str | None:
+        return next(
+            (m["sid"] for m in self.sent if m["to"] == to and m["body"] == body and m["sid"] not in known), None
+        )
 
 
 class TwilioSender:
@@ -153,12 +159,12 @@ class TwilioSender:
             raise TransientSendError(f"Twilio unreachable: {exc}") from exc
         return Sent(provider_sid=str(message.sid), status=str(message.status))
 
-    def lookup(self, *, to: str, body: str, since: datetime) -> str | None:
+    def lookup(self, *, to: str, body: str, since: datetime, known: Collection[str] = ()) -> str | None:
         from twilio.base.exceptions import TwilioException
 
         try:
             for message in self._client.messages.list(to=to, date_sent_after=since, limit=50):
-                if message.body == body:
+                if message.body == body and str(message.sid) not in known:
                     return str(message.sid)
         except (TwilioException, OSError) as exc:
             raise TransientSendError(f"cannot look up earlier messages at Twilio: {exc}") from exc

@@ -98,13 +98,28 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
         .order_by(Message.id)
         .limit(100)
     ).all()
+    taken: dict[str, set[str]] = {}  # per phone: the provider's ids already stored (or given out in this pass)
     for message in stale:
+        known = taken.get(message.phone)
+        if known is None:
+            known = taken[message.phone] = set(
+                session.scalars(
+                    select(Message.provider_sid).where(
+                        Message.phone == message.phone, Message.provider_sid.is_not(None)
+                    )
+                )
+            )
         try:
-            sid = sender.lookup(to=message.phone, body=message.body, since=message.updated_at - timedelta(minutes=1))
+            # One text can go to one phone twice (two helpers accepting parts of one need): a message
+            # already matched to another of ours is not this one's.
+            sid = sender.lookup(
+                to=message.phone, body=message.body, since=message.updated_at - timedelta(minutes=1), known=known
+            )
         except TransientSendError as exc:
             log.warning("cannot reconcile message %s yet: %s", message.id, exc)
             continue
         if sid is not None:
+            known.add(sid)
             message.status = MessageStatus.sent
             message.provider_sid = sid
             message.sent_at = message.sent_at or now

@@ -216,6 +216,41 @@ def test_a_send_interrupted_by_a_crash_is_reconciled_not_repeated(
     assert bodies == {"Сообщение m0": 1, "Сообщение m1": 1}  # nobody got a message twice
 
 
+def test_a_text_sent_twice_to_one_phone_is_reconciled_to_its_own_send_and_the_outbox_goes_on(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    sender = _sender(twilio)
+    with sessions() as session:  # two helpers accepted parts of one need: the author gets one text twice
+        ids = [
+            messages_service.queue(
+                session=session,
+                phone="+79161234567",
+                body="Заявка X: волонтёр взял(а) её",
+                language="ru",
+                idempotency_key=f"accepted:{i}",
+            ).id
+            for i in range(2)
+        ]
+        session.commit()
+    first_sent = drain(sessions=sessions, sender=sender, settings=settings, bucket=_bucket())
+    assert first_sent.sent == 2
+    with sessions() as session:  # the second went out again later, and that drain died before storing its id
+        second = session.get(Message, ids[1])
+        assert second is not None
+        second.status = MessageStatus.sending
+        second.provider_sid = None
+        second.updated_at = utcnow() - timedelta(seconds=settings.sms_stale_sending_s + 60)
+        session.commit()
+    _queue(sessions, 1, phone="+79165550000", prefix="other")
+    report = drain(sessions=sessions, sender=sender, settings=settings, bucket=_bucket())
+    assert report.reconciled == 1
+    assert report.sent == 1  # the rest of the queue still goes out
+    first, second, other = _messages(db)
+    assert second.status is MessageStatus.sent
+    assert second.provider_sid not in (None, first.provider_sid)  # its own send, not the first's
+    assert other.status is MessageStatus.sent
+
+
 _KILLED_DRAIN = """
 import sys, time
 from pathlib import Path
@@ -338,9 +373,9 @@ def test_a_message_still_waiting_its_turn_in_a_live_drain_is_not_sent_twice(
             with lock:
                 return provider.send(to=to, body=body, key=key)
 
-        def lookup(self, *, to: str, body: str, since: Any) -> str | None:
+        def lookup(self, *, to: str, body: str, since: Any, known: Any = ()) -> str | None:
             with lock:
-                return provider.lookup(to=to, body=body, since=since)
+                return provider.lookup(to=to, body=body, since=since, known=known)
 
     first = threading.Thread(
         target=drain, kwargs={"sessions": sessions, "sender": Slow(), "settings": quick, "bucket": _bucket()}
