@@ -256,6 +256,14 @@ def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
     if not tokens or tokens[0].norm not in COMMAND_WORDS:
         return None
     command = COMMAND_WORDS[tokens[0].norm]
+    if command == "stop":
+        # «СТОП, больше не пишите», "Stop texting me", "STOP STOP": a message that starts with a stop
+        # word is an opt-out whatever follows, unless the rest asks for help or names what is needed
+        # ("STOP the fire please"). A wrong opt-out is undone by START; a missed one is not.
+        rest_norms = [t.norm for t in tokens[1:]]
+        if _categories(rest_norms) or _HELP.find(rest_norms):
+            return None
+        return command, None
     rest = tokens[1:]
     argument = None
     if rest and rest[0].norm not in POLITE:

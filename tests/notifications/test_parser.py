@@ -164,6 +164,13 @@ def test_intent_cues_list_the_cues_before_the_context_rules() -> None:
         ("помощь", "help", None, "ru"),
         ("HELP", "help", None, "en"),
         ("YES 123 on my way", "yes", "123", "en"),
+        # Opt-outs in a sentence are opt-outs.
+        ("СТОП, больше не пишите", "stop", None, "ru"),
+        ("Stop texting me", "stop", None, "en"),
+        ("Отписаться от рассылки", "stop", None, "ru"),
+        ("STOP STOP", "stop", None, "en"),
+        ("STOPALL", "stop", None, "en"),
+        ("отписка", "stop", None, "ru"),
     ],
 )
 def test_commands(text: str, command: str, argument: str | None, language: str) -> None:
