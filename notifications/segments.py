@@ -32,19 +32,23 @@ def segments(text: str) -> int:
 
 
 def fit(text: str, max_segments: int) -> str:
-    """The text cut at a word boundary (with "…") so that it takes at most ``max_segments``."""
+    """The text cut at a word boundary (with "…", or "..." in a GSM-7 text) so that it takes at most
+    ``max_segments``."""
     if max_segments < 1:
         raise ValueError(f"max_segments = {max_segments} must be >= 1")
     if segments(text) <= max_segments:
         return text
+    # "…" is not a GSM-7 character: after a GSM-7 text it would make the whole text UCS-2 (70
+    # characters a segment instead of 160), so such a text ends with "..." instead.
+    more = "..." if is_gsm7(text) else "…"
     words = text.split(" ")
     while len(words) > 1:
         words.pop()
-        candidate = " ".join(words).rstrip(",.;:") + "…"
+        candidate = " ".join(words).rstrip(",.;:") + more
         if segments(candidate) <= max_segments:
             return candidate
     # One very long word: cut characters.
     out = text
-    while out and segments(out + "…") > max_segments:
+    while out and segments(out + more) > max_segments:
         out = out[:-1]
-    return out + "…"
+    return out + more

@@ -124,6 +124,15 @@ def test_fit_cuts_at_a_word_within_the_segments() -> None:
     assert segments(fit("я" * 500, 1)) == 1
 
 
+def test_a_cut_gsm7_text_stays_gsm7_and_keeps_its_three_segments() -> None:
+    text = " ".join(["word"] * 120)  # 599 characters of GSM-7: 4 segments
+    cut = fit(text, 3)
+    assert is_gsm7(cut)
+    assert cut.endswith("...")
+    assert segments(cut) == 3
+    assert len(cut) > 400  # three GSM-7 segments hold 459 characters, not the 201 of UCS-2
+
+
 def test_token_bucket_limits_the_rate() -> None:
     now = [0.0]
     bucket = TokenBucket(2.0, burst=4, clock=lambda: now[0])
