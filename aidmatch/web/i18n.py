@@ -94,6 +94,10 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "This does not look like a phone number. Example: +7 916 123-45-67.",
     ),
     "err_phone_required": ("Укажите телефон.", "Give a phone number."),
+    "err_too_many_open": (
+        "С этого телефона уже {limit} открытых заявок. Дождитесь ответа по ним или отмените лишние.",
+        "This phone already has {limit} open needs. Wait for answers to them or cancel some first.",
+    ),
     "err_too_long": ("Слишком длинный текст.", "The text is too long."),
     "err_available_until": ("Укажите дату и время в будущем.", "Give a date and time in the future."),
     "err_invalid": ("Неверное значение.", "Invalid value."),

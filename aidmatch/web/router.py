@@ -6,6 +6,7 @@ location button, the map and the dashboard's refresh.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -21,7 +22,7 @@ from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import GeocoderDep, LiveIndexDep, LiveNeedsDep, SettingsDep
 from aidmatch.emergency import service as emergency_service
 from aidmatch.enums import NeedStatus, Source, Urgency
-from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError
+from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.limits import limit_public_posts
 from aidmatch.matches import proposals
 from aidmatch.matches import service as matches_service
@@ -147,6 +148,15 @@ def need_submit(
             session.rollback()
             address = form.values.get("address", "")
             form.errors[exc.field or "address"] = translate(lang, "err_address_unknown", address=address)
+        except TooManyRequestsError as exc:
+            # The open-needs limit of the phone: the form again, with what was typed and why.
+            session.rollback()
+            limit = settings.max_open_needs_per_phone
+            form.errors["contact_phone"] = translate(lang, "err_too_many_open", limit=limit)
+            page = render(request, "need.html", {"form": form}, status_code=429)
+            if exc.retry_after_s is not None:
+                page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            return page
         else:
             if not merged:  # a repeat bumps the open need instead
                 proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())

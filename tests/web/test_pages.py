@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus, NeedStatus, Source
 from aidmatch.matches.models import Match
@@ -118,6 +119,23 @@ def test_bad_need_input_rerenders_with_clear_messages_and_the_typed_values(clien
     assert 'value="12"' in r.text
     assert 'aria-invalid="true"' in r.text
     assert db.scalar(select(Need.id)) is None, "nothing half-written"
+
+
+def test_a_phone_over_its_open_needs_limit_gets_the_form_back_with_why(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    limit = settings.max_open_needs_per_phone
+    for k in range(limit):  # 11 km apart: each a need of its own
+        _post_need(client, address="", lat=f"{55.0 + 0.1 * k:.1f}", lon="40.0")
+    r = client.post(
+        "/need?lang=en", data={**NEED_FORM, "address": "", "lat": "57.5", "lon": "40.0", "description": "one more"}
+    )
+    assert r.status_code == 429
+    assert r.headers["content-type"].startswith("text/html")
+    assert int(r.headers["retry-after"]) > 0
+    assert f"This phone already has {limit} open needs" in r.text
+    assert "one more</textarea>" in r.text  # what was typed is kept
+    assert db.scalar(select(func.count(Need.id))) == limit
 
 
 def test_an_address_the_gazetteer_cannot_find_is_explained(client: TestClient) -> None:
