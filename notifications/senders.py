@@ -52,6 +52,11 @@ class PermanentSendError(SendError):
     """Never retry this message."""
 
 
+class UnknownOutcomeError(TransientSendError):
+    """The request went out but no answer came back (a read timeout, a dropped connection): the
+    provider may have accepted the message, so it must be looked up (``lookup``) before any resend."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     provider_sid: str
@@ -153,10 +158,10 @@ class TwilioSender:
             message = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
             raise _classify(exc) from exc
-        except TwilioException as exc:  # connection errors and the like
-            raise TransientSendError(f"Twilio unreachable: {exc}") from exc
-        except OSError as exc:
-            raise TransientSendError(f"Twilio unreachable: {exc}") from exc
+        except (TwilioException, OSError) as exc:  # connection errors, timeouts
+            if _never_reached(exc):
+                raise TransientSendError(f"Twilio unreachable: {exc}") from exc
+            raise UnknownOutcomeError(f"no answer from Twilio (the message may have been accepted): {exc}") from exc
         return Sent(provider_sid=str(message.sid), status=str(message.status))
 
     def lookup(self, *, to: str, body: str, since: datetime, known: Collection[str] = ()) -> str | None:
@@ -182,3 +187,17 @@ def _classify(exc: Any) -> SendError:
     if 400 <= status < 500:
         return PermanentSendError(message, code=code)
     return TransientSendError(message, code=code)
+
+
+def _never_reached(exc: BaseException) -> bool:
+    """Whether a failed request surely never reached the provider (no connection was made), so a
+    resend cannot deliver the message twice. A read timeout or a dropped connection is not that."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout | ConnectionRefusedError):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        inner = exc.args[0] if exc.args else None
+        reason = getattr(inner, "reason", inner)  # urllib3's MaxRetryError carries why
+        return type(reason).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
+    return False

@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,10 +30,16 @@ class FakeTwilio:
     messages: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[int, int]] = field(default_factory=list)  # (HTTP status, Twilio code), in order
     lock: threading.Lock = field(default_factory=threading.Lock)
+    slow_s: list[float] = field(default_factory=list)  # accept the next messages, but answer this late
 
     def fail_next(self, status: int, code: int, times: int = 1) -> None:
         with self.lock:
             self.failures.extend([(status, code)] * times)
+
+    def answer_late(self, seconds: float, times: int = 1) -> None:
+        """The next messages are accepted (and so delivered) but the answer comes ``seconds`` late."""
+        with self.lock:
+            self.slow_s.extend([seconds] * times)
 
 
 def _resource(account: str, sid: str, form: dict[str, str], now: datetime) -> dict[str, Any]:
@@ -74,11 +81,14 @@ def fake_twilio() -> Iterator[FakeTwilio]:
 
         def _reply(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (``answer_late``), as it does at Twilio
 
         def _auth_user(self) -> str | None:
             header = self.headers.get("Authorization", "")
@@ -132,6 +142,9 @@ def fake_twilio() -> Iterator[FakeTwilio]:
             resource = _resource(parts[2], sid, form, datetime.now(UTC))
             with state.lock:
                 state.messages.append(resource)
+                late = state.slow_s.pop(0) if state.slow_s else 0.0
+            if late:
+                time.sleep(late)
             self._reply(201, resource)
 
         def do_GET(self) -> None:

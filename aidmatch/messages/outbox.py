@@ -41,7 +41,14 @@ from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.needs.models import Need
 from notifications.ratelimit import Bucket
 from notifications.segments import fit
-from notifications.senders import ConsoleSender, PermanentSendError, Sender, TransientSendError, TwilioSender
+from notifications.senders import (
+    ConsoleSender,
+    PermanentSendError,
+    Sender,
+    TransientSendError,
+    TwilioSender,
+    UnknownOutcomeError,
+)
 
 log = logging.getLogger("aidmatch.sms")
 
@@ -282,6 +289,10 @@ def _send(
             message.error = str(exc)[:2000]
             if exc.code == _UNSUBSCRIBED and session.get(SmsOptOut, message.phone) is None:
                 session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
+        except UnknownOutcomeError as exc:
+            # Maybe sent: left ``sending``, so the reconciliation looks it up at the provider once it
+            # is stale and resends only if it is not there.
+            message.error = str(exc)[:2000]
         except TransientSendError as exc:
             message.error = str(exc)[:2000]
             if message.attempts >= settings.sms_max_attempts:

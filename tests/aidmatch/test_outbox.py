@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -249,6 +250,44 @@ def test_a_text_sent_twice_to_one_phone_is_reconciled_to_its_own_send_and_the_ou
     assert second.status is MessageStatus.sent
     assert second.provider_sid not in (None, first.provider_sid)  # its own send, not the first's
     assert other.status is MessageStatus.sent
+
+
+def test_a_send_whose_answer_never_came_is_looked_up_not_sent_again(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    sender = TwilioSender(
+        account_sid=ACCOUNT, auth_token="t0ken", from_="+15005550006", base_url=twilio.base_url, timeout_s=0.5
+    )
+    _queue(sessions, 1)
+    twilio.answer_late(1.5)  # Twilio takes the message, but the answer comes after the client gave up
+    report = drain(sessions=sessions, sender=sender, settings=settings, bucket=_bucket())
+    assert (report.sent, report.retried) == (0, 0)
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.sending  # maybe sent: to be looked up, not resent
+    assert "may have been accepted" in (message.error or "")
+    later = utcnow() + timedelta(seconds=settings.sms_stale_sending_s + 1)
+    report = drain(sessions=sessions, sender=sender, settings=settings, bucket=_bucket(), now=later)
+    assert report.reconciled == 1
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.sent
+    assert message.provider_sid == twilio.messages[0]["sid"]
+    assert len(twilio.messages) == 1  # the recipient got it once
+
+
+def test_a_provider_that_could_not_be_reached_is_tried_again(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on: the request never reaches anyone
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = TwilioSender(
+        account_sid=ACCOUNT, auth_token="t0ken", from_="+15005550006", base_url=f"http://127.0.0.1:{port}"
+    )
+    _queue(sessions, 1)
+    report = drain(sessions=sessions, sender=sender, settings=settings, bucket=_bucket())
+    assert report.retried == 1
+    (message,) = _messages(db)
+    assert message.status is MessageStatus.queued  # safe to send again: it never left
 
 
 _KILLED_DRAIN = """
