@@ -347,9 +347,22 @@ def _command(
         return _need_command(
             session=session, settings=settings, need=own, command=command, code=arg, parsed=parsed, lang=lang
         )
+    match = _helper_match(session, helper, arg, command) if helper is not None else None
+    if arg is None and match is None:
+        # A bare «ДА» / "YES" (NO, DONE) to «Заявка … ещё нужна?»: the sender's need that was asked.
+        asked = _asked_to_reconfirm(session, phone)
+        if asked is not None:
+            return _need_command(
+                session=session,
+                settings=settings,
+                need=asked,
+                command=command,
+                code=asked.code,
+                parsed=parsed,
+                lang=lang,
+            )
     if helper is None:
         return InboundResult(sms_reply("not_yours", lang, id=arg or ""), ok, parsed)
-    match = _helper_match(session, helper, arg, command)
     if match is None:
         key = "which_task" if arg is None else "not_yours"
         return InboundResult(sms_reply(key, lang, id=arg or ""), ok, parsed, helper_id=helper.id)
@@ -377,6 +390,21 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     wanted = (MatchStatus.accepted,) if command == "done" else PENDING_MATCH_STATUSES
     open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
     return open_ones[0] if len(open_ones) == 1 else None
+
+
+def _asked_to_reconfirm(session: Session, phone: str) -> Need | None:
+    """The sender's one open need that was asked «still needed?» and not answered yet (None when
+    there is none, or more than one: then the reply must name its code)."""
+    asked = session.scalars(
+        select(Need)
+        .where(
+            Need.contact_phone == phone,
+            Need.status.in_(OPEN_NEED_STATUSES),
+            Need.reconfirm_requested_at.is_not(None),
+        )
+        .limit(2)
+    ).all()
+    return asked[0] if len(asked) == 1 else None
 
 
 def _own_need(session: Session, phone: str, code: str) -> Need | None:

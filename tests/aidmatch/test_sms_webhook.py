@@ -172,6 +172,31 @@ def test_a_repeated_message_sid_creates_one_need(sms: TestClient, db: Session) -
     assert db.scalar(select(func.count(Message.id)).where(Message.direction == MessageDirection.inbound)) == 1
 
 
+@pytest.mark.parametrize(
+    ("reply", "status"), [("Да", NeedStatus.open), ("YES", NeedStatus.open), ("нет", NeedStatus.cancelled)]
+)
+def test_a_bare_answer_to_still_needed_applies_to_the_need_that_was_asked(
+    sms: TestClient, db: Session, reply: str, status: NeedStatus
+) -> None:
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, Белоомут")
+    need = db.scalars(select(Need)).one()
+    expires = need.expires_at
+    assert expires is not None
+    need.expires_at = expires - timedelta(hours=60)  # near its expiry: upkeep asked «ещё нужна?»
+    need.reconfirm_requested_at = utcnow()
+    db.commit()
+    answer = _text(sms, phone, reply)
+    assert need.code in answer
+    db.expire_all()
+    need = db.scalars(select(Need)).one()
+    assert need.status is status
+    if status is NeedStatus.open:
+        assert need.expires_at is not None
+        assert need.expires_at > expires - timedelta(hours=60)  # renewed
+        assert need.reconfirm_requested_at is None
+
+
 # -- understanding and conversations -------------------------------------------------------------
 
 
