@@ -122,6 +122,7 @@ def upkeep_job(
             return report
         except Exception:
             session.rollback()
+            live.forget()  # it was refreshed inside the pass: re-read what the rollback undid
             raise
         finally:
             release()

@@ -102,6 +102,7 @@ class ChangeFeed:
     ) -> None:
         self._id, self._stamped, self._recheck, self._clock = id_column, stamp_column, recheck, clock
         self._text = cast(stamp_column, String)  # updated_at as the database prints it
+        self._args = (id_column, stamp_column)
         # Built once (building and keying a statement costs more Python time than a look that finds nothing).
         # The upper bound changes no answer (no stamp is that late) but makes the condition a range, which a
         # planner without statistics on the column (a table that grew since its last ANALYZE, autovacuum
@@ -124,6 +125,10 @@ class ChangeFeed:
         # need it: older ones are dropped after a wide re-read once the map has doubled.
         self._applied: dict[int, tuple[str, datetime]] = {}
         self._prune_at = _PRUNE_MIN
+
+    def fresh(self) -> ChangeFeed:
+        """A feed over the same column that has seen nothing yet (its first look reads every row)."""
+        return ChangeFeed(*self._args, recheck=self._recheck, clock=self._clock)
 
     def look(self, session: Session) -> Look:
         """The rows to re-read now; apply each with ``applied``, then call ``done``."""
@@ -270,6 +275,16 @@ class LiveOfferIndex:
                 self._retime(now)
             self._feed.done(look)
             self._forget_busy()
+
+    def forget(self) -> None:
+        """Re-read every offer at the next refresh. For a transaction that refreshed the index and
+        then rolled back: the index took its uncommitted changes (units given back, offers expired),
+        and their stamps would not bring the rows back by themselves."""
+        with self._lock:
+            self._feed = self._feed.fresh()
+            self._busy.clear()
+            self._full.clear()
+            self._busy_rows = None
 
     def note_busy(self, helpers: Collection[int] = (), awaiting: Mapping[int, int] | None = None) -> None:
         """Helpers just found at their cap of open tasks, and the offers among ``awaiting`` (offer id →

@@ -248,3 +248,65 @@ def test_a_batch_run_killed_halfway_leaves_nothing_behind(
     assert outcome.run is not None
     assert outcome.run.status is MatchRunStatus.succeeded
     assert _count(db, Message.id) == before[2] + outcome.run.config["messages"] > before[2]
+
+
+def test_an_upkeep_pass_that_rolls_back_leaves_no_trace_in_the_live_index(
+    client: TestClient,
+    db: Session,
+    settings: Settings,
+    coordinator_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    from aidmatch.database import make_engine, make_sessionmaker, utcnow
+    from aidmatch.matches.live import LiveOfferIndex
+    from aidmatch.needs.models import Need
+    from aidmatch.scheduler import upkeep_job
+
+    client.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 1,
+            "radius_km": 50,
+            "lat": 55.75,
+            "lon": 37.61,
+            "phone": "+79160000001",
+        },
+    ).json()
+    need = client.post(
+        "/api/needs",
+        json={"category": "water", "quantity": 2, "lat": 55.751, "lon": 37.611, "contact_phone": "+79169999999"},
+    ).json()
+    (match,) = client.get(f"/api/matches?need_id={need['id']}", headers=coordinator_headers).json()["items"]
+    assert client.post(f"/api/matches/{match['id']}/accept", headers=coordinator_headers).status_code == 200
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    live = LiveOfferIndex()
+
+    def free_units() -> list[int]:
+        with sessions() as session:
+            live.refresh(session=session, now=utcnow())
+        _, left = live.snapshot({})
+        return [int(x) for x in left]
+
+    try:
+        assert free_units() == [0]  # the offer's one unit is taken
+        expired = db.get(Need, need["id"])
+        assert expired is not None
+        assert expired.expires_at is not None
+        later = expired.expires_at + timedelta(minutes=1)  # the pass expires the need: its task is called off
+        real = LiveOfferIndex.refresh
+
+        def refresh_then_fail(self: LiveOfferIndex, *, session: Session, now: Any) -> None:
+            real(self, session=session, now=now)  # sees the unit given back, not yet committed
+            raise RuntimeError("connection lost")
+
+        monkeypatch.setattr(LiveOfferIndex, "refresh", refresh_then_fail)
+        with pytest.raises(RuntimeError):
+            upkeep_job(sessions=sessions, settings=settings, live=live, now=later)
+        monkeypatch.setattr(LiveOfferIndex, "refresh", real)
+        assert free_units() == [0]  # the pass was rolled back: the unit is still taken
+    finally:
+        engine.dispose()
