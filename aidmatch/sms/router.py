@@ -181,15 +181,25 @@ def _act(
     return _twiml(reply)
 
 
+# How long a delivery callback waits for the id of a message that was just sent to be stored.
+CALLBACK_WAIT_S = 3.0
+
+
 @router.post("/status", status_code=204, response_class=Response)
 def delivery_status(form: SignedForm, session: SessionDep) -> Response:
     """Twilio's status callback for a message we sent: delivered, undelivered, failed…"""
     fields = dict(form)
     sid = fields.get("MessageSid") or fields.get("SmsSid")
     state = _DELIVERY.get(fields.get("MessageStatus", "").lower())
-    message = session.scalar(
-        select(Message).where(Message.provider_sid == sid, Message.direction == MessageDirection.outbound)
-    )
+    stmt = select(Message).where(Message.provider_sid == sid, Message.direction == MessageDirection.outbound)
+    message = session.scalar(stmt)
+    waited = 0.0
+    while message is None and state is not None and sid and waited < CALLBACK_WAIT_S:
+        # The callback can overtake the drain that sent the message and is about to store its id.
+        time.sleep(0.25)
+        waited += 0.25
+        session.rollback()  # a new snapshot
+        message = session.scalar(stmt)
     if message is None or state is None:
         log.info("status callback for unknown message %s (%s)", sid, fields.get("MessageStatus"))
         return Response(status_code=204)

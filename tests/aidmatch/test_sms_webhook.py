@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -368,6 +369,35 @@ def test_status_done_and_delivery_callbacks(sms: TestClient, db: Session, sms_se
     assert message.status is MessageStatus.failed
     assert "30003" in (message.error or "")
     assert _signed(sms, "/sms/status", form | {"MessageSid": "SMunknown"}).status_code == 204
+
+
+def test_a_delivery_callback_that_overtakes_the_drain_is_not_lost(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    from aidmatch.messages import service as messages_service
+
+    message = messages_service.queue(
+        session=db, phone="+79161234567", body="Заявка принята", language="ru", idempotency_key="t:1"
+    )
+    db.commit()
+    sid = "SM" + "7" * 32
+    form = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": "AC" + "9" * 32}
+
+    def store_the_sid_a_moment_later() -> None:  # the drain that sent it commits its id after the callback came
+        time.sleep(0.6)
+        with Session(db.get_bind()) as other:
+            stored = other.get(Message, message.id)
+            assert stored is not None
+            stored.status = MessageStatus.sent
+            stored.provider_sid = sid
+            other.commit()
+
+    drain = threading.Thread(target=store_the_sid_a_moment_later)
+    drain.start()
+    assert _signed(sms, "/sms/status", form).status_code == 204
+    drain.join(timeout=10)
+    db.expire_all()
+    assert db.scalar(select(Message.status).where(Message.id == message.id)) is MessageStatus.delivered
 
 
 # -- what the review of session 7 found ------------------------------------------------------------
