@@ -97,6 +97,23 @@ _REPLIES: dict[str, tuple[str, str]] = {
 }
 
 
+# How the STATUS reply names a need's or a task's state (the enums' values, in both languages).
+STATE_WORDS: dict[str, tuple[str, str]] = {
+    "open": ("ищем помощника", "looking for a helper"),
+    "partially_assigned": ("часть взята", "partly taken"),
+    "assigned": ("помощник едет", "a helper is coming"),
+    "proposed": ("ждёт ответа", "waiting for your answer"),
+    "notified": ("ждёт ответа", "waiting for your answer"),
+    "accepted": ("принята", "accepted"),
+}
+
+
+def state_word(state: str, language: str) -> str:
+    """A need's or a task's state as the STATUS reply says it (the state itself when unknown)."""
+    ru, en = STATE_WORDS.get(state, (state, state))
+    return en if language == "en" else ru
+
+
 def sms_reply(key: str, language: str, **values: object) -> str:
     """A reply to an SMS, in the sender's language (Russian unless English)."""
     ru, en = _REPLIES[key]

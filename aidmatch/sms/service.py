@@ -50,7 +50,7 @@ from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
 from notifications.parser import ParsedSms, answers, follow_up, merge, parse_sms
 from notifications.phones import normalize_phone
-from notifications.templates import need_received, sms_reply
+from notifications.templates import need_received, sms_reply, state_word
 
 _DEFAULT_OFFER_RADIUS_KM = 25.0
 
@@ -464,7 +464,8 @@ def _status(session: Session, phone: str, helper: Helper | None, lang: str) -> s
     ).all()
     parts = []
     if needs:
-        parts.append(sms_reply("status_needs", lang, items=", ".join(f"{n.code} {n.status.value}" for n in needs[:5])))
+        items = ", ".join(f"{n.code} {state_word(n.status.value, lang)}" for n in needs[:5])
+        parts.append(sms_reply("status_needs", lang, items=items))
     if helper is not None:
         tasks = session.scalars(
             select(Match)
@@ -474,6 +475,10 @@ def _status(session: Session, phone: str, helper: Helper | None, lang: str) -> s
         ).all()
         if tasks:
             parts.append(
-                sms_reply("status_tasks", lang, items=", ".join(f"{m.id} {m.status.value}" for m in tasks[:5]))
+                sms_reply(
+                    "status_tasks",
+                    lang,
+                    items=", ".join(f"{m.id} {state_word(m.status.value, lang)}" for m in tasks[:5]),
+                )
             )
     return " ".join(parts) or sms_reply("status_none", lang)

@@ -337,9 +337,11 @@ def test_status_done_and_delivery_callbacks(sms: TestClient, db: Session, sms_se
     _text(sms, requester, "нужна еда, Белоомут")
     need = db.scalar(select(Need))
     assert need is not None
-    assert need.code in _text(sms, requester, "СТАТУС")
+    status = _text(sms, requester, "СТАТУС")
+    assert f"{need.code} ищем помощника" in status  # the state in the sender's language, not "open"
     (match,) = db.scalars(select(Match))
-    assert str(match.id) in _text(sms, "+79165550009", "STATUS")
+    task_status = _text(sms, "+79165550009", "STATUS")
+    assert f"{match.id} waiting for your answer" in task_status or f"{match.id} ждёт ответа" in task_status
     _text(sms, "+79165550009", "ДА")  # only one task waiting: YES without a number takes it
     db.expire_all()
     assert db.get(Match, match.id).status is MatchStatus.accepted  # type: ignore[union-attr]
