@@ -175,6 +175,14 @@ def handle(
         # A need or an offer is stored with the sender's number; one we cannot read as a phone
         # number (a short code, an alphanumeric sender) goes to the coordinators instead.
         return InboundResult(sms_reply("number_not_accepted", language), MessageStatus.unparsed, parsed)
+    if parsed.intent == "need" and "place" in parsed.missing and conversation is None:
+        # «и еда тоже» right after «нужна вода, Белоомут»: the place was given already.
+        recent = _recent_need(session, phone, now)
+        if recent is not None:
+            missing = tuple(m for m in parsed.missing if m != "place")
+            parsed = dataclasses.replace(
+                parsed, lat=recent.lat, lon=recent.lon, place_text=recent.address, missing=missing
+            )
     place = None if "place" in parsed.missing else _locate(parsed, geocoder, message.body)
     question = follow_up(parsed, language)
     if question is None and place is None:
@@ -390,6 +398,24 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     wanted = (MatchStatus.accepted,) if command == "done" else PENDING_MATCH_STATUSES
     open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
     return open_ones[0] if len(open_ones) == 1 else None
+
+
+# A need sent without a place within this long after the phone's last need takes that need's place.
+SAME_PLACE_WITHIN = timedelta(hours=1)
+
+
+def _recent_need(session: Session, phone: str, now: datetime) -> Need | None:
+    """The phone's newest open need if it came within ``SAME_PLACE_WITHIN``."""
+    return session.scalar(
+        select(Need)
+        .where(
+            Need.contact_phone == phone,
+            Need.status.in_(OPEN_NEED_STATUSES),
+            Need.created_at >= now - SAME_PLACE_WITHIN,
+        )
+        .order_by(Need.created_at.desc(), Need.id.desc())
+        .limit(1)
+    )
 
 
 def _asked_to_reconfirm(session: Session, phone: str) -> Need | None:

@@ -433,6 +433,21 @@ def test_a_helper_answering_what_they_can_bring_registers_an_offer_not_a_need(
     assert abs(offer.lat - 55.0) < 0.5  # Beloomut, near Ryazan
 
 
+def test_a_need_sent_right_after_another_takes_its_place_without_asking_again(sms: TestClient, db: Session) -> None:
+    phone = "+79161234568"
+    _text(sms, phone, "нужна вода, Белоомут")
+    reply = _text(sms, phone, "и еда тоже")
+    assert "Где" not in reply
+    water, food = db.scalars(select(Need).order_by(Need.id)).all()
+    assert food.category.value == "food"
+    assert food.code in reply
+    assert (food.lat, food.lon) == (water.lat, water.lon)
+    # Long after, the place is asked again: people move.
+    food.created_at = water.created_at = utcnow() - timedelta(hours=2)
+    db.commit()
+    assert "Где" in _text(sms, phone, "нужны лекарства")
+
+
 def test_an_answer_of_the_same_kind_adds_what_it_asks_for(sms: TestClient, db: Session) -> None:
     _text(sms, "+79161234567", "нужна вода, 2 человека")
     _text(sms, "+79161234567", "нужна еда, Белоомут")
