@@ -84,6 +84,10 @@ _REPLIES: dict[str, tuple[str, str]] = {
     "done": ("Спасибо! Задача {id} выполнена.", "Thank you! Task {id} is done."),
     "not_yours": ("Нет задачи {id} для вашего номера.", "There is no task {id} for your number."),
     "which_task": ("Укажите номер задачи: ДА номер.", "Which task? Reply YES number."),
+    "nothing_pending": (
+        "Нет заявок и задач, ждущих вашего ответа. СТАТУС — ваши заявки, ПОМОЩЬ — команды.",
+        "Nothing is waiting for your answer. STATUS lists your requests, HELP the commands.",
+    ),
     "confirmed": ("Заявка {code} продлена. Спасибо!", "Request {code} stays open. Thank you!"),
     "closed": ("Заявка {code} закрыта. Спасибо!", "Request {code} is closed. Thank you!"),
     "already_closed": ("Заявка {code} уже закрыта.", "Request {code} is closed already."),

@@ -370,7 +370,8 @@ def _command(
                 lang=lang,
             )
     if helper is None:
-        return InboundResult(sms_reply("not_yours", lang, id=arg or ""), ok, parsed)
+        key = "nothing_pending" if arg is None else "not_yours"
+        return InboundResult(sms_reply(key, lang, id=arg or ""), ok, parsed)
     if match is None:
         key = "which_task" if arg is None else "not_yours"
         return InboundResult(sms_reply(key, lang, id=arg or ""), ok, parsed, helper_id=helper.id)

@@ -433,6 +433,11 @@ def test_a_helper_answering_what_they_can_bring_registers_an_offer_not_a_need(
     assert abs(offer.lat - 55.0) < 0.5  # Beloomut, near Ryazan
 
 
+def test_a_bare_yes_with_nothing_waiting_says_so_plainly(sms: TestClient) -> None:
+    assert _text(sms, "+79161230000", "ДА").startswith("Нет заявок и задач, ждущих вашего ответа.")
+    assert _text(sms, "+79161230001", "YES").startswith("Nothing is waiting for your answer.")
+
+
 def test_a_need_sent_right_after_another_takes_its_place_without_asking_again(sms: TestClient, db: Session) -> None:
     phone = "+79161234568"
     _text(sms, phone, "нужна вода, Белоомут")
