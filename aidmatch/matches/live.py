@@ -102,7 +102,6 @@ class ChangeFeed:
     ) -> None:
         self._id, self._stamped, self._recheck, self._clock = id_column, stamp_column, recheck, clock
         self._text = cast(stamp_column, String)  # updated_at as the database prints it
-        self._args = (id_column, stamp_column)
         # Built once (building and keying a statement costs more Python time than a look that finds nothing).
         # The upper bound changes no answer (no stamp is that late) but makes the condition a range, which a
         # planner without statistics on the column (a table that grew since its last ANALYZE, autovacuum
@@ -128,7 +127,7 @@ class ChangeFeed:
 
     def fresh(self) -> ChangeFeed:
         """A feed over the same column that has seen nothing yet (its first look reads every row)."""
-        return ChangeFeed(*self._args, recheck=self._recheck, clock=self._clock)
+        return ChangeFeed(self._id, self._stamped, recheck=self._recheck, clock=self._clock)
 
     def look(self, session: Session) -> Look:
         """The rows to re-read now; apply each with ``applied``, then call ``done``."""

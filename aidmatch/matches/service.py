@@ -129,9 +129,7 @@ def load_open_needs(*, session: Session, now: datetime) -> OpenNeeds:
         held_ids = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
         held = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
         order = np.argsort(held_ids)
-        held_ids, held = held_ids[order], held[order]
-        pos = np.minimum(np.searchsorted(held_ids, ids), len(held_ids) - 1)
-        remaining -= np.where(held_ids[pos] == ids, held[pos], 0)
+        remaining -= _room(held_ids[order], held[order], ids)
     aged = np.flatnonzero(remaining > 0)  # oldest first
     rows = aged[np.argsort(ids[aged], kind="stable")]  # by id
     rank = np.empty(len(aged), dtype=np.int64)
@@ -353,13 +351,8 @@ def _excluded_rows(need_id: np.ndarray, helper_id: np.ndarray, asked: np.ndarray
 
 def _within_task_slots(helper_ids: np.ndarray, distance_km: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """Per row (shape (r,)): among its helper's rows, nearest first, within the helper's task slots."""
-    order = np.lexsort((distance_km, helper_ids))
-    ranked = helper_ids[order]
-    first = np.r_[True, ranked[1:] != ranked[:-1]] if len(ranked) else np.zeros(0, dtype=bool)
-    starts = np.maximum.accumulate(np.where(first, np.arange(len(ranked)), 0)) if len(ranked) else ranked
-    keep = np.zeros(len(helper_ids), dtype=bool)
-    keep[order] = (np.arange(len(ranked)) - starts) < slots[order]
-    return keep
+    kept: np.ndarray = _fit(helper_ids, np.ones(len(helper_ids), dtype=np.int64), distance_km, slots) > 0
+    return kept
 
 
 def _write_batch_matches(

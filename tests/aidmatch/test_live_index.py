@@ -38,15 +38,17 @@ def _brute(db: Session, lat: float, lon: float, category: Category, k: int) -> l
     return sorted(found, key=lambda x: (x[1], x[0]))[:k]
 
 
+def _helpers(db: Session, n: int) -> list[int]:
+    """n helpers, inserted at once; their ids in order."""
+    now = utcnow()
+    rows = [{"name": f"h{i}", "phone": f"+7916{i:07d}", "created_at": now, "updated_at": now} for i in range(n)]
+    return list(db.scalars(insert(Helper).returning(Helper.id, sort_by_parameter_order=True), rows))
+
+
 def test_the_live_index_answers_like_brute_force_over_the_database_after_random_changes(db: Session) -> None:
     rng = np.random.default_rng(7)
     now = utcnow()
-    helper_ids = list(
-        db.scalars(
-            insert(Helper).returning(Helper.id, sort_by_parameter_order=True),
-            [{"name": f"h{i}", "phone": f"+7916{i:07d}", "created_at": now, "updated_at": now} for i in range(200)],
-        )
-    )
+    helper_ids = _helpers(db, 200)
     # 200 offers stamped with one and the same time, as a bulk import does.
     offer_ids = list(
         db.scalars(
@@ -276,12 +278,7 @@ def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkey
 
 def test_noted_busy_helpers_and_full_offers_are_passed_over_until_the_memory_lapses(db: Session) -> None:
     now = utcnow()
-    helper_ids = list(
-        db.scalars(
-            insert(Helper).returning(Helper.id, sort_by_parameter_order=True),
-            [{"name": f"h{i}", "phone": f"+7916{i:07d}", "created_at": now, "updated_at": now} for i in range(4)],
-        )
-    )
+    helper_ids = _helpers(db, 4)
     offer_ids = list(
         db.scalars(
             insert(Offer).returning(Offer.id, sort_by_parameter_order=True),
