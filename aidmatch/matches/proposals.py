@@ -462,6 +462,7 @@ def offer_to_next_helpers(
     new: bool = False,
     facts_for: FactsFor | None = None,
     asker: Asker = ask,
+    unwritten: Sequence[Ask] = (),
 ) -> int:
     """Ask the nearest capable helpers not yet asked for the need's units nobody holds.
 
@@ -469,12 +470,15 @@ def offer_to_next_helpers(
     refreshes ``live`` first (once for many needs). ``new``: the need was created in this
     transaction, so no match refers to it yet (nothing pending, nobody asked: two queries saved).
     ``facts_for`` and ``asker``: how the candidates are read and asked (a group intake shares one
-    read and writes the requests of all its needs together).
+    read and writes the requests of all its needs together); ``unwritten``: this need's requests
+    made in this transaction and not written yet, whose units await an answer and whose helpers were asked.
     """
     if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
         return 0
     units = need.quantity - need.quantity_assigned if new else units_to_place(session, need)
+    units -= sum(a.quantity for a in unwritten)
     also = set() if new else asked_helpers(session, need.id)
+    also |= {a.helper_id for a in unwritten}
     facts = facts_for(also) if facts_for is not None else CandidateFacts(session, also)
     found = live.nearest(
         lat=need.lat,
@@ -615,6 +619,49 @@ def propose_for_need(
         )
     return offer_to_next_helpers(
         session=session, need=need, live=live, now=now, reason="at intake", new=True, facts_for=facts_for, asker=asker
+    )
+
+
+def propose_still_needed(
+    *,
+    session: Session,
+    need: Need,
+    live: LiveOfferIndex,
+    now: datetime,
+    reason: str = "after a repeat",
+    refresh: bool = True,
+    new: bool = False,
+    facts_for: FactsFor | None = None,
+    asker: Asker = ask,
+    unwritten: Sequence[Ask] = (),
+) -> int:
+    """For an open need just said to be "still needed" — bumped by a repeat of it
+    (``needs.service.merge_repeat``, perhaps with more units) or confirmed by its author or a
+    coordinator (``needs.service.reconfirm``), flushed: its units that nobody holds (neither
+    accepted nor awaiting an answer: more units asked for, or requests declined or timed out)
+    go to the nearest helpers not asked before, as at intake. A helper is never asked twice, and
+    units awaiting an answer are not asked for again. A need in its escalation waves (critical)
+    is left to them: each wave asks for everything still missing, and a need just made critical
+    starts its waves at the next upkeep pass.
+
+    Returns how many capable helpers with room were found in range (0 while its waves run).
+    ``new``, ``facts_for``, ``asker``, ``unwritten``: as for ``offer_to_next_helpers`` (a group intake
+    bumps needs it created or bumped itself, whose requests it has not written yet).
+    """
+    if need.escalation_next_at is not None:
+        return 0
+    if refresh:
+        live.refresh(session=session, now=now)
+    return offer_to_next_helpers(
+        session=session,
+        need=need,
+        live=live,
+        now=now,
+        reason=reason,
+        new=new,
+        facts_for=facts_for,
+        asker=asker,
+        unwritten=unwritten,
     )
 
 

@@ -84,7 +84,7 @@ def intake_one(*, session: Session, need_in: NeedIn, settings: Settings, live: L
         session=session, need_in=need_in, settings=settings, geocoder=_Located(), source=Source.api
     )
     if merged:
-        found = 0
+        found = proposals.propose_still_needed(session=session, need=need, live=live, now=utcnow())
     else:
         found = proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
         notices.need_received_sms(session=session, need=need)
@@ -135,10 +135,14 @@ def intake_group(
         if asks:
             facts.count(asks)
             steps.append(_Asked(need, list(asks), contacts, now, reason, wave))
-        return list(asks)  # all will be written: the needs are new, no pair of theirs exists
+            unwritten.setdefault(id(need), []).extend(asks)
+        # All will be written: no pair of theirs exists (a need is new, or its lookup passed over
+        # the helpers asked before, in the database or earlier in this group).
+        return list(asks)
 
     answers: list[tuple[Need, dict[str, Any], int, bool] | BaseException] = []
     created: list[Need] = []
+    unwritten: dict[int, list[proposals.Ask]] = {}  # id() of a need → its requests made in this group
     keys: set[str] = set()
     for item in items:
         assert item.lat is not None  # located in the request
@@ -154,7 +158,18 @@ def intake_group(
             existing = repeated if isinstance(repeated, Need) else service.get(session=session, need_id=repeated.id)
             service.merge_repeat(existing, item, settings=settings, source=source, now=now)
             steps.append(("merged", existing))
-            answers.append((existing, {f: getattr(existing, f) for f in _ANSWER_FIELDS}, 0, True))
+            found = proposals.propose_still_needed(
+                session=session,
+                need=existing,
+                live=live,
+                now=now,
+                refresh=False,
+                new=existing.id is None,  # created earlier in this group: nothing of it is written
+                facts_for=facts.sharing,
+                asker=collect,
+                unwritten=unwritten.get(id(existing), ()),
+            )
+            answers.append((existing, {f: getattr(existing, f) for f in _ANSWER_FIELDS}, found, True))
             continue
         if item.contact_phone is not None:
             refused = service.too_many_open(mine, settings, now)

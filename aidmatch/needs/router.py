@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from aidmatch.categories import Category
-from aidmatch.database import SessionDep
+from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import (
     OPTIONAL_BEARER,
     Coordinator,
+    LiveIndexDep,
     OptionalPrincipal,
     SettingsDep,
     TokenHolder,
@@ -23,6 +24,7 @@ from aidmatch.deps import (
 from aidmatch.enums import NeedStatus, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError
 from aidmatch.limits import limit_public_posts
+from aidmatch.matches import proposals
 from aidmatch.needs import service
 from aidmatch.needs.intake import IntakeGroups
 from aidmatch.needs.schemas import MergeIn, NeedCreated, NeedFull, NeedIn, NeedPublic
@@ -154,18 +156,23 @@ def get_need_by_code(code: Annotated[str, Path(max_length=32)], session: Session
 
 @router.post("/code/{code}/confirm", response_model=NeedPublic, dependencies=[Depends(limit_public_posts)])
 def confirm_need_by_code(
-    code: Annotated[str, Path(max_length=32)], session: SessionDep, settings: SettingsDep
+    code: Annotated[str, Path(max_length=32)], session: SessionDep, settings: SettingsDep, live: LiveIndexDep
 ) -> NeedPublic:
-    """ "Still needed": the author keeps an open need alive for another ``need_expiry_hours``."""
+    """ "Still needed": the author keeps an open need alive for another ``need_expiry_hours``; its
+    units nobody holds go to the nearest helpers not asked before."""
     need = service.reconfirm(session=session, need=service.get_by_code(session=session, code=code), settings=settings)
+    proposals.propose_still_needed(session=session, need=need, live=live, now=utcnow(), reason="still needed")
     session.commit()
     return NeedPublic.model_validate(need)
 
 
 @router.post("/{need_id}/confirm", response_model=NeedFull)
-def confirm_need(need_id: RowId, session: SessionDep, settings: SettingsDep, _: Coordinator) -> NeedFull:
-    """ "Still needed", recorded by a coordinator (e.g. after a phone call)."""
+def confirm_need(
+    need_id: RowId, session: SessionDep, settings: SettingsDep, live: LiveIndexDep, _: Coordinator
+) -> NeedFull:
+    """ "Still needed", recorded by a coordinator (e.g. after a phone call), as the author's."""
     need = service.reconfirm(session=session, need=service.get(session=session, need_id=need_id), settings=settings)
+    proposals.propose_still_needed(session=session, need=need, live=live, now=utcnow(), reason="still needed")
     session.commit()
     return NeedFull.model_validate(need)
 

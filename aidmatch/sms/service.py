@@ -260,7 +260,9 @@ def _need(
                 return InboundResult(refused, MessageStatus.parsed, parsed)
             reply = need_received(language=lang, code=", ".join(codes), what=", ".join(whats))
             return InboundResult(f"{reply} {refused}", MessageStatus.parsed, parsed, need_id=first.id)
-        if not merged:  # a repeat («ещё нужна вода») bumps the open need and keeps the message
+        if merged:  # a repeat («ещё нужна вода») bumped the open need and kept the message
+            proposals.propose_still_needed(session=session, need=need, live=live, now=now)
+        else:
             proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
         codes.append(need.code)
         whats.append(label(need.category, lang))
@@ -353,7 +355,14 @@ def _command(
     own = _own_need(session, phone, arg) if arg is not None else None
     if arg is not None and (own is not None or not arg.isdigit()):
         return _need_command(
-            session=session, settings=settings, need=own, command=command, code=arg, parsed=parsed, lang=lang
+            session=session,
+            settings=settings,
+            live=live,
+            need=own,
+            command=command,
+            code=arg,
+            parsed=parsed,
+            lang=lang,
         )
     match = _helper_match(session, helper, arg, command) if helper is not None else None
     if arg is None and match is None:
@@ -363,6 +372,7 @@ def _command(
             return _need_command(
                 session=session,
                 settings=settings,
+                live=live,
                 need=asked,
                 command=command,
                 code=asked.code,
@@ -457,6 +467,7 @@ def _need_command(
     *,
     session: Session,
     settings: Settings,
+    live: LiveOfferIndex,
     need: Need | None,
     command: str | None,
     code: str,
@@ -471,6 +482,7 @@ def _need_command(
             needs_service.reconfirm(session=session, need=need, settings=settings)
         except AidmatchError:
             return InboundResult(sms_reply("taken", lang, id=code), MessageStatus.parsed, parsed, need_id=need.id)
+        proposals.propose_still_needed(session=session, need=need, live=live, now=utcnow(), reason="still needed")
         return InboundResult(
             sms_reply("confirmed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id
         )

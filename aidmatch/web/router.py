@@ -158,7 +158,9 @@ def need_submit(
                 page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             return page
         else:
-            if not merged:  # a repeat bumps the open need instead
+            if merged:  # a repeat bumped the open need: its units nobody holds are asked for again
+                proposals.propose_still_needed(session=session, need=need, live=live, now=utcnow())
+            else:
                 proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=utcnow())
                 notices.need_received_sms(session=session, need=need)
             session.commit()
@@ -193,11 +195,14 @@ def status_page(request: Request, code: Code, session: SessionDep) -> HTMLRespon
 
 
 @router.post("/status/{code}/confirm")
-def status_confirm(request: Request, code: Code, session: SessionDep, settings: SettingsDep) -> Response:
-    """The author's "still needed" button."""
+def status_confirm(
+    request: Request, code: Code, session: SessionDep, settings: SettingsDep, live: LiveIndexDep
+) -> Response:
+    """The author's "still needed" button (units nobody holds go to the next helpers, as by the API)."""
     try:
         need = needs_service.get_by_code(session=session, code=code)
         needs_service.reconfirm(session=session, need=need, settings=settings)
+        proposals.propose_still_needed(session=session, need=need, live=live, now=utcnow(), reason="still needed")
     except NotFoundError:
         return not_found(request, translate(pick_language(request), "not_found_code", code=code))
     except ConflictError:

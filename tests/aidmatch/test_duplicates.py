@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from aidmatch.enums import MatchStatus, NeedStatus
 from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
 
 PHONE = "+79261234567"
 
@@ -85,3 +87,93 @@ def test_coordinators_merge_duplicates(
     self_merge = client.post(f"/api/needs/{keep['id']}/merge", json={"into": keep["id"]}, headers=coordinator_headers)
     assert self_merge.status_code == 422
     assert db.get(Need, keep["id"]).status in (NeedStatus.open, NeedStatus.partially_assigned)  # type: ignore[union-attr]
+
+
+def _helpers_at(client: TestClient, kms: list[float], first: int = 0) -> list[int]:
+    """One water offer of one unit per distance (km east of the need's place); their helper ids."""
+    ids = []
+    for i, km in enumerate(kms, start=first):
+        r = client.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 1,
+                "radius_km": 30,
+                "lat": 55.0,
+                "lon": 40.0 + km / 63.8,  # ~63.8 km per degree of longitude at 55° N
+                "phone": f"+7916000{i:04d}",
+            },
+        )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["helper_id"])
+    return ids
+
+
+def _asked(db: Session, need_id: int) -> list[tuple[int, int, str, str]]:
+    """The need's requests in order: (helper, units, status, why asked)."""
+    db.expire_all()
+    rows = db.execute(
+        select(Offer.helper_id, Match.quantity, Match.status, Match.reason)
+        .join(Offer, Offer.id == Match.offer_id)
+        .where(Match.need_id == need_id)
+        .order_by(Match.id)
+    )
+    return [(h, q, status.value, reason.split(":")[0]) for h, q, status, reason in rows]
+
+
+def test_a_repeat_asking_for_more_asks_the_next_helpers_for_what_nobody_holds(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    h1, h2, h3 = _helpers_at(client, [1, 2, 3])
+    first = _post(client, quantity=1).json()
+    assert _asked(db, first["id"]) == [(h1, 1, "notified", "at intake")]
+    # Two more units: the next two helpers, not the one asked already (still waiting for an answer).
+    more = _post(client, quantity=3, description="нужно 3")
+    assert more.status_code == 200, more.text
+    assert more.json()["merged"] is True
+    assert more.json()["helpers_in_range"] == 2  # found beyond the one asked before
+    assert _asked(db, first["id"]) == [
+        (h1, 1, "notified", "at intake"),
+        (h2, 1, "notified", "after a repeat"),
+        (h3, 1, "notified", "after a repeat"),
+    ]
+    # "Still needed" with nothing more: every unit awaits an answer, nobody else is asked.
+    assert _post(client, quantity=3).json()["merged"] is True
+    assert len(_asked(db, first["id"])) == 3
+    # The second helper says no while nobody else is in range; a helper registers later: the next
+    # repeat asks the newcomer for that unit, and never the one who said no.
+    (m2,) = db.scalars(
+        select(Match.id)
+        .join(Offer, Offer.id == Match.offer_id)
+        .where(Match.need_id == first["id"], Offer.helper_id == h2)
+    )
+    assert client.post(f"/api/matches/{m2}/decline", headers=coordinator_headers).status_code == 200
+    assert len(_asked(db, first["id"])) == 3
+    (h4,) = _helpers_at(client, [4], first=3)
+    assert _post(client, quantity=3).json()["merged"] is True
+    asked = _asked(db, first["id"])
+    assert asked[1] == (h2, 1, "declined", "after a repeat")
+    assert asked[3] == (h4, 1, "notified", "after a repeat")
+    assert len(asked) == 4
+    assert _post(client, quantity=3).json()["merged"] is True
+    assert len(_asked(db, first["id"])) == 4  # everyone in range was asked once
+    # The helpers asked after the repeats got their requests by SMS, like those asked at intake.
+    texts = db.scalars(select(Message.phone).where(Message.need_id == first["id"], Message.match_id.is_not(None)))
+    assert sorted(texts) == sorted(f"+7916000{i:04d}" for i in range(4))
+
+
+def test_still_needed_asks_a_helper_who_came_since_for_what_nobody_holds(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    (h1,) = _helpers_at(client, [1])
+    need = _post(client, quantity=1).json()
+    (m1,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    assert client.post(f"/api/matches/{m1}/decline", headers=coordinator_headers).status_code == 200
+    assert _asked(db, need["id"]) == [(h1, 1, "declined", "at intake")]  # and nobody else in range
+    (h2,) = _helpers_at(client, [2], first=1)
+    r = client.post(f"/api/needs/code/{need['code']}/confirm")
+    assert r.status_code == 200, r.text
+    assert _asked(db, need["id"])[1:] == [(h2, 1, "notified", "still needed")]
+    # Confirmed again while that request waits: nothing more to ask for.
+    assert client.post(f"/api/needs/{need['id']}/confirm", headers=coordinator_headers).status_code == 200
+    assert len(_asked(db, need["id"])) == 2

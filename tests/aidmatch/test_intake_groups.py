@@ -93,7 +93,7 @@ def _posts(rng: np.random.Generator, n: int) -> list[NeedIn]:
             body = earlier.model_dump(exclude_none=True)
             body["description"] = f"again {k}"
             body["urgency"] = str(rng.choice(["critical", "urgent", "normal"]))
-            body["quantity"] = int(rng.integers(1, 4))
+            body["quantity"] += int(rng.integers(0, 3))  # often more units than before
             body["lat"] += float(rng.normal(0, 0.001))  # ~100 m: still a repeat
         else:
             lat, lon = PLACES[int(rng.choice(4, p=[0.35, 0.3, 0.25, 0.1]))]
@@ -212,7 +212,7 @@ def test_groups_write_what_the_sequential_path_writes(
     backend: str, seed: int, tmp_path: Path, gazetteer: GazetteerGeocoder
 ) -> None:
     rng = np.random.default_rng(seed)
-    offers = _offer_bodies(rng, 14)
+    offers = _offer_bodies(rng, 30)
     posts = _posts(rng, 70)
     # A small per-phone limit, so some posts are refused (429) and others merge.
     limits = {"max_open_needs_per_phone": 4}
@@ -257,6 +257,7 @@ def test_groups_write_what_the_sequential_path_writes(
     assert any(a[0] == "need" and a[2]["helpers_in_range"] == 0 and not a[1] for a in answers)
     assert any(m[8] is not None for m in expected["matches"])  # escalation waves
     assert any(m[8] is None for m in expected["matches"])  # nearest helpers asked
+    assert any(m[6].startswith("after a repeat") for m in expected["matches"])  # a repeat asked for more
     assert len(expected["messages"]) > 40
     for table in ("needs", "matches", "messages", "audit"):
         assert got[table] == expected[table], table
@@ -330,6 +331,58 @@ def test_a_repeat_in_the_same_group_merges_into_the_first(client: TestClient, da
     assert [m.need_id for m in db.scalars(select(Match).order_by(Match.id))] == [need.id, other.need.id]
     received = [m.need_id for m in db.scalars(select(Message).where(Message.idempotency_key.like("need:%")))]
     assert Counter(received) == Counter([need.id, other.need.id])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_repeats_asking_for_more_within_a_group_ask_as_one_by_one(
+    backend: str, tmp_path: Path, gazetteer: GazetteerGeocoder
+) -> None:
+    """A need created and bumped in one group, and a stored need bumped twice in one group: the
+    bumps ask the next helpers for the added units (never one asked before in the group or the
+    database), as the same posts one by one do."""
+    offers = [
+        {"categories": ["water"], "capacity": 1, "radius_km": 30, "lat": 55.15, "lon": 40.56 + km / 63.8}
+        | {"phone": f"+7916000{km:04d}"}
+        for km in range(1, 7)
+    ]
+    phone = "+79261234567"
+    groups = [
+        [
+            _post(contact_phone=phone, quantity=1),
+            _post(contact_phone=phone, quantity=2),  # created above in this group: one more unit
+            _post(lat=55.6, contact_phone="+79267654321"),  # someone else, out of everyone's reach
+            _post(contact_phone=phone, quantity=4),  # bumped twice in this group: two more
+        ],
+        [_post(contact_phone=phone, quantity=5), _post(contact_phone=phone, quantity=5)],  # stored: one more, then none
+    ]
+    written, answered = [], []
+    for way in ("one by one", "groups"):
+        with _database(backend, tmp_path / way.replace(" ", "-"), offers, gazetteer) as url:
+            settings, live = _settings(url), LiveOfferIndex()
+            engine = make_engine(url)
+            out: list[intake.Outcome] = []
+            with make_sessionmaker(engine)() as session:
+                for group in groups:
+                    if way == "groups":
+                        out += intake.intake_group(session=session, items=group, settings=settings, live=live)
+                        session.commit()
+                    else:
+                        out += [
+                            intake.intake_one(session=session, need_in=p, settings=settings, live=live) for p in group
+                        ]
+            engine.dispose()
+            written.append(_rows(url))
+            answered.append([_answer(o) for o in out])
+    assert answered[1] == answered[0]
+    for table in ("needs", "matches", "messages", "audit"):
+        assert written[1][table] == written[0][table], table
+    need_id = answered[0][0][2]["id"]
+    asks = [(m[2], m[3], m[6].split(":")[0]) for m in written[0]["matches"] if m[1] == need_id]
+    # Offers 1..6 are the helpers 1..6 km away, in order.
+    # The first group: the nearest at intake, one more for the second unit, two more for the
+    # fourth; the second group: one more for the fifth unit, then nobody.
+    assert asks == [(1, 1, "at intake")] + [(k, 1, "after a repeat") for k in (2, 3, 4, 5)]
+    assert [a[1] for a in answered[0]] == [False, True, False, True, True, True]
 
 
 def test_the_next_group_passes_over_offers_the_last_one_filled_without_reading_them(

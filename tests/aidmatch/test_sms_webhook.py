@@ -198,6 +198,23 @@ def test_a_bare_answer_to_still_needed_applies_to_the_need_that_was_asked(
         assert need.reconfirm_requested_at is None
 
 
+def test_yes_to_still_needed_asks_a_helper_who_came_since(sms: TestClient, db: Session) -> None:
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, Белоомут")  # nobody to ask yet
+    need = db.scalars(select(Need)).one()
+    assert db.scalar(select(func.count(Match.id))) == 0
+    r = sms.post(
+        "/api/offers",
+        json={"categories": ["water"], "capacity": 2, "radius_km": 40, "lat": BELOOMUT[0], "lon": BELOOMUT[1]}
+        | {"phone": "+79165550009"},
+    )
+    assert r.status_code == 201, r.text
+    assert need.code in _text(sms, phone, f"ДА {need.code}")
+    (match,) = db.scalars(select(Match).where(Match.need_id == need.id))
+    assert match.reason.startswith("still needed")
+    assert match.status is MatchStatus.notified
+
+
 # -- understanding and conversations -------------------------------------------------------------
 
 
@@ -683,3 +700,38 @@ def test_the_same_offer_sent_twice_is_one_offer(sms: TestClient, db: Session) ->
     assert offer.radius_km == 50
     assert _text(sms, "+79165550002", "могу помочь: еда, Рязань").startswith("Спасибо")  # another offer
     assert sorted(len(o.categories) for o in db.scalars(select(Offer))) == [1, 2]
+
+
+def test_a_repeat_by_sms_asking_for_more_asks_the_next_helper(sms: TestClient, db: Session) -> None:
+    for k, km in enumerate((1, 2)):  # water helpers 1 and 2 km north of Beloomut, one unit each
+        r = sms.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 1,
+                "radius_km": 40,
+                "lat": BELOOMUT[0] + km / 111.2,
+                "lon": BELOOMUT[1],
+                "phone": f"+7916555000{k}",
+            },
+        )
+        assert r.status_code == 201, r.text
+    phone = "+79161230077"
+    first = _text(sms, phone, "нужна вода, Белоомут")
+    (need,) = db.scalars(select(Need).where(Need.contact_phone == phone))
+    assert need.code in first
+
+    def asked() -> list[str]:
+        db.expire_all()
+        rows = db.execute(
+            select(Helper.phone).join(Offer, Offer.helper_id == Helper.id).join(Match, Match.offer_id == Offer.id)
+        )
+        return [p for (p,) in rows.all()]
+
+    assert asked() == ["+79165550000"]
+    again = _text(sms, phone, "ещё нужна вода, 2 человека, Белоомут")
+    assert need.code in again
+    assert db.scalar(select(func.count(Need.id))) == 1
+    assert sorted(asked()) == ["+79165550000", "+79165550001"]  # the second unit: the next helper
+    _text(sms, phone, "ещё нужна вода, 2 человека, Белоомут")
+    assert len(asked()) == 2  # nothing more to ask for, nobody asked twice

@@ -353,3 +353,22 @@ def test_triage_turns_an_unparsed_sms_into_a_need(
     assert again.status_code == 303
     assert again.headers["location"] == r.headers["location"] == f"/dashboard?created={need.code}#triage"
     assert db.scalar(select(func.count(Need.id))) == 1
+
+
+def test_the_need_form_sent_again_for_more_asks_the_next_helper(client: TestClient, db: Session) -> None:
+    for k in range(2):  # two water helpers in Tuma, one unit each
+        r = client.post(
+            "/offer", data={**OFFER_FORM, "categories": ["water"], "capacity": "1", "phone": f"+7916000000{k}"}
+        )
+        assert r.status_code in (200, 303), r.text[:500]
+    code = _post_need(client, quantity="1")
+    (need,) = db.scalars(select(Need).where(Need.code == code))
+
+    def asked() -> int:
+        return db.scalar(select(func.count(Match.id)).where(Match.need_id == need.id)) or 0
+
+    assert asked() == 1
+    assert _post_need(client, quantity="2", description="всё ещё нужна вода") == code  # merged: the same need
+    assert asked() == 2  # the second unit went to the other helper
+    assert _post_need(client, quantity="2") == code
+    assert asked() == 2
