@@ -25,6 +25,20 @@ def still_needed(*, language: str, code: str, what: str, hours_left: float) -> s
     return f"Ваша заявка {code} ({what}) ещё актуальна? Ответьте ДА {code} в течение {hours} ч, иначе она закроется."
 
 
+def help_arrived(*, language: str, code: str, what: str) -> str:
+    """Asks the author of a need whose every unit a helper took, when it was due to expire: done?"""
+    if language == "en":
+        return f"Request {code} ({what}): has help arrived? Reply DONE {code}. Still waiting? Reply YES {code}."
+    return f"Заявка {code} ({what}): помощь пришла? Ответьте ГОТОВО {code}. Ещё ждёте — ДА {code}."
+
+
+def task_done_reminder(*, language: str, match_id: int, what: str) -> str:
+    """To a helper whose accepted task is still open when its need was due to expire."""
+    if language == "en":
+        return f"Task {match_id} ({what}): if you have helped already, reply DONE {match_id}. Thank you!"
+    return f"Задача {match_id} ({what}): если вы уже помогли, ответьте ГОТОВО {match_id}. Спасибо!"
+
+
 def need_received(*, language: str, code: str, what: str) -> str:
     """To the author of a need at once: its code."""
     if language == "en":

@@ -8,6 +8,8 @@ One pass, at ``now``:
 1. offers past their ``available_until`` expire; their unanswered requests are cancelled;
 2. needs close to expiry get a "still needed?" SMS (once per expiry date); needs past it expire,
    their unanswered requests are cancelled and their accepted tasks called off (helpers told);
+   needs whose every unit a helper took do not expire: at that time their author is asked whether
+   help has arrived and their helpers are reminded to say DONE (``ask_if_done``);
 3. requests outside an escalation that got no answer within ``match_response_timeout_s`` time
    out;
 4. critical needs whose escalation step is due get their next wave (or leave escalation);
@@ -29,6 +31,7 @@ from aidmatch.categories import label
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
+from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_accepted, close_pending
@@ -36,7 +39,7 @@ from aidmatch.matches.proposals import escalate, offer_to_next_helpers
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
-from notifications.templates import still_needed
+from notifications.templates import help_arrived, still_needed, task_done_reminder
 
 _CHUNK = 500
 
@@ -73,17 +76,22 @@ def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None
 def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
     before = timedelta(hours=settings.need_reconfirm_before_hours)
     asking = session.scalars(
-        select(Need).where(
-            Need.status.in_(OPEN_NEED_STATUSES),
+        select(Need)
+        .where(
+            or_(Need.status.in_(OPEN_NEED_STATUSES) & (Need.expires_at > now), Need.status == NeedStatus.assigned),
             Need.expires_at.is_not(None),
-            Need.expires_at > now,
             Need.expires_at <= now + before,
             Need.reconfirm_requested_at.is_(None),
         )
+        .order_by(Need.id)
     ).all()
+    taken: list[Need] = []
     for need in asking:
         need.reconfirm_requested_at = now
         report.reconfirm_requested += 1
+        if need.status is NeedStatus.assigned:
+            taken.append(need)
+            continue
         if need.contact_phone is None or need.expires_at is None:
             continue  # no one to ask: coordinators see it on the dashboard
         language = need.language.value
@@ -100,6 +108,7 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
             idempotency_key=f"need:{need.id}:still-needed:{need.expires_at.isoformat()}",
             need_id=need.id,
         )
+    ask_if_done(session, taken, now)
     session.flush()
     due = Need.status.in_(OPEN_NEED_STATUSES) & Need.expires_at.is_not(None) & (Need.expires_at <= now)
     # The needs first, then their matches: the order an accept takes them in (two orders deadlock).
@@ -117,6 +126,54 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
         close_accepted(session, chunk, now=utcnow(), outcome=NeedStatus.expired)
     report.needs_expired += len(ids)
     session.flush()
+
+
+def ask_if_done(session: Session, needs: list[Need], now: datetime) -> None:
+    """Needs whose every unit a helper took, at the time they would have been asked «still
+    needed?»: they do not expire (helpers are on their way), but the author is asked whether help
+    has arrived (DONE <code> closes the need and completes its tasks, which frees the helpers'
+    task slots) and each helper with the task still open is reminded to say DONE when it is done.
+    Once per expiry date (a YES renews it, and the question comes again before the new one)."""
+    if not needs:
+        return
+    messages = []
+    for need in needs:
+        if need.contact_phone is None or need.expires_at is None:
+            continue  # no one to ask: coordinators see it on the dashboard
+        language = need.language.value
+        messages.append(
+            {
+                "phone": need.contact_phone,
+                "body": help_arrived(language=language, code=need.code, what=label(need.category, language)),
+                "language": language,
+                "idempotency_key": f"need:{need.id}:help-arrived:{need.expires_at.isoformat()}",
+                "need_id": need.id,
+            }
+        )
+    due = {need.id: need.expires_at for need in needs}
+    tasks = session.execute(
+        select(Match.id, Match.need_id, Need.category, Helper.id, Helper.phone, Helper.language)
+        .join(Offer, Offer.id == Match.offer_id)
+        .join(Helper, Helper.id == Offer.helper_id)
+        .join(Need, Need.id == Match.need_id)
+        .where(Match.need_id.in_(sorted(due)), Match.status == MatchStatus.accepted, Helper.sms_consent.is_(True))
+        .order_by(Match.id)
+    ).all()
+    for match_id, need_id, category, helper_id, phone, language in tasks:
+        lang = language.value
+        expires = due[need_id]
+        messages.append(
+            {
+                "phone": phone,
+                "body": task_done_reminder(language=lang, match_id=match_id, what=label(category, lang)),
+                "language": lang,
+                "idempotency_key": f"match:{match_id}:done-reminder:{expires.isoformat() if expires else ''}",
+                "need_id": need_id,
+                "match_id": match_id,
+                "helper_id": helper_id,
+            }
+        )
+    messages_service.queue_many(session=session, messages=messages, now=now)
 
 
 def time_out_matches(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:

@@ -430,13 +430,14 @@ def _recent_need(session: Session, phone: str, now: datetime) -> Need | None:
 
 
 def _asked_to_reconfirm(session: Session, phone: str) -> Need | None:
-    """The sender's one open need that was asked «still needed?» and not answered yet (None when
-    there is none, or more than one: then the reply must name its code)."""
+    """The sender's one open need that was asked «still needed?» (or, taken by helpers, «has help
+    arrived?») and not answered yet (None when there is none, or more than one: then the reply must
+    name its code)."""
     asked = session.scalars(
         select(Need)
         .where(
             Need.contact_phone == phone,
-            Need.status.in_(OPEN_NEED_STATUSES),
+            Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
             Need.reconfirm_requested_at.is_not(None),
         )
         .limit(2)

@@ -280,6 +280,48 @@ def test_needs_ask_still_needed_before_they_expire(client: TestClient, db: Sessi
     assert client.post(f"/api/needs/code/{need['code']}/confirm").status_code == 409
 
 
+def test_a_need_helpers_took_does_not_expire_its_author_is_asked_if_help_came(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    _offer(client, 1, 0, category="food", capacity=5)
+    need = _need(client, category="food", urgency="normal", quantity=2, contact_phone="+79260000001")
+    (asked,) = _asked(db, need["id"])
+    assert client.post(f"/api/matches/{asked.id}/accept", headers=coordinator_headers).status_code == 200
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.status is NeedStatus.assigned
+    assert stored.expires_at is not None
+    expires = stored.expires_at
+    ask_at = expires - timedelta(hours=settings.need_reconfirm_before_hours)
+    assert _upkeep(client, ask_at - timedelta(minutes=1)).reconfirm_requested == 0
+    assert _upkeep(client, ask_at + timedelta(minutes=1)).reconfirm_requested == 1
+    assert _upkeep(client, ask_at + timedelta(minutes=2)).reconfirm_requested == 0  # asked once
+    report = _upkeep(client, expires + timedelta(hours=1))
+    assert report.needs_expired == 0  # the helper is on the way: the need stays
+    db.expire_all()
+    assert db.get(Need, need["id"]).status is NeedStatus.assigned  # type: ignore[union-attr]
+    assert [m.status for m in _asked(db, need["id"])] == [MatchStatus.accepted]
+    question = db.scalars(
+        select(Message).where(Message.idempotency_key.like(f"need:{need['id']}:help-arrived:%"))
+    ).one()
+    assert question.phone == "+79260000001"
+    assert f"ГОТОВО {need['code']}" in question.body
+    reminder = db.scalars(
+        select(Message).where(Message.idempotency_key.like(f"match:{asked.id}:done-reminder:%"))
+    ).one()
+    assert reminder.phone == "+79160000000"
+    assert f"ГОТОВО {asked.id}" in reminder.body
+    # "Still waiting" renews it; the question comes again before the new expiry.
+    assert client.post(f"/api/needs/code/{need['code']}/confirm").status_code == 200
+    db.expire_all()
+    renewed = db.get(Need, need["id"])
+    assert renewed is not None
+    assert renewed.expires_at is not None
+    again = renewed.expires_at - timedelta(hours=settings.need_reconfirm_before_hours) + timedelta(minutes=1)
+    assert _upkeep(client, again).reconfirm_requested == 1
+    assert len(db.scalars(select(Message).where(Message.idempotency_key.like("%help-arrived%"))).all()) == 2
+
+
 def test_offers_expire_at_available_until_and_their_needs_move_on(client: TestClient, db: Session) -> None:
     soon = utcnow() + timedelta(hours=1)
     first = _offer(client, 1, 0, category="shelter", available_until=soon.isoformat())

@@ -26,6 +26,7 @@ from aidmatch.main import create_app
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.messages.outbox import drain
+from aidmatch.scheduler import upkeep_job
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from aidmatch.sms.signature import public_request_url, valid_signature
@@ -213,6 +214,27 @@ def test_yes_to_still_needed_asks_a_helper_who_came_since(sms: TestClient, db: S
     (match,) = db.scalars(select(Match).where(Match.need_id == need.id))
     assert match.reason.startswith("still needed")
     assert match.status is MatchStatus.notified
+
+
+def test_a_bare_done_to_has_help_arrived_closes_the_taken_need_and_its_task(
+    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    _water_offer(sms, "+79165550001")
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, 55.0 40.0")
+    need = db.scalars(select(Need)).one()
+    (match,) = db.scalars(select(Match).where(Match.need_id == need.id))
+    assert sms.post(f"/api/matches/{match.id}/accept", headers=coordinator_headers).status_code == 200
+    assert need.expires_at is not None
+    state = sms.app.state  # type: ignore[attr-defined]
+    report = upkeep_job(sessions=state.sessionmaker, settings=sms_settings, live=state.live_index, now=need.expires_at)
+    assert report is not None
+    assert report.reconfirm_requested == 1  # «помощь пришла?»
+    answer = _text(sms, phone, "ГОТОВО")
+    assert need.code in answer
+    db.expire_all()
+    assert db.get(Need, need.id).status is NeedStatus.fulfilled  # type: ignore[union-attr]
+    assert db.get(Match, match.id).status is MatchStatus.completed  # type: ignore[union-attr]
 
 
 # -- understanding and conversations -------------------------------------------------------------
