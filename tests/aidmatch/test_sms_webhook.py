@@ -26,9 +26,9 @@ from aidmatch.main import create_app
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.messages.outbox import drain
-from aidmatch.scheduler import upkeep_job
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
+from aidmatch.scheduler import upkeep_job
 from aidmatch.sms.signature import public_request_url, valid_signature
 from geo.geocoding import GazetteerGeocoder
 from geo.sphere import haversine_km
