@@ -103,6 +103,11 @@ _REPLIES: dict[str, tuple[str, str]] = {
         "Nothing is waiting for your answer. STATUS lists your requests, HELP the commands.",
     ),
     "confirmed": ("Заявка {code} продлена. Спасибо!", "Request {code} stays open. Thank you!"),
+    "still_waiting": (
+        "Заявка {code} ждёт помощника. Уже не нужна — НЕТ {code}.",
+        "Request {code} waits for its helper. Not needed any more? Reply NO {code}.",
+    ),
+    "which_request": ("Какая заявка? Ответьте с кодом: {codes}.", "Which request? Reply with its code: {codes}."),
     "closed": ("Заявка {code} закрыта. Спасибо!", "Request {code} is closed. Thank you!"),
     "already_closed": ("Заявка {code} уже закрыта.", "Request {code} is closed already."),
     "too_many_open": (

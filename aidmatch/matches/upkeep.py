@@ -78,9 +78,14 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
     asking = session.scalars(
         select(Need)
         .where(
-            or_(Need.status.in_(OPEN_NEED_STATUSES) & (Need.expires_at > now), Need.status == NeedStatus.assigned),
             Need.expires_at.is_not(None),
-            Need.expires_at <= now + before,
+            or_(
+                Need.status.in_(OPEN_NEED_STATUSES) & (Need.expires_at > now) & (Need.expires_at <= now + before),
+                # Taken by helpers: it does not close, so it is asked when it would have (the most
+                # time for the helpers; an accept right after «still needed?» is not followed at once
+                # by «has help arrived?»).
+                (Need.status == NeedStatus.assigned) & (Need.expires_at <= now),
+            ),
             Need.reconfirm_requested_at.is_(None),
         )
         .order_by(Need.id)
@@ -129,11 +134,11 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
 
 
 def ask_if_done(session: Session, needs: list[Need], now: datetime) -> None:
-    """Needs whose every unit a helper took, at the time they would have been asked «still
-    needed?»: they do not expire (helpers are on their way), but the author is asked whether help
-    has arrived (DONE <code> closes the need and completes its tasks, which frees the helpers'
-    task slots) and each helper with the task still open is reminded to say DONE when it is done.
-    Once per expiry date (a YES renews it, and the question comes again before the new one)."""
+    """Needs whose every unit a helper took, at the time they would have expired: they do not
+    expire (helpers are on their way), but the author is asked whether help has arrived (DONE
+    <code> closes the need and completes its tasks, which frees the helpers' task slots) and each
+    helper with the task still open is reminded to say DONE when it is done. Once per expiry date
+    (YES renews it, and the question comes again at the new one; NO means "not yet" and does too)."""
     if not needs:
         return
     messages = []

@@ -9,7 +9,9 @@ Each pass:
    update ``queued → sending`` that only one drain can win, storing the text as it will be sent
    (cut to ``sms_max_segments``, so a reconciliation looks for what the provider really got);
    messages to phones that sent STOP are suppressed instead, and so are requests to a helper whose
-   match is no longer waiting for an answer (withdrawn, timed out) or whose need closed;
+   match is no longer waiting for an answer (withdrawn, timed out) or whose need closed, reminders
+   to say DONE for a task settled since, and «still needed?» / «has help arrived?» for a need
+   answered or closed since;
 3. sends each claimed message, stamping it just before (a message another drain's reconciliation
    finds ``sending`` is one whose send started ``sms_stale_sending_s`` ago, not one still waiting
    its turn), and records the outcome in its own transaction: ``sent``; back to ``queued`` with
@@ -34,7 +36,7 @@ import aidmatch.models  # noqa: F401  every table known, so foreign keys resolve
 from aidmatch.audit.service import act_as
 from aidmatch.config import Settings, SmsSenderKind
 from aidmatch.database import utcnow
-from aidmatch.enums import OPEN_NEED_STATUSES, MessageDirection, MessageStatus, NeedStatus
+from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, MessageDirection, MessageStatus, NeedStatus
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages.models import Message, SmsOptOut
@@ -138,24 +140,56 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
     session.commit()
 
 
-def _withdrawn(session: Session, messages: list[Message]) -> set[int]:
-    """Ids of the requests to helpers among ``messages`` that no longer stand: their match is not
-    waiting for an answer any more, or their need is closed."""
+def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
+    """Messages among ``messages`` that no longer stand, with why: requests to helpers whose match
+    is not waiting for an answer any more or whose need closed; reminders to say DONE for a task
+    no longer accepted; «still needed?» / «has help arrived?» for a need answered (or closed) since."""
+    out: dict[int, str] = {}
     asks = {m.id: m.match_id for m in messages if m.match_id is not None and _is_request(m.idempotency_key)}
-    if not asks:
-        return set()
-    standing = set(
-        session.scalars(
-            select(Match.id)
-            .join(Need, Need.id == Match.need_id)
-            .where(
-                Match.id.in_(sorted(set(asks.values()))),
-                Match.status.in_(PENDING_MATCH_STATUSES),
-                Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
+    if asks:
+        standing = set(
+            session.scalars(
+                select(Match.id)
+                .join(Need, Need.id == Match.need_id)
+                .where(
+                    Match.id.in_(sorted(set(asks.values()))),
+                    Match.status.in_(PENDING_MATCH_STATUSES),
+                    Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
+                )
             )
         )
-    )
-    return {message_id for message_id, match_id in asks.items() if match_id not in standing}
+        out.update((i, "request withdrawn") for i, match_id in asks.items() if match_id not in standing)
+    reminders = {m.id: m.match_id for m in messages if m.match_id is not None and _is_key(m, ":done-reminder:")}
+    if reminders:
+        accepted = set(
+            session.scalars(
+                select(Match.id).where(
+                    Match.id.in_(sorted(set(reminders.values()))), Match.status == MatchStatus.accepted
+                )
+            )
+        )
+        out.update((i, "task settled") for i, match_id in reminders.items() if match_id not in accepted)
+    questions = {
+        m.id: m.need_id
+        for m in messages
+        if m.need_id is not None and (_is_key(m, ":still-needed:") or _is_key(m, ":help-arrived:"))
+    }
+    if questions:
+        asked = set(
+            session.scalars(
+                select(Need.id).where(
+                    Need.id.in_(sorted(set(questions.values()))),
+                    Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
+                    Need.reconfirm_requested_at.is_not(None),
+                )
+            )
+        )
+        out.update((i, "question answered") for i, need_id in questions.items() if need_id not in asked)
+    return out
+
+
+def _is_key(message: Message, part: str) -> bool:
+    return message.idempotency_key is not None and part in message.idempotency_key
 
 
 def _is_request(key: str | None) -> bool:
@@ -185,7 +219,7 @@ def _claim(session: Session, limit: int, now: datetime, settings: Settings, repo
         target = MessageStatus.suppressed if suppress else MessageStatus.sending
         values: dict[str, object] = {"status": target, "updated_at": utcnow()}
         if suppress:
-            values["error"] = "recipient opted out" if message.phone in blocked else "request withdrawn"
+            values["error"] = "recipient opted out" if message.phone in blocked else withdrawn[message.id]
         else:
             values["attempts"] = Message.attempts + 1
             values["body"] = fit(message.body, settings.sms_max_segments)

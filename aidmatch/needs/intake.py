@@ -142,6 +142,7 @@ def intake_group(
 
     answers: list[tuple[Need, dict[str, Any], int, bool] | BaseException] = []
     created: list[Need] = []
+    bumped: dict[int, Need] = {}  # stored needs this group locked to merge repeats into, by id
     unwritten: dict[int, list[proposals.Ask]] = {}  # id() of a need → its requests made in this group
     keys: set[str] = set()
     for item in items:
@@ -153,9 +154,11 @@ def intake_group(
                 continue
             keys.add(item.idempotency[0])
         mine = open_by_phone[item.contact_phone] if item.contact_phone is not None else []
-        repeated = service.find_duplicate(open_needs=mine, category=item.category, lat=item.lat, lon=item.lon, now=now)
-        if repeated is not None:
-            existing = repeated if isinstance(repeated, Need) else service.get(session=session, need_id=repeated.id)
+        # A stored need as it is now, locked: a concurrent accept or confirm waits for this group.
+        existing = service.find_repeated(
+            session, open_needs=mine, category=item.category, lat=item.lat, lon=item.lon, now=now, locked=bumped
+        )
+        if existing is not None:
             service.merge_repeat(existing, item, settings=settings, source=source, now=now)
             steps.append(("merged", existing))
             found = proposals.propose_still_needed(

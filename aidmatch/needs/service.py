@@ -292,6 +292,34 @@ def find_duplicate(
     return None
 
 
+def find_repeated(
+    session: Session,
+    *,
+    open_needs: list[OpenNeed],
+    category: Category,
+    lat: float,
+    lon: float,
+    now: datetime,
+    locked: dict[int, Need] | None = None,
+) -> Need | None:
+    """``find_duplicate`` as the need is now: a stored one is read afresh and row-locked (a
+    concurrent accept or confirm waits), and one that helpers took or that closed since
+    ``open_needs`` was read is dropped from it and the search goes on. ``locked``: the needs this
+    transaction has locked (and maybe bumped) already, by id; they are not read again."""
+    locked = {} if locked is None else locked
+    while True:
+        found = find_duplicate(open_needs=open_needs, category=category, lat=lat, lon=lon, now=now)
+        if found is None or isinstance(found, Need):  # a Need: made earlier in the same group, not stored
+            return found
+        if found.id in locked:
+            return locked[found.id]
+        need = get_locked(session, found.id)
+        if need.status in OPEN_NEED_STATUSES:
+            locked[need.id] = need
+            return need
+        open_needs.remove(found)
+
+
 def create_or_merge(
     *, session: Session, need_in: NeedIn, settings: Settings, geocoder: Geocoder, source: Source = Source.api
 ) -> tuple[Need, bool]:
@@ -307,8 +335,8 @@ def create_or_merge(
         lock_phones(session, [need_in.contact_phone])
     # One read serves both the repeat check and the open-needs limit.
     open_needs = open_needs_of(session, need_in.contact_phone)
-    repeated = find_duplicate(open_needs=open_needs, category=need_in.category, lat=lat, lon=lon, now=now)
-    if repeated is None:
+    existing = find_repeated(session, open_needs=open_needs, category=need_in.category, lat=lat, lon=lon, now=now)
+    if existing is None:
         located = need_in.model_copy(update={"lat": lat, "lon": lon, "location_accuracy_m": accuracy_m})
         need = create(
             session=session,
@@ -319,7 +347,6 @@ def create_or_merge(
             open_needs=open_needs,
         )
         return need, False
-    existing = get(session=session, need_id=repeated.id)
     merge_repeat(existing, need_in, settings=settings, source=source, now=now)
     session.flush()
     audit.record(session, "repeat_merged", "need", existing.id, source=source.value)
@@ -406,8 +433,24 @@ def list_needs(*, session: Session, filters: NeedFilters, page: PageParams) -> t
     return paginate(session, stmt.order_by(Need.id.desc()), page)
 
 
+def lock(session: Session, need: Need) -> Need:
+    """``need`` read afresh and row-locked (PostgreSQL) until the transaction ends: what it is now,
+    not when it was loaded, so that a concurrent accept, close or expiry is seen and waits."""
+    session.refresh(need, with_for_update=True)
+    return need
+
+
+def get_locked(session: Session, need_id: int) -> Need:
+    """The need with this id, read afresh and row-locked like ``lock``."""
+    need = session.get(Need, need_id, with_for_update=True, populate_existing=True)
+    if need is None:
+        raise NotFoundError(f"no need with id {need_id}")
+    return need
+
+
 def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
     """The need still stands: it stays open for another ``need_expiry_hours`` from now."""
+    lock(session, need)
     if need.status not in OPEN_NEED_STATUSES and need.status is not NeedStatus.assigned:
         raise ConflictError(f"need {need.code} is {need.status.value}; post a new need instead")
     now = utcnow()
@@ -427,6 +470,7 @@ def close(*, session: Session, need: Need, fulfilled: bool) -> Need:
     is no longer needed. A need closed already (fulfilled, cancelled, expired, a duplicate) stays
     as it is: ConflictError.
     """
+    lock(session, need)
     if need.status not in (*OPEN_NEED_STATUSES, NeedStatus.assigned):
         raise ConflictError(f"need {need.code} is {need.status.value} already")
     now = utcnow()

@@ -367,8 +367,12 @@ def _command(
     match = _helper_match(session, helper, arg, command) if helper is not None else None
     if arg is None and match is None:
         # A bare «ДА» / "YES" (NO, DONE) to «Заявка … ещё нужна?»: the sender's need that was asked.
-        asked = _asked_to_reconfirm(session, phone)
-        if asked is not None:
+        latest = _asked_to_reconfirm(session, phone)
+        if len(latest) > 1:
+            codes = ", ".join(n.code for n in latest)
+            return InboundResult(sms_reply("which_request", lang, codes=codes), ok, parsed)
+        if latest:
+            (asked,) = latest
             return _need_command(
                 session=session,
                 settings=settings,
@@ -429,10 +433,11 @@ def _recent_need(session: Session, phone: str, now: datetime) -> Need | None:
     )
 
 
-def _asked_to_reconfirm(session: Session, phone: str) -> Need | None:
-    """The sender's one open need that was asked «still needed?» (or, taken by helpers, «has help
-    arrived?») and not answered yet (None when there is none, or more than one: then the reply must
-    name its code)."""
+def _asked_to_reconfirm(session: Session, phone: str) -> list[Need]:
+    """The sender's needs asked «still needed?» (or, taken by helpers, «has help arrived?») most
+    recently and not answered yet: one when a bare «ДА» / "YES" (NO, DONE) answers it; several
+    asked in the same pass (then the reply must name a code); none when nothing was asked. A
+    question left unanswered does not hide a later one: the latest is the one being answered."""
     asked = session.scalars(
         select(Need)
         .where(
@@ -440,9 +445,10 @@ def _asked_to_reconfirm(session: Session, phone: str) -> Need | None:
             Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
             Need.reconfirm_requested_at.is_not(None),
         )
-        .limit(2)
+        .order_by(Need.reconfirm_requested_at.desc(), Need.id)
+        .limit(5)
     ).all()
-    return asked[0] if len(asked) == 1 else None
+    return [n for n in asked if n.reconfirm_requested_at == asked[0].reconfirm_requested_at]
 
 
 def _own_need(session: Session, phone: str, code: str) -> Need | None:
@@ -478,6 +484,7 @@ def _need_command(
     """YES/NO/DONE from a need's author; ``need`` is the sender's own need named by ``code`` (or None)."""
     if need is None:
         return InboundResult(sms_reply("not_yours", lang, id=code), MessageStatus.parsed, parsed)
+    needs_service.lock(session, need)  # what it is now: a helper may have taken it since it was read
     if command == "yes":
         try:
             needs_service.reconfirm(session=session, need=need, settings=settings)
@@ -487,6 +494,11 @@ def _need_command(
         return InboundResult(
             sms_reply("confirmed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id
         )
+    if command == "no" and need.status is NeedStatus.assigned and need.reconfirm_requested_at is not None:
+        # NO to «has help arrived?»: not yet. The helpers stay on it; asked again in a while.
+        needs_service.reconfirm(session=session, need=need, settings=settings)
+        reply = sms_reply("still_waiting", lang, code=need.code)
+        return InboundResult(reply, MessageStatus.parsed, parsed, need_id=need.id)
     # NO or DONE from the author: the need no longer stands.
     try:
         needs_service.close(session=session, need=need, fulfilled=command == "done")

@@ -9,9 +9,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, NeedStatus
+from aidmatch.matches import proposals
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
+from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 
@@ -177,3 +181,23 @@ def test_still_needed_asks_a_helper_who_came_since_for_what_nobody_holds(
     # Confirmed again while that request waits: nothing more to ask for.
     assert client.post(f"/api/needs/{need['id']}/confirm", headers=coordinator_headers).status_code == 200
     assert len(_asked(db, need["id"])) == 2
+
+
+def test_still_needed_reads_the_need_as_it_is_now_not_as_it_was_loaded(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    h1, _ = _helpers_at(client, [1, 2])
+    need = _post(client, quantity=1).json()
+    (m1,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.sessionmaker() as session:
+        loaded = needs_service.get(session=session, need_id=need["id"])  # open, nothing taken
+        # Meanwhile the helper asked takes the one unit (another request, committed).
+        assert client.post(f"/api/matches/{m1}/accept", headers=coordinator_headers).status_code == 200
+        needs_service.reconfirm(session=session, need=loaded, settings=settings)
+        proposals.propose_still_needed(session=session, need=loaded, live=state.live_index, now=utcnow())
+        session.commit()
+    # Nothing is left to ask for: the second helper is not asked for a unit already taken.
+    assert _asked(db, need["id"]) == [(h1, 1, "accepted", "at intake")]
+    db.expire_all()
+    assert db.get(Need, need["id"]).status is NeedStatus.assigned  # type: ignore[union-attr]

@@ -292,10 +292,10 @@ def test_a_need_helpers_took_does_not_expire_its_author_is_asked_if_help_came(
     assert stored.status is NeedStatus.assigned
     assert stored.expires_at is not None
     expires = stored.expires_at
-    ask_at = expires - timedelta(hours=settings.need_reconfirm_before_hours)
-    assert _upkeep(client, ask_at - timedelta(minutes=1)).reconfirm_requested == 0
-    assert _upkeep(client, ask_at + timedelta(minutes=1)).reconfirm_requested == 1
-    assert _upkeep(client, ask_at + timedelta(minutes=2)).reconfirm_requested == 0  # asked once
+    # Not when an open need would be asked «still needed?», but when it would have expired.
+    assert _upkeep(client, expires - timedelta(minutes=1)).reconfirm_requested == 0
+    assert _upkeep(client, expires + timedelta(minutes=1)).reconfirm_requested == 1
+    assert _upkeep(client, expires + timedelta(minutes=2)).reconfirm_requested == 0  # asked once
     report = _upkeep(client, expires + timedelta(hours=1))
     assert report.needs_expired == 0  # the helper is on the way: the need stays
     db.expire_all()
@@ -317,9 +317,32 @@ def test_a_need_helpers_took_does_not_expire_its_author_is_asked_if_help_came(
     renewed = db.get(Need, need["id"])
     assert renewed is not None
     assert renewed.expires_at is not None
-    again = renewed.expires_at - timedelta(hours=settings.need_reconfirm_before_hours) + timedelta(minutes=1)
-    assert _upkeep(client, again).reconfirm_requested == 1
+    assert _upkeep(client, renewed.expires_at - timedelta(minutes=1)).reconfirm_requested == 0
+    assert _upkeep(client, renewed.expires_at + timedelta(minutes=1)).reconfirm_requested == 1
     assert len(db.scalars(select(Message).where(Message.idempotency_key.like("%help-arrived%"))).all()) == 2
+
+
+def test_a_need_taken_after_still_needed_is_asked_if_help_came_when_it_would_have_expired(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    _offer(client, 1, 0, category="food", capacity=5)
+    need = _need(client, category="food", urgency="normal", quantity=1, contact_phone="+79260000001")
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.expires_at is not None
+    expires = stored.expires_at
+    patient = settings.model_copy(update={"match_response_timeout_s": 10**7})  # the request stays open
+    asked_at = expires - timedelta(hours=settings.need_reconfirm_before_hours) + timedelta(minutes=1)
+    assert _upkeep(client, asked_at, patient).reconfirm_requested == 1  # «ещё нужна?», not answered
+    (asked,) = _asked(db, need["id"])
+    assert client.post(f"/api/matches/{asked.id}/accept", headers=coordinator_headers).status_code == 200
+    # Taken: the unanswered question is settled; «помощь пришла?» comes when it would have expired.
+    assert _upkeep(client, expires - timedelta(minutes=1), patient).reconfirm_requested == 0
+    assert _upkeep(client, expires + timedelta(minutes=1), patient).reconfirm_requested == 1
+    question = db.scalars(
+        select(Message).where(Message.idempotency_key.like(f"need:{need['id']}:help-arrived:%"))
+    ).one()
+    assert question.phone == "+79260000001"
 
 
 def test_offers_expire_at_available_until_and_their_needs_move_on(client: TestClient, db: Session) -> None:

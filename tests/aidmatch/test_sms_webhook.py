@@ -237,6 +237,97 @@ def test_a_bare_done_to_has_help_arrived_closes_the_taken_need_and_its_task(
     assert db.get(Match, match.id).status is MatchStatus.completed  # type: ignore[union-attr]
 
 
+def _taken_and_asked_if_help_came(
+    sms: TestClient, db: Session, settings: Settings, headers: dict[str, str], phone: str, days_ago: int = 0
+) -> tuple[Need, Match]:
+    """A water need by SMS from ``phone``, fully taken by a helper, asked «помощь пришла?» by upkeep
+    (``days_ago`` as if posted so many days ago)."""
+    _water_offer(sms, "+79165550001")
+    _text(sms, phone, "нужна вода, 55.0 40.0")
+    need = db.scalars(select(Need).where(Need.contact_phone == phone)).one()
+    (match,) = db.scalars(select(Match).where(Match.need_id == need.id))
+    assert sms.post(f"/api/matches/{match.id}/accept", headers=headers).status_code == 200
+    db.refresh(need)
+    assert need.expires_at is not None
+    if days_ago:
+        need.expires_at -= timedelta(days=days_ago)
+        db.commit()
+    state = sms.app.state  # type: ignore[attr-defined]
+    report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=need.expires_at)
+    assert report is not None
+    assert report.reconfirm_requested == 1
+    return need, match
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"), [("НЕТ", "{code} ждёт помощника"), ("нет {code}", "{code} ждёт"), ("NO", "{code} waits")]
+)
+def test_no_to_has_help_arrived_means_not_yet_and_keeps_the_helper(
+    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str], answer: str, said: str
+) -> None:
+    phone = "+79161234567"
+    need, match = _taken_and_asked_if_help_came(sms, db, sms_settings, coordinator_headers, phone)
+    expires = need.expires_at
+    assert expires is not None
+    reply = _text(sms, phone, answer.format(code=need.code))
+    assert said.format(code=need.code) in reply
+    db.expire_all()
+    kept = db.get(Need, need.id)
+    assert kept is not None
+    assert kept.status is NeedStatus.assigned
+    assert kept.expires_at is not None
+    assert kept.expires_at > expires  # asked again later
+    assert kept.reconfirm_requested_at is None
+    assert db.get(Match, match.id).status is MatchStatus.accepted  # type: ignore[union-attr]
+    called_off = db.scalars(select(Message).where(Message.match_id == match.id, Message.body.like("%отменена%")))
+    assert called_off.all() == []
+
+
+def test_the_latest_question_is_the_one_a_bare_yes_answers(
+    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    phone = "+79161234567"
+    # «помощь пришла?» a day ago, not answered
+    taken, _ = _taken_and_asked_if_help_came(sms, db, sms_settings, coordinator_headers, phone, days_ago=1)
+    _text(sms, phone, "нужна еда, 56.0 41.0")
+    food = db.scalars(select(Need).where(Need.contact_phone == phone, Need.id != taken.id)).one()
+    assert food.expires_at is not None
+    expires = food.expires_at
+    ask_at = expires - timedelta(hours=sms_settings.need_reconfirm_before_hours - 1)
+    state = sms.app.state  # type: ignore[attr-defined]
+    upkeep_job(sessions=state.sessionmaker, settings=sms_settings, live=state.live_index, now=ask_at)
+    reply = _text(sms, phone, "ДА")
+    assert food.code in reply
+    db.expire_all()
+    renewed = db.get(Need, food.id)
+    assert renewed is not None
+    assert renewed.reconfirm_requested_at is None
+    assert renewed.expires_at is not None
+    assert renewed.expires_at > expires
+    assert db.get(Need, taken.id).reconfirm_requested_at is not None  # type: ignore[union-attr]
+
+
+def test_a_bare_yes_to_two_questions_asked_at_once_asks_which(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, 55.0 40.0")
+    _text(sms, phone, "нужна еда, 55.0 40.0")
+    needs = db.scalars(select(Need).where(Need.contact_phone == phone).order_by(Need.id)).all()
+    assert len(needs) == 2
+    latest = max(n.expires_at for n in needs if n.expires_at is not None)
+    ask_at = latest - timedelta(hours=sms_settings.need_reconfirm_before_hours - 1)
+    state = sms.app.state  # type: ignore[attr-defined]
+    report = upkeep_job(sessions=state.sessionmaker, settings=sms_settings, live=state.live_index, now=ask_at)
+    assert report is not None
+    assert report.reconfirm_requested == 2
+    reply = _text(sms, phone, "ДА")
+    assert all(n.code in reply for n in needs)
+    assert reply.startswith("Какая заявка?")
+    db.expire_all()
+    assert all(db.get(Need, n.id).reconfirm_requested_at is not None for n in needs)  # type: ignore[union-attr]
+
+
 # -- understanding and conversations -------------------------------------------------------------
 
 
@@ -589,6 +680,32 @@ def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: S
     (ask,) = db.scalars(select(Message).where(Message.phone == "+79160000001"))
     assert ask.status is MessageStatus.suppressed
     assert ask.error == "request withdrawn"
+
+
+def test_a_question_answered_and_a_reminder_for_a_task_done_before_the_drain_are_not_sent(
+    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    phone = "+79161234567"
+    need, _ = _taken_and_asked_if_help_came(sms, db, sms_settings, coordinator_headers, phone)
+    assert need.code in _text(sms, phone, "ГОТОВО")  # answered before the outbox ran
+    sender = FakeSender()
+    drain(sessions=sms.app.state.sessionmaker, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))  # type: ignore[attr-defined]
+    keys = [m["key"] for m in sender.sent]
+    assert not [k for k in keys if "help-arrived" in k or "done-reminder" in k]  # neither went out
+    assert any(k.endswith(":accepted:helper") for k in keys)  # what still stood did
+    late = {
+        m.idempotency_key.split(":")[2]: (m.status, m.error)
+        for m in db.scalars(select(Message).where(Message.idempotency_key.like("%:help-arrived:%")))
+        if m.idempotency_key
+    } | {
+        m.idempotency_key.split(":")[2]: (m.status, m.error)
+        for m in db.scalars(select(Message).where(Message.idempotency_key.like("%:done-reminder:%")))
+        if m.idempotency_key
+    }
+    assert late == {
+        "help-arrived": (MessageStatus.suppressed, "question answered"),
+        "done-reminder": (MessageStatus.suppressed, "task settled"),
+    }
 
 
 def test_an_answer_by_sms_stays_within_the_segment_limit(sms: TestClient, db: Session, sms_settings: Settings) -> None:
