@@ -35,8 +35,8 @@ def help_arrived(*, language: str, code: str, what: str) -> str:
 def task_done_reminder(*, language: str, match_id: int, what: str) -> str:
     """To a helper whose accepted task is still open when its need was due to expire."""
     if language == "en":
-        return f"Task {match_id} ({what}): if you have helped already, reply DONE {match_id}. Thank you!"
-    return f"Задача {match_id} ({what}): если вы уже помогли, ответьте ГОТОВО {match_id}. Спасибо!"
+        return f"Task {match_id} ({what}): helped already? Reply DONE {match_id}. Cannot go? NO {match_id}."
+    return f"Задача {match_id} ({what}): уже помогли — ГОТОВО {match_id}. Не сможете — НЕТ {match_id}."
 
 
 def need_received(*, language: str, code: str, what: str) -> str:
@@ -51,6 +51,13 @@ def helper_on_the_way(*, language: str, code: str, helper_name: str) -> str:
     if language == "en":
         return f"Request {code}: {helper_name} accepted and will contact you."
     return f"Заявка {code}: {helper_name} взял(а) её и свяжется с вами."
+
+
+def helper_cannot_come(*, language: str, code: str) -> str:
+    """To the author of a need when a helper who accepted it gives the task back."""
+    if language == "en":
+        return f"Request {code}: the helper cannot come after all. We are looking for another one."
+    return f"Заявка {code}: помощник не сможет приехать. Ищем другого, сообщим по SMS."
 
 
 def task_called_off(*, language: str, match_id: int, what: str, why: str) -> str:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from aidmatch.audit.service import act_as
 from aidmatch.database import SessionDep, utcnow
-from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, LiveNeedsDep, OptionalPrincipal
+from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, LiveNeedsDep, OptionalPrincipal, SettingsDep
 from aidmatch.enums import MatchStatus
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
@@ -105,10 +105,16 @@ def decline_match(
     session: SessionDep,
     principal: OptionalPrincipal,
     live: LiveIndexDep,
+    settings: SettingsDep,
     action: MatchAction | None = None,
 ) -> MatchOut:
-    """Decline: the need goes to the next nearest helper not asked yet."""
-    return _act(partial(service.decline, live=live), match_id, session, principal, action)
+    """Decline: the need goes to the next nearest helper not asked yet.
+
+    An accepted task declined is given back (the helper cannot come after all): its units go back
+    to the need and the offer, the need's author is told another helper is being looked for, and
+    the next nearest helper not asked yet is asked.
+    """
+    return _act(partial(service.decline, live=live, settings=settings), match_id, session, principal, action)
 
 
 @router.post("/matches/{match_id}/complete", response_model=MatchOut, openapi_extra=OPTIONAL_BEARER)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import Integer, any_, bindparam, case, func, insert, null, or_, select, update
@@ -24,6 +24,7 @@ import matching
 from aidmatch.audit import service as audit
 from aidmatch.auth.service import hash_secret
 from aidmatch.categories import CATEGORY_INDEX, Category, label
+from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import (
     OPEN_NEED_STATUSES,
@@ -48,12 +49,13 @@ from aidmatch.matches.proposals import (
     open_tasks,
     pending_units,
 )
+from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams, paginate
 from geo.index import SpatialIndex
-from notifications.templates import task_request
+from notifications.templates import helper_cannot_come, task_request
 
 log = logging.getLogger("aidmatch.matches")
 
@@ -587,27 +589,94 @@ def accept(*, session: Session, match_id: int) -> Match:
     raise ConflictError(f"match {match_id}: the need or the offer kept changing; try again")
 
 
-def decline(*, session: Session, match_id: int, live: LiveOfferIndex | None = None) -> Match:
+def decline(
+    *, session: Session, match_id: int, live: LiveOfferIndex | None = None, settings: Settings | None = None
+) -> Match:
     """The helper says no: the match closes and its units go to the next helper (given the live index).
 
-    A critical need in escalation waits for its next wave instead.
+    A helper who accepted and cannot come after all says no too: the task is given back
+    (``give_back``). A critical need in escalation waits for its next wave instead.
     """
     now = utcnow()
-    done = session.execute(
-        update(Match)
-        .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
-        .values(status=MatchStatus.declined, responded_at=now, updated_at=now)
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
-        get(session=session, match_id=match_id)
-        raise ConflictError(f"match {match_id} is not waiting for an answer")
-    match = get(session=session, match_id=match_id)
-    session.refresh(match)
-    audit.record(session, "declined", "match", match_id, need=match.need_id)
+    status = session.scalar(select(Match.status).where(Match.id == match_id))
+    if status is None:
+        raise NotFoundError(f"no match with id {match_id}")
+    if status is MatchStatus.accepted:
+        match = give_back(session=session, match_id=match_id, now=now, settings=settings)
+    else:
+        done = session.execute(
+            update(Match)
+            .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
+            .values(status=MatchStatus.declined, responded_at=now, updated_at=now)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(f"match {match_id} is not waiting for an answer")
+        match = get(session=session, match_id=match_id)
+        session.refresh(match)
+        audit.record(session, "declined", "match", match_id, need=match.need_id)
     need = session.get(Need, match.need_id)
     if live is not None and need is not None and need.escalation_next_at is None:
         live.refresh(session=session, now=now)
         offer_to_next_helpers(session=session, need=need, live=live, now=now, reason="after a decline")
+    return match
+
+
+def give_back(*, session: Session, match_id: int, now: datetime, settings: Settings | None = None) -> Match:
+    """An accepted task its helper cannot do after all: declined (the helper is not asked for this
+    need again), its units back to the need (open, or partly taken, again) and to the offer, and
+    the need's author told by SMS that another helper is being looked for.
+
+    The need's row is locked first, as ``accept`` and ``complete`` take it. A need that was wholly
+    taken did not expire; it gets a full lifetime from now (``need_expiry_hours``, given
+    ``settings``) so that the search for another helper is not cut short, and its «has help
+    arrived?» no longer waits for an answer.
+    """
+    need_id = session.scalar(select(Match.need_id).where(Match.id == match_id))
+    if need_id is None:
+        raise NotFoundError(f"no match with id {match_id}")
+    need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
+    assert need is not None  # foreign key
+    rows = session.execute(
+        update(Match)
+        .where(Match.id == match_id, Match.status == MatchStatus.accepted)
+        .values(status=MatchStatus.declined, responded_at=now, updated_at=now)
+        .returning(Match.offer_id, Match.quantity)
+    ).all()
+    if len(rows) != 1:
+        raise ConflictError(f"match {match_id} is not accepted, so there is nothing to give back")
+    ((offer_id, quantity),) = rows
+    was_taken = need.status is NeedStatus.assigned
+    need.quantity_assigned = max(need.quantity_assigned - int(quantity), 0)
+    if need.status in (NeedStatus.assigned, NeedStatus.partially_assigned):
+        need.status = NeedStatus.partially_assigned if need.quantity_assigned > 0 else NeedStatus.open
+    if was_taken:
+        need.reconfirm_requested_at = None
+        if settings is not None and need.expires_at is not None:
+            need.expires_at = max(need.expires_at, now + timedelta(hours=settings.need_expiry_hours))
+    need.updated_at = now
+    session.flush()  # the need's row, then the offer's: the order accept takes them in
+    session.execute(
+        update(Offer)
+        .where(Offer.id == offer_id)
+        .values(
+            capacity_used=case((Offer.capacity_used >= quantity, Offer.capacity_used - quantity), else_=0),
+            updated_at=now,
+        )
+    )
+    audit.record(session, "given_back", "match", match_id, need=need.id, quantity=int(quantity))
+    if need.contact_phone is not None and need.status in OPEN_NEED_STATUSES:
+        language = need.language.value
+        messages_service.queue(
+            session=session,
+            phone=need.contact_phone,
+            body=helper_cannot_come(language=language, code=need.code),
+            language=language,
+            idempotency_key=f"match:{match_id}:given-back",
+            need_id=need.id,
+            match_id=match_id,
+        )
+    match = get(session=session, match_id=match_id)
+    session.refresh(match)
     return match
 
 

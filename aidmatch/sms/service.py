@@ -397,7 +397,7 @@ def _command(
                 notices.accepted(session=session, match=accepted, helper_by_sms=True), ok, parsed, **links
             )
         if command == "no":
-            matches_service.decline(session=session, match_id=match.id, live=live)
+            matches_service.decline(session=session, match_id=match.id, live=live, settings=settings)
             return InboundResult(sms_reply("declined", lang, id=match.id), ok, parsed, **links)
         matches_service.complete(session=session, match_id=match.id)
         return InboundResult(sms_reply("done", lang, id=match.id), ok, parsed, **links)

@@ -170,6 +170,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     ),
     "accept": ("Беру", "Accept"),
     "decline": ("Не могу", "Decline"),
+    "cannot_come": ("Не смогу приехать", "I cannot come"),
     "complete": ("Сделано", "Done"),
     "match_status_proposed": ("Предложено вам", "Proposed to you"),
     "match_status_notified": ("Предложено вам", "Proposed to you"),

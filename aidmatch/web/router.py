@@ -272,6 +272,7 @@ def task_action(
     action: Literal["accept", "decline", "complete"],
     session: SessionDep,
     live: LiveIndexDep,
+    settings: SettingsDep,
 ) -> Response:
     """Accept / Decline / Done from the helper's own page (its private link is the authority)."""
     try:
@@ -284,7 +285,7 @@ def task_action(
             match = matches_service.accept(session=session, match_id=match_id)
             notices.accepted(session=session, match=match)
         elif action == "decline":
-            matches_service.decline(session=session, match_id=match_id, live=live)
+            matches_service.decline(session=session, match_id=match_id, live=live, settings=settings)
         else:
             matches_service.complete(session=session, match_id=match_id)
     except ConflictError:

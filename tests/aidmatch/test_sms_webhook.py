@@ -328,6 +328,26 @@ def test_a_bare_yes_to_two_questions_asked_at_once_asks_which(
     assert all(db.get(Need, n.id).reconfirm_requested_at is not None for n in needs)  # type: ignore[union-attr]
 
 
+def test_a_helper_who_accepted_by_sms_can_give_the_task_back_with_no(sms: TestClient, db: Session) -> None:
+    helper_phone = "+79165550001"
+    _water_offer(sms, helper_phone)
+    _text(sms, "+79161234567", "нужна вода, 55.0 40.0")
+    need = db.scalars(select(Need)).one()
+    (match,) = db.scalars(select(Match).where(Match.need_id == need.id))
+    assert "Контакт" in _text(sms, helper_phone, f"ДА {match.id}")
+    assert _text(sms, helper_phone, "НЕТ") == "Укажите номер задачи: ДА номер."  # a bare NO gives nothing back
+    db.expire_all()
+    assert db.get(Match, match.id).status is MatchStatus.accepted  # type: ignore[union-attr]
+    assert f"задачу {match.id} другому" in _text(sms, helper_phone, f"НЕТ {match.id}")
+    db.expire_all()
+    assert db.get(Match, match.id).status is MatchStatus.declined  # type: ignore[union-attr]
+    back = db.get(Need, need.id)
+    assert back is not None
+    assert (back.status, back.quantity_assigned) == (NeedStatus.open, 0)
+    told = db.scalars(select(Message).where(Message.idempotency_key == f"match:{match.id}:given-back")).one()
+    assert told.phone == "+79161234567"
+
+
 # -- understanding and conversations -------------------------------------------------------------
 
 

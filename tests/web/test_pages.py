@@ -175,6 +175,7 @@ def test_helper_sees_the_task_accepts_it_and_only_then_the_contact(client: TestC
     assert "Помощник едет" in status
     assert "3 / 3" in status
     assert not PHONE_RE.search(status)
+    assert "Не смогу приехать" in page.text  # an accepted task can be given back
 
     client.post(f"{link}/{match_id}/complete")
     db.expire_all()
@@ -184,6 +185,22 @@ def test_helper_sees_the_task_accepts_it_and_only_then_the_contact(client: TestC
     again = client.post(f"{link}/{match_id}/accept")
     assert again.status_code == 200
     assert "Это уже нельзя сделать" in again.text
+
+
+def test_a_helper_who_cannot_come_gives_the_task_back_from_the_task_page(client: TestClient, db: Session) -> None:
+    link = _offer_link(client)
+    code = _post_need(client)
+    page = client.get(link)
+    match_id = int(re.search(r'action="/tasks/[^/]+/(\d+)/accept"', page.text).group(1))  # type: ignore[union-attr]
+    assert client.post(f"{link}/{match_id}/accept", follow_redirects=False).status_code == 303
+    r = client.post(f"{link}/{match_id}/decline", follow_redirects=False)
+    assert r.status_code == 303
+    assert "done=declined" in r.headers["location"]
+    assert "Задача передана другому помощнику" in client.get(r.headers["location"]).text
+    db.expire_all()
+    need = db.scalars(select(Need).where(Need.code == code)).one()
+    assert (need.status, need.quantity_assigned) == (NeedStatus.open, 0)
+    assert "Помощник едет" not in client.get(f"/status/{code}").text
 
 
 def test_decline_and_foreign_links(client: TestClient, db: Session) -> None:

@@ -1,0 +1,142 @@
+"""A helper who accepted and cannot come after all gives the task back: its units return to the
+need and the offer, the author is told, and the next helper is asked (API, SMS and the task page
+all say it with "decline")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aidmatch.audit.models import AuditEvent
+from aidmatch.config import Settings
+from aidmatch.enums import MatchStatus, NeedStatus
+from aidmatch.matches.models import Match
+from aidmatch.messages.models import Message
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from aidmatch.scheduler import upkeep_job
+
+PHONE = "+79261234567"
+
+
+def _helpers_at(client: TestClient, kms: list[float]) -> list[dict[str, Any]]:
+    """Water helpers at these distances (km) east of (55.0, 40.0), capacity 2, radius 30 km."""
+    out = []
+    for i, km in enumerate(kms):
+        r = client.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 2,
+                "radius_km": 30,
+                "lat": 55.0,
+                "lon": 40.0 + km / 63.8,
+                "phone": f"+7916000{i:04d}",
+            },
+        )
+        assert r.status_code == 201, r.text
+        out.append(r.json())
+    return out
+
+
+def _asked(db: Session, need_id: int) -> list[tuple[int, int, str, str]]:
+    db.expire_all()
+    rows = db.execute(
+        select(Offer.id, Match.quantity, Match.status, Match.reason)
+        .join(Offer, Offer.id == Match.offer_id)
+        .where(Match.need_id == need_id)
+        .order_by(Match.id)
+    )
+    return [(o, q, s.value, reason.split(":")[0]) for o, q, s, reason in rows]
+
+
+def test_a_task_given_back_returns_its_units_tells_the_author_and_asks_the_next_helper(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    near, far = _helpers_at(client, [1, 3])
+    need = client.post(
+        "/api/needs", json={"category": "water", "quantity": 2, "lat": 55.0, "lon": 40.0, "contact_phone": PHONE}
+    ).json()
+    ((offer_id, _, _, _),) = _asked(db, need["id"])
+    assert offer_id == near["id"]  # the nearest, for both units
+    (m1,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    assert client.post(f"/api/matches/{m1}/accept", headers=coordinator_headers).status_code == 200
+    r = client.post(f"/api/matches/{m1}/decline", headers=coordinator_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "declined"
+    db.expire_all()
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert (stored.status, stored.quantity_assigned) == (NeedStatus.open, 0)
+    assert db.get(Offer, near["id"]).capacity_used == 0  # type: ignore[union-attr]
+    # The next helper is asked for both units; the one who gave it back is not asked again.
+    assert _asked(db, need["id"]) == [
+        (near["id"], 2, "declined", "at intake"),
+        (far["id"], 2, "notified", "after a decline"),
+    ]
+    told = db.scalars(select(Message).where(Message.idempotency_key == f"match:{m1}:given-back")).one()
+    assert told.phone == PHONE
+    assert need["code"] in told.body
+    assert "не сможет" in told.body
+    assert db.scalars(select(AuditEvent).where(AuditEvent.action == "given_back")).one().entity_id == m1
+    # Given back twice is a conflict; the units are not returned twice.
+    assert client.post(f"/api/matches/{m1}/decline", headers=coordinator_headers).status_code == 409
+    db.expire_all()
+    assert db.get(Need, need["id"]).quantity_assigned == 0  # type: ignore[union-attr]
+    assert db.get(Offer, near["id"]).capacity_used == 0  # type: ignore[union-attr]
+
+
+def test_a_partly_taken_need_stays_partly_taken_and_the_other_helper_keeps_theirs(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    first, second = _helpers_at(client, [1, 2])
+    need = client.post("/api/needs", json={"category": "water", "quantity": 4, "lat": 55.0, "lon": 40.0}).json()
+    mine = {o: m for m, o in db.execute(select(Match.id, Match.offer_id).where(Match.need_id == need["id"]))}
+    assert set(mine) == {first["id"], second["id"]}  # two units each
+    for m in mine.values():
+        assert client.post(f"/api/matches/{m}/accept", headers=coordinator_headers).status_code == 200
+    assert client.post(f"/api/matches/{mine[first['id']]}/decline", headers=coordinator_headers).status_code == 200
+    db.expire_all()
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert (stored.status, stored.quantity_assigned) == (NeedStatus.partially_assigned, 2)
+    assert db.get(Match, mine[second["id"]]).status is MatchStatus.accepted  # type: ignore[union-attr]
+    assert db.get(Offer, first["id"]).capacity_used == 0  # type: ignore[union-attr]
+    assert db.get(Offer, second["id"]).capacity_used == 2  # type: ignore[union-attr]
+
+
+def test_a_taken_need_past_its_expiry_given_back_gets_a_new_lifetime_instead_of_expiring(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    _helpers_at(client, [1])
+    need = client.post(
+        "/api/needs", json={"category": "water", "quantity": 1, "lat": 55.0, "lon": 40.0, "contact_phone": PHONE}
+    ).json()
+    (m1,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    assert client.post(f"/api/matches/{m1}/accept", headers=coordinator_headers).status_code == 200
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.expires_at is not None
+    # Taken long ago: it did not expire, and its author was asked «помощь пришла?».
+    stored.expires_at -= timedelta(hours=settings.need_expiry_hours + 1)
+    db.commit()
+    state = client.app.state  # type: ignore[attr-defined]
+    report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=stored.expires_at)
+    assert report is not None
+    assert report.reconfirm_requested == 1
+    assert client.post(f"/api/matches/{m1}/decline", headers=coordinator_headers).status_code == 200
+    db.expire_all()
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.status is NeedStatus.open
+    assert stored.reconfirm_requested_at is None
+    assert stored.expires_at is not None
+    report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=None)
+    assert report is not None
+    assert report.needs_expired == 0
+    db.expire_all()
+    assert db.get(Need, need["id"]).status is NeedStatus.open  # type: ignore[union-attr]
