@@ -39,6 +39,13 @@ def task_done_reminder(*, language: str, match_id: int, what: str) -> str:
     return f"Задача {match_id} ({what}): уже помогли — ГОТОВО {match_id}. Не сможете — НЕТ {match_id}."
 
 
+def task_still_waiting(*, language: str, match_id: int, what: str) -> str:
+    """To a helper with an accepted task whose author says help has not come yet."""
+    if language == "en":
+        return f"Task {match_id} ({what}): they are still waiting for you. Cannot go? Reply NO {match_id}."
+    return f"Задача {match_id} ({what}): вас всё ещё ждут. Не сможете — НЕТ {match_id}."
+
+
 def need_received(*, language: str, code: str, what: str) -> str:
     """To the author of a need at once: its code."""
     if language == "en":

@@ -16,7 +16,7 @@ from aidmatch.matches.models import Match
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
-from notifications.templates import task_called_off
+from notifications.templates import task_called_off, task_done_reminder, task_still_waiting
 
 PENDING_MATCH_STATUSES = (MatchStatus.proposed, MatchStatus.notified)
 
@@ -124,3 +124,36 @@ def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outc
         )
     messages_service.queue_many(session=session, messages=messages, now=now)
     return ids
+
+
+def remind_helpers(session: Session, due: dict[int, datetime | None], *, now: datetime, still_waiting: bool) -> None:
+    """An SMS to each helper (with consent) whose task for one of the needs ``due`` (id → its
+    expiry, which keys the message: once per expiry) is still accepted: to say DONE when it is done
+    (when the need would have expired), or that its author is still waiting (the author said so)."""
+    if not due:
+        return
+    tasks = session.execute(
+        select(Match.id, Match.need_id, Need.category, Helper.id, Helper.phone, Helper.language)
+        .join(Offer, Offer.id == Match.offer_id)
+        .join(Helper, Helper.id == Offer.helper_id)
+        .join(Need, Need.id == Match.need_id)
+        .where(Match.need_id.in_(sorted(due)), Match.status == MatchStatus.accepted, Helper.sms_consent.is_(True))
+        .order_by(Match.id)
+    ).all()
+    text, kind = (task_still_waiting, "still-waiting") if still_waiting else (task_done_reminder, "done-reminder")
+    messages = []
+    for match_id, need_id, category, helper_id, phone, language in tasks:
+        lang = language.value
+        expires = due[need_id]
+        messages.append(
+            {
+                "phone": phone,
+                "body": text(language=lang, match_id=match_id, what=label(category, lang)),
+                "language": lang,
+                "idempotency_key": f"match:{match_id}:{kind}:{expires.isoformat() if expires else ''}",
+                "need_id": need_id,
+                "match_id": match_id,
+                "helper_id": helper_id,
+            }
+        )
+    messages_service.queue_many(session=session, messages=messages, now=now)

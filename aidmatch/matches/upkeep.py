@@ -31,15 +31,14 @@ from aidmatch.categories import label
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
-from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
-from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_accepted, close_pending
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_accepted, close_pending, remind_helpers
 from aidmatch.matches.proposals import escalate, offer_to_next_helpers
 from aidmatch.messages import service as messages_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
-from notifications.templates import help_arrived, still_needed, task_done_reminder
+from notifications.templates import help_arrived, still_needed
 
 _CHUNK = 500
 
@@ -155,30 +154,8 @@ def ask_if_done(session: Session, needs: list[Need], now: datetime) -> None:
                 "need_id": need.id,
             }
         )
-    due = {need.id: need.expires_at for need in needs}
-    tasks = session.execute(
-        select(Match.id, Match.need_id, Need.category, Helper.id, Helper.phone, Helper.language)
-        .join(Offer, Offer.id == Match.offer_id)
-        .join(Helper, Helper.id == Offer.helper_id)
-        .join(Need, Need.id == Match.need_id)
-        .where(Match.need_id.in_(sorted(due)), Match.status == MatchStatus.accepted, Helper.sms_consent.is_(True))
-        .order_by(Match.id)
-    ).all()
-    for match_id, need_id, category, helper_id, phone, language in tasks:
-        lang = language.value
-        expires = due[need_id]
-        messages.append(
-            {
-                "phone": phone,
-                "body": task_done_reminder(language=lang, match_id=match_id, what=label(category, lang)),
-                "language": lang,
-                "idempotency_key": f"match:{match_id}:done-reminder:{expires.isoformat() if expires else ''}",
-                "need_id": need_id,
-                "match_id": match_id,
-                "helper_id": helper_id,
-            }
-        )
     messages_service.queue_many(session=session, messages=messages, now=now)
+    remind_helpers(session, {need.id: need.expires_at for need in needs}, now=now, still_waiting=False)
 
 
 def time_out_matches(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:

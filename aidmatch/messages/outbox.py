@@ -10,8 +10,8 @@ Each pass:
    (cut to ``sms_max_segments``, so a reconciliation looks for what the provider really got);
    messages to phones that sent STOP are suppressed instead, and so are requests to a helper whose
    match is no longer waiting for an answer (withdrawn, timed out) or whose need closed, reminders
-   to say DONE for a task settled since, and «still needed?» / «has help arrived?» for a need
-   answered or closed since;
+   to say DONE (or that the author still waits) for a task settled since, and «still needed?» /
+   «has help arrived?» for a need answered or closed since;
 3. sends each claimed message, stamping it just before (a message another drain's reconciliation
    finds ``sending`` is one whose send started ``sms_stale_sending_s`` ago, not one still waiting
    its turn), and records the outcome in its own transaction: ``sent``; back to ``queued`` with
@@ -142,8 +142,9 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
 
 def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
     """Messages among ``messages`` that no longer stand, with why: requests to helpers whose match
-    is not waiting for an answer any more or whose need closed; reminders to say DONE for a task
-    no longer accepted; «still needed?» / «has help arrived?» for a need answered (or closed) since."""
+    is not waiting for an answer any more or whose need closed; reminders to say DONE (or that the
+    author still waits) for a task no longer accepted; «still needed?» / «has help arrived?» for a
+    need answered (or closed) since."""
     out: dict[int, str] = {}
     asks = {m.id: m.match_id for m in messages if m.match_id is not None and _is_request(m.idempotency_key)}
     if asks:
@@ -159,7 +160,11 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
             )
         )
         out.update((i, "request withdrawn") for i, match_id in asks.items() if match_id not in standing)
-    reminders = {m.id: m.match_id for m in messages if m.match_id is not None and _is_key(m, ":done-reminder:")}
+    reminders = {
+        m.id: m.match_id
+        for m in messages
+        if m.match_id is not None and (_is_key(m, ":done-reminder:") or _is_key(m, ":still-waiting:"))
+    }
     if reminders:
         accepted = set(
             session.scalars(

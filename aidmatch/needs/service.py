@@ -19,7 +19,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, NeedStatus, Source, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.matches.models import Match
-from aidmatch.matches.pending import close_accepted, close_pending
+from aidmatch.matches.pending import close_accepted, close_pending, remind_helpers
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
 from aidmatch.query import BBox, PageParams, paginate
@@ -454,6 +454,9 @@ def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
     if need.status not in OPEN_NEED_STATUSES and need.status is not NeedStatus.assigned:
         raise ConflictError(f"need {need.code} is {need.status.value}; post a new need instead")
     now = utcnow()
+    if need.status is NeedStatus.assigned and need.reconfirm_requested_at is not None:
+        # «Has help arrived?» — not yet: its helpers hear that they are still awaited.
+        remind_helpers(session, {need.id: need.expires_at}, now=now, still_waiting=True)
     need.expires_at = now + timedelta(hours=settings.need_expiry_hours)
     need.reconfirm_requested_at = None
     need.updated_at = now

@@ -281,6 +281,10 @@ def test_no_to_has_help_arrived_means_not_yet_and_keeps_the_helper(
     assert db.get(Match, match.id).status is MatchStatus.accepted  # type: ignore[union-attr]
     called_off = db.scalars(select(Message).where(Message.match_id == match.id, Message.body.like("%отменена%")))
     assert called_off.all() == []
+    # The helper hears that they are still awaited, once.
+    nudge = db.scalars(select(Message).where(Message.idempotency_key.like(f"match:{match.id}:still-waiting:%"))).one()
+    assert nudge.phone == "+79165550001"
+    assert f"НЕТ {match.id}" in nudge.body
 
 
 def test_the_latest_question_is_the_one_a_bare_yes_answers(
