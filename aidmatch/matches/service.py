@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Integer, any_, bindparam, case, func, insert, null, or_, select, update
+from sqlalchemy import Integer, any_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -546,9 +546,6 @@ def accept(*, session: Session, match_id: int) -> Match:
             .values(
                 quantity_assigned=assigned,
                 status=case((assigned >= Need.quantity, NeedStatus.assigned), else_=NeedStatus.partially_assigned),
-                # Fully taken: a «still needed?» asked before no longer waits for an answer; the
-                # author is asked «has help arrived?» when the need would have expired.
-                reconfirm_requested_at=case((assigned >= Need.quantity, null()), else_=Need.reconfirm_requested_at),
                 updated_at=now,
             )
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -79,13 +79,23 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
         .where(
             Need.expires_at.is_not(None),
             or_(
-                Need.status.in_(OPEN_NEED_STATUSES) & (Need.expires_at > now) & (Need.expires_at <= now + before),
-                # Taken by helpers: it does not close, so it is asked when it would have (the most
-                # time for the helpers; an accept right after «still needed?» is not followed at once
-                # by «has help arrived?»).
-                (Need.status == NeedStatus.assigned) & (Need.expires_at <= now),
+                Need.status.in_(OPEN_NEED_STATUSES)
+                & (Need.expires_at > now)
+                & (Need.expires_at <= now + before)
+                & Need.reconfirm_requested_at.is_(None),
+                # Taken by helpers: it does not close, so it is asked «has help arrived?» when it
+                # would have (the most time for the helpers), unless asked that already (a «still
+                # needed?» asked before it was taken does not count), and not within ``before`` of
+                # a helper taking it.
+                (Need.status == NeedStatus.assigned)
+                & (Need.expires_at <= now)
+                & or_(Need.reconfirm_requested_at.is_(None), Need.reconfirm_requested_at < Need.expires_at)
+                & ~exists().where(
+                    Match.need_id == Need.id,
+                    Match.status == MatchStatus.accepted,
+                    Match.responded_at > now - before,
+                ),
             ),
-            Need.reconfirm_requested_at.is_(None),
         )
         .order_by(Need.id)
     ).all()

@@ -104,6 +104,22 @@ class _Asked:
     wave: int | None
 
 
+def _stored_repeats(
+    items: Sequence[NeedIn], open_by_phone: Mapping[str, Sequence[service.OpenNeed]], now: datetime
+) -> set[int]:
+    """Ids of the stored open needs that some of ``items`` repeat."""
+    out = set()
+    for item in items:
+        if item.contact_phone is None or item.lat is None or item.lon is None:
+            continue
+        found = service.find_duplicate(
+            open_needs=open_by_phone[item.contact_phone], category=item.category, lat=item.lat, lon=item.lon, now=now
+        )
+        if found is not None:
+            out.add(found.id)
+    return out
+
+
 def intake_group(
     *, session: Session, items: Sequence[NeedIn], settings: Settings, live: LiveOfferIndex
 ) -> list[Outcome]:
@@ -142,7 +158,9 @@ def intake_group(
 
     answers: list[tuple[Need, dict[str, Any], int, bool] | BaseException] = []
     created: list[Need] = []
-    bumped: dict[int, Need] = {}  # stored needs this group locked to merge repeats into, by id
+    # The stored needs the posts repeat, locked in id order before anything else is (as upkeep
+    # takes them): a concurrent accept or confirm of one waits for this group.
+    bumped = service.lock_many(session, _stored_repeats(items, open_by_phone, now))
     unwritten: dict[int, list[proposals.Ask]] = {}  # id() of a need → its requests made in this group
     keys: set[str] = set()
     for item in items:

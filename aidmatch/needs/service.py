@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -311,9 +311,7 @@ def find_repeated(
         found = find_duplicate(open_needs=open_needs, category=category, lat=lat, lon=lon, now=now)
         if found is None or isinstance(found, Need):  # a Need: made earlier in the same group, not stored
             return found
-        if found.id in locked:
-            return locked[found.id]
-        need = get_locked(session, found.id)
+        need = locked.get(found.id) or get_locked(session, found.id)
         if need.status in OPEN_NEED_STATUSES:
             locked[need.id] = need
             return need
@@ -435,9 +433,33 @@ def list_needs(*, session: Session, filters: NeedFilters, page: PageParams) -> t
 
 def lock(session: Session, need: Need) -> Need:
     """``need`` read afresh and row-locked (PostgreSQL) until the transaction ends: what it is now,
-    not when it was loaded, so that a concurrent accept, close or expiry is seen and waits."""
+    not when it was loaded, so that a concurrent accept, close or expiry is seen and waits (changes
+    not yet flushed are written first, not lost)."""
+    session.flush()
     session.refresh(need, with_for_update=True)
     return need
+
+
+def lock_many(session: Session, need_ids: Collection[int]) -> dict[int, Need]:
+    """The needs with these ids read afresh and row-locked like ``lock``, in id order (two
+    transactions locking some of the same needs take them in the same order)."""
+    if not need_ids:
+        return {}
+    stmt = select(Need).where(Need.id.in_(sorted(need_ids))).order_by(Need.id).with_for_update()
+    return {n.id: n for n in session.scalars(stmt.execution_options(populate_existing=True))}
+
+
+def asked_if_help_came(need: Need) -> bool:
+    """Whether the question waiting for the author's answer is «has help arrived?» — asked of a
+    need helpers took all of, when it would have expired — rather than «still needed?», asked
+    before the expiry (perhaps before helpers took it): a NO to the first means "not yet", to the
+    second "no longer needed"."""
+    return (
+        need.status is NeedStatus.assigned
+        and need.reconfirm_requested_at is not None
+        and need.expires_at is not None
+        and need.reconfirm_requested_at >= need.expires_at
+    )
 
 
 def get_locked(session: Session, need_id: int) -> Need:
@@ -454,7 +476,7 @@ def reconfirm(*, session: Session, need: Need, settings: Settings) -> Need:
     if need.status not in OPEN_NEED_STATUSES and need.status is not NeedStatus.assigned:
         raise ConflictError(f"need {need.code} is {need.status.value}; post a new need instead")
     now = utcnow()
-    if need.status is NeedStatus.assigned and need.reconfirm_requested_at is not None:
+    if asked_if_help_came(need):
         # «Has help arrived?» — not yet: its helpers hear that they are still awaited.
         remind_helpers(session, {need.id: need.expires_at}, now=now, still_waiting=True)
     need.expires_at = now + timedelta(hours=settings.need_expiry_hours)

@@ -494,7 +494,7 @@ def _need_command(
         return InboundResult(
             sms_reply("confirmed", lang, code=need.code), MessageStatus.parsed, parsed, need_id=need.id
         )
-    if command == "no" and need.status is NeedStatus.assigned and need.reconfirm_requested_at is not None:
+    if command == "no" and needs_service.asked_if_help_came(need):
         # NO to «has help arrived?»: not yet. The helpers stay on it; asked again in a while.
         needs_service.reconfirm(session=session, need=need, settings=settings)
         reply = sms_reply("still_waiting", lang, code=need.code)

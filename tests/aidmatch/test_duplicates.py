@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, NeedStatus
@@ -201,3 +202,24 @@ def test_still_needed_reads_the_need_as_it_is_now_not_as_it_was_loaded(
     assert _asked(db, need["id"]) == [(h1, 1, "accepted", "at intake")]
     db.expire_all()
     assert db.get(Need, need["id"]).status is NeedStatus.assigned  # type: ignore[union-attr]
+
+
+def test_a_repeat_of_a_need_helpers_took_meanwhile_is_a_new_need(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    _helpers_at(client, [1])
+    need = _post(client, quantity=1).json()
+    (m1,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.sessionmaker() as session:
+        read_before = needs_service.open_needs_of(session, PHONE)  # the need is open when read
+        assert [n.id for n in read_before] == [need["id"]]
+        assert client.post(f"/api/matches/{m1}/accept", headers=coordinator_headers).status_code == 200
+        found = needs_service.find_repeated(
+            session, open_needs=read_before, category=Category.water, lat=55.0, lon=40.0, now=utcnow()
+        )
+        assert found is None  # taken all since: not merged into
+        assert read_before == []
+    again = _post(client, quantity=1)
+    assert again.status_code == 201
+    assert again.json()["merged"] is False

@@ -122,7 +122,12 @@ def test_a_taken_need_past_its_expiry_given_back_gets_a_new_lifetime_instead_of_
     assert stored is not None
     assert stored.expires_at is not None
     # Taken long ago: it did not expire, and its author was asked «помощь пришла?».
-    stored.expires_at -= timedelta(hours=settings.need_expiry_hours + 1)
+    long_ago = timedelta(hours=settings.need_expiry_hours + 1)
+    stored.expires_at -= long_ago
+    taken = db.get(Match, m1)
+    assert taken is not None
+    assert taken.responded_at is not None
+    taken.responded_at -= long_ago
     db.commit()
     state = client.app.state  # type: ignore[attr-defined]
     report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=stored.expires_at)

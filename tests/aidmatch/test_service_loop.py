@@ -345,6 +345,27 @@ def test_a_need_taken_after_still_needed_is_asked_if_help_came_when_it_would_hav
     assert question.phone == "+79260000001"
 
 
+def test_a_need_taken_just_before_it_would_expire_is_not_asked_if_help_came_at_once(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    _offer(client, 1, 0, category="food", capacity=5)
+    need = _need(client, category="food", urgency="normal", quantity=1, contact_phone="+79260000001")
+    (asked,) = _asked(db, need["id"])
+    assert client.post(f"/api/matches/{asked.id}/accept", headers=coordinator_headers).status_code == 200
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.expires_at is not None
+    db.expire_all()
+    accepted_at = db.get(Match, asked.id).responded_at  # type: ignore[union-attr]
+    assert accepted_at is not None
+    stored.expires_at = accepted_at + timedelta(minutes=5)  # taken five minutes before its expiry
+    db.commit()
+    grace = timedelta(hours=settings.need_reconfirm_before_hours)
+    assert _upkeep(client, accepted_at + timedelta(minutes=10)).reconfirm_requested == 0
+    assert _upkeep(client, accepted_at + grace - timedelta(minutes=1)).reconfirm_requested == 0
+    assert _upkeep(client, accepted_at + grace + timedelta(minutes=1)).reconfirm_requested == 1
+
+
 def test_offers_expire_at_available_until_and_their_needs_move_on(client: TestClient, db: Session) -> None:
     soon = utcnow() + timedelta(hours=1)
     first = _offer(client, 1, 0, category="shelter", available_until=soon.isoformat())

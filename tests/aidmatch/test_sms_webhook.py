@@ -352,6 +352,58 @@ def test_a_helper_who_accepted_by_sms_can_give_the_task_back_with_no(sms: TestCl
     assert told.phone == "+79161234567"
 
 
+def _food_offer(client: TestClient) -> None:
+    """A food helper 1 km north of (56.0, 41.0), radius 40 km."""
+    r = client.post(
+        "/api/offers",
+        json={
+            "categories": ["food"],
+            "capacity": 1,
+            "radius_km": 40,
+            "lat": 56.01,
+            "lon": 41.0,
+            "phone": "+79165550009",
+        },
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_no_to_still_needed_for_a_need_taken_since_still_withdraws_it_and_no_other(
+    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    """«Ещё нужна?» asked of A, then of B; a helper takes B; the author's bare НЕТ answers B (the
+    last question) and withdraws it: a NO to «still needed?» is not "help has not come yet"."""
+    phone = "+79161234567"
+    patient = sms_settings.model_copy(update={"match_response_timeout_s": 10**7})  # requests stay open
+    state = sms.app.state  # type: ignore[attr-defined]
+    _food_offer(sms)
+    _text(sms, phone, "нужна вода, 55.0 40.0")  # A: nobody in range
+    _text(sms, phone, "нужна еда, 56.0 41.0")  # B: the food helper is asked
+    a = db.scalars(select(Need).where(Need.contact_phone == phone, Need.category == "water")).one()
+    b = db.scalars(select(Need).where(Need.contact_phone == phone, Need.category == "food")).one()
+    assert a.expires_at is not None
+    base = a.expires_at
+    b.expires_at = base + timedelta(hours=5)
+    db.commit()
+    for hours_before in (11, 6):  # A asked, then B
+        report = upkeep_job(
+            sessions=state.sessionmaker,
+            settings=patient,
+            live=state.live_index,
+            now=base - timedelta(hours=hours_before),
+        )
+        assert report is not None
+        assert report.reconfirm_requested == 1
+    (m,) = db.scalars(select(Match).where(Match.need_id == b.id))
+    assert sms.post(f"/api/matches/{m.id}/accept", headers=coordinator_headers).status_code == 200
+    reply = _text(sms, phone, "НЕТ")
+    assert b.code in reply
+    db.expire_all()
+    assert db.get(Need, a.id).status is NeedStatus.open  # type: ignore[union-attr]
+    assert db.get(Need, b.id).status is NeedStatus.cancelled  # type: ignore[union-attr]
+    assert db.get(Match, m.id).status is MatchStatus.cancelled  # type: ignore[union-attr]  # the helper is called off
+
+
 # -- understanding and conversations -------------------------------------------------------------
 
 
