@@ -111,7 +111,7 @@ _REPLIES: dict[str, tuple[str, str]] = {
     "declined": ("Хорошо, передадим задачу {id} другому.", "OK, task {id} goes to someone else."),
     "done": ("Спасибо! Задача {id} выполнена.", "Thank you! Task {id} is done."),
     "not_yours": ("Нет задачи {id} для вашего номера.", "There is no task {id} for your number."),
-    "which_task": ("Укажите номер задачи: ДА номер.", "Which task? Reply YES number."),
+    "which_task": ("Укажите номер задачи: ДА номер или НЕТ номер.", "Which task? Reply YES number or NO number."),
     "nothing_pending": (
         "Нет заявок и задач, ждущих вашего ответа. СТАТУС — ваши заявки, ПОМОЩЬ — команды.",
         "Nothing is waiting for your answer. STATUS lists your requests, HELP the commands.",

@@ -34,6 +34,7 @@ from aidmatch.enums import (
     MessageStatus,
     NeedStatus,
     OfferStatus,
+    Urgency,
 )
 from aidmatch.errors import ConflictError, NotFoundError
 from aidmatch.helpers.models import Helper
@@ -51,6 +52,7 @@ from aidmatch.matches.proposals import (
 )
 from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
+from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.query import PageParams, paginate
@@ -623,16 +625,16 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
     need again), its units back to the need (open, or partly taken, again) and to the offer, and
     the need's author told by SMS that another helper is being looked for.
 
-    The need's row is locked first, as ``accept`` and ``complete`` take it. A need that was wholly
-    taken did not expire; it gets a full lifetime from now (``need_expiry_hours``, given
-    ``settings``) so that the search for another helper is not cut short, and its «has help
-    arrived?» no longer waits for an answer.
+    The need's row is locked first (SQLite: the write lock), as ``accept`` and ``complete`` take
+    it. The need, open again, gets a full lifetime from now (``need_expiry_hours``, given
+    ``settings``; a wholly taken need did not expire, and its expiry may be long past) so that the
+    search for another helper is not cut short; a question to its author no longer waits for an
+    answer; a critical need starts its escalation waves again.
     """
     need_id = session.scalar(select(Match.need_id).where(Match.id == match_id))
     if need_id is None:
         raise NotFoundError(f"no match with id {match_id}")
-    need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
-    assert need is not None  # foreign key
+    need = needs_service.get_locked(session, need_id)
     rows = session.execute(
         update(Match)
         .where(Match.id == match_id, Match.status == MatchStatus.accepted)
@@ -642,14 +644,20 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
     if len(rows) != 1:
         raise ConflictError(f"match {match_id} is not accepted, so there is nothing to give back")
     ((offer_id, quantity),) = rows
-    was_taken = need.status is NeedStatus.assigned
+    was = need.status
     need.quantity_assigned = max(need.quantity_assigned - int(quantity), 0)
     if need.status in (NeedStatus.assigned, NeedStatus.partially_assigned):
         need.status = NeedStatus.partially_assigned if need.quantity_assigned > 0 else NeedStatus.open
-    if was_taken:
-        need.reconfirm_requested_at = None
+    if need.status in OPEN_NEED_STATUSES:
         if settings is not None and need.expires_at is not None:
+            # A new search: not cut short by an expiry near or past (a wholly taken need's expiry
+            # may be long past), and asked «still needed?» again before the new one.
             need.expires_at = max(need.expires_at, now + timedelta(hours=settings.need_expiry_hours))
+            need.reconfirm_requested_at = None
+        if need.urgency is Urgency.critical and need.escalation_next_at is None:
+            # Its waves start again at the next upkeep pass (their helpers, once taken, stopped).
+            need.escalation_wave = 0
+            need.escalation_next_at = now
     need.updated_at = now
     session.flush()  # the need's row, then the offer's: the order accept takes them in
     session.execute(
@@ -661,6 +669,8 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
         )
     )
     audit.record(session, "given_back", "match", match_id, need=need.id, quantity=int(quantity))
+    if need.status is not was:
+        audit.record(session, need.status.value, "need", need.id, was=was.value, after=f"task {match_id} given back")
     if need.contact_phone is not None and need.status in OPEN_NEED_STATUSES:
         language = need.language.value
         messages_service.queue(

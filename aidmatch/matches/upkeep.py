@@ -36,6 +36,7 @@ from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_accepted, close_pending, remind_helpers
 from aidmatch.matches.proposals import escalate, offer_to_next_helpers
 from aidmatch.messages import service as messages_service
+from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from notifications.templates import help_arrived, still_needed
@@ -74,6 +75,9 @@ def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None
 
 def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
     before = timedelta(hours=settings.need_reconfirm_before_hours)
+    # Locked (SQLite: the write lock) from the read to the commit: a need a helper gives back or
+    # its author answers meanwhile is not marked asked, nor sent a question that no longer fits.
+    needs_service.write_lock(session)
     asking = session.scalars(
         select(Need)
         .where(
@@ -98,6 +102,7 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
             ),
         )
         .order_by(Need.id)
+        .with_for_update()
     ).all()
     taken: list[Need] = []
     for need in asking:

@@ -10,8 +10,9 @@ Each pass:
    (cut to ``sms_max_segments``, so a reconciliation looks for what the provider really got);
    messages to phones that sent STOP are suppressed instead, and so are requests to a helper whose
    match is no longer waiting for an answer (withdrawn, timed out) or whose need closed, reminders
-   to say DONE (or that the author still waits) for a task settled since, and «still needed?» /
-   «has help arrived?» for a need answered or closed since;
+   to say DONE (or that the author still waits) for a task settled since, "a helper is coming" and
+   the author's contact for a task given back, and «still needed?» / «has help arrived?» for a need
+   answered or closed since;
 3. sends each claimed message, stamping it just before (a message another drain's reconciliation
    finds ``sending`` is one whose send started ``sms_stale_sending_s`` ago, not one still waiting
    its turn), and records the outcome in its own transaction: ``sent``; back to ``queued`` with
@@ -143,7 +144,8 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
 def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
     """Messages among ``messages`` that no longer stand, with why: requests to helpers whose match
     is not waiting for an answer any more or whose need closed; reminders to say DONE (or that the
-    author still waits) for a task no longer accepted; «still needed?» / «has help arrived?» for a
+    author still waits) for a task no longer accepted; "a helper is coming" and the author's contact
+    for a task given back since; «still needed?» / «has help arrived?» for a
     need answered (or closed) since."""
     out: dict[int, str] = {}
     asks = {m.id: m.match_id for m in messages if m.match_id is not None and _is_request(m.idempotency_key)}
@@ -160,6 +162,17 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
             )
         )
         out.update((i, "request withdrawn") for i, match_id in asks.items() if match_id not in standing)
+    told = {m.id: m.match_id for m in messages if m.match_id is not None and _is_key(m, ":accepted:")}
+    if told:
+        taken = set(
+            session.scalars(
+                select(Match.id).where(
+                    Match.id.in_(sorted(set(told.values()))),
+                    Match.status.in_((MatchStatus.accepted, MatchStatus.completed)),
+                )
+            )
+        )
+        out.update((i, "task given back") for i, match_id in told.items() if match_id not in taken)
     reminders = {
         m.id: m.match_id
         for m in messages

@@ -431,11 +431,20 @@ def list_needs(*, session: Session, filters: NeedFilters, page: PageParams) -> t
     return paginate(session, stmt.order_by(Need.id.desc()), page)
 
 
+def write_lock(session: Session) -> None:
+    """SQLite: take the database's write lock now, so that what is read next stays as read until
+    the transaction ends (``FOR UPDATE`` does nothing there, and a transaction otherwise starts at
+    its first write). PostgreSQL: nothing (rows are locked one by one)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_SQLITE_WRITE_LOCK)
+
+
 def lock(session: Session, need: Need) -> Need:
-    """``need`` read afresh and row-locked (PostgreSQL) until the transaction ends: what it is now,
-    not when it was loaded, so that a concurrent accept, close or expiry is seen and waits (changes
-    not yet flushed are written first, not lost)."""
+    """``need`` read afresh and row-locked (PostgreSQL; SQLite: the write lock) until the
+    transaction ends: what it is now, not when it was loaded, so that a concurrent accept, close or
+    expiry is seen and waits (changes not yet flushed are written first, not lost)."""
     session.flush()
+    write_lock(session)
     session.refresh(need, with_for_update=True)
     return need
 
@@ -445,6 +454,7 @@ def lock_many(session: Session, need_ids: Collection[int]) -> dict[int, Need]:
     transactions locking some of the same needs take them in the same order)."""
     if not need_ids:
         return {}
+    write_lock(session)
     stmt = select(Need).where(Need.id.in_(sorted(need_ids))).order_by(Need.id).with_for_update()
     return {n.id: n for n in session.scalars(stmt.execution_options(populate_existing=True))}
 
@@ -464,6 +474,7 @@ def asked_if_help_came(need: Need) -> bool:
 
 def get_locked(session: Session, need_id: int) -> Need:
     """The need with this id, read afresh and row-locked like ``lock``."""
+    write_lock(session)
     need = session.get(Need, need_id, with_for_update=True, populate_existing=True)
     if need is None:
         raise NotFoundError(f"no need with id {need_id}")

@@ -4,6 +4,7 @@ all say it with "decline")."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Any
 
@@ -13,25 +14,30 @@ from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, NeedStatus
+from aidmatch.matches import service as matches_service
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
+from aidmatch.messages.outbox import drain
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from aidmatch.scheduler import upkeep_job
+from notifications.ratelimit import TokenBucket
+from notifications.senders import FakeSender
 
 PHONE = "+79261234567"
 
 
-def _helpers_at(client: TestClient, kms: list[float]) -> list[dict[str, Any]]:
-    """Water helpers at these distances (km) east of (55.0, 40.0), capacity 2, radius 30 km."""
+def _helpers_at(client: TestClient, kms: list[float], capacity: int = 2) -> list[dict[str, Any]]:
+    """Water helpers at these distances (km) east of (55.0, 40.0), radius 30 km."""
     out = []
     for i, km in enumerate(kms):
         r = client.post(
             "/api/offers",
             json={
                 "categories": ["water"],
-                "capacity": 2,
+                "capacity": capacity,
                 "radius_km": 30,
                 "lat": 55.0,
                 "lon": 40.0 + km / 63.8,
@@ -55,7 +61,7 @@ def _asked(db: Session, need_id: int) -> list[tuple[int, int, str, str]]:
 
 
 def test_a_task_given_back_returns_its_units_tells_the_author_and_asks_the_next_helper(
-    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
 ) -> None:
     near, far = _helpers_at(client, [1, 3])
     need = client.post(
@@ -83,6 +89,13 @@ def test_a_task_given_back_returns_its_units_tells_the_author_and_asks_the_next_
     assert need["code"] in told.body
     assert "не сможет" in told.body
     assert db.scalars(select(AuditEvent).where(AuditEvent.action == "given_back")).one().entity_id == m1
+    # What was queued for the accept and no longer stands is not sent; the author hears the news.
+    sender = FakeSender()
+    state = client.app.state  # type: ignore[attr-defined]
+    drain(sessions=state.sessionmaker, sender=sender, settings=settings, bucket=TokenBucket(100, burst=100))
+    keys = {m["key"] for m in sender.sent}
+    assert f"match:{m1}:given-back" in keys
+    assert not keys & {f"match:{m1}:accepted:requester", f"match:{m1}:accepted:helper"}
     # Given back twice is a conflict; the units are not returned twice.
     assert client.post(f"/api/matches/{m1}/decline", headers=coordinator_headers).status_code == 409
     db.expire_all()
@@ -94,16 +107,22 @@ def test_a_partly_taken_need_stays_partly_taken_and_the_other_helper_keeps_their
     client: TestClient, db: Session, coordinator_headers: dict[str, str]
 ) -> None:
     first, second = _helpers_at(client, [1, 2])
-    need = client.post("/api/needs", json={"category": "water", "quantity": 4, "lat": 55.0, "lon": 40.0}).json()
+    need = client.post("/api/needs", json={"category": "water", "quantity": 5, "lat": 55.0, "lon": 40.0}).json()
     mine = {o: m for m, o in db.execute(select(Match.id, Match.offer_id).where(Match.need_id == need["id"]))}
-    assert set(mine) == {first["id"], second["id"]}  # two units each
+    assert set(mine) == {first["id"], second["id"]}  # two units each; nobody has room for the fifth
     for m in mine.values():
         assert client.post(f"/api/matches/{m}/accept", headers=coordinator_headers).status_code == 200
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    stored.expires_at = utcnow() - timedelta(minutes=1)  # past its expiry, not yet expired by upkeep
+    db.commit()
     assert client.post(f"/api/matches/{mine[first['id']]}/decline", headers=coordinator_headers).status_code == 200
     db.expire_all()
     stored = db.get(Need, need["id"])
     assert stored is not None
     assert (stored.status, stored.quantity_assigned) == (NeedStatus.partially_assigned, 2)
+    assert stored.expires_at is not None
+    assert stored.expires_at > utcnow() + timedelta(hours=1)  # a new search gets a new lifetime
     assert db.get(Match, mine[second["id"]]).status is MatchStatus.accepted  # type: ignore[union-attr]
     assert db.get(Offer, first["id"]).capacity_used == 0  # type: ignore[union-attr]
     assert db.get(Offer, second["id"]).capacity_used == 2  # type: ignore[union-attr]
@@ -145,3 +164,76 @@ def test_a_taken_need_past_its_expiry_given_back_gets_a_new_lifetime_instead_of_
     assert report.needs_expired == 0
     db.expire_all()
     assert db.get(Need, need["id"]).status is NeedStatus.open  # type: ignore[union-attr]
+
+
+def test_a_give_back_and_an_accept_at_once_lose_no_unit(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    """The need is read under its lock (SQLite: the write lock): an accept of another unit that
+    comes while a task is given back waits, then counts on what the give-back left."""
+    a, b = _helpers_at(client, [1, 2], capacity=1)
+    need = client.post("/api/needs", json={"category": "water", "quantity": 2, "lat": 55.0, "lon": 40.0}).json()
+    mine = {o: m for m, o in db.execute(select(Match.id, Match.offer_id).where(Match.need_id == need["id"]))}
+    assert client.post(f"/api/matches/{mine[a['id']]}/accept", headers=coordinator_headers).status_code == 200
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+
+    def accept_b() -> None:
+        with sessions() as other:
+            matches_service.accept(session=other, match_id=mine[b["id"]])
+            other.commit()
+
+    with ThreadPoolExecutor(1) as pool, sessions() as session:
+        started: list[Future[None]] = []
+        real = session.execute
+
+        def execute(stmt: Any, *args: Any, **kw: Any) -> Any:
+            if not started and getattr(stmt, "is_dml", False) and str(stmt).startswith("UPDATE matches"):
+                # B accepts between the give-back's read of the need and its first write.
+                started.append(pool.submit(accept_b))
+                wait(started, timeout=2)
+            return real(stmt, *args, **kw)
+
+        session.execute = execute
+        matches_service.decline(session=session, match_id=mine[a["id"]], settings=settings)
+        session.commit()
+        started[0].result(timeout=60)
+    db.expire_all()
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert (stored.status, stored.quantity_assigned) == (NeedStatus.partially_assigned, 1)
+    assert db.get(Match, mine[b["id"]]).status is MatchStatus.accepted  # type: ignore[union-attr]
+    assert db.get(Offer, a["id"]).capacity_used == 0  # type: ignore[union-attr]
+    assert db.get(Offer, b["id"]).capacity_used == 1  # type: ignore[union-attr]
+
+
+def test_a_critical_need_given_back_starts_its_waves_again(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    # Wave 1 (5 km, 3 helpers) asks the three nearest; the fourth is only in wave 2 (15 km).
+    near = _helpers_at(client, [1, 2, 3, 10], capacity=1)
+    need = client.post(
+        "/api/needs",
+        json={
+            "category": "water",
+            "quantity": 1,
+            "urgency": "critical",
+            "lat": 55.0,
+            "lon": 40.0,
+            "contact_phone": PHONE,
+        },
+    ).json()
+    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    assert len(ids) == 3
+    assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
+    assert client.post(f"/api/matches/{ids[0]}/decline", headers=coordinator_headers).status_code == 200
+    db.expire_all()
+    stored = db.get(Need, need["id"])
+    assert stored is not None
+    assert stored.status is NeedStatus.open
+    assert stored.escalation_next_at is not None
+    state = client.app.state  # type: ignore[attr-defined]
+    report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=None)
+    assert report is not None
+    assert report.helpers_asked == 1
+    asked = _asked(db, need["id"])
+    assert asked[3:] == [(near[3]["id"], 1, "notified", "escalation")]

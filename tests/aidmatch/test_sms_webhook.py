@@ -339,7 +339,7 @@ def test_a_helper_who_accepted_by_sms_can_give_the_task_back_with_no(sms: TestCl
     need = db.scalars(select(Need)).one()
     (match,) = db.scalars(select(Match).where(Match.need_id == need.id))
     assert "Контакт" in _text(sms, helper_phone, f"ДА {match.id}")
-    assert _text(sms, helper_phone, "НЕТ") == "Укажите номер задачи: ДА номер."  # a bare NO gives nothing back
+    assert _text(sms, helper_phone, "НЕТ").startswith("Укажите номер задачи")  # a bare NO gives nothing back
     db.expire_all()
     assert db.get(Match, match.id).status is MatchStatus.accepted  # type: ignore[union-attr]
     assert f"задачу {match.id} другому" in _text(sms, helper_phone, f"НЕТ {match.id}")
