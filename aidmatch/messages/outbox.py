@@ -188,21 +188,23 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
         )
         out.update((i, "task settled") for i, match_id in reminders.items() if match_id not in accepted)
     questions = {
-        m.id: m.need_id
+        m.id: (m.need_id, m.idempotency_key or "")
         for m in messages
         if m.need_id is not None and (_is_key(m, ":still-needed:") or _is_key(m, ":help-arrived:"))
     }
     if questions:
-        asked = set(
-            session.scalars(
-                select(Need.id).where(
-                    Need.id.in_(sorted(set(questions.values()))),
-                    Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
-                    Need.reconfirm_requested_at.is_not(None),
-                )
-            )
+        # A question stands while its need waits for the answer to it: the one asked about the
+        # need's present expiry (its key ends with it), not one asked before a renewal.
+        stmt = select(Need.id, Need.expires_at).where(
+            Need.id.in_(sorted({need_id for need_id, _ in questions.values()})),
+            Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
+            Need.reconfirm_requested_at.is_not(None),
         )
-        out.update((i, "question answered") for i, need_id in questions.items() if need_id not in asked)
+        expiry: dict[int, datetime | None] = dict(session.execute(stmt).tuples().all())
+        for i, (need_id, key) in questions.items():
+            expires = expiry.get(need_id)
+            if expires is None or not key.endswith(f":{expires.isoformat()}"):
+                out[i] = "question answered"
     return out
 
 

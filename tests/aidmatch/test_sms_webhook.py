@@ -784,6 +784,33 @@ def test_a_question_answered_and_a_reminder_for_a_task_done_before_the_drain_are
     }
 
 
+def test_a_question_of_an_earlier_round_is_not_sent_after_its_need_was_renewed_and_asked_again(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, 55.0 40.0")
+    need = db.scalars(select(Need)).one()
+    state = sms.app.state  # type: ignore[attr-defined]
+    lead = timedelta(hours=sms_settings.need_reconfirm_before_hours - 1)
+    first = need.expires_at
+    assert first is not None
+    upkeep_job(sessions=state.sessionmaker, settings=sms_settings, live=state.live_index, now=first - lead)
+    assert need.code in _text(sms, phone, "ДА")  # answered (by SMS) before the outbox sent the question
+    db.expire_all()
+    renewed = db.get(Need, need.id)
+    assert renewed is not None
+    assert renewed.expires_at is not None
+    upkeep_job(sessions=state.sessionmaker, settings=sms_settings, live=state.live_index, now=renewed.expires_at - lead)
+    sender = FakeSender()
+    drain(sessions=state.sessionmaker, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))
+    asked = [m["key"] for m in sender.sent if ":still-needed:" in m["key"]]
+    assert asked == [f"need:{need.id}:still-needed:{renewed.expires_at.isoformat()}"]  # the present round only
+    dropped = db.scalars(select(Message).where(Message.status == MessageStatus.suppressed)).all()
+    assert [(m.error, m.idempotency_key) for m in dropped] == [
+        ("question answered", f"need:{need.id}:still-needed:{first.isoformat()}")
+    ]
+
+
 def test_an_answer_by_sms_stays_within_the_segment_limit(sms: TestClient, db: Session, sms_settings: Settings) -> None:
     helper_phone = "+79160000041"
     _water_offer(sms, helper_phone)
