@@ -50,6 +50,20 @@ _CALLED_OFF = {
 }
 
 
+def give_back_units(session: Session, units: dict[int, int], *, now: datetime) -> None:
+    """Units of tasks that will not be done go back to their offers (offer id → units), in offer
+    id order: two transactions giving back to the same offers lock them alike."""
+    for offer_id, quantity in sorted(units.items()):
+        session.execute(
+            update(Offer)
+            .where(Offer.id == offer_id)
+            .values(
+                capacity_used=case((Offer.capacity_used >= quantity, Offer.capacity_used - quantity), else_=0),
+                updated_at=now,
+            )
+        )
+
+
 def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outcome: NeedStatus) -> list[int]:
     """Settle the accepted tasks of needs that closed (``outcome``: the needs' new status).
 
@@ -86,15 +100,7 @@ def close_accepted(session: Session, need_ids: list[int], *, now: datetime, outc
     units: dict[int, int] = {}
     for _, offer_id, quantity in rows:
         units[int(offer_id)] = units.get(int(offer_id), 0) + int(quantity)
-    for offer_id, quantity in sorted(units.items()):  # in id order: two closers lock offers alike
-        session.execute(
-            update(Offer)
-            .where(Offer.id == offer_id)
-            .values(
-                capacity_used=case((Offer.capacity_used >= quantity, Offer.capacity_used - quantity), else_=0),
-                updated_at=now,
-            )
-        )
+    give_back_units(session, units, now=now)
     whom = session.execute(
         select(Match.id, Match.need_id, Need.category, Helper.id, Helper.phone, Helper.language, Helper.sms_consent)
         .join(Offer, Offer.id == Match.offer_id)

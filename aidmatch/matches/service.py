@@ -41,7 +41,7 @@ from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.live_needs import URGENCY_INDEX, LiveNeeds
 from aidmatch.matches.models import Match, MatchRun
-from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
+from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending, give_back_units
 from aidmatch.matches.proposals import (
     INSERT_NEW_PAIRS,
     asked_pairs,
@@ -660,14 +660,7 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
             need.escalation_next_at = now
     need.updated_at = now
     session.flush()  # the need's row, then the offer's: the order accept takes them in
-    session.execute(
-        update(Offer)
-        .where(Offer.id == offer_id)
-        .values(
-            capacity_used=case((Offer.capacity_used >= quantity, Offer.capacity_used - quantity), else_=0),
-            updated_at=now,
-        )
-    )
+    give_back_units(session, {int(offer_id): int(quantity)}, now=now)
     audit.record(session, "given_back", "match", match_id, need=need.id, quantity=int(quantity))
     if need.status is not was:
         audit.record(session, need.status.value, "need", need.id, was=was.value, after=f"task {match_id} given back")
