@@ -645,15 +645,18 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
         raise ConflictError(f"match {match_id} is not accepted, so there is nothing to give back")
     ((offer_id, quantity),) = rows
     was = need.status
+    help_came_asked = needs_service.asked_if_help_came(need)
     need.quantity_assigned = max(need.quantity_assigned - int(quantity), 0)
     if need.status in (NeedStatus.assigned, NeedStatus.partially_assigned):
         need.status = NeedStatus.partially_assigned if need.quantity_assigned > 0 else NeedStatus.open
     if need.status in OPEN_NEED_STATUSES:
-        if settings is not None and need.expires_at is not None:
+        if help_came_asked:
+            need.reconfirm_requested_at = None  # «has help arrived?» no longer fits
+        if settings is not None and need.expires_at is not None and need.reconfirm_requested_at is None:
             # A new search: not cut short by an expiry near or past (a wholly taken need's expiry
-            # may be long past), and asked «still needed?» again before the new one.
+            # may be long past), and asked «still needed?» again before the new one. A «still
+            # needed?» waiting for its answer stands as it was asked, expiry and all.
             need.expires_at = max(need.expires_at, now + timedelta(hours=settings.need_expiry_hours))
-            need.reconfirm_requested_at = None
         if need.urgency is Urgency.critical and need.escalation_next_at is None:
             # Its waves start again at the next upkeep pass (their helpers, once taken, stopped).
             need.escalation_wave = 0

@@ -20,6 +20,7 @@ Flushes only; the caller commits once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -75,10 +76,10 @@ def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None
 
 def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
     before = timedelta(hours=settings.need_reconfirm_before_hours)
-    # Locked (SQLite: the write lock) from the read to the commit: a need a helper gives back or
-    # its author answers meanwhile is not marked asked, nor sent a question that no longer fits.
-    needs_service.write_lock(session)
-    asking = session.scalars(
+    # Locked (SQLite: the write lock, taken only when some are due) from the read to the commit:
+    # a need a helper gives back or its author answers meanwhile is not marked asked, nor sent a
+    # question that no longer fits.
+    asking_query = (
         select(Need)
         .where(
             Need.expires_at.is_not(None),
@@ -102,8 +103,11 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
             ),
         )
         .order_by(Need.id)
-        .with_for_update()
-    ).all()
+    )
+    asking: Sequence[Need] = []
+    if session.scalar(asking_query.with_only_columns(Need.id).limit(1)) is not None:
+        needs_service.write_lock(session)
+        asking = session.scalars(asking_query.with_for_update()).all()
     taken: list[Need] = []
     for need in asking:
         need.reconfirm_requested_at = now

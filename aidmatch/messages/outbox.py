@@ -195,15 +195,17 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
     if questions:
         # A question stands while its need waits for the answer to it: the one asked about the
         # need's present expiry (its key ends with it), not one asked before a renewal.
-        stmt = select(Need.id, Need.expires_at).where(
+        # «Still needed?» fits an open need, «has help arrived?» one helpers took all of.
+        stmt = select(Need.id, Need.expires_at, Need.status).where(
             Need.id.in_(sorted({need_id for need_id, _ in questions.values()})),
             Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)),
             Need.reconfirm_requested_at.is_not(None),
         )
-        expiry: dict[int, datetime | None] = dict(session.execute(stmt).tuples().all())
+        now_as = {need_id: (expires, status) for need_id, expires, status in session.execute(stmt).tuples()}
         for i, (need_id, key) in questions.items():
-            expires = expiry.get(need_id)
-            if expires is None or not key.endswith(f":{expires.isoformat()}"):
+            expires, status = now_as.get(need_id, (None, None))
+            fits = status is NeedStatus.assigned if ":help-arrived:" in key else status in OPEN_NEED_STATUSES
+            if expires is None or not fits or not key.endswith(f":{expires.isoformat()}"):
                 out[i] = "question answered"
     return out
 

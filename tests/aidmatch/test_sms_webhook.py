@@ -368,8 +368,9 @@ def _food_offer(client: TestClient) -> None:
     assert r.status_code == 201, r.text
 
 
+@pytest.mark.parametrize("given_back", [False, True])
 def test_no_to_still_needed_for_a_need_taken_since_still_withdraws_it_and_no_other(
-    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str]
+    sms: TestClient, db: Session, sms_settings: Settings, coordinator_headers: dict[str, str], given_back: bool
 ) -> None:
     """«Ещё нужна?» asked of A, then of B; a helper takes B; the author's bare НЕТ answers B (the
     last question) and withdraws it: a NO to «still needed?» is not "help has not come yet"."""
@@ -396,12 +397,20 @@ def test_no_to_still_needed_for_a_need_taken_since_still_withdraws_it_and_no_oth
         assert report.reconfirm_requested == 1
     (m,) = db.scalars(select(Match).where(Match.need_id == b.id))
     assert sms.post(f"/api/matches/{m.id}/accept", headers=coordinator_headers).status_code == 200
+    if given_back:  # and the helper gave it back: the question still waits for its answer
+        assert sms.post(f"/api/matches/{m.id}/decline", headers=coordinator_headers).status_code == 200
+    # Not sent yet when taken: «ещё нужна?» no longer fits a need helpers took all of.
+    sender = FakeSender()
+    drain(sessions=state.sessionmaker, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))
+    asked_b = [m["key"] for m in sender.sent if m["key"].startswith(f"need:{b.id}:still-needed:")]
+    assert len(asked_b) == (1 if given_back else 0)
     reply = _text(sms, phone, "НЕТ")
     assert b.code in reply
     db.expire_all()
     assert db.get(Need, a.id).status is NeedStatus.open  # type: ignore[union-attr]
     assert db.get(Need, b.id).status is NeedStatus.cancelled  # type: ignore[union-attr]
-    assert db.get(Match, m.id).status is MatchStatus.cancelled  # type: ignore[union-attr]  # the helper is called off
+    called_off = MatchStatus.declined if given_back else MatchStatus.cancelled  # the helper is called off
+    assert db.get(Match, m.id).status is called_off  # type: ignore[union-attr]
 
 
 # -- understanding and conversations -------------------------------------------------------------
