@@ -628,8 +628,9 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
     The need's row is locked first (SQLite: the write lock), as ``accept`` and ``complete`` take
     it. The need, open again, gets a full lifetime from now (``need_expiry_hours``, given
     ``settings``; a wholly taken need did not expire, and its expiry may be long past) so that the
-    search for another helper is not cut short; a question to its author no longer waits for an
-    answer; a critical need starts its escalation waves again.
+    search for another helper is not cut short, unless a «still needed?» waits for its author's
+    answer (it stands as asked; a «has help arrived?» no longer fits and is dropped); a critical
+    need starts its escalation waves again.
     """
     need_id = session.scalar(select(Match.need_id).where(Match.id == match_id))
     if need_id is None:

@@ -145,8 +145,8 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
     """Messages among ``messages`` that no longer stand, with why: requests to helpers whose match
     is not waiting for an answer any more or whose need closed; reminders to say DONE (or that the
     author still waits) for a task no longer accepted; "a helper is coming" and the author's contact
-    for a task given back since; «still needed?» / «has help arrived?» for a
-    need answered (or closed) since."""
+    for a task given back since; «still needed?» / «has help arrived?» for a need answered (or
+    closed) since, or asked about an earlier expiry, or no longer fitting its need's state."""
     out: dict[int, str] = {}
     asks = {m.id: m.match_id for m in messages if m.match_id is not None and _is_request(m.idempotency_key)}
     if asks:
@@ -162,31 +162,19 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
             )
         )
         out.update((i, "request withdrawn") for i, match_id in asks.items() if match_id not in standing)
-    told = {m.id: m.match_id for m in messages if m.match_id is not None and _is_key(m, ":accepted:")}
-    if told:
-        taken = set(
-            session.scalars(
-                select(Match.id).where(
-                    Match.id.in_(sorted(set(told.values()))),
-                    Match.status.in_((MatchStatus.accepted, MatchStatus.completed)),
+    for parts, standing_statuses, why in _TASK_MESSAGES:
+        about = {
+            m.id: m.match_id for m in messages if m.match_id is not None and any(_is_key(m, part) for part in parts)
+        }
+        if about:
+            standing = set(
+                session.scalars(
+                    select(Match.id).where(
+                        Match.id.in_(sorted(set(about.values()))), Match.status.in_(standing_statuses)
+                    )
                 )
             )
-        )
-        out.update((i, "task given back") for i, match_id in told.items() if match_id not in taken)
-    reminders = {
-        m.id: m.match_id
-        for m in messages
-        if m.match_id is not None and (_is_key(m, ":done-reminder:") or _is_key(m, ":still-waiting:"))
-    }
-    if reminders:
-        accepted = set(
-            session.scalars(
-                select(Match.id).where(
-                    Match.id.in_(sorted(set(reminders.values()))), Match.status == MatchStatus.accepted
-                )
-            )
-        )
-        out.update((i, "task settled") for i, match_id in reminders.items() if match_id not in accepted)
+            out.update((i, why) for i, match_id in about.items() if match_id not in standing)
     questions = {
         m.id: (m.need_id, m.idempotency_key or "")
         for m in messages
@@ -208,6 +196,13 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
             if expires is None or not fits or not key.endswith(f":{expires.isoformat()}"):
                 out[i] = "question answered"
     return out
+
+
+# Messages about a task that stand while its match is in one of these states: (key parts, states, why not).
+_TASK_MESSAGES = (
+    ((":accepted:",), (MatchStatus.accepted, MatchStatus.completed), "task given back"),
+    ((":done-reminder:", ":still-waiting:"), (MatchStatus.accepted,), "task settled"),
+)
 
 
 def _is_key(message: Message, part: str) -> bool:

@@ -253,7 +253,7 @@ def lock_phones(session: Session, phones: Sequence[str]) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_LOCK_PHONES, {"cls": _PHONE_LOCK_CLASS, "phones": sorted(set(phones))})
     else:
-        session.execute(_SQLITE_WRITE_LOCK)
+        write_lock(session)
 
 
 def open_needs_of(session: Session, phone: str | None) -> list[OpenNeed]:
