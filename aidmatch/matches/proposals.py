@@ -2,7 +2,9 @@
 
 Rules shared by every path (the batch run follows them too):
 
-- a helper is asked at most once for one need, whatever became of the earlier request;
+- a helper is asked at most once for one need, whatever became of the earlier request, except
+  that a request called off because the need was taken is made again when the need is given back
+  (``ask_again``): the helper neither said no nor let it time out;
 - a helper whose open tasks (requests waiting for an answer plus accepted tasks) reached their
   ``max_active_tasks`` is not asked;
 - a request goes out by SMS through the outbox (status ``notified``) unless the helper withdrew
@@ -29,7 +31,9 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    exists,
     func,
+    or_,
     select,
     update,
 )
@@ -40,14 +44,23 @@ from aidmatch.audit import service as audit
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
 from aidmatch.database import UNPREPARED, insert_rows, utcnow
-from aidmatch.enums import OPEN_NEED_STATUSES, Language, MatchStatus, Urgency
+from aidmatch.enums import (
+    OPEN_NEED_STATUSES,
+    Language,
+    MatchStatus,
+    MessageDirection,
+    MessageStatus,
+    OfferStatus,
+    Urgency,
+)
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import Candidate, LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending
 from aidmatch.messages import service as messages_service
+from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
-from aidmatch.offers.models import Offer
+from aidmatch.offers.models import Offer, OfferCategory
 from notifications.templates import task_request, urgent_request
 from notifications.waves import pick_wave
 
@@ -374,8 +387,10 @@ def request_messages(
     ids: Sequence[int],
     contacts: Mapping[int, HelperContact],
     wave: int | None = None,
+    again: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The SMS ``ask`` queues for its matches ``ids`` (one per helper with SMS consent)."""
+    """The SMS ``ask`` queues for its matches ``ids`` (one per helper with SMS consent); ``again``:
+    the requests are made again after the task ``again`` was given back (``ask_again``)."""
     template = urgent_request if wave else task_request
     messages = []
     for match_id, a in zip(ids, asks, strict=True):
@@ -394,7 +409,13 @@ def request_messages(
                     match_id=match_id,
                 ),
                 "language": language,
-                "idempotency_key": f"match:{match_id}:wave:{wave}" if wave else f"match:{match_id}:ask",
+                "idempotency_key": (
+                    f"match:{match_id}:ask-again:{again}"
+                    if again
+                    else f"match:{match_id}:wave:{wave}"
+                    if wave
+                    else f"match:{match_id}:ask"
+                ),
                 "need_id": need.id,
                 "match_id": match_id,
                 "helper_id": a.helper_id,
@@ -450,6 +471,89 @@ def units_to_place(session: Session, need: Need) -> int:
         )
     )
     return need.quantity - need.quantity_assigned - int(waiting or 0)
+
+
+def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> list[int]:
+    """Ask again, nearest first, the helpers whose requests for the need were called off while it
+    was taken, now that the task ``after`` was given back; returns the ids of the requests made.
+
+    Such a request was cancelled by the need (taken, or its offer paused meanwhile), not answered:
+    its helper neither said no nor let it time out, and is still among the nearest. Its row
+    (one per need and helper) waits again, for what its helper can take of the units nobody holds
+    (a critical need's: all that is missing, as a wave asks), if its offer still serves the need
+    (active, available, the category, the distance, room) and its helper is under their cap. Each
+    helper with SMS consent gets the request again, keyed by the give-back. The need is locked.
+    """
+    serves = exists().where(OfferCategory.offer_id == Offer.id, OfferCategory.category == need.category)
+    rows = session.execute(
+        select(Match.id, Match.offer_id, Offer.helper_id, Match.distance_km, Match.wave)
+        .join(Offer, Offer.id == Match.offer_id)
+        .where(
+            Match.need_id == need.id,
+            Match.status == MatchStatus.cancelled,
+            Offer.status == OfferStatus.active,
+            or_(Offer.available_until.is_(None), Offer.available_until > now),
+            Offer.radius_km >= Match.distance_km,
+            serves,
+        )
+        .order_by(Match.distance_km, Match.id)
+    ).all()
+    if not rows or need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
+        return []
+    facts = CandidateFacts(session)
+    blocked = facts.blocked([int(r.helper_id) for r in rows])
+    waiting = facts.pending([int(r.offer_id) for r in rows])
+    offer_ids = sorted({int(r.offer_id) for r in rows})
+    room_rows = session.execute(select(Offer.id, Offer.capacity - Offer.capacity_used).where(Offer.id.in_(offer_ids)))
+    room = {int(offer_id): int(left) for offer_id, left in room_rows}
+    critical = need.urgency is Urgency.critical
+    units = need.quantity - need.quantity_assigned if critical else units_to_place(session, need)
+    asks: list[tuple[int, Ask, int | None]] = []
+    for match_id, offer_id, helper_id, km, wave in rows:
+        free = int(room.get(offer_id, 0)) - waiting.get(offer_id, 0)
+        if units <= 0 or helper_id in blocked or free <= 0:
+            continue
+        take = min(units, free)
+        asks.append((int(match_id), Ask(int(offer_id), int(helper_id), float(km), take), wave))
+        if not critical:
+            units -= take
+    written = utcnow()
+    for match_id, a, _ in asks:
+        consent = facts.contacts[a.helper_id].sms_consent
+        session.execute(
+            update(Match)
+            .where(Match.id == match_id, Match.status == MatchStatus.cancelled)
+            .values(
+                status=MatchStatus.notified if consent else MatchStatus.proposed,
+                quantity=a.quantity,
+                notified_at=now if consent else None,
+                responded_at=None,
+                updated_at=written,
+            )
+        )
+    ids = [m for m, _, _ in asks]
+    if not ids:
+        return []
+    audit.record_many(session, "asked_again", "match", ids, need=need.id, after=f"task {after} given back")
+    # A request still in the outbox (called off before its turn came) goes out as it is: not twice.
+    unsent = set(
+        session.scalars(
+            select(Message.match_id).where(
+                Message.match_id.in_(ids),
+                Message.direction == MessageDirection.outbound,
+                Message.status == MessageStatus.queued,
+            )
+        )
+    )
+    messages = []
+    for match_id, a, wave in asks:
+        if match_id in unsent:
+            continue
+        messages += request_messages(
+            need=need, asks=[a], ids=[match_id], contacts=facts.contacts, wave=wave, again=after
+        )
+    messages_service.queue_many(session=session, messages=messages, now=now)
+    return ids
 
 
 def offer_to_next_helpers(

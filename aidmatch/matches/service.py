@@ -44,6 +44,7 @@ from aidmatch.matches.models import Match, MatchRun
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_pending, give_back_units
 from aidmatch.matches.proposals import (
     INSERT_NEW_PAIRS,
+    ask_again,
     asked_pairs,
     busy_helpers,
     offer_to_next_helpers,
@@ -629,8 +630,9 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
     it. The need, open again, gets a full lifetime from now (``need_expiry_hours``, given
     ``settings``; a wholly taken need did not expire, and its expiry may be long past) so that the
     search for another helper is not cut short, unless a «still needed?» waits for its author's
-    answer (it stands as asked; a «has help arrived?» no longer fits and is dropped); a critical
-    need starts its escalation waves again.
+    answer (it stands as asked; a «has help arrived?» no longer fits and is dropped). The helpers
+    whose requests were withdrawn when it was taken are asked again (``ask_again``), and a
+    critical need starts its escalation waves again.
     """
     need_id = session.scalar(select(Match.need_id).where(Match.id == match_id))
     if need_id is None:
@@ -679,6 +681,8 @@ def give_back(*, session: Session, match_id: int, now: datetime, settings: Setti
             need_id=need.id,
             match_id=match_id,
         )
+    if need.status in OPEN_NEED_STATUSES:
+        ask_again(session, need, now=now, after=match_id)
     match = get(session=session, match_id=match_id)
     session.refresh(match)
     return match

@@ -210,8 +210,13 @@ def _is_key(message: Message, part: str) -> bool:
 
 
 def _is_request(key: str | None) -> bool:
-    """Whether an idempotency key is a task request's (``match:<id>:ask`` or ``match:<id>:wave:<n>``)."""
-    return key is not None and key.startswith("match:") and (key.endswith(":ask") or ":wave:" in key)
+    """Whether an idempotency key is a task request's (``match:<id>:ask``, ``match:<id>:wave:<n>``
+    or, made again after a give-back, ``match:<id>:ask-again:<task given back>``)."""
+    return (
+        key is not None
+        and key.startswith("match:")
+        and (key.endswith(":ask") or ":wave:" in key or ":ask-again:" in key)
+    )
 
 
 def _claim(session: Session, limit: int, now: datetime, settings: Settings, report: DrainReport) -> list[Message]:

@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import MatchStatus, NeedStatus
+from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus
+from aidmatch.helpers.models import Helper
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.models import Match
+from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.messages.outbox import drain
 from aidmatch.needs.models import Need
@@ -224,16 +226,92 @@ def test_a_critical_need_given_back_starts_its_waves_again(
     ).json()
     ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
     assert len(ids) == 3
+    state = client.app.state  # type: ignore[attr-defined]
+    drain(sessions=state.sessionmaker, sender=FakeSender(), settings=settings, bucket=TokenBucket(100, burst=100))
     assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
+    assert [s for _, _, s, _ in _asked(db, need["id"])] == ["accepted", "cancelled", "cancelled"]
     assert client.post(f"/api/matches/{ids[0]}/decline", headers=coordinator_headers).status_code == 200
     db.expire_all()
     stored = db.get(Need, need["id"])
     assert stored is not None
     assert stored.status is NeedStatus.open
     assert stored.escalation_next_at is not None
+    # The two whose requests the accept called off are asked again at once, by SMS.
+    assert [s for _, _, s, _ in _asked(db, need["id"])] == ["declined", "notified", "notified"]
+    again = db.scalars(select(Message).where(Message.idempotency_key.like("%:ask-again:%")).order_by(Message.id))
+    assert [(m.match_id, m.idempotency_key) for m in again] == [(i, f"match:{i}:ask-again:{ids[0]}") for i in ids[1:]]
     state = client.app.state  # type: ignore[attr-defined]
     report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=None)
     assert report is not None
     assert report.helpers_asked == 1
     asked = _asked(db, need["id"])
     assert asked[3:] == [(near[3]["id"], 1, "notified", "escalation")]
+    # One of those asked again takes it.
+    assert client.post(f"/api/matches/{ids[2]}/accept", headers=coordinator_headers).status_code == 200
+
+
+def test_helpers_called_off_when_a_need_was_taken_are_asked_again_when_it_is_given_back(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    """A request the need itself called off (it was taken) is made again when it is given back,
+    unless its helper can no longer take it; a request still in the outbox is not sent twice."""
+    helpers = _helpers_at(client, [1, 2, 3, 4], capacity=1)
+    need = client.post(
+        "/api/needs",
+        json={"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0},
+    ).json()
+    mine = {o: m for m, o in db.execute(select(Match.id, Match.offer_id).where(Match.need_id == need["id"]))}
+    first, second, third = (mine[h["id"]] for h in helpers[:3])
+    sender = FakeSender()
+    state = client.app.state  # type: ignore[attr-defined]
+
+    def send() -> list[str]:
+        before = len(sender.sent)
+        drain(sessions=state.sessionmaker, sender=sender, settings=settings, bucket=TokenBucket(100, burst=100))
+        return sorted(m["key"] for m in sender.sent[before:])
+
+    assert send() == sorted(f"match:{m}:wave:1" for m in (first, second, third))
+    # The fourth helper's request (made by hand here) was called off before the outbox sent it.
+    (helper4,) = db.scalars(select(Offer.helper_id).where(Offer.id == helpers[3]["id"]))
+    assert client.post(f"/api/matches/{first}/accept", headers=coordinator_headers).status_code == 200
+    far = client.post("/api/needs", json={"category": "water", "quantity": 1, "lat": 56.0, "lon": 40.0}).json()
+    fourth = Match(
+        need_id=need["id"], offer_id=helpers[3]["id"], helper_id=helper4, distance_km=4.0, status=MatchStatus.cancelled
+    )
+    db.add(fourth)
+    db.flush()
+    messages_service.queue(
+        session=db,
+        phone="+79160000003",
+        body="СРОЧНО",
+        language="ru",
+        idempotency_key=f"match:{fourth.id}:wave:1",
+        need_id=need["id"],
+        match_id=fourth.id,
+    )
+    # The second helper paused their offer; the third is at their cap of open tasks.
+    paused = db.get(Offer, helpers[1]["id"])
+    assert paused is not None
+    paused.status = OfferStatus.paused
+    (helper3,) = db.scalars(select(Offer.helper_id).where(Offer.id == helpers[2]["id"]))
+    db.get(Helper, helper3).max_active_tasks = 1  # type: ignore[union-attr]
+    db.add(
+        Match(
+            need_id=far["id"],
+            offer_id=helpers[2]["id"],
+            helper_id=helper3,
+            distance_km=1.0,
+            status=MatchStatus.notified,
+        )
+    )
+    db.commit()
+    assert client.post(f"/api/matches/{first}/decline", headers=coordinator_headers).status_code == 200
+    db.expire_all()
+    assert {m: db.get(Match, m).status for m in (second, third, fourth.id)} == {  # type: ignore[union-attr]
+        second: MatchStatus.cancelled,
+        third: MatchStatus.cancelled,
+        fourth.id: MatchStatus.notified,
+    }
+    # Its request goes out once, as it was queued, not a second time under a new key.
+    assert send() == [f"match:{fourth.id}:wave:1"]
+    assert client.post(f"/api/matches/{fourth.id}/accept", headers=coordinator_headers).status_code == 200
