@@ -5,26 +5,26 @@ change, which the live offer index polls.
 
 One pass, at ``now``:
 
-1. offers past their ``available_until`` expire; their unanswered requests are cancelled;
-2. needs close to expiry get a "still needed?" SMS (once per expiry date); needs past it expire,
+1. needs close to expiry get a "still needed?" SMS (once per expiry date); needs past it expire,
    their unanswered requests are cancelled and their accepted tasks called off (helpers told);
    needs whose every unit a helper took do not expire: at that time their author is asked whether
    help has arrived and their helpers are reminded to say DONE (``ask_if_done``);
+2. offers past their ``available_until`` expire; their unanswered requests are cancelled;
 3. requests outside an escalation that got no answer within ``match_response_timeout_s`` time
    out;
 4. critical needs whose escalation step is due get their next wave (or leave escalation);
 5. needs that lost a request in 1 or 3 go to their next nearest helpers.
 
-Flushes only; the caller commits once.
+Every need the pass writes is locked first, in id order (``lock_due_needs``), then matches and
+offers: the order accept and give-back take them in. Flushes only; the caller commits once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -74,40 +74,67 @@ def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None
     report.reoffer.update(closed)
 
 
-def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
-    before = timedelta(hours=settings.need_reconfirm_before_hours)
-    # Locked (SQLite: the write lock, taken only when some are due) from the read to the commit:
-    # a need a helper gives back or its author answers meanwhile is not marked asked, nor sent a
-    # question that no longer fits.
-    asking_query = (
-        select(Need)
-        .where(
-            Need.expires_at.is_not(None),
-            or_(
-                Need.status.in_(OPEN_NEED_STATUSES)
-                & (Need.expires_at > now)
-                & (Need.expires_at <= now + before)
-                & Need.reconfirm_requested_at.is_(None),
-                # Taken by helpers: it does not close, so it is asked «has help arrived?» when it
-                # would have (the most time for the helpers), unless asked that already (a «still
-                # needed?» asked before it was taken does not count), and not within ``before`` of
-                # a helper taking it.
-                (Need.status == NeedStatus.assigned)
-                & (Need.expires_at <= now)
-                & or_(Need.reconfirm_requested_at.is_(None), Need.reconfirm_requested_at < Need.expires_at)
-                & ~exists().where(
-                    Match.need_id == Need.id,
-                    Match.status == MatchStatus.accepted,
-                    Match.responded_at > now - before,
-                ),
-            ),
-        )
-        .order_by(Need.id)
+def _asking(now: datetime, before: timedelta) -> ColumnElement[bool]:
+    """Needs due a question at ``now``: «still needed?» ahead of their expiry, or «has help
+    arrived?» (``ask_if_done``) when a need helpers took all of would have expired."""
+    return Need.expires_at.is_not(None) & or_(
+        Need.status.in_(OPEN_NEED_STATUSES)
+        & (Need.expires_at > now)
+        & (Need.expires_at <= now + before)
+        & Need.reconfirm_requested_at.is_(None),
+        # Taken by helpers: it does not close, so it is asked «has help arrived?» when it would
+        # have (the most time for the helpers), unless asked that already (a «still needed?»
+        # asked before it was taken does not count), and not within ``before`` of a helper
+        # taking it.
+        (Need.status == NeedStatus.assigned)
+        & (Need.expires_at <= now)
+        & or_(Need.reconfirm_requested_at.is_(None), Need.reconfirm_requested_at < Need.expires_at)
+        & ~exists().where(
+            Match.need_id == Need.id,
+            Match.status == MatchStatus.accepted,
+            Match.responded_at > now - before,
+        ),
     )
-    asking: Sequence[Need] = []
-    if session.scalar(asking_query.with_only_columns(Need.id).limit(1)) is not None:
-        needs_service.write_lock(session)
-        asking = session.scalars(asking_query.with_for_update()).all()
+
+
+def _expiring(now: datetime) -> ColumnElement[bool]:
+    return Need.status.in_(OPEN_NEED_STATUSES) & Need.expires_at.is_not(None) & (Need.expires_at <= now)
+
+
+def _escalating(now: datetime) -> ColumnElement[bool]:
+    return (
+        Need.escalation_next_at.is_not(None)
+        & (Need.escalation_next_at <= now)
+        & or_(Need.status.in_(OPEN_NEED_STATUSES), Need.status == NeedStatus.assigned)
+    )
+
+
+def lock_due_needs(session: Session, settings: Settings, now: datetime) -> set[int]:
+    """Lock every need this pass will write (asked, expired, escalated), in id order, before any
+    match or offer (SQLite: the write lock, taken only when some are due).
+
+    Accept, give-back and close take a need first, then its matches, then an offer; a pass that
+    took matches first (an expiring offer's requests, requests timing out) and a need after them
+    could meet an accept of one of those requests coming the other way, and the two would
+    deadlock. The needs are locked from the read to the commit: a need a helper gives back or its
+    author answers meanwhile is not marked asked, nor sent a question that no longer fits.
+    Returns their ids (a need due after the lock waits for the next pass).
+    """
+    before = timedelta(hours=settings.need_reconfirm_before_hours)
+    due = or_(_asking(now, before), _expiring(now), _escalating(now))
+    if session.scalar(select(Need.id).where(due).limit(1)) is None:
+        return set()
+    needs_service.write_lock(session)
+    return set(session.scalars(select(Need.id).where(due).order_by(Need.id).with_for_update()))
+
+
+def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
+    """Questions ahead of an expiry, and expiries (the needs locked by ``lock_due_needs``)."""
+    before = timedelta(hours=settings.need_reconfirm_before_hours)
+    asking_query = select(Need).where(_asking(now, before)).order_by(Need.id)
+    # Locked already (a need due since ``lock_due_needs`` is locked here, out of id order, but
+    # not left to change between this read and the write).
+    asking = session.scalars(asking_query.with_for_update()).all()
     taken: list[Need] = []
     for need in asking:
         need.reconfirm_requested_at = now
@@ -133,11 +160,10 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
         )
     ask_if_done(session, taken, now)
     session.flush()
-    due = Need.status.in_(OPEN_NEED_STATUSES) & Need.expires_at.is_not(None) & (Need.expires_at <= now)
     # The needs first, then their matches: the order an accept takes them in (two orders deadlock).
     expired = session.execute(
         update(Need)
-        .where(due)
+        .where(_expiring(now))
         .values(status=NeedStatus.expired, escalation_next_at=None, updated_at=utcnow())
         .returning(Need.id)
     ).scalars()
@@ -189,20 +215,17 @@ def time_out_matches(session: Session, settings: Settings, now: datetime, report
 def run_upkeep(*, session: Session, settings: Settings, live: LiveOfferIndex, now: datetime) -> UpkeepReport:
     """One pass of expiry, timeouts, escalation and re-offering (see the module docstring)."""
     report = UpkeepReport()
-    expire_offers(session, now, report)
+    locked = lock_due_needs(session, settings, now)
     expire_needs(session, settings, now, report)
+    expire_offers(session, now, report)
     time_out_matches(session, settings, now, report)
     session.flush()
     live.refresh(session=session, now=now)
-    due = session.scalars(
-        select(Need)
-        .where(
-            Need.escalation_next_at.is_not(None),
-            Need.escalation_next_at <= now,
-            or_(Need.status.in_(OPEN_NEED_STATUSES), Need.status == NeedStatus.assigned),
-        )
-        .order_by(Need.escalation_next_at, Need.id)
-    ).all()
+    due = [
+        need
+        for need in session.scalars(select(Need).where(_escalating(now)).order_by(Need.escalation_next_at, Need.id))
+        if need.id in locked
+    ]
     for need in due:
         report.escalation_steps += 1
         report.helpers_asked += escalate(session=session, need=need, live=live, settings=settings, now=now)

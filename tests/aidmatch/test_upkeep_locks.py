@@ -1,0 +1,89 @@
+"""The upkeep pass and the answers it meets: it locks the needs it will write before any match or
+offer, the order an accept takes them in, so the two queue instead of deadlocking (PostgreSQL
+breaks a deadlock by failing one of them: a helper's YES or the whole pass)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aidmatch.config import Settings
+from aidmatch.database import utcnow
+from aidmatch.enums import MatchStatus, OfferStatus
+from aidmatch.errors import ConflictError
+from aidmatch.matches import service as matches_service
+from aidmatch.matches.models import Match
+from aidmatch.matches.upkeep import run_upkeep
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+
+
+def test_an_accept_during_upkeep_of_an_expiring_offer_waits_instead_of_deadlocking(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    """The pass expires an offer (cancelling its request) and asks the request's need «still
+    needed?»; the helper accepts that request meanwhile. The accept waits for the pass, then finds
+    the request withdrawn: a conflict, not a deadlock that fails one of the two."""
+    offer = client.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 1,
+            "radius_km": 30,
+            "lat": 55.0,
+            "lon": 40.02,
+            "phone": "+79160000001",
+        },
+    ).json()
+    need = client.post("/api/needs", json={"category": "water", "quantity": 1, "lat": 55.0, "lon": 40.0}).json()
+    (match_id,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    # An hour on, the offer is past its availability and the need within its «still needed?» window;
+    # now, the helper may still accept.
+    later = utcnow() + timedelta(hours=1)
+    stored_offer = db.get(Offer, offer["id"])
+    stored_need = db.get(Need, need["id"])
+    assert stored_offer is not None
+    assert stored_need is not None
+    stored_offer.available_until = later - timedelta(minutes=30)
+    stored_need.expires_at = later + timedelta(hours=settings.need_reconfirm_before_hours / 2)
+    db.commit()
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+
+    def accept() -> None:
+        with sessions() as other:
+            try:
+                matches_service.accept(session=other, match_id=match_id)
+            except ConflictError:
+                other.rollback()
+                raise
+            other.commit()
+
+    with ThreadPoolExecutor(1) as pool, sessions() as session:
+        started: list[Future[None]] = []
+        real = session.execute
+
+        def execute(stmt: Any, *args: Any, **kw: Any) -> Any:
+            result = real(stmt, *args, **kw)
+            if not started and getattr(stmt, "is_dml", False) and str(stmt).startswith("UPDATE matches"):
+                # The pass has closed the expiring offer's request: the helper accepts it now.
+                started.append(pool.submit(accept))
+                wait(started, timeout=2)
+            return result
+
+        session.execute = execute  # type: ignore[method-assign]
+        report = run_upkeep(session=session, settings=settings, live=client.app.state.live_index, now=later)  # type: ignore[attr-defined]
+        session.commit()
+        assert started, "the pass closed no request"
+        with pytest.raises(ConflictError, match="no longer open"):
+            started[0].result(timeout=60)
+    assert (report.offers_expired, report.reconfirm_requested) == (1, 1)
+    db.expire_all()
+    assert db.get(Match, match_id).status is MatchStatus.cancelled  # type: ignore[union-attr]
+    assert db.get(Offer, offer["id"]).status is OfferStatus.expired  # type: ignore[union-attr]
+    assert db.get(Offer, offer["id"]).capacity_used == 0  # type: ignore[union-attr]
