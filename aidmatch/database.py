@@ -70,6 +70,7 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(
             database_url,
             echo=echo,
+            hide_parameters=True,  # an error's message (logged) must not carry people's phones
             connect_args={"check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -77,6 +78,7 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     engine = create_engine(
         database_url,
         echo=echo,
+        hide_parameters=True,  # an error's message (logged) must not carry people's phones
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,

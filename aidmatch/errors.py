@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,14 @@ def install_error_handlers(app: FastAPI) -> None:
             # Starlette lists only the methods of the first route on the path; list them all.
             headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem(exc.status_code, title.lower().replace(" ", "-"), title, str(exc.detail), headers=headers)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # Input the database refused (a NUL in text that got past the checks, a value out of its
+        # column's range): the client's to fix, not a 500. The engine hides the parameters.
+        logger.warning("the database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        why = "text may not contain NUL characters" if "NUL" in str(exc.orig) else "a value does not fit its field"
+        return problem(422, "invalid-input", "Invalid input", f"the request could not be stored: {why}")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from notifications.errors import InvalidPhoneError
 from notifications.phones import normalize_phone
@@ -47,10 +48,34 @@ Phone = Annotated[
 ]
 
 
+# Control characters other than tab and line breaks: never typed by a person, and PostgreSQL
+# refuses NUL in text outright (a 500 instead of a clear 422).
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def refuse_control_characters(value: str) -> str:
+    found = CONTROL_CHARACTERS.search(value)
+    if found is not None:
+        raise ValueError(f"control character U+{ord(found.group()):04X} at position {found.start()} is not allowed")
+    return value
+
+
 class InModel(BaseModel):
-    """Base of request bodies: unknown fields are refused, text is stripped."""
+    """Base of request bodies: unknown fields are refused, text is stripped, control characters
+    (other than tab and line breaks) refused."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            refuse_control_characters(value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, str):
+                    refuse_control_characters(item)
+        return value
 
 
 class OutModel(BaseModel):

@@ -36,7 +36,8 @@ _CYRILLIC_TO_LATIN = str.maketrans("АВСЕНКМРТХавсенкмртхОо
 
 def normalize_code(raw: str) -> str:
     """A public code as typed (any case, Cyrillic look-alikes, spaces) in canonical form."""
-    return "".join(raw.split()).translate(_CYRILLIC_TO_LATIN).upper()
+    kept = "".join(c for c in raw if c.isprintable() and not c.isspace())  # no NUL reaches the database
+    return kept.translate(_CYRILLIC_TO_LATIN).upper()
 
 
 # The intake's statements are built once: building and keying a statement costs more Python time

@@ -89,8 +89,13 @@ def inbound(
     ``RETRY_WAIT_S``), else is told the message is being handled; if the first delivery died before
     it was handled (still ``received`` after ``STALE_RECEIVED_S``), the retry handles it.
     """
-    fields = dict(form)
+    # Checked as signed; kept as storable (PostgreSQL refuses NUL in text; a sid longer than its
+    # column is none of Twilio's, so the message is kept without it rather than refused).
+    fields = {k: v.replace("\x00", "") for k, v in form}
     sid = fields.get("MessageSid") or fields.get("SmsSid")
+    if sid is not None and len(sid) > MAX_SID_CHARS:
+        log.warning("inbound SMS with a %d-character MessageSid: kept without it", len(sid))
+        sid = None
     if sid:
         earlier = session.scalar(select(Message).where(Message.provider_sid == sid))
         if earlier is not None:
@@ -114,6 +119,7 @@ def inbound(
     return _act(request, session, settings, live, geocoder, message)
 
 
+MAX_SID_CHARS = 64  # ``messages.provider_sid``; Twilio's are 34
 # A retry of a message still being handled waits this long for its reply; a message still
 # ``received`` this long after it came was left by a delivery that died (handling takes seconds).
 RETRY_WAIT_S = 10.0
@@ -191,6 +197,9 @@ def delivery_status(form: SignedForm, session: SessionDep) -> Response:
     fields = dict(form)
     sid = fields.get("MessageSid") or fields.get("SmsSid")
     state = _DELIVERY.get(fields.get("MessageStatus", "").lower())
+    if not sid:  # ``provider_sid == None`` would match a message not sent yet
+        log.info("status callback without a MessageSid (%s)", fields.get("MessageStatus"))
+        return Response(status_code=204)
     stmt = select(Message).where(Message.provider_sid == sid, Message.direction == MessageDirection.outbound)
     message = session.scalar(stmt)
     waited = 0.0

@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from aidmatch.config import Settings
+from aidmatch.database import make_engine
 from aidmatch.helpers.models import Helper
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
@@ -51,6 +54,10 @@ BAD_NEEDS: dict[str, tuple[dict[str, Any], str | None]] = {
     "bad language": ({"language": "klingon"}, "language"),
     "naive needed_by": ({"needed_by": "2026-12-01T10:00:00"}, "needed_by"),
     "needed_by in year 9999": ({"needed_by": "9999-12-31T23:59:59-05:00"}, "needed_by"),
+    # PostgreSQL refuses NUL in text: it must be a 422 there too, not a 500.
+    "NUL in description": ({"description": "вода\x00"}, "description"),
+    "control character in name": ({"contact_name": "Ив\x1bан"}, "contact_name"),
+    "NUL in address": ({"lat": None, "lon": None, "address": "Белоомут\x00"}, "address"),
 }
 
 
@@ -109,6 +116,7 @@ BAD_OFFERS: dict[str, dict[str, Any]] = {
     "until in the past": {"available_until": "2001-01-01T00:00:00Z"},
     "lat 91": {"lat": 91},
     "until in year 9999": {"available_until": "9999-12-31T23:59:59-05:00"},
+    "NUL in name": {"name": "Иван\x00"},
 }
 
 
@@ -145,3 +153,27 @@ def test_every_kind_of_4xx_has_the_same_shape(client: TestClient, volunteer_head
     for name, r in responses.items():
         assert set(r.json()) == SHAPE, name
         assert r.json()["status"] == r.status_code, name
+
+
+def test_control_characters_in_forms_and_codes_are_refused_not_a_500(client: TestClient, db: Session) -> None:
+    form = {"category": "water", "lat": "55", "lon": "40", "description": "a\x00b", "contact_phone": "+79161234567"}
+    r = client.post("/need", data=form, follow_redirects=False)
+    assert r.status_code == 422, r.text
+    r = client.post("/offer", data={**OFFER, "categories": "water", "name": "x\x00"}, follow_redirects=False)
+    assert r.status_code == 422, r.text
+    assert _counts(db) == (0, 0, 0)
+    assert client.get("/api/needs/code/AB%00").status_code == 404
+    assert client.get("/status/AB%00").status_code == 404
+
+
+def test_a_database_error_logs_no_personal_data(settings: Settings) -> None:
+    """The engine hides statement parameters, so an error's message (which is logged) does not
+    carry a phone or a name."""
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as connection, pytest.raises(DBAPIError) as caught:
+            connection.execute(text("SELECT no_such_column, :phone"), {"phone": "+79161234567"})
+    finally:
+        engine.dispose()
+    assert "no_such_column" in str(caught.value)
+    assert "+79161234567" not in str(caught.value)

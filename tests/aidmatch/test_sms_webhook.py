@@ -24,6 +24,7 @@ from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus, NeedSta
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
 from aidmatch.matches.models import Match
+from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.messages.outbox import drain
 from aidmatch.needs.models import Need
@@ -986,3 +987,29 @@ def test_a_repeat_by_sms_asking_for_more_asks_the_next_helper(sms: TestClient, d
     assert sorted(asked()) == ["+79165550000", "+79165550001"]  # the second unit: the next helper
     _text(sms, phone, "ещё нужна вода, 2 человека, Белоомут")
     assert len(asked()) == 2  # nothing more to ask for, nobody asked twice
+
+
+def test_odd_inbound_fields_are_stored_not_a_500(sms: TestClient, db: Session) -> None:
+    """A NUL in the text (PostgreSQL refuses it in a text column) and a sid longer than any of
+    Twilio's: the message is kept and answered all the same."""
+    reply = _text(sms, "+79260001122", "нужна вода\x00, Белоомут")
+    assert "вода" in reply.lower() or "Питьевая" in reply
+    stored = db.scalar(select(Message).where(Message.phone == "+79260001122"))
+    assert stored is not None
+    assert stored.body == "нужна вода, Белоомут"
+    _text(sms, "+79260001123", "помощь", sid="SM" + "9" * 100)
+    kept = db.scalar(select(Message).where(Message.phone == "+79260001123"))
+    assert kept is not None
+    assert kept.body == "помощь"
+    assert kept.provider_sid is None
+
+
+def test_a_delivery_callback_without_a_sid_changes_no_message(sms: TestClient, db: Session) -> None:
+    """``provider_sid == None`` would pick a message not sent yet and mark it delivered (never sent)."""
+    messages_service.queue(session=db, phone="+79260001124", body="код", language="ru", idempotency_key="k:1")
+    db.commit()
+    queued = db.scalars(select(Message).where(Message.status == MessageStatus.queued)).all()
+    assert len(queued) == 1
+    assert _signed(sms, "/sms/status", {"MessageStatus": "delivered"}).status_code == 204
+    db.expire_all()
+    assert {db.get(Message, m.id).status for m in queued} == {MessageStatus.queued}  # type: ignore[union-attr]
