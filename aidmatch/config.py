@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     # Abuse and load limits (per worker).
     public_post_per_min: Annotated[float, Field(gt=0)] = 120.0  # public POSTs per client address
     public_post_burst: Annotated[float, Field(ge=1)] = 60.0
-    trust_forwarded_for: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's first hop
+    # Behind reverse proxies: the client is X-Forwarded-For's entry ``proxy_hops`` from the right
+    # (the address the outermost proxy of ours saw; what is left of it the client may have written).
+    trust_forwarded_for: bool = False
+    proxy_hops: Annotated[int, Field(ge=1, le=10)] = 1
     sms_per_phone_per_min: Annotated[float, Field(gt=0)] = 6.0  # inbound SMS acted on per phone
     sms_per_phone_burst: Annotated[float, Field(ge=1)] = 10.0
     max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024

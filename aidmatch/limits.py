@@ -48,11 +48,14 @@ class KeyedLimiter:
 
 
 def client_key(request: Request, settings: Settings) -> str:
-    """Who is calling: the peer address, or the first X-Forwarded-For hop behind a trusted proxy."""
+    """Who is calling: the peer address or, behind trusted proxies, the address the outermost of
+    them saw: X-Forwarded-For's entry ``proxy_hops`` from the right. Each proxy appends the address
+    it was called from, so the entries to the left of it are the client's to write, and a client
+    who sends its own X-Forwarded-For must not get a new bucket for each made-up address."""
     if settings.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded.strip():
-            return forwarded.split(",")[0].strip()
+        hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",") if h.strip()]
+        if hops:
+            return hops[-min(settings.proxy_hops, len(hops))]
     return request.client.host if request.client else "unknown"
 
 

@@ -63,6 +63,31 @@ def test_rapid_public_posts_get_429_with_retry_after(strict: TestClient, db: Ses
     assert strict.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("hops", [1, 2])
+def test_behind_a_proxy_a_client_cannot_dodge_the_limit_with_its_own_forwarded_for(
+    settings: Settings, gazetteer: GazetteerGeocoder, hops: int
+) -> None:
+    """Each proxy of ours appends the address it was called from; what is left of those entries
+    the client wrote itself, so a new made-up address per post must not get a new bucket."""
+    proxied = settings.model_copy(
+        update={"public_post_burst": 2, "public_post_per_min": 1, "trust_forwarded_for": True, "proxy_hops": hops}
+    )
+    ours = ["203.0.113.7", "10.0.0.2"][:hops]  # the client's address, then our inner proxy's
+    with TestClient(create_app(proxied, geocoder=gazetteer)) as client:
+        codes = [
+            client.post(
+                "/api/needs", json=_need(k), headers={"X-Forwarded-For": ", ".join([f"10.9.{k}.1", *ours])}
+            ).status_code
+            for k in range(4)
+        ]
+        assert codes == [201, 201, 429, 429]
+        # Another client behind the same proxies has a bucket of its own.
+        other = client.post(
+            "/api/needs", json=_need(9), headers={"X-Forwarded-For": ", ".join(["198.51.100.1", *ours[1:]])}
+        )
+        assert other.status_code == 201
+
+
 def test_a_phone_may_hold_only_so_many_open_needs(
     settings: Settings, gazetteer: GazetteerGeocoder, db: Session
 ) -> None:
