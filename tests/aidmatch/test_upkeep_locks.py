@@ -76,7 +76,7 @@ def test_an_accept_during_upkeep_of_an_expiring_offer_waits_instead_of_deadlocki
                 wait(started, timeout=2)
             return result
 
-        session.execute = execute  # type: ignore[method-assign]
+        session.execute = execute
         report = run_upkeep(session=session, settings=settings, live=client.app.state.live_index, now=later)  # type: ignore[attr-defined]
         session.commit()
         assert started, "the pass closed no request"
