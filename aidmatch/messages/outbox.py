@@ -2,8 +2,10 @@
 
 Each pass:
 
-1. reconciles messages left ``sending`` by a crashed drain: if the provider has a message to that
-   phone with that text since the claim, it is marked sent; otherwise it goes back to the queue;
+1. reconciles messages left ``sending`` by a crashed drain (or a send whose outcome is unknown):
+   if the provider has a message to that phone with that text since the claim, it is marked sent;
+   otherwise it goes back to the queue, or fails after ``sms_max_attempts``. Each
+   change is conditional on the row as read: a drain that stamped it meanwhile is sending it;
 2. claims due messages (as many as the rate limit allows): ``SELECT … FOR UPDATE SKIP LOCKED`` on
    PostgreSQL, so any number of drains can run side by side, and on every backend a conditional
    update ``queued → sending`` that only one drain can win, storing the text as it will be sent
@@ -128,16 +130,44 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
         except TransientSendError as exc:
             log.warning("cannot reconcile message %s yet: %s", message.id, exc)
             continue
+        values: dict[str, object] = {"updated_at": utcnow()}
+        if sid is not None:
+            values.update(status=MessageStatus.sent, provider_sid=sid, sent_at=message.sent_at or now)
+        elif message.attempts >= settings.sms_max_attempts:
+            # Every try ended without an answer (or in an error of ours) and none reached the
+            # provider: given up, not tried for ever.
+            values.update(
+                status=MessageStatus.failed,
+                error=f"gave up after {message.attempts} attempts, none known to the provider: {message.error or ''}"[
+                    :2000
+                ],
+            )
+        else:
+            # At once: a crashed drain's message is late already (and a send that keeps timing
+            # out comes back only every ``sms_stale_sending_s``).
+            values["status"] = MessageStatus.queued
+        # Only as it was read: a drain that claimed it and was slow to reach it stamps it as its
+        # send starts (``_send``), and then it is that drain's, not to be queued (and sent) again.
+        done = session.execute(
+            update(Message)
+            .where(
+                Message.id == message.id,
+                Message.status == MessageStatus.sending,
+                Message.attempts == message.attempts,
+                Message.updated_at == message.updated_at,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            continue
         if sid is not None:
             known.add(sid)
-            message.status = MessageStatus.sent
-            message.provider_sid = sid
-            message.sent_at = message.sent_at or now
             report.reconciled += 1
+        elif values["status"] is MessageStatus.failed:
+            report.failed += 1
         else:
-            message.status = MessageStatus.queued
             report.requeued += 1
-        message.updated_at = utcnow()
     session.commit()
 
 

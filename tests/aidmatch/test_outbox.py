@@ -6,8 +6,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Collection, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,12 +18,13 @@ from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import MessageStatus
 from aidmatch.main import create_app
+from aidmatch.messages import outbox
 from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message, SmsOptOut
-from aidmatch.messages.outbox import backoff_s, drain
+from aidmatch.messages.outbox import DrainReport, backoff_s, drain
 from aidmatch.messages.ratelimit import SharedTokenBucket
 from notifications.ratelimit import TokenBucket
-from notifications.senders import FakeSender, Sent, TwilioSender
+from notifications.senders import FakeSender, Sent, TwilioSender, UnknownOutcomeError
 from tests.fake_twilio import FakeTwilio, fake_twilio
 
 ACCOUNT = "AC" + "3" * 32
@@ -534,3 +535,58 @@ def test_every_app_on_one_database_uses_the_same_sms_bucket(settings: Settings) 
     assert second.state.sms_bucket.take(1) == 0
     for app in (first, second):
         app.state.engine.dispose()
+
+
+def test_a_reconciliation_does_not_requeue_a_message_its_drain_is_sending(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    """Drain A claimed M long ago (busy with earlier sends); drain B's reconciliation finds M stale
+    and nothing at the provider, and A reaches M, stamps and sends it before B writes: B must not
+    put M back in the queue (its own pass would then send it a second time)."""
+    _queue(sessions, 1)
+    provider = FakeSender()
+    with sessions() as a:
+        claimed = outbox._claim(a, 1, utcnow(), settings, DrainReport())
+        assert len(claimed) == 1
+
+        class Racing(FakeSender):
+            def lookup(self, *, to: str, body: str, since: datetime, known: Collection[str] = ()) -> str | None:
+                found = provider.lookup(to=to, body=body, since=since, known=known)  # nothing there yet
+                outbox._send(a, claimed, provider, settings, utcnow(), DrainReport())  # A sends M now
+                return found
+
+            def send(self, **kw: Any) -> Sent:
+                return provider.send(**kw)
+
+        later = utcnow() + timedelta(seconds=settings.sms_stale_sending_s + 1)
+        report = drain(sessions=sessions, sender=Racing(), settings=settings, bucket=_bucket(), now=later)
+    assert [m["key"] for m in provider.sent] == ["m:0"]
+    assert report.requeued == 0
+    (m,) = _messages(db)
+    assert m.status is MessageStatus.sent
+
+
+def test_a_send_that_never_gets_an_answer_is_given_up_after_the_attempts(
+    sessions: sessionmaker[Session], settings: Settings, db: Session
+) -> None:
+    """Each try times out (the outcome unknown) and the provider never has it: the reconciliation
+    puts it back, and after ``sms_max_attempts`` it fails instead of looping for ever."""
+
+    class Timeouts(FakeSender):
+        def send(self, **kw: Any) -> Sent:
+            raise UnknownOutcomeError("read timeout")
+
+    _queue(sessions, 1)
+    at = utcnow()
+    for _ in range(3 * settings.sms_max_attempts):
+        at += timedelta(hours=2)  # past any backoff
+        drain(sessions=sessions, sender=Timeouts(), settings=settings, bucket=_bucket(), now=at)
+        (m,) = _messages(db)
+        if m.status is MessageStatus.failed:
+            break
+        m.updated_at -= timedelta(hours=2)  # the stamp is the wall clock's: age it
+        db.commit()
+    (m,) = _messages(db)
+    assert m.status is MessageStatus.failed
+    assert m.attempts == settings.sms_max_attempts
+    assert "gave up" in (m.error or "")
