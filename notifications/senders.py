@@ -1,8 +1,9 @@
 """Who actually sends an SMS: the console (default), Twilio, or a fake for tests.
 
 A sender either returns the provider's message id or raises ``TransientSendError`` (try again
-later: rate limits, 5xx, network) or ``PermanentSendError`` (never retry: invalid number,
-unsubscribed recipient). ``lookup`` finds a message the provider already accepted, so that a
+later: rate limits, a full queue, 5xx, network; ``ConfigurationSendError``: our credentials or
+sender number are refused) or ``PermanentSendError`` (never retry: invalid number, unsubscribed
+recipient). ``lookup`` finds a message the provider already accepted, so that a
 send interrupted by a crash can be reconciled instead of repeated.
 """
 
@@ -24,7 +25,6 @@ log = logging.getLogger("aidmatch.sms")
 PERMANENT_TWILIO_CODES = frozenset(
     {
         21211,  # invalid 'To' phone number
-        21212,  # invalid 'From' number
         21408,  # region not enabled
         21610,  # recipient unsubscribed (replied STOP)
         21612,  # unreachable 'To'
@@ -34,6 +34,21 @@ PERMANENT_TWILIO_CODES = frozenset(
         30004,  # message blocked
         30005,  # unknown destination handset
         30006,  # landline or unreachable carrier
+    }
+)
+
+
+# Busy for now: the 'From' number's queue is full (likely in a disaster's peak), or the account's
+# send rate is exceeded. Retried with backoff, like a 429.
+TRANSIENT_TWILIO_CODES = frozenset({14107, 20429, 20500, 20503, 21611})
+# Our own set-up is wrong (credentials, the 'From' number or messaging service): no message can go
+# until someone fixes it, and none of them is at fault. 401/403 mean the same.
+CONFIGURATION_TWILIO_CODES = frozenset(
+    {
+        20003,  # authentication failed
+        21212,  # invalid 'From' number
+        21606,  # the 'From' number cannot send SMS
+        21703,  # the messaging service has no phone numbers
     }
 )
 
@@ -50,6 +65,11 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """Never retry this message."""
+
+
+class ConfigurationSendError(TransientSendError):
+    """The provider refuses every message of ours as set up (credentials, sender number): the
+    message waits, with its attempt not counted, until the set-up is fixed."""
 
 
 class UnknownOutcomeError(TransientSendError):
@@ -180,9 +200,11 @@ def _classify(exc: Any) -> SendError:
     code = getattr(exc, "code", None)
     status = int(getattr(exc, "status", 0) or 0)
     message = f"Twilio error {code or status}: {getattr(exc, 'msg', exc)}"
+    if code in CONFIGURATION_TWILIO_CODES or status in (401, 403):
+        return ConfigurationSendError(message, code=code)
     if code in PERMANENT_TWILIO_CODES:
         return PermanentSendError(message, code=code)
-    if status == 429 or status >= 500 or code in (20429, 20500, 20503):
+    if status == 429 or status >= 500 or code in TRANSIENT_TWILIO_CODES:
         return TransientSendError(message, code=code)
     if 400 <= status < 500:
         return PermanentSendError(message, code=code)

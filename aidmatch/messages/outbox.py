@@ -19,7 +19,8 @@ Each pass:
    finds ``sending`` is one whose send started ``sms_stale_sending_s`` ago, not one still waiting
    its turn), and records the outcome in its own transaction: ``sent``; back to ``queued`` with
    exponential backoff on a transient error; ``failed`` on a permanent one (or after
-   ``sms_max_attempts``). An unsubscribed recipient (Twilio 21610) becomes an opt-out.
+   ``sms_max_attempts``); when the provider refuses our own set-up (credentials, sender number),
+   the message and the rest of the batch go back to the queue uncounted and the pass stops. An unsubscribed recipient (Twilio 21610) becomes an opt-out.
 
 With ``pace_s`` a pass keeps claiming and sending while the token bucket refills, for up to that
 long: the scheduler's passes then send at the configured rate, not just one burst per pass.
@@ -47,6 +48,7 @@ from aidmatch.needs.models import Need
 from notifications.ratelimit import Bucket
 from notifications.segments import fit
 from notifications.senders import (
+    ConfigurationSendError,
     ConsoleSender,
     PermanentSendError,
     Sender,
@@ -346,7 +348,7 @@ def _send(
     report: DrainReport,
 ) -> None:
     callback = settings.public_url.rstrip("/") + "/sms/status" if sender.name == "twilio" else None
-    for message in claimed:
+    for position, message in enumerate(claimed):
         # Stamped as its send starts: ``sms_stale_sending_s`` counts from here, not from the claim.
         # Still ours? After a long wait another drain's reconciliation may have put it back and
         # another drain claimed it again (which counted one more attempt): then it is theirs to send.
@@ -375,6 +377,27 @@ def _send(
             message.error = str(exc)[:2000]
             if exc.code == _UNSUBSCRIBED and session.get(SmsOptOut, message.phone) is None:
                 session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
+        except ConfigurationSendError as exc:
+            # Our set-up is refused (credentials, sender number): every message would fail alike.
+            # This one and the rest of the batch wait, their attempts not counted, until it is fixed.
+            log.error("SMS provider refuses our set-up; the outbox waits: %s", exc)
+            wait = now + timedelta(seconds=backoff_s(settings, 1))
+            message.error = str(exc)[:2000]
+            message.status = MessageStatus.queued
+            message.attempts -= 1
+            message.send_after = wait
+            message.updated_at = utcnow()
+            rest = [m.id for m in claimed[position + 1 :]]
+            if rest:
+                session.execute(
+                    update(Message)
+                    .where(Message.id.in_(rest), Message.status == MessageStatus.sending)
+                    .values(status=MessageStatus.queued, attempts=Message.attempts - 1, send_after=wait)
+                    .execution_options(synchronize_session=False)
+                )
+            _record(session, message, report)
+            report.retried += len(rest)
+            return
         except UnknownOutcomeError as exc:
             # Maybe sent: left ``sending``, so the reconciliation looks it up at the provider once it
             # is stale and resends only if it is not there.

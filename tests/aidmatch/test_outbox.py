@@ -590,3 +590,37 @@ def test_a_send_that_never_gets_an_answer_is_given_up_after_the_attempts(
     assert m.status is MessageStatus.failed
     assert m.attempts == settings.sms_max_attempts
     assert "gave up" in (m.error or "")
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 21611), (429, 14107)])
+def test_a_full_queue_at_twilio_is_retried_not_failed(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio, status: int, code: int
+) -> None:
+    """21611: the 'From' number's queue is full, likely in a disaster's peak; 14107: the send rate."""
+    _queue(sessions, 1)
+    twilio.fail_next(status, code)
+    now = utcnow()
+    assert drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=now).retried == 1
+    (message,) = _messages(db)
+    assert (message.status, message.attempts) == (MessageStatus.queued, 1)
+    later = now + timedelta(seconds=backoff_s(settings, 1) + 1)
+    assert drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=later).sent == 1
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, 20003), (400, 21212), (403, 20003)])
+def test_credentials_refused_hold_the_outbox_without_failing_a_message(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio, status: int, code: int
+) -> None:
+    """Our own set-up refused: no message is at fault. The batch waits, its attempts uncounted,
+    and goes out once the set-up works again."""
+    _queue(sessions, 3)
+    twilio.fail_next(status, code, times=settings.sms_max_attempts + 1)
+    now = utcnow()
+    for step in range(settings.sms_max_attempts + 1):  # more passes than a message has attempts
+        at = now + timedelta(hours=2 * step)
+        report = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=at)
+        assert (report.claimed, report.failed, report.sent) == (3, 0, 0)
+        assert {(m.status, m.attempts) for m in _messages(db)} == {(MessageStatus.queued, 0)}
+        assert twilio.messages == []
+    later = now + timedelta(hours=2 * (settings.sms_max_attempts + 1))
+    assert drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=later).sent == 3
