@@ -146,7 +146,9 @@ COMMAND_WORDS: dict[str, Command] = {
     "готово": "done", "gotovo": "done", "done": "done", "выполнено": "done", "сделано": "done",
     "стоп": "stop", "stop": "stop", "отписаться": "stop", "unsubscribe": "stop", "stopall": "stop",
     "отписка": "stop", "отпишите": "stop", "otpiska": "stop",
-    "старт": "start", "start": "start",
+    # Twilio's own opt-out and opt-in words: it blocks (or unblocks) the phone on them, so we do too.
+    "cancel": "stop", "end": "stop", "quit": "stop", "optout": "stop", "revoke": "stop",
+    "старт": "start", "start": "start", "unstop": "start",
     "статус": "status", "status": "status",
     "помощь": "help", "pomoshch": "help", "pomosch": "help", "pomosh": "help", "help": "help", "справка": "help",
 }

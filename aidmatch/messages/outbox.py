@@ -41,6 +41,7 @@ from aidmatch.audit.service import act_as
 from aidmatch.config import Settings, SmsSenderKind
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, MessageDirection, MessageStatus, NeedStatus
+from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages.models import Message, SmsOptOut
@@ -375,8 +376,14 @@ def _send(
         except PermanentSendError as exc:
             message.status = MessageStatus.failed
             message.error = str(exc)[:2000]
-            if exc.code == _UNSUBSCRIBED and session.get(SmsOptOut, message.phone) is None:
-                session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
+            if exc.code == _UNSUBSCRIBED:
+                # Opted out at the provider (a keyword of Twilio's we missed): as if they said STOP
+                # to us, so their requests wait on the task page instead of for an SMS answer.
+                if session.get(SmsOptOut, message.phone) is None:
+                    session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
+                session.execute(
+                    update(Helper).where(Helper.phone == message.phone).values(sms_consent=False, updated_at=utcnow())
+                )
         except ConfigurationSendError as exc:
             # Our set-up is refused (credentials, sender number): every message would fail alike.
             # This one and the rest of the batch wait, their attempts not counted, until it is fixed.

@@ -116,6 +116,12 @@ def inbound(
         session=session, phone=phone, body=fields.get("Body", "")[:5000], sid=sid, now=now
     )
     session.commit()  # the raw message is kept whatever happens next
+    opt = fields.get("OptOutType", "").upper()
+    if opt in ("STOP", "START"):
+        # Twilio's Advanced Opt-Out recognised the text as an opt-out (or back in) keyword, maybe
+        # one of its own we do not know: it blocks (or unblocks) the phone itself, so we follow.
+        service.set_consent(session, phone, consent=opt == "START")
+        session.commit()
     return _act(request, session, settings, live, geocoder, message)
 
 

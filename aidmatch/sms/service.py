@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category, label
@@ -321,6 +321,17 @@ def _repeated_offer(session: Session, offer_in: OfferIn) -> Offer | None:
     return None
 
 
+def set_consent(session: Session, phone: str, *, consent: bool) -> None:
+    """STOP (``consent`` False) or START for a phone: its opt-out row, and its helper's consent
+    (requests then wait on the helper's task page instead of going out by SMS)."""
+    if consent:
+        session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
+    elif session.get(SmsOptOut, phone) is None:
+        session.add(SmsOptOut(phone=phone))
+    session.execute(update(Helper).where(Helper.phone == phone).values(sms_consent=consent, updated_at=utcnow()))
+    session.flush()
+
+
 def _command(
     *,
     session: Session,
@@ -335,19 +346,9 @@ def _command(
     ok = MessageStatus.parsed
     if command == "help":
         return InboundResult(sms_reply("help", lang), ok, parsed)
-    if command == "stop":
-        if session.get(SmsOptOut, phone) is None:
-            session.add(SmsOptOut(phone=phone))
-        if helper is not None:
-            helper.sms_consent = False
-        session.flush()
-        return InboundResult(sms_reply("stop", lang), ok, parsed, helper_id=helper.id if helper else None)
-    if command == "start":
-        session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
-        if helper is not None:
-            helper.sms_consent = True
-        session.flush()
-        return InboundResult(sms_reply("start", lang), ok, parsed, helper_id=helper.id if helper else None)
+    if command in ("stop", "start"):
+        set_consent(session, phone, consent=command == "start")
+        return InboundResult(sms_reply(command, lang), ok, parsed, helper_id=helper.id if helper else None)
     if command == "status":
         return InboundResult(_status(session, phone, helper, lang), ok, parsed)
     # YES / NO / DONE: a task number (helpers) or a need code (the need's author). A code may be

@@ -478,6 +478,58 @@ def test_stop_and_start(sms: TestClient, db: Session, sms_settings: Settings) ->
     assert db.get(Helper, helper.id).sms_consent is True  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("out", "back"), [("CANCEL", "UNSTOP"), ("quit", "start"), ("End", "СТАРТ")])
+def test_twilios_own_opt_out_words_stop_us_too(
+    sms: TestClient, db: Session, sms_settings: Settings, out: str, back: str
+) -> None:
+    """Twilio blocks a phone that texts CANCEL, END, QUIT… (and lets it back on UNSTOP): we follow,
+    or the helper's requests would be suppressed while we wait for their answer."""
+    _text(sms, "+79165550002", "могу помочь: вода, 30 км, Рязань")
+    _text(sms, "+79165550002", out)
+    helper = db.scalar(select(Helper).where(Helper.phone == "+79165550002"))
+    assert helper is not None
+    assert (helper.sms_consent, db.get(SmsOptOut, "+79165550002") is not None) == (False, True)
+    _text(sms, "+79165550002", back)
+    db.expire_all()
+    assert (db.get(Helper, helper.id).sms_consent, db.get(SmsOptOut, "+79165550002")) == (True, None)  # type: ignore[union-attr]
+
+
+def test_an_opt_out_twilio_reports_in_the_webhook_is_followed(sms: TestClient, db: Session) -> None:
+    """Twilio's Advanced Opt-Out may know words we do not: its ``OptOutType`` says what it did."""
+    _text(sms, "+79165550003", "могу помочь: вода, 30 км, Рязань")
+    form = {"MessageSid": "SMin" + "7" * 30, "From": "+79165550003", "To": "+15005550006", "Body": "ОТВАЛИТЕ"}
+    assert _signed(sms, "/sms/inbound", form | {"OptOutType": "STOP"}).status_code == 200
+    helper = db.scalar(select(Helper).where(Helper.phone == "+79165550003"))
+    assert helper is not None
+    assert helper.sms_consent is False
+    assert db.get(SmsOptOut, "+79165550003") is not None
+    again = {**form, "MessageSid": "SMin" + "8" * 30, "Body": "ВЕРНИТЕ", "OptOutType": "START"}
+    assert _signed(sms, "/sms/inbound", again).status_code == 200
+    db.expire_all()
+    assert db.get(Helper, helper.id).sms_consent is True  # type: ignore[union-attr]
+    assert db.get(SmsOptOut, "+79165550003") is None
+
+
+def test_a_helper_twilio_reports_unsubscribed_stops_being_asked_by_sms(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    """A send refused with 21610 (opted out at Twilio): the helper's consent is withdrawn, so their
+    next request waits on the task page (``proposed``) rather than for an SMS that cannot go."""
+    offer = {"categories": ["water"], "capacity": 3, "radius_km": 30, "lat": BELOOMUT[0], "lon": BELOOMUT[1]}
+    assert sms.post("/api/offers", json=offer | {"phone": "+79165550004"}).status_code == 201
+    _text(sms, "+79260004455", "нужна вода, Белоомут")
+    with fake_twilio() as twilio:
+        twilio.fail_next(400, 21610)
+        _drain(sms, twilio, sms_settings)
+    helper = db.scalar(select(Helper).where(Helper.phone == "+79165550004"))
+    assert helper is not None
+    assert helper.sms_consent is False
+    _text(sms, "+79260004466", "нужна вода, Белоомут")
+    db.expire_all()
+    statuses = [(m.helper_id, m.status) for m in db.scalars(select(Match).order_by(Match.id))]
+    assert statuses == [(helper.id, MatchStatus.notified), (helper.id, MatchStatus.proposed)]
+
+
 # -- the whole loop by SMS -----------------------------------------------------------------------
 
 
