@@ -154,7 +154,10 @@ def _act(
         if not service.always_answered(message.body):
             request.app.state.sms_limiter.check(phone, "messages from this phone")
     except TooManyRequestsError:
-        message.parsed = {"rate_limited": True}  # kept for the coordinators, not acted on
+        # Not acted on, and not lost: it waits in the coordinators' triage queue.
+        message.status = MessageStatus.unparsed
+        message.parsed = {"rate_limited": True}
+        message.updated_at = utcnow()
         session.commit()
         raise
     try:

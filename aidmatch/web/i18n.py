@@ -256,6 +256,10 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "no_messages": ("Сообщений нет.", "No messages."),
     "triage_title": ("Нераспознанные SMS", "Unparsed SMS to triage"),
     "triage_none": ("Всё разобрано.", "Nothing to triage."),
+    "triage_rate_limited": (
+        "не обработано: слишком много SMS с этого номера",
+        "not acted on: too many SMS from this phone",
+    ),
     "triage_make_need": ("Создать заявку", "Create a need"),
     "triage_done": ("Заявка {code} создана из SMS.", "Need {code} created from the SMS."),
     "exports": ("Выгрузки", "Exports"),

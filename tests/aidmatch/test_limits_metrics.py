@@ -23,6 +23,7 @@ from aidmatch.database import utcnow
 from aidmatch.main import create_app
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
+from aidmatch.web.service import triage_queue
 from geo.geocoding import GazetteerGeocoder
 
 SHAPE = {"type", "title", "status", "detail", "errors"}
@@ -130,7 +131,9 @@ def test_an_oversized_body_sent_in_chunks_gets_413_too(strict: TestClient, db: S
     assert db.scalar(select(func.count(Need.id))) == 0
 
 
-def test_sms_floods_from_one_phone_are_kept_but_not_acted_on(strict: TestClient, db: Session) -> None:
+def test_sms_floods_from_one_phone_are_kept_but_not_acted_on(
+    strict: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
     url = "http://testserver/sms/inbound"
     codes = []
     for k in range(4):
@@ -141,6 +144,13 @@ def test_sms_floods_from_one_phone_are_kept_but_not_acted_on(strict: TestClient,
     assert 429 in codes
     assert db.scalar(select(func.count(Message.id))) == 4  # every message kept
     assert db.scalar(select(func.count(Need.id))) == 1  # the second message repeats the first: one need
+    # What was held back waits for a coordinator in the triage queue, marked as such.
+    held = [k for k, code in enumerate(codes) if code == 429]
+    queue = triage_queue(session=db)
+    assert [m.provider_sid for m in queue] == [f"SMflood{k:026d}" for k in held]
+    page = strict.get("/dashboard", headers=coordinator_headers)
+    assert page.status_code == 200
+    assert page.text.count("слишком много SMS с этого номера") == len(held)
 
 
 def test_metrics_in_prometheus_format(client: TestClient) -> None:
