@@ -49,6 +49,7 @@ def list_offers(
 
 
 @router.get("/{offer_id}", response_model=OfferOut)
-def get_offer(offer_id: RowId, session: SessionDep) -> OfferOut:
-    """One offer (no contact data in it)."""
+def get_offer(offer_id: RowId, session: SessionDep, _: TokenHolder) -> OfferOut:
+    """One offer (volunteers and coordinators, as the list: its place, address and description are
+    its helper's; no contact data in it)."""
     return OfferOut.model_validate(service.get(session=session, offer_id=offer_id))

@@ -63,10 +63,10 @@ def test_listing_offers(client: TestClient, volunteer_headers: dict[str, str]) -
     by_helper = client.get(f"/api/offers?helper_id={b['helper_id']}", headers=volunteer_headers).json()
     assert [o["id"] for o in by_helper["items"]] == [b["id"]]
     assert "+7916" not in client.get("/api/offers", headers=volunteer_headers).text
-    one = client.get(f"/api/offers/{a['id']}")
+    one = client.get(f"/api/offers/{a['id']}", headers=volunteer_headers)
     assert one.status_code == 200
     assert one.json()["categories"] == ["water", "transport"]
-    assert client.get("/api/offers/99999").status_code == 404
+    assert client.get("/api/offers/99999", headers=volunteer_headers).status_code == 404
 
 
 def test_helpers_register_and_coordinator_only_listing(
@@ -100,8 +100,8 @@ def test_an_offer_without_a_name_never_names_its_helper_by_phone(
 
 
 @pytest.mark.parametrize("path", ["/api/needs/99999999999999999999", "/api/offers/3000000000", "/api/needs/0"])
-def test_out_of_range_ids_are_422_not_500(client: TestClient, path: str) -> None:
-    assert client.get(path).status_code == 422
+def test_out_of_range_ids_are_422_not_500(client: TestClient, path: str, volunteer_headers: dict[str, str]) -> None:
+    assert client.get(path, headers=volunteer_headers).status_code == 422
 
 
 def test_concurrent_registrations_of_one_phone_make_one_helper(client: TestClient, db: Session) -> None:

@@ -18,6 +18,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("GET", "/api/needs/code/{code}", None, {ANY: 200, VOL: 200, COORD: 200}),
     ("POST", "/api/needs/{need}/confirm", None, {ANY: 401, VOL: 403, COORD: 200}),
     ("GET", "/api/offers", None, {ANY: 401, VOL: 200, COORD: 200}),
+    # An offer's place, address and description are its helper's: not for anyone walking the ids.
+    ("GET", "/api/offers/{offer}", None, {ANY: 401, VOL: 200, COORD: 200}),
     ("GET", "/api/helpers", None, {ANY: 401, VOL: 403, COORD: 200}),
     ("GET", "/api/matches", None, {ANY: 401, VOL: 403, COORD: 200}),
     ("GET", "/api/runs", None, {ANY: 401, VOL: 403, COORD: 200}),
@@ -70,7 +72,13 @@ def test_who_may_call_what(
 ) -> None:
     need = scene["need"]
     match = client.get(f"/api/matches?need_id={need['id']}", headers=coordinator_headers).json()["items"][0]
-    url = path.format(need=need["id"], match=match["id"], code=need["code"], helper=scene["offer"]["helper_id"])
+    url = path.format(
+        need=need["id"],
+        match=match["id"],
+        code=need["code"],
+        helper=scene["offer"]["helper_id"],
+        offer=scene["offer"]["id"],
+    )
     headers = {ANY: {}, VOL: volunteer_headers, COORD: coordinator_headers}
     for caller, status in expected.items():
         r = client.request(method, url, json=body, headers=headers[caller], follow_redirects=False)
