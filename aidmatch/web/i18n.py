@@ -168,6 +168,10 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "Контакт появится после того, как вы согласитесь.",
         "The contact appears once you accept.",
     ),
+    "contact_after_done": (
+        "Задача выполнена: контакт больше не показывается.",
+        "Task done: the contact is no longer shown.",
+    ),
     "accept": ("Беру", "Accept"),
     "decline": ("Не могу", "Decline"),
     "cannot_come": ("Не смогу приехать", "I cannot come"),

@@ -88,11 +88,12 @@ class Task:
     need: Need
     description: str | None  # phones hidden until accepted
     address: str | None
-    contact: str | None  # only once accepted
+    contact: str | None  # only while accepted
 
 
 def tasks_for(*, session: Session, helper: Helper, limit: int = 50) -> list[Task]:
-    """The helper's open and recent tasks, newest first; the requester's contact only once accepted."""
+    """The helper's open and recent tasks, newest first; the requester's contact (and the need's
+    text unredacted) only while the task is accepted: not before, nor once it is done."""
     rows = session.execute(
         select(Match, Need)
         .join(Offer, Offer.id == Match.offer_id)
@@ -106,7 +107,7 @@ def tasks_for(*, session: Session, helper: Helper, limit: int = 50) -> list[Task
     ).tuples()
     tasks = []
     for match, need in rows:
-        accepted = match.status in (MatchStatus.accepted, MatchStatus.completed)
+        accepted = match.status is MatchStatus.accepted
         contact = " ".join(p for p in (need.contact_name, need.contact_phone) if p) if accepted else None
         tasks.append(
             Task(

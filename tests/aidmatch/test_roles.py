@@ -98,6 +98,23 @@ def test_the_requester_phone_reaches_the_accepted_helper_and_nobody_else(
     assert client.post(f"/api/matches/{match['id']}/accept", json={"link": link}).status_code == 200
     after = client.get(f"/tasks/{link}")
     assert PHONE in after.text  # accepted: now the helper may call
+    assert "Мария" in after.text
     public = client.get(f"/status/{scene['need']['code']}")
     assert PHONE not in public.text
     assert PHONE not in client.get(f"/api/needs/{scene['need']['id']}").text
+
+
+def test_the_requester_phone_leaves_the_task_page_once_the_task_is_done(
+    client: TestClient, scene: dict[str, Any], coordinator_headers: dict[str, str]
+) -> None:
+    """Shown only while the acceptance stands: not after DONE (nor after a give-back)."""
+    link = scene["offer"]["task_link"].rsplit("/", 1)[1]
+    match = client.get(f"/api/matches?need_id={scene['need']['id']}", headers=coordinator_headers).json()["items"][0]
+    assert client.post(f"/api/matches/{match['id']}/accept", json={"link": link}).status_code == 200
+    assert PHONE in client.get(f"/tasks/{link}").text
+    assert client.post(f"/api/matches/{match['id']}/complete", json={"link": link}).status_code == 200
+    done = client.get(f"/tasks/{link}")
+    assert done.status_code == 200
+    assert f'id="task-{match["id"]}"' in done.text  # still listed, as done
+    assert PHONE not in done.text
+    assert "Мария" not in done.text
