@@ -15,20 +15,35 @@ def is_gsm7(text: str) -> bool:
     return all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text)
 
 
-def _units(text: str) -> int:
-    """Length in the encoding's units: septets for GSM-7, UTF-16 code units for UCS-2."""
-    if is_gsm7(text):
-        return sum(2 if c in _GSM_EXTENDED else 1 for c in text)
-    return len(text.encode("utf-16-le")) // 2
+def _widths(text: str, gsm: bool) -> list[int]:
+    """Each character's length in the encoding's units: septets for GSM-7 (an extension character
+    is an escape and itself), UTF-16 code units for UCS-2 (a character beyond the BMP, an emoji, is
+    a surrogate pair)."""
+    if gsm:
+        return [2 if c in _GSM_EXTENDED else 1 for c in text]
+    return [2 if ord(c) > 0xFFFF else 1 for c in text]
 
 
 def segments(text: str) -> int:
-    """How many SMS segments the text takes (0 for an empty text)."""
-    units = _units(text)
-    single, multi = (160, 153) if is_gsm7(text) else (70, 67)
-    if units == 0:
+    """How many SMS segments the text takes (0 for an empty text).
+
+    A split text's segments hold 153 septets or 67 code units each, and a character whose two units
+    (an escape and its character, a surrogate pair) would straddle a boundary moves whole to the
+    next segment, as phones split it.
+    """
+    if not text:
         return 0
-    return 1 if units <= single else -(-units // multi)
+    gsm = is_gsm7(text)
+    widths = _widths(text, gsm)
+    single, multi = (160, 153) if gsm else (70, 67)
+    if sum(widths) <= single:
+        return 1
+    count, used = 1, 0
+    for width in widths:
+        if used + width > multi:
+            count, used = count + 1, 0
+        used += width
+    return count
 
 
 def fit(text: str, max_segments: int) -> str:

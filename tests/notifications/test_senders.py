@@ -6,6 +6,8 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notifications.ratelimit import TokenBucket
 from notifications.segments import fit, is_gsm7, segments
@@ -145,3 +147,41 @@ def test_token_bucket_limits_the_rate() -> None:
     assert bucket.wait_s() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="must be > 0"):
         TokenBucket(0)
+
+
+def _segments_by_prefixes(text: str) -> int:
+    """Oracle: cut the longest prefix that encodes within one segment, again and again."""
+    gsm = is_gsm7(text)
+
+    def units(part: str) -> int:
+        if gsm:
+            return len(part) + sum(c in "^{}\\[~]|€\f" for c in part)
+        return len(part.encode("utf-16-le")) // 2
+
+    if not text:
+        return 0
+    if units(text) <= (160 if gsm else 70):
+        return 1
+    count = 0
+    while text:
+        n = len(text)
+        while units(text[:n]) > (153 if gsm else 67):
+            n -= 1
+        text, count = text[n:], count + 1
+    return count
+
+
+def test_a_two_unit_character_never_straddles_a_segment_boundary() -> None:
+    # 66 + 2 + 133 = 201 UTF-16 units would fit 3 × 67, but the emoji cannot be split: 4 segments.
+    assert segments("я" * 66 + "💧" + "я" * 133) == 4
+    # 152 + 2 + 152 = 306 septets would fit 2 × 153, but the escape and "€" go together: 3.
+    assert segments("a" * 152 + "€" + "a" * 152) == 3
+    assert segments("💧" * 35) == 1  # 70 units in one segment
+    assert segments("💧" * 36) == 2  # 72 units: 33 emoji (66 units) in the first, 3 in the second
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aя€{💧 Ж\n.")), max_size=400))
+def test_segments_agree_with_cutting_prefixes(text: str) -> None:
+    assert segments(text) == _segments_by_prefixes(text)
+    assert segments(fit(text, 2)) <= 2
