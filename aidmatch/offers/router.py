@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep
-from aidmatch.deps import GeocoderDep, SettingsDep, TokenHolder
+from aidmatch.deps import GeocoderDep, OptionalPrincipal, SettingsDep, TokenHolder
 from aidmatch.enums import OfferStatus
 from aidmatch.helpers.router import task_link
 from aidmatch.limits import limit_public_posts
@@ -21,9 +21,12 @@ router = APIRouter(prefix="/api/offers", tags=["offers"])
 
 
 @router.post("", status_code=201, response_model=OfferCreated, dependencies=[Depends(limit_public_posts)])
-def create_offer(offer_in: OfferIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep) -> OfferCreated:
-    """Offer help. Anyone may; a new phone number registers a new helper."""
-    offer, secret = service.create(session=session, offer_in=offer_in, geocoder=geocoder)
+def create_offer(
+    offer_in: OfferIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep, principal: OptionalPrincipal
+) -> OfferCreated:
+    """Offer help. Anyone may; a new phone number registers a new helper. A phone registered
+    already takes a new offer with its helper's private ``link`` or from a token holder (else 409)."""
+    offer, secret = service.create(session=session, offer_in=offer_in, geocoder=geocoder, vouched=principal is not None)
     session.commit()
     out = OfferCreated.model_validate(offer)
     out.task_link = task_link(settings.public_url, secret)

@@ -38,6 +38,14 @@ class OfferIn(InModel):
     name: ShortText | None = None
     phone: Phone
     language: Language = Language.ru
+    link: Annotated[
+        str | None,
+        Field(
+            max_length=200,
+            description="the helper's private task link (or its last part), to add an offer to a phone "
+            "registered already; a token holder needs none",
+        ),
+    ] = None
 
     @field_validator("categories")
     @classmethod

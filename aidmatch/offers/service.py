@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aidmatch.auth.service import hash_secret
 from aidmatch.categories import Category
 from aidmatch.database import utcnow
 from aidmatch.enums import OfferStatus
-from aidmatch.errors import InvalidInputError, NotFoundError
+from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError
 from aidmatch.helpers import service as helpers_service
 from aidmatch.offers.models import Offer, OfferCategory
 from aidmatch.offers.schemas import OfferIn
@@ -28,10 +30,20 @@ class OfferFilters:
     helper_id: int | None = None
 
 
-def create(*, session: Session, offer_in: OfferIn, geocoder: Geocoder) -> tuple[Offer, str | None]:
+class PhoneTakenError(ConflictError):
+    """An offer for a phone registered already, without proof that it comes from its helper."""
+
+
+def create(
+    *, session: Session, offer_in: OfferIn, geocoder: Geocoder, vouched: bool = False
+) -> tuple[Offer, str | None]:
     """Store an active offer, registering its helper by phone if new.
 
-    Returns the offer and, for a newly registered helper, the private task-link secret.
+    Returns the offer and, for a newly registered helper, the private task-link secret. An offer
+    for a phone registered already is added to its helper only with proof that it comes from them:
+    ``vouched`` (an SMS from that phone, a token holder acting for them) or the helper's private
+    link in ``offer_in.link``; else ``PhoneTakenError`` (anyone could otherwise give a stranger's
+    number, send them requests for help they never offered and learn their helper id).
     """
     now = utcnow()
     if offer_in.available_until is not None and offer_in.available_until <= now:
@@ -50,6 +62,11 @@ def create(*, session: Session, offer_in: OfferIn, geocoder: Geocoder) -> tuple[
         phone=offer_in.phone,
         language=offer_in.language,
     )
+    if secret is None and not vouched and not _their_link(offer_in.link, helper.link_hash):
+        raise PhoneTakenError(
+            "this phone is registered to a helper already: add offers from their task page "
+            "(the private link), by SMS from that phone, or through a coordinator"
+        )
     offer = Offer(
         helper_id=helper.id,
         capacity=offer_in.capacity,
@@ -69,6 +86,13 @@ def create(*, session: Session, offer_in: OfferIn, geocoder: Geocoder) -> tuple[
     session.add(offer)
     session.flush()
     return offer, secret
+
+
+def _their_link(link: str | None, link_hash: str | None) -> bool:
+    """Whether ``link`` (a whole task link or its last part) is the one whose hash is ``link_hash``."""
+    if not link or not link_hash:
+        return False
+    return hmac.compare_digest(hash_secret(link.rstrip("/").rsplit("/", 1)[-1]), link_hash)
 
 
 def get(*, session: Session, offer_id: int) -> Offer:

@@ -35,6 +35,7 @@ OFFER_FIELDS = (
     "name",
     "phone",
     "language",
+    "link",
 )
 # Moscow time when the browser did not tell us its offset (no JavaScript): the default region is RU.
 DEFAULT_UTC_OFFSET_MIN = 180

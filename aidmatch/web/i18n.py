@@ -94,6 +94,13 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "This does not look like a phone number. Example: +7 916 123-45-67.",
     ),
     "err_phone_required": ("Укажите телефон.", "Give a phone number."),
+    "err_phone_taken": (
+        "Этот номер уже зарегистрирован. Добавьте помощь со своей страницы задач (по личной ссылке) "
+        "или SMS с этого номера: «могу помочь: вода, 30 км, город».",
+        "This phone is registered already. Add help from your task page (your private link) "
+        "or by SMS from that phone: “can help: water, 30 km, town”.",
+    ),
+    "offer_more": ("Предложить ещё помощь", "Offer more help"),
     "err_too_many_open": (
         "С этого телефона уже {limit} открытых заявок. Дождитесь ответа по ним или отмените лишние.",
         "This phone already has {limit} open needs. Wait for answers to them or cancel some first.",

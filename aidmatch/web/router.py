@@ -194,7 +194,7 @@ def status_page(request: Request, code: Code, session: SessionDep) -> HTMLRespon
     )
 
 
-@router.post("/status/{code}/confirm")
+@router.post("/status/{code}/confirm", dependencies=[Depends(limit_public_posts)])
 def status_confirm(
     request: Request, code: Code, session: SessionDep, settings: SettingsDep, live: LiveIndexDep
 ) -> Response:
@@ -213,9 +213,12 @@ def status_confirm(
 
 @router.get("/offer", response_class=HTMLResponse)
 def offer_form(request: Request) -> HTMLResponse:
-    return render(
-        request, "offer.html", {"form": FormResult(values={"capacity": "1", "radius_km": "25", "categories": []})}
-    )
+    """The offer form; ``?link=`` (from a helper's task page) adds the offer to that helper."""
+    values: dict[str, Any] = {"capacity": "1", "radius_km": "25", "categories": []}
+    link = request.query_params.get("link")
+    if link and len(link) <= 200:
+        values["link"] = link
+    return render(request, "offer.html", {"form": FormResult(values=values)})
 
 
 @router.post("/offer", response_class=HTMLResponse, dependencies=[Depends(limit_public_posts)])
@@ -228,6 +231,9 @@ def offer_submit(
     if offer_in is not None:
         try:
             _, secret = offers_service.create(session=session, offer_in=offer_in, geocoder=geocoder)
+        except offers_service.PhoneTakenError:
+            session.rollback()
+            form.errors["phone"] = translate(lang, "err_phone_taken")
         except InvalidInputError as exc:
             session.rollback()
             field = exc.field or "address"

@@ -240,8 +240,9 @@ def need_from_message(
         session.refresh(message)
         earlier = session.get(Need, message.need_id) if message.need_id is not None else None
         raise AlreadyTriagedError(message_id, earlier.code if earlier is not None else None)
+    # A coordinator decides: the limit on a phone's open needs is for what the public posts.
     need = needs_service.create(
-        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms
+        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms, open_needs=()
     )
     proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
     notices.need_received_sms(session=session, need=need)

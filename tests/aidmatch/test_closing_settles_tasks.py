@@ -3,6 +3,7 @@ works from the need as it is now. (Each test failed before its fix.)"""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,8 @@ from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 
+_PHONES = itertools.count()
+
 
 def _need_with_requests(
     client: TestClient, db: Session, *, quantity: int = 1, helpers: int = 1, urgency: str = "normal"
@@ -44,7 +47,7 @@ def _need_with_requests(
                 "radius_km": 40,
                 "lat": 55.15 + 0.01 * k,
                 "lon": 40.55,
-                "phone": f"+7916555{k:04d}",
+                "phone": f"+7916555{next(_PHONES):04d}",  # a new helper each time
                 "language": "en",
             },
         ).json()

@@ -6,12 +6,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
 from aidmatch.auth.service import hash_secret
+from aidmatch.categories import Category
 from aidmatch.helpers.models import Helper
+from aidmatch.offers.models import Offer
 
 OFFER: dict[str, Any] = {
     "categories": ["water", "transport", "water"],
@@ -42,9 +44,60 @@ def test_offer_registers_its_helper_once(client: TestClient, db: Session) -> Non
     assert helper.link_hash == hash_secret(secret)
     assert secret not in (helper.link_hash or "")
 
-    second = client.post("/api/offers", json={**OFFER, "phone": "+79031234567", "categories": ["food"]}).json()
+    # A second offer from the same phone needs proof that it comes from its helper: their link.
+    again = {**OFFER, "phone": "+79031234567", "categories": ["food"]}
+    refused = client.post("/api/offers", json=again)
+    assert refused.status_code == 409, refused.text
+    assert str(first["helper_id"]) not in refused.text
+    assert client.post("/api/offers", json={**again, "link": "not-their-link"}).status_code == 409
+    second = client.post("/api/offers", json={**again, "link": link}).json()
     assert second["helper_id"] == first["helper_id"]
     assert second["task_link"] is None  # an existing helper's link is never shown to a caller
+    third = client.post("/api/offers", json={**again, "categories": ["shelter"], "link": secret})
+    assert third.status_code == 201
+    assert [o.categories for o in db.scalars(select(Offer).order_by(Offer.id))] == [
+        [Category.water, Category.transport],
+        [Category.food],
+        [Category.shelter],
+    ]
+
+
+def test_nobody_adds_an_offer_to_a_strangers_phone(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str], volunteer_headers: dict[str, str]
+) -> None:
+    """Anyone could otherwise give a registered helper's number, send them requests for help they
+    never offered and learn their helper id. A token holder (acting for a helper who phoned in) may."""
+    client.post("/api/offers", json=OFFER)
+    stranger = {**OFFER, "categories": ["evacuation"], "capacity": 50, "radius_km": 500}
+    r = client.post("/api/offers", json=stranger)
+    assert r.status_code == 409
+    assert "link" in r.json()["detail"]
+    assert db.scalar(select(func.count(Offer.id))) == 1
+    # On the web form: the phone field says what to do instead, nothing is stored.
+    page = client.post(
+        "/offer", data={**{k: str(v) for k, v in stranger.items() if k != "categories"}, "categories": "evacuation"}
+    )
+    assert page.status_code == 422
+    assert "уже зарегистрирован" in page.text
+    assert db.scalar(select(func.count(Offer.id))) == 1
+    for headers in (coordinator_headers, volunteer_headers):
+        assert client.post("/api/offers", json=stranger, headers=headers).status_code == 201
+    assert db.scalar(select(func.count(Offer.id))) == 3
+
+
+def test_a_helper_adds_an_offer_from_their_task_page(client: TestClient, db: Session) -> None:
+    link = client.post("/api/offers", json=OFFER).json()["task_link"].rsplit("/", 1)[1]
+    page = client.get(f"/tasks/{link}")
+    assert f'href="/offer?link={link}"' in page.text
+    form = client.get(f"/offer?link={link}")
+    assert f'name="link" value="{link}"' in form.text
+    done = client.post(
+        "/offer",
+        data={"categories": "food", "lat": "54.6", "lon": "39.7", "phone": OFFER["phone"], "link": link},
+        follow_redirects=False,
+    )
+    assert done.status_code == 200, done.text
+    assert db.scalar(select(func.count(Offer.id))) == 2
 
 
 def test_offer_by_address(client: TestClient) -> None:
@@ -113,12 +166,13 @@ def test_concurrent_registrations_of_one_phone_make_one_helper(client: TestClien
 
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(post, range(16)))
-    assert codes == [201] * 16
+    # One registers the phone; the others, without its link, may not add to it (not a 500).
+    assert sorted(codes) == [201] + [409] * 15
     helpers = list(db.scalars(select(Helper).where(Helper.phone == "+79167770000")))
     assert len(helpers) == 1
     listing = client.get("/api/offers?limit=100", headers=_coordinator(db))
     assert {o["helper_id"] for o in listing.json()["items"]} == {helpers[0].id}
-    assert listing.json()["total"] == 16
+    assert listing.json()["total"] == 1
 
 
 def _coordinator(db: Session) -> dict[str, str]:

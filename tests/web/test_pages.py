@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus, NeedStatus, Source
+from aidmatch.main import create_app
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
+from geo.geocoding import GazetteerGeocoder
 from tests.web.conftest import PHONE_RE, unlabelled_fields
 
 NEED_FORM = {
@@ -227,9 +229,10 @@ def test_offer_form_errors_and_a_known_phone(client: TestClient) -> None:
     ):
         assert message in r.text
     _offer_link(client)  # the language chosen above is remembered from here on
+    # The same phone again, from anyone: not added to the helper without their link (or an SMS from it).
     again = client.post("/offer", data={**OFFER_FORM, "available_until": "2099-01-01T12:00", "utc_offset_min": "180"})
-    assert again.status_code == 200
-    assert "already registered" in again.text
+    assert again.status_code == 422
+    assert "registered already" in again.text
     assert "/tasks/" not in again.text
     past = client.post("/offer", data={**OFFER_FORM, "phone": "+79160000003", "available_until": "2001-01-01T12:00"})
     assert past.status_code == 422
@@ -389,3 +392,42 @@ def test_the_need_form_sent_again_for_more_asks_the_next_helper(client: TestClie
     assert asked() == 2  # the second unit went to the other helper
     assert _post_need(client, quantity="2") == code
     assert asked() == 2
+
+
+def test_triage_makes_the_need_even_for_a_phone_at_its_open_needs_limit(
+    settings: Settings, gazetteer: GazetteerGeocoder, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    """The limit is for what the public posts: a coordinator deciding gets the need, not a raw 429."""
+    tight = settings.model_copy(update={"max_open_needs_per_phone": 2})
+    with TestClient(create_app(tight, geocoder=gazetteer)) as client:
+        for category in ("water", "food"):
+            body = {"category": category, "lat": 55.0, "lon": 40.0, "contact_phone": "+79267654321"}
+            assert client.post("/api/needs", json=body).status_code == 201
+        assert client.post("/api/needs", json={**body, "category": "shelter"}).status_code == 429
+        now = utcnow()
+        msg = Message(
+            direction=MessageDirection.inbound,
+            status=MessageStatus.unparsed,
+            phone="+79267654321",
+            body="помогите ?!",
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(msg)
+        db.commit()
+        page = client.get("/dashboard", headers=coordinator_headers).text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+        form = {"csrf": csrf, "category": "labour", "lat": "55", "lon": "40", "contact_phone": "+79267654321"}
+        r = client.post(f"/dashboard/triage/{msg.id}", data=form, headers=coordinator_headers, follow_redirects=False)
+        assert r.status_code == 303, r.text[:300]
+    assert db.scalar(select(func.count(Need.id))) == 3
+
+
+def test_the_still_needed_button_is_rate_limited_like_its_api(settings: Settings, gazetteer: GazetteerGeocoder) -> None:
+    """Codes are public: without the limit anyone could keep any need alive and set off new requests."""
+    tight = settings.model_copy(update={"public_post_burst": 2, "public_post_per_min": 1})
+    with TestClient(create_app(tight, geocoder=gazetteer)) as client:
+        code = client.post("/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0}).json()["code"]
+        codes = [client.post(f"/status/{code}/confirm", follow_redirects=False).status_code for _ in range(3)]
+    assert codes[0] == 303
+    assert codes[-1] == 429
