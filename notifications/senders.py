@@ -188,12 +188,44 @@ class TwilioSender:
         from twilio.base.exceptions import TwilioException
 
         try:
-            for message in self._client.messages.list(to=to, date_sent_after=since, limit=50):
-                if message.body == body and str(message.sid) not in known:
+            # The most recent messages to the phone, not a ``DateSent`` filter: a message Twilio
+            # accepted and still holds in its queue has no send date yet, and would be missed.
+            for message in self._client.messages.list(to=to, limit=50):
+                created = message.date_created
+                if created is not None and created < since:
+                    continue
+                if same_text(message.body or "", body) and str(message.sid) not in known:
                     return str(message.sid)
         except (TwilioException, OSError) as exc:
             raise TransientSendError(f"cannot look up earlier messages at Twilio: {exc}") from exc
         return None
+
+
+# What Twilio's Smart Encoding may have put in place of characters of ours (quotes, dashes,
+# ellipsis, spaces), folded alike on both sides before two texts are compared.
+_SMART = str.maketrans(
+    {
+        "«": '"',
+        "»": '"',
+        "“": '"',
+        "”": '"',
+        "„": '"',
+        "‘": "'",
+        "’": "'",
+        "–": "-",
+        "—": "-",
+        "\u00a0": " ",
+        "\u202f": " ",
+    }
+)
+
+
+def same_text(provider_body: str, ours: str) -> bool:
+    """Whether a message the provider holds is ``ours``: equal once Smart Encoding's replacements
+    are folded away, allowing for a prefix the provider adds (a trial account's notice)."""
+    theirs = provider_body.translate(_SMART).replace("…", "...").strip()
+    mine = ours.translate(_SMART).replace("…", "...").strip()
+    return theirs == mine or (bool(mine) and theirs.endswith(" " + mine))
 
 
 def _classify(exc: Any) -> SendError:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -31,6 +31,10 @@ class FakeTwilio:
     failures: list[tuple[int, int]] = field(default_factory=list)  # (HTTP status, Twilio code), in order
     lock: threading.Lock = field(default_factory=threading.Lock)
     slow_s: list[float] = field(default_factory=list)  # accept the next messages, but answer this late
+    # As Twilio under load: accepted messages wait in its queue, with no send date yet.
+    hold_in_queue: bool = False
+    # As Twilio's Smart Encoding: characters with a GSM-7 look-alike are replaced in what it stores.
+    smart_encoding: bool = False
 
     def fail_next(self, status: int, code: int, times: int = 1) -> None:
         with self.lock:
@@ -139,7 +143,11 @@ def fake_twilio() -> Iterator[FakeTwilio]:
                 self._reply(400, {"code": 21604, "message": "A 'To' phone number is required.", "status": 400})
                 return
             sid = f"SM{next(counter):032x}"
+            if state.smart_encoding:
+                form = {**form, "Body": form["Body"].translate(str.maketrans("«»—", '""-'))}
             resource = _resource(parts[2], sid, form, datetime.now(UTC))
+            if state.hold_in_queue:
+                resource["date_sent"] = None
             with state.lock:
                 state.messages.append(resource)
                 late = state.slow_s.pop(0) if state.slow_s else 0.0
@@ -153,6 +161,14 @@ def fake_twilio() -> Iterator[FakeTwilio]:
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             with state.lock:
                 found = [m for m in state.messages if "To" not in query or m["to"] == query["To"]]
+            if "DateSent>" in query:  # by the day it was sent: a message not sent yet has no such day
+                day = query["DateSent>"][:10]
+                found = [
+                    m
+                    for m in found
+                    if m["date_sent"] and parsedate_to_datetime(m["date_sent"]).date().isoformat() >= day
+                ]
+            found = found[::-1]  # the most recent first, as Twilio lists them
             self._reply(
                 200,
                 {
