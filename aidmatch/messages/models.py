@@ -68,3 +68,15 @@ class RateBucket(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     at: Mapped[float] = mapped_column(Float)
+
+
+class DeliveryReport(Base):
+    """A delivery callback for a message whose provider id is not stored yet (its send's answer
+    was late or lost): kept until the outbox stores that id, then applied to the message."""
+
+    __tablename__ = "delivery_reports"
+
+    provider_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # the provider's word: delivered, undelivered…
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -44,6 +44,7 @@ from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, MessageDirection, Me
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
+from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message, SmsOptOut
 from aidmatch.needs.models import Need
 from notifications.ratelimit import Bucket
@@ -114,6 +115,7 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
         .limit(100)
     ).all()
     taken: dict[str, set[str]] = {}  # per phone: the provider's ids already stored (or given out in this pass)
+    found: list[int] = []  # messages found at the provider, their ids stored now
     for message in stale:
         known = taken.get(message.phone)
         if known is None:
@@ -166,11 +168,19 @@ def _reconcile(session: Session, sender: Sender, settings: Settings, now: dateti
             continue
         if sid is not None:
             known.add(sid)
+            found.append(message.id)
             report.reconciled += 1
         elif values["status"] is MessageStatus.failed:
             report.failed += 1
         else:
             report.requeued += 1
+    session.commit()
+    # Callbacks that came for them before their ids were stored, and those kept for no message.
+    for message_id in found:
+        stored = session.get(Message, message_id, populate_existing=True)
+        if stored is not None:
+            messages_service.apply_early_report(session, stored)
+    messages_service.forget_stale_reports(session, now)
     session.commit()
 
 
@@ -423,3 +433,8 @@ def _send(
             message.error = None
         message.updated_at = utcnow()
         _record(session, message, report)
+        if message.provider_sid is not None:
+            # A callback that overtook this send (its id stored only now) is applied after the
+            # commit: the callback, not finding the id, kept it and looks again after its own.
+            messages_service.apply_early_report(session, message)
+            session.commit()

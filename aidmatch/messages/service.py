@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from aidmatch.database import insert_rows, utcnow
 from aidmatch.enums import MessageDirection, MessageStatus
-from aidmatch.messages.models import Message
+from aidmatch.messages.models import DeliveryReport, Message
 from aidmatch.query import PageParams, paginate
 
 _TABLE = typing.cast(Table, Message.__table__)
@@ -104,3 +104,62 @@ def list_messages(
     if status:
         stmt = stmt.where(Message.status.in_(status))
     return paginate(session, stmt.order_by(Message.id.desc()), page)
+
+
+# A provider's delivery word → our status ("queued", "sending"… are all still "sent" to us).
+DELIVERY_STATES = {
+    "queued": MessageStatus.sent,
+    "accepted": MessageStatus.sent,
+    "sending": MessageStatus.sent,
+    "sent": MessageStatus.sent,
+    "delivered": MessageStatus.delivered,
+    "undelivered": MessageStatus.failed,
+    "failed": MessageStatus.failed,
+}
+# Kept this long for a message whose provider id is not stored yet; older ones are for no message of ours.
+EARLY_REPORT_TTL = timedelta(days=2)
+
+
+def apply_delivery(message: Message, status: str, error_code: str | None) -> bool:
+    """A delivery callback's news on ``message``; whether it changed anything. Callbacks come out
+    of order: a final state (delivered, failed) is not undone by a late "sent", but a failure
+    after "delivered" is recorded."""
+    state = DELIVERY_STATES.get(status.lower())
+    if state is None:
+        return False
+    final = message.status in (MessageStatus.delivered, MessageStatus.failed)
+    if final and state is not MessageStatus.failed:
+        return False
+    message.status = state
+    if state is MessageStatus.failed:
+        message.error = f"Twilio delivery: {status}" + (f" (error {error_code})" if error_code else "")
+    message.updated_at = utcnow()
+    return True
+
+
+def keep_early_report(session: Session, sid: str, status: str, error_code: str | None) -> None:
+    """A callback for a provider id no message has yet: kept for when the outbox stores it (the
+    most telling of several: a final state over "sent", a failure over all)."""
+    if DELIVERY_STATES.get(status.lower()) is None:
+        return
+    report = session.get(DeliveryReport, sid, with_for_update=True)
+    if report is None:
+        session.add(DeliveryReport(provider_sid=sid, status=status.lower(), error_code=error_code, created_at=utcnow()))
+        return
+    rank = {MessageStatus.sent: 0, MessageStatus.delivered: 1, MessageStatus.failed: 2}
+    if rank[DELIVERY_STATES[status.lower()]] >= rank[DELIVERY_STATES[report.status]]:
+        report.status, report.error_code = status.lower(), error_code
+
+
+def apply_early_report(session: Session, message: Message) -> None:
+    """Once ``message`` has its provider id: a callback that came before it, applied and dropped."""
+    if message.provider_sid is None:
+        return
+    report = session.get(DeliveryReport, message.provider_sid, with_for_update=True)
+    if report is not None:
+        apply_delivery(message, report.status, report.error_code)
+        session.delete(report)
+
+
+def forget_stale_reports(session: Session, now: datetime) -> None:
+    session.execute(delete(DeliveryReport).where(DeliveryReport.created_at < now - EARLY_REPORT_TTL))

@@ -32,15 +32,6 @@ log = logging.getLogger("aidmatch.sms")
 router = APIRouter(prefix="/sms", tags=["sms"])
 
 # Twilio's delivery statuses → ours. Earlier states never overwrite later ones.
-_DELIVERY = {
-    "queued": MessageStatus.sent,
-    "accepted": MessageStatus.sent,
-    "sending": MessageStatus.sent,
-    "sent": MessageStatus.sent,
-    "delivered": MessageStatus.delivered,
-    "undelivered": MessageStatus.failed,
-    "failed": MessageStatus.failed,
-}
 
 
 async def signed_form(request: Request) -> list[tuple[str, str]]:
@@ -196,37 +187,31 @@ def _act(
     return _twiml(reply)
 
 
-# How long a delivery callback waits for the id of a message that was just sent to be stored.
-CALLBACK_WAIT_S = 3.0
-
-
 @router.post("/status", status_code=204, response_class=Response)
 def delivery_status(form: SignedForm, session: SessionDep) -> Response:
-    """Twilio's status callback for a message we sent: delivered, undelivered, failed…"""
+    """Twilio's status callback for a message we sent: delivered, undelivered, failed…
+
+    A callback can come before the message's provider id is stored (it overtook the drain that
+    sent it, or the send's answer was lost and the outbox stores the id when it reconciles): it is
+    kept and applied then (``messages_service.apply_early_report``), without holding a worker.
+    """
     fields = dict(form)
     sid = fields.get("MessageSid") or fields.get("SmsSid")
-    state = _DELIVERY.get(fields.get("MessageStatus", "").lower())
-    if not sid:  # ``provider_sid == None`` would match a message not sent yet
-        log.info("status callback without a MessageSid (%s)", fields.get("MessageStatus"))
+    status = fields.get("MessageStatus", "")
+    if not sid or len(sid) > MAX_SID_CHARS:  # ``provider_sid == None`` would match a message not sent yet
+        log.info("status callback without a usable MessageSid (%s)", status)
         return Response(status_code=204)
     stmt = select(Message).where(Message.provider_sid == sid, Message.direction == MessageDirection.outbound)
-    message = session.scalar(stmt)
-    waited = 0.0
-    while message is None and state is not None and sid and waited < CALLBACK_WAIT_S:
-        # The callback can overtake the drain that sent the message and is about to store its id.
-        time.sleep(0.25)
-        waited += 0.25
-        session.rollback()  # a new snapshot
-        message = session.scalar(stmt)
-    if message is None or state is None:
-        log.info("status callback for unknown message %s (%s)", sid, fields.get("MessageStatus"))
+    message = session.scalar(stmt.with_for_update())
+    if message is None:
+        messages_service.keep_early_report(session, sid, status, fields.get("ErrorCode"))
+        session.commit()
+        # The drain may have stored the id meanwhile, between the read and this report's commit.
+        message = session.scalar(stmt.with_for_update())
+        if message is not None:
+            messages_service.apply_early_report(session, message)
+        session.commit()
         return Response(status_code=204)
-    final = message.status in (MessageStatus.delivered, MessageStatus.failed)
-    if not final or state is MessageStatus.failed:
-        message.status = state
-        if state is MessageStatus.failed:
-            code = fields.get("ErrorCode")
-            message.error = f"Twilio delivery: {fields.get('MessageStatus')}" + (f" (error {code})" if code else "")
-        message.updated_at = utcnow()
+    if messages_service.apply_delivery(message, status, fields.get("ErrorCode")):
         session.commit()
     return Response(status_code=204)

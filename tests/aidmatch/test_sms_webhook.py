@@ -25,7 +25,7 @@ from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
 from aidmatch.matches.models import Match
 from aidmatch.messages import service as messages_service
-from aidmatch.messages.models import Message, SmsOptOut
+from aidmatch.messages.models import DeliveryReport, Message, SmsOptOut
 from aidmatch.messages.outbox import drain
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
@@ -35,7 +35,7 @@ from geo.geocoding import GazetteerGeocoder
 from geo.sphere import haversine_km
 from notifications.ratelimit import TokenBucket
 from notifications.segments import segments
-from notifications.senders import FakeSender, TwilioSender
+from notifications.senders import FakeSender, Sent, TwilioSender, UnknownOutcomeError
 from tests.fake_twilio import FakeTwilio, fake_twilio
 
 TOKEN = "test-auth-token"
@@ -641,33 +641,79 @@ def test_status_done_and_delivery_callbacks(sms: TestClient, db: Session, sms_se
     assert _signed(sms, "/sms/status", form | {"MessageSid": "SMunknown"}).status_code == 204
 
 
-def test_a_delivery_callback_that_overtakes_the_drain_is_not_lost(
-    sms: TestClient, db: Session, sms_settings: Settings
-) -> None:
-    from aidmatch.messages import service as messages_service
+class _CallbackFirst(FakeSender):
+    """Accepts a message and has its delivery callback arrive before the send's answer does (or
+    instead of it: ``lose_answer``, a read timeout after the provider took it)."""
 
+    def __init__(self, sms: TestClient, status: str, *, lose_answer: bool = False) -> None:
+        super().__init__()
+        self.sms, self.status, self.lose_answer = sms, status, lose_answer
+
+    def send(self, *, to: str, body: str, key: str, status_callback: str | None = None) -> Sent:
+        sent = super().send(to=to, body=body, key=key)
+        form = {"MessageSid": sent.provider_sid, "MessageStatus": self.status, "ErrorCode": "30003"}
+        assert _signed(self.sms, "/sms/status", form).status_code == 204
+        if self.lose_answer:
+            raise UnknownOutcomeError("read timeout")
+        return sent
+
+
+@pytest.mark.parametrize("status", ["delivered", "undelivered"])
+def test_a_delivery_callback_that_overtakes_the_drain_is_not_lost(
+    sms: TestClient, db: Session, sms_settings: Settings, status: str
+) -> None:
     message = messages_service.queue(
         session=db, phone="+79161234567", body="Заявка принята", language="ru", idempotency_key="t:1"
     )
     db.commit()
-    sid = "SM" + "7" * 32
-    form = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": "AC" + "9" * 32}
-
-    def store_the_sid_a_moment_later() -> None:  # the drain that sent it commits its id after the callback came
-        time.sleep(0.6)
-        with Session(db.get_bind()) as other:
-            stored = other.get(Message, message.id)
-            assert stored is not None
-            stored.status = MessageStatus.sent
-            stored.provider_sid = sid
-            other.commit()
-
-    drain = threading.Thread(target=store_the_sid_a_moment_later)
-    drain.start()
-    assert _signed(sms, "/sms/status", form).status_code == 204
-    drain.join(timeout=10)
+    sessions = sms.app.state.sessionmaker  # type: ignore[attr-defined]
+    sender = _CallbackFirst(sms, status)
+    started = time.monotonic()
+    drain(sessions=sessions, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))
+    assert time.monotonic() - started < 2.0  # the callback did not sit waiting for the id
     db.expire_all()
-    assert db.scalar(select(Message.status).where(Message.id == message.id)) is MessageStatus.delivered
+    stored = db.get(Message, message.id)
+    assert stored is not None
+    assert stored.provider_sid == sender.sent[0]["sid"]
+    assert stored.status is (MessageStatus.delivered if status == "delivered" else MessageStatus.failed)
+    assert db.scalar(select(func.count()).select_from(DeliveryReport)) == 0
+
+
+def test_a_delivery_callback_for_a_send_whose_answer_was_lost_is_applied_when_reconciled(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    """The send timed out after Twilio took it; its "undelivered" came minutes before the outbox
+    found the message at Twilio and stored its id: the helper never got it, and it shows."""
+    message = messages_service.queue(
+        session=db, phone="+79161234567", body="Нужна помощь", language="ru", idempotency_key="t:2"
+    )
+    db.commit()
+    sessions = sms.app.state.sessionmaker  # type: ignore[attr-defined]
+    sender = _CallbackFirst(sms, "undelivered", lose_answer=True)
+    drain(sessions=sessions, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))
+    db.expire_all()
+    assert db.get(Message, message.id).status is MessageStatus.sending  # type: ignore[union-attr]
+    later = utcnow() + timedelta(seconds=sms_settings.sms_stale_sending_s + 1)
+    report = drain(
+        sessions=sessions, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100), now=later
+    )
+    assert report.reconciled == 1
+    db.expire_all()
+    stored = db.get(Message, message.id)
+    assert stored is not None
+    assert stored.status is MessageStatus.failed
+    assert "30003" in (stored.error or "")
+    assert len(sender.sent) == 1  # not sent again
+    # A report for no message of ours is forgotten after a while.
+    assert _signed(sms, "/sms/status", {"MessageSid": "SM" + "5" * 32, "MessageStatus": "delivered"}).status_code == 204
+    drain(
+        sessions=sessions,
+        sender=sender,
+        settings=sms_settings,
+        bucket=TokenBucket(100, burst=100),
+        now=later + timedelta(days=3),
+    )
+    assert db.scalar(select(func.count()).select_from(DeliveryReport)) == 0
 
 
 # -- what the review of session 7 found ------------------------------------------------------------
