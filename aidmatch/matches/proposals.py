@@ -526,7 +526,10 @@ def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> lis
             .values(
                 status=MatchStatus.notified if consent else MatchStatus.proposed,
                 quantity=a.quantity,
-                notified_at=now if consent else None,
+                # Asked now, by SMS or on the task page: the response timeout counts from here,
+                # and outside the restarted waves (whose end would time it out at once).
+                notified_at=now,
+                wave=None,
                 responded_at=None,
                 updated_at=written,
             )
@@ -535,23 +538,34 @@ def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> lis
     if not ids:
         return []
     audit.record_many(session, "asked_again", "match", ids, need=need.id, after=f"task {after} given back")
-    # A request still in the outbox (called off before its turn came) goes out as it is: not twice.
-    unsent = set(
-        session.scalars(
-            select(Message.match_id).where(
+    # A request still in the outbox (called off before its turn came) goes out once, with what is
+    # asked now. Locked, not skipped: a drain that claimed it (as withdrawn) commits first, and
+    # then it is no longer queued and the request goes out anew.
+    unsent = {
+        int(match_id or 0): int(message_id)
+        for message_id, match_id in session.execute(
+            select(Message.id, Message.match_id)
+            .where(
                 Message.match_id.in_(ids),
                 Message.direction == MessageDirection.outbound,
                 Message.status == MessageStatus.queued,
             )
-        )
-    )
+            .order_by(Message.id)
+            .with_for_update()
+        ).tuples()
+    }
     messages = []
     for match_id, a, wave in asks:
+        made = request_messages(need=need, asks=[a], ids=[match_id], contacts=facts.contacts, wave=wave, again=after)
         if match_id in unsent:
+            if made:
+                session.execute(
+                    update(Message)
+                    .where(Message.id == unsent[match_id], Message.status == MessageStatus.queued)
+                    .values(body=made[0]["body"], updated_at=written)
+                )
             continue
-        messages += request_messages(
-            need=need, asks=[a], ids=[match_id], contacts=facts.contacts, wave=wave, again=after
-        )
+        messages += made
     messages_service.queue_many(session=session, messages=messages, now=now)
     return ids
 
@@ -620,7 +634,7 @@ def escalate(
     if not new:
         # As it is now, locked (PostgreSQL): the row the caller loaded may predate an accept that
         # took the last unit, and a wave asked for it could then never be answered nor time out.
-        session.refresh(need, with_for_update=True)
+        session.refresh(need, with_for_update={"key_share": True})
     remaining = need.quantity - need.quantity_assigned
     if need.status not in OPEN_NEED_STATUSES or remaining <= 0:
         need.escalation_next_at = None

@@ -699,7 +699,7 @@ def complete(*, session: Session, match_id: int) -> Match:
     need_id = session.scalar(select(Match.need_id).where(Match.id == match_id))
     if need_id is None:
         raise NotFoundError(f"no match with id {match_id}")
-    session.execute(select(Need.id).where(Need.id == need_id).with_for_update())
+    session.execute(select(Need.id).where(Need.id == need_id).with_for_update(key_share=True))
     done = session.execute(
         update(Match)
         .where(Match.id == match_id, Match.status == MatchStatus.accepted)

@@ -125,7 +125,7 @@ def lock_due_needs(session: Session, settings: Settings, now: datetime) -> set[i
     if session.scalar(select(Need.id).where(due).limit(1)) is None:
         return set()
     needs_service.write_lock(session)
-    return set(session.scalars(select(Need.id).where(due).order_by(Need.id).with_for_update()))
+    return set(session.scalars(select(Need.id).where(due).order_by(Need.id).with_for_update(key_share=True)))
 
 
 def expire_needs(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
@@ -134,7 +134,7 @@ def expire_needs(session: Session, settings: Settings, now: datetime, report: Up
     asking_query = select(Need).where(_asking(now, before)).order_by(Need.id)
     # Locked already (a need due since ``lock_due_needs`` is locked here, out of id order, but
     # not left to change between this read and the write).
-    asking = session.scalars(asking_query.with_for_update()).all()
+    asking = session.scalars(asking_query.with_for_update(key_share=True)).all()
     taken: list[Need] = []
     for need in asking:
         need.reconfirm_requested_at = now

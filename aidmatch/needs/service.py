@@ -446,7 +446,7 @@ def lock(session: Session, need: Need) -> Need:
     expiry is seen and waits (changes not yet flushed are written first, not lost)."""
     session.flush()
     write_lock(session)
-    session.refresh(need, with_for_update=True)
+    session.refresh(need, with_for_update={"key_share": True})
     return need
 
 
@@ -456,7 +456,7 @@ def lock_many(session: Session, need_ids: Collection[int]) -> dict[int, Need]:
     if not need_ids:
         return {}
     write_lock(session)
-    stmt = select(Need).where(Need.id.in_(sorted(need_ids))).order_by(Need.id).with_for_update()
+    stmt = select(Need).where(Need.id.in_(sorted(need_ids))).order_by(Need.id).with_for_update(key_share=True)
     return {n.id: n for n in session.scalars(stmt.execution_options(populate_existing=True))}
 
 
@@ -476,7 +476,7 @@ def asked_if_help_came(need: Need) -> bool:
 def get_locked(session: Session, need_id: int) -> Need:
     """The need with this id, read afresh and row-locked like ``lock``."""
     write_lock(session)
-    need = session.get(Need, need_id, with_for_update=True, populate_existing=True)
+    need = session.get(Need, need_id, with_for_update={"key_share": True}, populate_existing=True)
     if need is None:
         raise NotFoundError(f"no need with id {need_id}")
     return need

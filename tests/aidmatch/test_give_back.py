@@ -4,6 +4,8 @@ all say it with "decline")."""
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Any
@@ -15,10 +17,11 @@ from sqlalchemy.orm import Session
 from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus
+from aidmatch.enums import MatchStatus, MessageStatus, NeedStatus, OfferStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.models import Match
+from aidmatch.messages import outbox
 from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.messages.outbox import drain
@@ -315,3 +318,81 @@ def test_helpers_called_off_when_a_need_was_taken_are_asked_again_when_it_is_giv
     # Its request goes out once, as it was queued, not a second time under a new key.
     assert send() == [f"match:{fourth.id}:wave:1"]
     assert client.post(f"/api/matches/{fourth.id}/accept", headers=coordinator_headers).status_code == 200
+
+
+def test_requests_asked_again_outlive_the_restarted_waves_when_nobody_new_is_near(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    """The waves start again and find nobody new: their end must not time out the requests just
+    made again (their helpers got an urgent SMS a moment ago)."""
+    _helpers_at(client, [1, 2, 3], capacity=1)  # all three in wave 1; nobody else anywhere
+    need = client.post(
+        "/api/needs",
+        json={
+            "category": "water",
+            "quantity": 1,
+            "urgency": "critical",
+            "lat": 55.0,
+            "lon": 40.0,
+            "contact_phone": PHONE,
+        },
+    ).json()
+    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
+    assert client.post(f"/api/matches/{ids[0]}/decline", headers=coordinator_headers).status_code == 200
+    state = client.app.state  # type: ignore[attr-defined]
+    upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=None)
+    assert [s for _, _, s, _ in _asked(db, need["id"])] == ["declined", "notified", "notified"]
+    # They time out as any request does, counted from when they were asked again.
+    later = utcnow() + timedelta(seconds=settings.match_response_timeout_s + 1)
+    report = upkeep_job(sessions=state.sessionmaker, settings=settings, live=state.live_index, now=later)
+    assert report is not None
+    assert report.matches_timed_out == 2
+    assert client.post(f"/api/matches/{ids[1]}/accept", headers=coordinator_headers).status_code == 409
+
+
+def test_a_request_the_outbox_is_withdrawing_while_the_task_is_given_back_is_sent_anew(
+    client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
+) -> None:
+    """A drain claims the other helpers' queued requests as withdrawn (the need was taken) and
+    commits after the give-back read them: the give-back waits for it and queues new ones, so the
+    helpers asked again are told."""
+    _helpers_at(client, [1, 2, 3], capacity=1)
+    need = client.post(
+        "/api/needs", json={"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0}
+    ).json()
+    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    # The first helper answers before the outbox reached the others' wave SMS.
+    assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+    claimed, go_on = threading.Event(), threading.Event()
+
+    def claim() -> None:
+        with sessions() as session:
+            real = session.commit
+
+            def commit() -> None:
+                claimed.set()
+                go_on.wait(20)
+                real()
+
+            session.commit = commit  # type: ignore[method-assign]
+            outbox._claim(session, 100, utcnow(), settings, outbox.DrainReport())
+
+    def give_back() -> None:
+        with sessions() as session:
+            matches_service.decline(session=session, match_id=ids[0], settings=settings)
+            session.commit()
+
+    with ThreadPoolExecutor(2) as pool:
+        drained = pool.submit(claim)
+        assert claimed.wait(20)
+        given = pool.submit(give_back)
+        time.sleep(1.0)  # the give-back reaches the messages the drain holds
+        go_on.set()
+        drained.result(timeout=60)
+        given.result(timeout=60)
+    assert [s for _, _, s, _ in _asked(db, need["id"])] == ["declined", "notified", "notified"]
+    for m in ids[1:]:
+        statuses = db.scalars(select(Message.status).where(Message.match_id == m)).all()
+        assert MessageStatus.queued in statuses, (m, statuses)

@@ -4,6 +4,7 @@ breaks a deadlock by failing one of them: a helper's YES or the whole pass)."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Any
@@ -87,3 +88,69 @@ def test_an_accept_during_upkeep_of_an_expiring_offer_waits_instead_of_deadlocki
     assert db.get(Match, match_id).status is MatchStatus.cancelled  # type: ignore[union-attr]
     assert db.get(Offer, offer["id"]).status is OfferStatus.expired  # type: ignore[union-attr]
     assert db.get(Offer, offer["id"]).capacity_used == 0  # type: ignore[union-attr]
+
+
+def test_a_decline_during_upkeep_of_an_expiring_offer_does_not_deadlock(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    """The helper says no (their request closes, the next helper is asked: a new match, whose
+    foreign key share-locks the need) while the pass holds the need and reaches that request: the
+    pass takes the need FOR NO KEY UPDATE, which a foreign-key check does not wait for."""
+    offers = [
+        client.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 1,
+                "radius_km": 30,
+                "lat": 55.0,
+                "lon": 40.0 + km / 63.8,
+                "phone": f"+7916000000{km}",
+            },
+        ).json()
+        for km in (1, 2)
+    ]
+    need = client.post("/api/needs", json={"category": "water", "quantity": 1, "lat": 55.0, "lon": 40.0}).json()
+    (match_id,) = db.scalars(select(Match.id).where(Match.need_id == need["id"]))
+    later = utcnow() + timedelta(hours=1)
+    db.get(Offer, offers[0]["id"]).available_until = later - timedelta(minutes=30)  # type: ignore[union-attr]
+    db.get(Need, need["id"]).expires_at = later + timedelta(hours=settings.need_reconfirm_before_hours / 2)  # type: ignore[union-attr]
+    db.commit()
+    state = client.app.state  # type: ignore[attr-defined]
+    sessions = state.sessionmaker
+    declined, locked = threading.Event(), threading.Event()
+
+    def decline() -> None:
+        with sessions() as other:
+            real = other.execute
+
+            def execute(stmt: Any, *args: Any, **kw: Any) -> Any:
+                result = real(stmt, *args, **kw)
+                if not declined.is_set() and str(stmt).startswith("UPDATE matches"):
+                    declined.set()  # the request is closed; the pass runs now
+                    locked.wait(5)
+                return result
+
+            other.execute = execute
+            matches_service.decline(session=other, match_id=match_id, live=state.live_index, settings=settings)
+            other.commit()
+
+    with ThreadPoolExecutor(1) as pool, sessions() as session:
+        done = pool.submit(decline)
+        assert declined.wait(10)
+        real = session.execute
+
+        def execute(stmt: Any, *args: Any, **kw: Any) -> Any:
+            result = real(stmt, *args, **kw)
+            if "FOR UPDATE" in str(stmt):
+                locked.set()  # the pass holds the need: the decline goes on
+            return result
+
+        session.execute = execute
+        run_upkeep(session=session, settings=settings, live=state.live_index, now=later)
+        session.commit()
+        done.result(timeout=60)
+    db.expire_all()
+    statuses = dict(db.execute(select(Match.offer_id, Match.status).where(Match.need_id == need["id"])).tuples().all())
+    assert statuses[offers[0]["id"]] is MatchStatus.declined
+    assert offers[1]["id"] in statuses  # the next helper was asked (the pass, an hour "later", may time it out)
