@@ -376,7 +376,7 @@ def test_a_request_the_outbox_is_withdrawing_while_the_task_is_given_back_is_sen
                 go_on.wait(20)
                 real()
 
-            session.commit = commit  # type: ignore[method-assign]
+            session.commit = commit
             outbox._claim(session, 100, utcnow(), settings, outbox.DrainReport())
 
     def give_back() -> None:
