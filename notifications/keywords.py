@@ -146,7 +146,8 @@ COMMAND_WORDS: dict[str, Command] = {
     "готово": "done", "gotovo": "done", "done": "done", "выполнено": "done", "сделано": "done",
     "стоп": "stop", "stop": "stop", "отписаться": "stop", "unsubscribe": "stop", "stopall": "stop",
     "отписка": "stop", "отпишите": "stop", "otpiska": "stop",
-    # Twilio's own opt-out and opt-in words: it blocks (or unblocks) the phone on them, so we do too.
+    # Twilio's own opt-out and opt-in words: it blocks (or unblocks) the phone on them, so we do too
+    # (as Twilio does, only when the word is the whole message: ``ALONE_ONLY``).
     "cancel": "stop", "end": "stop", "quit": "stop", "optout": "stop", "revoke": "stop",
     "старт": "start", "start": "start", "unstop": "start",
     "статус": "status", "status": "status",
@@ -296,6 +297,10 @@ NOT_PLACES: tuple[str, ...] = (
     "case", "town", "city", "village", "place",
 )
 """Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
+
+# Command words that are a command only as the whole message: "End of Lenin street…" is a need,
+# "Cancel please, we are fine" a sentence; Twilio, too, acts on them only alone.
+ALONE_ONLY = frozenset({"cancel", "end", "quit", "optout", "revoke", "unstop"})
 
 STOPWORDS = frozenset(
     """а бы в вам вас ваш вечер во вот все всех всё вы где да день для до добрые добрый друзья есть еще же за здесь

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from notifications.keywords import (
+    ALONE_ONLY,
     CATEGORIES,
     CATEGORY_KEYWORDS,
     CATEGORY_NOT,
@@ -256,6 +257,8 @@ def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
     if not tokens or tokens[0].norm not in COMMAND_WORDS:
         return None
     command = COMMAND_WORDS[tokens[0].norm]
+    if tokens[0].norm in ALONE_ONLY and len(tokens) > 1:
+        return None
     if command == "stop":
         # «СТОП, больше не пишите», "Stop texting me", "STOP STOP": a message that starts with a stop
         # word is an opt-out whatever follows, unless the rest asks for help or names what is needed

@@ -25,6 +25,7 @@ log = logging.getLogger("aidmatch.sms")
 PERMANENT_TWILIO_CODES = frozenset(
     {
         21211,  # invalid 'To' phone number
+        21606,  # the 'From' number cannot reach this destination (a short code abroad, say)
         21408,  # region not enabled
         21610,  # recipient unsubscribed (replied STOP)
         21612,  # unreachable 'To'
@@ -47,7 +48,6 @@ CONFIGURATION_TWILIO_CODES = frozenset(
     {
         20003,  # authentication failed
         21212,  # invalid 'From' number
-        21606,  # the 'From' number cannot send SMS
         21703,  # the messaging service has no phone numbers
     }
 )

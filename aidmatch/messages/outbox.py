@@ -341,7 +341,10 @@ def drain(
             unused = allowed - len(claimed)
             if unused:
                 bucket.give_back(unused)
-            _send(session, claimed, sender, settings, now, report)
+            held = _send(session, claimed, sender, settings, now, report)
+            if held:
+                bucket.give_back(held)  # not sent: the rate's tokens stay for when they are
+                break
             if unused:
                 break  # nothing more is due
             now = fixed_now or utcnow()
@@ -357,7 +360,9 @@ def _send(
     settings: Settings,
     now: datetime,
     report: DrainReport,
-) -> None:
+) -> int:
+    """Send the claimed messages; returns how many were put back unsent because the provider
+    refused our set-up (the pass then stops), else 0."""
     callback = settings.public_url.rstrip("/") + "/sms/status" if sender.name == "twilio" else None
     for position, message in enumerate(claimed):
         # Stamped as its send starts: ``sms_stale_sending_s`` counts from here, not from the claim.
@@ -404,17 +409,21 @@ def _send(
             message.attempts -= 1
             message.send_after = wait
             message.updated_at = utcnow()
-            rest = [m.id for m in claimed[position + 1 :]]
-            if rest:
+            rest = claimed[position + 1 :]
+            for other in rest:  # each only while still this drain's claim
                 session.execute(
                     update(Message)
-                    .where(Message.id.in_(rest), Message.status == MessageStatus.sending)
+                    .where(
+                        Message.id == other.id,
+                        Message.status == MessageStatus.sending,
+                        Message.attempts == other.attempts,
+                    )
                     .values(status=MessageStatus.queued, attempts=Message.attempts - 1, send_after=wait)
                     .execution_options(synchronize_session=False)
                 )
             _record(session, message, report)
             report.retried += len(rest)
-            return
+            return 1 + len(rest)
         except UnknownOutcomeError as exc:
             # Maybe sent: left ``sending``, so the reconciliation looks it up at the provider once it
             # is stale and resends only if it is not there.
@@ -438,3 +447,4 @@ def _send(
             # commit: the callback, not finding the id, kept it and looks again after its own.
             messages_service.apply_early_report(session, message)
             session.commit()
+    return 0

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from aidmatch.categories import Category
 from aidmatch.database import SessionDep
-from aidmatch.deps import GeocoderDep, OptionalPrincipal, SettingsDep, TokenHolder
+from aidmatch.deps import OPTIONAL_BEARER, GeocoderDep, OptionalPrincipal, SettingsDep, TokenHolder
 from aidmatch.enums import OfferStatus
 from aidmatch.helpers.router import task_link
 from aidmatch.limits import limit_public_posts
@@ -20,7 +20,13 @@ from aidmatch.schemas import MAX_ROW_ID, Page, RowId
 router = APIRouter(prefix="/api/offers", tags=["offers"])
 
 
-@router.post("", status_code=201, response_model=OfferCreated, dependencies=[Depends(limit_public_posts)])
+@router.post(
+    "",
+    status_code=201,
+    response_model=OfferCreated,
+    dependencies=[Depends(limit_public_posts)],
+    openapi_extra=OPTIONAL_BEARER,
+)
 def create_offer(
     offer_in: OfferIn, session: SessionDep, settings: SettingsDep, geocoder: GeocoderDep, principal: OptionalPrincipal
 ) -> OfferCreated:

@@ -624,3 +624,16 @@ def test_credentials_refused_hold_the_outbox_without_failing_a_message(
         assert twilio.messages == []
     later = now + timedelta(hours=2 * (settings.sms_max_attempts + 1))
     assert drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket(), now=later).sent == 3
+
+
+def test_one_destination_our_number_cannot_reach_fails_alone(
+    sessions: sessionmaker[Session], settings: Settings, db: Session, twilio: FakeTwilio
+) -> None:
+    """21606 is about that destination (a short code cannot text abroad), not our set-up: that
+    message fails, the rest go out."""
+    _queue(sessions, 1, phone="+442071838750", prefix="abroad")
+    _queue(sessions, 3)
+    twilio.fail_next(400, 21606)
+    report = drain(sessions=sessions, sender=_sender(twilio), settings=settings, bucket=_bucket())
+    assert (report.failed, report.sent) == (1, 3)
+    assert [m.status for m in _messages(db)] == [MessageStatus.failed] + [MessageStatus.sent] * 3

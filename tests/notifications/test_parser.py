@@ -596,3 +596,25 @@ def test_commands_can_be_turned_off_to_read_a_sentence() -> None:
     sentence = parse_sms(text, commands=False)
     assert sentence.intent == "need"
     assert "food" in sentence.categories
+
+
+@pytest.mark.parametrize("text", ["CANCEL", "end", "Quit.", "OPTOUT", "revoke"])
+def test_twilios_opt_out_words_alone_are_stop(text: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.command) == ("command", "stop")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "End of Lenin street house 5 Ryazan, grandmother alone cannot walk",
+        "Cancel please, we are fine now",
+        "quit smoking, need water in Ryazan",
+    ],
+)
+def test_twilios_opt_out_words_in_a_sentence_are_not_stop(text: str) -> None:
+    assert parse_sms(text).command != "stop"
+
+
+def test_unstop_is_start() -> None:
+    assert parse_sms("UNSTOP").command == "start"
