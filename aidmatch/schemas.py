@@ -53,6 +53,11 @@ Phone = Annotated[
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+# Line breaks other programs write (Word's and PowerPoint's vertical tab, form feed, NEL, the
+# Unicode line and paragraph separators): pasted text keeps its lines, as newlines.
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\x0b\x0c\x85\u2028\u2029", "\n"))
+
+
 def refuse_control_characters(value: str) -> str:
     found = CONTROL_CHARACTERS.search(value)
     if found is not None:
@@ -65,6 +70,11 @@ class InModel(BaseModel):
     (other than tab and line breaks) refused."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _line_breaks(cls, value: Any) -> Any:
+        return value.translate(_LINE_BREAKS) if isinstance(value, str) else value
 
     @field_validator("*", mode="after")
     @classmethod

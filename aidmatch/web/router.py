@@ -213,12 +213,9 @@ def status_confirm(
 
 @router.get("/offer", response_class=HTMLResponse)
 def offer_form(request: Request) -> HTMLResponse:
-    """The offer form; ``?link=`` (from a helper's task page) adds the offer to that helper."""
-    values: dict[str, Any] = {"capacity": "1", "radius_km": "25", "categories": []}
-    link = request.query_params.get("link")
-    if link and len(link) <= 200:
-        values["link"] = link
-    return render(request, "offer.html", {"form": FormResult(values=values)})
+    return render(
+        request, "offer.html", {"form": FormResult(values={"capacity": "1", "radius_km": "25", "categories": []})}
+    )
 
 
 @router.post("/offer", response_class=HTMLResponse, dependencies=[Depends(limit_public_posts)])
@@ -266,6 +263,21 @@ def tasks_page(request: Request, link: Link, session: SessionDep) -> HTMLRespons
             "flash": request.query_params.get("done"),
         },
     )
+    response.headers["Referrer-Policy"] = "no-referrer"  # the link is the helper's key
+    return response
+
+
+@router.get("/tasks/{link}/offer", response_class=HTMLResponse)
+def task_offer_form(request: Request, link: Link, session: SessionDep) -> HTMLResponse:
+    """The offer form for a helper with their link (it posts the link in a hidden field, not in
+    the address, which access logs and referrers would carry): adds the offer to that helper."""
+    lang = pick_language(request)
+    try:
+        service.helper_by_link(session=session, secret=link)
+    except NotFoundError:
+        return not_found(request, translate(lang, "link_unknown"))
+    values: dict[str, Any] = {"capacity": "1", "radius_km": "25", "categories": [], "link": link}
+    response = render(request, "offer.html", {"form": FormResult(values=values)})
     response.headers["Referrer-Policy"] = "no-referrer"  # the link is the helper's key
     return response
 

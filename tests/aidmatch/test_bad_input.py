@@ -177,3 +177,20 @@ def test_a_database_error_logs_no_personal_data(settings: Settings) -> None:
         engine.dispose()
     assert "no_such_column" in str(caught.value)
     assert "+79161234567" not in str(caught.value)
+
+
+def test_pasted_line_breaks_are_kept_as_newlines(client: TestClient, volunteer_headers: dict[str, str]) -> None:
+    """Word's vertical tab, a form feed, NEL and the Unicode separators are line breaks someone
+    pasted, not junk: kept as newlines (a NUL or an escape is refused)."""
+    text = "вода\x0bдвое детей\x0cтретий этаж\x85подъезд 2\u2028код 15\u2029спасибо\tи\u00a0ещё"
+    r = client.post("/api/needs", json={**NEED, "description": text})
+    assert r.status_code == 201, r.text
+    stored = client.get(f"/api/needs/{r.json()['id']}", headers=volunteer_headers).json()
+    assert stored["description"].split("\n") == [
+        "вода",
+        "двое детей",
+        "третий этаж",
+        "подъезд 2",
+        "код 15",
+        "спасибо\tи\u00a0ещё",
+    ]

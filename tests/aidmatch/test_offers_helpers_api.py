@@ -88,9 +88,11 @@ def test_nobody_adds_an_offer_to_a_strangers_phone(
 def test_a_helper_adds_an_offer_from_their_task_page(client: TestClient, db: Session) -> None:
     link = client.post("/api/offers", json=OFFER).json()["task_link"].rsplit("/", 1)[1]
     page = client.get(f"/tasks/{link}")
-    assert f'href="/offer?link={link}"' in page.text
-    form = client.get(f"/offer?link={link}")
+    assert f'href="/tasks/{link}/offer"' in page.text
+    form = client.get(f"/tasks/{link}/offer")
     assert f'name="link" value="{link}"' in form.text
+    assert form.headers["Referrer-Policy"] == "no-referrer"
+    assert client.get("/tasks/not-a-link/offer").status_code == 404
     done = client.post(
         "/offer",
         data={"categories": "food", "lat": "54.6", "lon": "39.7", "phone": OFFER["phone"], "link": link},
