@@ -145,8 +145,21 @@ def _act(
         if not service.always_answered(message.body):
             request.app.state.sms_limiter.check(phone, "messages from this phone")
     except TooManyRequestsError:
-        # Not acted on, and not lost: it waits in the coordinators' triage queue.
-        message.status = MessageStatus.unparsed
+        # Not acted on, and not lost: it waits in the coordinators' triage queue, one per phone (a
+        # flood would bury everyone else's): while one of the phone's messages waits there, the
+        # next stay ``received``, counted beside it, and in the SMS log.
+        waiting = session.scalar(
+            select(Message.id)
+            .where(
+                Message.phone == phone,
+                Message.direction == MessageDirection.inbound,
+                Message.status == MessageStatus.unparsed,
+                Message.need_id.is_(None),
+                Message.id != message.id,
+            )
+            .limit(1)
+        )
+        message.status = MessageStatus.unparsed if waiting is None else MessageStatus.received
         message.parsed = {"rate_limited": True}
         message.updated_at = utcnow()
         session.commit()

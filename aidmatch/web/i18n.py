@@ -267,6 +267,11 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "no_messages": ("Сообщений нет.", "No messages."),
     "triage_title": ("Нераспознанные SMS", "Unparsed SMS to triage"),
     "triage_none": ("Всё разобрано.", "Nothing to triage."),
+    "triage_dismiss": ("Не заявка — убрать", "Not a need: dismiss"),
+    "triage_held_back": (
+        "ещё {count} SMS с этого номера не обработано (см. журнал SMS)",
+        "{count} more SMS from this phone not acted on (see the SMS log)",
+    ),
     "triage_rate_limited": (
         "не обработано: слишком много SMS с этого номера",
         "not acted on: too many SMS from this phone",

@@ -391,6 +391,7 @@ def _dashboard_context(
         session=session, live=live, now=now, page=UNMET_PAGE, needs=needs
     )
     max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
+    triage = service.triage_queue(session=session)
     unmet = [
         u
         for u in unmet
@@ -417,7 +418,8 @@ def _dashboard_context(
         "now": now,
         "runs": runs,
         "messages": service.messages(session=session),
-        "triage": service.triage_queue(session=session),
+        "triage": triage,
+        "held_back": service.held_back(session=session, phones=[m.phone for m in triage]),
         "emergency": emergency_service.get(session=session),
         "batch_interval_s": settings.batch_interval_s,
         "tile_url": settings.tile_url,
@@ -503,6 +505,27 @@ def dashboard_emergency(request: Request, form: FormDep, session: SessionDep, pr
     if mode.enabled and scheduler is not None:
         scheduler.modify_job("batch", next_run_time=datetime.now(UTC))
     return RedirectResponse("/dashboard#emergency", status_code=303)
+
+
+@router.post("/dashboard/triage/{message_id}/dismiss")
+def dashboard_triage_dismiss(
+    request: Request,
+    raw: FormDep,
+    message_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    session: SessionDep,
+    principal: WebPrincipal,
+) -> Response:
+    """Not a need (a greeting, a flood, spam): the SMS leaves the triage queue, kept in the log."""
+    refused = _dashboard_post_guard(request, principal, raw)
+    if refused is not None:
+        return refused
+    try:
+        service.dismiss(session=session, message_id=message_id)
+    except NotFoundError:
+        session.rollback()
+        return not_found(request, translate(pick_language(request), "not_found"))
+    session.commit()
+    return RedirectResponse("/dashboard#triage", status_code=303)
 
 
 @router.post("/dashboard/triage/{message_id}", response_class=HTMLResponse)

@@ -12,10 +12,12 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from aidmatch.audit import service as audit
 from aidmatch.audit.service import act_as
 from aidmatch.auth.service import hash_secret
 from aidmatch.categories import Category
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
 from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     MatchStatus,
@@ -207,6 +209,53 @@ def triage_queue(*, session: Session, limit: int = 50) -> list[Message]:
             .limit(limit)
         )
     )
+
+
+def dismiss(*, session: Session, message_id: int) -> None:
+    """A coordinator takes an SMS out of the triage queue without making a need of it, with the
+    phone's messages held back beside it; each keeps its text in the SMS log and gets an audit row."""
+    message = session.get(Message, message_id, with_for_update=True)
+    if message is None or message.direction is not MessageDirection.inbound:
+        raise NotFoundError(f"no inbound SMS with id {message_id}")
+    if message.status is not MessageStatus.unparsed or message.need_id is not None:
+        return  # handled already (a double click, another coordinator)
+    beside = [
+        m
+        for m in session.scalars(
+            select(Message).where(
+                Message.phone == message.phone,
+                Message.direction == MessageDirection.inbound,
+                Message.status == MessageStatus.received,
+            )
+        )
+        if isinstance(m.parsed, dict) and m.parsed.get("rate_limited")
+    ]
+    now = utcnow()
+    for m in (message, *beside):
+        m.status = MessageStatus.parsed
+        m.parsed = {**(m.parsed or {}), "dismissed": True}
+        m.updated_at = now
+    session.flush()
+    audit.record_many(session, "dismissed", "message", sorted(m.id for m in (message, *beside)))
+
+
+def held_back(*, session: Session, phones: Sequence[str]) -> dict[str, int]:
+    """Per phone: its SMS held back by the per-phone limit and not in the triage queue (one of the
+    phone's messages waits there for all of them)."""
+    if not phones:
+        return {}
+    rows = session.execute(
+        select(Message.phone, Message.parsed).where(
+            Message.phone.in_(sorted(set(phones))),
+            Message.direction == MessageDirection.inbound,
+            Message.status == MessageStatus.received,
+        )
+    )
+    counts: dict[str, int] = {}
+    for phone, parsed in rows:  # JSON: read here, alike on both databases
+        if isinstance(parsed, dict) and parsed.get("rate_limited"):
+            counts[phone] = counts.get(phone, 0) + 1
+    return counts
 
 
 def need_from_message(
