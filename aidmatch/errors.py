@@ -191,11 +191,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
-        # Input the database refused (a NUL in text that got past the checks, a value out of its
-        # column's range): the client's to fix, not a 500. The engine hides the parameters.
-        logger.warning("the database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
-        why = "text may not contain NUL characters" if "NUL" in str(exc.orig) else "a value does not fit its field"
-        return problem(422, "invalid-input", "Invalid input", f"the request could not be stored: {why}")
+        # A NUL in text that got past the checks (PostgreSQL refuses it): the client's to fix, not
+        # a 500. Any other value the database refuses is our bug (the checks let it through).
+        if "NUL" not in str(exc.orig):
+            return await _unexpected(request, exc)
+        logger.warning("the database refused a NUL on %s %s", request.method, request.url.path)
+        return problem(422, "invalid-input", "Invalid input", "text may not contain NUL characters")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
