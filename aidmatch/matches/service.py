@@ -604,9 +604,11 @@ def decline(
     if status is MatchStatus.accepted:
         match = give_back(session=session, match_id=match_id, now=now, settings=settings)
     else:
+        # A request called off since (others took the need) is declined too: its helper said no,
+        # so a give-back does not ask them again (``ask_again`` revives only cancelled requests).
         done = session.execute(
             update(Match)
-            .where(Match.id == match_id, Match.status.in_(PENDING_MATCH_STATUSES))
+            .where(Match.id == match_id, Match.status.in_((*PENDING_MATCH_STATUSES, MatchStatus.cancelled)))
             .values(status=MatchStatus.declined, responded_at=now, updated_at=now)
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]

@@ -396,3 +396,19 @@ def test_a_request_the_outbox_is_withdrawing_while_the_task_is_given_back_is_sen
     for m in ids[1:]:
         statuses = db.scalars(select(Message.status).where(Message.match_id == m)).all()
         assert MessageStatus.queued in statuses, (m, statuses)
+
+
+def test_a_helper_who_said_no_after_the_need_was_taken_is_not_asked_again(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    _helpers_at(client, [1, 2, 3], capacity=1)
+    need = client.post(
+        "/api/needs", json={"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0}
+    ).json()
+    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
+    no = client.post(f"/api/matches/{ids[1]}/decline", headers=coordinator_headers)  # their NO came late
+    assert no.status_code == 200, no.text
+    assert no.json()["status"] == "declined"
+    assert client.post(f"/api/matches/{ids[0]}/decline", headers=coordinator_headers).status_code == 200
+    assert [s for _, _, s, _ in _asked(db, need["id"])] == ["declined", "declined", "notified"]

@@ -87,6 +87,9 @@ def test_accept_takes_units_and_closes_the_need(
     other = client.post(f"/api/matches/{ids[1]}/accept", headers=coordinator_headers)
     assert other.status_code == 409
     assert "cancelled" in other.json()["detail"]
+    # Its helper's NO, late, is still recorded (so a give-back would not ask them again).
+    late_no = client.post(f"/api/matches/{ids[1]}/decline", headers=coordinator_headers)
+    assert (late_no.status_code, late_no.json()["status"]) == (200, "declined")
     assert client.post(f"/api/matches/{ids[1]}/decline", headers=coordinator_headers).status_code == 409
     assert client.post(f"/api/matches/{ids[1]}/complete", headers=coordinator_headers).status_code == 409
     done = client.post(f"/api/matches/{ids[0]}/complete", headers=coordinator_headers)
