@@ -65,6 +65,13 @@ def _asked(db: Session, need_id: int) -> list[tuple[int, int, str, str]]:
     return [(o, q, s.value, reason.split(":")[0]) for o, q, s, reason in rows]
 
 
+def _critical_need(client: TestClient, db: Session, **extra: Any) -> tuple[dict[str, Any], list[int]]:
+    """A critical need for one unit of water at (55.0, 40.0), and its first wave's requests in id order."""
+    body = {"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0, **extra}
+    need = client.post("/api/needs", json=body).json()
+    return need, list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+
+
 def test_a_task_given_back_returns_its_units_tells_the_author_and_asks_the_next_helper(
     client: TestClient, db: Session, settings: Settings, coordinator_headers: dict[str, str]
 ) -> None:
@@ -216,18 +223,7 @@ def test_a_critical_need_given_back_starts_its_waves_again(
 ) -> None:
     # Wave 1 (5 km, 3 helpers) asks the three nearest; the fourth is only in wave 2 (15 km).
     near = _helpers_at(client, [1, 2, 3, 10], capacity=1)
-    need = client.post(
-        "/api/needs",
-        json={
-            "category": "water",
-            "quantity": 1,
-            "urgency": "critical",
-            "lat": 55.0,
-            "lon": 40.0,
-            "contact_phone": PHONE,
-        },
-    ).json()
-    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    need, ids = _critical_need(client, db, contact_phone=PHONE)
     assert len(ids) == 3
     state = client.app.state  # type: ignore[attr-defined]
     drain(sessions=state.sessionmaker, sender=FakeSender(), settings=settings, bucket=TokenBucket(100, burst=100))
@@ -259,10 +255,7 @@ def test_helpers_called_off_when_a_need_was_taken_are_asked_again_when_it_is_giv
     """A request the need itself called off (it was taken) is made again when it is given back,
     unless its helper can no longer take it; a request still in the outbox is not sent twice."""
     helpers = _helpers_at(client, [1, 2, 3, 4], capacity=1)
-    need = client.post(
-        "/api/needs",
-        json={"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0},
-    ).json()
+    need, _ = _critical_need(client, db)
     mine = {o: m for m, o in db.execute(select(Match.id, Match.offer_id).where(Match.need_id == need["id"]))}
     first, second, third = (mine[h["id"]] for h in helpers[:3])
     sender = FakeSender()
@@ -326,18 +319,7 @@ def test_requests_asked_again_outlive_the_restarted_waves_when_nobody_new_is_nea
     """The waves start again and find nobody new: their end must not time out the requests just
     made again (their helpers got an urgent SMS a moment ago)."""
     _helpers_at(client, [1, 2, 3], capacity=1)  # all three in wave 1; nobody else anywhere
-    need = client.post(
-        "/api/needs",
-        json={
-            "category": "water",
-            "quantity": 1,
-            "urgency": "critical",
-            "lat": 55.0,
-            "lon": 40.0,
-            "contact_phone": PHONE,
-        },
-    ).json()
-    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    need, ids = _critical_need(client, db, contact_phone=PHONE)
     assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
     assert client.post(f"/api/matches/{ids[0]}/decline", headers=coordinator_headers).status_code == 200
     state = client.app.state  # type: ignore[attr-defined]
@@ -358,10 +340,7 @@ def test_a_request_the_outbox_is_withdrawing_while_the_task_is_given_back_is_sen
     commits after the give-back read them: the give-back waits for it and queues new ones, so the
     helpers asked again are told."""
     _helpers_at(client, [1, 2, 3], capacity=1)
-    need = client.post(
-        "/api/needs", json={"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0}
-    ).json()
-    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    need, ids = _critical_need(client, db)
     # The first helper answers before the outbox reached the others' wave SMS.
     assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
     sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
@@ -402,10 +381,7 @@ def test_a_helper_who_said_no_after_the_need_was_taken_is_not_asked_again(
     client: TestClient, db: Session, coordinator_headers: dict[str, str]
 ) -> None:
     _helpers_at(client, [1, 2, 3], capacity=1)
-    need = client.post(
-        "/api/needs", json={"category": "water", "quantity": 1, "urgency": "critical", "lat": 55.0, "lon": 40.0}
-    ).json()
-    ids = list(db.scalars(select(Match.id).where(Match.need_id == need["id"]).order_by(Match.id)))
+    need, ids = _critical_need(client, db)
     assert client.post(f"/api/matches/{ids[0]}/accept", headers=coordinator_headers).status_code == 200
     no = client.post(f"/api/matches/{ids[1]}/decline", headers=coordinator_headers)  # their NO came late
     assert no.status_code == 200, no.text
