@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, Request
 from psycopg.types.json import Json
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, insert
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -28,6 +28,19 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# SQLite: a write that changes nothing still takes the database's write lock, which the transaction
+# then holds; a second writer waits for it (busy timeout). Any table does; this one is small.
+_SQLITE_WRITE_LOCK = text("UPDATE sms_optouts SET phone = phone WHERE 0 = 1")
+
+
+def write_lock(session: Session) -> None:
+    """SQLite: take the database's write lock now, so that what is read next stays as read until
+    the transaction ends (``FOR UPDATE`` does nothing there, and a transaction otherwise starts at
+    its first write). PostgreSQL: nothing (rows are locked one by one)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_SQLITE_WRITE_LOCK)
 
 
 def utcnow() -> datetime:

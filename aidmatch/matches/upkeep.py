@@ -30,14 +30,13 @@ from sqlalchemy.orm import Session
 from aidmatch.audit import service as audit
 from aidmatch.categories import label
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import utcnow, write_lock
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, NeedStatus, OfferStatus
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES, close_accepted, close_pending, remind_helpers
 from aidmatch.matches.proposals import escalate, offer_to_next_helpers
 from aidmatch.messages import service as messages_service
-from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from notifications.templates import help_arrived, still_needed
@@ -124,7 +123,7 @@ def lock_due_needs(session: Session, settings: Settings, now: datetime) -> set[i
     due = or_(_asking(now, before), _expiring(now), _escalating(now))
     if session.scalar(select(Need.id).where(due).limit(1)) is None:
         return set()
-    needs_service.write_lock(session)
+    write_lock(session)
     return set(session.scalars(select(Need.id).where(due).order_by(Need.id).with_for_update(key_share=True)))
 
 

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aidmatch.database import insert_rows, utcnow
+from aidmatch.database import insert_rows, utcnow, write_lock
 from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.messages.models import DeliveryReport, Message
 from aidmatch.query import PageParams, paginate
@@ -139,23 +140,43 @@ def apply_delivery(message: Message, status: str, error_code: str | None) -> boo
 
 def keep_early_report(session: Session, sid: str, status: str, error_code: str | None) -> None:
     """A callback for a provider id no message has yet: kept for when the outbox stores it (the
-    most telling of several: a final state over "sent", a failure over all)."""
+    most telling of several: a final state over "sent", a failure over all). Two callbacks for one
+    id at once: the second's insert meets the first's row, and then updates it."""
     if DELIVERY_STATES.get(status.lower()) is None:
         return
-    report = session.get(DeliveryReport, sid, with_for_update=True)
-    if report is None:
-        session.add(DeliveryReport(provider_sid=sid, status=status.lower(), error_code=error_code, created_at=utcnow()))
-        return
-    rank = {MessageStatus.sent: 0, MessageStatus.delivered: 1, MessageStatus.failed: 2}
-    if rank[DELIVERY_STATES[status.lower()]] >= rank[DELIVERY_STATES[report.status]]:
-        report.status, report.error_code = status.lower(), error_code
+    write_lock(session)  # SQLite: as a row lock would
+    for _ in range(2):
+        report = session.get(DeliveryReport, sid, with_for_update=True, populate_existing=True)
+        if report is not None:
+            rank = {MessageStatus.sent: 0, MessageStatus.delivered: 1, MessageStatus.failed: 2}
+            if rank[DELIVERY_STATES[status.lower()]] >= rank[DELIVERY_STATES[report.status]]:
+                report.status, report.error_code = status.lower(), error_code
+            return
+        try:
+            with session.begin_nested():  # a savepoint: a lost race leaves the transaction usable
+                session.add(
+                    DeliveryReport(provider_sid=sid, status=status.lower(), error_code=error_code, created_at=utcnow())
+                )
+            return
+        except IntegrityError:
+            continue  # another callback for this id inserted it a moment ago: update it instead
 
 
 def apply_early_report(session: Session, message: Message) -> None:
-    """Once ``message`` has its provider id: a callback that came before it, applied and dropped."""
+    """Once ``message`` has its provider id: a callback that came before it, applied and dropped.
+
+    The message is read afresh and locked first, then the report (the order a callback takes
+    them in, so the two never deadlock), and the report is judged against the message as it is
+    now, not as this session last wrote it (a callback may have changed it since).
+    """
     if message.provider_sid is None:
         return
-    report = session.get(DeliveryReport, message.provider_sid, with_for_update=True)
+    session.flush()
+    write_lock(session)  # SQLite: as the row locks below would
+    session.refresh(message, with_for_update=True)
+    if message.provider_sid is None:
+        return
+    report = session.get(DeliveryReport, message.provider_sid, with_for_update=True, populate_existing=True)
     if report is not None:
         apply_delivery(message, report.status, report.error_code)
         session.delete(report)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import utcnow, write_lock
 from aidmatch.enums import OPEN_NEED_STATUSES, NeedStatus, Source, Urgency
 from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
 from aidmatch.matches.models import Match
@@ -239,9 +239,6 @@ _LOCK_PHONES = text(
     "SELECT count(pg_advisory_xact_lock(:cls, k)) FROM "
     "(SELECT DISTINCT hashtext(p) AS k FROM unnest(CAST(:phones AS text[])) AS p ORDER BY k) AS keys"
 )
-# SQLite: a write that changes nothing still takes the database's write lock, which the transaction
-# then holds; a second writer waits for it (busy timeout).
-_SQLITE_WRITE_LOCK = text("UPDATE sms_optouts SET phone = phone WHERE 0 = 1")
 
 
 def lock_phones(session: Session, phones: Sequence[str]) -> None:
@@ -430,14 +427,6 @@ def list_needs(*, session: Session, filters: NeedFilters, page: PageParams) -> t
     if filters.bbox is not None:
         stmt = stmt.where(filters.bbox.where(Need.lat, Need.lon))
     return paginate(session, stmt.order_by(Need.id.desc()), page)
-
-
-def write_lock(session: Session) -> None:
-    """SQLite: take the database's write lock now, so that what is read next stays as read until
-    the transaction ends (``FOR UPDATE`` does nothing there, and a transaction otherwise starts at
-    its first write). PostgreSQL: nothing (rows are locked one by one)."""
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(_SQLITE_WRITE_LOCK)
 
 
 def lock(session: Session, need: Need) -> Need:
