@@ -549,6 +549,11 @@ def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> lis
                 Message.match_id.in_(ids),
                 Message.direction == MessageDirection.outbound,
                 Message.status == MessageStatus.queued,
+                or_(  # the request itself (``outbox._is_request``), not another message about the task
+                    Message.idempotency_key.like("match:%:ask"),
+                    Message.idempotency_key.like("match:%:wave:%"),
+                    Message.idempotency_key.like("match:%:ask-again:%"),
+                ),
             )
             .order_by(Message.id)
             .with_for_update()

@@ -211,51 +211,70 @@ def triage_queue(*, session: Session, limit: int = 50) -> list[Message]:
     )
 
 
+def _held_back_of(session: Session, phone: str) -> list[Message]:
+    """The phone's SMS held back by the per-phone limit and not in the triage queue, oldest first."""
+    rows = session.scalars(
+        select(Message)
+        .where(
+            Message.phone == phone,
+            Message.direction == MessageDirection.inbound,
+            Message.status == MessageStatus.received,
+        )
+        .order_by(Message.id)
+    )
+    return [m for m in rows if isinstance(m.parsed, dict) and m.parsed.get("rate_limited")]
+
+
+def next_held_back(session: Session, phone: str) -> None:
+    """When the phone's entry leaves the triage queue, its oldest SMS held back takes its place."""
+    waiting = _held_back_of(session, phone)
+    if waiting:
+        waiting[0].status = MessageStatus.unparsed
+        waiting[0].updated_at = utcnow()
+
+
 def dismiss(*, session: Session, message_id: int) -> None:
     """A coordinator takes an SMS out of the triage queue without making a need of it, with the
-    phone's messages held back beside it; each keeps its text in the SMS log and gets an audit row."""
+    phone's messages held back beside it (their texts are shown with it); each keeps its text in
+    the SMS log and gets an audit row."""
     message = session.get(Message, message_id, with_for_update=True)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound SMS with id {message_id}")
     if message.status is not MessageStatus.unparsed or message.need_id is not None:
         return  # handled already (a double click, another coordinator)
-    beside = [
-        m
-        for m in session.scalars(
-            select(Message).where(
-                Message.phone == message.phone,
-                Message.direction == MessageDirection.inbound,
-                Message.status == MessageStatus.received,
-            )
-        )
-        if isinstance(m.parsed, dict) and m.parsed.get("rate_limited")
-    ]
+    beside = _held_back_of(session, message.phone)[:MAX_HELD_BACK_SHOWN]
     now = utcnow()
     for m in (message, *beside):
         m.status = MessageStatus.parsed
         m.parsed = {**(m.parsed or {}), "dismissed": True}
         m.updated_at = now
     session.flush()
+    next_held_back(session, message.phone)  # any beyond what was shown
     audit.record_many(session, "dismissed", "message", sorted(m.id for m in (message, *beside)))
 
 
-def held_back(*, session: Session, phones: Sequence[str]) -> dict[str, int]:
+MAX_HELD_BACK_SHOWN = 10
+
+
+def held_back(*, session: Session, phones: Sequence[str]) -> dict[str, list[Message]]:
     """Per phone: its SMS held back by the per-phone limit and not in the triage queue (one of the
-    phone's messages waits there for all of them)."""
+    phone's messages waits there for all of them), oldest first."""
     if not phones:
         return {}
-    rows = session.execute(
-        select(Message.phone, Message.parsed).where(
+    rows = session.scalars(
+        select(Message)
+        .where(
             Message.phone.in_(sorted(set(phones))),
             Message.direction == MessageDirection.inbound,
             Message.status == MessageStatus.received,
         )
+        .order_by(Message.id)
     )
-    counts: dict[str, int] = {}
-    for phone, parsed in rows:  # JSON: read here, alike on both databases
-        if isinstance(parsed, dict) and parsed.get("rate_limited"):
-            counts[phone] = counts.get(phone, 0) + 1
-    return counts
+    out: dict[str, list[Message]] = {}
+    for m in rows:  # JSON: read here, alike on both databases
+        if isinstance(m.parsed, dict) and m.parsed.get("rate_limited"):
+            out.setdefault(m.phone, []).append(m)
+    return out
 
 
 def need_from_message(
@@ -298,6 +317,7 @@ def need_from_message(
     message.need_id = need.id
     message.status = MessageStatus.parsed
     session.flush()
+    next_held_back(session, message.phone)
     return need
 
 
