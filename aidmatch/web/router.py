@@ -520,7 +520,9 @@ def dashboard_triage_dismiss(
     if refused is not None:
         return refused
     try:
-        service.dismiss(session=session, message_id=message_id)
+        upto = raw.get("shown_upto")
+        shown = int(upto) if isinstance(upto, str) and upto.isdigit() and len(upto) < 11 else None
+        service.dismiss(session=session, message_id=message_id, shown_upto=shown)
     except NotFoundError:
         session.rollback()
         return not_found(request, translate(pick_language(request), "not_found"))

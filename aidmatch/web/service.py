@@ -226,23 +226,37 @@ def _held_back_of(session: Session, phone: str) -> list[Message]:
 
 
 def next_held_back(session: Session, phone: str) -> None:
-    """When the phone's entry leaves the triage queue, its oldest SMS held back takes its place."""
-    waiting = _held_back_of(session, phone)
+    """When the phone's entry leaves the triage queue, its oldest SMS held back takes its place
+    (unless another of the phone's messages waits there already: the held-back ones show beside it)."""
+    session.flush()
+    still = session.scalar(
+        select(Message.id)
+        .where(
+            Message.phone == phone,
+            Message.direction == MessageDirection.inbound,
+            Message.status == MessageStatus.unparsed,
+            Message.need_id.is_(None),
+        )
+        .limit(1)
+    )
+    waiting = _held_back_of(session, phone) if still is None else []
     if waiting:
         waiting[0].status = MessageStatus.unparsed
         waiting[0].updated_at = utcnow()
 
 
-def dismiss(*, session: Session, message_id: int) -> None:
+def dismiss(*, session: Session, message_id: int, shown_upto: int | None = None) -> None:
     """A coordinator takes an SMS out of the triage queue without making a need of it, with the
     phone's messages held back beside it (their texts are shown with it); each keeps its text in
-    the SMS log and gets an audit row."""
+    the SMS log and gets an audit row. ``shown_upto``: the id of the last held-back SMS the
+    coordinator was shown (those that came after the page was loaded stay)."""
     message = session.get(Message, message_id, with_for_update=True)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound SMS with id {message_id}")
     if message.status is not MessageStatus.unparsed or message.need_id is not None:
         return  # handled already (a double click, another coordinator)
-    beside = _held_back_of(session, message.phone)[:MAX_HELD_BACK_SHOWN]
+    # Only what the coordinator saw beside it: up to the last one shown (none when none were).
+    beside = [m for m in _held_back_of(session, message.phone)[:MAX_HELD_BACK_SHOWN] if m.id <= (shown_upto or 0)]
     now = utcnow()
     for m in (message, *beside):
         m.status = MessageStatus.parsed

@@ -22,10 +22,11 @@ from twilio.request_validator import RequestValidator
 from aidmatch.audit.models import AuditEvent
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import MessageStatus
+from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.main import create_app
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
+from aidmatch.web import service as web_service
 from aidmatch.web.service import triage_queue
 from geo.geocoding import GazetteerGeocoder
 
@@ -247,3 +248,42 @@ def test_serving_sets_the_collectors_thresholds(settings: Settings) -> None:
             assert gc.get_threshold() == GC_THRESHOLDS
     finally:
         gc.set_threshold(*before)
+
+
+def test_dismissing_takes_only_what_was_shown_and_keeps_one_entry_per_phone(db: Session) -> None:
+    """Two ordinary unparsed SMS of a phone and three held back beside them: dismissing the first
+    takes the held-back ones shown (up to the last id shown), not one that came after the page was
+    loaded, and promotes none while the phone's other entry still waits."""
+    now = utcnow()
+
+    def sms(body: str, status: MessageStatus, held: bool = False) -> Message:
+        m = Message(
+            direction=MessageDirection.inbound,
+            status=status,
+            phone="+79161112233",
+            body=body,
+            parsed={"rate_limited": True} if held else None,
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(m)
+        db.flush()
+        return m
+
+    u1, u2 = sms("привет", MessageStatus.unparsed), sms("алло", MessageStatus.unparsed)
+    h1, h2 = sms("вода", MessageStatus.received, held=True), sms("еда", MessageStatus.received, held=True)
+    late = sms("одеяла", MessageStatus.received, held=True)  # came after the page was loaded
+    db.commit()
+    web_service.dismiss(session=db, message_id=u1.id, shown_upto=h2.id)
+    db.commit()
+    db.expire_all()
+    assert [m.id for m in triage_queue(session=db)] == [u2.id]  # one entry for the phone
+    assert [db.get(Message, m.id).status for m in (h1, h2, late)] == [  # type: ignore[union-attr]
+        MessageStatus.parsed,
+        MessageStatus.parsed,
+        MessageStatus.received,
+    ]
+    web_service.dismiss(session=db, message_id=u2.id)  # nothing shown beside it: only itself
+    db.commit()
+    db.expire_all()
+    assert [m.id for m in triage_queue(session=db)] == [late.id]  # now the held-back one comes up
