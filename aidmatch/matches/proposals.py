@@ -409,13 +409,7 @@ def request_messages(
                     match_id=match_id,
                 ),
                 "language": language,
-                "idempotency_key": (
-                    f"match:{match_id}:ask-again:{again}"
-                    if again
-                    else f"match:{match_id}:wave:{wave}"
-                    if wave
-                    else f"match:{match_id}:ask"
-                ),
+                "idempotency_key": messages_service.request_key(match_id, wave=wave, again=again),
                 "need_id": need.id,
                 "match_id": match_id,
                 "helper_id": a.helper_id,
@@ -484,9 +478,18 @@ def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> lis
     (active, available, the category, the distance, room) and its helper is under their cap. Each
     helper with SMS consent gets the request again, keyed by the give-back. The need is locked.
     """
+    if need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
+        return []
     serves = exists().where(OfferCategory.offer_id == Offer.id, OfferCategory.category == need.category)
     rows = session.execute(
-        select(Match.id, Match.offer_id, Offer.helper_id, Match.distance_km, Match.wave)
+        select(
+            Match.id,
+            Match.offer_id,
+            Offer.helper_id,
+            Match.distance_km,
+            Match.wave,
+            Offer.capacity - Offer.capacity_used,
+        )
         .join(Offer, Offer.id == Match.offer_id)
         .where(
             Match.need_id == need.id,
@@ -498,19 +501,16 @@ def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> lis
         )
         .order_by(Match.distance_km, Match.id)
     ).all()
-    if not rows or need.status not in OPEN_NEED_STATUSES or (need.expires_at is not None and need.expires_at <= now):
+    if not rows:
         return []
     facts = CandidateFacts(session)
     blocked = facts.blocked([int(r.helper_id) for r in rows])
     waiting = facts.pending([int(r.offer_id) for r in rows])
-    offer_ids = sorted({int(r.offer_id) for r in rows})
-    room_rows = session.execute(select(Offer.id, Offer.capacity - Offer.capacity_used).where(Offer.id.in_(offer_ids)))
-    room = {int(offer_id): int(left) for offer_id, left in room_rows}
     critical = need.urgency is Urgency.critical
     units = need.quantity - need.quantity_assigned if critical else units_to_place(session, need)
     asks: list[tuple[int, Ask, int | None]] = []
-    for match_id, offer_id, helper_id, km, wave in rows:
-        free = int(room.get(offer_id, 0)) - waiting.get(offer_id, 0)
+    for match_id, offer_id, helper_id, km, wave, room in rows:
+        free = int(room) - waiting.get(offer_id, 0)
         if units <= 0 or helper_id in blocked or free <= 0:
             continue
         take = min(units, free)
@@ -549,11 +549,7 @@ def ask_again(session: Session, need: Need, *, now: datetime, after: int) -> lis
                 Message.match_id.in_(ids),
                 Message.direction == MessageDirection.outbound,
                 Message.status == MessageStatus.queued,
-                or_(  # the request itself (``outbox._is_request``), not another message about the task
-                    Message.idempotency_key.like("match:%:ask"),
-                    Message.idempotency_key.like("match:%:wave:%"),
-                    Message.idempotency_key.like("match:%:ask-again:%"),
-                ),
+                messages_service.request_key_clause(),  # the request itself, not another message about the task
             )
             .order_by(Message.id)
             .with_for_update()

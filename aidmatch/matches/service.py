@@ -444,7 +444,7 @@ def _write_batch_matches(
                 match_id=match_id,
             ),
             "language": helper.language.value,
-            "idempotency_key": f"match:{match_id}:ask",
+            "idempotency_key": messages_service.request_key(match_id),
             "need_id": need_id,
             "match_id": match_id,
             "helper_id": helper.id,

@@ -20,7 +20,8 @@ Each pass:
    its turn), and records the outcome in its own transaction: ``sent``; back to ``queued`` with
    exponential backoff on a transient error; ``failed`` on a permanent one (or after
    ``sms_max_attempts``); when the provider refuses our own set-up (credentials, sender number),
-   the message and the rest of the batch go back to the queue uncounted and the pass stops. An unsubscribed recipient (Twilio 21610) becomes an opt-out.
+   the message and the rest of the batch go back to the queue uncounted and the pass stops. An
+   unsubscribed recipient (Twilio 21610) becomes an opt-out, as if they had said STOP to us.
 
 With ``pace_s`` a pass keeps claiming and sending while the token bucket refills, for up to that
 long: the scheduler's passes then send at the configured rate, not just one burst per pass.
@@ -41,7 +42,6 @@ from aidmatch.audit.service import act_as
 from aidmatch.config import Settings, SmsSenderKind
 from aidmatch.database import utcnow
 from aidmatch.enums import OPEN_NEED_STATUSES, MatchStatus, MessageDirection, MessageStatus, NeedStatus
-from aidmatch.helpers.models import Helper
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages import service as messages_service
@@ -191,7 +191,11 @@ def _withdrawn(session: Session, messages: list[Message]) -> dict[int, str]:
     for a task given back since; «still needed?» / «has help arrived?» for a need answered (or
     closed) since, or asked about an earlier expiry, or no longer fitting its need's state."""
     out: dict[int, str] = {}
-    asks = {m.id: m.match_id for m in messages if m.match_id is not None and _is_request(m.idempotency_key)}
+    asks = {
+        m.id: m.match_id
+        for m in messages
+        if m.match_id is not None and messages_service.is_request_key(m.idempotency_key)
+    }
     if asks:
         standing = set(
             session.scalars(
@@ -250,16 +254,6 @@ _TASK_MESSAGES = (
 
 def _is_key(message: Message, part: str) -> bool:
     return message.idempotency_key is not None and part in message.idempotency_key
-
-
-def _is_request(key: str | None) -> bool:
-    """Whether an idempotency key is a task request's (``match:<id>:ask``, ``match:<id>:wave:<n>``
-    or, made again after a give-back, ``match:<id>:ask-again:<task given back>``)."""
-    return (
-        key is not None
-        and key.startswith("match:")
-        and (key.endswith(":ask") or ":wave:" in key or ":ask-again:" in key)
-    )
 
 
 def _claim(session: Session, limit: int, now: datetime, settings: Settings, report: DrainReport) -> list[Message]:
@@ -394,11 +388,7 @@ def _send(
             if exc.code == _UNSUBSCRIBED:
                 # Opted out at the provider (a keyword of Twilio's we missed): as if they said STOP
                 # to us, so their requests wait on the task page instead of for an SMS answer.
-                if session.get(SmsOptOut, message.phone) is None:
-                    session.add(SmsOptOut(phone=message.phone, created_at=utcnow()))
-                session.execute(
-                    update(Helper).where(Helper.phone == message.phone).values(sms_consent=False, updated_at=utcnow())
-                )
+                messages_service.set_consent(session, message.phone, consent=False)
         except ConfigurationSendError as exc:
             # Our set-up is refused (credentials, sender number): every message would fail alike.
             # This one and the rest of the batch wait, their attempts not counted, until it is fixed.

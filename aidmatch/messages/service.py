@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import ColumnElement, Table, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aidmatch.database import insert_rows, utcnow, write_lock
 from aidmatch.enums import MessageDirection, MessageStatus
-from aidmatch.messages.models import DeliveryReport, Message
+from aidmatch.helpers.models import Helper
+from aidmatch.messages.models import DeliveryReport, Message, SmsOptOut
 from aidmatch.query import PageParams, paginate
 
 _TABLE = typing.cast(Table, Message.__table__)
@@ -171,6 +172,13 @@ def apply_early_report(session: Session, message: Message) -> None:
     """
     if message.provider_sid is None:
         return
+    if (
+        session.scalar(select(DeliveryReport.provider_sid).where(DeliveryReport.provider_sid == message.provider_sid))
+        is None
+    ):
+        # Nearly always: nothing came early. Read after the id's commit, so a callback committing
+        # its report later finds the id itself (and applies it) on its second look.
+        return
     session.flush()
     write_lock(session)  # SQLite: as the row locks below would
     session.refresh(message, with_for_update=True)
@@ -184,3 +192,71 @@ def apply_early_report(session: Session, message: Message) -> None:
 
 def forget_stale_reports(session: Session, now: datetime) -> None:
     session.execute(delete(DeliveryReport).where(DeliveryReport.created_at < now - EARLY_REPORT_TTL))
+
+
+def set_consent(session: Session, phone: str, *, consent: bool) -> None:
+    """STOP (``consent`` False) or START for a phone, said to us or to the provider: its opt-out
+    row, and its helper's consent (requests then wait on the task page instead of going by SMS)."""
+    if consent:
+        session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
+    elif session.get(SmsOptOut, phone) is None:
+        session.add(SmsOptOut(phone=phone, created_at=utcnow()))
+    session.execute(update(Helper).where(Helper.phone == phone).values(sms_consent=consent, updated_at=utcnow()))
+    session.flush()
+
+
+def request_key(match_id: int, *, wave: int | None = None, again: int | None = None) -> str:
+    """The idempotency key of a task request: ``match:<id>:ask``, ``match:<id>:wave:<n>`` or, made
+    again after the task ``again`` was given back, ``match:<id>:ask-again:<task>``."""
+    if again:
+        return f"match:{match_id}:ask-again:{again}"
+    return f"match:{match_id}:wave:{wave}" if wave else f"match:{match_id}:ask"
+
+
+def is_request_key(key: str | None) -> bool:
+    """Whether an idempotency key is a task request's (``request_key``)."""
+    return (
+        key is not None
+        and key.startswith("match:")
+        and (key.endswith(":ask") or ":wave:" in key or ":ask-again:" in key)
+    )
+
+
+def request_key_clause() -> ColumnElement[bool]:
+    """``is_request_key`` in SQL."""
+    key = Message.idempotency_key
+    return or_(key.like("match:%:ask"), key.like("match:%:wave:%"), key.like("match:%:ask-again:%"))
+
+
+def waiting_in_triage(session: Session, phone: str, *, other_than: int | None = None) -> bool:
+    """Whether one of the phone's SMS (other than ``other_than``) waits in the triage queue."""
+    stmt = select(Message.id).where(
+        Message.phone == phone,
+        Message.direction == MessageDirection.inbound,
+        Message.status == MessageStatus.unparsed,
+        Message.need_id.is_(None),
+    )
+    if other_than is not None:
+        stmt = stmt.where(Message.id != other_than)
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def held_back(session: Session, phones: Sequence[str]) -> dict[str, list[Message]]:
+    """Per phone: its SMS held back by the per-phone limit and not in the triage queue (one of the
+    phone's messages waits there for all of them), oldest first."""
+    if not phones:
+        return {}
+    rows = session.scalars(
+        select(Message)
+        .where(
+            Message.phone.in_(sorted(set(phones))),
+            Message.direction == MessageDirection.inbound,
+            Message.status == MessageStatus.received,
+        )
+        .order_by(Message.id)
+    )
+    out: dict[str, list[Message]] = {}
+    for m in rows:  # JSON: read here, alike on both databases
+        if isinstance(m.parsed, dict) and m.parsed.get("rate_limited"):
+            out.setdefault(m.phone, []).append(m)
+    return out

@@ -31,8 +31,6 @@ from notifications.templates import sms_reply
 log = logging.getLogger("aidmatch.sms")
 router = APIRouter(prefix="/sms", tags=["sms"])
 
-# Twilio's delivery statuses → ours. Earlier states never overwrite later ones.
-
 
 async def signed_form(request: Request) -> list[tuple[str, str]]:
     """The form Twilio posted, once its ``X-Twilio-Signature`` checks out (else 403, nothing stored)."""
@@ -111,7 +109,7 @@ def inbound(
     if opt in ("STOP", "START"):
         # Twilio's Advanced Opt-Out recognised the text as an opt-out (or back in) keyword, maybe
         # one of its own we do not know: it blocks (or unblocks) the phone itself, so we follow.
-        service.set_consent(session, phone, consent=opt == "START")
+        messages_service.set_consent(session, phone, consent=opt == "START")
         session.commit()
     return _act(request, session, settings, live, geocoder, message)
 
@@ -148,18 +146,8 @@ def _act(
         # Not acted on, and not lost: it waits in the coordinators' triage queue, one per phone (a
         # flood would bury everyone else's): while one of the phone's messages waits there, the
         # next stay ``received``, counted beside it, and in the SMS log.
-        waiting = session.scalar(
-            select(Message.id)
-            .where(
-                Message.phone == phone,
-                Message.direction == MessageDirection.inbound,
-                Message.status == MessageStatus.unparsed,
-                Message.need_id.is_(None),
-                Message.id != message.id,
-            )
-            .limit(1)
-        )
-        message.status = MessageStatus.unparsed if waiting is None else MessageStatus.received
+        waiting = messages_service.waiting_in_triage(session, phone, other_than=message.id)
+        message.status = MessageStatus.received if waiting else MessageStatus.unparsed
         message.parsed = {"rate_limited": True}
         message.updated_at = utcnow()
         session.commit()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category, label
@@ -37,7 +37,8 @@ from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.matches.pending import PENDING_MATCH_STATUSES
 from aidmatch.messages import notices
-from aidmatch.messages.models import Message, SmsConversation, SmsOptOut
+from aidmatch.messages import service as messages_service
+from aidmatch.messages.models import Message, SmsConversation
 from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
@@ -322,17 +323,6 @@ def _repeated_offer(session: Session, offer_in: OfferIn) -> Offer | None:
     return None
 
 
-def set_consent(session: Session, phone: str, *, consent: bool) -> None:
-    """STOP (``consent`` False) or START for a phone: its opt-out row, and its helper's consent
-    (requests then wait on the helper's task page instead of going out by SMS)."""
-    if consent:
-        session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
-    elif session.get(SmsOptOut, phone) is None:
-        session.add(SmsOptOut(phone=phone))
-    session.execute(update(Helper).where(Helper.phone == phone).values(sms_consent=consent, updated_at=utcnow()))
-    session.flush()
-
-
 def _command(
     *,
     session: Session,
@@ -348,7 +338,7 @@ def _command(
     if command == "help":
         return InboundResult(sms_reply("help", lang), ok, parsed)
     if command in ("stop", "start"):
-        set_consent(session, phone, consent=command == "start")
+        messages_service.set_consent(session, phone, consent=command == "start")
         return InboundResult(sms_reply(command, lang), ok, parsed, helper_id=helper.id if helper else None)
     if command == "status":
         return InboundResult(_status(session, phone, helper, lang), ok, parsed)

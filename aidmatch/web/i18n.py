@@ -269,8 +269,8 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "triage_none": ("Всё разобрано.", "Nothing to triage."),
     "triage_dismiss": ("Не заявка — убрать", "Not a need: dismiss"),
     "triage_held_back": (
-        "ещё {count} SMS с этого номера не обработано (первые 10 уберутся вместе с этим)",
-        "{count} more SMS from this phone not acted on (the first 10 are dismissed with this one)",
+        "ещё {count} SMS с этого номера не обработано (первые {shown} уберутся вместе с этим)",
+        "{count} more SMS from this phone not acted on (the first {shown} are dismissed with this one)",
     ),
     "triage_rate_limited": (
         "не обработано: слишком много SMS с этого номера",

@@ -27,6 +27,7 @@ from aidmatch.limits import limit_public_posts
 from aidmatch.matches import proposals
 from aidmatch.matches import service as matches_service
 from aidmatch.messages import notices
+from aidmatch.messages import service as messages_service
 from aidmatch.needs import service as needs_service
 from aidmatch.offers import service as offers_service
 from aidmatch.query import PageParams
@@ -211,11 +212,13 @@ def status_confirm(
     return RedirectResponse(f"/status/{need.code}?confirmed=1", status_code=303)
 
 
+# What a new offer form shows.
+_OFFER_DEFAULTS: dict[str, Any] = {"capacity": "1", "radius_km": "25", "categories": []}
+
+
 @router.get("/offer", response_class=HTMLResponse)
 def offer_form(request: Request) -> HTMLResponse:
-    return render(
-        request, "offer.html", {"form": FormResult(values={"capacity": "1", "radius_km": "25", "categories": []})}
-    )
+    return render(request, "offer.html", {"form": FormResult(values=dict(_OFFER_DEFAULTS))})
 
 
 @router.post("/offer", response_class=HTMLResponse, dependencies=[Depends(limit_public_posts)])
@@ -276,8 +279,7 @@ def task_offer_form(request: Request, link: Link, session: SessionDep) -> HTMLRe
         service.helper_by_link(session=session, secret=link)
     except NotFoundError:
         return not_found(request, translate(lang, "link_unknown"))
-    values: dict[str, Any] = {"capacity": "1", "radius_km": "25", "categories": [], "link": link}
-    response = render(request, "offer.html", {"form": FormResult(values=values)})
+    response = render(request, "offer.html", {"form": FormResult(values={**_OFFER_DEFAULTS, "link": link})})
     response.headers["Referrer-Policy"] = "no-referrer"  # the link is the helper's key
     return response
 
@@ -419,7 +421,8 @@ def _dashboard_context(
         "runs": runs,
         "messages": service.messages(session=session),
         "triage": triage,
-        "held_back": service.held_back(session=session, phones=[m.phone for m in triage]),
+        "held_back": messages_service.held_back(session, [m.phone for m in triage]),
+        "held_back_shown": service.MAX_HELD_BACK_SHOWN,
         "emergency": emergency_service.get(session=session),
         "batch_interval_s": settings.batch_interval_s,
         "tile_url": settings.tile_url,

@@ -33,6 +33,7 @@ from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
 from aidmatch.messages import notices
+from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import Message
 from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
@@ -211,35 +212,17 @@ def triage_queue(*, session: Session, limit: int = 50) -> list[Message]:
     )
 
 
-def _held_back_of(session: Session, phone: str) -> list[Message]:
-    """The phone's SMS held back by the per-phone limit and not in the triage queue, oldest first."""
-    rows = session.scalars(
-        select(Message)
-        .where(
-            Message.phone == phone,
-            Message.direction == MessageDirection.inbound,
-            Message.status == MessageStatus.received,
-        )
-        .order_by(Message.id)
-    )
-    return [m for m in rows if isinstance(m.parsed, dict) and m.parsed.get("rate_limited")]
+# Held-back SMS listed beside a phone's triage entry (and dismissed with it).
+MAX_HELD_BACK_SHOWN = 10
 
 
 def next_held_back(session: Session, phone: str) -> None:
     """When the phone's entry leaves the triage queue, its oldest SMS held back takes its place
     (unless another of the phone's messages waits there already: the held-back ones show beside it)."""
     session.flush()
-    still = session.scalar(
-        select(Message.id)
-        .where(
-            Message.phone == phone,
-            Message.direction == MessageDirection.inbound,
-            Message.status == MessageStatus.unparsed,
-            Message.need_id.is_(None),
-        )
-        .limit(1)
-    )
-    waiting = _held_back_of(session, phone) if still is None else []
+    if messages_service.waiting_in_triage(session, phone):
+        return
+    waiting = messages_service.held_back(session, [phone]).get(phone)
     if waiting:
         waiting[0].status = MessageStatus.unparsed
         waiting[0].updated_at = utcnow()
@@ -255,8 +238,9 @@ def dismiss(*, session: Session, message_id: int, shown_upto: int | None = None)
         raise NotFoundError(f"no inbound SMS with id {message_id}")
     if message.status is not MessageStatus.unparsed or message.need_id is not None:
         return  # handled already (a double click, another coordinator)
+    shown = messages_service.held_back(session, [message.phone]).get(message.phone, [])[:MAX_HELD_BACK_SHOWN]
     # Only what the coordinator saw beside it: up to the last one shown (none when none were).
-    beside = [m for m in _held_back_of(session, message.phone)[:MAX_HELD_BACK_SHOWN] if m.id <= (shown_upto or 0)]
+    beside = [m for m in shown if m.id <= (shown_upto or 0)]
     now = utcnow()
     for m in (message, *beside):
         m.status = MessageStatus.parsed
@@ -265,30 +249,6 @@ def dismiss(*, session: Session, message_id: int, shown_upto: int | None = None)
     session.flush()
     next_held_back(session, message.phone)  # any beyond what was shown
     audit.record_many(session, "dismissed", "message", sorted(m.id for m in (message, *beside)))
-
-
-MAX_HELD_BACK_SHOWN = 10
-
-
-def held_back(*, session: Session, phones: Sequence[str]) -> dict[str, list[Message]]:
-    """Per phone: its SMS held back by the per-phone limit and not in the triage queue (one of the
-    phone's messages waits there for all of them), oldest first."""
-    if not phones:
-        return {}
-    rows = session.scalars(
-        select(Message)
-        .where(
-            Message.phone.in_(sorted(set(phones))),
-            Message.direction == MessageDirection.inbound,
-            Message.status == MessageStatus.received,
-        )
-        .order_by(Message.id)
-    )
-    out: dict[str, list[Message]] = {}
-    for m in rows:  # JSON: read here, alike on both databases
-        if isinstance(m.parsed, dict) and m.parsed.get("rate_limited"):
-            out.setdefault(m.phone, []).append(m)
-    return out
 
 
 def need_from_message(

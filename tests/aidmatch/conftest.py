@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.auth import service as auth_service
 from aidmatch.config import Settings
@@ -68,3 +68,11 @@ def coordinator_headers(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def volunteer_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {_token(settings, Role.volunteer)}"}
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """A sessionmaker of its own (as a second worker, or a drain beside the app, would have)."""
+    engine = make_engine(settings.database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from aidmatch.config import Settings
-from aidmatch.database import make_engine, make_sessionmaker
 from aidmatch.enums import MessageStatus
 from aidmatch.messages import service as messages_service
 from aidmatch.messages.models import DeliveryReport, Message
 
 SID = "SM" + "a" * 32
-
-
-@pytest.fixture
-def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def _message(

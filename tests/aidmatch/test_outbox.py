@@ -31,13 +31,6 @@ ACCOUNT = "AC" + "3" * 32
 
 
 @pytest.fixture
-def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture
 def twilio() -> Iterator[FakeTwilio]:
     with fake_twilio() as server:
         yield server
