@@ -53,6 +53,17 @@ def need_received(*, language: str, code: str, what: str) -> str:
     return f"Заявка {code} принята: {what}. Ищем помощь, сообщим по SMS. СТАТУС — проверить."
 
 
+def helper_signed_up(*, language: str) -> str:
+    """To a phone signed up as a helper on the web or by a coordinator (not by SMS from it): what
+    comes next, and STOP if someone else gave this number. No name or text from the form: whoever
+    signs a stranger up must not be able to put words in our SMS to them."""
+    if language == "en":
+        return (
+            "aidmatch: this number was signed up as a helper; requests for help will come by SMS. Not you? Reply STOP."
+        )
+    return "aidmatch: номер записан в помощники, просьбы о помощи придут по SMS. Не вы? Ответьте СТОП."
+
+
 def helper_on_the_way(*, language: str, code: str, helper_name: str) -> str:
     """To the author of a need when a helper accepts it."""
     if language == "en":

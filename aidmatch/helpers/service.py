@@ -16,7 +16,10 @@ from aidmatch.enums import Language, VettingTier
 from aidmatch.errors import NotFoundError
 from aidmatch.helpers.models import Helper
 from aidmatch.helpers.schemas import HelperIn
+from aidmatch.messages import service as messages_service
+from aidmatch.messages.models import SmsOptOut
 from aidmatch.query import PageParams, paginate
+from notifications.templates import helper_signed_up
 
 
 def new_link_secret() -> str:
@@ -31,9 +34,12 @@ def get_or_create(
     language: Language,
     is_organisation: bool = False,
     max_active_tasks: int = 3,
+    by_sms: bool = False,
 ) -> tuple[Helper, str | None]:
     """The helper with this phone, or a new one. For a new helper also the private link secret.
 
+    A new helper has SMS consent unless the phone said STOP before. One signed up other than by an
+    SMS from the phone itself (``by_sms``) is told so by SMS, with STOP if it was not them.
     Safe when two requests register the same phone at once: the insert is ON CONFLICT DO NOTHING.
     """
     helper = session.scalar(select(Helper).where(Helper.phone == phone))
@@ -47,7 +53,7 @@ def get_or_create(
         "language": language,
         "is_organisation": is_organisation,
         "max_active_tasks": max_active_tasks,
-        "sms_consent": True,
+        "sms_consent": session.get(SmsOptOut, phone) is None,
         "vetting_tier": VettingTier.unverified,
         "link_hash": hash_secret(secret),
         "created_at": now,
@@ -59,7 +65,19 @@ def get_or_create(
     )
     helper = session.scalar(select(Helper).where(Helper.phone == phone))
     assert helper is not None  # inserted now or by the request we raced with
-    return helper, secret if new_id is not None else None
+    if new_id is None:
+        return helper, None
+    if not by_sms:
+        language_code = helper.language.value
+        messages_service.queue(
+            session=session,
+            phone=phone,
+            body=helper_signed_up(language=language_code),
+            language=language_code,
+            idempotency_key=f"helper:{helper.id}:signed-up",
+            helper_id=helper.id,
+        )
+    return helper, secret
 
 
 def register(*, session: Session, helper_in: HelperIn) -> tuple[Helper, str | None]:

@@ -35,7 +35,7 @@ class PhoneTakenError(ConflictError):
 
 
 def create(
-    *, session: Session, offer_in: OfferIn, geocoder: Geocoder, vouched: bool = False
+    *, session: Session, offer_in: OfferIn, geocoder: Geocoder, vouched: bool = False, by_sms: bool = False
 ) -> tuple[Offer, str | None]:
     """Store an active offer, registering its helper by phone if new.
 
@@ -43,7 +43,8 @@ def create(
     for a phone registered already is added to its helper only with proof that it comes from them:
     ``vouched`` (an SMS from that phone, a token holder acting for them) or the helper's private
     link in ``offer_in.link``; else ``PhoneTakenError`` (anyone could otherwise give a stranger's
-    number, send them requests for help they never offered and learn their helper id).
+    number, send them requests for help they never offered and learn their helper id). A new
+    helper not registered ``by_sms`` (an SMS from the phone) gets an SMS saying so, with STOP.
     """
     now = utcnow()
     if offer_in.available_until is not None and offer_in.available_until <= now:
@@ -61,6 +62,7 @@ def create(
         name=offer_in.name or ("Volunteer" if offer_in.language == "en" else "Волонтёр"),
         phone=offer_in.phone,
         language=offer_in.language,
+        by_sms=by_sms,
     )
     if secret is None and not vouched and not _their_link(offer_in.link, helper.link_hash):
         raise PhoneTakenError(

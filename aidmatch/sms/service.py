@@ -291,7 +291,9 @@ def _offer(
     offer = _repeated_offer(session, offer_in)
     if offer is None:
         # From the phone itself: its helper's, whoever registered it.
-        offer, _ = offers_service.create(session=session, offer_in=offer_in, geocoder=geocoder, vouched=True)
+        offer, _ = offers_service.create(
+            session=session, offer_in=offer_in, geocoder=geocoder, vouched=True, by_sms=True
+        )
     else:  # the same offer again (a resend when no answer came): bumped, not a second offer
         offer.capacity = max(offer.capacity, offer_in.capacity)
         offer.radius_km = max(offer.radius_km, offer_in.radius_km)

@@ -55,7 +55,9 @@ def test_critical_need_notifies_wave_one_through_the_outbox(
     assert need["helpers_in_range"] == len(matches) == int(helpers)
     assert all(m.status is MatchStatus.notified and m.wave == 1 for m in matches)
     assert all(m.distance_km <= float(radius_km) for m in matches)
-    messages = list(db.scalars(select(Message).order_by(Message.id)))
+    signed_up = list(db.scalars(select(Message).where(Message.match_id.is_(None))))
+    assert [m.idempotency_key for m in signed_up] == [f"helper:{m.helper_id}:signed-up" for m in signed_up]
+    messages = list(db.scalars(select(Message).where(Message.match_id.is_not(None)).order_by(Message.id)))
     assert len(messages) == len(matches)
     assert {m.match_id for m in messages} == {m.id for m in matches}
     for message in messages:
@@ -65,7 +67,7 @@ def test_critical_need_notifies_wave_one_through_the_outbox(
         assert f"ДА {message.match_id}" in message.body
     log = client.get("/api/messages?limit=50", headers=coordinator_headers)
     assert log.status_code == 200
-    assert log.json()["total"] == len(messages)
+    assert log.json()["total"] == len(messages) + len(signed_up)
     assert client.get("/api/messages").status_code == 401
 
 
@@ -76,7 +78,7 @@ def test_other_needs_ask_their_nearest_helpers_for_what_they_can_take(client: Te
     assert need["helpers_in_range"] >= 2
     assert [m.quantity for m in matches] == [1, 1]  # two nearest helpers, one unit each
     assert all(m.status is MatchStatus.notified and m.wave is None for m in matches)
-    messages = list(db.scalars(select(Message).order_by(Message.id)))
+    messages = list(db.scalars(select(Message).where(Message.match_id.is_not(None)).order_by(Message.id)))
     assert [m.idempotency_key for m in messages] == [f"match:{m.id}:ask" for m in sorted(matches, key=lambda m: m.id)]
     assert all(m.body.startswith("Нужна помощь") for m in messages)
     big = _offers(client, 1, category="food", start=10, capacity=10)

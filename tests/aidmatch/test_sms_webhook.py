@@ -860,8 +860,9 @@ def test_a_request_withdrawn_before_the_drain_is_not_sent(sms: TestClient, db: S
     assert "закрыта" in _text(sms, "+79260001122", f"НЕТ {need['code']}")  # the author cancels at once
     sender = FakeSender()
     drain(sessions=sms.app.state.sessionmaker, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))  # type: ignore[attr-defined]
-    assert [m["to"] for m in sender.sent] == ["+79260001122"]  # the author's receipt; no task to the helper
-    (ask,) = db.scalars(select(Message).where(Message.phone == "+79160000001"))
+    sent = [m["to"] for m in sender.sent if not m["key"].endswith(":signed-up")]
+    assert sent == ["+79260001122"]  # the author's receipt; no task to the helper
+    (ask,) = db.scalars(select(Message).where(Message.phone == "+79160000001", Message.match_id.is_not(None)))
     assert ask.status is MessageStatus.suppressed
     assert ask.error == "request withdrawn"
 
@@ -1111,3 +1112,109 @@ def test_a_delivery_callback_without_a_sid_changes_no_message(sms: TestClient, d
     assert _signed(sms, "/sms/status", {"MessageStatus": "delivered"}).status_code == 204
     db.expire_all()
     assert {db.get(Message, m.id).status for m in queued} == {MessageStatus.queued}  # type: ignore[union-attr]
+
+
+# -- a phone signed up as a helper by someone else -----------------------------------------------
+
+
+def _outbound_to(db: Session, phone: str) -> list[Message]:
+    db.expire_all()
+    return list(
+        db.scalars(
+            select(Message)
+            .where(Message.phone == phone, Message.direction == MessageDirection.outbound)
+            .order_by(Message.id)
+        )
+    )
+
+
+@pytest.mark.parametrize("route", ["api-offer", "web-offer", "api-helper"])
+def test_a_phone_signed_up_on_the_web_is_told_by_sms_and_can_say_stop(
+    sms: TestClient, db: Session, sms_settings: Settings, route: str
+) -> None:
+    """Anyone may give any number when offering help: its owner hears of it at once, without a word
+    of the form in the SMS, and STOP ends their requests by SMS."""
+    phone = "+79160000077"
+    name = "Buy cheap pills at spam.example"  # whoever signs a stranger up writes nothing to them
+    if route == "api-offer":
+        r = sms.post(
+            "/api/offers",
+            json={
+                "categories": ["water"],
+                "capacity": 1,
+                "radius_km": 40,
+                "lat": 55.01,
+                "lon": 40.0,
+                "phone": phone,
+                "name": name,
+                "language": "en",
+            },
+        )
+        assert r.status_code == 201, r.text
+    elif route == "web-offer":
+        r = sms.post(
+            "/offer?lang=en",
+            data={
+                "categories": "water",
+                "capacity": "1",
+                "radius_km": "40",
+                "lat": "55.01",
+                "lon": "40.0",
+                "phone": phone,
+                "name": name,
+                "language": "en",
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert "/tasks/" in r.text
+    else:
+        r = sms.post("/api/helpers", json={"name": name, "phone": phone, "language": "en"})
+        assert r.status_code == 201, r.text
+    (told,) = _outbound_to(db, phone)
+    helper = db.scalar(select(Helper).where(Helper.phone == phone))
+    assert helper is not None
+    assert helper.sms_consent
+    assert told.idempotency_key == f"helper:{helper.id}:signed-up"
+    assert told.helper_id == helper.id
+    assert "signed up as a helper" in told.body
+    assert "Reply STOP" in told.body
+    assert "spam" not in told.body  # neither the name
+    assert "/tasks/" not in told.body  # nor the link
+    sender = FakeSender()
+    drain(sessions=sms.app.state.sessionmaker, sender=sender, settings=sms_settings, bucket=TokenBucket(100, burst=100))  # type: ignore[attr-defined]
+    assert [m["to"] for m in sender.sent] == [phone]
+
+    _text(sms, phone, "STOP")  # "not me"
+    db.expire_all()
+    assert not db.scalar(select(Helper.sms_consent).where(Helper.phone == phone))
+    if route != "api-helper":  # a need near by: the request waits on the task page, no SMS
+        need = sms.post("/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0}).json()
+        (match,) = db.scalars(select(Match).where(Match.need_id == need["id"]))
+        assert match.status is MatchStatus.proposed
+        assert [m.idempotency_key for m in _outbound_to(db, phone)] == [told.idempotency_key]
+
+
+def test_a_helper_signed_up_by_their_own_sms_gets_the_reply_only(sms: TestClient, db: Session) -> None:
+    phone = "+79160000078"
+    reply = _text(sms, phone, "могу помочь: вода, машина, 30 км, Рязань")
+    assert reply
+    assert db.scalar(select(Helper).where(Helper.phone == phone)) is not None
+    assert _outbound_to(db, phone) == []  # the reply was the SMS; nothing more queued
+
+
+def test_a_phone_that_said_stop_signed_up_later_has_no_sms_consent(sms: TestClient, db: Session) -> None:
+    """STOP said before (as the author of a need, say) stands when someone later signs the phone up."""
+    phone = "+79160000079"
+    _text(sms, phone, "СТОП")
+    r = sms.post(
+        "/api/offers",
+        json={"categories": ["water"], "capacity": 1, "radius_km": 40, "lat": 55.01, "lon": 40.0, "phone": phone},
+    )
+    assert r.status_code == 201, r.text
+    helper = db.scalar(select(Helper).where(Helper.phone == phone))
+    assert helper is not None
+    assert not helper.sms_consent
+    need = sms.post("/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0}).json()
+    (match,) = db.scalars(select(Match).where(Match.need_id == need["id"]))
+    assert match.status is MatchStatus.proposed  # not "notified" by an SMS the outbox would block
+    assert not [m for m in _outbound_to(db, phone) if m.match_id is not None]
