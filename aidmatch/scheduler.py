@@ -121,8 +121,7 @@ def upkeep_job(
             session.commit()
             return report
         except Exception:
-            session.rollback()
-            live.forget()  # it was refreshed inside the pass: re-read what the rollback undid
+            session.rollback()  # the live index re-reads what it took from the pass (``ChangeFeed``)
             raise
         finally:
             release()

@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Select, String, bindparam, cast, select, text
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import Select, String, bindparam, cast, event, select, text
+from sqlalchemy.orm import InstrumentedAttribute, Session, SessionTransaction
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
@@ -71,6 +71,7 @@ class Look(NamedTuple):
     wide: bool
     ids: list[int] | None
     horizon: int | None = None  # PostgreSQL: transactions before this xid had finished when the look began
+    session: Session | None = None
 
     def statements(self, stmt: Select[Any], id_column: InstrumentedAttribute[int]) -> list[Select[Any]]:
         """``stmt`` restricted to the rows to re-read, in chunks of ids (``stmt`` itself the first time)."""
@@ -90,6 +91,14 @@ class ChangeFeed:
     of transactions that had finished before the previous re-read began (it read them), so after a
     bulk write it does not fetch the whole window's stamps every second for a minute. Not
     thread-safe: the owner looks under its own lock.
+
+    A look reads inside its session's transaction, so it also sees what that transaction wrote
+    and has not committed. If the transaction then ends without a commit (a rollback, a lost
+    commit, a close), the rows it applied with a new stamp are read again at the next look (all
+    rows, if it was the first look): their rolled-back stamps may be newer than the rows' real
+    ones, which no later window would bring back, and a row whose insert was undone is gone (the
+    owner drops what it asked for and did not get). A re-read that finds the stamps it had applied
+    is not re-read again, so read-only transactions that never commit cost one extra read at most.
     """
 
     def __init__(
@@ -124,14 +133,20 @@ class ChangeFeed:
         # need it: older ones are dropped after a wide re-read once the map has doubled.
         self._applied: dict[int, tuple[str, datetime]] = {}
         self._prune_at = _PRUNE_MIN
-
-    def fresh(self) -> ChangeFeed:
-        """A feed over the same column that has seen nothing yet (its first look reads every row)."""
-        return ChangeFeed(self._id, self._stamped, recheck=self._recheck, clock=self._clock)
+        self._fresh: set[int] = set()  # rows the current look applied with a stamp new to it
+        # Rows applied by a transaction that ended without a commit (None: all of them), set from
+        # the session's thread; taken by the next look under this lock.
+        self._undone: set[int] | None = set()
+        self._undone_lock = threading.Lock()
 
     def look(self, session: Session) -> Look:
         """The rows to re-read now; apply each with ``applied``, then call ``done``."""
         started = self._clock()
+        self._fresh = set()
+        with self._undone_lock:
+            undone, self._undone = self._undone, set()
+        if undone is None:  # a first read was undone: read every row again (the stamps stay known)
+            self._seen = None
         wide = self._seen is None or self._newest is None or started - self._seen >= self._recheck
         connection = session.connection()
         horizon = None
@@ -139,7 +154,7 @@ class ChangeFeed:
             # Taken before the window is read: every transaction older than this is visible to that read.
             horizon = int(connection.execute(_HORIZON).scalar_one())
         if self._seen is None:
-            return Look(started, wide, None, horizon)
+            return Look(started, wide, None, horizon, session)
         params: dict[str, Any] = {"since": self._seen - _LAG if wide else self._newest}
         if not wide:
             stmt = self._narrow
@@ -152,17 +167,23 @@ class ChangeFeed:
         # row, and plain (id, text) rows from the driver cost little.
         window = connection.execute(stmt, params)
         applied = self._applied.get
-        ids = sorted(i for i, stamp in window.cursor.fetchall() if (applied(i) or _NOTHING)[0] != stamp)
+        ids = {i for i, stamp in window.cursor.fetchall() if (applied(i) or _NOTHING)[0] != stamp}
         window.close()
-        return Look(started, wide, ids, horizon)
+        return Look(started, wide, sorted(ids | (undone or set())), horizon, session)
 
     def applied(self, row_id: int, stamp: str, updated_at: datetime) -> None:
         """The row was read with this ``updated_at`` (``stamp``: the same as the database prints it)."""
+        if (self._applied.get(row_id) or _NOTHING)[0] != stamp:
+            self._fresh.add(row_id)
         self._applied[row_id] = (stamp, updated_at)
         if self._newest is None or updated_at > self._newest:
             self._newest = updated_at
 
     def done(self, look: Look) -> None:
+        if look.session is not None and self._fresh:
+            first = look.ids is None and len(self._fresh) == len(self._applied)
+            _watch(look.session, self, None if first else self._fresh)
+        self._fresh = set()
         if look.wide:
             self._seen, self._horizon = look.started, look.horizon
             if len(self._applied) >= self._prune_at:
@@ -178,10 +199,48 @@ class ChangeFeed:
         self._applied = {i: a for i, a in self._applied.items() if a[1] >= floor}
         self._prune_at = max(_PRUNE_MIN, 2 * len(self._applied))
 
+    def undone(self, ids: set[int] | None) -> None:
+        """The rows ``ids`` (None: every row) were applied in a transaction that did not commit."""
+        with self._undone_lock:
+            if ids is None or self._undone is None:
+                self._undone = None
+            else:
+                self._undone |= ids
+
     @property
     def remembered(self) -> int:
         """How many rows' stamps are kept (for tests and metrics)."""
         return len(self._applied)
+
+
+_WATCHED = "aidmatch.change_feeds"  # session.info: feed → rows it applied in the open transaction
+_HOOKED = "aidmatch.change_feeds.hooked"
+
+
+def _watch(session: Session, feed: ChangeFeed, ids: Collection[int] | None) -> None:
+    """Remember that ``feed`` applied ``ids`` (None: every row) inside ``session``'s transaction."""
+    if not session.info.get(_HOOKED):
+        event.listen(session, "after_commit", _committed)
+        event.listen(session, "after_transaction_end", _ended)
+        session.info[_HOOKED] = True
+    watched: dict[ChangeFeed, set[int] | None] = session.info.setdefault(_WATCHED, {})
+    if feed in watched and watched[feed] is None:
+        return
+    if ids is None:
+        watched[feed] = None
+    else:
+        watched.setdefault(feed, set()).update(ids)  # type: ignore[union-attr]  # not None: returned above
+
+
+def _committed(session: Session) -> None:
+    session.info.pop(_WATCHED, None)
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:  # a savepoint's end (the transaction goes on)
+        return
+    for feed, ids in session.info.pop(_WATCHED, {}).items():
+        feed.undone(ids)
 
 
 class Candidate(NamedTuple):
@@ -270,20 +329,15 @@ class LiveOfferIndex:
                         masks[r.id] = masks.get(r.id, 0) | (1 << CATEGORY_INDEX[Category(r.category)])
             if changed:
                 self._apply(changed, masks, now)
+            # Asked for and not there: its insert was undone (``ChangeFeed``). Offers are never deleted.
+            asked = self._row_of.keys() if look.ids is None else look.ids
+            gone = [self._row_of[i] for i in asked if i not in changed and i in self._row_of]
+            if gone:
+                self._drop(gone)
             if now.timestamp() >= self._next_turn:
                 self._retime(now)
             self._feed.done(look)
             self._forget_busy()
-
-    def forget(self) -> None:
-        """Re-read every offer at the next refresh. For a transaction that refreshed the index and
-        then rolled back: the index took its uncommitted changes (units given back, offers expired),
-        and their stamps would not bring the rows back by themselves."""
-        with self._lock:
-            self._feed = self._feed.fresh()
-            self._busy.clear()
-            self._full.clear()
-            self._busy_rows = None
 
     def note_busy(self, helpers: Collection[int] = (), awaiting: Mapping[int, int] | None = None) -> None:
         """Helpers just found at their cap of open tasks, and the offers among ``awaiting`` (offer id →
@@ -332,7 +386,7 @@ class LiveOfferIndex:
                 self._n += 1
                 self._row_of[o.id] = row
                 self._offer_id[row] = o.id
-                self._helper_id[row] = o.helper_id
+            self._helper_id[row] = o.helper_id  # (SQLite may give an undone insert's id to another offer)
             if self._in_index[row]:
                 out_rows.append(row)
                 self._in_index[row] = False
@@ -355,6 +409,18 @@ class LiveOfferIndex:
         if rows.size:
             self._in_index[rows] = True
             self._index.insert(rows, self._lat[rows], self._lon[rows], self._mask[rows])
+
+    def _drop(self, rows: list[int]) -> None:
+        """Rows whose offer is not in the database: out of the index, never usable."""
+        self._offers = None
+        self._first = {}
+        self._busy_rows = None
+        out = [r for r in rows if self._in_index[r]]
+        if out:
+            self._index.remove(out)
+        self._in_index[rows] = False
+        self._eligible[rows] = False
+        self._left[rows] = 0
 
     def _window(self, rows: np.ndarray, t: float) -> tuple[np.ndarray, float]:
         """Which of ``rows`` are usable at ``t`` (eligible, window open), and the earliest moment

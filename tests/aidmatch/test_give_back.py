@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit.models import AuditEvent
@@ -388,3 +388,39 @@ def test_a_helper_who_said_no_after_the_need_was_taken_is_not_asked_again(
     assert no.json()["status"] == "declined"
     assert client.post(f"/api/matches/{ids[0]}/decline", headers=coordinator_headers).status_code == 200
     assert [s for _, _, s, _ in _asked(db, need["id"])] == ["declined", "declined", "notified"]
+
+
+def test_a_give_back_that_failed_leaves_the_live_index_as_the_database(
+    client: TestClient, db: Session, sessions: Any, settings: Settings
+) -> None:
+    """A decline gives the units back and refreshes the worker's live index inside its transaction;
+    when that transaction is rolled back (a lost commit, a deadlock), the index must not keep
+    the units it never gave back, or every later need near the helper asks a full offer."""
+    from aidmatch.matches.live import LiveOfferIndex
+    from aidmatch.needs.intake import intake_one
+    from aidmatch.needs.schemas import NeedIn
+
+    (offer,) = _helpers_at(client, [5], capacity=1)
+    live = LiveOfferIndex()
+    with sessions() as s:
+        intake_one(session=s, need_in=NeedIn(category="water", lat=55.0, lon=40.0), settings=settings, live=live)
+    (first,) = db.scalars(select(Match.id).where(Match.offer_id == offer["id"]))
+    matches_service.accept(session=db, match_id=first)
+    db.commit()
+    with sessions() as s:  # the helper accepted a while ago; the index has seen it
+        s.execute(update(Offer).where(Offer.id == offer["id"]).values(updated_at=utcnow() - timedelta(minutes=5)))
+        s.commit()
+        live.refresh(session=s, now=utcnow())
+    with sessions() as s:  # "I cannot come after all" — and then the request fails
+        matches_service.decline(session=s, match_id=first, live=live, settings=settings)
+        s.rollback()
+    db.expire_all()
+    full = db.get(Offer, offer["id"])
+    assert full is not None
+    assert full.capacity_used == 1  # still full in the database
+    with sessions() as s:
+        intake_one(session=s, need_in=NeedIn(category="water", lat=55.01, lon=40.0), settings=settings, live=live)
+    asked = db.scalars(
+        select(Match).where(Match.id != first, Match.status.in_([MatchStatus.proposed, MatchStatus.notified]))
+    ).all()
+    assert asked == []  # the full offer is not asked for a unit it does not have

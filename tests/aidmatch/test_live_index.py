@@ -333,3 +333,80 @@ def test_noted_busy_helpers_and_full_offers_are_passed_over_until_the_memory_lap
     clock[0] += 0.2  # the memory lapses: everyone is looked at (and asked about) again
     assert look() == offer_ids
     assert helper_ids[0] in asked_helpers
+
+
+@pytest.mark.parametrize("ending", ["rollback", "close"])
+def test_what_a_transaction_wrote_and_then_undid_is_read_again(db: Session, sessions: Any, ending: str) -> None:
+    """The index reads inside its session's transaction, so it sees that transaction's own writes.
+    When the transaction ends without a commit, those rows are read again, although their real
+    stamps are older than anything a later look would ask for."""
+    clock = [utcnow()]
+    live = LiveOfferIndex(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+
+    def nearest(session: Session) -> list[int]:
+        live.refresh(session=session, now=utcnow())
+        found = live.nearest(lat=55.0, lon=40.0, category=Category.water, k=5, max_km=np.inf, pending=lambda ids: {})
+        return [c.offer_id for c in found]
+
+    old = utcnow() - timedelta(minutes=5)
+    full = _water_offer(db, "+79160000001", 55.01, old)
+    offer = db.get(Offer, full)
+    assert offer is not None
+    offer.capacity_used = 1
+    db.commit()
+    with sessions() as s:
+        assert nearest(s) == []
+    undone = sessions()
+    offer = undone.get(Offer, full)
+    offer.capacity_used = 0  # "I cannot come after all"…
+    offer.updated_at = utcnow()
+    undone.flush()
+    assert nearest(undone) == [full]  # seen inside the transaction
+    if ending == "rollback":  # …and the request failed after all
+        undone.rollback()
+    undone.close()
+    for _ in range(2):  # past the wide re-read too: nothing in the database moved
+        clock[0] += timedelta(seconds=2)
+        with sessions() as s:
+            assert nearest(s) == []
+
+
+def test_offers_whose_insert_was_undone_leave_the_index(db: Session, sessions: Any) -> None:
+    """Read inside the transaction that inserted them, then rolled back: gone at the next look,
+    whether that first look read every offer or only what changed."""
+    live = LiveOfferIndex()
+
+    def nearest(session: Session) -> list[int]:
+        live.refresh(session=session, now=utcnow())
+        found = live.nearest(lat=55.0, lon=40.0, category=Category.water, k=5, max_km=np.inf, pending=lambda ids: {})
+        return [c.offer_id for c in found]
+
+    kept = _water_offer(db, "+79160000001", 55.01, utcnow())
+    for first_read in (True, False):
+        with sessions() as s:
+            if not first_read:
+                assert nearest(s) == [kept]
+            helper = Helper(name="x", phone=f"+7916000001{int(first_read)}", created_at=utcnow(), updated_at=utcnow())
+            s.add(helper)
+            s.flush()
+            phantom = Offer(
+                helper_id=helper.id,
+                lat=55.0,
+                lon=40.0,
+                radius_km=40.0,
+                capacity=1,
+                capacity_used=0,
+                status=OfferStatus.active,
+                created_at=utcnow(),
+                updated_at=utcnow() - timedelta(hours=1),
+            )
+            s.add(phantom)
+            s.flush()
+            s.add(OfferCategory(offer_id=phantom.id, category=Category.water))
+            s.flush()
+            phantom.updated_at = utcnow()
+            s.flush()
+            assert nearest(s) == [phantom.id, kept]
+            s.rollback()
+        with sessions() as s:
+            assert nearest(s) == [kept]
