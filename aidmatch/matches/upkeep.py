@@ -61,8 +61,22 @@ class UpkeepReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "reoffer"}
 
 
+def _offers_expiring(now: datetime) -> ColumnElement[bool]:
+    return (Offer.status == OfferStatus.active) & Offer.available_until.is_not(None) & (Offer.available_until <= now)
+
+
+def _late(settings: Settings, now: datetime) -> ColumnElement[bool]:
+    """Requests the pass times out: no answer within ``match_response_timeout_s`` (outside a wave)."""
+    cutoff = now - timedelta(seconds=settings.match_response_timeout_s)
+    return (
+        Match.status.in_(PENDING_MATCH_STATUSES)
+        & Match.wave.is_(None)
+        & (func.coalesce(Match.notified_at, Match.created_at) <= cutoff)
+    )
+
+
 def expire_offers(session: Session, now: datetime, report: UpkeepReport) -> None:
-    due = (Offer.status == OfferStatus.active) & Offer.available_until.is_not(None) & (Offer.available_until <= now)
+    due = _offers_expiring(now)
     count = session.scalar(select(func.count(Offer.id)).where(due)) or 0
     if not count:
         return
@@ -109,18 +123,27 @@ def _escalating(now: datetime) -> ColumnElement[bool]:
 
 
 def lock_due_needs(session: Session, settings: Settings, now: datetime) -> set[int]:
-    """Lock every need this pass will write (asked, expired, escalated), in id order, before any
-    match or offer (SQLite: the write lock, taken only when some are due).
+    """Lock every need this pass will write (asked, expired, escalated) or whose requests it will
+    close (timed out, or to an expiring offer), in id order, before any match or offer (SQLite:
+    the write lock, taken only when some are due).
 
     Accept, give-back and close take a need first, then its matches, then an offer; a pass that
     took matches first (an expiring offer's requests, requests timing out) and a need after them
     could meet an accept of one of those requests coming the other way, and the two would
-    deadlock. The needs are locked from the read to the commit: a need a helper gives back or its
+    deadlock; so could an accept of a request the pass times out after it gave an expired need's
+    units back to that request's offer. The needs are locked from the read to the commit: a need a helper gives back or its
     author answers meanwhile is not marked asked, nor sent a question that no longer fits.
     Returns their ids (a need due after the lock waits for the next pass).
     """
     before = timedelta(hours=settings.need_reconfirm_before_hours)
-    due = or_(_asking(now, before), _expiring(now), _escalating(now))
+    closing = select(Match.need_id).where(
+        or_(
+            _late(settings, now),
+            Match.status.in_(PENDING_MATCH_STATUSES)
+            & Match.offer_id.in_(select(Offer.id).where(_offers_expiring(now))),
+        )
+    )
+    due = or_(_asking(now, before), _expiring(now), _escalating(now), Need.id.in_(closing))
     if session.scalar(select(Need.id).where(due).limit(1)) is None:
         return set()
     write_lock(session)
@@ -203,11 +226,8 @@ def ask_if_done(session: Session, needs: list[Need], now: datetime) -> None:
 
 
 def time_out_matches(session: Session, settings: Settings, now: datetime, report: UpkeepReport) -> None:
-    cutoff = now - timedelta(seconds=settings.match_response_timeout_s)
-    late = Match.wave.is_(None) & (func.coalesce(Match.notified_at, Match.created_at) <= cutoff)
-    report.matches_timed_out += (
-        session.scalar(select(func.count(Match.id)).where(Match.status.in_(PENDING_MATCH_STATUSES), late)) or 0
-    )
+    late = _late(settings, now)
+    report.matches_timed_out += session.scalar(select(func.count(Match.id)).where(late)) or 0
     report.reoffer.update(close_pending(session, late, now=utcnow(), status=MatchStatus.timed_out))
 
 

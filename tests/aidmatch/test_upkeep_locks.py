@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
-from aidmatch.enums import MatchStatus, OfferStatus
+from aidmatch.enums import MatchStatus, NeedStatus, OfferStatus
 from aidmatch.errors import ConflictError
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.models import Match
@@ -154,3 +154,73 @@ def test_a_decline_during_upkeep_of_an_expiring_offer_does_not_deadlock(
     statuses = dict(db.execute(select(Match.offer_id, Match.status).where(Match.need_id == need["id"])).tuples().all())
     assert statuses[offers[0]["id"]] is MatchStatus.declined
     assert offers[1]["id"] in statuses  # the next helper was asked (the pass, an hour "later", may time it out)
+
+
+def test_an_accept_of_a_request_the_pass_times_out_waits_instead_of_deadlocking(
+    client: TestClient, db: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass gives an expired need's accepted unit back to an offer (locking it), then times out
+    a late request to the same offer, which its helper is accepting just then (need, request, then
+    the offer). The pass locks the late request's need first, so the accept waits for the pass
+    (or the pass for the accept) instead of the two deadlocking."""
+    offer = client.post(
+        "/api/offers",
+        json={
+            "categories": ["water"],
+            "capacity": 2,
+            "radius_km": 30,
+            "lat": 55.0,
+            "lon": 40.02,
+            "phone": "+79160000001",
+        },
+    ).json()
+    first = client.post("/api/needs", json={"category": "water", "lat": 55.0, "lon": 40.0}).json()
+    second = client.post("/api/needs", json={"category": "water", "lat": 55.01, "lon": 40.0}).json()
+    m1 = db.scalars(select(Match.id).where(Match.need_id == first["id"])).one()
+    m2 = db.scalars(select(Match.id).where(Match.need_id == second["id"])).one()
+    matches_service.accept(session=db, match_id=m1)
+    db.commit()
+    now = utcnow()
+    stored = db.get(Need, first["id"])
+    assert stored is not None
+    stored.quantity, stored.status = 2, NeedStatus.partially_assigned  # one more unit still wanted…
+    stored.expires_at = now - timedelta(minutes=1)  # …and it expires now: its accepted unit goes back
+    request = db.get(Match, m2)
+    assert request is not None
+    request.notified_at = now - timedelta(seconds=settings.match_response_timeout_s + 60)  # late
+    db.commit()
+    sessions = client.app.state.sessionmaker  # type: ignore[attr-defined]
+    accepted = threading.Event()
+
+    def accept() -> None:
+        with sessions() as other:
+            try:
+                matches_service.accept(session=other, match_id=m2)
+            except ConflictError:  # the pass timed it out first
+                other.rollback()
+                return
+            other.commit()
+            accepted.set()
+
+    from aidmatch.matches import upkeep
+
+    real = upkeep.time_out_matches
+
+    def time_out_matches(*args: Any) -> None:
+        # The unit is back on the offer; the helper's YES comes now and gets as far as it can.
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(accept)
+            wait([done], timeout=1)
+            real(*args)
+            session.commit()  # the pass ends here for the accept's sake: let it go on
+            done.result(timeout=60)
+
+    monkeypatch.setattr(upkeep, "time_out_matches", time_out_matches)
+    with sessions() as session:
+        run_upkeep(session=session, settings=settings, live=client.app.state.live_index, now=now)  # type: ignore[attr-defined]
+        session.commit()
+    db.expire_all()
+    status = db.get(Match, m2).status  # type: ignore[union-attr]
+    # Either order is right: accepted before the pass, or timed out by it and the YES refused.
+    assert status is (MatchStatus.accepted if accepted.is_set() else MatchStatus.timed_out)
+    assert db.get(Offer, offer["id"]).capacity_used == (1 if accepted.is_set() else 0)  # type: ignore[union-attr]
