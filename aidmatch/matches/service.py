@@ -510,7 +510,9 @@ def accept(*, session: Session, match_id: int) -> Match:
     The need's row is updated first, so concurrent accepts for one need queue on it (row lock on
     PostgreSQL, the write lock on SQLite) and each re-checks its condition after the one before.
     A helper asked for more than is still missing takes only what is missing. When the need is
-    fully taken, the other requests for it are cancelled and its escalation stops.
+    fully taken, the other requests for it are cancelled and its escalation stops. A helper holds
+    at most ``max_active_tasks`` accepted tasks: their row is locked last (after the need, the
+    request and the offer), so two of their YES at once are counted one after the other.
     """
     for _ in range(_ACCEPT_TRIES):
         now = utcnow()
@@ -576,6 +578,18 @@ def accept(*, session: Session, match_id: int) -> Match:
         if offer_done.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()
             continue
+        cap = session.scalar(
+            select(Helper.max_active_tasks).where(Helper.id == offer.helper_id).with_for_update(key_share=True)
+        )
+        holding = session.scalar(
+            select(func.count(Match.id)).where(Match.helper_id == offer.helper_id, Match.status == MatchStatus.accepted)
+        )
+        if cap is not None and (holding or 0) > cap:
+            session.rollback()
+            raise ConflictError(
+                f"match {match_id}: the helper has {cap} accepted task{'s' if cap != 1 else ''} already, "
+                "their limit; complete one or give one back first"
+            )
         session.refresh(need)
         audit.record(session, "accepted", "match", match_id, need=need.id, quantity=take)
         if need.status is not status_before:

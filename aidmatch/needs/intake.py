@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aidmatch.audit import service as audit
 from aidmatch.categories import CATEGORY_INDEX
 from aidmatch.config import Settings
-from aidmatch.database import insert_rows, utcnow
+from aidmatch.database import insert_rows, utcnow, write_lock
 from aidmatch.enums import Source
 from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
@@ -129,6 +129,9 @@ def intake_group(
     source = Source.api
     phones = sorted({i.contact_phone for i in items if i.contact_phone is not None})
     service.lock_phones(session, phones)  # another worker's group or an SMS from one of them waits
+    # SQLite: the write lock from here, phones or not, so that what the lookups read of the helpers
+    # (open tasks, units awaiting an answer) stays as read until the group's requests are written.
+    write_lock(session)
     open_by_phone = service.open_needs_of_phones(session, phones)
     codes = service.new_codes(session, len(items))
     live.refresh(session=session, now=now)
