@@ -63,12 +63,16 @@ from notifications.templates import helper_cannot_come, task_request
 log = logging.getLogger("aidmatch.matches")
 
 _ACCEPT_TRIES = 5
+_CUT_AT_WRITE = -1
 REASON_NAMES = {
     matching.NO_OFFER_IN_RANGE: "no_helper_in_range",
     matching.ALL_IN_RANGE_AT_CAPACITY: "all_in_range_at_capacity",
     matching.ONLY_TOO_FAR: "only_too_far",
     # Every helper with room in range was asked about the need before: nobody left to ask.
     matching.ALL_IN_RANGE_EXCLUDED: "all_in_range_asked",
+    # A batch run's own: the matcher served the need, but while it solved its helpers were asked
+    # about it, took other work up to their cap or their offers' units, or the need was taken or closed.
+    _CUT_AT_WRITE: "changed_during_run",
 }
 
 
@@ -252,12 +256,16 @@ def run_batch(
     first[order[np.unique(pairs[order], return_index=True)[1]]] = True
     fresh &= first
     # The solve took up to its time budget; meanwhile intake, escalation waves and declines asked
-    # helpers, needs closed or were accepted, offers were withdrawn and helpers reached their cap.
-    # Read what is free now (this transaction holds the write lock on SQLite) and cut the rows to
-    # it, nearest first, so no offer is asked for more than it has left.
+    # helpers, needs closed or were accepted, offers were withdrawn or expired and helpers reached
+    # their cap. Read what is free now (this transaction holds the write lock on SQLite) and cut
+    # the rows to it, nearest first, so no offer is asked for more than it has left. PostgreSQL:
+    # the needs to be asked about are locked first, in id order (as upkeep and accept take them),
+    # so a need closed from now on is closed after this run's requests are in, and closes them too.
+    _lock_needs(session, need_ids[fresh])
+    reread_at = max(now, utcnow())
     quantity = np.where(fresh, result.quantity, 0)
-    now_needs = load_open_needs(session=session, now=now)
-    now_offers = load_open_offers(session=session, now=now)
+    now_needs = load_open_needs(session=session, now=reread_at)
+    now_offers = load_open_offers(session=session, now=reread_at)
     quantity = _fit(offer_ids, quantity, result.distance_km, _room(now_offers.id, now_offers.remaining, offer_ids))
     quantity = _fit(need_ids, quantity, result.distance_km, _room(now_needs.id, now_needs.remaining, need_ids))
     fresh &= quantity > 0
@@ -267,7 +275,7 @@ def run_batch(
     kept, written = _write_batch_matches(
         session=session,
         run_id=run.id,
-        now=now,
+        now=reread_at,  # the requests go out now, not when the run began: their answer time counts from here
         need_ids=need_ids[fresh],
         helper_ids=helper_ids[fresh],
         offer_ids=offer_ids[fresh],
@@ -277,13 +285,15 @@ def run_batch(
     )
     # A pair another worker asked while this run solved was skipped by the database: not this run's.
     fresh[np.flatnonzero(fresh)[~kept]] = False
-    unserved = result.reason != matching.SERVED
-    reasons = {
-        REASON_NAMES[int(code)]: int(count)
-        for code, count in zip(*np.unique(result.reason[unserved], return_counts=True), strict=True)
-    }
     served = np.zeros(len(needs.id), dtype=np.int64)
     np.add.at(served, result.need_index[fresh], quantity[fresh])
+    # Why each need the run asked nobody about was left (as many as ``unmatched_needs``): the
+    # matcher's reason, or its rows cut at the write (``CUT_AT_WRITE``).
+    unserved = served == 0
+    codes = np.where(result.reason == matching.SERVED, _CUT_AT_WRITE, result.reason)[unserved]
+    reasons = {
+        REASON_NAMES[int(code)]: int(count) for code, count in zip(*np.unique(codes, return_counts=True), strict=True)
+    }
     run.status = MatchRunStatus.succeeded
     run.needs_count = len(needs.id)
     run.offers_count = len(offers.id)
@@ -311,6 +321,23 @@ def run_batch(
     session.flush()
     audit.record(session, "finished", "run", run.id, matches=int(fresh.sum()), units=run.assigned_quantity)
     return run
+
+
+_LOCK_CHUNK = 5000
+
+
+def _lock_needs(session: Session, ids: np.ndarray) -> None:
+    """Row-lock these needs (PostgreSQL, ``FOR NO KEY UPDATE`` as everywhere), in id order."""
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite: the run holds the write lock since its first write
+    wanted = np.unique(ids).tolist()
+    for k in range(0, len(wanted), _LOCK_CHUNK):
+        session.execute(
+            select(Need.id)
+            .where(Need.id.in_(wanted[k : k + _LOCK_CHUNK]))
+            .order_by(Need.id)
+            .with_for_update(key_share=True)
+        ).all()
 
 
 def _room(ids: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:

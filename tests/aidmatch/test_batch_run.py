@@ -83,6 +83,7 @@ def test_batch_run_proposes_feasible_matches_and_records_the_run(client: TestCli
     assert stored.needs_count == len(needs)
     assert stored.needs_count == stored.matched_needs + stored.unmatched_needs
     assert stored.unmatched_reasons.get("no_helper_in_range", 0) >= 1  # the shelter need far north
+    assert sum(stored.unmatched_reasons.values()) == stored.unmatched_needs  # one reason each
     # Capacity is the binding constraint here (6 water units offered, 12 asked): all of it is used.
     assert sum(per_offer.values()) == 6
     # Each request went out by SMS in the same transaction, once, to the offer's helper.
@@ -261,3 +262,92 @@ def test_cli_match_prints_the_run(client: TestClient, settings: Settings) -> Non
     plain = CliRunner().invoke(app, ["match"], env={"AIDMATCH_DATABASE_URL": settings.database_url})
     assert plain.exit_code == 0
     assert "open needs matched" in plain.stdout
+
+
+def test_an_offer_that_expires_while_the_run_solves_is_not_asked(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run re-reads what is open when it writes, at that moment, not at its start."""
+    need = _need(client)  # before any helper: nobody asked at intake
+    offer = _offer(client, "+79160000015", capacity=1)
+    real = matching.match
+
+    def solve_past_the_offers_end(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        stored = db.get(Offer, offer["id"])
+        assert stored is not None
+        stored.available_until = utcnow() - timedelta(seconds=1)  # its window closes during the solve
+        db.flush()
+        return out
+
+    monkeypatch.setattr(matching, "match", solve_past_the_offers_end)
+    run = service.run_batch(session=db, now=utcnow() - timedelta(seconds=5))  # began 5 s ago
+    db.commit()
+    assert run.assigned_quantity == 0
+    assert db.scalars(select(Match).where(Match.need_id == need["id"])).all() == []
+
+
+def test_a_need_closed_while_the_run_writes_keeps_no_request(
+    client: TestClient, db: Session, sessions: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The author withdraws the need (or upkeep expires it) as the run writes its request: the
+    close waits for the run (PostgreSQL: the run locks the need first; SQLite: the write lock),
+    then withdraws the request with the need, so it holds no unit and no task slot."""
+    import threading
+
+    need = _need(client)
+    _offer(client, "+79160000016", capacity=1)
+    real = service._write_batch_matches
+    closer: list[threading.Thread] = []
+
+    def close() -> None:
+        with sessions() as other:
+            needs_service.close(
+                session=other, need=needs_service.get(session=other, need_id=need["id"]), fulfilled=False
+            )
+            other.commit()
+
+    def write_as_the_author_cancels(**kw: Any) -> Any:
+        closer.append(threading.Thread(target=close))
+        closer[0].start()
+        closer[0].join(0.5)  # it waits for this run (or, before the fix on PostgreSQL, closed the need now)
+        return real(**kw)
+
+    monkeypatch.setattr(service, "_write_batch_matches", write_as_the_author_cancels)
+    service.run_batch(session=db)
+    db.commit()
+    closer[0].join(30)
+    db.expire_all()
+    assert db.get(Need, need["id"]).status.value == "cancelled"  # type: ignore[union-attr]
+    statuses = [m.status for m in db.scalars(select(Match).where(Match.need_id == need["id"]))]
+    assert MatchStatus.notified not in statuses
+    assert MatchStatus.proposed not in statuses
+
+
+def test_a_partly_served_need_is_matched_and_a_need_cut_at_the_write_has_a_reason(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partly = _need(client, quantity=3)
+    _offer(client, "+79160000017", capacity=1)
+    run = service.run_batch(session=db)
+    db.commit()
+    assert (run.matched_needs, run.unmatched_needs, run.unmatched_reasons) == (1, 0, {})
+    assert run.assigned_quantity == 1
+    # The next run finds a helper for the rest, who is asked about it by intake while it solves.
+    _offer(client, "+79160000018", capacity=2, lat=55.2, lon=40.55)
+    real = matching.match
+
+    def solve_while_intake_asks(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        with Session(db.get_bind()) as other:
+            need = other.get(Need, partly["id"])
+            assert need is not None
+            needs_service.close(session=other, need=need, fulfilled=False)  # withdrawn meanwhile
+            other.commit()
+        return out
+
+    monkeypatch.setattr(matching, "match", solve_while_intake_asks)
+    again = service.run_batch(session=db)
+    db.commit()
+    assert (again.matched_needs, again.unmatched_needs) == (0, 1)
+    assert again.unmatched_reasons == {"changed_during_run": 1}
