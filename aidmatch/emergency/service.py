@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -23,7 +25,7 @@ class EmergencyMode:
 
 
 def get(*, session: Session) -> EmergencyMode:
-    row = session.get(ServiceState, _KEY)
+    row = session.get(ServiceState, _KEY, populate_existing=True)  # as stored now (``set_mode`` writes past the ORM)
     if row is None:
         return EmergencyMode(enabled=False, changed_at=None, changed_by=None, note=None)
     return EmergencyMode(
@@ -38,12 +40,13 @@ def set_mode(*, session: Session, enabled: bool, changed_by: str, note: str | No
     """Switch emergency mode on or off (the caller commits)."""
     now = utcnow()
     value = {"enabled": enabled, "changed_by": changed_by, "note": note}
-    row = session.get(ServiceState, _KEY)
-    if row is None:
-        session.add(ServiceState(key=_KEY, value=value, updated_at=now))
-    else:
-        row.value = value
-        row.updated_at = now
-    session.flush()
+    # One statement, the row created or changed: two first switches at once both succeed (the
+    # later wins) instead of one failing on the key the other inserted.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(ServiceState)
+        .values(key=_KEY, value=value, updated_at=now)
+        .on_conflict_do_update(index_elements=[ServiceState.key], set_={"value": value, "updated_at": now})
+    )
     audit.record(session, "switched_on" if enabled else "switched_off", "emergency", None, note=note)
     return get(session=session)

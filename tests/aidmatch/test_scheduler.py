@@ -310,3 +310,32 @@ def test_an_upkeep_pass_that_rolls_back_leaves_no_trace_in_the_live_index(
         assert free_units() == [0]  # the pass was rolled back: the unit is still taken
     finally:
         engine.dispose()
+
+
+def test_two_first_switches_of_emergency_mode_at_once_both_succeed(settings: Settings, sessions: Any) -> None:
+    """No stored switch yet: two coordinators (or a coordinator and the CLI) switch at once. Both
+    succeed, one after the other, instead of one failing on the row the other created."""
+    from aidmatch.emergency import service as emergency_service
+
+    outcome: list[Any] = []
+
+    def switch_off() -> None:
+        with sessions() as s:
+            try:
+                outcome.append(emergency_service.set_mode(session=s, enabled=False, changed_by="b", note="drill"))
+                s.commit()
+            except Exception as exc:  # the failure is what this test looks for
+                outcome.append(exc)
+
+    with sessions() as first:
+        assert emergency_service.set_mode(session=first, enabled=True, changed_by="a").enabled  # not committed yet
+        other = threading.Thread(target=switch_off)
+        other.start()
+        other.join(0.5)  # it waits for the first switch's row (or, on SQLite, for the write lock)
+        first.commit()
+    other.join(30)
+    (off,) = outcome
+    assert isinstance(off, emergency_service.EmergencyMode), off
+    assert (off.enabled, off.changed_by, off.note) == (False, "b", "drill")
+    with sessions() as s:
+        assert not emergency_service.get(session=s).enabled
