@@ -275,7 +275,7 @@ def run_batch(
     kept, written = _write_batch_matches(
         session=session,
         run_id=run.id,
-        now=reread_at,  # the requests go out now, not when the run began: their answer time counts from here
+        now=now,
         need_ids=need_ids[fresh],
         helper_ids=helper_ids[fresh],
         offer_ids=offer_ids[fresh],
