@@ -275,6 +275,14 @@ PEOPLE_UNITS: tuple[str, ...] = (
 )
 """People after a number («3 человека»): the quantity counts them when no goods unit is given."""
 
+TIME_UNITS: tuple[str, ...] = (
+    "секунд~", "минут~", "час", "часа", "часов", "день", "дня", "дней", "сутки", "суток", "ночь", "ночи", "ночей",
+    "недел~", "месяц~",
+    "dnya", "dney", "den", "sutok", "chasa", "chasov", "nedel*",
+    "second*", "minute*", "min", "hour*", "hrs", "day", "days", "night*", "week*", "month*",
+)
+"""Spans of time after a number («3 дня», "2 days"): the number is how long, never a quantity or a task."""
+
 NUMBER_WORDS: dict[str, int] = {
     "один": 1, "одна": 1, "два": 2, "две": 2, "двое": 2, "три": 3, "трое": 3, "четыре": 4, "четверо": 4, "пять": 5,
     "пятеро": 5, "шесть": 6, "шестеро": 6, "семь": 7, "семеро": 7, "восемь": 8, "девять": 9, "десять": 10, "one": 1,

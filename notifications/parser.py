@@ -44,6 +44,7 @@ from notifications.keywords import (
     POSSESSIVE_REACH,
     QUANTITY_UNITS,
     STOPWORDS,
+    TIME_UNITS,
     TRANSLIT_WORDS,
     URGENT_CUES,
     Command,
@@ -170,6 +171,7 @@ _CRITICAL = _Table(CRITICAL_CUES)
 _URGENT = _Table(URGENT_CUES)
 _GOODS_UNITS = _Table(QUANTITY_UNITS)
 _PEOPLE_UNITS = _Table(PEOPLE_UNITS)
+_TIME_UNITS = _Table(TIME_UNITS)
 _NOT_PLACE = _Table(NOT_PLACES)
 _ALL_KNOWN = (
     *_CATEGORY_TABLES.values(),
@@ -181,6 +183,7 @@ _ALL_KNOWN = (
     _URGENT,
     _GOODS_UNITS,
     _PEOPLE_UNITS,
+    _TIME_UNITS,
 )
 
 # ------------------------------------------------------------------------------------- result
@@ -253,7 +256,7 @@ def _argument(raw: str) -> str | None:
     return folded if _CODE.match(folded) else None
 
 
-def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
+def _command(text: str, tokens: list[_Token]) -> tuple[Command, str | None] | None:
     if not tokens or tokens[0].norm not in COMMAND_WORDS:
         return None
     command = COMMAND_WORDS[tokens[0].norm]
@@ -273,6 +276,8 @@ def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
         argument = _argument(rest[0].raw)
         if argument is None:
             return None  # «нет воды», «help me»: a sentence, not a command
+        if argument.isdigit() and _counts_something(text, tokens, 1):
+            return None  # «Нет 3 дня воды», "No 3 days without water": a number of days, not a task
         rest = rest[1:]
     if command == "help" and argument is not None:
         return None
@@ -280,6 +285,15 @@ def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
     if argument is None and any(t.norm not in POLITE for t in rest):
         return None
     return command, argument
+
+
+def _counts_something(text: str, tokens: Sequence[_Token], i: int) -> bool:
+    """Whether the number ``tokens[i]`` is followed, with only a space between, by what it counts
+    (days, litres, people): then it is part of a sentence, not a task number or a code."""
+    if i + 1 >= len(tokens) or text[tokens[i].end : tokens[i + 1].start].strip():
+        return False
+    norms = [t.norm for t in tokens]
+    return any(table.match_at(norms, i + 1) for table in (_TIME_UNITS, _GOODS_UNITS, _PEOPLE_UNITS))
 
 
 # ------------------------------------------------------------------------------ numbers, places
@@ -405,6 +419,8 @@ def _quantity(toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]
         else:
             continue
         nxt = i + 1 < len(toks)
+        if nxt and _TIME_UNITS.match_at(norms, i + 1):
+            continue  # «3 дня без воды»: how long, not how much
         if nxt and goods is None and _GOODS_UNITS.match_at(norms, i + 1):
             goods = value
         elif nxt and people is None and _PEOPLE_UNITS.match_at(norms, i + 1):
@@ -473,7 +489,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     norms = [t.norm for t in toks]
     language = _language(text, norms)
 
-    command = _command(toks) if commands else None
+    command = _command(text, toks) if commands else None
     if command is not None:
         # The command word alone tells the language: «DA» is Russian, «STOP» English.
         word = toks[0].norm

@@ -147,7 +147,7 @@ def handle(
     needs_service.lock_phones(session, [phone])
     parsed = parse_sms(message.body)
     helper = _helper(session, phone)
-    if parsed.intent == "command" and _sentence_after_all(session, phone, parsed):
+    if parsed.intent == "command" and _sentence_after_all(session, phone, helper, parsed):
         parsed = parse_sms(message.body, commands=False)
     language = _language(parsed, helper)
     if parsed.intent == "command" and parsed.command is not None:
@@ -454,14 +454,20 @@ def _own_need(session: Session, phone: str, code: str) -> Need | None:
     return need if need.contact_phone == phone else None
 
 
-def _sentence_after_all(session: Session, phone: str, parsed: ParsedSms) -> bool:
+def _sentence_after_all(session: Session, phone: str, helper: Helper | None, parsed: ParsedSms) -> bool:
     """Whether a message read as a command is a need or offer in words after all: its «code» is
     a word folded into code letters («Нет сахара…» → CAXAPA) that names none of the sender's needs,
-    and the rest of the text reads as a request."""
+    and the rest of the text reads as a request; or its number names none of the sender's needs
+    and tasks and the rest is a whole request, with its place («Нет 3 недели воды, Рязань»)."""
     arg = parsed.argument
-    if arg is None or arg.isdigit() or _own_need(session, phone, arg) is not None:
+    if arg is None or _own_need(session, phone, arg) is not None:
         return False
-    return parse_sms(parsed.text, commands=False).intent in ("need", "offer")
+    sentence = parse_sms(parsed.text, commands=False)
+    if not arg.isdigit():
+        return sentence.intent in ("need", "offer")
+    if helper is not None and _helper_match(session, helper, arg, parsed.command) is not None:
+        return False
+    return sentence.intent in ("need", "offer") and sentence.has_place and bool(sentence.categories)
 
 
 def _need_command(

@@ -1218,3 +1218,37 @@ def test_a_phone_that_said_stop_signed_up_later_has_no_sms_consent(sms: TestClie
     (match,) = db.scalars(select(Match).where(Match.need_id == need["id"]))
     assert match.status is MatchStatus.proposed  # not "notified" by an SMS the outbox would block
     assert not [m for m in _outbound_to(db, phone) if m.match_id is not None]
+
+
+# -- review of the inbound SMS path --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "words", ["{id} дня воды, Рязань", "{id} суток без воды, Рязань", "{id} days without water, Ryazan"]
+)
+def test_a_helper_saying_how_long_they_are_without_water_makes_a_need_and_keeps_the_task(
+    sms: TestClient, db: Session, words: str
+) -> None:
+    helper_phone = "+79165550001"
+    _water_offer(sms, helper_phone)
+    _text(sms, "+79161234567", "нужна вода, 55.0 40.0")
+    (match,) = db.scalars(select(Match))
+    command = "No" if "days" in words else "Нет"
+    reply = _text(sms, helper_phone, f"{command} {words.format(id=match.id)}")
+    db.expire_all()
+    assert db.get(Match, match.id).status is not MatchStatus.declined  # type: ignore[union-attr]
+    (need,) = db.scalars(select(Need).where(Need.contact_phone == helper_phone))
+    assert need.category.value == "water"
+    assert need.code in reply
+
+
+@pytest.mark.parametrize("body", ["Нет 3, воды нет совсем, Рязань", "нет 4 - нет еды, Тула"])
+def test_a_number_that_names_nothing_of_the_sender_before_a_whole_request_is_a_need(
+    sms: TestClient, db: Session, body: str
+) -> None:
+    reply = _text(sms, "+79161234567", body)
+    (need,) = db.scalars(select(Need))
+    assert need.code in reply
+    # Alone, or before a short tail, the number stays a task number.
+    assert "Нет задачи 3" in _text(sms, "+79161234567", "НЕТ 3")
+    assert "Нет задачи 12" in _text(sms, "+79161234567", "нет 12, спасибо")

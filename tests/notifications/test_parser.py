@@ -618,3 +618,41 @@ def test_twilios_opt_out_words_in_a_sentence_are_not_stop(text: str) -> None:
 
 def test_unstop_is_start() -> None:
     assert parse_sms("UNSTOP").command == "start"
+
+
+# ------------------------------------------------------------------- review of the inbound path
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Нет 3 дня воды, Рязань", "water"),
+        ("Нет 2 суток света, Белоомут", "power"),
+        ("Нет 5 дней еды, дети голодные, Тула", "food"),
+        ("нет 2 недели лекарств, Тула", "medicine"),
+        ("No 3 days without water, Ryazan", "water"),
+        ("no 2 weeks of food here, Ryazan", "food"),
+        ("нет 10 литров воды на семью, Рязань", "water"),
+    ],
+)
+def test_a_command_word_with_a_number_of_days_or_things_is_a_sentence(text: str, category: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.command) == ("need", None)
+    assert category in parsed.categories
+    assert parsed.has_place
+
+
+@pytest.mark.parametrize(
+    ("text", "command", "argument"),
+    [("НЕТ 123", "no", "123"), ("ДА 45.", "yes", "45"), ("нет 12, спасибо", "no", "12"), ("ДА 7 спасибо", "yes", "7")],
+)
+def test_a_command_with_a_task_number_and_thanks_stays_a_command(text: str, command: str, argument: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.command, parsed.argument) == ("command", command, argument)
+
+
+@pytest.mark.parametrize("text", ["без воды 3 дня, Рязань", "нет воды 2 суток, Рязань", "no water for 3 days, Ryazan"])
+def test_a_number_of_days_is_not_a_quantity(text: str) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.quantity is None
