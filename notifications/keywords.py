@@ -231,6 +231,20 @@ HELP_CUES: tuple[str, ...] = (
 )
 """A call for help: a need even when it does not say of what («нужна помощь», «SOS»)."""
 
+NO_LONGER = frozenset(
+    """не ne not dont doesnt didnt longer""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Right before a need cue these say it is not (or no longer) needed: «больше не нужна», "no longer
+need", "don't need"."""
+
+RECEIVED_CUES: tuple[str, ...] = (
+    "привезли", "получили", "доставили", "помогли", "уже есть", "помощь пришла|приехала", "пришла|приехала помощь",
+    "privezli", "poluchili", "dostavili", "pomogli",
+    "received", "delivered", "already have|got", "help came|arrived", "has|have arrived",
+)
+"""What was needed has come («воду привезли», "we received the water"): alone, this says a request
+is over, not a new one."""
+
 FIRST_PERSON = frozenset(
     """меня мне мои мой моя мы нам нас наш наша наши я
     i im me menya mne my nam nas our ours us we were ya""".split()  # noqa: SIM905 - a word list reads better than a list of strings
@@ -314,7 +328,7 @@ STOPWORDS = frozenset(
     """а бы в вам вас ваш вечер во вот все всех всё вы где да день для до добрые добрый друзья есть еще же за здесь
     здравствуйте и из или к как ко когда кто ли люди мало меня мне много мое можно мои мой моя мы на над нам нами
     нас наш наша наше наши не нету ни но о об он она они оно от очень пишу по под пожалуйста пока помогите при
-    привет про просьба ребята с сейчас семья со спасибо срочно так также там тоже только тут ты у уже утро человек
+    привет про просьба больше ничего ребята с сейчас семья со спасибо срочно так также там тоже только тут ты у уже утро человек
     что чтобы эта это этот я
     a about after again all also am an and any are as at be been before being both but by can chto could da dear
     did dlya do does down each eshche est eto few for from gde god had has have he hello here hi how i if in into
@@ -322,7 +336,7 @@ STOPWORDS = frozenset(
     not o ochen of off on once only or other our out over own please po pod pozhalujsta pozhaluysta privet s same
     seychas shall she should sir so some spasibo srochno still such tam than thank thanks that the then there
     these they this those to tolko too tut u up us uzhe v very vse vy was we were what when where which who why
-    will with would ya yes you your""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+    will with would ya yes you your anymore longer""".split()  # noqa: SIM905 - a word list reads better than a list of strings
 )
 """Common words that are never a place name."""
 

@@ -31,6 +31,7 @@ from notifications.keywords import (
     HELP_CUES,
     NEED_CUES,
     NEGATIONS,
+    NO_LONGER,
     NOT_PLACES,
     NUMBER_WORDS,
     OFFER_CUES,
@@ -43,6 +44,7 @@ from notifications.keywords import (
     POSSESSIVE_NOT,
     POSSESSIVE_REACH,
     QUANTITY_UNITS,
+    RECEIVED_CUES,
     STOPWORDS,
     TIME_UNITS,
     TRANSLIT_WORDS,
@@ -62,7 +64,9 @@ __all__ = [
     "parse_sms",
 ]
 
-Intent = Literal["need", "offer", "command", "unknown"]
+Intent = Literal["need", "offer", "withdrawn", "command", "unknown"]
+"""``withdrawn``: the sender says what they asked for is no longer needed or has come («вода больше
+не нужна», «спасибо, воду привезли», "we don't need food anymore"); ``categories`` name what."""
 Urgency = Literal["critical", "urgent", "normal"]
 Language = Literal["ru", "en"]
 
@@ -167,6 +171,7 @@ _OFFER_NOT_BEFORE = _Table(OFFER_NOT_BEFORE)
 _POSSESSIVE_NOT = _Table(POSSESSIVE_NOT)
 _NEED = _Table(NEED_CUES)
 _HELP = _Table(HELP_CUES)
+_RECEIVED = _Table(RECEIVED_CUES)
 _CRITICAL = _Table(CRITICAL_CUES)
 _URGENT = _Table(URGENT_CUES)
 _GOODS_UNITS = _Table(QUANTITY_UNITS)
@@ -179,6 +184,7 @@ _ALL_KNOWN = (
     _POSSESSIVE,
     _NEED,
     _HELP,
+    _RECEIVED,
     _CRITICAL,
     _URGENT,
     _GOODS_UNITS,
@@ -577,7 +583,7 @@ def intent_cues(text: str) -> dict[str, tuple[str, ...]]:
 
 
 def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool = True) -> Intent:
-    """need, offer or unknown; ``short_form`` False: a short message that only names things
+    """need, offer, withdrawn or unknown; ``short_form`` False: a short message that only names things
     («вода», "water 3") is not read as a need (it may answer «Чем можете помочь?»)."""
     offers: list[int] = []
     offer_spans: set[int] = set()
@@ -599,11 +605,20 @@ def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool =
         # «у нас есть раненые», «we have sick children» report a need; things are what one offers.
         if set(_categories(ahead)) - {"medical", "evacuation"}:
             offers.append(i)
-    needs = [i for i, _ in _HELP.find(norms) if i not in offer_spans]
+    # «больше не нужна», "no longer need": a need cue said not to hold, and a call for help beside it.
+    negated = [i for i, _ in _NEED.find(norms) if i > 0 and norms[i - 1] in NO_LONGER]
+    received = [i for i, _ in _RECEIVED.find(norms) if not (i > 0 and norms[i - 1] in NEGATIONS)]
+    needs = [i for i, _ in _HELP.find(norms) if i not in offer_spans and not any(abs(i - j) <= 3 for j in negated)]
     if categories:
-        needs += [i for i, _ in _NEED.find(norms) if i not in offer_spans]
+        needs += [i for i, _ in _NEED.find(norms) if i not in offer_spans and i not in negated]
     # «нет воды», «без еды», «no food»: a negation right before a category names a need.
-    needs += [i for i, t in enumerate(norms) if t in NEGATIONS and _categories(norms[i + 1 : i + 3])]
+    needs += [
+        i
+        for i, t in enumerate(norms)
+        if t in NEGATIONS and not _NEED.match_at(norms, i + 1) and _categories(norms[i + 1 : i + 3])
+    ]
+    if (negated or received) and not offers and not needs:
+        return "withdrawn"
     if offers and (not needs or min(offers) < min(needs)):
         return "offer"
     if needs:
@@ -646,6 +661,8 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
     from a phone that was registering as a helper is a need, not the place of the offer). A helper
     asked «Чем можете помочь?» who answers only with things («вода, машина») answers the question:
     alone that would read as a need, but nothing in it asks for anything."""
+    if reply.intent == "withdrawn":
+        return False  # «вода больше не нужна»: the request is called off, not completed
     kinds = ("need", "offer")
     if previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent:
         if asked == "category" and previous.intent == "offer" and reply.intent == "need":

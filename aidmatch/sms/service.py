@@ -168,6 +168,13 @@ def handle(
             session.delete(conversation)
             session.flush()
             conversation = None
+    if parsed.intent == "withdrawn":
+        # «Вода больше не нужна», «спасибо, воду привезли»: not a new request nor a repeat that
+        # renews the old one; the unfinished conversation ends, and NO/DONE with a code close a need.
+        if conversation is not None:
+            session.delete(conversation)
+            session.flush()
+        return _withdrawn(session, phone, parsed, language)
     if parsed.intent not in ("need", "offer"):
         return InboundResult(
             sms_reply("unparsed", language) + sms_reply("help", language), MessageStatus.unparsed, parsed
@@ -220,6 +227,26 @@ def handle(
         now=now,
         lang=language,
     )
+
+
+def _withdrawn(session: Session, phone: str, parsed: ParsedSms, lang: str) -> InboundResult:
+    """The reply to «no longer needed»: how to close the sender's request (of what the text names,
+    if any is), since a free text is not read as the NO or DONE that closes one."""
+    mine = session.scalars(
+        select(Need)
+        .where(Need.contact_phone == phone, Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)))
+        .order_by(Need.id)
+    ).all()
+    named = [n for n in mine if n.category.value in parsed.categories]
+    needs = named or mine
+    if not needs:
+        return InboundResult(sms_reply("withdraw_none", lang), MessageStatus.parsed, parsed)
+    if len(needs) > 1:
+        codes = ", ".join(f"{n.code} ({label(n.category, lang)})" for n in needs[:5])
+        return InboundResult(sms_reply("withdraw_which", lang, codes=codes), MessageStatus.parsed, parsed)
+    (need,) = needs
+    reply = sms_reply("withdraw_one", lang, code=need.code, what=label(need.category, lang))
+    return InboundResult(reply, MessageStatus.parsed, parsed, need_id=need.id)
 
 
 def _need(

@@ -1252,3 +1252,25 @@ def test_a_number_that_names_nothing_of_the_sender_before_a_whole_request_is_a_n
     # Alone, or before a short tail, the number stays a task number.
     assert "Нет задачи 3" in _text(sms, "+79161234567", "НЕТ 3")
     assert "Нет задачи 12" in _text(sms, "+79161234567", "нет 12, спасибо")
+
+
+@pytest.mark.parametrize("body", ["Вода больше не нужна", "Спасибо, воду привезли", "we dont need water anymore"])
+def test_no_longer_needed_neither_renews_the_need_nor_makes_one_and_says_how_to_close_it(
+    sms: TestClient, db: Session, body: str
+) -> None:
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, Рязань")
+    (need,) = db.scalars(select(Need))
+    expires, updated = need.expires_at, need.updated_at
+    reply = _text(sms, phone, body)
+    db.expire_all()
+    (again,) = db.scalars(select(Need))  # no second need, and the first is not renewed
+    assert (again.status, again.expires_at, again.updated_at) == (NeedStatus.open, expires, updated)
+    assert f"{need.code}" in reply
+    assert ("НЕТ" in reply) or ("NO" in reply)
+    # Said while we were asking where: the conversation ends, nothing is asked or made.
+    other = "+79161234599"
+    assert "Где" in _text(sms, other, "нужна вода")
+    assert "Где" not in _text(sms, other, body)
+    assert "Где" not in _text(sms, other, "Рязань")
+    assert db.scalar(select(func.count(Need.id)).where(Need.contact_phone == other)) == 0

@@ -552,7 +552,7 @@ def test_never_raises_and_returns_valid_values(text: str) -> None:
     parsed = parse_sms(text)
     assert set(parsed.categories) <= set(CATEGORIES)
     assert list(parsed.categories) == sorted(parsed.categories, key=CATEGORIES.index)
-    assert parsed.intent in ("need", "offer", "command", "unknown")
+    assert parsed.intent in ("need", "offer", "withdrawn", "command", "unknown")
     assert parsed.urgency in ("critical", "urgent", "normal")
     assert parsed.language in ("ru", "en")
     assert parsed.quantity is None or parsed.quantity > 0
@@ -656,3 +656,33 @@ def test_a_number_of_days_is_not_a_quantity(text: str) -> None:
     parsed = parse_sms(text)
     assert parsed.intent == "need"
     assert parsed.quantity is None
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("Вода больше не нужна", ("water",)),
+        ("воду больше не надо, спасибо", ("water",)),
+        ("Спасибо, воду привезли", ("water",)),
+        ("еду уже получили", ("food",)),
+        ("помощь больше не нужна, спасибо", ()),
+        ("we no longer need water", ("water",)),
+        ("we dont need food anymore, thanks", ("food",)),
+        ("water is not needed anymore", ("water",)),
+        ("thanks, we received the water", ("water",)),
+    ],
+)
+def test_no_longer_needed_is_neither_a_need_nor_a_repeat(text: str, categories: tuple[str, ...]) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.categories, parsed.missing) == ("withdrawn", categories, ())
+    assert follow_up(parsed) is None
+    # It does not complete a request waiting for its place either.
+    assert not answers(parse_sms("нужна вода"), parsed, "place")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["не нужна вода, нужна еда", "воду уже привезли, нужна еда", "we have not received any food", "нет воды"],
+)
+def test_a_request_beside_what_is_no_longer_needed_is_still_a_need(text: str) -> None:
+    assert parse_sms(text).intent == "need"
