@@ -143,8 +143,9 @@ class _Table:
         return best, best_source
 
     def match_at(self, tokens: Sequence[str], i: int) -> int:
-        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does."""
-        return self.longest_at(tokens, i)[0]
+        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does (or
+        ``i`` is past the end)."""
+        return self.longest_at(tokens, i)[0] if i < len(tokens) else 0
 
     def find_cues(self, tokens: Sequence[str]) -> list[tuple[int, int, str]]:
         """(start, length, pattern) of every match, scanning left to right without overlaps."""

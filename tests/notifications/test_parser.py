@@ -686,3 +686,12 @@ def test_no_longer_needed_is_neither_a_need_nor_a_repeat(text: str, categories: 
 )
 def test_a_request_beside_what_is_no_longer_needed_is_still_a_need(text: str) -> None:
     assert parse_sms(text).intent == "need"
+
+
+@pytest.mark.parametrize(
+    ("text", "category"), [("Рязань, вода нужна, света нет", "power"), ("food please, water no", "food")]
+)
+def test_a_message_ending_with_a_negation_is_read(text: str, category: str) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert category in parsed.categories
