@@ -187,12 +187,15 @@ OFFER_CUES: tuple[str, ...] = (
 cue inside an offer cue («если нужно», "if needed") is not a need."""
 
 OFFER_NOT_AFTER = frozenset(
-    """где как чтобы если когда куда чем что
-    gde kak chtoby esli
-    where how so what if when until whether that""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+    """где как чтобы если когда куда чем что кто кого кто-нибудь кто-то
+    gde kak chtoby esli kto
+    where how so what if when until whether that who anyone anybody someone somebody""".split()  # noqa: SIM905 - a word list reads better than a list of strings
 )
-"""«где я могу получить воду», "so we can get food", "how I can find work": within two words before
-an offer cue these make it a question or a purpose, not an offer."""
+"""«где я могу получить воду», "so we can get food", "who can give us water", «у кого есть лодка»:
+within two words before an offer or possessive cue these make it a question or a purpose, not an offer."""
+
+QUESTION_AFTER = frozenset({"ли", "li"})
+"""«Могу ли я…», «Есть ли у кого…»: right after an offer or possessive cue, a question."""
 
 OFFER_NOT_BEFORE: tuple[str, ...] = (
     "получить", "найти", "купить", "узнать", "обратиться", "поесть", "попить",
@@ -219,6 +222,7 @@ POSSESSIVE_REACH = 4
 NEED_CUES: tuple[str, ...] = (
     "нужн*", "нужен", "надо", "требу*", "необходим*", "нехват*", "не хватает", "кончил*", "закончил*", "негде",
     "нечего", "прошу", "просим", "пришлите", "привезите", "дайте", "ищем", "ищу",
+    "у кого", "есть ли", "кто может|сможет|нибудь", "who can|could|has|have", "anyone|anybody|someone|somebody",
     "nuzhn*", "nado", "prosim", "proshu", "negde", "nechego", "need*", "require*", "lack*", "please", "send",
     "ran out", "out of", "short of", "running out", "asking", "request*", "desperate", "waiting for", "dont have",
     "do not have", "havent", "have not", "nothing", "pleas", "plz", "pls", "hungry", "thirsty",

@@ -44,6 +44,7 @@ from notifications.keywords import (
     POSSESSIVE_NOT,
     POSSESSIVE_REACH,
     QUANTITY_UNITS,
+    QUESTION_AFTER,
     RECEIVED_CUES,
     STOPWORDS,
     TIME_UNITS,
@@ -591,8 +592,10 @@ def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool =
     for i, n in _OFFER.find(norms):
         if i > 0 and norms[i - 1] in NEGATIONS:
             continue  # «не могу», "not willing to"
-        if i + n < len(norms) and (norms[i + n] in ("not", "не", "ne") or _OFFER_NOT_BEFORE.match_at(norms, i + n)):
-            continue  # "I can not", «могу получить», "we can find food": not an offer
+        if i + n < len(norms) and (
+            norms[i + n] in ("not", "не", "ne", *QUESTION_AFTER) or _OFFER_NOT_BEFORE.match_at(norms, i + n)
+        ):
+            continue  # "I can not", «могу получить», «могу ли я», "we can find food": not an offer
         if any(w in OFFER_NOT_AFTER for w in norms[max(0, i - 2) : i]):
             continue  # «где я могу …», "so we can get food": a question or a purpose
         offers.append(i)
@@ -600,6 +603,10 @@ def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool =
     for i, n in _POSSESSIVE.find(norms):
         if i > 0 and norms[i - 1] in NEGATIONS | {"нечего", "nechego"}:
             continue
+        if QUESTION_AFTER.intersection(norms[i + n : i + n + 1]) or OFFER_NOT_AFTER.intersection(
+            norms[max(0, i - 2) : i]
+        ):
+            continue  # «есть ли у кого генератор», «у кого есть лодка»: asking for it
         ahead = norms[i + n : i + n + POSSESSIVE_REACH]
         if any(w in NEGATIONS or w in ("been", "lost", "had", "to") for w in ahead[:2]) or _POSSESSIVE_NOT.find(ahead):
             continue

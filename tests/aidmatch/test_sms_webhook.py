@@ -1274,3 +1274,23 @@ def test_no_longer_needed_neither_renews_the_need_nor_makes_one_and_says_how_to_
     assert "Где" not in _text(sms, other, body)
     assert "Где" not in _text(sms, other, "Рязань")
     assert db.scalar(select(func.count(Need.id)).where(Need.contact_phone == other)) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "category"),
+    [
+        ("У кого есть лодка? Нужно вывезти людей, Белоомут", "transport"),
+        ("Есть ли у кого генератор? Белоомут", "power"),
+        ("Who can give us water? Ryazan", "water"),
+        ("Могу ли я получить помощь? Нет воды, Рязань", "water"),
+    ],
+)
+def test_asking_who_has_something_makes_a_need_not_a_helper(
+    sms: TestClient, db: Session, body: str, category: str
+) -> None:
+    reply = _text(sms, "+79161234567", body)
+    assert db.scalar(select(func.count(Offer.id))) == 0
+    assert db.scalar(select(func.count(Helper.id))) == 0
+    needs = db.scalars(select(Need)).all()
+    assert category in {n.category.value for n in needs}
+    assert all(n.code in reply for n in needs)

@@ -695,3 +695,21 @@ def test_a_message_ending_with_a_negation_is_read(text: str, category: str) -> N
     parsed = parse_sms(text)
     assert parsed.intent == "need"
     assert category in parsed.categories
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "У кого есть лодка? Нужно вывезти людей, Белоомут",
+        "у кого есть генератор, Белоомут",
+        "Есть ли у кого генератор? Белоомут",
+        "есть ли у кого-нибудь палатка",
+        "Who can give us water? Ryazan",
+        "who could bring food to Tula",
+        "Does anyone have a generator? Ryazan",
+        "Могу ли я получить помощь? Нет воды, Рязань",
+        "можем ли мы получить воду в Рязани",
+    ],
+)
+def test_asking_who_has_something_is_a_need(text: str) -> None:
+    assert parse_sms(text).intent == "need"
