@@ -394,18 +394,27 @@ def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[in
         settlement = run_from(i + 1)
         break
     if settlement is None:
+        # A word that only starts the sentence is the place only when nothing else is: «Маме нужна
+        # скорая, Рязань» is in Рязань; and never right before «нужен», «надо»: «Сыну нужен
+        # инсулин» says who needs it.
+        fallback = None
         for i, t in enumerate(toks):
             if not candidate(i) or _NOT_PLACE.match_at(norms, i):
                 continue
             sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
             after = text[t.end : t.end + 2].lstrip(" ")[:1]
             before_address = address is not None and text[t.end : address[1][0]].strip(" ,") == ""
-            if cased and sentence_start and not short and not before_address and after not in ",:;-—\n":
-                continue  # a capital that only starts a sentence
             if not cased and (not short or t.norm.endswith(_VERB_ENDINGS)):
                 continue  # «нужно узнать»: without capitals a lone verb is not a place
+            if sentence_start and not before_address and after not in ",:;-—\n":
+                who = after.isalpha() and _NEED.match_at(norms, i + 1)  # «Сыну нужен…»
+                if (not cased or short) and fallback is None and not who:
+                    fallback = i
+                continue  # a capital that only starts a sentence
             settlement = run_from(i)
             break
+        if settlement is None and fallback is not None:
+            settlement = run_from(fallback)
     if address and settlement and settlement not in address[0]:
         return f"{settlement}, {address[0]}"
     if address:

@@ -109,7 +109,9 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
     if find is not None:
         found = find(body)
         if found is not None:
-            return Place(found.lat_deg, found.lon_deg, parsed.place_text or found.name)
+            # The settlement found in the text, not the words the geocoder could not place: they
+            # go to the helper as the address.
+            return Place(found.lat_deg, found.lon_deg, found.name)
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -30,9 +31,11 @@ from aidmatch.messages.outbox import drain
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from aidmatch.scheduler import upkeep_job
+from aidmatch.sms.service import _locate
 from aidmatch.sms.signature import public_request_url, valid_signature
 from geo.geocoding import GazetteerGeocoder
 from geo.sphere import haversine_km
+from notifications.parser import parse_sms
 from notifications.ratelimit import TokenBucket
 from notifications.segments import segments
 from notifications.senders import FakeSender, Sent, TwilioSender, UnknownOutcomeError
@@ -1294,3 +1297,40 @@ def test_asking_who_has_something_makes_a_need_not_a_helper(
     needs = db.scalars(select(Need)).all()
     assert category in {n.category.value for n in needs}
     assert all(n.code in reply for n in needs)
+
+
+RYAZAN = (54.6269, 39.6916)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Маме нужна скорая, Рязань",
+        "Мальчику нужна вода, Рязань",
+        "Поселку нужна вода, Рязань",
+        "Папе нужен врач, Рязань",
+    ],
+)
+def test_the_town_named_later_wins_over_a_capitalised_first_word(sms: TestClient, db: Session, body: str) -> None:
+    reply = _text(sms, "+79161234567", body)
+    (need,) = db.scalars(select(Need))
+    assert need.code in reply
+    assert haversine_km(need.lat, need.lon, *RYAZAN) < 20
+    assert need.address == "Рязань"  # what the helper is sent, not «Маме» or «Папе»
+
+
+def test_who_needs_it_is_not_taken_for_the_place(sms: TestClient, db: Session) -> None:
+    assert _text(sms, "+79161234567", "Сыну нужен инсулин").startswith("Где вы?")
+    _text(sms, "+79161234567", "Рязань")
+    (need,) = db.scalars(select(Need))
+    assert need.category.value == "medicine"
+    assert haversine_km(need.lat, need.lon, *RYAZAN) < 20
+
+
+def test_a_place_found_in_the_text_is_stored_by_its_name(gazetteer: GazetteerGeocoder) -> None:
+    body = "нужна вода, Рязань"
+    parsed = dataclasses.replace(parse_sms(body), place_text="Папе")  # words the gazetteer cannot place
+    place = _locate(parsed, gazetteer, body)
+    assert place is not None
+    assert place.text == "Рязань"
+    assert haversine_km(place.lat, place.lon, *RYAZAN) < 20

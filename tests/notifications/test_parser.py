@@ -713,3 +713,25 @@ def test_a_message_ending_with_a_negation_is_read(text: str, category: str) -> N
 )
 def test_asking_who_has_something_is_a_need(text: str) -> None:
     assert parse_sms(text).intent == "need"
+
+
+@pytest.mark.parametrize(
+    ("text", "place_text"),
+    [
+        ("Маме нужна скорая, Рязань", "Рязань"),
+        ("Мальчику нужна вода, Рязань", "Рязань"),
+        ("Поселку нужна вода, Рязань", "Рязань"),
+        ("Папе нужен врач, Рязань", "Рязань"),
+        ("Снова нужна вода, Тула", "Тула"),
+        ("Бабушке надо лекарства в Туле", "Туле"),
+        ("МАМЕ НУЖНА СКОРАЯ, РЯЗАНЬ", "РЯЗАНЬ"),
+        ("Сыну нужен инсулин", None),
+        ("Детям нужна еда", None),
+        # a first word is still the place when nothing else is
+        ("Белоомут", "Белоомут"),
+        ("Белоомут, нужна вода", "Белоомут"),
+        ("Нужна вода. Белоомут", "Белоомут"),
+    ],
+)
+def test_a_first_word_is_the_place_only_when_nothing_later_is(text: str, place_text: str | None) -> None:
+    assert parse_sms(text).place_text == place_text
