@@ -422,6 +422,22 @@ def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[in
     return settlement
 
 
+_SETTLEMENT_ENDINGS = ("ово", "ево", "ино", "ыно", "ское", "цкое")
+
+
+def _settlement_names(text: str, toks: Sequence[_Token]) -> set[int]:
+    """Indices of the words that read as settlement names by their Russian ending («-ово», «-ино»,
+    «-ское»), capitalised in a text that uses both cases."""
+    letters = [c for c in text if c.isalpha()]
+    if not (any(c.isupper() for c in letters) and any(c.islower() for c in letters)):
+        return set()
+    return {
+        i
+        for i, t in enumerate(toks)
+        if t.raw[0].isupper() and len(t.norm) >= 6 and t.norm.endswith(_SETTLEMENT_ENDINGS) and t.raw[1:].islower()
+    }
+
+
 def _quantity(toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]) -> int | None:
     goods: int | None = None
     people: int | None = None
@@ -527,6 +543,10 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
             break
     taken += [m.span() for m in _PHONE.finditer(text) if sum(c.isdigit() for c in m.group()) >= 7]
 
+    # «Приютово», «Тушино», «Хлебниково»: a capitalised settlement name built on a keyword's stem
+    # names the place, not what is needed.
+    names = _settlement_names(text, toks)
+    norms = ["" if i in names else n for i, n in enumerate(norms)]
     categories = _categories(norms)
 
     seen: set[int] = set()

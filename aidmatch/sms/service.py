@@ -46,10 +46,10 @@ from aidmatch.offers import service as offers_service
 from aidmatch.offers.models import Offer
 from aidmatch.offers.schemas import OfferIn
 from geo.errors import GeocodingError
-from geo.geocoding import Geocoder
+from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, answers, follow_up, merge, parse_sms
+from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
@@ -115,6 +115,23 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
     return None
 
 
+def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
+    """Whether a short text with no request or offer in it is, from its first word, a settlement's
+    name the geocoder knows («Кошки», «Приютово Московская обл.»)."""
+    bare = body.strip(" \t\r\n.,!?;:")
+    if not 0 < len(bare) <= 80 or intent_cues(bare):
+        return False
+    try:
+        hit = geocoder.geocode(bare)
+    except GeocodingError:
+        return False
+    words = fold(bare).split()
+    name = fold(hit.name)
+    # The name itself, or a declined form of it («в Кошках»), leads the text.
+    stem = name[: max(3, len(name) - 2)]
+    return any(word.startswith(stem) for word in words[:2])
+
+
 class InboundResult:
     """The reply and what became of the message."""
 
@@ -163,6 +180,10 @@ def handle(
         conversation = None
     if conversation is not None:
         previous = _restore(conversation.state)
+        if conversation.asked == "place" and not previous.has_place and _names_a_settlement(message.body, geocoder):
+            # «Кошки», «приютово» in answer to «Где вы?»: a settlement, not a category.
+            bare = message.body.strip(" \t\r\n.,!?;:")
+            parsed = dataclasses.replace(parsed, intent="unknown", categories=(), place_text=bare, missing=())
         if answers(previous, parsed, conversation.asked):
             parsed = merge(previous, parsed)
             language = parsed.language

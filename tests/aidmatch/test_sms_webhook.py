@@ -1334,3 +1334,14 @@ def test_a_place_found_in_the_text_is_stored_by_its_name(gazetteer: GazetteerGeo
     assert place is not None
     assert place.text == "Рязань"
     assert haversine_km(place.lat, place.lon, *RYAZAN) < 20
+
+
+@pytest.mark.parametrize("answer", ["Приютово", "приютово", "Кошки", "в Кошках"])
+def test_a_settlement_named_like_a_keyword_answers_where_you_are(sms: TestClient, db: Session, answer: str) -> None:
+    phone = "+79161234567"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    reply = _text(sms, phone, answer)
+    (need,) = db.scalars(select(Need))  # water only: the town's name adds no category
+    assert need.category.value == "water"
+    assert need.code in reply
+    assert need.address == answer

@@ -735,3 +735,12 @@ def test_asking_who_has_something_is_a_need(text: str) -> None:
 )
 def test_a_first_word_is_the_place_only_when_nothing_later_is(text: str, place_text: str | None) -> None:
     assert parse_sms(text).place_text == place_text
+
+
+@pytest.mark.parametrize("place", ["Приютово", "Тушино", "Кошкино", "Пожарское", "Хлебниково"])
+def test_a_settlement_named_after_a_keyword_is_the_place_not_a_category(place: str) -> None:
+    alone = parse_sms(place)
+    assert (alone.categories, alone.place_text) == ((), place)
+    assert merge(parse_sms("нужна вода"), alone).categories == ("water",)
+    one = parse_sms(f"Нужна вода, {place}")
+    assert (one.categories, one.place_text, one.missing) == (("water",), place, ())
