@@ -187,12 +187,15 @@ OFFER_CUES: tuple[str, ...] = (
 cue inside an offer cue («если нужно», "if needed") is not a need."""
 
 OFFER_NOT_AFTER = frozenset(
-    """где как чтобы если когда куда чем что
-    gde kak chtoby esli
-    where how so what if when until whether that""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+    """где как чтобы если когда куда чем что кто кого кто-нибудь кто-то
+    gde kak chtoby esli kto
+    where how so what if when until whether that who anyone anybody someone somebody""".split()  # noqa: SIM905 - a word list reads better than a list of strings
 )
-"""«где я могу получить воду», "so we can get food", "how I can find work": within two words before
-an offer cue these make it a question or a purpose, not an offer."""
+"""«где я могу получить воду», "so we can get food", "who can give us water", «у кого есть лодка»:
+within two words before an offer or possessive cue these make it a question or a purpose, not an offer."""
+
+QUESTION_AFTER = frozenset({"ли", "li"})
+"""«Могу ли я…», «Есть ли у кого…»: right after an offer or possessive cue, a question."""
 
 OFFER_NOT_BEFORE: tuple[str, ...] = (
     "получить", "найти", "купить", "узнать", "обратиться", "поесть", "попить",
@@ -219,6 +222,7 @@ POSSESSIVE_REACH = 4
 NEED_CUES: tuple[str, ...] = (
     "нужн*", "нужен", "надо", "требу*", "необходим*", "нехват*", "не хватает", "кончил*", "закончил*", "негде",
     "нечего", "прошу", "просим", "пришлите", "привезите", "дайте", "ищем", "ищу",
+    "у кого", "есть ли", "кто может|сможет|нибудь", "who can|could|has|have", "anyone|anybody|someone|somebody",
     "nuzhn*", "nado", "prosim", "proshu", "negde", "nechego", "need*", "require*", "lack*", "please", "send",
     "ran out", "out of", "short of", "running out", "asking", "request*", "desperate", "waiting for", "dont have",
     "do not have", "havent", "have not", "nothing", "pleas", "plz", "pls", "hungry", "thirsty",
@@ -230,6 +234,20 @@ HELP_CUES: tuple[str, ...] = (
     "sos", "pomogi*", "spasi", "spasite", "pomosh*", "help", "save us", "save me", "we are dying", "dying",
 )
 """A call for help: a need even when it does not say of what («нужна помощь», «SOS»)."""
+
+NO_LONGER = frozenset(
+    """не ne not dont doesnt didnt longer""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Right before a need cue these say it is not (or no longer) needed: «больше не нужна», "no longer
+need", "don't need"."""
+
+RECEIVED_CUES: tuple[str, ...] = (
+    "привезли", "получили", "доставили", "помогли", "уже есть", "помощь пришла|приехала", "пришла|приехала помощь",
+    "privezli", "poluchili", "dostavili", "pomogli",
+    "received", "delivered", "already have|got", "help came|arrived", "has|have arrived",
+)
+"""What was needed has come («воду привезли», "we received the water"): alone, this says a request
+is over, not a new one."""
 
 FIRST_PERSON = frozenset(
     """меня мне мои мой моя мы нам нас наш наша наши я
@@ -275,6 +293,14 @@ PEOPLE_UNITS: tuple[str, ...] = (
 )
 """People after a number («3 человека»): the quantity counts them when no goods unit is given."""
 
+TIME_UNITS: tuple[str, ...] = (
+    "секунд~", "минут~", "час", "часа", "часов", "день", "дня", "дней", "сутки", "суток", "ночь", "ночи", "ночей",
+    "недел~", "месяц~",
+    "dnya", "dney", "den", "sutok", "chasa", "chasov", "nedel*",
+    "second*", "minute*", "min", "hour*", "hrs", "day", "days", "night*", "week*", "month*",
+)
+"""Spans of time after a number («3 дня», "2 days"): the number is how long, never a quantity or a task."""
+
 NUMBER_WORDS: dict[str, int] = {
     "один": 1, "одна": 1, "два": 2, "две": 2, "двое": 2, "три": 3, "трое": 3, "четыре": 4, "четверо": 4, "пять": 5,
     "пятеро": 5, "шесть": 6, "шестеро": 6, "семь": 7, "семеро": 7, "восемь": 8, "девять": 9, "десять": 10, "one": 1,
@@ -306,7 +332,7 @@ STOPWORDS = frozenset(
     """а бы в вам вас ваш вечер во вот все всех всё вы где да день для до добрые добрый друзья есть еще же за здесь
     здравствуйте и из или к как ко когда кто ли люди мало меня мне много мое можно мои мой моя мы на над нам нами
     нас наш наша наше наши не нету ни но о об он она они оно от очень пишу по под пожалуйста пока помогите при
-    привет про просьба ребята с сейчас семья со спасибо срочно так также там тоже только тут ты у уже утро человек
+    привет про просьба больше ничего ребята с сейчас семья со спасибо срочно так также там тоже только тут ты у уже утро человек
     что чтобы эта это этот я
     a about after again all also am an and any are as at be been before being both but by can chto could da dear
     did dlya do does down each eshche est eto few for from gde god had has have he hello here hi how i if in into
@@ -314,7 +340,7 @@ STOPWORDS = frozenset(
     not o ochen of off on once only or other our out over own please po pod pozhalujsta pozhaluysta privet s same
     seychas shall she should sir so some spasibo srochno still such tam than thank thanks that the then there
     these they this those to tolko too tut u up us uzhe v very vse vy was we were what when where which who why
-    will with would ya yes you your""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+    will with would ya yes you your anymore longer""".split()  # noqa: SIM905 - a word list reads better than a list of strings
 )
 """Common words that are never a place name."""
 

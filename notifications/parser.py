@@ -31,6 +31,7 @@ from notifications.keywords import (
     HELP_CUES,
     NEED_CUES,
     NEGATIONS,
+    NO_LONGER,
     NOT_PLACES,
     NUMBER_WORDS,
     OFFER_CUES,
@@ -43,7 +44,10 @@ from notifications.keywords import (
     POSSESSIVE_NOT,
     POSSESSIVE_REACH,
     QUANTITY_UNITS,
+    QUESTION_AFTER,
+    RECEIVED_CUES,
     STOPWORDS,
+    TIME_UNITS,
     TRANSLIT_WORDS,
     URGENT_CUES,
     Command,
@@ -61,7 +65,9 @@ __all__ = [
     "parse_sms",
 ]
 
-Intent = Literal["need", "offer", "command", "unknown"]
+Intent = Literal["need", "offer", "withdrawn", "command", "unknown"]
+"""``withdrawn``: the sender says what they asked for is no longer needed or has come («вода больше
+не нужна», «спасибо, воду привезли», "we don't need food anymore"); ``categories`` name what."""
 Urgency = Literal["critical", "urgent", "normal"]
 Language = Literal["ru", "en"]
 
@@ -138,8 +144,9 @@ class _Table:
         return best, best_source
 
     def match_at(self, tokens: Sequence[str], i: int) -> int:
-        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does."""
-        return self.longest_at(tokens, i)[0]
+        """Length in tokens of the longest pattern matching at ``tokens[i]``, 0 when none does (or
+        ``i`` is past the end)."""
+        return self.longest_at(tokens, i)[0] if i < len(tokens) else 0
 
     def find_cues(self, tokens: Sequence[str]) -> list[tuple[int, int, str]]:
         """(start, length, pattern) of every match, scanning left to right without overlaps."""
@@ -166,10 +173,12 @@ _OFFER_NOT_BEFORE = _Table(OFFER_NOT_BEFORE)
 _POSSESSIVE_NOT = _Table(POSSESSIVE_NOT)
 _NEED = _Table(NEED_CUES)
 _HELP = _Table(HELP_CUES)
+_RECEIVED = _Table(RECEIVED_CUES)
 _CRITICAL = _Table(CRITICAL_CUES)
 _URGENT = _Table(URGENT_CUES)
 _GOODS_UNITS = _Table(QUANTITY_UNITS)
 _PEOPLE_UNITS = _Table(PEOPLE_UNITS)
+_TIME_UNITS = _Table(TIME_UNITS)
 _NOT_PLACE = _Table(NOT_PLACES)
 _ALL_KNOWN = (
     *_CATEGORY_TABLES.values(),
@@ -177,10 +186,12 @@ _ALL_KNOWN = (
     _POSSESSIVE,
     _NEED,
     _HELP,
+    _RECEIVED,
     _CRITICAL,
     _URGENT,
     _GOODS_UNITS,
     _PEOPLE_UNITS,
+    _TIME_UNITS,
 )
 
 # ------------------------------------------------------------------------------------- result
@@ -253,7 +264,7 @@ def _argument(raw: str) -> str | None:
     return folded if _CODE.match(folded) else None
 
 
-def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
+def _command(text: str, tokens: list[_Token]) -> tuple[Command, str | None] | None:
     if not tokens or tokens[0].norm not in COMMAND_WORDS:
         return None
     command = COMMAND_WORDS[tokens[0].norm]
@@ -273,6 +284,8 @@ def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
         argument = _argument(rest[0].raw)
         if argument is None:
             return None  # «нет воды», «help me»: a sentence, not a command
+        if argument.isdigit() and _counts_something(text, tokens, 1):
+            return None  # «Нет 3 дня воды», "No 3 days without water": a number of days, not a task
         rest = rest[1:]
     if command == "help" and argument is not None:
         return None
@@ -280,6 +293,15 @@ def _command(tokens: list[_Token]) -> tuple[Command, str | None] | None:
     if argument is None and any(t.norm not in POLITE for t in rest):
         return None
     return command, argument
+
+
+def _counts_something(text: str, tokens: Sequence[_Token], i: int) -> bool:
+    """Whether the number ``tokens[i]`` is followed, with only a space between, by what it counts
+    (days, litres, people): then it is part of a sentence, not a task number or a code."""
+    if i + 1 >= len(tokens) or text[tokens[i].end : tokens[i + 1].start].strip():
+        return False
+    norms = [t.norm for t in tokens]
+    return any(table.match_at(norms, i + 1) for table in (_TIME_UNITS, _GOODS_UNITS, _PEOPLE_UNITS))
 
 
 # ------------------------------------------------------------------------------ numbers, places
@@ -372,23 +394,48 @@ def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[in
         settlement = run_from(i + 1)
         break
     if settlement is None:
+        # A word that only starts the sentence is the place only when nothing else is: «Маме нужна
+        # скорая, Рязань» is in Рязань; and never right before «нужен», «надо»: «Сыну нужен
+        # инсулин» says who needs it.
+        fallback = None
         for i, t in enumerate(toks):
             if not candidate(i) or _NOT_PLACE.match_at(norms, i):
                 continue
             sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
             after = text[t.end : t.end + 2].lstrip(" ")[:1]
             before_address = address is not None and text[t.end : address[1][0]].strip(" ,") == ""
-            if cased and sentence_start and not short and not before_address and after not in ",:;-—\n":
-                continue  # a capital that only starts a sentence
             if not cased and (not short or t.norm.endswith(_VERB_ENDINGS)):
                 continue  # «нужно узнать»: without capitals a lone verb is not a place
+            if sentence_start and not before_address and after not in ",:;-—\n":
+                who = after.isalpha() and _NEED.match_at(norms, i + 1)  # «Сыну нужен…»
+                if (not cased or short) and fallback is None and not who:
+                    fallback = i
+                continue  # a capital that only starts a sentence
             settlement = run_from(i)
             break
+        if settlement is None and fallback is not None:
+            settlement = run_from(fallback)
     if address and settlement and settlement not in address[0]:
         return f"{settlement}, {address[0]}"
     if address:
         return address[0]
     return settlement
+
+
+_SETTLEMENT_ENDINGS = ("ово", "ево", "ино", "ыно", "ское", "цкое")
+
+
+def _settlement_names(text: str, toks: Sequence[_Token]) -> set[int]:
+    """Indices of the words that read as settlement names by their Russian ending («-ово», «-ино»,
+    «-ское»), capitalised in a text that uses both cases."""
+    letters = [c for c in text if c.isalpha()]
+    if not (any(c.isupper() for c in letters) and any(c.islower() for c in letters)):
+        return set()
+    return {
+        i
+        for i, t in enumerate(toks)
+        if t.raw[0].isupper() and len(t.norm) >= 6 and t.norm.endswith(_SETTLEMENT_ENDINGS) and t.raw[1:].islower()
+    }
 
 
 def _quantity(toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]) -> int | None:
@@ -405,6 +452,8 @@ def _quantity(toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]
         else:
             continue
         nxt = i + 1 < len(toks)
+        if nxt and _TIME_UNITS.match_at(norms, i + 1):
+            continue  # «3 дня без воды»: how long, not how much
         if nxt and goods is None and _GOODS_UNITS.match_at(norms, i + 1):
             goods = value
         elif nxt and people is None and _PEOPLE_UNITS.match_at(norms, i + 1):
@@ -473,7 +522,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     norms = [t.norm for t in toks]
     language = _language(text, norms)
 
-    command = _command(toks) if commands else None
+    command = _command(text, toks) if commands else None
     if command is not None:
         # The command word alone tells the language: «DA» is Russian, «STOP» English.
         word = toks[0].norm
@@ -494,6 +543,10 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
             break
     taken += [m.span() for m in _PHONE.finditer(text) if sum(c.isdigit() for c in m.group()) >= 7]
 
+    # «Приютово», «Тушино», «Хлебниково»: a capitalised settlement name built on a keyword's stem
+    # names the place, not what is needed.
+    names = _settlement_names(text, toks)
+    norms = ["" if i in names else n for i, n in enumerate(norms)]
     categories = _categories(norms)
 
     seen: set[int] = set()
@@ -561,15 +614,17 @@ def intent_cues(text: str) -> dict[str, tuple[str, ...]]:
 
 
 def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool = True) -> Intent:
-    """need, offer or unknown; ``short_form`` False: a short message that only names things
+    """need, offer, withdrawn or unknown; ``short_form`` False: a short message that only names things
     («вода», "water 3") is not read as a need (it may answer «Чем можете помочь?»)."""
     offers: list[int] = []
     offer_spans: set[int] = set()
     for i, n in _OFFER.find(norms):
         if i > 0 and norms[i - 1] in NEGATIONS:
             continue  # «не могу», "not willing to"
-        if i + n < len(norms) and (norms[i + n] in ("not", "не", "ne") or _OFFER_NOT_BEFORE.match_at(norms, i + n)):
-            continue  # "I can not", «могу получить», "we can find food": not an offer
+        if i + n < len(norms) and (
+            norms[i + n] in ("not", "не", "ne", *QUESTION_AFTER) or _OFFER_NOT_BEFORE.match_at(norms, i + n)
+        ):
+            continue  # "I can not", «могу получить», «могу ли я», "we can find food": not an offer
         if any(w in OFFER_NOT_AFTER for w in norms[max(0, i - 2) : i]):
             continue  # «где я могу …», "so we can get food": a question or a purpose
         offers.append(i)
@@ -577,17 +632,30 @@ def _intent(norms: list[str], categories: tuple[str, ...], *, short_form: bool =
     for i, n in _POSSESSIVE.find(norms):
         if i > 0 and norms[i - 1] in NEGATIONS | {"нечего", "nechego"}:
             continue
+        if QUESTION_AFTER.intersection(norms[i + n : i + n + 1]) or OFFER_NOT_AFTER.intersection(
+            norms[max(0, i - 2) : i]
+        ):
+            continue  # «есть ли у кого генератор», «у кого есть лодка»: asking for it
         ahead = norms[i + n : i + n + POSSESSIVE_REACH]
         if any(w in NEGATIONS or w in ("been", "lost", "had", "to") for w in ahead[:2]) or _POSSESSIVE_NOT.find(ahead):
             continue
         # «у нас есть раненые», «we have sick children» report a need; things are what one offers.
         if set(_categories(ahead)) - {"medical", "evacuation"}:
             offers.append(i)
-    needs = [i for i, _ in _HELP.find(norms) if i not in offer_spans]
+    # «больше не нужна», "no longer need": a need cue said not to hold, and a call for help beside it.
+    negated = [i for i, _ in _NEED.find(norms) if i > 0 and norms[i - 1] in NO_LONGER]
+    received = [i for i, _ in _RECEIVED.find(norms) if not (i > 0 and norms[i - 1] in NEGATIONS)]
+    needs = [i for i, _ in _HELP.find(norms) if i not in offer_spans and not any(abs(i - j) <= 3 for j in negated)]
     if categories:
-        needs += [i for i, _ in _NEED.find(norms) if i not in offer_spans]
+        needs += [i for i, _ in _NEED.find(norms) if i not in offer_spans and i not in negated]
     # «нет воды», «без еды», «no food»: a negation right before a category names a need.
-    needs += [i for i, t in enumerate(norms) if t in NEGATIONS and _categories(norms[i + 1 : i + 3])]
+    needs += [
+        i
+        for i, t in enumerate(norms)
+        if t in NEGATIONS and not _NEED.match_at(norms, i + 1) and _categories(norms[i + 1 : i + 3])
+    ]
+    if (negated or received) and not offers and not needs:
+        return "withdrawn"
     if offers and (not needs or min(offers) < min(needs)):
         return "offer"
     if needs:
@@ -630,6 +698,8 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
     from a phone that was registering as a helper is a need, not the place of the offer). A helper
     asked «Чем можете помочь?» who answers only with things («вода, машина») answers the question:
     alone that would read as a need, but nothing in it asks for anything."""
+    if reply.intent == "withdrawn":
+        return False  # «вода больше не нужна»: the request is called off, not completed
     kinds = ("need", "offer")
     if previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent:
         if asked == "category" and previous.intent == "offer" and reply.intent == "need":

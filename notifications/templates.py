@@ -139,6 +139,18 @@ _REPLIES: dict[str, tuple[str, str]] = {
         "У вас уже {count} открытых заявок. Закройте одну (ГОТОВО код) или позвоните координатору.",
         "You already have {count} open requests. Close one (DONE code) or call a coordinator.",
     ),
+    "withdraw_one": (
+        "Заявка {code} ({what}): уже не нужна — ответьте НЕТ {code}; помощь пришла — ГОТОВО {code}.",
+        "Request {code} ({what}): not needed any more? Reply NO {code}. Help came? Reply DONE {code}.",
+    ),
+    "withdraw_which": (
+        "Ваши заявки: {codes}. Уже не нужна — НЕТ код; помощь пришла — ГОТОВО код.",
+        "Your requests: {codes}. Not needed any more: NO code. Help came: DONE code.",
+    ),
+    "withdraw_none": (
+        "Хорошо, заявку не создаём. Открытых заявок у вас нет.",
+        "OK, no request is made. You have no open requests.",
+    ),
     "status_none": ("У вас нет открытых заявок и задач.", "You have no open requests or tasks."),
     "status_needs": ("Заявки: {items}.", "Requests: {items}."),
     "status_tasks": ("Задачи: {items}.", "Tasks: {items}."),

@@ -46,10 +46,10 @@ from aidmatch.offers import service as offers_service
 from aidmatch.offers.models import Offer
 from aidmatch.offers.schemas import OfferIn
 from geo.errors import GeocodingError
-from geo.geocoding import Geocoder
+from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, answers, follow_up, merge, parse_sms
+from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
@@ -109,8 +109,27 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
     if find is not None:
         found = find(body)
         if found is not None:
-            return Place(found.lat_deg, found.lon_deg, parsed.place_text or found.name)
+            # The settlement found in the text, not the words the geocoder could not place: they
+            # go to the helper as the address.
+            return Place(found.lat_deg, found.lon_deg, found.name)
     return None
+
+
+def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
+    """Whether a short text with no request or offer in it is, from its first word, a settlement's
+    name the geocoder knows («Кошки», «Приютово Московская обл.»)."""
+    bare = body.strip(" \t\r\n.,!?;:")
+    if not 0 < len(bare) <= 80 or intent_cues(bare):
+        return False
+    try:
+        hit = geocoder.geocode(bare)
+    except GeocodingError:
+        return False
+    words = fold(bare).split()
+    name = fold(hit.name)
+    # The name itself, or a declined form of it («в Кошках»), leads the text.
+    stem = name[: max(3, len(name) - 2)]
+    return any(word.startswith(stem) for word in words[:2])
 
 
 class InboundResult:
@@ -147,7 +166,7 @@ def handle(
     needs_service.lock_phones(session, [phone])
     parsed = parse_sms(message.body)
     helper = _helper(session, phone)
-    if parsed.intent == "command" and _sentence_after_all(session, phone, parsed):
+    if parsed.intent == "command" and _sentence_after_all(session, phone, helper, parsed):
         parsed = parse_sms(message.body, commands=False)
     language = _language(parsed, helper)
     if parsed.intent == "command" and parsed.command is not None:
@@ -161,6 +180,10 @@ def handle(
         conversation = None
     if conversation is not None:
         previous = _restore(conversation.state)
+        if conversation.asked == "place" and not previous.has_place and _names_a_settlement(message.body, geocoder):
+            # «Кошки», «приютово» in answer to «Где вы?»: a settlement, not a category.
+            bare = message.body.strip(" \t\r\n.,!?;:")
+            parsed = dataclasses.replace(parsed, intent="unknown", categories=(), place_text=bare, missing=())
         if answers(previous, parsed, conversation.asked):
             parsed = merge(previous, parsed)
             language = parsed.language
@@ -168,6 +191,13 @@ def handle(
             session.delete(conversation)
             session.flush()
             conversation = None
+    if parsed.intent == "withdrawn":
+        # «Вода больше не нужна», «спасибо, воду привезли»: not a new request nor a repeat that
+        # renews the old one; the unfinished conversation ends, and NO/DONE with a code close a need.
+        if conversation is not None:
+            session.delete(conversation)
+            session.flush()
+        return _withdrawn(session, phone, parsed, language)
     if parsed.intent not in ("need", "offer"):
         return InboundResult(
             sms_reply("unparsed", language) + sms_reply("help", language), MessageStatus.unparsed, parsed
@@ -220,6 +250,26 @@ def handle(
         now=now,
         lang=language,
     )
+
+
+def _withdrawn(session: Session, phone: str, parsed: ParsedSms, lang: str) -> InboundResult:
+    """The reply to «no longer needed»: how to close the sender's request (of what the text names,
+    if any is), since a free text is not read as the NO or DONE that closes one."""
+    mine = session.scalars(
+        select(Need)
+        .where(Need.contact_phone == phone, Need.status.in_((*OPEN_NEED_STATUSES, NeedStatus.assigned)))
+        .order_by(Need.id)
+    ).all()
+    named = [n for n in mine if n.category.value in parsed.categories]
+    needs = named or mine
+    if not needs:
+        return InboundResult(sms_reply("withdraw_none", lang), MessageStatus.parsed, parsed)
+    if len(needs) > 1:
+        codes = ", ".join(f"{n.code} ({label(n.category, lang)})" for n in needs[:5])
+        return InboundResult(sms_reply("withdraw_which", lang, codes=codes), MessageStatus.parsed, parsed)
+    (need,) = needs
+    reply = sms_reply("withdraw_one", lang, code=need.code, what=label(need.category, lang))
+    return InboundResult(reply, MessageStatus.parsed, parsed, need_id=need.id)
 
 
 def _need(
@@ -454,14 +504,20 @@ def _own_need(session: Session, phone: str, code: str) -> Need | None:
     return need if need.contact_phone == phone else None
 
 
-def _sentence_after_all(session: Session, phone: str, parsed: ParsedSms) -> bool:
+def _sentence_after_all(session: Session, phone: str, helper: Helper | None, parsed: ParsedSms) -> bool:
     """Whether a message read as a command is a need or offer in words after all: its «code» is
     a word folded into code letters («Нет сахара…» → CAXAPA) that names none of the sender's needs,
-    and the rest of the text reads as a request."""
+    and the rest of the text reads as a request; or its number names none of the sender's needs
+    and tasks and the rest is a whole request, with its place («Нет 3 недели воды, Рязань»)."""
     arg = parsed.argument
-    if arg is None or arg.isdigit() or _own_need(session, phone, arg) is not None:
+    if arg is None or _own_need(session, phone, arg) is not None:
         return False
-    return parse_sms(parsed.text, commands=False).intent in ("need", "offer")
+    sentence = parse_sms(parsed.text, commands=False)
+    if not arg.isdigit():
+        return sentence.intent in ("need", "offer")
+    if helper is not None and _helper_match(session, helper, arg, parsed.command) is not None:
+        return False
+    return sentence.intent in ("need", "offer") and sentence.has_place and bool(sentence.categories)
 
 
 def _need_command(

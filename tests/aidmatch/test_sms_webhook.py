@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -30,9 +31,11 @@ from aidmatch.messages.outbox import drain
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
 from aidmatch.scheduler import upkeep_job
+from aidmatch.sms.service import _locate
 from aidmatch.sms.signature import public_request_url, valid_signature
 from geo.geocoding import GazetteerGeocoder
 from geo.sphere import haversine_km
+from notifications.parser import parse_sms
 from notifications.ratelimit import TokenBucket
 from notifications.segments import segments
 from notifications.senders import FakeSender, Sent, TwilioSender, UnknownOutcomeError
@@ -1218,3 +1221,127 @@ def test_a_phone_that_said_stop_signed_up_later_has_no_sms_consent(sms: TestClie
     (match,) = db.scalars(select(Match).where(Match.need_id == need["id"]))
     assert match.status is MatchStatus.proposed  # not "notified" by an SMS the outbox would block
     assert not [m for m in _outbound_to(db, phone) if m.match_id is not None]
+
+
+# -- review of the inbound SMS path --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "words", ["{id} дня воды, Рязань", "{id} суток без воды, Рязань", "{id} days without water, Ryazan"]
+)
+def test_a_helper_saying_how_long_they_are_without_water_makes_a_need_and_keeps_the_task(
+    sms: TestClient, db: Session, words: str
+) -> None:
+    helper_phone = "+79165550001"
+    _water_offer(sms, helper_phone)
+    _text(sms, "+79161234567", "нужна вода, 55.0 40.0")
+    (match,) = db.scalars(select(Match))
+    command = "No" if "days" in words else "Нет"
+    reply = _text(sms, helper_phone, f"{command} {words.format(id=match.id)}")
+    db.expire_all()
+    assert db.get(Match, match.id).status is not MatchStatus.declined  # type: ignore[union-attr]
+    (need,) = db.scalars(select(Need).where(Need.contact_phone == helper_phone))
+    assert need.category.value == "water"
+    assert need.code in reply
+
+
+@pytest.mark.parametrize("body", ["Нет 3, воды нет совсем, Рязань", "нет 4 - нет еды, Тула"])
+def test_a_number_that_names_nothing_of_the_sender_before_a_whole_request_is_a_need(
+    sms: TestClient, db: Session, body: str
+) -> None:
+    reply = _text(sms, "+79161234567", body)
+    (need,) = db.scalars(select(Need))
+    assert need.code in reply
+    # Alone, or before a short tail, the number stays a task number.
+    assert "Нет задачи 3" in _text(sms, "+79161234567", "НЕТ 3")
+    assert "Нет задачи 12" in _text(sms, "+79161234567", "нет 12, спасибо")
+
+
+@pytest.mark.parametrize("body", ["Вода больше не нужна", "Спасибо, воду привезли", "we dont need water anymore"])
+def test_no_longer_needed_neither_renews_the_need_nor_makes_one_and_says_how_to_close_it(
+    sms: TestClient, db: Session, body: str
+) -> None:
+    phone = "+79161234567"
+    _text(sms, phone, "нужна вода, Рязань")
+    (need,) = db.scalars(select(Need))
+    expires, updated = need.expires_at, need.updated_at
+    reply = _text(sms, phone, body)
+    db.expire_all()
+    (again,) = db.scalars(select(Need))  # no second need, and the first is not renewed
+    assert (again.status, again.expires_at, again.updated_at) == (NeedStatus.open, expires, updated)
+    assert f"{need.code}" in reply
+    assert ("НЕТ" in reply) or ("NO" in reply)
+    # Said while we were asking where: the conversation ends, nothing is asked or made.
+    other = "+79161234599"
+    assert "Где" in _text(sms, other, "нужна вода")
+    assert "Где" not in _text(sms, other, body)
+    assert "Где" not in _text(sms, other, "Рязань")
+    assert db.scalar(select(func.count(Need.id)).where(Need.contact_phone == other)) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "category"),
+    [
+        ("У кого есть лодка? Нужно вывезти людей, Белоомут", "transport"),
+        ("Есть ли у кого генератор? Белоомут", "power"),
+        ("Who can give us water? Ryazan", "water"),
+        ("Могу ли я получить помощь? Нет воды, Рязань", "water"),
+    ],
+)
+def test_asking_who_has_something_makes_a_need_not_a_helper(
+    sms: TestClient, db: Session, body: str, category: str
+) -> None:
+    reply = _text(sms, "+79161234567", body)
+    assert db.scalar(select(func.count(Offer.id))) == 0
+    assert db.scalar(select(func.count(Helper.id))) == 0
+    needs = db.scalars(select(Need)).all()
+    assert category in {n.category.value for n in needs}
+    assert all(n.code in reply for n in needs)
+
+
+RYAZAN = (54.6269, 39.6916)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Маме нужна скорая, Рязань",
+        "Мальчику нужна вода, Рязань",
+        "Поселку нужна вода, Рязань",
+        "Папе нужен врач, Рязань",
+    ],
+)
+def test_the_town_named_later_wins_over_a_capitalised_first_word(sms: TestClient, db: Session, body: str) -> None:
+    reply = _text(sms, "+79161234567", body)
+    (need,) = db.scalars(select(Need))
+    assert need.code in reply
+    assert haversine_km(need.lat, need.lon, *RYAZAN) < 20
+    assert need.address == "Рязань"  # what the helper is sent, not «Маме» or «Папе»
+
+
+def test_who_needs_it_is_not_taken_for_the_place(sms: TestClient, db: Session) -> None:
+    assert _text(sms, "+79161234567", "Сыну нужен инсулин").startswith("Где вы?")
+    _text(sms, "+79161234567", "Рязань")
+    (need,) = db.scalars(select(Need))
+    assert need.category.value == "medicine"
+    assert haversine_km(need.lat, need.lon, *RYAZAN) < 20
+
+
+def test_a_place_found_in_the_text_is_stored_by_its_name(gazetteer: GazetteerGeocoder) -> None:
+    body = "нужна вода, Рязань"
+    parsed = dataclasses.replace(parse_sms(body), place_text="Папе")  # words the gazetteer cannot place
+    place = _locate(parsed, gazetteer, body)
+    assert place is not None
+    assert place.text == "Рязань"
+    assert haversine_km(place.lat, place.lon, *RYAZAN) < 20
+
+
+@pytest.mark.parametrize("answer", ["Приютово", "приютово", "Кошки", "в Кошках"])
+def test_a_settlement_named_like_a_keyword_answers_where_you_are(sms: TestClient, db: Session, answer: str) -> None:
+    phone = "+79161234567"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    reply = _text(sms, phone, answer)
+    (need,) = db.scalars(select(Need))  # water only: the town's name adds no category
+    assert need.category.value == "water"
+    assert need.code in reply
+    assert need.address == answer

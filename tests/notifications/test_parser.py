@@ -552,7 +552,7 @@ def test_never_raises_and_returns_valid_values(text: str) -> None:
     parsed = parse_sms(text)
     assert set(parsed.categories) <= set(CATEGORIES)
     assert list(parsed.categories) == sorted(parsed.categories, key=CATEGORIES.index)
-    assert parsed.intent in ("need", "offer", "command", "unknown")
+    assert parsed.intent in ("need", "offer", "withdrawn", "command", "unknown")
     assert parsed.urgency in ("critical", "urgent", "normal")
     assert parsed.language in ("ru", "en")
     assert parsed.quantity is None or parsed.quantity > 0
@@ -618,3 +618,129 @@ def test_twilios_opt_out_words_in_a_sentence_are_not_stop(text: str) -> None:
 
 def test_unstop_is_start() -> None:
     assert parse_sms("UNSTOP").command == "start"
+
+
+# ------------------------------------------------------------------- review of the inbound path
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Нет 3 дня воды, Рязань", "water"),
+        ("Нет 2 суток света, Белоомут", "power"),
+        ("Нет 5 дней еды, дети голодные, Тула", "food"),
+        ("нет 2 недели лекарств, Тула", "medicine"),
+        ("No 3 days without water, Ryazan", "water"),
+        ("no 2 weeks of food here, Ryazan", "food"),
+        ("нет 10 литров воды на семью, Рязань", "water"),
+    ],
+)
+def test_a_command_word_with_a_number_of_days_or_things_is_a_sentence(text: str, category: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.command) == ("need", None)
+    assert category in parsed.categories
+    assert parsed.has_place
+
+
+@pytest.mark.parametrize(
+    ("text", "command", "argument"),
+    [("НЕТ 123", "no", "123"), ("ДА 45.", "yes", "45"), ("нет 12, спасибо", "no", "12"), ("ДА 7 спасибо", "yes", "7")],
+)
+def test_a_command_with_a_task_number_and_thanks_stays_a_command(text: str, command: str, argument: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.command, parsed.argument) == ("command", command, argument)
+
+
+@pytest.mark.parametrize("text", ["без воды 3 дня, Рязань", "нет воды 2 суток, Рязань", "no water for 3 days, Ryazan"])
+def test_a_number_of_days_is_not_a_quantity(text: str) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.quantity is None
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("Вода больше не нужна", ("water",)),
+        ("воду больше не надо, спасибо", ("water",)),
+        ("Спасибо, воду привезли", ("water",)),
+        ("еду уже получили", ("food",)),
+        ("помощь больше не нужна, спасибо", ()),
+        ("we no longer need water", ("water",)),
+        ("we dont need food anymore, thanks", ("food",)),
+        ("water is not needed anymore", ("water",)),
+        ("thanks, we received the water", ("water",)),
+    ],
+)
+def test_no_longer_needed_is_neither_a_need_nor_a_repeat(text: str, categories: tuple[str, ...]) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.intent, parsed.categories, parsed.missing) == ("withdrawn", categories, ())
+    assert follow_up(parsed) is None
+    # It does not complete a request waiting for its place either.
+    assert not answers(parse_sms("нужна вода"), parsed, "place")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["не нужна вода, нужна еда", "воду уже привезли, нужна еда", "we have not received any food", "нет воды"],
+)
+def test_a_request_beside_what_is_no_longer_needed_is_still_a_need(text: str) -> None:
+    assert parse_sms(text).intent == "need"
+
+
+@pytest.mark.parametrize(
+    ("text", "category"), [("Рязань, вода нужна, света нет", "power"), ("food please, water no", "food")]
+)
+def test_a_message_ending_with_a_negation_is_read(text: str, category: str) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert category in parsed.categories
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "У кого есть лодка? Нужно вывезти людей, Белоомут",
+        "у кого есть генератор, Белоомут",
+        "Есть ли у кого генератор? Белоомут",
+        "есть ли у кого-нибудь палатка",
+        "Who can give us water? Ryazan",
+        "who could bring food to Tula",
+        "Does anyone have a generator? Ryazan",
+        "Могу ли я получить помощь? Нет воды, Рязань",
+        "можем ли мы получить воду в Рязани",
+    ],
+)
+def test_asking_who_has_something_is_a_need(text: str) -> None:
+    assert parse_sms(text).intent == "need"
+
+
+@pytest.mark.parametrize(
+    ("text", "place_text"),
+    [
+        ("Маме нужна скорая, Рязань", "Рязань"),
+        ("Мальчику нужна вода, Рязань", "Рязань"),
+        ("Поселку нужна вода, Рязань", "Рязань"),
+        ("Папе нужен врач, Рязань", "Рязань"),
+        ("Снова нужна вода, Тула", "Тула"),
+        ("Бабушке надо лекарства в Туле", "Туле"),
+        ("МАМЕ НУЖНА СКОРАЯ, РЯЗАНЬ", "РЯЗАНЬ"),
+        ("Сыну нужен инсулин", None),
+        ("Детям нужна еда", None),
+        # a first word is still the place when nothing else is
+        ("Белоомут", "Белоомут"),
+        ("Белоомут, нужна вода", "Белоомут"),
+        ("Нужна вода. Белоомут", "Белоомут"),
+    ],
+)
+def test_a_first_word_is_the_place_only_when_nothing_later_is(text: str, place_text: str | None) -> None:
+    assert parse_sms(text).place_text == place_text
+
+
+@pytest.mark.parametrize("place", ["Приютово", "Тушино", "Кошкино", "Пожарское", "Хлебниково"])
+def test_a_settlement_named_after_a_keyword_is_the_place_not_a_category(place: str) -> None:
+    alone = parse_sms(place)
+    assert (alone.categories, alone.place_text) == ((), place)
+    assert merge(parse_sms("нужна вода"), alone).categories == ("water",)
+    one = parse_sms(f"Нужна вода, {place}")
+    assert (one.categories, one.place_text, one.missing) == (("water",), place, ())
