@@ -15,6 +15,11 @@ _SECRET_IN_PATH = re.compile(r"(/tasks/)[^/?#\s]+")
 ACCESS_LOGGER = "uvicorn.access"
 
 
+def redact(path: str) -> str:
+    """``path`` with the secret of a helper's task link (``/tasks/<secret>``) left out."""
+    return _SECRET_IN_PATH.sub(r"\1…", path)
+
+
 class RedactTaskLinks(logging.Filter):
     """Replaces the secret of ``/tasks/<secret>`` in an access-log record's arguments."""
 

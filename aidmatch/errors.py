@@ -22,6 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aidmatch.accesslog import redact
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -195,10 +197,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # a 500. Any other value the database refuses is our bug (the checks let it through).
         if "NUL" not in str(exc.orig):
             return await _unexpected(request, exc)
-        logger.warning("the database refused a NUL on %s %s", request.method, request.url.path)
+        logger.warning("the database refused a NUL on %s %s", request.method, redact(request.url.path))
         return problem(422, "invalid-input", "Invalid input", "text may not contain NUL characters")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Never a helper's private link in the log: a task page that fails would write it there.
+        logger.exception("unhandled error on %s %s", request.method, redact(request.url.path))
         return problem(500, "internal", "Internal error", "an unexpected error occurred; it has been logged")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +19,7 @@ from aidmatch.database import make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
 from aidmatch.errors import PROBLEM_RESPONSES, install_error_handlers
 from aidmatch.exports.router import router as exports_router
+from aidmatch.headers import SecurityHeaders
 from aidmatch.helpers.router import router as helpers_router
 from aidmatch.limits import BodySizeLimit, make_limiters
 from aidmatch.matches.live import LiveOfferIndex
@@ -113,7 +115,9 @@ def create_app(
             app.state.intake.close()
             engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from the package's own copies of Swagger UI and ReDoc: nothing from a CDN
+    # (no network at run time, and no third-party script on the origin of the coordinators' cookie).
+    app = FastAPIOffline(
         title="aidmatch",
         version=__version__,
         summary="Disaster mutual-aid matching: needs, offers, helpers, matches.",
@@ -134,6 +138,7 @@ def create_app(
     app.state.sms_bucket = SharedTokenBucket(app.state.sessionmaker, "sms", settings.sms_rate_per_s)
     app.state.post_limiter, app.state.sms_limiter = make_limiters(settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
     install_metrics(app, app.state.sessionmaker)
     app.state.geocoder = (lambda: geocoder) if geocoder is not None else make_geocoder_factory(settings)
     app.state.intake = IntakeGroups(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,16 +114,19 @@ ROWS: dict[str, tuple[tuple[Column, ...], Callable[[Session], Iterator[dict[str,
 }
 
 
-# A cell a spreadsheet would read as a formula (CSV injection): text typed by the public that starts
-# with one of these is exported with a leading apostrophe, which spreadsheets show as plain text.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A cell a spreadsheet would read as a formula (CSV injection): text typed by the public that
+# starts with one of = + - @ gets a leading apostrophe, which spreadsheets show as plain text. So
+# does every part of it after a character a spreadsheet may split on instead of the comma (Excel
+# in a Russian locale splits on ";", LibreOffice on whatever its import dialog says): a quoted
+# field does not stop that split.
+_FORMULA = re.compile(r"(^|[;,|\t\r\n])([ \t]*)(?=[=+\-@])")
 
 
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+    if isinstance(value, str):
+        return _FORMULA.sub(r"\1\2'", value)
     return value
 
 

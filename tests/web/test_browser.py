@@ -267,3 +267,16 @@ def test_dashboard_groups_close_needs_and_refreshes_itself(live: Live, browser: 
     expect(page.locator("#open-needs")).to_contain_text(code)
     expect(page.locator("#map")).to_have_attribute("data-needs", "4")
     ctx.close()
+
+
+def test_api_docs_render_without_the_internet(live: Live, browser: Browser) -> None:
+    """Swagger UI and ReDoc come from the app itself (this machine has no internet): both render
+    the API's operations."""
+    page = browser.new_page()
+    try:
+        page.goto(live.base + "/docs")
+        page.get_by_text("/api/needs", exact=True).first.wait_for(timeout=20_000)
+        page.goto(live.base + "/redoc")
+        page.get_by_text("/api/needs", exact=False).first.wait_for(timeout=20_000)
+    finally:
+        page.close()

@@ -133,3 +133,26 @@ def test_text_a_spreadsheet_would_run_as_a_formula_is_exported_as_text(
     assert float(row["lon"]) == -73.9  # numbers that start with "-" stay numbers
     geojson = client.get("/api/exports/needs.geojson", headers=coordinator_headers).json()
     assert {f["properties"]["address"] for f in geojson["features"]} == {formula}  # not a spreadsheet: as typed
+
+
+@pytest.mark.parametrize("fmt", ["csv", "hxl.csv"])
+@pytest.mark.parametrize(
+    "address",
+    ["Тума;=1+1;", "Тума\t@SUM(1+1)\tx", "Тума, -2+3", "Тума| +cmd", "Тума;  =HYPERLINK(CHAR(104))"],
+)
+def test_a_formula_after_a_character_a_spreadsheet_may_split_on_is_exported_as_text(
+    client: TestClient, coordinator_headers: dict[str, str], fmt: str, address: str
+) -> None:
+    """Excel in a Russian locale splits a CSV on ";", LibreOffice on what its dialog says: every
+    part of a cell such a split could make starts as text, not as a formula."""
+    made = client.post("/api/needs", json={"category": "food", "lat": 40.7, "lon": -73.9, "address": address})
+    assert made.status_code == 201, made.text
+    text = client.get(f"/api/exports/needs.{fmt}", headers=coordinator_headers).text
+    (row,) = [r for r in csv.DictReader(io.StringIO(text)) if r["code"] == made.json()["code"]]
+    assert row["address"].replace("'", "") == address  # only apostrophes added
+    for delimiter in (";", "\t", ",", "|"):
+        for line in text.splitlines():
+            for cell in next(csv.reader([line], delimiter=delimiter)):
+                assert not cell.strip(' \t"').startswith(("=", "+", "@")), (delimiter, cell)
+                if cell.strip(' \t"').startswith("-"):  # a negative number is fine; a formula is not
+                    float(cell.strip(' \t"'))

@@ -431,3 +431,39 @@ def test_the_still_needed_button_is_rate_limited_like_its_api(settings: Settings
         codes = [client.post(f"/status/{code}/confirm", follow_redirects=False).status_code for _ in range(3)]
     assert codes[0] == 303
     assert codes[-1] == 429
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    for path in ("/", "/need", "/dashboard", "/api/stats/unmet", "/healthz", "/docs"):
+        headers = client.get(path, follow_redirects=False).headers
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "strict-origin-when-cross-origin", path
+
+
+def test_api_docs_need_nothing_from_the_internet(client: TestClient) -> None:
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+        found = [u for pair in urls for u in pair if u]
+        assert found, path
+        for url in found:
+            assert not url.startswith(("http:", "https:", "//")), (path, url)  # no CDN
+            assert client.get(url).status_code == 200, url  # served by the app itself
+
+
+def test_a_task_page_that_fails_logs_no_private_link(client: TestClient, monkeypatch: Any, caplog: Any) -> None:
+    from aidmatch.web import service as web_service
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    link = _offer_link(client)
+    secret = link.rsplit("/", 1)[1]
+    monkeypatch.setattr(web_service, "tasks_for", broken)
+    with caplog.at_level("ERROR", logger="aidmatch"):
+        page = client.get(link)
+    assert page.status_code == 500
+    assert "unhandled error on GET /tasks/" in caplog.text  # logged…
+    assert secret not in caplog.text  # …without the link
