@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from aidmatch.config import Settings
 from aidmatch.enums import MatchRunStatus, Role
@@ -28,9 +30,16 @@ app.add_typer(token_app, name="token")
 def _settings() -> Settings:
     try:
         return Settings()
+    except ValidationError as exc:
+        # Each problem by its setting and message, never pydantic's copy of the values (secrets).
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in error["loc"])
+            setting = f"AIDMATCH_{where.upper()}: " if where else ""
+            typer.echo(f"aidmatch: bad configuration: {setting}{error['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
     except ValueError as exc:
         typer.echo(f"aidmatch: bad configuration: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(2) from None
 
 
 def _info(message: str) -> None:
@@ -68,12 +77,29 @@ def _serve(settings: Settings, host: str, port: int, workers: int, access_log: b
             _info("aidmatch: no AIDMATCH_SECRET_KEY set; the workers share a random one (logins end on restart).")
         # Each worker builds its own app from the same environment.
         uvicorn.run(
-            "aidmatch.main:create_app", factory=True, host=host, port=port, workers=workers, access_log=access_log
+            "aidmatch.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_config=log_config(),
         )
     else:
         from aidmatch.main import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_config=log_config())
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus aidmatch's own loggers at INFO on the same stderr handler: the batch
+    runs, the upkeep passes and (with the console sender) every SMS show in the server's output.
+    Other libraries stay at WARNING (twilio's client logs whole requests at INFO)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["aidmatch"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]

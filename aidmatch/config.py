@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aidmatch.categories import Category
 from notifications.waves import Wave, parse_waves
 
+MIN_SECRET_KEY_CHARS = 32
 _PLACEHOLDERS = frozenset({"changethis", "changeme", "secret", "password", "xxx"})
 
 
@@ -124,8 +126,19 @@ class Settings(BaseSettings):
             # psycopg 3 is the only PostgreSQL driver we install.
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         if not value.startswith(("sqlite:", "postgresql+psycopg:")):
-            raise ValueError(f"database_url must be sqlite:///… or postgresql+psycopg://…, got {value!r}")
+            # The scheme only: the rest of a URL may hold a password, and this message is printed.
+            raise ValueError(
+                f"database_url must be sqlite:///… or postgresql+psycopg://…, got {value.split(':', 1)[0]}:…"
+            )
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in value.strip():
+            raise ValueError(f"public_url must be an http(s) address such as https://aid.example.org, got {value!r}")
+        return value.strip()
 
     @field_validator("escalation_waves")
     @classmethod
@@ -160,6 +173,20 @@ class Settings(BaseSettings):
             value: SecretStr = getattr(self, name)
             if value.get_secret_value().strip().lower() in _PLACEHOLDERS:
                 raise ValueError(f"AIDMATCH_{name.upper()} is a placeholder; set a real value")
+        key = self.secret_key.get_secret_value()
+        if key and len(key.strip()) < MIN_SECRET_KEY_CHARS:
+            # It signs the coordinators' login cookie, which names a token by its (counted) id: a
+            # guessable key lets anyone forge a login.
+            raise ValueError(
+                f"AIDMATCH_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or unset for a per-process key"
+            )
+        if self.need_reconfirm_before_hours >= self.need_expiry_hours:
+            raise ValueError(
+                f"AIDMATCH_NEED_RECONFIRM_BEFORE_HOURS ({self.need_reconfirm_before_hours:g}) must be less than "
+                f"AIDMATCH_NEED_EXPIRY_HOURS ({self.need_expiry_hours:g}): every new need would be asked "
+                "«still needed?» at once"
+            )
         if self.sms_sender is SmsSenderKind.twilio:
             missing = [
                 f"AIDMATCH_{n.upper()}"
@@ -170,6 +197,11 @@ class Settings(BaseSettings):
                 missing.append("AIDMATCH_TWILIO_FROM or AIDMATCH_TWILIO_MESSAGING_SERVICE_SID")
             if missing:
                 raise ValueError("SMS_SENDER=twilio needs " + ", ".join(missing))
+            host = urlsplit(self.public_url).hostname or ""
+            if host in ("localhost", "::1") or host.startswith("127."):
+                # Twilio would call a loopback address (the webhooks never come, their signatures are
+                # checked against it) and helpers would get task links to it.
+                raise ValueError("SMS_SENDER=twilio needs AIDMATCH_PUBLIC_URL: the address Twilio and helpers reach")
         return self
 
     @property

@@ -95,11 +95,16 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
+        # A server that accepts and never answers must not hold a request (and a pool thread) for
+        # ever: connecting gives up after this many seconds.
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )
     if engine.dialect.driver == "psycopg":
         event.listen(engine, "do_execute", _maybe_unprepared)
     return engine
 
+
+CONNECT_TIMEOUT_S = 5
 
 UNPREPARED = {"aidmatch_unprepared": True}
 """Execution options for a statement psycopg must never prepare on the server (see ``_maybe_unprepared``)."""

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aidmatch.accesslog import redact
+from aidmatch.headers import SECURITY_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -204,4 +205,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never a helper's private link in the log: a task page that fails would write it there.
         logger.exception("unhandled error on %s %s", request.method, redact(request.url.path))
-        return problem(500, "internal", "Internal error", "an unexpected error occurred; it has been logged")
+        # Starlette answers this one outside every middleware: the security headers are added here.
+        return problem(
+            500,
+            "internal",
+            "Internal error",
+            "an unexpected error occurred; it has been logged",
+            headers={k.decode(): v.decode() for k, v in SECURITY_HEADERS},
+        )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -17,7 +19,7 @@ from aidmatch.audit.router import router as audit_router
 from aidmatch.config import GeocoderKind, Settings
 from aidmatch.database import make_engine, make_sessionmaker
 from aidmatch.emergency.router import router as emergency_router
-from aidmatch.errors import PROBLEM_RESPONSES, install_error_handlers
+from aidmatch.errors import PROBLEM_RESPONSES, Problem, install_error_handlers, problem
 from aidmatch.exports.router import router as exports_router
 from aidmatch.headers import SecurityHeaders
 from aidmatch.helpers.router import router as helpers_router
@@ -77,6 +79,7 @@ def make_geocoder_factory(settings: Settings) -> Callable[[], Geocoder]:
 # 925 POST/s with p99 102.6 and 89.4 ms (benchmarks/RESULTS.md, session 9). Cycles are still
 # collected; the young generation less often, the oldest rarely.
 GC_THRESHOLDS = (50_000, 20, 100)
+HEALTH_TIMEOUT_S = 3.0  # /healthz answers 503 when the database takes longer
 
 
 def create_app(
@@ -165,12 +168,26 @@ def create_app(
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """Liveness and database reachability."""
+    pinging: list[asyncio.Future[None]] = []  # the round trip under way, shared by the probes meanwhile
+
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        responses={503: {"model": Problem, "description": "the database did not answer in time"}},
+    )
+    async def healthz() -> Any:
+        """Liveness and database reachability: 503 when the database does not answer within
+        ``HEALTH_TIMEOUT_S``. Probes that come while a round trip is under way wait for that one,
+        so a database that hangs holds one thread of the pool, not one per probe."""
         # One hand-off to the thread pool for the round trip; a plain ``def`` route with a session
         # dependency took three (the dependency's enter and exit, and the route).
-        await run_in_threadpool(ping)
+        if not pinging or pinging[0].done() or pinging[0].get_loop() is not asyncio.get_running_loop():
+            pinging[:] = [asyncio.ensure_future(run_in_threadpool(ping))]
+        try:
+            await asyncio.wait_for(asyncio.shield(pinging[0]), HEALTH_TIMEOUT_S)
+        except Exception as exc:  # a timeout, or the database refused or failed the connection
+            reason = "did not answer in time" if isinstance(exc, TimeoutError) else "is unreachable"
+            return problem(503, "database-unavailable", "Service unavailable", f"the database {reason}")
         return {"status": "ok", "database": engine.dialect.name}
 
     return app

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +187,6 @@ def test_console_script_serves_demo_needs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("access_log", [False, True])
 def test_serve_logs_requests_only_when_asked_and_never_a_private_link(tmp_path: Path, access_log: bool) -> None:
-    import socket
-    import time
-    import urllib.error
-    import urllib.request
 
     exe = Path(sys.executable).parent / "aidmatch"
     env = {**os.environ, "AIDMATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "AIDMATCH_SCHEDULER_ENABLED": "0"}
@@ -219,3 +220,50 @@ def test_serve_logs_requests_only_when_asked_and_never_a_private_link(tmp_path: 
     assert secret not in text
     assert ("GET /tasks/…?x=1" in text) is access_log
     assert ("GET /healthz" in text) is access_log
+
+
+def test_serve_shows_what_the_console_sender_sends(tmp_path: Path) -> None:
+    """The default sender "logs and stores": its SMS show in the server's output (aidmatch's
+    loggers at INFO), without any other library's chatter."""
+    exe = Path(sys.executable).parent / "aidmatch"
+    env = {
+        **os.environ,
+        "AIDMATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "AIDMATCH_OUTBOX_INTERVAL_S": "0.5",
+    }
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                        break
+                except OSError:
+                    assert proc.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, "aidmatch serve did not answer within 30 s"
+                    time.sleep(0.3)
+            body = {
+                "categories": ["water"],
+                "capacity": 1,
+                "radius_km": 30,
+                "lat": 55.0,
+                "lon": 40.0,
+                "phone": "+79161234567",
+            }
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/offers", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
+            urllib.request.urlopen(request, timeout=10).read()
+            while "SMS to +79161234567" not in log_path.read_text():  # the sign-up notice, sent by the outbox
+                assert time.monotonic() < deadline + 30, log_path.read_text()
+                time.sleep(0.3)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert "apscheduler" not in log_path.read_text()

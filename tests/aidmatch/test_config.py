@@ -40,6 +40,20 @@ def test_environment_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ({"sms_sender": "twilio", "twilio_account_sid": "AC1", "twilio_auth_token": "t"}, "TWILIO_FROM"),
         ({"default_region": "Russia"}, "two-letter"),
         ({"batch_interval_s": 0}, "batch_interval_s"),
+        ({"secret_key": " "}, "at least 32"),
+        ({"secret_key": "hunter2"}, "at least 32"),
+        ({"need_expiry_hours": 6}, "NEED_RECONFIRM_BEFORE_HOURS"),
+        ({"public_url": "aid example.org"}, "http"),
+        ({"public_url": "ftp://aid.example.org"}, "http"),
+        (
+            {
+                "sms_sender": "twilio",
+                "twilio_account_sid": "AC1",
+                "twilio_auth_token": "t",
+                "twilio_from": "+15005550006",
+            },
+            "PUBLIC_URL",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(kwargs: dict[str, Any], message: str) -> None:
@@ -54,6 +68,7 @@ def test_twilio_settings_complete() -> None:
         twilio_account_sid="AC1",
         twilio_auth_token="s3cr3t-value",
         twilio_from="+15005550006",
+        public_url="https://aid.example.org",
     )
     assert s.twilio_auth_token.get_secret_value() == "s3cr3t-value"
     assert "s3cr3t-value" not in repr(s)
@@ -67,3 +82,36 @@ def test_escalation_waves_are_checked_and_can_differ_by_category() -> None:
     s = Settings(escalation_waves_by_category={"medical": "3:5:120"}, _env_file=None)
     assert [w.radius_km for w in s.waves_for("medical")] == [3.0]
     assert len(s.waves_for("water")) == 3
+
+
+def test_a_long_secret_key_and_a_short_reminder_lead_are_fine() -> None:
+    s = Settings(_env_file=None, secret_key="k" * 32, need_expiry_hours=6, need_reconfirm_before_hours=2)
+    assert s.secret_key.get_secret_value() == "k" * 32
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"AIDMATCH_DATABASE_URL": "mysql://bob:S3cretPW0rd@db/x"},
+        {
+            "AIDMATCH_SMS_SENDER": "twilio",
+            "AIDMATCH_TWILIO_ACCOUNT_SID": "AC1",
+            "AIDMATCH_TWILIO_AUTH_TOKEN": "S3cretPW0rd-0123456789abcdef",
+        },
+    ],
+)
+def test_a_bad_configuration_is_reported_without_its_secrets(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from aidmatch.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["db", "current"])
+    assert result.exit_code == 2
+    assert "bad configuration" in result.output
+    assert "S3cretPW0rd" not in result.output
+    assert "Traceback" not in result.output

@@ -287,3 +287,33 @@ def test_dismissing_takes_only_what_was_shown_and_keeps_one_entry_per_phone(db: 
     db.commit()
     db.expire_all()
     assert [m.id for m in triage_queue(session=db)] == [late.id]  # now the held-back one comes up
+
+
+def test_healthz_answers_503_when_the_database_hangs_or_refuses(gazetteer: GazetteerGeocoder) -> None:
+    """A database that accepts connections and never answers (or refuses them): /healthz says so
+    within HEALTH_TIMEOUT_S instead of hanging, and probes meanwhile share one round trip, so they
+    do not take every thread of the pool from the other pages."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aidmatch.main import HEALTH_TIMEOUT_S
+
+    with socket.socket() as silent, socket.socket() as closed:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # accepts (the kernel does), never speaks
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+        for sock, reason in ((silent, "did not answer in time"), (closed, "is unreachable")):
+            port = sock.getsockname()[1]
+            settings = Settings(
+                database_url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/test",
+                scheduler_enabled=False,
+                _env_file=None,
+            )
+            client = TestClient(create_app(settings, geocoder=gazetteer), raise_server_exceptions=False)
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(client.get, ["/healthz"] * 8))
+            took = time.monotonic() - started
+            assert [a.status_code for a in answers] == [503] * 8
+            assert all(a.json()["detail"] == f"the database {reason}" for a in answers)
+            assert took < HEALTH_TIMEOUT_S + 2
+            assert client.get("/need").status_code == 200  # pages that need no database still answer

@@ -465,5 +465,6 @@ def test_a_task_page_that_fails_logs_no_private_link(client: TestClient, monkeyp
     with caplog.at_level("ERROR", logger="aidmatch"):
         page = client.get(link)
     assert page.status_code == 500
+    assert page.headers["x-frame-options"] == "DENY"  # a 500 too
     assert "unhandled error on GET /tasks/" in caplog.text  # logged…
     assert secret not in caplog.text  # …without the link
