@@ -702,6 +702,10 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
         return False  # «вода больше не нужна»: the request is called off, not completed
     kinds = ("need", "offer")
     if previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent:
+        if asked == "place" and previous.intent == "need" and reply.has_place:
+            # «Рязань, могу сам забрать», "Ryazan, I can pick it up myself" to «Где вы?»: the place
+            # asked for, with how they will get it; an offer only when it offers something new.
+            return set(reply.categories) <= set(previous.categories)
         if asked == "category" and previous.intent == "offer" and reply.intent == "need":
             norms = [t.norm for t in _tokens(reply.text)]
             return _intent(norms, reply.categories, short_form=False) != "need"
@@ -725,8 +729,16 @@ def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:
     if not previous.has_place:
         place_text, lat, lon = reply.place_text, reply.lat, reply.lon
         bare = reply.text.strip(" \t\r\n.,!?;:")
-        # The answer to «Где вы?» that asks for nothing is the place, all of it.
-        if lat is None and not reply.categories and 0 < len(bare) <= 80 and any(c.isalpha() for c in bare):
+        # The answer to «Где вы?» that asks for nothing is the place, all of it; one that says more
+        # («Рязань, могу сам забрать») is the place it names.
+        said_more = reply.intent in ("need", "offer") and place_text is not None
+        if (
+            lat is None
+            and not reply.categories
+            and not said_more
+            and 0 < len(bare) <= 80
+            and any(c.isalpha() for c in bare)
+        ):
             place_text = bare
     intent: Intent = previous.intent
     if intent not in ("need", "offer"):
