@@ -3,7 +3,9 @@ unfinished reaches the coordinators."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,9 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aidmatch.config import Settings
+from aidmatch.database import utcnow
+from aidmatch.enums import MessageStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
+from aidmatch.messages.models import Message, SmsConversation
 from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from aidmatch.web.service import dismiss, triage_queue
 from geo.geocoding import GazetteerGeocoder
 from tests.aidmatch.test_sms_webhook import PUBLIC, TOKEN, _text
 
@@ -54,3 +61,116 @@ def test_i_can_pick_it_up_in_the_answer_to_where_are_you_keeps_the_need(
     assert need.code in reply
     assert abs(need.lat - 54.63) < 0.1
     assert db.scalar(select(Helper).where(Helper.phone == phone)) is None  # not registered as a helper
+
+
+# -- nothing asked twice; what stays unfinished reaches the coordinators -------------------------
+
+
+@pytest.mark.parametrize("answer", ["всё сгорело, ничего не осталось", "всё", "что угодно, всё пропало"])
+def test_what_is_needed_is_asked_once_then_the_need_is_other_with_the_whole_text(
+    sms: TestClient, db: Session, answer: str
+) -> None:
+    phone = "+79161230002"
+    assert _text(sms, phone, "помогите, Рязань").startswith("Что нужно?")
+    reply = _text(sms, phone, answer)
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    assert need.category.value == "other"
+    assert "помогите, Рязань" in (need.description or "")
+    assert answer in (need.description or "")
+    assert db.get(SmsConversation, phone) is None
+
+
+@pytest.mark.parametrize("answer", ["чем угодно", "всем, чем смогу"])
+def test_how_one_can_help_is_asked_once_then_the_offer_is_other(sms: TestClient, db: Session, answer: str) -> None:
+    phone = "+79161230003"
+    assert _text(sms, phone, "могу помочь, Рязань").startswith("Чем можете помочь?")
+    _text(sms, phone, answer)
+    db.expire_all()
+    (offer,) = db.scalars(select(Offer).join(Helper, Helper.id == Offer.helper_id).where(Helper.phone == phone))
+    assert [c.value for c in offer.categories] == ["other"]
+    assert db.get(SmsConversation, phone) is None
+
+
+@pytest.mark.parametrize(
+    ("first", "answers"),
+    [
+        ("нужна вода", ["где-то у речки", "рядом с магазином"]),
+        ("Срочно нужна вода", ["не знаю где", "возле речки"]),
+        ("need water", ["somewhere by the riverbank", "by the old schoolhouse"]),
+    ],
+)
+def test_a_place_asked_for_and_not_found_twice_goes_to_the_coordinators_with_the_whole_conversation(
+    sms: TestClient, db: Session, first: str, answers: list[str]
+) -> None:
+    phone = "+79161230004"
+    _text(sms, phone, first)
+    replies = [_text(sms, phone, a) for a in answers]
+    assert len(set(replies)) == 2  # never the same question twice
+    assert "координатор" in replies[-1] or "coordinator" in replies[-1]
+    db.expire_all()
+    assert _needs(db, phone) == []
+    assert db.get(SmsConversation, phone) is None
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == answers[-1]
+    assert (entry.parsed or {}).get("conversation") == "\n".join([first, *answers])
+
+
+def _age(db: Session, phone: str, by: timedelta) -> None:
+    conversation = db.get(SmsConversation, phone)
+    assert conversation is not None
+    conversation.updated_at = utcnow() - by
+    db.commit()
+
+
+@pytest.mark.parametrize(("first", "soon"), [("Срочно нужна вода", True), ("нужна вода", False), ("need food", False)])
+def test_a_conversation_left_unanswered_reaches_triage_and_becomes_a_need_there(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str], first: str, soon: bool
+) -> None:
+    phone = "+79161230005"
+    _text(sms, phone, first)
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []  # a question may still be answered
+    _age(db, phone, timedelta(minutes=20))
+    db.expire_all()
+    assert len([m for m in triage_queue(session=db) if m.phone == phone]) == (1 if soon else 0)
+    _age(db, phone, timedelta(hours=2))
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    page = sms.get("/dashboard", headers=coordinator_headers)
+    assert first in page.text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "category": "water", "address": "Рязань", "contact_phone": phone}
+    made = sms.post(f"/dashboard/triage/{entry.id}", data=form, headers=coordinator_headers, follow_redirects=False)
+    assert made.status_code == 303, made.text[:300]
+    db.expire_all()
+    (need,) = _needs(db, phone)
+    assert db.get(Message, entry.id).need_id == need.id  # type: ignore[union-attr]
+    assert db.get(SmsConversation, phone) is None  # ended: the next SMS starts afresh
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+
+
+def test_an_abandoned_conversation_can_be_dismissed(sms: TestClient, db: Session) -> None:
+    phone = "+79161230006"
+    _text(sms, phone, "нужна вода")
+    _age(db, phone, timedelta(hours=2))
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    dismiss(session=db, message_id=entry.id)
+    db.commit()
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    assert db.get(SmsConversation, phone) is None
+
+
+def test_a_conversation_past_its_window_stays_in_triage_when_the_phone_writes_again(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    phone = "+79161230007"
+    _text(sms, phone, "нужна вода")
+    _age(db, phone, timedelta(hours=sms_settings.sms_conversation_hours + 1))
+    _text(sms, phone, "могу помочь: машина, Рязань")
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == "нужна вода"
+    assert entry.status is MessageStatus.unparsed
