@@ -320,6 +320,33 @@ _ADDRESS = re.compile(
     r"|(?<![^\W\d_])[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)(?:\s*\d{1,4})?",
     re.IGNORECASE,
 )
+# «Садовая 12», «Ленина 5а», «д. 7», «дом 14»: a house number after a capitalised street name (in a
+# text that uses both cases) or after «д.»/«дом»; never a quantity.
+_HOUSE = re.compile(
+    r"(?<![^\W\d_])(?P<street>[А-ЯЁA-Z][а-яёa-z]+(?:-[А-ЯЁа-яёA-Za-z]+)?)\s+(?P<n>\d{1,4}[а-яa-z]?(?:/\d{1,4})?)(?![\w])"
+    r"|(?<![^\W\d_])(?:д\.|дом)\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?(?![\w])"
+)
+
+
+def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> list[tuple[int, int]]:
+    """Spans of the house numbers with what names their street («Садовая 12», «д. 7»)."""
+    letters = [c for c in text if c.isalpha()]
+    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    known = _known_tokens(norms)
+    starts = {t.start: i for i, t in enumerate(toks)}
+    spans = []
+    for m in _HOUSE.finditer(text):
+        if m.group("street") is not None:
+            i = starts.get(m.start())
+            # «Вода 3», «Нужно 5»: a keyword with a number is what and how much; a first word may be either.
+            if not cased or i is None or i == 0 or i in known:
+                continue
+            if _counts_something(text, toks, i + 1) or (i + 2 < len(toks) and _GOODS_UNITS.match_at(norms, i + 2)):
+                continue  # «Рязань 3 человека»
+        spans.append(m.span())
+    return spans
+
+
 _PHONE = re.compile(r"\+?\d[\d\s()-]{5,}\d")
 _NUMBER = re.compile(r"\d{1,6}")
 
@@ -358,13 +385,20 @@ def _known_tokens(tokens: Sequence[str]) -> set[int]:
 _VERB_ENDINGS = ("ть", "ти", "чь", "те", "ся", "сь", "ing", "ed")
 
 
-def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]) -> str | None:
+def _place(
+    text: str, toks: list[_Token], norms: list[str], taken: list[tuple[int, int]], houses: Sequence[tuple[int, int]]
+) -> str | None:
     """The settlement and/or street address as written, or None."""
     address = None
     for m in _ADDRESS.finditer(text):
         if not _inside(m.start(), taken):
             address = (m.group().strip(" ,"), m.span())
             break
+    if address is None:
+        for a, b in houses:
+            if not _inside(a, taken):
+                address = (text[a:b], (a, b))
+                break
     letters = [c for c in text if c.isalpha()]
     # Capitals tell names from words only when the writer used both cases.
     cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
@@ -558,8 +592,9 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     cues = tuple(dict.fromkeys([*critical, *urgent]))
 
     intent = _intent(norms, categories)
-    place_text = _place(text, toks, norms, taken)
-    address_spans = [m.span() for m in _ADDRESS.finditer(text)]
+    houses = _house_numbers(text, toks, norms)
+    place_text = _place(text, toks, norms, taken, houses)
+    address_spans = [m.span() for m in _ADDRESS.finditer(text)] + houses
     quantity = _quantity(toks, norms, [*taken, *address_spans])
     has_place = place_text is not None or lat is not None
     return ParsedSms(
