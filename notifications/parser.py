@@ -374,8 +374,8 @@ def _inside(start: int, spans: Iterable[tuple[int, int]]) -> bool:
 
 
 def _known_tokens(tokens: Sequence[str]) -> set[int]:
-    """Indices of the tokens that are keywords, cues, units, commands or stop words."""
-    known = {i for i, t in enumerate(tokens) if t in STOPWORDS or t in COMMAND_WORDS}
+    """Indices of the tokens that are keywords, cues, units, number words, commands or stop words."""
+    known = {i for i, t in enumerate(tokens) if t in STOPWORDS or t in COMMAND_WORDS or t in NUMBER_WORDS}
     for table in _ALL_KNOWN:
         for i, n in table.find(tokens):
             known.update(range(i, i + n))

@@ -40,3 +40,20 @@ def test_a_number_after_what_is_needed_or_before_a_unit_stays_the_quantity(text:
     assert parsed.quantity == quantity
     assert parsed.place_text is not None
     assert parsed.place_text.lower() == "рязань"
+
+
+@pytest.mark.parametrize(
+    ("text", "quantity"),
+    [
+        ("нужна вода, трое детей", 3),
+        ("нужна еда, нас пятеро", 5),
+        ("need water, two kids", 2),
+        ("нужна еда, семья из четырех", 4),
+    ],
+)
+def test_a_number_word_is_never_the_place(text: str, quantity: int | None) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text is None
+    assert parsed.missing == ("place",)
+    if quantity is not None:
+        assert parsed.quantity == quantity
