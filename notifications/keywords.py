@@ -33,11 +33,11 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "malnourished", "flour", "beans", "milk",
     ),
     "shelter": (
-        "жиль~", "жилье", "ночлег*", "приют*", "кров", "крова", "палатк*", "негде жить", "негде ночевать", "ночевать",
+        "жилье", "жилья", "жилью", "жильем", "ночлег*", "приют*", "кров", "крова", "палатк*", "негде жить", "негде ночевать", "ночевать",
         "переночевать", "размещени*", "сгорел* дом~", "дом~ сгорел*", "бездомн*", "на улице", "есть место|места",
         "свободн~ комнат~", "палаток", "замерза*", "мерзнем", "мерзнут",
         "дом~ разруш*|сгорел*|рухнул*|затопил*|смыло", "одеял*", "матрас*", "спальн* мешк~", "спальник*",
-        "zhil*", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
+        "zhile", "zhilye", "zhilya", "zhilyo", "zhilie", "zhilya", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
         "accommodation*", "freezing", "zamerza*", "in the street", "in the streets", "sleeping outside", "sleep outside",
         "sheeting", "plastic sheet*", "mattress*", "sleeping mat*", "mats", "blanket*",
         "place to sleep|stay|live", "where to sleep|stay|live", "nowhere to sleep|stay|live", "makeshift", "sleep*",
@@ -89,7 +89,7 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "airport*",
     ),
     "firefighting": (
-        "пожар*", "туш~", "тушени*", "огнетушител*", "огонь", "огня", "горит", "горим", "возгорани*", "помп~",
+        "пожар*", "туш~", "тушени*", "огнетушител*", "огонь", "огня", "горит", "горим", "возгорани*",
         "pozhar*", "tushit*", "ogon", "fire", "fires", "firefight*", "extinguish*", "blaze", "wildfire*",
     ),
     "clothing": (
@@ -117,9 +117,9 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "otoplen*", "obogrevat*", "heating", "heater*", "no heat", "space heater*",
     ),
     "other": (
-        # frost: fuel for the stove
-        "дров~", "газ", "газа", "газу", "газом", "газов~ баллон~", "уголь", "угля",
-        "drova", "drov", "firewood", "fire wood", "wood for", "gas cylinder*", "propane", "coal",
+        # frost: fuel for the stove; pumps (a flooded cellar as much as a fire)
+        "дров~", "газ", "газа", "газу", "газом", "газов~ баллон~", "уголь", "угля", "помп~", "мотопомп*", "насос*",
+        "drova", "drov", "firewood", "fire wood", "wood for", "gas cylinder*", "propane", "coal", "pump", "pumps",
     ),
 }
 """Keyword patterns per category code; their order is the order of ``ParsedSms.categories``."""
@@ -146,7 +146,7 @@ CATEGORY_NOT: dict[str, tuple[str, ...]] = {
 """Phrases that contain a keyword of a category without being about it (flood water, water level)."""
 
 CATEGORIES: tuple[str, ...] = tuple(CATEGORY_KEYWORDS)
-"""Every category code the parser can return (``other`` only for things no category names: firewood, gas)."""
+"""Every category code the parser can return (``other`` only for things no category names: firewood, gas, a pump)."""
 
 COMMAND_WORDS: dict[str, Command] = {
     "да": "yes", "da": "yes", "yes": "yes", "y": "yes", "ок": "yes", "ok": "yes",

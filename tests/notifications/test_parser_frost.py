@@ -32,3 +32,19 @@ def test_frost_is_a_need_of_heat_fuel_or_a_warm_place(text: str, expected: set[s
 def test_a_gazelle_van_is_still_transport_not_gas(text: str) -> None:
     assert "other" not in parse_sms(text).categories
     assert "transport" in parse_sms(text).categories
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Жильцам нужна вода", ("water",)),
+        ("Жильцы дома просят воду", ("water",)),
+        ("Нет жилья, Рязань", ("shelter",)),
+        ("нужно жилье на троих", ("shelter",)),
+        ("Подвал затопило, нужна помпа", ("other",)),
+        ("Затопило подвал, нужен насос", ("other",)),
+        ("Пожар, нужна мотопомпа", ("firefighting", "other")),
+    ],
+)
+def test_residents_are_not_housing_and_a_pump_is_not_firefighting(text: str, expected: tuple[str, ...]) -> None:
+    assert parse_sms(text).categories == expected
