@@ -95,6 +95,10 @@ def _restore(state: dict[str, Any]) -> ParsedSms:
     return ParsedSms(**values)
 
 
+# A message complete on its own (what and where) sent this long after our question is a request of
+# its own, not the answer to it; sooner, it is read as the answer and adds to the request.
+ANSWER_WITHIN = timedelta(minutes=30)
+
 # A conversation left unanswered this long reaches the coordinators' triage queue (a critical or
 # urgent one sooner); the phone may still finish it until ``settings.sms_conversation_hours``.
 ABANDONED_AFTER = timedelta(hours=1)
@@ -243,6 +247,18 @@ def handle(
         _to_triage(session, phone, conversation)  # too old to go on; a coordinator sees what it said
         conversation = None
     progressed = False
+    if conversation is not None:
+        previous = _restore(conversation.state)
+        whole = parsed.intent in ("need", "offer") and bool(parsed.categories) and parsed.has_place
+        if (
+            whole
+            and conversation.updated_at < now - ANSWER_WITHIN
+            and set(previous.categories) - set(parsed.categories)
+        ):
+            # «нужны лекарства, Тула» hours after an unanswered «нужна вода»: a request of its own,
+            # not the answer; the unfinished one goes to the coordinators rather than into this one.
+            _to_triage(session, phone, conversation)
+            conversation = None
     if conversation is not None:
         previous = _restore(conversation.state)
         if conversation.asked == "place" and not previous.has_place and _names_a_settlement(message.body, geocoder):

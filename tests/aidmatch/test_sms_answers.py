@@ -174,3 +174,50 @@ def test_a_conversation_past_its_window_stays_in_triage_when_the_phone_writes_ag
     (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
     assert entry.body == "нужна вода"
     assert entry.status is MessageStatus.unparsed
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "alone"),
+    [
+        ("нужна вода", "нужны лекарства, Тула", "medicine"),
+        ("Нужна еда", "Нужен врач, Рязань", "medical"),
+        ("need water", "need food in Tula", "food"),
+    ],
+)
+def test_a_complete_message_long_after_an_unanswered_question_stands_alone(
+    sms: TestClient, db: Session, first: str, later: str, alone: str
+) -> None:
+    phone = "+79161230008"
+    _text(sms, phone, first)
+    _age(db, phone, timedelta(hours=3))
+    _text(sms, phone, later)
+    assert [n.category.value for n in _needs(db, phone)] == [alone]
+    # the unanswered request is not lost: it waits for a coordinator
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == first
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "both"),
+    [
+        ("нужна вода", "нужны лекарства, Тула", {"water", "medicine"}),
+        ("need water", "need food in Tula", {"water", "food"}),
+    ],
+)
+def test_a_complete_message_soon_after_the_question_adds_to_the_request(
+    sms: TestClient, db: Session, first: str, later: str, both: set[str]
+) -> None:
+    phone = "+79161230009"
+    _text(sms, phone, first)
+    _age(db, phone, timedelta(minutes=5))
+    _text(sms, phone, later)
+    assert {n.category.value for n in _needs(db, phone)} == both
+
+
+def test_the_same_request_again_in_full_long_after_completes_it(sms: TestClient, db: Session) -> None:
+    phone = "+79161230010"
+    _text(sms, phone, "нужна вода")
+    _age(db, phone, timedelta(hours=3))
+    _text(sms, phone, "нужна вода, Тула")
+    assert [n.category.value for n in _needs(db, phone)] == ["water"]
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
