@@ -54,6 +54,7 @@ from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
 _DEFAULT_OFFER_RADIUS_KM = 25.0
+_MAX_ID = 2**31 - 1  # ids are INTEGER columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,7 +547,9 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     """The helper's match named by ``arg``, or their only one open for the command when no number is given."""
     mine = select(Match).join(Offer, Offer.id == Match.offer_id).where(Offer.helper_id == helper.id)
     if arg is not None:
-        return session.scalar(mine.where(Match.id == int(arg)))
+        number = int(arg)
+        # «ДА 89161234567»: beyond any id (PostgreSQL would refuse it against an INTEGER), no task
+        return session.scalar(mine.where(Match.id == number)) if 0 < number <= _MAX_ID else None
     wanted = (MatchStatus.accepted,) if command == "done" else PENDING_MATCH_STATUSES
     open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
     return open_ones[0] if len(open_ones) == 1 else None

@@ -221,3 +221,15 @@ def test_the_same_request_again_in_full_long_after_completes_it(sms: TestClient,
     _text(sms, phone, "нужна вода, Тула")
     assert [n.category.value for n in _needs(db, phone)] == ["water"]
     assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+
+
+@pytest.mark.parametrize("text", ["да 999999999999", "ДА 89161234567", "НЕТ 2147483648", "done 99999999999"])
+def test_a_task_number_beyond_any_id_names_no_task(sms: TestClient, db: Session, text: str) -> None:
+    phone = "+79161230011"
+    assert "помощник" in _text(sms, phone, "могу помочь: вода, Рязань")
+    reply = _text(sms, phone, text)
+    assert "Нет задачи" in reply or "no task" in reply
+    db.expire_all()
+    (message,) = db.scalars(select(Message).where(Message.phone == phone, Message.body == text))
+    assert message.status is MessageStatus.parsed
+    assert "error" not in (message.parsed or {})
