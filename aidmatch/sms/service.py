@@ -23,6 +23,7 @@ from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     Language,
     MatchStatus,
+    MessageDirection,
     MessageStatus,
     NeedStatus,
     OfferStatus,
@@ -162,8 +163,29 @@ def _helper(session: Session, phone: str) -> Helper | None:
     return session.scalar(select(Helper).where(Helper.phone == phone))
 
 
-def _language(parsed: ParsedSms, helper: Helper | None) -> str:
-    return helper.language.value if helper is not None and parsed.intent == "command" else parsed.language
+def _language(session: Session, phone: str, parsed: ParsedSms, helper: Helper | None, message_id: int) -> str:
+    """The reply's language: the message's own, but for a command the sender's known language (their
+    helper row's, their newest need's, that of what they wrote before): «ok», «Stop» are said in
+    Latin letters by Russian speakers too; a command in Cyrillic is Russian whoever sends it."""
+    if parsed.intent != "command":
+        return parsed.language
+    if helper is not None:
+        return helper.language.value
+    if not parsed.text.strip()[:1].isascii():
+        return parsed.language
+    need = session.scalar(select(Need).where(Need.contact_phone == phone).order_by(Need.id.desc()).limit(1))
+    if need is not None:
+        return need.language.value
+    earlier = session.scalars(
+        select(Message)
+        .where(Message.phone == phone, Message.direction == MessageDirection.inbound, Message.id < message_id)
+        .order_by(Message.id.desc())
+        .limit(5)
+    )
+    for m in earlier:  # JSON: read here, alike on both databases
+        if isinstance(m.parsed, dict) and m.parsed.get("intent") not in (None, "command") and m.language:
+            return m.language
+    return parsed.language
 
 
 def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
@@ -238,7 +260,7 @@ def handle(
     helper = _helper(session, phone)
     if parsed.intent == "command" and _sentence_after_all(session, phone, helper, parsed):
         parsed = parse_sms(message.body, commands=False)
-    language = _language(parsed, helper)
+    language = _language(session, phone, parsed, helper, message.id)
     if parsed.intent == "command" and parsed.command is not None:
         return _command(
             session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language

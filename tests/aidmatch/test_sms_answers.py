@@ -233,3 +233,36 @@ def test_a_task_number_beyond_any_id_names_no_task(sms: TestClient, db: Session,
     (message,) = db.scalars(select(Message).where(Message.phone == phone, Message.body == text))
     assert message.status is MessageStatus.parsed
     assert "error" not in (message.parsed or {})
+
+
+_CYRILLIC = re.compile("[а-яё]", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("command", ["ok {code}", "Stop", "STATUS", "yes {code}"])
+def test_a_latin_command_is_answered_in_the_language_of_the_senders_request(
+    sms: TestClient, db: Session, command: str
+) -> None:
+    phone = "+79161230012"
+    _text(sms, phone, "нужна вода, Рязань")
+    (need,) = _needs(db, phone)
+    reply = _text(sms, phone, command.format(code=need.code))
+    assert _CYRILLIC.search(reply), reply
+
+
+@pytest.mark.parametrize("command", ["Stop", "status"])
+def test_a_latin_command_in_a_russian_conversation_is_answered_in_russian(
+    sms: TestClient, db: Session, command: str
+) -> None:
+    phone = "+79161230013"
+    _text(sms, phone, "нужна вода")
+    assert _CYRILLIC.search(_text(sms, phone, command))
+
+
+@pytest.mark.parametrize(("first", "command"), [("need water in Ryazan", "STOP"), (None, "Stop"), (None, "status")])
+def test_a_latin_command_from_an_english_or_unknown_sender_is_answered_in_english(
+    sms: TestClient, db: Session, first: str | None, command: str
+) -> None:
+    phone = "+79161230014"
+    if first:
+        _text(sms, phone, first)
+    assert not _CYRILLIC.search(_text(sms, phone, command))
