@@ -63,6 +63,7 @@ __all__ = [
     "intent_cues",
     "merge",
     "parse_sms",
+    "polite_only",
 ]
 
 Intent = Literal["need", "offer", "withdrawn", "command", "unknown"]
@@ -351,7 +352,17 @@ _PHONE = re.compile(r"\+?\d[\d\s()-]{5,}\d")
 _NUMBER = re.compile(r"\d{1,6}")
 
 
+# Yandex Maps links give the point as ``pt=`` / ``ll=`` longitude first («…?pt=39.74,54.62»).
+_LON_LAT_PARAM = re.compile(
+    r"[?&](?:pt|ll)=(?P<lon>[-+]?\d{1,3}\.\d{1,8})(?:,|%2C)(?P<lat>[-+]?\d{1,2}\.\d{1,8})", re.I
+)
+
+
 def _coordinates(text: str) -> tuple[float, float, tuple[int, int]] | None:
+    for m in _LON_LAT_PARAM.finditer(text):
+        lat, lon = float(m.group("lat")), float(m.group("lon"))
+        if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+            return lat, lon, m.span()
     for m in _COORDS.finditer(text):
         try:
             lat = float(m.group("lat").replace(",", "."))
@@ -735,6 +746,8 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
     alone that would read as a need, but nothing in it asks for anything."""
     if reply.intent == "withdrawn":
         return False  # «вода больше не нужна»: the request is called off, not completed
+    if reply.intent == "unknown" and polite_only(reply.text):
+        return False  # «спасибо», «ок, спасибо»: thanks, not the place nor what is needed
     kinds = ("need", "offer")
     if previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent:
         if asked == "place" and previous.intent == "need" and reply.has_place:
@@ -746,6 +759,15 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
             return _intent(norms, reply.categories, short_form=False) != "need"
         return False
     return True
+
+
+def polite_only(text: str) -> bool:
+    """Whether ``text`` is only thanks and greetings («спасибо», "thanks!", «ок, спасибо большое»)."""
+    norms = [t.norm for t in _tokens(str(text)[:MAX_CHARS])]
+    return bool(norms) and all(t in POLITE or t in _THANKS for t in norms)
+
+
+_THANKS = frozenset({"большое", "огромное", "ок", "ok", "хорошо", "понял", "поняла", "much", "so", "very", "a", "lot"})
 
 
 def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:

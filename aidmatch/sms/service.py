@@ -50,7 +50,7 @@ from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms
+from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms, polite_only
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
@@ -288,6 +288,9 @@ def handle(
             # «Кошки», «приютово» in answer to «Где вы?»: a settlement, not a category.
             bare = message.body.strip(" \t\r\n.,!?;:")
             parsed = dataclasses.replace(parsed, intent="unknown", categories=(), place_text=bare, missing=())
+        if parsed.intent == "unknown" and polite_only(message.body):
+            # «спасибо» to our question: the conversation stays open, nothing is asked again
+            return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
             parsed = merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer

@@ -266,3 +266,25 @@ def test_a_latin_command_from_an_english_or_unknown_sender_is_answered_in_englis
     if first:
         _text(sms, phone, first)
     assert not _CYRILLIC.search(_text(sms, phone, command))
+
+
+@pytest.mark.parametrize(
+    ("first", "thanks", "place"),
+    [
+        ("нужна вода", "спасибо", "Рязань"),
+        ("нужна вода", "Спасибо большое!", "Рязань"),
+        ("need water", "thanks!", "Ryazan"),
+    ],
+)
+def test_thanks_in_answer_to_where_are_you_is_not_a_place(
+    sms: TestClient, db: Session, first: str, thanks: str, place: str
+) -> None:
+    phone = "+79161230015"
+    _text(sms, phone, first)
+    reply = _text(sms, phone, thanks)
+    assert thanks.strip("!").lower() not in reply.lower()  # not «Не нашли «спасибо»»
+    assert _needs(db, phone) == []
+    done = _text(sms, phone, place)  # the question is still open: the place completes the request
+    (need,) = _needs(db, phone)
+    assert need.code in done
+    assert need.category.value == "water"

@@ -57,3 +57,17 @@ def test_a_number_word_is_never_the_place(text: str, quantity: int | None) -> No
     assert parsed.missing == ("place",)
     if quantity is not None:
         assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "нужна вода https://yandex.ru/maps/?pt=39.74,54.62&z=14",
+        "нужна вода https://yandex.ru/maps/?ll=39.74%2C54.62&z=14",
+        "нужна вода yandex.ru/maps/?z=14&pt=39.74,54.62",
+        "нужна вода 54.62, 39.74",
+    ],
+)
+def test_a_yandex_link_gives_longitude_first(text: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.lat, parsed.lon) == (54.62, 39.74)
