@@ -33,12 +33,12 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "malnourished", "flour", "beans", "milk",
     ),
     "shelter": (
-        "жиль~", "жилье", "ночлег*", "приют*", "кров", "крова", "палатк*", "негде жить", "негде ночевать", "ночевать",
+        "жилье", "жилья", "жилью", "жильем", "ночлег*", "приют*", "кров", "крова", "палатк*", "негде жить", "негде ночевать", "ночевать",
         "переночевать", "размещени*", "сгорел* дом~", "дом~ сгорел*", "бездомн*", "на улице", "есть место|места",
-        "свободн~ комнат~",
+        "свободн~ комнат~", "палаток", "замерза*", "мерзнем", "мерзнут",
         "дом~ разруш*|сгорел*|рухнул*|затопил*|смыло", "одеял*", "матрас*", "спальн* мешк~", "спальник*",
-        "zhil*", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
-        "accommodation*", "in the street", "in the streets", "sleeping outside", "sleep outside",
+        "zhile", "zhilye", "zhilya", "zhilyo", "zhilie", "zhilya", "nochleg*", "palatk*", "negde zhit", "shelter*", "tent", "tents", "tarp*", "housing", "homeless",
+        "accommodation*", "freezing", "zamerza*", "in the street", "in the streets", "sleeping outside", "sleep outside",
         "sheeting", "plastic sheet*", "mattress*", "sleeping mat*", "mats", "blanket*",
         "place to sleep|stay|live", "where to sleep|stay|live", "nowhere to sleep|stay|live", "makeshift", "sleep*",
         "shelterless", "spare room", "room for", "house~|home~ destroy*|broke*|collaps*|crush*|demolish*|damag*|crack*|fell|fallen|down|gone",
@@ -89,7 +89,7 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "airport*",
     ),
     "firefighting": (
-        "пожар*", "туш~", "тушени*", "огнетушител*", "огонь", "огня", "горит", "горим", "возгорани*", "помп~",
+        "пожар*", "туш~", "тушени*", "огнетушител*", "огонь", "огня", "горит", "горим", "возгорани*",
         "pozhar*", "tushit*", "ogon", "fire", "fires", "firefight*", "extinguish*", "blaze", "wildfire*",
     ),
     "clothing": (
@@ -112,6 +112,14 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "power": (
         "электричеств*", "свет", "света", "генератор*", "зарядк~", "зарядить", "розетк~", "электроэнерг*",
         "svet", "sveta", "generator*", "electric*", "power", "generator*", "charger*", "batteries", "battery",
+        # frost: no heating is what a heater or a generator answers
+        "отоплени*", "обогреват*", "обогрев", "тепла", "тепловентилятор*", "тепловая пушка", "тепловые пушки",
+        "otoplen*", "obogrevat*", "heating", "heater*", "no heat", "space heater*",
+    ),
+    "other": (
+        # frost: fuel for the stove; pumps (a flooded cellar as much as a fire)
+        "дров~", "газ", "газа", "газу", "газом", "газов~ баллон~", "уголь", "угля", "помп~", "мотопомп*", "насос*",
+        "drova", "drov", "firewood", "fire wood", "wood for", "gas cylinder*", "propane", "coal", "pump", "pumps",
     ),
 }
 """Keyword patterns per category code; their order is the order of ``ParsedSms.categories``."""
@@ -137,8 +145,8 @@ CATEGORY_NOT: dict[str, tuple[str, ...]] = {
 }
 """Phrases that contain a keyword of a category without being about it (flood water, water level)."""
 
-CATEGORIES: tuple[str, ...] = (*CATEGORY_KEYWORDS, "other")
-"""Every category code the parser can return (``other`` is never guessed from text)."""
+CATEGORIES: tuple[str, ...] = tuple(CATEGORY_KEYWORDS)
+"""Every category code the parser can return (``other`` only for things no category names: firewood, gas, a pump)."""
 
 COMMAND_WORDS: dict[str, Command] = {
     "да": "yes", "da": "yes", "yes": "yes", "y": "yes", "ок": "yes", "ok": "yes",
@@ -306,6 +314,8 @@ NUMBER_WORDS: dict[str, int] = {
     "пятеро": 5, "шесть": 6, "шестеро": 6, "семь": 7, "семеро": 7, "восемь": 8, "девять": 9, "десять": 10, "one": 1,
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "dvoe": 2,
     "troe": 3,
+    # genitive: «семья из четырех», «для пяти человек»
+    "двух": 2, "трех": 3, "четырех": 4, "пяти": 5, "шести": 6, "семи": 7, "восьми": 8, "девяти": 9, "десяти": 10,
 }
 
 PLACE_MARKERS = frozenset((
@@ -329,7 +339,7 @@ NOT_PLACES: tuple[str, ...] = (
 ALONE_ONLY = frozenset({"cancel", "end", "quit", "optout", "revoke", "unstop"})
 
 STOPWORDS = frozenset(
-    """а бы в вам вас ваш вечер во вот все всех всё вы где да день для до добрые добрый друзья есть еще же за здесь
+    """а бы в вам вас ваш вечер во вот все холодно жарко всех всё вы где да день для до добрые добрый друзья есть еще же за здесь
     здравствуйте и из или к как ко когда кто ли люди мало меня мне много мое можно мои мой моя мы на над нам нами
     нас наш наша наше наши не нету ни но о об он она они оно от очень пишу по под пожалуйста пока помогите при
     привет про просьба больше ничего ребята с сейчас семья со спасибо срочно так также там тоже только тут ты у уже утро человек

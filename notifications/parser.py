@@ -63,6 +63,7 @@ __all__ = [
     "intent_cues",
     "merge",
     "parse_sms",
+    "polite_only",
 ]
 
 Intent = Literal["need", "offer", "withdrawn", "command", "unknown"]
@@ -320,11 +321,48 @@ _ADDRESS = re.compile(
     r"|(?<![^\W\d_])[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)(?:\s*\d{1,4})?",
     re.IGNORECASE,
 )
+# «Садовая 12», «Ленина 5а», «д. 7», «дом 14»: a house number after a capitalised street name (in a
+# text that uses both cases) or after «д.»/«дом»; never a quantity.
+_HOUSE = re.compile(
+    r"(?<![^\W\d_])(?P<street>[А-ЯЁA-Z][а-яёa-z]+(?:-[А-ЯЁа-яёA-Za-z]+)?)\s+(?P<n>\d{1,4}[а-яa-z]?(?:/\d{1,4})?)(?![\w])"
+    r"|(?<![^\W\d_])(?:д\.|дом)\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?(?![\w])"
+)
+
+
+def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> list[tuple[int, int]]:
+    """Spans of the house numbers with what names their street («Садовая 12», «д. 7»)."""
+    letters = [c for c in text if c.isalpha()]
+    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    known = _known_tokens(norms)
+    starts = {t.start: i for i, t in enumerate(toks)}
+    spans = []
+    for m in _HOUSE.finditer(text):
+        if m.group("street") is not None:
+            i = starts.get(m.start())
+            # «Вода 3», «Нужно 5»: a keyword with a number is what and how much; a first word may be either.
+            if not cased or i is None or i == 0 or i in known:
+                continue
+            if _counts_something(text, toks, i + 1) or (i + 2 < len(toks) and _GOODS_UNITS.match_at(norms, i + 2)):
+                continue  # «Рязань 3 человека»
+        spans.append(m.span())
+    return spans
+
+
 _PHONE = re.compile(r"\+?\d[\d\s()-]{5,}\d")
 _NUMBER = re.compile(r"\d{1,6}")
 
 
+# Yandex Maps links give the point as ``pt=`` / ``ll=`` longitude first («…?pt=39.74,54.62»).
+_LON_LAT_PARAM = re.compile(
+    r"[?&](?:pt|ll)=(?P<lon>[-+]?\d{1,3}\.\d{1,8})(?:,|%2C)(?P<lat>[-+]?\d{1,2}\.\d{1,8})", re.I
+)
+
+
 def _coordinates(text: str) -> tuple[float, float, tuple[int, int]] | None:
+    for m in _LON_LAT_PARAM.finditer(text):
+        lat, lon = float(m.group("lat")), float(m.group("lon"))
+        if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+            return lat, lon, m.span()
     for m in _COORDS.finditer(text):
         try:
             lat = float(m.group("lat").replace(",", "."))
@@ -347,8 +385,8 @@ def _inside(start: int, spans: Iterable[tuple[int, int]]) -> bool:
 
 
 def _known_tokens(tokens: Sequence[str]) -> set[int]:
-    """Indices of the tokens that are keywords, cues, units, commands or stop words."""
-    known = {i for i, t in enumerate(tokens) if t in STOPWORDS or t in COMMAND_WORDS}
+    """Indices of the tokens that are keywords, cues, units, number words, commands or stop words."""
+    known = {i for i, t in enumerate(tokens) if t in STOPWORDS or t in COMMAND_WORDS or t in NUMBER_WORDS}
     for table in _ALL_KNOWN:
         for i, n in table.find(tokens):
             known.update(range(i, i + n))
@@ -358,13 +396,20 @@ def _known_tokens(tokens: Sequence[str]) -> set[int]:
 _VERB_ENDINGS = ("ть", "ти", "чь", "те", "ся", "сь", "ing", "ed")
 
 
-def _place(text: str, toks: list[_Token], norms: list[str], taken: list[tuple[int, int]]) -> str | None:
+def _place(
+    text: str, toks: list[_Token], norms: list[str], taken: list[tuple[int, int]], houses: Sequence[tuple[int, int]]
+) -> str | None:
     """The settlement and/or street address as written, or None."""
     address = None
     for m in _ADDRESS.finditer(text):
         if not _inside(m.start(), taken):
             address = (m.group().strip(" ,"), m.span())
             break
+    if address is None:
+        for a, b in houses:
+            if not _inside(a, taken):
+                address = (text[a:b], (a, b))
+                break
     letters = [c for c in text if c.isalpha()]
     # Capitals tell names from words only when the writer used both cases.
     cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
@@ -558,8 +603,9 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     cues = tuple(dict.fromkeys([*critical, *urgent]))
 
     intent = _intent(norms, categories)
-    place_text = _place(text, toks, norms, taken)
-    address_spans = [m.span() for m in _ADDRESS.finditer(text)]
+    houses = _house_numbers(text, toks, norms)
+    place_text = _place(text, toks, norms, taken, houses)
+    address_spans = [m.span() for m in _ADDRESS.finditer(text)] + houses
     quantity = _quantity(toks, norms, [*taken, *address_spans])
     has_place = place_text is not None or lat is not None
     return ParsedSms(
@@ -700,13 +746,28 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
     alone that would read as a need, but nothing in it asks for anything."""
     if reply.intent == "withdrawn":
         return False  # «вода больше не нужна»: the request is called off, not completed
+    if reply.intent == "unknown" and polite_only(reply.text):
+        return False  # «спасибо», «ок, спасибо»: thanks, not the place nor what is needed
     kinds = ("need", "offer")
     if previous.intent in kinds and reply.intent in kinds and reply.intent != previous.intent:
+        if asked == "place" and previous.intent == "need" and reply.has_place:
+            # «Рязань, могу сам забрать», "Ryazan, I can pick it up myself" to «Где вы?»: the place
+            # asked for, with how they will get it; an offer only when it offers something new.
+            return set(reply.categories) <= set(previous.categories)
         if asked == "category" and previous.intent == "offer" and reply.intent == "need":
             norms = [t.norm for t in _tokens(reply.text)]
             return _intent(norms, reply.categories, short_form=False) != "need"
         return False
     return True
+
+
+def polite_only(text: str) -> bool:
+    """Whether ``text`` is only thanks and greetings («спасибо», "thanks!", «ок, спасибо большое»)."""
+    norms = [t.norm for t in _tokens(str(text)[:MAX_CHARS])]
+    return bool(norms) and all(t in POLITE or t in _THANKS for t in norms)
+
+
+_THANKS = frozenset({"большое", "огромное", "ок", "ok", "хорошо", "понял", "поняла", "much", "so", "very", "a", "lot"})
 
 
 def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:
@@ -725,8 +786,16 @@ def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:
     if not previous.has_place:
         place_text, lat, lon = reply.place_text, reply.lat, reply.lon
         bare = reply.text.strip(" \t\r\n.,!?;:")
-        # The answer to «Где вы?» that asks for nothing is the place, all of it.
-        if lat is None and not reply.categories and 0 < len(bare) <= 80 and any(c.isalpha() for c in bare):
+        # The answer to «Где вы?» that asks for nothing is the place, all of it; one that says more
+        # («Рязань, могу сам забрать») is the place it names.
+        said_more = reply.intent in ("need", "offer") and place_text is not None
+        if (
+            lat is None
+            and not reply.categories
+            and not said_more
+            and 0 < len(bare) <= 80
+            and any(c.isalpha() for c in bare)
+        ):
             place_text = bare
     intent: Intent = previous.intent
     if intent not in ("need", "offer"):

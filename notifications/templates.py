@@ -108,6 +108,14 @@ _REPLIES: dict[str, tuple[str, str]] = {
         "Не можем записать заявку с этого номера. Сообщение передано координаторам.",
         "We cannot register a request from this number. Your message was passed to the coordinators.",
     ),
+    "thanks_waiting": (
+        "Пожалуйста! Заявка ещё не принята: ответьте на наш вопрос выше.",
+        "You are welcome! The request is not registered yet: please answer our question above.",
+    ),
+    "place_to_coordinators": (
+        "Не смогли понять, где вы. Передали ваши сообщения координатору, с вами свяжутся.",
+        "We could not tell where you are. Your messages went to a coordinator who will contact you.",
+    ),
     "stop": ("Вы отписались от SMS aidmatch. СТАРТ — снова получать.", "You are unsubscribed. Send START to resume."),
     "start": ("Вы снова получаете SMS aidmatch.", "You will get aidmatch SMS again."),
     "offer_saved": (

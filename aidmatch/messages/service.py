@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -199,8 +201,15 @@ def set_consent(session: Session, phone: str, *, consent: bool) -> None:
     row, and its helper's consent (requests then wait on the task page instead of going by SMS)."""
     if consent:
         session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
-    elif session.get(SmsOptOut, phone) is None:
-        session.add(SmsOptOut(phone=phone, created_at=utcnow()))
+    else:
+        # Two STOPs at once (ours and the provider's OptOutType, or two deliveries): the later one
+        # finds the row inserted and does nothing, instead of failing on the unique phone.
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            insert(SmsOptOut)
+            .values(phone=phone, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[SmsOptOut.phone])
+        )
     session.execute(update(Helper).where(Helper.phone == phone).values(sms_consent=consent, updated_at=utcnow()))
     session.flush()
 

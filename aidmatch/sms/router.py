@@ -179,6 +179,8 @@ def _act(
             "place": result.parsed.place_text,
             "missing": list(result.parsed.missing),
         }
+        if result.parsed.text != message.body:  # an answer: the whole conversation, for whoever reads it
+            parsed["conversation"] = result.parsed.text
     message.parsed = parsed
     message.need_id = result.links.get("need_id")
     message.match_id = result.links.get("match_id")

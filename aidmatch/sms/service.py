@@ -23,6 +23,7 @@ from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     Language,
     MatchStatus,
+    MessageDirection,
     MessageStatus,
     NeedStatus,
     OfferStatus,
@@ -49,11 +50,12 @@ from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms
+from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms, polite_only
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
 _DEFAULT_OFFER_RADIUS_KM = 25.0
+_MAX_ID = 2**31 - 1  # ids are INTEGER columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +81,111 @@ def _valid_number(phone: str) -> bool:
         return False
 
 
-def _state(parsed: ParsedSms) -> dict[str, Any]:
-    return dataclasses.asdict(parsed)
+_PARSED_FIELDS = frozenset(f.name for f in dataclasses.fields(ParsedSms))
+
+
+def _state(parsed: ParsedSms, *, asked: list[str], message_id: int) -> dict[str, Any]:
+    """What the conversation holds: the request so far, the questions asked (each is asked once)
+    and the message that was asked the last one (what the coordinators get if it stays unanswered)."""
+    return dataclasses.asdict(parsed) | {"asked_before": asked, "message_id": message_id}
 
 
 def _restore(state: dict[str, Any]) -> ParsedSms:
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in state.items()}
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in state.items() if k in _PARSED_FIELDS
+    }
     return ParsedSms(**values)
+
+
+# A message complete on its own (what and where) sent this long after our question is a request of
+# its own, not the answer to it; sooner, it is read as the answer and adds to the request.
+ANSWER_WITHIN = timedelta(minutes=30)
+
+# A conversation left unanswered this long reaches the coordinators' triage queue (a critical or
+# urgent one sooner); the phone may still finish it until ``settings.sms_conversation_hours``.
+ABANDONED_AFTER = timedelta(hours=1)
+ABANDONED_URGENT_AFTER = timedelta(minutes=15)
+
+
+def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> list[Message]:
+    """The last message of each conversation left unanswered past ``ABANDONED_AFTER`` (critical or
+    urgent: ``ABANDONED_URGENT_AFTER``), oldest first: a request nobody could finish, for triage."""
+    ids = []
+    for conversation in session.scalars(
+        select(SmsConversation)
+        .where(SmsConversation.updated_at < now - ABANDONED_URGENT_AFTER)
+        .order_by(SmsConversation.updated_at)
+    ):
+        state = conversation.state or {}
+        urgent = state.get("urgency", "normal") != "normal"
+        if (urgent or conversation.updated_at < now - ABANDONED_AFTER) and isinstance(state.get("message_id"), int):
+            ids.append(state["message_id"])
+        if len(ids) >= limit:
+            break
+    if not ids:
+        return []
+    return list(
+        session.scalars(
+            select(Message)
+            .where(Message.id.in_(ids), Message.status == MessageStatus.parsed, Message.need_id.is_(None))
+            .order_by(Message.id)
+        )
+    )
+
+
+def release_to_triage(session: Session, message: Message, now: datetime) -> bool:
+    """Make ``message`` an ordinary triage entry (``unparsed``) when it is the last message of an
+    abandoned conversation (``abandoned_messages``); the conversation ends. Whether it was one."""
+    needs_service.lock_phones(session, [message.phone])
+    conversation = session.get(SmsConversation, message.phone, populate_existing=True)
+    if conversation is None or (conversation.state or {}).get("message_id") != message.id:
+        return False
+    if message not in abandoned_messages(session, now, limit=10_000):
+        return False
+    _to_triage(session, message.phone, conversation)
+    return True
+
+
+def _to_triage(session: Session, phone: str, conversation: SmsConversation) -> None:
+    """The conversation ends; its last message waits in the triage queue with the whole text."""
+    message_id = (conversation.state or {}).get("message_id")
+    text = (conversation.state or {}).get("text")
+    session.execute(delete(SmsConversation).where(SmsConversation.phone == phone))
+    message = session.get(Message, message_id) if isinstance(message_id, int) else None
+    if message is not None and message.status is MessageStatus.parsed and message.need_id is None:
+        message.status = MessageStatus.unparsed
+        message.parsed = {**(message.parsed or {}), "conversation": text, "abandoned": True}
+        message.updated_at = utcnow()
+    session.flush()
 
 
 def _helper(session: Session, phone: str) -> Helper | None:
     return session.scalar(select(Helper).where(Helper.phone == phone))
 
 
-def _language(parsed: ParsedSms, helper: Helper | None) -> str:
-    return helper.language.value if helper is not None and parsed.intent == "command" else parsed.language
+def _language(session: Session, phone: str, parsed: ParsedSms, helper: Helper | None, message_id: int) -> str:
+    """The reply's language: the message's own, but for a command the sender's known language (their
+    helper row's, their newest need's, that of what they wrote before): «ok», «Stop» are said in
+    Latin letters by Russian speakers too; a command in Cyrillic is Russian whoever sends it."""
+    if parsed.intent != "command":
+        return parsed.language
+    if helper is not None:
+        return helper.language.value
+    if not parsed.text.strip()[:1].isascii():
+        return parsed.language
+    need = session.scalar(select(Need).where(Need.contact_phone == phone).order_by(Need.id.desc()).limit(1))
+    if need is not None:
+        return need.language.value
+    earlier = session.scalars(
+        select(Message)
+        .where(Message.phone == phone, Message.direction == MessageDirection.inbound, Message.id < message_id)
+        .order_by(Message.id.desc())
+        .limit(5)
+    )
+    for m in earlier:  # JSON: read here, alike on both databases
+        if isinstance(m.parsed, dict) and m.parsed.get("intent") not in (None, "command") and m.language:
+            return m.language
+    return parsed.language
 
 
 def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
@@ -168,24 +260,41 @@ def handle(
     helper = _helper(session, phone)
     if parsed.intent == "command" and _sentence_after_all(session, phone, helper, parsed):
         parsed = parse_sms(message.body, commands=False)
-    language = _language(parsed, helper)
+    language = _language(session, phone, parsed, helper, message.id)
     if parsed.intent == "command" and parsed.command is not None:
         return _command(
             session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language
         )
     conversation = session.get(SmsConversation, phone)
     if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
-        session.delete(conversation)
-        session.flush()
+        _to_triage(session, phone, conversation)  # too old to go on; a coordinator sees what it said
         conversation = None
+    progressed = False
+    if conversation is not None:
+        previous = _restore(conversation.state)
+        whole = parsed.intent in ("need", "offer") and bool(parsed.categories) and parsed.has_place
+        if (
+            whole
+            and conversation.updated_at < now - ANSWER_WITHIN
+            and set(previous.categories) - set(parsed.categories)
+        ):
+            # «нужны лекарства, Тула» hours after an unanswered «нужна вода»: a request of its own,
+            # not the answer; the unfinished one goes to the coordinators rather than into this one.
+            _to_triage(session, phone, conversation)
+            conversation = None
     if conversation is not None:
         previous = _restore(conversation.state)
         if conversation.asked == "place" and not previous.has_place and _names_a_settlement(message.body, geocoder):
             # «Кошки», «приютово» in answer to «Где вы?»: a settlement, not a category.
             bare = message.body.strip(" \t\r\n.,!?;:")
             parsed = dataclasses.replace(parsed, intent="unknown", categories=(), place_text=bare, missing=())
+        if parsed.intent == "unknown" and polite_only(message.body):
+            # «спасибо» to our question: the conversation stays open, nothing is asked again
+            return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
             parsed = merge(previous, parsed)
+            # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
+            progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language
         else:  # a new request of the other kind: the unfinished one is dropped, this one stands alone
             session.delete(conversation)
@@ -216,21 +325,31 @@ def handle(
             )
     place = None if "place" in parsed.missing else _locate(parsed, geocoder, message.body)
     question = follow_up(parsed, language)
+    key = parsed.missing[0] if parsed.missing else ""
     if question is None and place is None:
         where = parsed.place_text or message.body.strip()[:40]
         question = sms_reply("place_not_found", language, place=where)
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
+        key = "place_not_found"
+    asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
+    if question is not None and key in asked_before and not progressed:
+        # Never the same question twice. What to do is known where to: something (``other``), the
+        # whole text saying what. Not where: the messages go to a coordinator.
+        if key == "category" and place is not None:
+            question = None
+            parsed = dataclasses.replace(parsed, missing=())
+        else:
+            assert conversation is not None
+            conversation.state = _state(parsed, asked=asked_before, message_id=message.id)
+            _to_triage(session, phone, conversation)
+            return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
-        state = _state(parsed)
+        state = _state(parsed, asked=[*asked_before, key], message_id=message.id)
         if conversation is None:
-            session.add(
-                SmsConversation(
-                    phone=phone, state=state, asked=parsed.missing[0] if parsed.missing else "", updated_at=now
-                )
-            )
+            session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:
             conversation.state = state
-            conversation.asked = parsed.missing[0] if parsed.missing else ""
+            conversation.asked = parsed.missing[0]
             conversation.updated_at = now
         session.flush()
         return InboundResult(question, MessageStatus.parsed, parsed)
@@ -453,7 +572,9 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     """The helper's match named by ``arg``, or their only one open for the command when no number is given."""
     mine = select(Match).join(Offer, Offer.id == Match.offer_id).where(Offer.helper_id == helper.id)
     if arg is not None:
-        return session.scalar(mine.where(Match.id == int(arg)))
+        number = int(arg)
+        # «ДА 89161234567»: beyond any id (PostgreSQL would refuse it against an INTEGER), no task
+        return session.scalar(mine.where(Match.id == number)) if 0 < number <= _MAX_ID else None
     wanted = (MatchStatus.accepted,) if command == "done" else PENDING_MATCH_STATUSES
     open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
     return open_ones[0] if len(open_ones) == 1 else None

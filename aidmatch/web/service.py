@@ -39,6 +39,7 @@ from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.needs.schemas import NeedIn
 from aidmatch.offers.models import Offer
+from aidmatch.sms import service as sms_service
 from geo.geocoding import Geocoder, load_places
 from notifications.phones import redact_phones
 
@@ -196,20 +197,21 @@ def messages(*, session: Session, limit: int = 30) -> list[Message]:
     return list(session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)))
 
 
-def triage_queue(*, session: Session, limit: int = 50) -> list[Message]:
-    """Inbound SMS nobody could parse, oldest first: each waits for a coordinator."""
-    return list(
-        session.scalars(
-            select(Message)
-            .where(
-                Message.direction == MessageDirection.inbound,
-                Message.status == MessageStatus.unparsed,
-                Message.need_id.is_(None),
-            )
-            .order_by(Message.id)
-            .limit(limit)
+def triage_queue(*, session: Session, limit: int = 50, now: datetime | None = None) -> list[Message]:
+    """Inbound SMS nobody could parse, and the last SMS of each conversation left unanswered
+    (``sms_service.abandoned_messages``), oldest first: each waits for a coordinator."""
+    unparsed = session.scalars(
+        select(Message)
+        .where(
+            Message.direction == MessageDirection.inbound,
+            Message.status == MessageStatus.unparsed,
+            Message.need_id.is_(None),
         )
+        .order_by(Message.id)
+        .limit(limit)
     )
+    abandoned = sms_service.abandoned_messages(session, now or utcnow(), limit=limit)
+    return sorted({m.id: m for m in (*unparsed, *abandoned)}.values(), key=lambda m: m.id)[:limit]
 
 
 # Held-back SMS listed beside a phone's triage entry (and dismissed with it).
@@ -236,6 +238,7 @@ def dismiss(*, session: Session, message_id: int, shown_upto: int | None = None)
     message = session.get(Message, message_id, with_for_update=True)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound SMS with id {message_id}")
+    sms_service.release_to_triage(session, message, utcnow())  # an abandoned conversation's: ends it
     if message.status is not MessageStatus.unparsed or message.need_id is not None:
         return  # handled already (a double click, another coordinator)
     shown = messages_service.held_back(session, [message.phone]).get(message.phone, [])[:MAX_HELD_BACK_SHOWN]
@@ -269,6 +272,7 @@ def need_from_message(
     message = session.get(Message, message_id)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound message {message_id}")
+    sms_service.release_to_triage(session, message, now)  # an abandoned conversation's: ends it
     claimed = session.execute(
         update(Message)
         .where(

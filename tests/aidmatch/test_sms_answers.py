@@ -1,0 +1,290 @@
+"""Conversations by SMS end: an answer is read as one, nothing is asked twice, and what stays
+unfinished reaches the coordinators."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aidmatch.config import Settings
+from aidmatch.database import utcnow
+from aidmatch.enums import MessageStatus
+from aidmatch.helpers.models import Helper
+from aidmatch.main import create_app
+from aidmatch.messages.models import Message, SmsConversation
+from aidmatch.needs.models import Need
+from aidmatch.offers.models import Offer
+from aidmatch.web.service import dismiss, triage_queue
+from geo.geocoding import GazetteerGeocoder
+from tests.aidmatch.test_sms_webhook import PUBLIC, TOKEN, _text
+
+
+@pytest.fixture
+def sms_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"twilio_auth_token": SecretStr(TOKEN), "public_url": PUBLIC})
+
+
+@pytest.fixture
+def sms(sms_settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
+    with TestClient(create_app(sms_settings, geocoder=gazetteer), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _needs(db: Session, phone: str) -> list[Need]:
+    db.expire_all()
+    return list(db.scalars(select(Need).where(Need.contact_phone == phone).order_by(Need.id)))
+
+
+@pytest.mark.parametrize(
+    ("first", "answer", "lang"),
+    [
+        ("нужна вода, у нас дети", "Рязань, могу сам забрать", "ru"),
+        ("Нужна питьевая вода", "Рязань. Можем забрать сами", "ru"),
+        ("need water for my kids", "Ryazan, I can pick it up myself", "en"),
+    ],
+)
+def test_i_can_pick_it_up_in_the_answer_to_where_are_you_keeps_the_need(
+    sms: TestClient, db: Session, first: str, answer: str, lang: str
+) -> None:
+    phone = "+79161230001"
+    assert _text(sms, phone, first).startswith("Где вы?" if lang == "ru" else "Where are you?")
+    reply = _text(sms, phone, answer)
+    (need,) = _needs(db, phone)
+    assert need.category.value == "water"
+    assert need.code in reply
+    assert abs(need.lat - 54.63) < 0.1
+    assert db.scalar(select(Helper).where(Helper.phone == phone)) is None  # not registered as a helper
+
+
+# -- nothing asked twice; what stays unfinished reaches the coordinators -------------------------
+
+
+@pytest.mark.parametrize("answer", ["всё сгорело, ничего не осталось", "всё", "что угодно, всё пропало"])
+def test_what_is_needed_is_asked_once_then_the_need_is_other_with_the_whole_text(
+    sms: TestClient, db: Session, answer: str
+) -> None:
+    phone = "+79161230002"
+    assert _text(sms, phone, "помогите, Рязань").startswith("Что нужно?")
+    reply = _text(sms, phone, answer)
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    assert need.category.value == "other"
+    assert "помогите, Рязань" in (need.description or "")
+    assert answer in (need.description or "")
+    assert db.get(SmsConversation, phone) is None
+
+
+@pytest.mark.parametrize("answer", ["чем угодно", "всем, чем смогу"])
+def test_how_one_can_help_is_asked_once_then_the_offer_is_other(sms: TestClient, db: Session, answer: str) -> None:
+    phone = "+79161230003"
+    assert _text(sms, phone, "могу помочь, Рязань").startswith("Чем можете помочь?")
+    _text(sms, phone, answer)
+    db.expire_all()
+    (offer,) = db.scalars(select(Offer).join(Helper, Helper.id == Offer.helper_id).where(Helper.phone == phone))
+    assert [c.value for c in offer.categories] == ["other"]
+    assert db.get(SmsConversation, phone) is None
+
+
+@pytest.mark.parametrize(
+    ("first", "answers"),
+    [
+        ("нужна вода", ["где-то у речки", "рядом с магазином"]),
+        ("Срочно нужна вода", ["не знаю где", "возле речки"]),
+        ("need water", ["somewhere by the riverbank", "by the old schoolhouse"]),
+    ],
+)
+def test_a_place_asked_for_and_not_found_twice_goes_to_the_coordinators_with_the_whole_conversation(
+    sms: TestClient, db: Session, first: str, answers: list[str]
+) -> None:
+    phone = "+79161230004"
+    _text(sms, phone, first)
+    replies = [_text(sms, phone, a) for a in answers]
+    assert len(set(replies)) == 2  # never the same question twice
+    assert "координатор" in replies[-1] or "coordinator" in replies[-1]
+    db.expire_all()
+    assert _needs(db, phone) == []
+    assert db.get(SmsConversation, phone) is None
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == answers[-1]
+    assert (entry.parsed or {}).get("conversation") == "\n".join([first, *answers])
+
+
+def _age(db: Session, phone: str, by: timedelta) -> None:
+    conversation = db.get(SmsConversation, phone)
+    assert conversation is not None
+    conversation.updated_at = utcnow() - by
+    db.commit()
+
+
+@pytest.mark.parametrize(("first", "soon"), [("Срочно нужна вода", True), ("нужна вода", False), ("need food", False)])
+def test_a_conversation_left_unanswered_reaches_triage_and_becomes_a_need_there(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str], first: str, soon: bool
+) -> None:
+    phone = "+79161230005"
+    _text(sms, phone, first)
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []  # a question may still be answered
+    _age(db, phone, timedelta(minutes=20))
+    db.expire_all()
+    assert len([m for m in triage_queue(session=db) if m.phone == phone]) == (1 if soon else 0)
+    _age(db, phone, timedelta(hours=2))
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    page = sms.get("/dashboard", headers=coordinator_headers)
+    assert first in page.text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "category": "water", "address": "Рязань", "contact_phone": phone}
+    made = sms.post(f"/dashboard/triage/{entry.id}", data=form, headers=coordinator_headers, follow_redirects=False)
+    assert made.status_code == 303, made.text[:300]
+    db.expire_all()
+    (need,) = _needs(db, phone)
+    assert db.get(Message, entry.id).need_id == need.id  # type: ignore[union-attr]
+    assert db.get(SmsConversation, phone) is None  # ended: the next SMS starts afresh
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+
+
+def test_an_abandoned_conversation_can_be_dismissed(sms: TestClient, db: Session) -> None:
+    phone = "+79161230006"
+    _text(sms, phone, "нужна вода")
+    _age(db, phone, timedelta(hours=2))
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    dismiss(session=db, message_id=entry.id)
+    db.commit()
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    assert db.get(SmsConversation, phone) is None
+
+
+def test_a_conversation_past_its_window_stays_in_triage_when_the_phone_writes_again(
+    sms: TestClient, db: Session, sms_settings: Settings
+) -> None:
+    phone = "+79161230007"
+    _text(sms, phone, "нужна вода")
+    _age(db, phone, timedelta(hours=sms_settings.sms_conversation_hours + 1))
+    _text(sms, phone, "могу помочь: машина, Рязань")
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == "нужна вода"
+    assert entry.status is MessageStatus.unparsed
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "alone"),
+    [
+        ("нужна вода", "нужны лекарства, Тула", "medicine"),
+        ("Нужна еда", "Нужен врач, Рязань", "medical"),
+        ("need water", "need food in Tula", "food"),
+    ],
+)
+def test_a_complete_message_long_after_an_unanswered_question_stands_alone(
+    sms: TestClient, db: Session, first: str, later: str, alone: str
+) -> None:
+    phone = "+79161230008"
+    _text(sms, phone, first)
+    _age(db, phone, timedelta(hours=3))
+    _text(sms, phone, later)
+    assert [n.category.value for n in _needs(db, phone)] == [alone]
+    # the unanswered request is not lost: it waits for a coordinator
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == first
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "both"),
+    [
+        ("нужна вода", "нужны лекарства, Тула", {"water", "medicine"}),
+        ("need water", "need food in Tula", {"water", "food"}),
+    ],
+)
+def test_a_complete_message_soon_after_the_question_adds_to_the_request(
+    sms: TestClient, db: Session, first: str, later: str, both: set[str]
+) -> None:
+    phone = "+79161230009"
+    _text(sms, phone, first)
+    _age(db, phone, timedelta(minutes=5))
+    _text(sms, phone, later)
+    assert {n.category.value for n in _needs(db, phone)} == both
+
+
+def test_the_same_request_again_in_full_long_after_completes_it(sms: TestClient, db: Session) -> None:
+    phone = "+79161230010"
+    _text(sms, phone, "нужна вода")
+    _age(db, phone, timedelta(hours=3))
+    _text(sms, phone, "нужна вода, Тула")
+    assert [n.category.value for n in _needs(db, phone)] == ["water"]
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+
+
+@pytest.mark.parametrize("text", ["да 999999999999", "ДА 89161234567", "НЕТ 2147483648", "done 99999999999"])
+def test_a_task_number_beyond_any_id_names_no_task(sms: TestClient, db: Session, text: str) -> None:
+    phone = "+79161230011"
+    assert "помощник" in _text(sms, phone, "могу помочь: вода, Рязань")
+    reply = _text(sms, phone, text)
+    assert "Нет задачи" in reply or "no task" in reply
+    db.expire_all()
+    (message,) = db.scalars(select(Message).where(Message.phone == phone, Message.body == text))
+    assert message.status is MessageStatus.parsed
+    assert "error" not in (message.parsed or {})
+
+
+_CYRILLIC = re.compile("[а-яё]", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("command", ["ok {code}", "Stop", "STATUS", "yes {code}"])
+def test_a_latin_command_is_answered_in_the_language_of_the_senders_request(
+    sms: TestClient, db: Session, command: str
+) -> None:
+    phone = "+79161230012"
+    _text(sms, phone, "нужна вода, Рязань")
+    (need,) = _needs(db, phone)
+    reply = _text(sms, phone, command.format(code=need.code))
+    assert _CYRILLIC.search(reply), reply
+
+
+@pytest.mark.parametrize("command", ["Stop", "status"])
+def test_a_latin_command_in_a_russian_conversation_is_answered_in_russian(
+    sms: TestClient, db: Session, command: str
+) -> None:
+    phone = "+79161230013"
+    _text(sms, phone, "нужна вода")
+    assert _CYRILLIC.search(_text(sms, phone, command))
+
+
+@pytest.mark.parametrize(("first", "command"), [("need water in Ryazan", "STOP"), (None, "Stop"), (None, "status")])
+def test_a_latin_command_from_an_english_or_unknown_sender_is_answered_in_english(
+    sms: TestClient, db: Session, first: str | None, command: str
+) -> None:
+    phone = "+79161230014"
+    if first:
+        _text(sms, phone, first)
+    assert not _CYRILLIC.search(_text(sms, phone, command))
+
+
+@pytest.mark.parametrize(
+    ("first", "thanks", "place"),
+    [
+        ("нужна вода", "спасибо", "Рязань"),
+        ("нужна вода", "Спасибо большое!", "Рязань"),
+        ("need water", "thanks!", "Ryazan"),
+    ],
+)
+def test_thanks_in_answer_to_where_are_you_is_not_a_place(
+    sms: TestClient, db: Session, first: str, thanks: str, place: str
+) -> None:
+    phone = "+79161230015"
+    _text(sms, phone, first)
+    reply = _text(sms, phone, thanks)
+    assert thanks.strip("!").lower() not in reply.lower()  # not «Не нашли «спасибо»»
+    assert _needs(db, phone) == []
+    done = _text(sms, phone, place)  # the question is still open: the place completes the request
+    (need,) = _needs(db, phone)
+    assert need.code in done
+    assert need.category.value == "water"

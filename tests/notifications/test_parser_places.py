@@ -1,0 +1,73 @@
+"""What in a message is the place and what a quantity (pure: no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from notifications.parser import parse_sms
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("нужна вода в Рязань, Садовая 12", "Рязань, Садовая 12", None),
+        ("нужна вода, Рязань, Ленина 5", "Рязань, Ленина 5", None),
+        ("нужна вода, Рязань, д. 7", "Рязань, д. 7", None),
+        ("нужна вода, Рязань, дом 14", "Рязань, дом 14", None),
+        ("Нужна вода, Тула, Советская 3а, 4 человека", "Тула, Советская 3а", 4),
+        ("need water, Ryazan, Lenina 5", "Ryazan, Lenina 5", None),
+    ],
+)
+def test_a_house_number_is_part_of_the_address_not_the_quantity(text: str, place: str, quantity: int | None) -> None:
+    parsed = parse_sms(text)
+    assert parsed.categories == ("water",)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "quantity"),
+    [
+        ("Вода 3, Рязань", 3),
+        ("ВОДА 3 РЯЗАНЬ", 3),
+        ("нужна вода 5, Рязань", 5),
+        ("Нужна вода, Рязань 3 человека", 3),
+        ("Нужна вода 20 литров, Рязань", 20),
+    ],
+)
+def test_a_number_after_what_is_needed_or_before_a_unit_stays_the_quantity(text: str, quantity: int) -> None:
+    parsed = parse_sms(text)
+    assert parsed.quantity == quantity
+    assert parsed.place_text is not None
+    assert parsed.place_text.lower() == "рязань"
+
+
+@pytest.mark.parametrize(
+    ("text", "quantity"),
+    [
+        ("нужна вода, трое детей", 3),
+        ("нужна еда, нас пятеро", 5),
+        ("need water, two kids", 2),
+        ("нужна еда, семья из четырех", 4),
+    ],
+)
+def test_a_number_word_is_never_the_place(text: str, quantity: int | None) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text is None
+    assert parsed.missing == ("place",)
+    if quantity is not None:
+        assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "нужна вода https://yandex.ru/maps/?pt=39.74,54.62&z=14",
+        "нужна вода https://yandex.ru/maps/?ll=39.74%2C54.62&z=14",
+        "нужна вода yandex.ru/maps/?z=14&pt=39.74,54.62",
+        "нужна вода 54.62, 39.74",
+    ],
+)
+def test_a_yandex_link_gives_longitude_first(text: str) -> None:
+    parsed = parse_sms(text)
+    assert (parsed.lat, parsed.lon) == (54.62, 39.74)
