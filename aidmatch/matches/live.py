@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Select, String, bindparam, cast, event, select, text
-from sqlalchemy.orm import InstrumentedAttribute, Session, SessionTransaction
+from sqlalchemy.orm import InstrumentedAttribute, ORMExecuteState, Session, SessionTransaction
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
@@ -92,13 +92,13 @@ class ChangeFeed:
     bulk write it does not fetch the whole window's stamps every second for a minute. Not
     thread-safe: the owner looks under its own lock.
 
-    A look reads inside its session's transaction, so it also sees what that transaction wrote
-    and has not committed. If the transaction then ends without a commit (a rollback, a lost
-    commit, a close), the rows it applied with a new stamp are read again at the next look (all
-    rows, if it was the first look): their rolled-back stamps may be newer than the rows' real
-    ones, which no later window would bring back, and a row whose insert was undone is gone (the
-    owner drops what it asked for and did not get). A re-read that finds the stamps it had applied
-    is not re-read again, so read-only transactions that never commit cost one extra read at most.
+    A look reads inside its session's transaction, so after that transaction wrote something it
+    also sees what it has not committed. If such a transaction then ends without a commit (a
+    rollback, a lost commit, a close), the rows the look applied with a new stamp are read again by
+    id at the next look: their rolled-back stamps may be newer than the rows' real ones, which no
+    later window would bring back, and a row whose insert was undone is gone (the owner drops what
+    it asked for and did not get). A look in a transaction that has written nothing saw only
+    committed rows and is never read again (the dashboard's and the statistics' reads).
     """
 
     def __init__(
@@ -134,9 +134,9 @@ class ChangeFeed:
         self._applied: dict[int, tuple[str, datetime]] = {}
         self._prune_at = _PRUNE_MIN
         self._fresh: set[int] = set()  # rows the current look applied with a stamp new to it
-        # Rows applied by a transaction that ended without a commit (None: all of them), set from
-        # the session's thread; taken by the next look under this lock.
-        self._undone: set[int] | None = set()
+        # Rows applied by a writing transaction that ended without a commit, set from the session's
+        # thread; taken by the next look under this lock.
+        self._undone: set[int] = set()
         self._undone_lock = threading.Lock()
 
     def look(self, session: Session) -> Look:
@@ -145,8 +145,6 @@ class ChangeFeed:
         self._fresh = set()
         with self._undone_lock:
             undone, self._undone = self._undone, set()
-        if undone is None:  # a first read was undone: read every row again (the stamps stay known)
-            self._seen = None
         wide = self._seen is None or self._newest is None or started - self._seen >= self._recheck
         connection = session.connection()
         horizon = None
@@ -169,7 +167,7 @@ class ChangeFeed:
         applied = self._applied.get
         ids = {i for i, stamp in window.cursor.fetchall() if (applied(i) or _NOTHING)[0] != stamp}
         window.close()
-        return Look(started, wide, sorted(ids | (undone or set())), horizon, session)
+        return Look(started, wide, sorted(ids | undone), horizon, session)
 
     def applied(self, row_id: int, stamp: str, updated_at: datetime) -> None:
         """The row was read with this ``updated_at`` (``stamp``: the same as the database prints it)."""
@@ -180,9 +178,8 @@ class ChangeFeed:
             self._newest = updated_at
 
     def done(self, look: Look) -> None:
-        if look.session is not None and self._fresh:
-            first = look.ids is None and len(self._fresh) == len(self._applied)
-            _watch(look.session, self, None if first else self._fresh)
+        if look.session is not None and self._fresh and look.session.info.get(_WROTE):
+            _watch(look.session, self, self._fresh)
         self._fresh = set()
         if look.wide:
             self._seen, self._horizon = look.started, look.horizon
@@ -199,13 +196,10 @@ class ChangeFeed:
         self._applied = {i: a for i, a in self._applied.items() if a[1] >= floor}
         self._prune_at = max(_PRUNE_MIN, 2 * len(self._applied))
 
-    def undone(self, ids: set[int] | None) -> None:
-        """The rows ``ids`` (None: every row) were applied in a transaction that did not commit."""
+    def undone(self, ids: set[int]) -> None:
+        """The rows ``ids`` were applied in a writing transaction that did not commit."""
         with self._undone_lock:
-            if ids is None or self._undone is None:
-                self._undone = None
-            else:
-                self._undone |= ids
+            self._undone |= ids
 
     @property
     def remembered(self) -> int:
@@ -214,31 +208,36 @@ class ChangeFeed:
 
 
 _WATCHED = "aidmatch.change_feeds"  # session.info: feed → rows it applied in the open transaction
-_HOOKED = "aidmatch.change_feeds.hooked"
+_WROTE = "aidmatch.wrote"  # session.info: the open transaction has written (a flush or a DML statement)
 
 
-def _watch(session: Session, feed: ChangeFeed, ids: Collection[int] | None) -> None:
-    """Remember that ``feed`` applied ``ids`` (None: every row) inside ``session``'s transaction."""
-    if not session.info.get(_HOOKED):
-        event.listen(session, "after_commit", _committed)
-        event.listen(session, "after_transaction_end", _ended)
-        session.info[_HOOKED] = True
-    watched: dict[ChangeFeed, set[int] | None] = session.info.setdefault(_WATCHED, {})
-    if feed in watched and watched[feed] is None:
-        return
-    if ids is None:
-        watched[feed] = None
-    else:
-        watched.setdefault(feed, set()).update(ids)  # type: ignore[union-attr]  # not None: returned above
+def _watch(session: Session, feed: ChangeFeed, ids: set[int]) -> None:
+    """Remember that ``feed`` applied ``ids`` inside ``session``'s (writing) transaction."""
+    session.info.setdefault(_WATCHED, {}).setdefault(feed, set()).update(ids)
 
 
+@event.listens_for(Session, "do_orm_execute")
+def _noted_dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _noted_flush(session: Session, context: Any) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
-    session.info.pop(_WATCHED, None)
+    if not session.in_nested_transaction():  # a savepoint's commit: the transaction goes on
+        session.info.pop(_WATCHED, None)
 
 
+@event.listens_for(Session, "after_transaction_end")
 def _ended(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:  # a savepoint's end (the transaction goes on)
         return
+    session.info.pop(_WROTE, None)
     for feed, ids in session.info.pop(_WATCHED, {}).items():
         feed.undone(ids)
 

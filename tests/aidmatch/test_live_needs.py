@@ -573,3 +573,30 @@ def test_change_feeds_forget_stamps_no_window_can_hold_and_still_see_every_chang
     # The map reached twice its size after the last forgetting (2, then 4 with these two): the old
     # stamps go, the two rows changed within the last window stay.
     assert kept._matches.remembered == 2
+
+
+def test_a_read_only_first_look_closed_without_a_commit_misses_no_later_change(db: Session, sessions: Any) -> None:
+    """The statistics read the live needs in sessions that never commit (the warm-up at start, the
+    dashboard's GETs). Nothing of such a look is read again, and a need closed after it is seen
+    closed, however late the next look comes."""
+    now = utcnow()
+    for code in ("RO0001", "RO0002"):
+        db.add(Need(code=code, category=Category.water, lat=54.6, lon=39.7, quantity=1, created_at=now, updated_at=now))
+    db.commit()
+    first, second = db.scalars(select(Need.id).order_by(Need.id)).all()
+    clock = [utcnow()]
+    needs = LiveNeeds(recheck=timedelta(seconds=1), clock=lambda: clock[0])
+    live = LiveOfferIndex()
+
+    def unmet_ids() -> set[int]:
+        with sessions() as s:
+            return set(matches_service.unmet(session=s, live=live, now=utcnow(), needs=needs).needs.id.tolist())
+
+    assert unmet_ids() == {first, second}  # a session closed without a commit
+    db.execute(update(Need).where(Need.id == first).values(status=NeedStatus.cancelled, updated_at=utcnow()))
+    db.commit()
+    db.execute(update(Need).where(Need.id == second).values(description="x", updated_at=utcnow()))
+    db.commit()
+    for step in range(3):  # an idle dashboard: the next look five minutes on, then wide ones
+        clock[0] = utcnow() + timedelta(seconds=300 + 2 * step)
+        assert unmet_ids() == {second}
