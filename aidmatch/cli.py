@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from aidmatch.config import Settings
 from aidmatch.enums import MatchRunStatus, Role
@@ -394,7 +396,14 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `ai
 
 
 def main() -> None:
-    app(prog_name="aidmatch")
+    try:
+        app(prog_name="aidmatch")
+    except OperationalError as exc:
+        # The database unreachable, refusing the login, or gone: one line, not a traceback (the
+        # statement's parameters are hidden by the engine; the URL's password is not in the message).
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        typer.echo(f"aidmatch: the database is not available: {reason}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -267,3 +267,22 @@ def test_serve_shows_what_the_console_sender_sends(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(timeout=30)
     assert "apscheduler" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("command", [["db", "current"], ["token", "list"], ["match"]])
+def test_an_unreachable_database_is_one_line_not_a_traceback(command: list[str]) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+        port = closed.getsockname()[1]
+        env = {**os.environ, "AIDMATCH_DATABASE_URL": f"postgresql+psycopg://postgres:S3cretPW@127.0.0.1:{port}/x"}
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "aidmatch"), *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.startswith("aidmatch: the database is not available:"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "S3cretPW" not in done.stderr + done.stdout
