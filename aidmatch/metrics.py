@@ -8,6 +8,7 @@ status.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
@@ -24,6 +26,8 @@ from aidmatch.enums import OPEN_NEED_STATUSES
 from aidmatch.matches.models import MatchRun
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
+
+log = logging.getLogger("aidmatch.metrics")
 
 
 class DatabaseCollector(Collector):
@@ -40,6 +44,27 @@ class DatabaseCollector(Collector):
         runs = GaugeMetricFamily("aidmatch_match_runs", "Batch match runs so far", labels=["status"])
         last = GaugeMetricFamily("aidmatch_match_run_last_seconds", "Duration of the last finished batch run")
         sms = GaugeMetricFamily("aidmatch_sms_messages", "SMS stored", labels=["direction", "status"])
+        up = GaugeMetricFamily("aidmatch_database_up", "1 when this scrape could read the database, else 0")
+        try:
+            self._read(needs, units, runs, last, sms)
+        except SQLAlchemyError:
+            # The database down: the scrape still answers, with this worker's request counters and
+            # this gauge at 0, so "database down" and "service down" look different.
+            log.warning("metrics: the database could not be read", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield from (up, needs, units, runs, last, sms)
+
+    def _read(
+        self,
+        needs: GaugeMetricFamily,
+        units: GaugeMetricFamily,
+        runs: GaugeMetricFamily,
+        last: GaugeMetricFamily,
+        sms: GaugeMetricFamily,
+    ) -> None:
         with self._sessions() as session:
             for category, urgency, count, left in session.execute(
                 select(
@@ -68,7 +93,6 @@ class DatabaseCollector(Collector):
                 )
             ):
                 sms.add_metric([direction.value, status.value], count)
-        yield from (needs, units, runs, last, sms)
 
 
 def _route_of(scope: Scope) -> str:

@@ -317,3 +317,25 @@ def test_healthz_answers_503_when_the_database_hangs_or_refuses(gazetteer: Gazet
             assert all(a.json()["detail"] == f"the database {reason}" for a in answers)
             assert took < HEALTH_TIMEOUT_S + 2
             assert client.get("/need").status_code == 200  # pages that need no database still answer
+
+
+def test_metrics_answer_when_the_database_is_down(gazetteer: GazetteerGeocoder) -> None:
+    """A scrape with the database unreachable still answers: the worker's request counters, and
+    ``aidmatch_database_up 0`` so an alert can tell the database from the service."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+        port = closed.getsockname()[1]
+        settings = Settings(
+            database_url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/test", scheduler_enabled=False, _env_file=None
+        )
+        client = TestClient(create_app(settings, geocoder=gazetteer), raise_server_exceptions=False)
+        assert client.get("/need").status_code == 200
+        scrape = client.get("/metrics")
+    assert scrape.status_code == 200
+    assert "aidmatch_database_up 0.0" in scrape.text
+    assert 'route="/need"' in scrape.text  # the worker's own counters are still there
+    assert "aidmatch_open_needs{" not in scrape.text
+
+
+def test_metrics_say_the_database_is_up(client: TestClient) -> None:
+    assert "aidmatch_database_up 1.0" in client.get("/metrics").text
