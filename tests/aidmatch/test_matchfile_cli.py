@@ -127,3 +127,19 @@ def test_a_bad_out_path_is_exit_2_before_matching_and_an_old_output_stays(tmp_pa
     assert result.exit_code == 0, result.output
     assert out.read_text().startswith("need_id,offer_id,quantity,distance_km\n")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_the_output_file_takes_the_umask_like_any_file_written(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    needs, offers = _instance(tmp_path, 7)
+    out = tmp_path / "matches.csv"
+    old = os.umask(0o022)
+    try:
+        result = runner.invoke(app, ["match-file", str(needs), str(offers), "--out", str(out)])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert not list(tmp_path.glob(".matches.csv.*"))  # no temporary file left beside it

@@ -59,6 +59,8 @@ def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
         ("id,lat,lon,category\nn1,55,40,water\x00\n", r"line 2: a NUL character"),
         ("id,lat,lon,category,urgency\nn1,55,40,water,normal\nn2,55,40,water,bogus\x00\n", r"line 3: a NUL"),
         ("", r"empty file"),
+        ("id,lat,lon,category,lat\nn1,55,40,water,56\n", r"line 1: column\(s\) lat appear more than once"),
+        ('id,lat,lon,category\nn1,55,40,"water\n', r"line 2: unexpected end of data"),  # a quote left open
     ],
 )
 def test_bad_needs_name_the_line(tmp_path: Path, text: str, message: str) -> None:
@@ -117,3 +119,10 @@ def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffid,lat,lon,category\nn1,55,40,water\n".encode())
     assert read_needs(path).ids.tolist() == ["n1"]
+
+
+def test_blank_lines_are_skipped_and_later_lines_keep_their_numbers(tmp_path: Path) -> None:
+    needs = read_needs(_write(tmp_path, "id,lat,lon,category\nn1,55,40,water\n\nn2,55,41,food\n\n\n"))
+    assert needs.ids.tolist() == ["n1", "n2"]
+    with pytest.raises(CsvError, match=r"line 4: lat = '91'"):
+        read_needs(_write(tmp_path, "id,lat,lon,category\nn1,55,40,water\n\nn2,91,41,food\n"))
