@@ -336,6 +336,9 @@ def db_current() -> None:
     typer.echo(migrate.current(_settings().database_url) or "none")
 
 
+TOKEN_NAME_MAX = 200  # api_tokens.name
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="Who the token is for (shown in logs and audits).")],
@@ -345,6 +348,10 @@ def token_create(
     from aidmatch.auth import service as auth_service
     from aidmatch.database import make_engine, make_sessionmaker
 
+    name = name.strip()
+    if not name or len(name) > TOKEN_NAME_MAX or not name.isprintable():
+        _info(f"aidmatch token create: NAME must be 1 to {TOKEN_NAME_MAX} printable characters")
+        raise typer.Exit(2)
     settings = _settings()
     _require_migrated(settings)
     engine = make_engine(settings.database_url)

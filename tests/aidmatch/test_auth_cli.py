@@ -286,3 +286,12 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(command: list[str])
     assert done.stderr.startswith("aidmatch: the database is not available:"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "S3cretPW" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "bad\x07name"])
+def test_a_token_name_that_cannot_be_stored_is_refused_plainly(name: str, tmp_path: Path) -> None:
+    env = _env(f"sqlite:///{tmp_path / 'x.db'}")
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    result = runner.invoke(app, ["token", "create", name, "--role", "coordinator"], env=env)
+    assert result.exit_code == 2
+    assert "NAME must be 1 to 200 printable characters" in result.output
