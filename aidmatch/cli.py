@@ -61,6 +61,25 @@ def _require_migrated(settings: Settings) -> None:
         raise typer.Exit(1)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Stop with one line when ``host:port`` is taken, before anything starts (the scheduler, a seed)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        _info(f"aidmatch: cannot listen on {host}:{port}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            _info(f"aidmatch: cannot listen on {host}:{port}: {exc.strerror} (another server there? use --port)")
+            raise typer.Exit(2) from None
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int, access_log: bool = False) -> None:
     import uvicorn
     from sqlalchemy.engine import make_url
@@ -70,6 +89,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, access_log: b
         _info("aidmatch serve: SQLite serves one worker; use PostgreSQL (AIDMATCH_DATABASE_URL) for --workers > 1.")
         raise typer.Exit(2)
     _require_migrated(settings)
+    _check_port(host, port)
     _info(f"aidmatch serving on http://{host}:{port}  (pages: /need /offer /dashboard; API docs: /docs)")
     if workers > 1:
         if not settings.secret_key.get_secret_value():
@@ -148,6 +168,8 @@ def demo(
         # Demo phone numbers are random and may belong to real people: never text them.
         _info("aidmatch demo: refusing to seed random phone numbers while SMS_SENDER is not 'console'.")
         raise typer.Exit(2)
+    if serve_after:
+        _check_port(host, port)  # before seeding: a demo that cannot be served is not seeded either
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     try:

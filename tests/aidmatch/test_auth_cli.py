@@ -295,3 +295,27 @@ def test_a_token_name_that_cannot_be_stored_is_refused_plainly(name: str, tmp_pa
     result = runner.invoke(app, ["token", "create", name, "--role", "coordinator"], env=env)
     assert result.exit_code == 2
     assert "NAME must be 1 to 200 printable characters" in result.output
+
+
+def test_serve_and_demo_on_a_taken_port_stop_before_starting_or_seeding(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    env = {**_env(url), "AIDMATCH_SCHEDULER_ENABLED": "0"}
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        served = runner.invoke(app, ["serve", "--port", port], env=env)
+        demo = runner.invoke(app, ["demo", "--port", port, "--needs", "50", "--offers", "20"], env=env)
+    for result in (served, demo):
+        assert result.exit_code == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "seeded" not in demo.output  # nothing seeded for a demo that could not be served
+    settings = Settings(database_url=url, _env_file=None)
+    from aidmatch.database import make_engine, make_sessionmaker
+    from aidmatch.demo import service as demo_service
+
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        assert demo_service.database_is_empty(session)
+    engine.dispose()
