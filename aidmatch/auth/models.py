@@ -22,3 +22,5 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Browser sessions signed in before this were logged out (a logout ends all of the token's).
+    sessions_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,7 +1,9 @@
 """Coordinators in the browser: a bearer token header, or a signed session cookie set by /login.
 
-The cookie holds only the token's row id, signed with ``AIDMATCH_SECRET_KEY``; every request
-re-checks that the token is still live, so revoking a token ends its browser sessions too.
+The cookie holds only the token's row id, signed with ``AIDMATCH_SECRET_KEY`` and stamped with
+when it was signed; every request re-checks that the token is still live and that no logout came
+after that stamp, so revoking a token, or logging out, ends its browser sessions on the server too
+(a logout ends all of the token's sessions: the server keeps no list of them).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aidmatch.audit.service import act_as
 from aidmatch.auth import service as auth_service
 from aidmatch.auth.models import ApiToken
 from aidmatch.auth.service import Principal
-from aidmatch.database import SessionDep
+from aidmatch.database import SessionDep, utcnow
 from aidmatch.errors import AuthenticationError, ForbiddenError
 
 SESSION_COOKIE = "aidmatch_session"
@@ -39,14 +41,28 @@ def _from_cookie(request: Request, session: Session) -> Principal | None:
     if not raw:
         return None
     try:
-        data = _serializer(request).loads(raw, max_age=SESSION_MAX_AGE_S)
+        data, signed = _serializer(request).loads(raw, max_age=SESSION_MAX_AGE_S, return_timestamp=True)
     except BadSignature:
         return None
     token_id = data.get("tid") if isinstance(data, dict) else None
     token = session.get(ApiToken, token_id) if isinstance(token_id, int) else None
     if token is None or token.revoked_at is not None:
         return None
+    # The stamp counts whole seconds: a session signed in the second of a logout, after it, stays.
+    if token.sessions_valid_after is not None and int(signed.timestamp()) < int(token.sessions_valid_after.timestamp()):
+        return None
     return Principal(token_id=token.id, name=token.name, role=token.role)
+
+
+def log_out(request: Request, session: Session) -> None:
+    """End every browser session of the cookie's token (nothing without a valid cookie)."""
+    principal = _from_cookie(request, session)
+    if principal is None:
+        return
+    token = session.get(ApiToken, principal.token_id)
+    if token is not None:
+        token.sessions_valid_after = utcnow()
+        session.commit()
 
 
 def _from_header(request: Request, session: Session) -> Principal | None:

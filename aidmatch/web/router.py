@@ -39,6 +39,7 @@ from aidmatch.web.auth import (
     WebPrincipal,
     csrf_ok,
     csrf_token,
+    log_out,
     session_cookie_value,
 )
 from aidmatch.web.forms import FormResult, parse_need, parse_offer
@@ -349,7 +350,9 @@ def login_submit(request: Request, form: FormDep, session: SessionDep, settings:
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request, session: SessionDep) -> Response:
+    """Sign out: the cookie goes, and every session of its token ends on the server too."""
+    log_out(request, session)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -468,3 +468,31 @@ def test_a_task_page_that_fails_logs_no_private_link(client: TestClient, monkeyp
     assert page.headers["x-frame-options"] == "DENY"  # a 500 too
     assert "unhandled error on GET /tasks/" in caplog.text  # logged…
     assert secret not in caplog.text  # …without the link
+
+
+def test_a_logout_ends_the_session_on_the_server_too(client: TestClient, coordinator_headers: dict[str, str]) -> None:
+    """A copy of the cookie (another tab, a shared computer's browser) and its form token stop
+    working at the logout, not 12 hours later; signing in again works."""
+    import time
+
+    token = coordinator_headers["Authorization"].split()[1]
+    client.post("/login", data={"token": token})
+    copied = client.cookies.get("aidmatch_session")
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    form_token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert form_token is not None
+    time.sleep(1.1)  # the cookie's stamp counts whole seconds
+    client.post("/logout")
+    client.cookies.set("aidmatch_session", copied)  # the copy, after the logout
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+    switched = client.post(
+        "/dashboard/emergency", data={"enabled": "1", "csrf": form_token.group(1)}, follow_redirects=False
+    )
+    assert switched.status_code == 303  # to the login: the copied session is no session
+    assert switched.headers["location"].startswith("/login")
+    assert client.get("/api/emergency", headers=coordinator_headers).json()["enabled"] is False
+    client.cookies.clear()
+    time.sleep(1.1)
+    client.post("/login", data={"token": token})
+    assert client.get("/dashboard").status_code == 200  # a new sign-in after the logout
