@@ -53,11 +53,16 @@ def _require_migrated(settings: Settings) -> None:
 
     from aidmatch import migrate
 
-    head = ScriptDirectory.from_config(migrate.alembic_config(settings.database_url)).get_current_head()
+    scripts = ScriptDirectory.from_config(migrate.alembic_config(settings.database_url))
+    head = scripts.get_current_head()
     current = migrate.current(settings.database_url)
     if current != head:
         _info(f"aidmatch: the database is at revision {current or 'none'}, the code needs {head}.")
-        _info("Run `aidmatch db upgrade` first.")
+        if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+            # Migrated by a newer release: an upgrade from here cannot find the revision.
+            _info("That revision is newer than this aidmatch: run the release that migrated it.")
+        else:
+            _info("Run `aidmatch db upgrade` first.")
         raise typer.Exit(1)
 
 
@@ -343,10 +348,16 @@ def match_file(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Create or migrate the database schema to the latest (or given) revision."""
+    from alembic.util.exc import CommandError
+
     from aidmatch import migrate
 
     settings = _settings()
-    migrate.upgrade(settings.database_url, revision)
+    try:
+        migrate.upgrade(settings.database_url, revision)
+    except CommandError as exc:  # an unknown target, or a database migrated by a newer release
+        _info(f"aidmatch db upgrade: {exc}")
+        raise typer.Exit(2) from None
     _info(f"aidmatch: database at revision {migrate.current(settings.database_url)}")
 
 
@@ -394,7 +405,9 @@ def token_list() -> None:
     from aidmatch.auth import service as auth_service
     from aidmatch.database import make_engine, make_sessionmaker
 
-    engine = make_engine(_settings().database_url)
+    settings = _settings()
+    _require_migrated(settings)
+    engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
             session.info["actor"] = "cli"
@@ -411,7 +424,9 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `ai
     from aidmatch.auth import service as auth_service
     from aidmatch.database import make_engine, make_sessionmaker
 
-    engine = make_engine(_settings().database_url)
+    settings = _settings()
+    _require_migrated(settings)
+    engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
             session.info["actor"] = "cli"

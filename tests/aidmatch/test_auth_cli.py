@@ -319,3 +319,22 @@ def test_serve_and_demo_on_a_taken_port_stop_before_starting_or_seeding(tmp_path
     with make_sessionmaker(engine)() as session:
         assert demo_service.database_is_empty(session)
     engine.dispose()
+
+
+def test_a_database_newer_than_the_code_is_told_so(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    env = _env(url)
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))  # as a newer release leaves it
+    engine.dispose()
+    listed = runner.invoke(app, ["token", "list"], env=env)
+    assert listed.exit_code == 1
+    assert "newer than this aidmatch" in listed.output
+    upgraded = runner.invoke(app, ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 2
+    assert "Can't locate revision" in upgraded.output
+    assert upgraded.exception is None or isinstance(upgraded.exception, SystemExit)  # no traceback
