@@ -54,6 +54,12 @@ class OffersFile:
     radius_km: NDArray[np.float64]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _read_columns(
     path: Path, required: tuple[str, ...], optional: tuple[str, ...]
 ) -> tuple[dict[str, list[str]], NDArray[np.int64]]:
@@ -75,11 +81,16 @@ def _read_columns(
         raise CsvError(f"{path}: line {text.count(chr(10), 0, nul) + 1}: a NUL character (not a text CSV file?)")
     with io.StringIO(text.removeprefix("\ufeff"), newline="") as handle:
         del text
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, strict=True)  # strict: a quote left open is an error, not the rest of the file
         try:
             header = [h.strip().lower() for h in next(reader)]
         except StopIteration:
             raise CsvError(f"{path}: empty file; expected a header with {', '.join(required)}") from None
+        except csv.Error as exc:
+            raise CsvError(f"{path}: line 1: {exc}") from exc
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:
+            raise CsvError(f"{path}: line 1: column(s) {', '.join(twice)} appear more than once")
         missing = [c for c in required if c not in header]
         if missing:
             raise CsvError(f"{path}: line 1: missing column(s) {', '.join(missing)}; header is {','.join(header)}")
@@ -94,7 +105,8 @@ def _read_columns(
             for row in reader:
                 if len(row) != width:
                     if not row or (len(row) == 1 and not row[0].strip()):
-                        raise CsvError(f"{path}: line {line_no}: empty line")
+                        line_no = reader.line_num + 1  # a blank line (one at the end, say) holds nothing: skipped
+                        continue
                     raise CsvError(f"{path}: line {line_no}: {len(row)} fields, the header has {width}")
                 for append, i in zip(appenders, index, strict=True):
                     append(row[i])
@@ -344,6 +356,7 @@ def match_files(needs_path: Path, offers_path: Path, out_path: Path) -> MatchFil
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
             summary, rows = _match(needs_file, offers_file)
             write_matches(out, *rows)
+        os.chmod(tmp_name, 0o666 & ~_umask())  # as a file opened for writing would be (mkstemp's is 0600)
         os.replace(tmp_name, out_path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
