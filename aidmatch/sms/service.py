@@ -9,6 +9,7 @@ for the coordinators' triage queue and answered with a hint.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -207,6 +208,34 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
     return None
 
 
+# «Рязань нужна вода», "Tula needs food": the parser leaves a first word right before these out of
+# the place, since it is mostly who needs it («Сыну нужен инсулин»); a settlement's name is the place.
+_NEED_WORDS = frozenset({"нужна", "нужен", "нужно", "нужны", "надо", "need", "needs", "needed"})
+_RELATIVES = frozenset({"мама", "папа", "mama", "papa", "mom", "dad"})
+_FIRST_WORD = re.compile(r"\s*([^\W\d_]+(?:-[^\W\d_]+)*)[\s,]+([^\W\d_]+)")
+
+
+def _leading_settlement(parsed: ParsedSms, body: str, geocoder: Geocoder) -> ParsedSms:
+    """``parsed`` with its place when the text starts with a settlement's name, as written (the
+    nominative: «Маме нужна скорая» is not the village Мама), followed by «нужна»/«need»."""
+    if parsed.intent != "need" or parsed.has_place:
+        return parsed
+    m = _FIRST_WORD.match(body)
+    if m is None or len(m.group(1)) < 3 or fold(m.group(2)) not in _NEED_WORDS:
+        return parsed
+    word = m.group(1)
+    try:
+        hit = geocoder.geocode(word)
+    except GeocodingError:
+        return parsed
+    # A declined form or a near miss is who needs it, not where (a Latin spelling of a name may
+    # differ from the gazetteer's in a letter: "Tula"); «Мама» is a village too, and mostly a mother.
+    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES:
+        return parsed
+    missing = tuple(x for x in parsed.missing if x != "place")
+    return dataclasses.replace(parsed, place_text=word, missing=missing)
+
+
 def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     """Whether a short text with no request or offer in it is, from its first word, a settlement's
     name the geocoder knows («Кошки», «Приютово Московская обл.»)."""
@@ -265,6 +294,7 @@ def handle(
         return _command(
             session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language
         )
+    parsed = _leading_settlement(parsed, message.body, geocoder)
     conversation = session.get(SmsConversation, phone)
     if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
         _to_triage(session, phone, conversation)  # too old to go on; a coordinator sees what it said

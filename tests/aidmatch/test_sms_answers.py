@@ -288,3 +288,37 @@ def test_thanks_in_answer_to_where_are_you_is_not_a_place(
     (need,) = _needs(db, phone)
     assert need.code in done
     assert need.category.value == "water"
+
+
+# -- a settlement's name first, then the need ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conversation", "category", "lat"),
+    [
+        (["Рязань нужна вода"], "water", 54.63),
+        (["Тула нужны лекарства"], "medicine", 54.19),
+        (["Коломна нужен генератор"], "power", 55.08),
+        (["Ryazan need water"], "water", 54.63),
+        (["Tula needs food"], "food", 54.19),
+        (["нужна вода", "Рязань нужна вода"], "water", 54.63),
+        (["помогите", "Рязань нужна вода"], "water", 54.63),
+    ],
+)
+def test_a_settlement_named_first_before_need_is_the_place(
+    sms: TestClient, db: Session, conversation: list[str], category: str, lat: float
+) -> None:
+    phone = "+79161230101"
+    for body in conversation:
+        reply = _text(sms, phone, body)
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    assert need.category.value == category
+    assert abs(need.lat - lat) < 0.1
+
+
+@pytest.mark.parametrize("body", ["Сыну нужен инсулин", "Маме нужна скорая"])
+def test_who_needs_it_named_first_is_not_the_place(sms: TestClient, db: Session, body: str) -> None:
+    phone = "+79161230102"
+    assert _text(sms, phone, body).startswith("Где вы?")
+    assert _needs(db, phone) == []
