@@ -754,7 +754,8 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
             # «Рязань, могу сам забрать», "Ryazan, I can pick it up myself" to «Где вы?»: the place
             # asked for, with how they will get it; an offer only when it offers something new.
             return set(reply.categories) <= set(previous.categories)
-        if asked == "category" and previous.intent == "offer" and reply.intent == "need":
+        if asked in ("category", "place") and previous.intent == "offer" and reply.intent == "need":
+            # «вода, машина» to «Чем можете помочь?», «машина, Рязань» to «Где вы находитесь?»
             norms = [t.norm for t in _tokens(reply.text)]
             return _intent(norms, reply.categories, short_form=False) != "need"
         return False

@@ -51,7 +51,16 @@ from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms, polite_only
+from notifications.parser import (
+    ParsedSms,
+    answers,
+    category_cues,
+    follow_up,
+    intent_cues,
+    merge,
+    parse_sms,
+    polite_only,
+)
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
@@ -250,7 +259,11 @@ def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     name = fold(hit.name)
     # The name itself, or a declined form of it («в Кошках»), leads the text.
     stem = name[: max(3, len(name) - 2)]
-    return any(word.startswith(stem) for word in words[:2])
+    if not any(word.startswith(stem) for word in words[:2]):
+        return False
+    # «вода, Рязань», «Москва, и еда»: the place and what is needed, not a place alone; a keyword
+    # inside the name («приютово», «Хлебниково») is not what is needed.
+    return not category_cues(" ".join(word for word in words if not word.startswith(stem)))
 
 
 class InboundResult:

@@ -322,3 +322,34 @@ def test_who_needs_it_named_first_is_not_the_place(sms: TestClient, db: Session,
     phone = "+79161230102"
     assert _text(sms, phone, body).startswith("Где вы?")
     assert _needs(db, phone) == []
+
+
+@pytest.mark.parametrize(
+    ("first", "answer", "categories", "address"),
+    [
+        ("помогите", "вода, Рязань", ["water"], "Рязань"),
+        ("помогите", "Рязань, вода", ["water"], "Рязань"),
+        ("помогите", "Еда, Тула", ["food"], "Тула"),
+        ("нужна вода", "Москва, и еда", ["water", "food"], "Москва"),
+        ("нужна вода", "Кошки", ["water"], "Кошки"),
+    ],
+)
+def test_the_answer_to_where_are_you_naming_what_is_needed_too_keeps_it(
+    sms: TestClient, db: Session, first: str, answer: str, categories: list[str], address: str
+) -> None:
+    phone = "+79161230103"
+    assert _text(sms, phone, first).startswith("Где вы?")
+    reply = _text(sms, phone, answer)
+    needs = _needs(db, phone)
+    assert [n.category.value for n in needs] == categories
+    assert all(n.code in reply and n.address == address for n in needs)
+
+
+def test_a_helper_answering_where_with_what_and_where_is_registered(sms: TestClient, db: Session) -> None:
+    phone = "+79161230104"
+    _text(sms, phone, "Могу помочь")
+    _text(sms, phone, "машина, Рязань")
+    db.expire_all()
+    (offer,) = db.scalars(select(Offer).join(Helper).where(Helper.phone == phone))
+    assert [c.value for c in offer.categories] == ["transport"]
+    assert _needs(db, phone) == []
