@@ -235,9 +235,14 @@ def dismiss(*, session: Session, message_id: int, shown_upto: int | None = None)
     phone's messages held back beside it (their texts are shown with it); each keeps its text in
     the SMS log and gets an audit row. ``shown_upto``: the id of the last held-back SMS the
     coordinator was shown (those that came after the page was loaded stay)."""
-    message = session.get(Message, message_id, with_for_update=True)
+    message = session.get(Message, message_id)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound SMS with id {message_id}")
+    # The phone's lock before the message's row, in the order an inbound SMS takes them (it ends an
+    # abandoned conversation by updating this message): the other order deadlocks with it.
+    needs_service.lock_phones(session, [message.phone])
+    message = session.get(Message, message_id, with_for_update=True, populate_existing=True)
+    assert message is not None
     sms_service.release_to_triage(session, message, utcnow())  # an abandoned conversation's: ends it
     if message.status is not MessageStatus.unparsed or message.need_id is not None:
         return  # handled already (a double click, another coordinator)

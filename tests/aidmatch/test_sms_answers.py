@@ -4,6 +4,8 @@ unfinished reaches the coordinators."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -14,13 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
-from aidmatch.enums import MessageStatus
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
+from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.messages.models import Message, SmsConversation
+from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
+from aidmatch.sms import service as sms_service
 from aidmatch.web.service import dismiss, triage_queue
 from geo.geocoding import GazetteerGeocoder
 from tests.aidmatch.test_sms_webhook import PUBLIC, TOKEN, _text
@@ -353,3 +358,63 @@ def test_a_helper_answering_where_with_what_and_where_is_registered(sms: TestCli
     (offer,) = db.scalars(select(Offer).join(Helper).where(Helper.phone == phone))
     assert [c.value for c in offer.categories] == ["transport"]
     assert _needs(db, phone) == []
+
+
+def test_dismissing_an_abandoned_conversation_while_the_phone_writes_does_not_deadlock(
+    settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    """PostgreSQL: an SMS holds the phone's lock and ends the conversation by updating its last
+    message; a coordinator dismissing that message at the same moment waits for the phone first."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("row and advisory locks: PostgreSQL")
+    phone = "+79161230105"
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    old = utcnow() - timedelta(hours=settings.sms_conversation_hours + 1)
+    with sessions() as s:
+        first = Message(
+            direction=MessageDirection.inbound,
+            status=MessageStatus.parsed,
+            phone=phone,
+            body="нужна вода",
+            parsed={"intent": "need"},
+            created_at=old,
+            updated_at=old,
+        )
+        s.add(first)
+        s.flush()
+        state = {"text": "нужна вода", "categories": ["water"], "intent": "need", "message_id": first.id}
+        s.add(SmsConversation(phone=phone, state=state | {"asked_before": ["place"]}, asked="place", updated_at=old))
+        new = Message(direction=MessageDirection.inbound, status=MessageStatus.received, phone=phone, body="еда, Тула")
+        s.add(new)
+        s.commit()
+        first_id, new_id = first.id, new.id
+    errors: dict[str, str] = {}
+    inbound = sessions()
+    needs_service.lock_phones(inbound, [phone])  # the SMS has begun: it holds the phone
+
+    def coordinator() -> None:
+        try:
+            with sessions() as s:
+                dismiss(session=s, message_id=first_id)
+                s.commit()
+        except Exception as e:
+            errors["dismiss"] = repr(e)[:300]
+
+    thread = threading.Thread(target=coordinator)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        message = inbound.get(Message, new_id)
+        assert message is not None
+        sms_service.handle(
+            session=inbound, settings=settings, live=LiveOfferIndex(), geocoder=gazetteer, message=message, now=utcnow()
+        )
+        inbound.commit()
+    except Exception as e:
+        errors["handle"] = repr(e)[:300]
+        inbound.rollback()
+    thread.join(timeout=30)
+    inbound.close()
+    engine.dispose()
+    assert errors == {}
