@@ -266,6 +266,19 @@ def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     return not category_cues(" ".join(word for word in words if not word.startswith(stem)))
 
 
+def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
+    """Whether ``reply`` is the request sent again («нужна вода» after «нужна вода» — «Где вы?»):
+    of the same kind, nothing new in it, so no answer to the question (which is asked again) and
+    no failed one either."""
+    return (
+        reply.intent == previous.intent
+        and set(reply.categories) <= set(previous.categories)
+        and not reply.has_place
+        and reply.quantity in (None, previous.quantity)
+        and reply.radius_km in (None, previous.radius_km)
+    )
+
+
 class InboundResult:
     """The reply and what became of the message."""
 
@@ -312,7 +325,7 @@ def handle(
     if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
         _to_triage(session, phone, conversation)  # too old to go on; a coordinator sees what it said
         conversation = None
-    progressed = False
+    progressed = resent = False
     if conversation is not None:
         previous = _restore(conversation.state)
         whole = parsed.intent in ("need", "offer") and bool(parsed.categories) and parsed.has_place
@@ -335,7 +348,8 @@ def handle(
             # «спасибо» to our question: the conversation stays open, nothing is asked again
             return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
-            parsed = merge(previous, parsed)
+            resent = _adds_nothing(previous, parsed)
+            parsed = previous if resent else merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
             progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language
@@ -375,7 +389,7 @@ def handle(
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
         key = "place_not_found"
     asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
-    if question is not None and key in asked_before and not progressed:
+    if question is not None and key in asked_before and not progressed and not resent:
         # Never the same question twice. What to do is known where to: something (``other``), the
         # whole text saying what. Not where: the messages go to a coordinator.
         if key == "category" and place is not None:
@@ -387,7 +401,8 @@ def handle(
             _to_triage(session, phone, conversation)
             return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
-        state = _state(parsed, asked=[*asked_before, key], message_id=message.id)
+        asked = asked_before if key in asked_before else [*asked_before, key]  # a resend: asked again
+        state = _state(parsed, asked=asked, message_id=message.id)
         if conversation is None:
             session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:

@@ -418,3 +418,23 @@ def test_dismissing_an_abandoned_conversation_while_the_phone_writes_does_not_de
     inbound.close()
     engine.dispose()
     assert errors == {}
+
+
+@pytest.mark.parametrize(
+    ("first", "question", "then"),
+    [
+        ("нужна вода", "Где вы?", "Заявка"),
+        ("помогите", "Где вы?", "Что нужно?"),
+        ("Могу помочь", "Где вы находитесь?", "Чем можете помочь?"),
+    ],
+)
+def test_the_request_sent_again_is_asked_the_question_again_and_the_answer_completes_it(
+    sms: TestClient, db: Session, first: str, question: str, then: str
+) -> None:
+    phone = "+79161230106"
+    assert _text(sms, phone, first).startswith(question)
+    assert _text(sms, phone, first).startswith(question)  # no answer: not a place not found twice
+    assert _text(sms, phone, "Рязань").startswith(then)
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    assert len(_needs(db, phone)) == (1 if then == "Заявка" else 0)
