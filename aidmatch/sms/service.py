@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category, label
@@ -117,30 +117,31 @@ ABANDONED_AFTER = timedelta(hours=1)
 ABANDONED_URGENT_AFTER = timedelta(minutes=15)
 
 
-def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> list[Message]:
-    """The last message of each conversation left unanswered past ``ABANDONED_AFTER`` (critical or
-    urgent: ``ABANDONED_URGENT_AFTER``), oldest first: a request nobody could finish, for triage."""
-    ids = []
-    for conversation in session.scalars(
-        select(SmsConversation)
-        .where(SmsConversation.updated_at < now - ABANDONED_URGENT_AFTER)
-        .order_by(SmsConversation.updated_at)
-    ):
-        state = conversation.state or {}
-        urgent = state.get("urgency", "normal") != "normal"
-        if (urgent or conversation.updated_at < now - ABANDONED_AFTER) and isinstance(state.get("message_id"), int):
-            ids.append(state["message_id"])
-        if len(ids) >= limit:
-            break
-    if not ids:
-        return []
-    return list(
-        session.scalars(
-            select(Message)
-            .where(Message.id.in_(ids), Message.status == MessageStatus.parsed, Message.need_id.is_(None))
-            .order_by(Message.id)
+def _abandoned(now: datetime) -> Select[tuple[Message]]:
+    """The last messages of conversations left unanswered past ``ABANDONED_AFTER`` (critical or
+    urgent: ``ABANDONED_URGENT_AFTER``) that still wait: neither made a need nor handled."""
+    message_id = SmsConversation.state["message_id"].as_integer()
+    urgency = SmsConversation.state["urgency"].as_string()  # none: normal
+    return (
+        select(Message)
+        .join(SmsConversation, message_id == Message.id)
+        .where(
+            or_(
+                SmsConversation.updated_at < now - ABANDONED_AFTER,
+                and_(SmsConversation.updated_at < now - ABANDONED_URGENT_AFTER, urgency != "normal"),
+            ),
+            Message.status == MessageStatus.parsed,
+            Message.need_id.is_(None),
         )
     )
+
+
+def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> list[Message]:
+    """The last message of each conversation left unanswered (see ``_abandoned``), oldest first:
+    a request nobody could finish, for triage. One bounded query: only what still waits counts
+    toward ``limit``."""
+    query = _abandoned(now).order_by(SmsConversation.updated_at, Message.id).limit(limit)
+    return list(session.scalars(query))
 
 
 def release_to_triage(session: Session, message: Message, now: datetime) -> bool:
@@ -150,7 +151,7 @@ def release_to_triage(session: Session, message: Message, now: datetime) -> bool
     conversation = session.get(SmsConversation, message.phone, populate_existing=True)
     if conversation is None or (conversation.state or {}).get("message_id") != message.id:
         return False
-    if message not in abandoned_messages(session, now, limit=10_000):
+    if session.scalar(_abandoned(now).where(Message.id == message.id).with_only_columns(Message.id)) is None:
         return False
     _to_triage(session, message.phone, conversation)
     return True

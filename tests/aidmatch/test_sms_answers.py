@@ -438,3 +438,26 @@ def test_the_request_sent_again_is_asked_the_question_again_and_the_answer_compl
     db.expire_all()
     assert [m for m in triage_queue(session=db) if m.phone == phone] == []
     assert len(_needs(db, phone)) == (1 if then == "Заявка" else 0)
+
+
+def test_conversations_whose_message_was_handled_do_not_crowd_the_triage_list(db: Session) -> None:
+    old = utcnow() - timedelta(hours=2)
+    for k, status in enumerate([MessageStatus.unparsed, MessageStatus.unparsed, MessageStatus.parsed]):
+        phone = f"+7916123020{k}"
+        message = Message(
+            direction=MessageDirection.inbound, status=status, phone=phone, body="нужна вода", created_at=old
+        )
+        db.add(message)
+        db.flush()
+        state = {"text": "нужна вода", "intent": "need", "message_id": message.id, "urgency": "normal"}
+        db.add(SmsConversation(phone=phone, state=state, asked="place", updated_at=old + timedelta(minutes=k)))
+    urgent = Message(direction=MessageDirection.inbound, status=MessageStatus.parsed, phone="+79161230209", body="x")
+    db.add(urgent)
+    db.flush()
+    recent = utcnow() - timedelta(minutes=20)
+    db.add(SmsConversation(phone=urgent.phone, state={"message_id": urgent.id, "urgency": "urgent"}, updated_at=recent))
+    db.commit()
+    assert [m.phone for m in sms_service.abandoned_messages(db, utcnow(), limit=2)] == ["+79161230202", urgent.phone]
+    assert [m.phone for m in sms_service.abandoned_messages(db, utcnow(), limit=1)] == ["+79161230202"]
+    assert sms_service.release_to_triage(db, urgent, utcnow())
+    assert db.get(Message, urgent.id).status is MessageStatus.unparsed  # type: ignore[union-attr]
