@@ -329,6 +329,12 @@ _HOUSE = re.compile(
 )
 
 
+# How street names end («Садовая», «Полевой», «Горького», «Ленина», «Кирова»), unlike most
+# settlements' names («Рязань», «Тула», «Москва», «Коломна»).
+_STREET_ENDINGS_RU = ("ая", "яя", "ой", "ей", "ий", "ый", "ого", "его", "ина", "ова", "ева")
+_STREET_ENDINGS = (*_STREET_ENDINGS_RU, "aya", "ina", "ova", "eva", "ogo")
+
+
 def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> list[tuple[int, int]]:
     """Spans of the house numbers with what names their street («Садовая 12», «д. 7»)."""
     letters = [c for c in text if c.isalpha()]
@@ -344,6 +350,11 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
                 continue
             if _counts_something(text, toks, i + 1) or (i + 2 < len(toks) and _GOODS_UNITS.match_at(norms, i + 2)):
                 continue  # «Рязань 3 человека»
+            after_place = (
+                i > 0 and toks[i - 1].raw[0].isupper() and text[toks[i - 1].end : toks[i].start].strip() == ","
+            )
+            if m.group("n").isdigit() and not after_place and not toks[i].norm.endswith(_STREET_ENDINGS):
+                continue  # «Вода Рязань 5»: a settlement and how much; «Садовая 12», «Рязань, Ленина 5»: a house
         spans.append(m.span())
     return spans
 
@@ -754,7 +765,8 @@ def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
             # «Рязань, могу сам забрать», "Ryazan, I can pick it up myself" to «Где вы?»: the place
             # asked for, with how they will get it; an offer only when it offers something new.
             return set(reply.categories) <= set(previous.categories)
-        if asked == "category" and previous.intent == "offer" and reply.intent == "need":
+        if asked in ("category", "place") and previous.intent == "offer" and reply.intent == "need":
+            # «вода, машина» to «Чем можете помочь?», «машина, Рязань» to «Где вы находитесь?»
             norms = [t.norm for t in _tokens(reply.text)]
             return _intent(norms, reply.categories, short_form=False) != "need"
         return False

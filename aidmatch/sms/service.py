@@ -9,11 +9,12 @@ for the coordinators' triage queue and answered with a hint.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from aidmatch.categories import Category, label
@@ -50,7 +51,16 @@ from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
-from notifications.parser import ParsedSms, answers, follow_up, intent_cues, merge, parse_sms, polite_only
+from notifications.parser import (
+    ParsedSms,
+    answers,
+    category_cues,
+    follow_up,
+    intent_cues,
+    merge,
+    parse_sms,
+    polite_only,
+)
 from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
@@ -107,30 +117,31 @@ ABANDONED_AFTER = timedelta(hours=1)
 ABANDONED_URGENT_AFTER = timedelta(minutes=15)
 
 
-def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> list[Message]:
-    """The last message of each conversation left unanswered past ``ABANDONED_AFTER`` (critical or
-    urgent: ``ABANDONED_URGENT_AFTER``), oldest first: a request nobody could finish, for triage."""
-    ids = []
-    for conversation in session.scalars(
-        select(SmsConversation)
-        .where(SmsConversation.updated_at < now - ABANDONED_URGENT_AFTER)
-        .order_by(SmsConversation.updated_at)
-    ):
-        state = conversation.state or {}
-        urgent = state.get("urgency", "normal") != "normal"
-        if (urgent or conversation.updated_at < now - ABANDONED_AFTER) and isinstance(state.get("message_id"), int):
-            ids.append(state["message_id"])
-        if len(ids) >= limit:
-            break
-    if not ids:
-        return []
-    return list(
-        session.scalars(
-            select(Message)
-            .where(Message.id.in_(ids), Message.status == MessageStatus.parsed, Message.need_id.is_(None))
-            .order_by(Message.id)
+def _abandoned(now: datetime) -> Select[tuple[Message]]:
+    """The last messages of conversations left unanswered past ``ABANDONED_AFTER`` (critical or
+    urgent: ``ABANDONED_URGENT_AFTER``) that still wait: neither made a need nor handled."""
+    message_id = SmsConversation.state["message_id"].as_integer()
+    urgency = SmsConversation.state["urgency"].as_string()  # none: normal
+    return (
+        select(Message)
+        .join(SmsConversation, message_id == Message.id)
+        .where(
+            or_(
+                SmsConversation.updated_at < now - ABANDONED_AFTER,
+                and_(SmsConversation.updated_at < now - ABANDONED_URGENT_AFTER, urgency != "normal"),
+            ),
+            Message.status == MessageStatus.parsed,
+            Message.need_id.is_(None),
         )
     )
+
+
+def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> list[Message]:
+    """The last message of each conversation left unanswered (see ``_abandoned``), oldest first:
+    a request nobody could finish, for triage. One bounded query: only what still waits counts
+    toward ``limit``."""
+    query = _abandoned(now).order_by(SmsConversation.updated_at, Message.id).limit(limit)
+    return list(session.scalars(query))
 
 
 def release_to_triage(session: Session, message: Message, now: datetime) -> bool:
@@ -140,7 +151,7 @@ def release_to_triage(session: Session, message: Message, now: datetime) -> bool
     conversation = session.get(SmsConversation, message.phone, populate_existing=True)
     if conversation is None or (conversation.state or {}).get("message_id") != message.id:
         return False
-    if message not in abandoned_messages(session, now, limit=10_000):
+    if session.scalar(_abandoned(now).where(Message.id == message.id).with_only_columns(Message.id)) is None:
         return False
     _to_triage(session, message.phone, conversation)
     return True
@@ -207,6 +218,34 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
     return None
 
 
+# «Рязань нужна вода», "Tula needs food": the parser leaves a first word right before these out of
+# the place, since it is mostly who needs it («Сыну нужен инсулин»); a settlement's name is the place.
+_NEED_WORDS = frozenset({"нужна", "нужен", "нужно", "нужны", "надо", "need", "needs", "needed"})
+_RELATIVES = frozenset({"мама", "папа", "mama", "papa", "mom", "dad"})
+_FIRST_WORD = re.compile(r"\s*([^\W\d_]+(?:-[^\W\d_]+)*)[\s,]+([^\W\d_]+)")
+
+
+def _leading_settlement(parsed: ParsedSms, body: str, geocoder: Geocoder) -> ParsedSms:
+    """``parsed`` with its place when the text starts with a settlement's name, as written (the
+    nominative: «Маме нужна скорая» is not the village Мама), followed by «нужна»/«need»."""
+    if parsed.intent != "need" or parsed.has_place:
+        return parsed
+    m = _FIRST_WORD.match(body)
+    if m is None or len(m.group(1)) < 3 or fold(m.group(2)) not in _NEED_WORDS:
+        return parsed
+    word = m.group(1)
+    try:
+        hit = geocoder.geocode(word)
+    except GeocodingError:
+        return parsed
+    # A declined form or a near miss is who needs it, not where (a Latin spelling of a name may
+    # differ from the gazetteer's in a letter: "Tula"); «Мама» is a village too, and mostly a mother.
+    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES:
+        return parsed
+    missing = tuple(x for x in parsed.missing if x != "place")
+    return dataclasses.replace(parsed, place_text=word, missing=missing)
+
+
 def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     """Whether a short text with no request or offer in it is, from its first word, a settlement's
     name the geocoder knows («Кошки», «Приютово Московская обл.»)."""
@@ -221,7 +260,24 @@ def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     name = fold(hit.name)
     # The name itself, or a declined form of it («в Кошках»), leads the text.
     stem = name[: max(3, len(name) - 2)]
-    return any(word.startswith(stem) for word in words[:2])
+    if not any(word.startswith(stem) for word in words[:2]):
+        return False
+    # «вода, Рязань», «Москва, и еда»: the place and what is needed, not a place alone; a keyword
+    # inside the name («приютово», «Хлебниково») is not what is needed.
+    return not category_cues(" ".join(word for word in words if not word.startswith(stem)))
+
+
+def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
+    """Whether ``reply`` is the request sent again («нужна вода» after «нужна вода» — «Где вы?»):
+    of the same kind, nothing new in it, so no answer to the question (which is asked again) and
+    no failed one either."""
+    return (
+        reply.intent == previous.intent
+        and set(reply.categories) <= set(previous.categories)
+        and not reply.has_place
+        and reply.quantity in (None, previous.quantity)
+        and reply.radius_km in (None, previous.radius_km)
+    )
 
 
 class InboundResult:
@@ -265,11 +321,12 @@ def handle(
         return _command(
             session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language
         )
+    parsed = _leading_settlement(parsed, message.body, geocoder)
     conversation = session.get(SmsConversation, phone)
     if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
         _to_triage(session, phone, conversation)  # too old to go on; a coordinator sees what it said
         conversation = None
-    progressed = False
+    progressed = resent = False
     if conversation is not None:
         previous = _restore(conversation.state)
         whole = parsed.intent in ("need", "offer") and bool(parsed.categories) and parsed.has_place
@@ -292,7 +349,8 @@ def handle(
             # «спасибо» to our question: the conversation stays open, nothing is asked again
             return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
-            parsed = merge(previous, parsed)
+            resent = _adds_nothing(previous, parsed)
+            parsed = previous if resent else merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
             progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language
@@ -332,7 +390,7 @@ def handle(
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
         key = "place_not_found"
     asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
-    if question is not None and key in asked_before and not progressed:
+    if question is not None and key in asked_before and not progressed and not resent:
         # Never the same question twice. What to do is known where to: something (``other``), the
         # whole text saying what. Not where: the messages go to a coordinator.
         if key == "category" and place is not None:
@@ -344,7 +402,8 @@ def handle(
             _to_triage(session, phone, conversation)
             return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
-        state = _state(parsed, asked=[*asked_before, key], message_id=message.id)
+        asked = asked_before if key in asked_before else [*asked_before, key]  # a resend: asked again
+        state = _state(parsed, asked=asked, message_id=message.id)
         if conversation is None:
             session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:

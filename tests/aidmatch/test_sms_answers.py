@@ -4,6 +4,8 @@ unfinished reaches the coordinators."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -14,13 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
-from aidmatch.enums import MessageStatus
+from aidmatch.database import make_engine, make_sessionmaker, utcnow
+from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.main import create_app
+from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.messages.models import Message, SmsConversation
+from aidmatch.needs import service as needs_service
 from aidmatch.needs.models import Need
 from aidmatch.offers.models import Offer
+from aidmatch.sms import service as sms_service
 from aidmatch.web.service import dismiss, triage_queue
 from geo.geocoding import GazetteerGeocoder
 from tests.aidmatch.test_sms_webhook import PUBLIC, TOKEN, _text
@@ -288,3 +293,171 @@ def test_thanks_in_answer_to_where_are_you_is_not_a_place(
     (need,) = _needs(db, phone)
     assert need.code in done
     assert need.category.value == "water"
+
+
+# -- a settlement's name first, then the need ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conversation", "category", "lat"),
+    [
+        (["Рязань нужна вода"], "water", 54.63),
+        (["Тула нужны лекарства"], "medicine", 54.19),
+        (["Коломна нужен генератор"], "power", 55.08),
+        (["Ryazan need water"], "water", 54.63),
+        (["Tula needs food"], "food", 54.19),
+        (["нужна вода", "Рязань нужна вода"], "water", 54.63),
+        (["помогите", "Рязань нужна вода"], "water", 54.63),
+    ],
+)
+def test_a_settlement_named_first_before_need_is_the_place(
+    sms: TestClient, db: Session, conversation: list[str], category: str, lat: float
+) -> None:
+    phone = "+79161230101"
+    for body in conversation:
+        reply = _text(sms, phone, body)
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    assert need.category.value == category
+    assert abs(need.lat - lat) < 0.1
+
+
+@pytest.mark.parametrize("body", ["Сыну нужен инсулин", "Маме нужна скорая"])
+def test_who_needs_it_named_first_is_not_the_place(sms: TestClient, db: Session, body: str) -> None:
+    phone = "+79161230102"
+    assert _text(sms, phone, body).startswith("Где вы?")
+    assert _needs(db, phone) == []
+
+
+@pytest.mark.parametrize(
+    ("first", "answer", "categories", "address"),
+    [
+        ("помогите", "вода, Рязань", ["water"], "Рязань"),
+        ("помогите", "Рязань, вода", ["water"], "Рязань"),
+        ("помогите", "Еда, Тула", ["food"], "Тула"),
+        ("нужна вода", "Москва, и еда", ["water", "food"], "Москва"),
+        ("нужна вода", "Кошки", ["water"], "Кошки"),
+    ],
+)
+def test_the_answer_to_where_are_you_naming_what_is_needed_too_keeps_it(
+    sms: TestClient, db: Session, first: str, answer: str, categories: list[str], address: str
+) -> None:
+    phone = "+79161230103"
+    assert _text(sms, phone, first).startswith("Где вы?")
+    reply = _text(sms, phone, answer)
+    needs = _needs(db, phone)
+    assert [n.category.value for n in needs] == categories
+    assert all(n.code in reply and n.address == address for n in needs)
+
+
+def test_a_helper_answering_where_with_what_and_where_is_registered(sms: TestClient, db: Session) -> None:
+    phone = "+79161230104"
+    _text(sms, phone, "Могу помочь")
+    _text(sms, phone, "машина, Рязань")
+    db.expire_all()
+    (offer,) = db.scalars(select(Offer).join(Helper).where(Helper.phone == phone))
+    assert [c.value for c in offer.categories] == ["transport"]
+    assert _needs(db, phone) == []
+
+
+def test_dismissing_an_abandoned_conversation_while_the_phone_writes_does_not_deadlock(
+    settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    """PostgreSQL: an SMS holds the phone's lock and ends the conversation by updating its last
+    message; a coordinator dismissing that message at the same moment waits for the phone first."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("row and advisory locks: PostgreSQL")
+    phone = "+79161230105"
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    old = utcnow() - timedelta(hours=settings.sms_conversation_hours + 1)
+    with sessions() as s:
+        first = Message(
+            direction=MessageDirection.inbound,
+            status=MessageStatus.parsed,
+            phone=phone,
+            body="нужна вода",
+            parsed={"intent": "need"},
+            created_at=old,
+            updated_at=old,
+        )
+        s.add(first)
+        s.flush()
+        state = {"text": "нужна вода", "categories": ["water"], "intent": "need", "message_id": first.id}
+        s.add(SmsConversation(phone=phone, state=state | {"asked_before": ["place"]}, asked="place", updated_at=old))
+        new = Message(direction=MessageDirection.inbound, status=MessageStatus.received, phone=phone, body="еда, Тула")
+        s.add(new)
+        s.commit()
+        first_id, new_id = first.id, new.id
+    errors: dict[str, str] = {}
+    inbound = sessions()
+    needs_service.lock_phones(inbound, [phone])  # the SMS has begun: it holds the phone
+
+    def coordinator() -> None:
+        try:
+            with sessions() as s:
+                dismiss(session=s, message_id=first_id)
+                s.commit()
+        except Exception as e:
+            errors["dismiss"] = repr(e)[:300]
+
+    thread = threading.Thread(target=coordinator)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        message = inbound.get(Message, new_id)
+        assert message is not None
+        sms_service.handle(
+            session=inbound, settings=settings, live=LiveOfferIndex(), geocoder=gazetteer, message=message, now=utcnow()
+        )
+        inbound.commit()
+    except Exception as e:
+        errors["handle"] = repr(e)[:300]
+        inbound.rollback()
+    thread.join(timeout=30)
+    inbound.close()
+    engine.dispose()
+    assert errors == {}
+
+
+@pytest.mark.parametrize(
+    ("first", "question", "then"),
+    [
+        ("нужна вода", "Где вы?", "Заявка"),
+        ("помогите", "Где вы?", "Что нужно?"),
+        ("Могу помочь", "Где вы находитесь?", "Чем можете помочь?"),
+    ],
+)
+def test_the_request_sent_again_is_asked_the_question_again_and_the_answer_completes_it(
+    sms: TestClient, db: Session, first: str, question: str, then: str
+) -> None:
+    phone = "+79161230106"
+    assert _text(sms, phone, first).startswith(question)
+    assert _text(sms, phone, first).startswith(question)  # no answer: not a place not found twice
+    assert _text(sms, phone, "Рязань").startswith(then)
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    assert len(_needs(db, phone)) == (1 if then == "Заявка" else 0)
+
+
+def test_conversations_whose_message_was_handled_do_not_crowd_the_triage_list(db: Session) -> None:
+    old = utcnow() - timedelta(hours=2)
+    for k, status in enumerate([MessageStatus.unparsed, MessageStatus.unparsed, MessageStatus.parsed]):
+        phone = f"+7916123020{k}"
+        message = Message(
+            direction=MessageDirection.inbound, status=status, phone=phone, body="нужна вода", created_at=old
+        )
+        db.add(message)
+        db.flush()
+        state = {"text": "нужна вода", "intent": "need", "message_id": message.id, "urgency": "normal"}
+        db.add(SmsConversation(phone=phone, state=state, asked="place", updated_at=old + timedelta(minutes=k)))
+    urgent = Message(direction=MessageDirection.inbound, status=MessageStatus.parsed, phone="+79161230209", body="x")
+    db.add(urgent)
+    db.flush()
+    recent = utcnow() - timedelta(minutes=20)
+    db.add(SmsConversation(phone=urgent.phone, state={"message_id": urgent.id, "urgency": "urgent"}, updated_at=recent))
+    db.commit()
+    assert [m.phone for m in sms_service.abandoned_messages(db, utcnow(), limit=2)] == ["+79161230202", urgent.phone]
+    assert [m.phone for m in sms_service.abandoned_messages(db, utcnow(), limit=1)] == ["+79161230202"]
+    assert sms_service.release_to_triage(db, urgent, utcnow())
+    assert db.get(Message, urgent.id).status is MessageStatus.unparsed  # type: ignore[union-attr]

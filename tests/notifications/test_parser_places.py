@@ -71,3 +71,23 @@ def test_a_number_word_is_never_the_place(text: str, quantity: int | None) -> No
 def test_a_yandex_link_gives_longitude_first(text: str) -> None:
     parsed = parse_sms(text)
     assert (parsed.lat, parsed.lon) == (54.62, 39.74)
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("Нужна вода Рязань 5", "Рязань", 5),
+        ("Вода Рязань 5", "Рязань", 5),
+        ("нужна вода Тула 3", "Тула", 3),
+        ("Нужна еда Москва 10", "Москва", 10),
+        ("Лекарства Рязань 2", "Рязань", 2),
+        ("нужна вода Садовая 12", "Садовая 12", None),
+        ("нужна вода, Полевой 4", "Полевой 4", None),
+    ],
+)
+def test_a_number_after_a_settlement_is_how_much_after_a_street_a_house(
+    text: str, place: str, quantity: int | None
+) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
