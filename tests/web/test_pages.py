@@ -478,6 +478,7 @@ def test_a_logout_ends_the_session_on_the_server_too(client: TestClient, coordin
     token = coordinator_headers["Authorization"].split()[1]
     client.post("/login", data={"token": token})
     copied = client.cookies.get("aidmatch_session")
+    assert copied is not None
     page = client.get("/dashboard")
     assert page.status_code == 200
     form_token = re.search(r'name="csrf" value="([^"]+)"', page.text)
