@@ -443,10 +443,13 @@ def main() -> None:
     try:
         app(prog_name="aidmatch")
     except OperationalError as exc:
-        # The database unreachable, refusing the login, or gone: one line, not a traceback (the
-        # statement's parameters are hidden by the engine; the URL's password is not in the message).
+        # The database unreachable, refusing the login, gone, or failing the statement (a schema
+        # edited by hand, a deadlock): one line, not a traceback (the statement's parameters are
+        # hidden by the engine; the URL's password is not in the driver's message).
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        typer.echo(f"aidmatch: the database is not available: {reason}", err=True)
+        unreachable = any(w in reason.lower() for w in ("connect", "unable to open", "translate host", "timeout"))
+        what = "the database is not available" if unreachable else "the database failed the command"
+        typer.echo(f"aidmatch: {what}: {reason}", err=True)
         sys.exit(1)
 
 

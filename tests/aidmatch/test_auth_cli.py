@@ -338,3 +338,23 @@ def test_a_database_newer_than_the_code_is_told_so(tmp_path: Path) -> None:
     assert upgraded.exit_code == 2
     assert "Can't locate revision" in upgraded.output
     assert upgraded.exception is None or isinstance(upgraded.exception, SystemExit)  # no traceback
+
+
+def test_a_statement_the_database_fails_is_one_line_naming_it(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert runner.invoke(app, ["db", "upgrade"], env=_env(url)).exit_code == 0
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE api_tokens RENAME COLUMN name TO renamed_by_hand"))
+    engine.dispose()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "aidmatch"), "token", "list"],
+        env={**os.environ, **_env(url)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("aidmatch: the database failed the command: no such column"), done.stderr
