@@ -70,6 +70,8 @@ def _check_port(host: str, port: int) -> None:
     """Stop with one line when ``host:port`` is taken, before anything starts (the scheduler, a seed)."""
     import socket
 
+    if not host:
+        return  # every interface: left to uvicorn
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -78,6 +80,8 @@ def _check_port(host: str, port: int) -> None:
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio binds "::"
         try:
             probe.bind(address)
         except OSError as exc:
