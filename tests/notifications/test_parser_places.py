@@ -83,6 +83,13 @@ def test_a_yandex_link_gives_longitude_first(text: str) -> None:
         ("Лекарства Рязань 2", "Рязань", 2),
         ("нужна вода Садовая 12", "Садовая 12", None),
         ("нужна вода, Полевой 4", "Полевой 4", None),
+        # A street named otherwise than «-ая», «-ова»: a house, when the settlement is named beside it.
+        ("Нужна вода, Мира 5, Рязань", "Рязань, Мира 5", None),
+        ("Нужны лекарства Космонавтов 3 Рязань", "Рязань, Космонавтов 3", None),
+        ("Нужна еда, Победы 10, Тула", "Тула, Победы 10", None),
+        ("Нужна вода Рязань, Карла Маркса 7", "Рязань, Карла Маркса 7", None),
+        ("Нужна вода, Рязань 5", "Рязань", 5),
+        ("Нужна вода Рязань 5 литров", "Рязань", 5),
     ],
 )
 def test_a_number_after_a_settlement_is_how_much_after_a_street_a_house(
