@@ -263,8 +263,30 @@ def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     if not any(word.startswith(stem) for word in words[:2]):
         return False
     # «вода, Рязань», «Москва, и еда»: the place and what is needed, not a place alone; a keyword
-    # inside the name («приютово», «Хлебниково») is not what is needed.
-    return not category_cues(" ".join(word for word in words if not word.startswith(stem)))
+    # inside the name («приютово», «Хлебниково») is not what is needed, nor one that says where
+    # («Рязань, у больницы», «в палатке») or names a street («Тула, Хлебозаводская 3»).
+    rest = []
+    for n, part in enumerate(re.split(r"[,;]", bare)):
+        raws = part.split()
+        for k, raw in enumerate(raws):
+            word = fold(raw.strip(".!?:()«»"))
+            if word in _PLACE_PREPOSITIONS:
+                break  # the rest of this part says where
+            street = (
+                raw[:1].isupper()
+                and (n, k) != (0, 0)
+                and (word.endswith(_STREET_ENDINGS) or (k + 1 < len(raws) and raws[k + 1][:1].isdigit()))
+            )
+            if not word.startswith(stem) and not street:
+                rest.append(word)
+    return not category_cues(" ".join(rest))
+
+
+# «у больницы», «в палатке», «возле школы», "near the hospital": what follows says where.
+_STREET_ENDINGS = ("ая", "яя", "ой", "ий", "ый")
+_PLACE_PREPOSITIONS = frozenset(
+    {"у", "в", "во", "возле", "около", "рядом", "за", "под", "на", "near", "at", "in", "by", "behind", "next"}
+)
 
 
 def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:

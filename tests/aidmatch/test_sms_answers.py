@@ -350,6 +350,27 @@ def test_the_answer_to_where_are_you_naming_what_is_needed_too_keeps_it(
     assert all(n.code in reply and n.address == address for n in needs)
 
 
+@pytest.mark.parametrize(
+    ("answer", "address"),
+    [
+        ("Рязань, у больницы", "Рязань, у больницы"),
+        ("Рязань, в палатке", "Рязань, в палатке"),
+        ("Рязань, в машине", "Рязань, в машине"),
+        ("Тула, Хлебозаводская 3", "Тула, Хлебозаводская 3"),
+    ],
+)
+def test_what_is_near_the_place_in_the_answer_to_where_are_you_is_the_address_not_a_need(
+    sms: TestClient, db: Session, answer: str, address: str
+) -> None:
+    phone = "+79161230105"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    reply = _text(sms, phone, answer)
+    (need,) = _needs(db, phone)
+    assert need.category.value == "water"
+    assert need.code in reply
+    assert need.address == address
+
+
 def test_a_helper_answering_where_with_what_and_where_is_registered(sms: TestClient, db: Session) -> None:
     phone = "+79161230104"
     _text(sms, phone, "Могу помочь")
