@@ -302,6 +302,17 @@ def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
     )
 
 
+def _says_nothing_new(previous: ParsedSms, reply: ParsedSms) -> bool:
+    """Whether ``reply`` is no more urgent than ``previous`` and has no word it has not."""
+    if _URGENCY_RANK[reply.urgency] > _URGENCY_RANK[previous.urgency]:
+        return False
+    said = set(fold(previous.text).split())
+    return set(fold(reply.text).split()) <= said
+
+
+_URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
+
+
 class InboundResult:
     """The reply and what became of the message."""
 
@@ -372,7 +383,9 @@ def handle(
             return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
             resent = _adds_nothing(previous, parsed)
-            parsed = previous if resent else merge(previous, parsed)
+            # «СРОЧНО нужна вода, ребенку плохо» after «нужна вода»: asked again all the same, but
+            # what it says more (the urgency, the child) stays with the request.
+            parsed = previous if resent and _says_nothing_new(previous, parsed) else merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
             progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language

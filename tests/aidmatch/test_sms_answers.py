@@ -482,3 +482,14 @@ def test_conversations_whose_message_was_handled_do_not_crowd_the_triage_list(db
     assert [m.phone for m in sms_service.abandoned_messages(db, utcnow(), limit=1)] == ["+79161230202"]
     assert sms_service.release_to_triage(db, urgent, utcnow())
     assert db.get(Message, urgent.id).status is MessageStatus.unparsed  # type: ignore[union-attr]
+
+
+def test_the_request_sent_again_more_urgently_keeps_its_urgency_and_what_it_adds(sms: TestClient, db: Session) -> None:
+    phone = "+79161230107"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    assert _text(sms, phone, "СРОЧНО нужна вода, ребенку плохо").startswith("Где вы?")
+    assert _text(sms, phone, "Рязань").startswith("Заявка")
+    (need,) = _needs(db, phone)
+    assert need.category.value == "water"
+    assert need.urgency.value == "critical"  # «ребенку плохо»
+    assert "ребенку плохо" in (need.description or "")
