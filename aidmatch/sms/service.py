@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
@@ -425,7 +426,9 @@ def handle(
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
         key = "place_not_found"
     asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
-    if question is not None and key in asked_before and not progressed and not resent:
+    # The request sent again is asked again once; sent a third time, it goes to a coordinator.
+    resends = int((conversation.state or {}).get("resends", 0)) if conversation else 0
+    if question is not None and key in asked_before and not progressed and not (resent and resends == 0):
         # Never the same question twice. What to do is known where to: something (``other``), the
         # whole text saying what. Not where: the messages go to a coordinator.
         if key == "category" and place is not None:
@@ -438,13 +441,16 @@ def handle(
             return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
         asked = asked_before if key in asked_before else [*asked_before, key]  # a resend: asked again
-        state = _state(parsed, asked=asked, message_id=message.id)
+        state = _state(parsed, asked=asked, message_id=message.id) | {"resends": resends + resent}
         if conversation is None:
             session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:
             conversation.state = state
             conversation.asked = parsed.missing[0]
-            conversation.updated_at = now
+            # Sending the request again does not put off its reaching a coordinator (the column is
+            # written as it was, or its ``onupdate`` would set it to now).
+            conversation.updated_at = conversation.updated_at if resent else now
+            flag_modified(conversation, "updated_at")
         session.flush()
         return InboundResult(question, MessageStatus.parsed, parsed)
     assert place is not None

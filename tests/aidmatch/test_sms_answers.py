@@ -493,3 +493,21 @@ def test_the_request_sent_again_more_urgently_keeps_its_urgency_and_what_it_adds
     assert need.category.value == "water"
     assert need.urgency.value == "critical"  # «ребенку плохо»
     assert "ребенку плохо" in (need.description or "")
+
+
+def test_the_request_sent_again_and_again_reaches_a_coordinator(sms: TestClient, db: Session) -> None:
+    phone = "+79161230108"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    db.expire_all()
+    conversation = db.get(SmsConversation, phone)
+    assert conversation is not None
+    started = conversation.updated_at
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")  # asked again once
+    db.expire_all()
+    conversation = db.get(SmsConversation, phone)
+    assert conversation is not None
+    assert conversation.updated_at == started  # the resend does not restart the abandoned timer
+    assert not _text(sms, phone, "нужна вода").startswith("Где вы?")
+    db.expire_all()
+    assert [m.phone for m in triage_queue(session=db) if m.phone == phone] == [phone]
+    assert _needs(db, phone) == []
