@@ -347,7 +347,9 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
         if m.group("street") is not None:
             i = starts.get(m.start())
             # «Вода 3», «Нужно 5»: a keyword with a number is what and how much; a first word may be either.
-            if not cased or i is None or i == 0 or i in known:
+            # «Хлебозаводская 3»: a long street name built on a keyword is still a street.
+            street_named = i is not None and len(toks[i].norm) >= 10 and toks[i].norm.endswith(_STREET_ENDINGS_RU[:6])
+            if not cased or i is None or i == 0 or (i in known and not street_named):
                 continue
             if _counts_something(text, toks, i + 1) or (i + 2 < len(toks) and _GOODS_UNITS.match_at(norms, i + 2)):
                 continue  # «Рязань 3 человека»
