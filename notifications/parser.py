@@ -341,22 +341,46 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
     cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
     known = _known_tokens(norms)
     starts = {t.start: i for i, t in enumerate(toks)}
+    names = _capitalised_names(text, toks, known)
     spans = []
     for m in _HOUSE.finditer(text):
         if m.group("street") is not None:
             i = starts.get(m.start())
             # «Вода 3», «Нужно 5»: a keyword with a number is what and how much; a first word may be either.
-            if not cased or i is None or i == 0 or i in known:
+            # «Хлебозаводская 3»: a long street name built on a keyword is still a street.
+            street_named = i is not None and len(toks[i].norm) >= 10 and toks[i].norm.endswith(_STREET_ENDINGS_RU[:6])
+            if not cased or i is None or i == 0 or (i in known and not street_named):
                 continue
             if _counts_something(text, toks, i + 1) or (i + 2 < len(toks) and _GOODS_UNITS.match_at(norms, i + 2)):
                 continue  # «Рязань 3 человека»
             after_place = (
                 i > 0 and toks[i - 1].raw[0].isupper() and text[toks[i - 1].end : toks[i].start].strip() == ","
             )
-            if m.group("n").isdigit() and not after_place and not toks[i].norm.endswith(_STREET_ENDINGS):
+            # «Мира 5, Рязань», «Рязань, Карла Маркса 7»: with another name beside it the word
+            # before the number is a street, the other the settlement.
+            others = [j for j in names if j not in (i, i - 1)]
+            if m.group("n").isdigit() and not after_place and not others and not toks[i].norm.endswith(_STREET_ENDINGS):
                 continue  # «Вода Рязань 5»: a settlement and how much; «Садовая 12», «Рязань, Ленина 5»: a house
+            # «Карла Маркса 7»: a street of two names, when the settlement is named apart.
+            if i - 1 in names and text[toks[i - 1].end : toks[i].start].strip() == "" and others:
+                spans.append((toks[i - 1].start, m.end()))
+                continue
         spans.append(m.span())
     return spans
+
+
+def _capitalised_names(text: str, toks: Sequence[_Token], known: set[int]) -> set[int]:
+    """Indices of the capitalised words that may name a place or a street: not keywords, and not
+    a capital that only starts a sentence (unless a comma follows it: «Рязань, …»)."""
+    found = set()
+    for i, t in enumerate(toks):
+        if i in known or len(t.norm) < 3 or not t.raw[0].isupper() or not t.raw[0].isalpha():
+            continue
+        sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
+        if sentence_start and text[t.end : t.end + 1] != ",":
+            continue
+        found.add(i)
+    return found
 
 
 _PHONE = re.compile(r"\+?\d[\d\s()-]{5,}\d")

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
@@ -222,6 +223,16 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
 # the place, since it is mostly who needs it («Сыну нужен инсулин»); a settlement's name is the place.
 _NEED_WORDS = frozenset({"нужна", "нужен", "нужно", "нужны", "надо", "need", "needs", "needed"})
 _RELATIVES = frozenset({"мама", "папа", "mama", "papa", "mom", "dad"})
+# First names that are also villages' names: "Anna needs insulin" is Anna, not Анна (Voronezh).
+_FIRST_NAMES = frozenset(
+    {
+        "анна", "anna", "ольга", "olga", "роза", "rosa", "roza", "майя", "мая", "maya", "maia", "надежда",
+        "nadezhda", "вера", "vera", "любовь", "мария", "maria", "mariya", "марина", "marina", "елена", "elena",
+        "наталья", "natalya", "ирина", "irina", "татьяна", "tatyana", "светлана", "svetlana", "александр",
+        "aleksandr", "alexander", "иван", "ivan", "николай", "nikolay", "сергей", "sergey", "михаил", "mikhail",
+        "павел", "pavel", "петр", "petr", "андрей", "andrey", "юлия", "yulia", "софья", "sofia", "алиса", "alisa",
+    }
+)  # fmt: skip
 _FIRST_WORD = re.compile(r"\s*([^\W\d_]+(?:-[^\W\d_]+)*)[\s,]+([^\W\d_]+)")
 
 
@@ -240,8 +251,10 @@ def _leading_settlement(parsed: ParsedSms, body: str, geocoder: Geocoder) -> Par
         return parsed
     # A declined form or a near miss is who needs it, not where (a Latin spelling of a name may
     # differ from the gazetteer's in a letter: "Tula"); «Мама» is a village too, and mostly a mother.
-    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES:
+    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES | _FIRST_NAMES:
         return parsed
+    if category_cues(word):
+        return parsed  # «Палатка нужна»: what is needed, not the village Палатка
     missing = tuple(x for x in parsed.missing if x != "place")
     return dataclasses.replace(parsed, place_text=word, missing=missing)
 
@@ -263,8 +276,30 @@ def _names_a_settlement(body: str, geocoder: Geocoder) -> bool:
     if not any(word.startswith(stem) for word in words[:2]):
         return False
     # «вода, Рязань», «Москва, и еда»: the place and what is needed, not a place alone; a keyword
-    # inside the name («приютово», «Хлебниково») is not what is needed.
-    return not category_cues(" ".join(word for word in words if not word.startswith(stem)))
+    # inside the name («приютово», «Хлебниково») is not what is needed, nor one that says where
+    # («Рязань, у больницы», «в палатке») or names a street («Тула, Хлебозаводская 3»).
+    rest = []
+    for n, part in enumerate(re.split(r"[,;]", bare)):
+        raws = part.split()
+        for k, raw in enumerate(raws):
+            word = fold(raw.strip(".!?:()«»"))
+            if word in _PLACE_PREPOSITIONS:
+                break  # the rest of this part says where
+            street = (
+                raw[:1].isupper()
+                and (n, k) != (0, 0)
+                and (word.endswith(_STREET_ENDINGS) or (k + 1 < len(raws) and raws[k + 1][:1].isdigit()))
+            )
+            if not word.startswith(stem) and not street:
+                rest.append(word)
+    return not category_cues(" ".join(rest))
+
+
+# «у больницы», «в палатке», «возле школы», "near the hospital": what follows says where.
+_STREET_ENDINGS = ("ая", "яя", "ой", "ий", "ый")
+_PLACE_PREPOSITIONS = frozenset(
+    {"у", "в", "во", "возле", "около", "рядом", "за", "под", "на", "near", "at", "in", "by", "behind", "next"}
+)
 
 
 def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
@@ -278,6 +313,17 @@ def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
         and reply.quantity in (None, previous.quantity)
         and reply.radius_km in (None, previous.radius_km)
     )
+
+
+def _says_nothing_new(previous: ParsedSms, reply: ParsedSms) -> bool:
+    """Whether ``reply`` is no more urgent than ``previous`` and has no word it has not."""
+    if _URGENCY_RANK[reply.urgency] > _URGENCY_RANK[previous.urgency]:
+        return False
+    said = set(fold(previous.text).split())
+    return set(fold(reply.text).split()) <= said
+
+
+_URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
 
 
 class InboundResult:
@@ -350,7 +396,9 @@ def handle(
             return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
             resent = _adds_nothing(previous, parsed)
-            parsed = previous if resent else merge(previous, parsed)
+            # «СРОЧНО нужна вода, ребенку плохо» after «нужна вода»: asked again all the same, but
+            # what it says more (the urgency, the child) stays with the request.
+            parsed = previous if resent and _says_nothing_new(previous, parsed) else merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
             progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language
@@ -390,7 +438,9 @@ def handle(
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
         key = "place_not_found"
     asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
-    if question is not None and key in asked_before and not progressed and not resent:
+    # The request sent again is asked again once; sent a third time, it goes to a coordinator.
+    resends = int((conversation.state or {}).get("resends", 0)) if conversation else 0
+    if question is not None and key in asked_before and not progressed and not (resent and resends == 0):
         # Never the same question twice. What to do is known where to: something (``other``), the
         # whole text saying what. Not where: the messages go to a coordinator.
         if key == "category" and place is not None:
@@ -403,13 +453,16 @@ def handle(
             return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
         asked = asked_before if key in asked_before else [*asked_before, key]  # a resend: asked again
-        state = _state(parsed, asked=asked, message_id=message.id)
+        state = _state(parsed, asked=asked, message_id=message.id) | {"resends": resends + resent}
         if conversation is None:
             session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:
             conversation.state = state
             conversation.asked = parsed.missing[0]
-            conversation.updated_at = now
+            # Sending the request again does not put off its reaching a coordinator (the column is
+            # written as it was, or its ``onupdate`` would set it to now).
+            conversation.updated_at = conversation.updated_at if resent else now
+            flag_modified(conversation, "updated_at")
         session.flush()
         return InboundResult(question, MessageStatus.parsed, parsed)
     assert place is not None

@@ -322,10 +322,21 @@ def test_a_settlement_named_first_before_need_is_the_place(
     assert abs(need.lat - lat) < 0.1
 
 
-@pytest.mark.parametrize("body", ["Сыну нужен инсулин", "Маме нужна скорая"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Сыну нужен инсулин",
+        "Маме нужна скорая",
+        "Палатка нужна",
+        "Anna needs insulin",
+        "Olga needs water",
+        "Rosa needs food",
+        "Maya needs insulin",
+    ],
+)
 def test_who_needs_it_named_first_is_not_the_place(sms: TestClient, db: Session, body: str) -> None:
     phone = "+79161230102"
-    assert _text(sms, phone, body).startswith("Где вы?")
+    assert _text(sms, phone, body).startswith(("Где вы?", "Where are you?"))
     assert _needs(db, phone) == []
 
 
@@ -348,6 +359,27 @@ def test_the_answer_to_where_are_you_naming_what_is_needed_too_keeps_it(
     needs = _needs(db, phone)
     assert [n.category.value for n in needs] == categories
     assert all(n.code in reply and n.address == address for n in needs)
+
+
+@pytest.mark.parametrize(
+    ("answer", "address"),
+    [
+        ("Рязань, у больницы", "Рязань, у больницы"),
+        ("Рязань, в палатке", "Рязань, в палатке"),
+        ("Рязань, в машине", "Рязань, в машине"),
+        ("Тула, Хлебозаводская 3", "Тула, Хлебозаводская 3"),
+    ],
+)
+def test_what_is_near_the_place_in_the_answer_to_where_are_you_is_the_address_not_a_need(
+    sms: TestClient, db: Session, answer: str, address: str
+) -> None:
+    phone = "+79161230105"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    reply = _text(sms, phone, answer)
+    (need,) = _needs(db, phone)
+    assert need.category.value == "water"
+    assert need.code in reply
+    assert need.address == address
 
 
 def test_a_helper_answering_where_with_what_and_where_is_registered(sms: TestClient, db: Session) -> None:
@@ -461,3 +493,32 @@ def test_conversations_whose_message_was_handled_do_not_crowd_the_triage_list(db
     assert [m.phone for m in sms_service.abandoned_messages(db, utcnow(), limit=1)] == ["+79161230202"]
     assert sms_service.release_to_triage(db, urgent, utcnow())
     assert db.get(Message, urgent.id).status is MessageStatus.unparsed  # type: ignore[union-attr]
+
+
+def test_the_request_sent_again_more_urgently_keeps_its_urgency_and_what_it_adds(sms: TestClient, db: Session) -> None:
+    phone = "+79161230107"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    assert _text(sms, phone, "СРОЧНО нужна вода, ребенку плохо").startswith("Где вы?")
+    assert _text(sms, phone, "Рязань").startswith("Заявка")
+    (need,) = _needs(db, phone)
+    assert need.category.value == "water"
+    assert need.urgency.value == "critical"  # «ребенку плохо»
+    assert "ребенку плохо" in (need.description or "")
+
+
+def test_the_request_sent_again_and_again_reaches_a_coordinator(sms: TestClient, db: Session) -> None:
+    phone = "+79161230108"
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")
+    db.expire_all()
+    conversation = db.get(SmsConversation, phone)
+    assert conversation is not None
+    started = conversation.updated_at
+    assert _text(sms, phone, "нужна вода").startswith("Где вы?")  # asked again once
+    db.expire_all()
+    conversation = db.get(SmsConversation, phone)
+    assert conversation is not None
+    assert conversation.updated_at == started  # the resend does not restart the abandoned timer
+    assert not _text(sms, phone, "нужна вода").startswith("Где вы?")
+    db.expire_all()
+    assert [m.phone for m in triage_queue(session=db) if m.phone == phone] == [phone]
+    assert _needs(db, phone) == []
