@@ -392,13 +392,13 @@ def test_a_helper_answering_where_with_what_and_where_is_registered(sms: TestCli
     assert _needs(db, phone) == []
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("migrated_url", ["postgresql"], indirect=True)  # row and advisory locks
 def test_dismissing_an_abandoned_conversation_while_the_phone_writes_does_not_deadlock(
     settings: Settings, gazetteer: GazetteerGeocoder
 ) -> None:
     """PostgreSQL: an SMS holds the phone's lock and ends the conversation by updating its last
     message; a coordinator dismissing that message at the same moment waits for the phone first."""
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("row and advisory locks: PostgreSQL")
     phone = "+79161230105"
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
