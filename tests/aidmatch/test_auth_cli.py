@@ -28,6 +28,19 @@ from aidmatch.config import Settings
 runner = CliRunner()
 
 
+def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> float:
+    """Wait (up to 30 s) for ``aidmatch serve`` to answer /healthz; returns that deadline."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                return deadline
+        except OSError:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "aidmatch serve did not answer within 30 s"
+            time.sleep(0.3)
+
+
 def _env(url: str) -> dict[str, str]:
     return {"AIDMATCH_DATABASE_URL": url}
 
@@ -201,15 +214,7 @@ def test_serve_logs_requests_only_when_asked_and_never_a_private_link(tmp_path: 
             [str(exe), "serve", "--port", str(port), flag], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
-                        break
-                except OSError:
-                    assert proc.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, "aidmatch serve did not answer within 30 s"
-                    time.sleep(0.3)
+            _wait_until_serving(proc, port, log_path)
             secret = "s3cretLinkOfAHelper"
             with pytest.raises(urllib.error.HTTPError):  # no helper has it: 404, but the request is made
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/tasks/{secret}?x=1", timeout=5)
@@ -239,15 +244,7 @@ def test_serve_shows_what_the_console_sender_sends(tmp_path: Path) -> None:
     with log_path.open("w") as log:
         proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
-                        break
-                except OSError:
-                    assert proc.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, "aidmatch serve did not answer within 30 s"
-                    time.sleep(0.3)
+            deadline = _wait_until_serving(proc, port, log_path)
             body = {
                 "categories": ["water"],
                 "capacity": 1,
