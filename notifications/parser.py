@@ -770,7 +770,8 @@ def follow_up(parsed: ParsedSms, language: str | None = None) -> str | None:
     return _FOLLOW_UP[(parsed.intent, parsed.missing[0], lang)]
 
 
-_URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
+URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
+"""How pressing each urgency is (higher: more): to take the more pressing of two."""
 
 
 def answers(previous: ParsedSms, reply: ParsedSms, asked: str = "") -> bool:
@@ -836,7 +837,7 @@ def merge(previous: ParsedSms, reply: ParsedSms) -> ParsedSms:
     intent: Intent = previous.intent
     if intent not in ("need", "offer"):
         intent = reply.intent if reply.intent in ("need", "offer") else "need" if categories else previous.intent
-    urgency = max(previous.urgency, reply.urgency, key=_URGENCY_RANK.__getitem__)
+    urgency = max(previous.urgency, reply.urgency, key=URGENCY_RANK.__getitem__)
     has_place = place_text is not None or lat is not None
     return replace(
         previous,

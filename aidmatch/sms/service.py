@@ -48,11 +48,13 @@ from aidmatch.needs.schemas import NeedIn
 from aidmatch.offers import service as offers_service
 from aidmatch.offers.models import Offer
 from aidmatch.offers.schemas import OfferIn
+from aidmatch.schemas import MAX_ROW_ID
 from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
 from notifications.parser import (
+    URGENCY_RANK,
     ParsedSms,
     answers,
     category_cues,
@@ -66,7 +68,6 @@ from notifications.phones import normalize_phone
 from notifications.templates import need_received, sms_reply, state_word
 
 _DEFAULT_OFFER_RADIUS_KM = 25.0
-_MAX_ID = 2**31 - 1  # ids are INTEGER columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,13 +318,10 @@ def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
 
 def _says_nothing_new(previous: ParsedSms, reply: ParsedSms) -> bool:
     """Whether ``reply`` is no more urgent than ``previous`` and has no word it has not."""
-    if _URGENCY_RANK[reply.urgency] > _URGENCY_RANK[previous.urgency]:
+    if URGENCY_RANK[reply.urgency] > URGENCY_RANK[previous.urgency]:
         return False
     said = set(fold(previous.text).split())
     return set(fold(reply.text).split()) <= said
-
-
-_URGENCY_RANK = {"normal": 0, "urgent": 1, "critical": 2}
 
 
 class InboundResult:
@@ -686,7 +684,7 @@ def _helper_match(session: Session, helper: Helper, arg: str | None, command: st
     if arg is not None:
         number = int(arg)
         # «ДА 89161234567»: beyond any id (PostgreSQL would refuse it against an INTEGER), no task
-        return session.scalar(mine.where(Match.id == number)) if 0 < number <= _MAX_ID else None
+        return session.scalar(mine.where(Match.id == number)) if 0 < number <= MAX_ROW_ID else None
     wanted = (MatchStatus.accepted,) if command == "done" else PENDING_MATCH_STATUSES
     open_ones = session.scalars(mine.where(Match.status.in_(wanted)).limit(2)).all()
     return open_ones[0] if len(open_ones) == 1 else None

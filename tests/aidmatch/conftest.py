@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
 from aidmatch.auth import service as auth_service
@@ -76,3 +77,19 @@ def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(settings.database_url)
     yield make_sessionmaker(engine)
     engine.dispose()
+
+
+# The Twilio account the SMS tests sign their webhooks with, and the address Twilio calls.
+TOKEN = "test-auth-token"
+PUBLIC = "https://aid.example.org"
+
+
+@pytest.fixture
+def sms_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"twilio_auth_token": SecretStr(TOKEN), "public_url": PUBLIC})
+
+
+@pytest.fixture
+def sms(sms_settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
+    with TestClient(create_app(sms_settings, geocoder=gazetteer), raise_server_exceptions=False) as c:
+        yield c

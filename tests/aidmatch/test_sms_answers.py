@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,7 +17,6 @@ from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker, utcnow
 from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.helpers.models import Helper
-from aidmatch.main import create_app
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.messages.models import Message, SmsConversation
 from aidmatch.needs import service as needs_service
@@ -28,18 +25,7 @@ from aidmatch.offers.models import Offer
 from aidmatch.sms import service as sms_service
 from aidmatch.web.service import dismiss, triage_queue
 from geo.geocoding import GazetteerGeocoder
-from tests.aidmatch.test_sms_webhook import PUBLIC, TOKEN, _text
-
-
-@pytest.fixture
-def sms_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"twilio_auth_token": SecretStr(TOKEN), "public_url": PUBLIC})
-
-
-@pytest.fixture
-def sms(sms_settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
-    with TestClient(create_app(sms_settings, geocoder=gazetteer), raise_server_exceptions=False) as c:
-        yield c
+from tests.aidmatch.test_sms_webhook import _text
 
 
 def _needs(db: Session, phone: str) -> list[Need]:

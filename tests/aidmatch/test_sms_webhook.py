@@ -7,14 +7,12 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
@@ -39,23 +37,11 @@ from notifications.parser import parse_sms
 from notifications.ratelimit import TokenBucket
 from notifications.segments import segments
 from notifications.senders import FakeSender, Sent, TwilioSender, UnknownOutcomeError
+from tests.aidmatch.conftest import PUBLIC, TOKEN
 from tests.fake_twilio import FakeTwilio, fake_twilio
 
-TOKEN = "test-auth-token"
-PUBLIC = "https://aid.example.org"
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "data" / "twilio" / "signature_vectors.md"
 BELOOMUT = (54.94478, 39.33941)
-
-
-@pytest.fixture
-def sms_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"twilio_auth_token": SecretStr(TOKEN), "public_url": PUBLIC})
-
-
-@pytest.fixture
-def sms(sms_settings: Settings, gazetteer: GazetteerGeocoder) -> Iterator[TestClient]:
-    with TestClient(create_app(sms_settings, geocoder=gazetteer), raise_server_exceptions=False) as c:
-        yield c
 
 
 def _signed(client: TestClient, path: str, form: dict[str, str], *, token: str = TOKEN) -> Any:
