@@ -60,6 +60,15 @@ class ConflictError(AidmatchError, RuntimeError):
     title = "Conflict"
 
 
+class TaskLimitError(ConflictError):
+    """A helper's YES beyond their cap of accepted tasks (``max_active_tasks``): the request stays
+    theirs to take once they complete or give back one (a 409 like any conflict over HTTP)."""
+
+    def __init__(self, detail: str, *, limit: int) -> None:
+        super().__init__(detail)
+        self.limit = limit
+
+
 class AuthenticationError(AidmatchError, PermissionError):
     status_code = 401
     type_ = "unauthenticated"

@@ -127,6 +127,10 @@ _REPLIES: dict[str, tuple[str, str]] = {
         "Could not find '{place}'. Send the nearest town or village.",
     ),
     "taken": ("Задача {id} уже закрыта или занята. Спасибо!", "Task {id} is already taken or closed. Thank you!"),
+    "at_limit": (
+        "Задача {id} ждёт вас, но у вас уже {limit} взятых, это ваш предел. ГОТОВО номер или НЕТ номер, затем ДА {id}.",
+        "Task {id} waits for you, but you hold {limit} accepted, your limit. Reply DONE or NO with a number, then YES {id}.",
+    ),
     "declined": ("Хорошо, передадим задачу {id} другому.", "OK, task {id} goes to someone else."),
     "done": ("Спасибо! Задача {id} выполнена.", "Thank you! Task {id} is done."),
     "not_yours": ("Нет задачи {id} для вашего номера.", "There is no task {id} for your number."),

@@ -36,7 +36,7 @@ from aidmatch.enums import (
     OfferStatus,
     Urgency,
 )
-from aidmatch.errors import ConflictError, NotFoundError
+from aidmatch.errors import ConflictError, NotFoundError, TaskLimitError
 from aidmatch.helpers.models import Helper
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.live_needs import URGENCY_INDEX, LiveNeeds
@@ -613,9 +613,10 @@ def accept(*, session: Session, match_id: int) -> Match:
         )
         if cap is not None and (holding or 0) > cap:
             session.rollback()
-            raise ConflictError(
+            raise TaskLimitError(
                 f"match {match_id}: the helper has {cap} accepted task{'s' if cap != 1 else ''} already, "
-                "their limit; complete one or give one back first"
+                "their limit; complete one or give one back first",
+                limit=cap,
             )
         session.refresh(need)
         audit.record(session, "accepted", "match", match_id, need=need.id, quantity=take)

@@ -32,7 +32,14 @@ from aidmatch.enums import (
     Source,
     Urgency,
 )
-from aidmatch.errors import AidmatchError, ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
+from aidmatch.errors import (
+    AidmatchError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    TaskLimitError,
+    TooManyRequestsError,
+)
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import proposals
 from aidmatch.matches import service as matches_service
@@ -674,6 +681,8 @@ def _command(
             return InboundResult(sms_reply("declined", lang, id=match.id), ok, parsed, **links)
         matches_service.complete(session=session, match_id=match.id)
         return InboundResult(sms_reply("done", lang, id=match.id), ok, parsed, **links)
+    except TaskLimitError as exc:  # not taken by anyone: theirs to take once one of theirs is done
+        return InboundResult(sms_reply("at_limit", lang, id=match.id, limit=exc.limit), ok, parsed, **links)
     except (ConflictError, NotFoundError):
         return InboundResult(sms_reply("taken", lang, id=match.id), ok, parsed, **links)
 

@@ -194,6 +194,12 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "Это уже нельзя сделать: задачу взял кто-то другой или она закрыта.",
         "This cannot be done any more: someone else took the task or it is closed.",
     ),
+    "task_limit": (
+        "Вы уже взяли столько задач, сколько указали как предел. Отметьте выполненную или откажитесь от "
+        "одной — и эту можно будет взять.",
+        "You already hold as many accepted tasks as your limit. Mark one done or give one back, then you "
+        "can take this one.",
+    ),
     "link_unknown": ("Ссылка недействительна.", "This link is not valid."),
     # login
     "login_title": ("Вход для координаторов", "Coordinator sign-in"),

@@ -22,7 +22,7 @@ from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import GeocoderDep, LiveIndexDep, LiveNeedsDep, SettingsDep
 from aidmatch.emergency import service as emergency_service
 from aidmatch.enums import NeedStatus, Source, Urgency
-from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TooManyRequestsError
+from aidmatch.errors import ConflictError, InvalidInputError, NotFoundError, TaskLimitError, TooManyRequestsError
 from aidmatch.limits import limit_public_posts
 from aidmatch.matches import proposals
 from aidmatch.matches import service as matches_service
@@ -309,6 +309,9 @@ def task_action(
             matches_service.decline(session=session, match_id=match_id, live=live, settings=settings)
         else:
             matches_service.complete(session=session, match_id=match_id)
+    except TaskLimitError:
+        session.rollback()
+        return RedirectResponse(f"/tasks/{link}?done=limit#task-{match_id}", status_code=303)
     except ConflictError:
         session.rollback()
         return RedirectResponse(f"/tasks/{link}?done=conflict", status_code=303)

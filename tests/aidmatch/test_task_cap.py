@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 from aidmatch.config import Settings
 from aidmatch.enums import MatchStatus
 from aidmatch.errors import ConflictError
+from aidmatch.helpers import service as helpers_service
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import service as matches_service
 from aidmatch.matches.models import Match
+from tests.aidmatch.test_sms_webhook import _text
 
 
 def _two_requests_to_one_helper(client: TestClient, db: Session) -> tuple[int, list[int]]:
@@ -70,6 +72,33 @@ def test_a_yes_beyond_the_helpers_cap_is_refused_with_why(
     db.commit()
     matches_service.accept(session=db, match_id=second)
     db.commit()
+    assert _accepted(db, helper_id) == 1
+
+
+def test_a_yes_by_sms_beyond_the_cap_says_so_and_keeps_the_request(sms: TestClient, db: Session) -> None:
+    """The helper is told they are at their limit and how to get room, not that someone else took it."""
+    helper_id, (first, second) = _two_requests_to_one_helper(sms, db)
+    _text(sms, "+79160000001", f"ДА {first}")
+    assert _accepted(db, helper_id) == 1
+    reply = _text(sms, "+79160000001", f"ДА {second}")
+    assert "предел" in reply, reply
+    assert f"ДА {second}" in reply
+    assert "занята" not in reply
+    db.expire_all()
+    assert db.get(Match, second).status is MatchStatus.notified  # type: ignore[union-attr]
+
+
+def test_a_click_beyond_the_cap_shows_why_on_the_task_page(client: TestClient, db: Session) -> None:
+    helper_id, (first, second) = _two_requests_to_one_helper(client, db)
+    matches_service.accept(session=db, match_id=first)
+    _, secret = helpers_service.new_link(session=db, helper_id=helper_id)
+    db.commit()
+    r = client.post(f"/tasks/{secret}/{second}/accept", follow_redirects=False)
+    assert r.status_code == 303
+    assert "done=limit" in r.headers["location"]
+    page = client.get(r.headers["location"])
+    assert "предел" in page.text
+    assert "взял кто-то другой" not in page.text
     assert _accepted(db, helper_id) == 1
 
 
