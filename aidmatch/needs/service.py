@@ -26,6 +26,7 @@ from aidmatch.query import BBox, PageParams, paginate
 from geo.errors import GeocodingError
 from geo.geocoding import Geocoder
 from geo.sphere import haversine_km
+from notifications.parser import URGENCY_RANK
 
 # Every symbol has a Cyrillic look-alike (А В С Е Н К М Р Т Х) or is a digit other than 0/1,
 # so a code read aloud or typed on a Russian keyboard survives. 18**6 ≈ 34 million codes.
@@ -354,7 +355,7 @@ def merge_repeat(existing: Need, need_in: NeedIn, *, settings: Settings, source:
     note = f"[{now:%Y-%m-%d %H:%M} UTC, {source.value}] {need_in.description or ''}".strip()
     text = "\n".join(p for p in (existing.description, note) if p)
     existing.description = text[-settings.max_description_chars :]
-    if _URGENCY_RANK[need_in.urgency] > _URGENCY_RANK[existing.urgency]:
+    if URGENCY_RANK[need_in.urgency] > URGENCY_RANK[existing.urgency]:  # StrEnum: keyed by value
         existing.urgency = need_in.urgency
         if existing.urgency is Urgency.critical and existing.escalation_wave is None:
             # Now critical: its escalation waves start at the next upkeep pass, as if posted so.
@@ -367,9 +368,6 @@ def merge_repeat(existing: Need, need_in: NeedIn, *, settings: Settings, source:
         existing.idempotency_key, existing.idempotency_body = need_in.idempotency
     existing.reconfirm_requested_at = None
     existing.updated_at = now
-
-
-_URGENCY_RANK = {Urgency.normal: 0, Urgency.urgent: 1, Urgency.critical: 2}
 
 
 def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
