@@ -33,7 +33,9 @@ def _serializer(request: Request) -> URLSafeTimedSerializer:
 
 
 def session_cookie_value(request: Request, principal: Principal) -> str:
-    return _serializer(request).dumps({"tid": principal.token_id})
+    # "at": when it was signed, to the microsecond (the serializer's own stamp counts whole seconds,
+    # which would keep a session signed in the second of a logout, before it, alive).
+    return _serializer(request).dumps({"tid": principal.token_id, "at": utcnow().timestamp()})
 
 
 def _from_cookie(request: Request, session: Session) -> Principal | None:
@@ -48,9 +50,13 @@ def _from_cookie(request: Request, session: Session) -> Principal | None:
     token = session.get(ApiToken, token_id) if isinstance(token_id, int) else None
     if token is None or token.revoked_at is not None:
         return None
-    # The stamp counts whole seconds: a session signed in the second of a logout, after it, stays.
-    if token.sessions_valid_after is not None and int(signed.timestamp()) < int(token.sessions_valid_after.timestamp()):
-        return None
+    if token.sessions_valid_after is not None:
+        at = data.get("at")
+        # A cookie from before "at" was written: only its whole-second stamp; one of the logout's
+        # second is taken as signed before it.
+        signed_at = float(at) if isinstance(at, int | float) else float(int(signed.timestamp()))
+        if signed_at <= token.sessions_valid_after.timestamp():
+            return None
     return Principal(token_id=token.id, name=token.name, role=token.role)
 
 
