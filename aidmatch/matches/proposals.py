@@ -146,16 +146,22 @@ def _statuses(statuses: Sequence[MatchStatus]) -> str:
 # PostgreSQL: the same reads as ``_FACTS_BY`` written out, run on the driver's cursor. Through
 # SQLAlchemy each read paid more Python (ORM execution, bind and result processing, the query's
 # conversion) than PostgreSQL took to answer it; the rows are plain tuples, the language its value.
-_FACTS_SQL = f"""SELECT o.id, o.helper_id,
- (SELECT coalesce(sum(m.quantity), 0) FROM matches m
-   WHERE m.offer_id = o.id AND m.status IN ({_statuses(PENDING_MATCH_STATUSES)})),
- (SELECT count(m.id) FROM matches m WHERE m.offer_id = o.id AND m.status IN ({_statuses(OPEN_TASK_STATUSES)})),
+# One pass over an offer's open rows gives both of its counts (the units awaiting an answer are
+# among its open tasks' rows). By helper, the helpers are also found by their own key: with the
+# ids only on ``offers``, PostgreSQL read every helper to join them (half of the read's time).
+assert set(PENDING_MATCH_STATUSES) <= set(OPEN_TASK_STATUSES)
+_FACTS_SQL = f"""SELECT o.id, o.helper_id, coalesce(a.waiting, 0), a.tasks,
  h.max_active_tasks, h.sms_consent, h.phone, h.language
 FROM offers o JOIN helpers h ON h.id = o.helper_id
-WHERE o.helper_id {{}}"""
+LEFT JOIN LATERAL (SELECT sum(m.quantity) FILTER (WHERE m.status IN ({_statuses(PENDING_MATCH_STATUSES)})) AS waiting,
+   count(m.id) AS tasks
+ FROM matches m WHERE m.offer_id = o.id AND m.status IN ({_statuses(OPEN_TASK_STATUSES)})) a ON true
+WHERE {{}}"""
 _FACTS_RAW = {
-    "helper": _FACTS_SQL.format("= ANY(%(ids)s::integer[])"),
-    "offer": _FACTS_SQL.format("IN (SELECT w.helper_id FROM offers w WHERE w.id = ANY(%(ids)s::integer[]))"),
+    "helper": _FACTS_SQL.format("o.helper_id = ANY(%(ids)s::integer[]) AND h.id = ANY(%(ids)s::integer[])"),
+    "offer": _FACTS_SQL.format(
+        "o.helper_id IN (SELECT w.helper_id FROM offers w WHERE w.id = ANY(%(ids)s::integer[]))"
+    ),
 }
 _LANGUAGE = {language.value: language for language in Language}
 
