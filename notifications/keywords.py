@@ -334,6 +334,15 @@ NOT_PLACES: tuple[str, ...] = (
 )
 """Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
 
+FIRST_NAMES = frozenset(
+    """анна anna ольга olga роза rosa roza майя мая maya maia надежда nadezhda вера vera любовь мария maria
+    mariya марина marina елена elena наталья natalya ирина irina татьяна tatyana светлана svetlana александр
+    aleksandr alexander иван ivan николай nikolay сергей sergey михаил mikhail павел pavel петр petr андрей
+    andrey юлия yulia софья sofia алиса alisa""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""First names that are also villages' names: "Anna needs insulin" is Anna, not Анна (Voronezh), and
+«Ольга, нужна вода» speaks to Olga from the village Ольга (Primorye) no more than from anywhere."""
+
 # Command words that are a command only as the whole message: "End of Lenin street…" is a need,
 # "Cancel please, we are fine" a sentence; Twilio, too, acts on them only alone.
 ALONE_ONLY = frozenset({"cancel", "end", "quit", "optout", "revoke", "unstop"})

@@ -27,6 +27,7 @@ from notifications.keywords import (
     COMMAND_WORDS,
     CRITICAL_CUES,
     ENGLISH_WORDS,
+    FIRST_NAMES,
     FIRST_PERSON,
     HELP_CUES,
     NEED_CUES,
@@ -483,6 +484,8 @@ def _place(
                 continue
             sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
             after = text[t.end : t.end + 2].lstrip(" ")[:1]
+            if t.norm in FIRST_NAMES and after == ",":
+                continue  # «Ольга, нужна вода»: the person spoken to, not the village Ольга
             before_address = address is not None and text[t.end : address[1][0]].strip(" ,") == ""
             if not cased and (not short or t.norm.endswith(_VERB_ENDINGS)):
                 continue  # «нужно узнать»: without capitals a lone verb is not a place

@@ -53,6 +53,7 @@ from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
+from notifications.keywords import FIRST_NAMES
 from notifications.parser import (
     URGENCY_RANK,
     ParsedSms,
@@ -224,16 +225,6 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
 # the place, since it is mostly who needs it («Сыну нужен инсулин»); a settlement's name is the place.
 _NEED_WORDS = frozenset({"нужна", "нужен", "нужно", "нужны", "надо", "need", "needs", "needed"})
 _RELATIVES = frozenset({"мама", "папа", "mama", "papa", "mom", "dad"})
-# First names that are also villages' names: "Anna needs insulin" is Anna, not Анна (Voronezh).
-_FIRST_NAMES = frozenset(
-    {
-        "анна", "anna", "ольга", "olga", "роза", "rosa", "roza", "майя", "мая", "maya", "maia", "надежда",
-        "nadezhda", "вера", "vera", "любовь", "мария", "maria", "mariya", "марина", "marina", "елена", "elena",
-        "наталья", "natalya", "ирина", "irina", "татьяна", "tatyana", "светлана", "svetlana", "александр",
-        "aleksandr", "alexander", "иван", "ivan", "николай", "nikolay", "сергей", "sergey", "михаил", "mikhail",
-        "павел", "pavel", "петр", "petr", "андрей", "andrey", "юлия", "yulia", "софья", "sofia", "алиса", "alisa",
-    }
-)  # fmt: skip
 _FIRST_WORD = re.compile(r"\s*([^\W\d_]+(?:-[^\W\d_]+)*)[\s,]+([^\W\d_]+)")
 
 
@@ -252,7 +243,7 @@ def _leading_settlement(parsed: ParsedSms, body: str, geocoder: Geocoder) -> Par
         return parsed
     # A declined form or a near miss is who needs it, not where (a Latin spelling of a name may
     # differ from the gazetteer's in a letter: "Tula"); «Мама» is a village too, and mostly a mother.
-    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES | _FIRST_NAMES:
+    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES | FIRST_NAMES:
         return parsed
     if category_cues(word):
         return parsed  # «Палатка нужна»: what is needed, not the village Палатка

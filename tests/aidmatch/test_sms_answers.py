@@ -318,6 +318,8 @@ def test_a_settlement_named_first_before_need_is_the_place(
         "Olga needs water",
         "Rosa needs food",
         "Maya needs insulin",
+        "Ольга, нужна вода",
+        "Olga, we need water",
     ],
 )
 def test_who_needs_it_named_first_is_not_the_place(sms: TestClient, db: Session, body: str) -> None:

@@ -99,3 +99,21 @@ def test_a_number_after_a_settlement_is_how_much_after_a_street_a_house(
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Ольга, нужна вода", None),
+        ("Анна, нам нужна еда", None),
+        ("Olga, we need water", None),
+        ("Привет, Ольга, нужна вода", None),
+        # Another name after the one addressed is still the place.
+        ("Вера, нужна вода, Рязань", "Рязань"),
+    ],
+)
+def test_a_first_name_addressed_with_a_comma_is_not_the_place(text: str, place: str | None) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.place_text == place
+    assert ("place" in parsed.missing) is (place is None)
