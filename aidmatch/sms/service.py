@@ -294,14 +294,21 @@ _PLACE_PREPOSITIONS = frozenset(
 )
 
 
-def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
+def _adds_nothing(previous: ParsedSms, reply: ParsedSms, unfound: str | None = None) -> bool:
     """Whether ``reply`` is the request sent again («нужна вода» after «нужна вода» — «Где вы?»):
     of the same kind, nothing new in it, so no answer to the question (which is asked again) and
-    no failed one either."""
+    no failed one either. A place it names is nothing new when it is the one given before:
+    ``previous``'s own, or ``unfound``, the one the gazetteer could not find («нужна вода,
+    Зажопинск» after «нужна вода, Зажопинск» — «Не нашли «Зажопинск»»)."""
+    same_place = not reply.has_place or (
+        reply.lat is None
+        and reply.place_text is not None
+        and fold(reply.place_text) in {fold(p) for p in (previous.place_text, unfound) if p}
+    )
     return (
         reply.intent == previous.intent
         and set(reply.categories) <= set(previous.categories)
-        and not reply.has_place
+        and same_place
         and reply.quantity in (None, previous.quantity)
         and reply.radius_km in (None, previous.radius_km)
     )
@@ -384,10 +391,12 @@ def handle(
             # «спасибо» to our question: the conversation stays open, nothing is asked again
             return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
-            resent = _adds_nothing(previous, parsed)
+            resent = _adds_nothing(previous, parsed, (conversation.state or {}).get("unfound"))
             # «СРОЧНО нужна вода, ребенку плохо» after «нужна вода»: asked again all the same, but
-            # what it says more (the urgency, the child) stays with the request.
-            parsed = previous if resent and _says_nothing_new(previous, parsed) else merge(previous, parsed)
+            # what it says more (the urgency, the child) stays with the request. Sent again with
+            # the place not found, it is merged: the same place, not found again, is asked again.
+            unchanged = resent and _says_nothing_new(previous, parsed) and previous.has_place >= parsed.has_place
+            parsed = previous if unchanged else merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
             progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language
@@ -421,9 +430,12 @@ def handle(
     place = None if "place" in parsed.missing else _locate(parsed, geocoder, message.body)
     question = follow_up(parsed, language)
     key = parsed.missing[0] if parsed.missing else ""
+    # The place last given and not found: the same place sent again is a resend, not an answer.
+    unfound = (conversation.state or {}).get("unfound") if conversation else None
     if question is None and place is None:
         where = parsed.place_text or message.body.strip()[:40]
         question = sms_reply("place_not_found", language, place=where)
+        unfound = parsed.place_text
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
         key = "place_not_found"
     asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
@@ -442,7 +454,7 @@ def handle(
             return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
         asked = asked_before if key in asked_before else [*asked_before, key]  # a resend: asked again
-        state = _state(parsed, asked=asked, message_id=message.id) | {"resends": resends + resent}
+        state = _state(parsed, asked=asked, message_id=message.id) | {"resends": resends + resent, "unfound": unfound}
         if conversation is None:
             session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:

@@ -510,3 +510,21 @@ def test_the_request_sent_again_and_again_reaches_a_coordinator(sms: TestClient,
     db.expire_all()
     assert [m.phone for m in triage_queue(session=db) if m.phone == phone] == [phone]
     assert _needs(db, phone) == []
+
+
+@pytest.mark.parametrize("body", ["нужна вода, Зажопинск", "need water in Zzzville", "помогите, Зажопинск"])
+def test_the_request_sent_again_with_its_unfound_place_is_asked_again_once_then_reaches_a_coordinator(
+    sms: TestClient, db: Session, body: str
+) -> None:
+    phone = "+79161230109"
+    first = _text(sms, phone, body)
+    assert _text(sms, phone, body) == first  # asked again once, as any request sent again
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    last = _text(sms, phone, body)
+    assert "координатор" in last or "coordinator" in last
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == body
+    assert db.get(SmsConversation, phone) is None
+    assert _needs(db, phone) == []
