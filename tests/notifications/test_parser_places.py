@@ -117,3 +117,24 @@ def test_a_first_name_addressed_with_a_comma_is_not_the_place(text: str, place: 
     assert parsed.intent == "need"
     assert parsed.place_text == place
     assert ("place" in parsed.missing) is (place is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("нужна вода Хлебозаводская 3", ("water",)),
+        ("нужна вода, ул. Хлебозаводская 3", ("water",)),
+        ("нужна вода, Тула, Хлебозаводская", ("water",)),
+        ("нужна вода, тула, хлебозаводская 3", ("water",)),
+        ("нужна еда, ул. Пожарная 4", ("food",)),
+        ("нужна еда, улица Больничная", ("food",)),
+        ("нужны лекарства, пр. Водников 2", ("medicine",)),
+        # The keyword itself, or a compound that names the thing, still counts.
+        ("нужен хлеб, Тула", ("food",)),
+        ("нужны хлебобулочные изделия, Тула", ("food",)),
+        ("нужно пожаротушение, Тула", ("firefighting",)),
+        ("нужна вода 3 бутылки, Тула", ("water",)),
+    ],
+)
+def test_a_street_name_is_never_what_is_needed(text: str, categories: tuple[str, ...]) -> None:
+    assert parse_sms(text).categories == categories
