@@ -389,6 +389,13 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
             # «Мира 5, Рязань», «Рязань, Карла Маркса 7»: with another name beside it the word
             # before the number is a street, the other the settlement.
             others = [j for j in names if j not in (i, i - 1)]
+            # «Нужна вода. Мира 5»: a name and a number that end the message in a sentence of their
+            # own, after the one that says what is needed, are where (ул. Мира), not how much.
+            own_sentence = text[toks[i - 1].end : toks[i].start].strip()[-1:] in (".", "!", "?")
+            last = not text[m.end() :].strip(" .!?\t\r\n")
+            if own_sentence and last:
+                spans.append(m.span())
+                continue
             if m.group("n").isdigit() and not after_place and not others and not toks[i].norm.endswith(_STREET_ENDINGS):
                 continue  # «Вода Рязань 5»: a settlement and how much; «Садовая 12», «Рязань, Ленина 5»: a house
             # «Карла Маркса 7»: a street of two names, when the settlement is named apart.

@@ -138,3 +138,24 @@ def test_a_first_name_addressed_with_a_comma_is_not_the_place(text: str, place: 
 )
 def test_a_street_name_is_never_what_is_needed(text: str, categories: tuple[str, ...]) -> None:
     assert parse_sms(text).categories == categories
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("Нужна вода. Мира 5", "Мира 5", None),
+        ("Нужна еда! Победы 12", "Победы 12", None),
+        # Real quantities stay.
+        ("вода 5 бутылок", None, 5),
+        ("нужна вода 5 человек", None, 5),
+        ("5 литров воды", None, 5),
+        ("water for 5", None, 5),
+        ("Нужна вода. 5 бутылок", None, 5),
+    ],
+)
+def test_a_capitalised_word_and_a_number_ending_the_message_after_the_need_is_an_address(
+    text: str, place: str | None, quantity: int | None
+) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
