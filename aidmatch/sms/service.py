@@ -323,13 +323,15 @@ def _says_nothing_new(previous: ParsedSms, reply: ParsedSms) -> bool:
 
 
 class InboundResult:
-    """The reply and what became of the message."""
+    """The reply and what became of the message; ``language`` is the sender's, as the reply speaks
+    it (None: the message's own)."""
 
     def __init__(self, reply: str, status: MessageStatus, parsed: ParsedSms | None, **links: int | None) -> None:
         self.reply = reply
         self.status = status
         self.parsed = parsed
         self.links = links
+        self.language: str | None = None
 
 
 _ALWAYS_ANSWERED = frozenset({"stop", "start", "help"})
@@ -360,9 +362,12 @@ def handle(
         parsed = parse_sms(message.body, commands=False)
     language = _language(session, phone, parsed, helper, message.id)
     if parsed.intent == "command" and parsed.command is not None:
-        return _command(
+        result = _command(
             session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language
         )
+        # «YES 123», "STOP" from a Russian speaker: the word says nothing of the sender's language.
+        result.language = language
+        return result
     parsed = _leading_settlement(parsed, message.body, geocoder)
     conversation = session.get(SmsConversation, phone)
     if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
