@@ -488,10 +488,34 @@ class Geocoder(Protocol):
 
 # Confidence factors: each way a match can be doubtful multiplies the confidence by one of these.
 _DECLENSION_FACTOR = 0.9
-_FUZZY_FACTOR = 0.7
+_FUZZY_FACTOR = 0.8  # times the share of the name's letters that matched: one typo costs a short name more
 _HINT_MISSED_FACTOR = 0.6
 _IN_TEXT_FACTOR = 0.85  # found inside a free-text message rather than given as a place
 _FUZZY_MIN_LETTERS = 6
+
+
+def _fuzzy_quality(letters: int) -> float:
+    """The quality of a match one edit away from a name of ``letters`` letters: 0.67 for six
+    letters (the shortest forgiven), 0.7 for eight, 0.75 for sixteen."""
+    return _FUZZY_FACTOR * (1.0 - 1.0 / max(letters, 2))
+
+
+# Adjectives that begin many settlements' names (Старая Русса, Нижний Новгород, Большое Козино):
+# alone they are a word ("old", "lower"), not a settlement, unless said to be one («деревня Старая»).
+_LONE_ADJECTIVES = frozenset(
+    f"{stem}{end}"
+    for stem, ends in (
+        ("стар", ("ый", "ая", "ое", "ые")),
+        ("нов", ("ый", "ая", "ое", "ые")),
+        ("больш", ("ой", "ая", "ое", "ие")),
+        ("мал", ("ый", "ая", "ое", "ые")),
+        ("верхн", ("ий", "яя", "ее", "ие")),
+        ("нижн", ("ий", "яя", "ее", "ие")),
+        ("средн", ("ий", "яя", "ее", "ие")),
+        ("красн", ("ый", "ая", "ые")),  # not «Красное», the whole name of hundreds of villages
+    )
+    for end in ends
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,7 +523,7 @@ class _Hit:
     """Candidate settlements (indices into Places) for one name, and how well the name matched."""
 
     idx: tuple[int, ...]
-    quality: float  # 1 exact, _DECLENSION_FACTOR, _FUZZY_FACTOR
+    quality: float  # 1 exact, _DECLENSION_FACTOR, _fuzzy_quality(letters)
 
 
 class GazetteerGeocoder:
@@ -508,7 +532,8 @@ class GazetteerGeocoder:
     Folds case, ё/е and punctuation; drops settlement words («г.», «пос.») and prepositions
     («в Рязани»); tries the nominative of oblique cases («из Белоомута» → Белоомут); reads a
     region after a comma, in parentheses or after the name («Белоомут, Московская область»,
-    «Рязань Рязанская обл.»); forgives one typo in names of six letters or more. Namesakes are
+    «Рязань Рязанская обл.»); forgives one typo in names of six letters or more, never in the first
+    letter; reads no lone adjective («Старая», «Нижний») as a settlement. Namesakes are
     ranked by region hint, then population. The confidence (0..1) drops for namesakes in other
     regions, a region hint that no namesake is in, an oblique case, a typo.
     """
@@ -543,10 +568,14 @@ class GazetteerGeocoder:
     # -- name look-up ---------------------------------------------------------------------------
 
     def _lookup(self, tokens: list[str], *, index: dict[str, tuple[int, ...]], fuzzy: bool) -> _Hit | None:
+        named = False  # «деревня Старая»: said to be a settlement
         while len(tokens) > 1 and (tokens[0] in _PREPOSITIONS or tokens[0] in _SETTLEMENT_WORDS):
+            named = named or tokens[0] in _SETTLEMENT_WORDS
             tokens = tokens[1:]
         if not tokens:
             return None
+        if len(tokens) == 1 and not named and _LONE_ADJECTIVES.intersection(_word_forms(tokens[0])):
+            return None  # «Старая», «в Старой»: mostly Старая Русса, Старая Купавна…, or just "old"
         key = " ".join(tokens)
         if key in index:
             return _Hit(index[key], 1.0)
@@ -560,10 +589,12 @@ class GazetteerGeocoder:
         for candidate in [key, *_nominatives(tokens)]:
             near = {k for d in _deletions(candidate) | {candidate} for k in self._fuzzy.get(d, ())}
             for k in near:
-                if _osa_distance(candidate, k) <= 1:
+                # People rarely get the first letter wrong; a name that differs there is another
+                # name (Тушино is not Пущино).
+                if k[:1] == candidate[:1] and _osa_distance(candidate, k) <= 1:
                     found.update(index.get(k, ()))
             if found:
-                return _Hit(self._by_population(found), _FUZZY_FACTOR)
+                return _Hit(self._by_population(found), _fuzzy_quality(len(candidate.replace(" ", ""))))
         return None
 
     def _result(self, hit: _Hit, region: str | None, *, factor: float = 1.0) -> GeocodeResult:

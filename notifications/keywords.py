@@ -5,7 +5,8 @@ tokens (ё folded to е, apostrophes dropped). Each word is one of:
 
 - ``вода``   the word exactly;
 - ``вод~``   the stem plus at most 3 more letters (a case ending: воды, воду, водой; not водитель);
-- ``эваку*`` the stem plus anything (эвакуация, эвакуировать);
+- ``эваку*`` the stem plus anything (эвакуация, эвакуировать), but not another root joined by «о»/«е»
+  («хлеб*» is not «хлебозаводская»: a compound that names the thing is a pattern of its own);
 - ``?``      any one word (``house ? destroyed`` matches «house was destroyed»);
 - ``a|b~``   any of the alternatives.
 
@@ -28,6 +29,7 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "food": (
         "еда", "еды", "еду", "едой", "еде", "продукт*", "питани*", "пищ~", "хлеб*", "голод*", "кушать", "покушать",
         "поесть", "нечего есть", "продовольств*", "консерв*", "тушенк*", "паек*", "крупа", "крупы",
+        "хлебобулоч*",
         "eda", "edy", "edu", "edoy", "produkt*", "hleb*", "khleb*", "golod*", "pitani*", "food*", "eat", "eating",
         "hungry", "hunger", "starv*", "rice", "bread", "meal*", "ration*", "nutrition*", "famine", "malnutrition",
         "malnourished", "flour", "beans", "milk",
@@ -71,7 +73,7 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
     "medicine": (
         "лекарств*", "медикамент*", "таблет*", "инсулин*", "аптек*", "бинт*", "перевяз*", "антибиотик*", "препарат*",
-        "аптечк*",
+        "аптечк*", "инсулинозавис*",
         "lekarstv*", "medikament*", "tabletk*", "insulin*", "aptek*", "medicine*", "medication*", "drug", "drugs",
         "pill*", "antibiotic*", "pharmac*", "bandage*", "vaccin*", "tablet*", "medical supplies", "medical kits",
         "serum", "chlorine", "mosquito nets",
@@ -90,6 +92,7 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
     "firefighting": (
         "пожар*", "туш~", "тушени*", "огнетушител*", "огонь", "огня", "горит", "горим", "возгорани*",
+        "пожаротуш*",
         "pozhar*", "tushit*", "ogon", "fire", "fires", "firefight*", "extinguish*", "blaze", "wildfire*",
     ),
     "clothing": (
@@ -333,6 +336,15 @@ NOT_PLACES: tuple[str, ...] = (
     "case", "town", "city", "village", "place",
 )
 """Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
+
+FIRST_NAMES = frozenset(
+    """анна anna ольга olga роза rosa roza майя мая maya maia надежда nadezhda вера vera любовь мария maria
+    mariya марина marina елена elena наталья natalya ирина irina татьяна tatyana светлана svetlana александр
+    aleksandr alexander иван ivan николай nikolay сергей sergey михаил mikhail павел pavel петр petr андрей
+    andrey юлия yulia софья sofia алиса alisa""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""First names that are also villages' names: "Anna needs insulin" is Anna, not Анна (Voronezh), and
+«Ольга, нужна вода» speaks to Olga from the village Ольга (Primorye) no more than from anywhere."""
 
 # Command words that are a command only as the whole message: "End of Lenin street…" is a need,
 # "Cancel please, we are fine" a sentence; Twilio, too, acts on them only alone.

@@ -27,6 +27,7 @@ from notifications.keywords import (
     COMMAND_WORDS,
     CRITICAL_CUES,
     ENGLISH_WORDS,
+    FIRST_NAMES,
     FIRST_PERSON,
     HELP_CUES,
     NEED_CUES,
@@ -100,7 +101,30 @@ class _Word:
             return True
         if not token.startswith(self.stem):
             return False
-        return self.mode == "prefix" or len(token) - len(self.stem) <= _INFLECTION_LETTERS
+        if self.mode == "prefix":
+            return not _compound(token, len(self.stem))
+        return len(token) - len(self.stem) <= _INFLECTION_LETTERS
+
+
+_LINKING_VOWELS = frozenset("оеoe")
+_VOWELS = frozenset("аеиоуыэюяaeiouy")
+_SUFFIX_STARTS = frozenset("внйvnj")
+
+
+def _compound(token: str, n: int) -> bool:
+    """Whether ``token`` goes on after its first ``n`` letters (a stem) as a compound word does:
+    a linking «о»/«е», then another root of five letters or more (a consonant and a vowel):
+    «хлеб|о|заводская» is a street, not bread, and «пожар|о|тушение» is filed as its own keyword.
+    Suffixes that start the same way («заблокир|ованного», «инфекци|онного») are not roots."""
+    rest = token[n + 1 :]
+    return (
+        len(token) > n
+        and token[n] in _LINKING_VOWELS
+        and len(rest) >= 5
+        and rest[0] not in _VOWELS
+        and rest[0] not in _SUFFIX_STARTS
+        and rest[1] in _VOWELS
+    )
 
 
 def _word(part: str) -> _Word:
@@ -314,12 +338,18 @@ _COORDS = re.compile(
 )
 _RADIUS = re.compile(r"(?<![\d.,])(\d{1,4})\s*(?:км|km|kilomet\w*|kilometr\w*|километр\w*)(?![^\W\d_])", re.IGNORECASE)
 _ADDRESS = re.compile(
-    r"(?<![^\W\d_])(?:ул(?:ица)?\.?|пр-т|просп(?:ект)?\.?|пер(?:еулок)?\.?|б-р|бульвар|шоссе|ш\.|наб\.|набережная"
+    r"(?<![^\W\d_])(?:ул(?:ица)?\.?|пр-т|пр\.|просп(?:ект)?\.?|пер(?:еулок)?\.?|б-р|бульвар|шоссе|ш\.|наб\.|набережная"
     r"|мкр\.?|микрорайон|пл\.|площадь|проезд|ulitsa|ul\.)\s*[^\W\d_][\w-]*(?:\s+[^\W\d_][\w-]*)?"
     r"(?:\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?)?"
     r"|\d{1,4}\s+[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)"
     r"|(?<![^\W\d_])[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)(?:\s*\d{1,4})?",
     re.IGNORECASE,
+)
+# «ул. Пожарная», «улица Хлебозаводская», «пр. Мира»: the street's name after a marker written as a
+# word of its own (not the «пер» of «переломы»), and a second capitalised word («Карла Маркса»).
+_MARKED_STREET = re.compile(
+    r"(?<![^\W\d_])(?i:ул|улица|пр-т|пр|просп|проспект|пер|переулок|б-р|бульвар|шоссе|наб|набережная|мкр|микрорайон"
+    r"|пл|площадь|проезд|ulitsa|ul)(?![^\W\d_])\.?\s*(?P<name>[^\W\d_][\w-]*(?:\s+[А-ЯЁA-Z][\w-]*)?)"
 )
 # «Садовая 12», «Ленина 5а», «д. 7», «дом 14»: a house number after a capitalised street name (in a
 # text that uses both cases) or after «д.»/«дом»; never a quantity.
@@ -359,6 +389,13 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
             # «Мира 5, Рязань», «Рязань, Карла Маркса 7»: with another name beside it the word
             # before the number is a street, the other the settlement.
             others = [j for j in names if j not in (i, i - 1)]
+            # «Нужна вода. Мира 5»: a name and a number that end the message in a sentence of their
+            # own, after the one that says what is needed, are where (ул. Мира), not how much.
+            own_sentence = text[toks[i - 1].end : toks[i].start].strip()[-1:] in (".", "!", "?")
+            last = not text[m.end() :].strip(" .!?\t\r\n")
+            if own_sentence and last:
+                spans.append(m.span())
+                continue
             if m.group("n").isdigit() and not after_place and not others and not toks[i].norm.endswith(_STREET_ENDINGS):
                 continue  # «Вода Рязань 5»: a settlement and how much; «Садовая 12», «Рязань, Ленина 5»: a house
             # «Карла Маркса 7»: a street of two names, when the settlement is named apart.
@@ -367,6 +404,13 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
                 continue
         spans.append(m.span())
     return spans
+
+
+def _street_words(text: str, toks: Sequence[_Token], houses: Sequence[tuple[int, int]]) -> set[int]:
+    """Indices of the words that name a street: after a street marker («ул. Пожарная») or before
+    a house number («Хлебозаводская 3»), the number itself excepted."""
+    spans = [*houses, *(m.span("name") for m in _MARKED_STREET.finditer(text))]
+    return {i for i, t in enumerate(toks) if not t.norm.isdigit() and any(a <= t.start < b for a, b in spans)}
 
 
 def _capitalised_names(text: str, toks: Sequence[_Token], known: set[int]) -> set[int]:
@@ -483,6 +527,8 @@ def _place(
                 continue
             sentence_start = i == 0 or text[toks[i - 1].end : t.start].strip()[-1:] in (".", "!", "?")
             after = text[t.end : t.end + 2].lstrip(" ")[:1]
+            if t.norm in FIRST_NAMES and after == ",":
+                continue  # «Ольга, нужна вода»: the person spoken to, not the village Ольга
             before_address = address is not None and text[t.end : address[1][0]].strip(" ,") == ""
             if not cased and (not short or t.norm.endswith(_VERB_ENDINGS)):
                 continue  # «нужно узнать»: without capitals a lone verb is not a place
@@ -627,7 +673,11 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     # names the place, not what is needed.
     names = _settlement_names(text, toks)
     norms = ["" if i in names else n for i, n in enumerate(norms)]
-    categories = _categories(norms)
+    houses = _house_numbers(text, toks, norms)
+    # «нужна вода, ул. Пожарная 4», «Хлебозаводская 3»: a street's name says where, not what.
+    streets = _street_words(text, toks, houses)
+    said = ["" if i in streets else n for i, n in enumerate(norms)]
+    categories = _categories(said)
 
     seen: set[int] = set()
     critical = _cues(_CRITICAL, toks, norms, seen)
@@ -637,8 +687,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     urgency: Urgency = "critical" if critical else "urgent" if urgent else "normal"
     cues = tuple(dict.fromkeys([*critical, *urgent]))
 
-    intent = _intent(norms, categories)
-    houses = _house_numbers(text, toks, norms)
+    intent = _intent(said, categories)
     place_text = _place(text, toks, norms, taken, houses)
     address_spans = [m.span() for m in _ADDRESS.finditer(text)] + houses
     quantity = _quantity(toks, norms, [*taken, *address_spans])

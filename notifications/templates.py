@@ -50,7 +50,7 @@ def need_received(*, language: str, code: str, what: str) -> str:
     """To the author of a need at once: its code."""
     if language == "en":
         return f"Request {code} received: {what}. We are looking for helpers and will text you. STATUS {code} to check."
-    return f"Заявка {code} принята: {what}. Ищем помощь, сообщим по SMS. СТАТУС — проверить."
+    return f"Заявка {code} принята: {what}. Ищем помощь, сообщим по SMS. СТАТУС {code} — проверить."
 
 
 def helper_signed_up(*, language: str) -> str:

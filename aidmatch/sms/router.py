@@ -166,7 +166,7 @@ def _act(
         session.commit()
         return _twiml(message.parsed["reply"])
     message.status = result.status
-    message.language = result.parsed.language if result.parsed else None
+    message.language = result.language or (result.parsed.language if result.parsed else None)
     # The answer goes back as an SMS too: kept within the segments every outgoing SMS may take.
     reply = fit(result.reply, settings.sms_max_segments)
     parsed: dict[str, Any] = {"reply": reply}

@@ -60,6 +60,7 @@ from geo.errors import GeocodingError
 from geo.geocoding import Geocoder, fold
 from geo.sphere import haversine_km
 from notifications.errors import InvalidPhoneError
+from notifications.keywords import FIRST_NAMES
 from notifications.parser import (
     URGENCY_RANK,
     ParsedSms,
@@ -231,16 +232,6 @@ def _locate(parsed: ParsedSms, geocoder: Geocoder, body: str) -> Place | None:
 # the place, since it is mostly who needs it («Сыну нужен инсулин»); a settlement's name is the place.
 _NEED_WORDS = frozenset({"нужна", "нужен", "нужно", "нужны", "надо", "need", "needs", "needed"})
 _RELATIVES = frozenset({"мама", "папа", "mama", "papa", "mom", "dad"})
-# First names that are also villages' names: "Anna needs insulin" is Anna, not Анна (Voronezh).
-_FIRST_NAMES = frozenset(
-    {
-        "анна", "anna", "ольга", "olga", "роза", "rosa", "roza", "майя", "мая", "maya", "maia", "надежда",
-        "nadezhda", "вера", "vera", "любовь", "мария", "maria", "mariya", "марина", "marina", "елена", "elena",
-        "наталья", "natalya", "ирина", "irina", "татьяна", "tatyana", "светлана", "svetlana", "александр",
-        "aleksandr", "alexander", "иван", "ivan", "николай", "nikolay", "сергей", "sergey", "михаил", "mikhail",
-        "павел", "pavel", "петр", "petr", "андрей", "andrey", "юлия", "yulia", "софья", "sofia", "алиса", "alisa",
-    }
-)  # fmt: skip
 _FIRST_WORD = re.compile(r"\s*([^\W\d_]+(?:-[^\W\d_]+)*)[\s,]+([^\W\d_]+)")
 
 
@@ -259,7 +250,7 @@ def _leading_settlement(parsed: ParsedSms, body: str, geocoder: Geocoder) -> Par
         return parsed
     # A declined form or a near miss is who needs it, not where (a Latin spelling of a name may
     # differ from the gazetteer's in a letter: "Tula"); «Мама» is a village too, and mostly a mother.
-    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES | _FIRST_NAMES:
+    if hit.confidence < (0.85 if word.isascii() else 1.0) or fold(word) in _RELATIVES | FIRST_NAMES:
         return parsed
     if category_cues(word):
         return parsed  # «Палатка нужна»: what is needed, not the village Палатка
@@ -310,14 +301,21 @@ _PLACE_PREPOSITIONS = frozenset(
 )
 
 
-def _adds_nothing(previous: ParsedSms, reply: ParsedSms) -> bool:
+def _adds_nothing(previous: ParsedSms, reply: ParsedSms, unfound: str | None = None) -> bool:
     """Whether ``reply`` is the request sent again («нужна вода» after «нужна вода» — «Где вы?»):
     of the same kind, nothing new in it, so no answer to the question (which is asked again) and
-    no failed one either."""
+    no failed one either. A place it names is nothing new when it is the one given before:
+    ``previous``'s own, or ``unfound``, the one the gazetteer could not find («нужна вода,
+    Зажопинск» after «нужна вода, Зажопинск» — «Не нашли «Зажопинск»»)."""
+    same_place = not reply.has_place or (
+        reply.lat is None
+        and reply.place_text is not None
+        and fold(reply.place_text) in {fold(p) for p in (previous.place_text, unfound) if p}
+    )
     return (
         reply.intent == previous.intent
         and set(reply.categories) <= set(previous.categories)
-        and not reply.has_place
+        and same_place
         and reply.quantity in (None, previous.quantity)
         and reply.radius_km in (None, previous.radius_km)
     )
@@ -332,13 +330,15 @@ def _says_nothing_new(previous: ParsedSms, reply: ParsedSms) -> bool:
 
 
 class InboundResult:
-    """The reply and what became of the message."""
+    """The reply and what became of the message; ``language`` is the sender's, as the reply speaks
+    it (None: the message's own)."""
 
     def __init__(self, reply: str, status: MessageStatus, parsed: ParsedSms | None, **links: int | None) -> None:
         self.reply = reply
         self.status = status
         self.parsed = parsed
         self.links = links
+        self.language: str | None = None
 
 
 _ALWAYS_ANSWERED = frozenset({"stop", "start", "help"})
@@ -369,9 +369,12 @@ def handle(
         parsed = parse_sms(message.body, commands=False)
     language = _language(session, phone, parsed, helper, message.id)
     if parsed.intent == "command" and parsed.command is not None:
-        return _command(
+        result = _command(
             session=session, settings=settings, live=live, phone=phone, helper=helper, parsed=parsed, lang=language
         )
+        # «YES 123», "STOP" from a Russian speaker: the word says nothing of the sender's language.
+        result.language = language
+        return result
     parsed = _leading_settlement(parsed, message.body, geocoder)
     conversation = session.get(SmsConversation, phone)
     if conversation is not None and conversation.updated_at < now - timedelta(hours=settings.sms_conversation_hours):
@@ -400,10 +403,12 @@ def handle(
             # «спасибо» to our question: the conversation stays open, nothing is asked again
             return InboundResult(sms_reply("thanks_waiting", previous.language), MessageStatus.parsed, parsed)
         if answers(previous, parsed, conversation.asked):
-            resent = _adds_nothing(previous, parsed)
+            resent = _adds_nothing(previous, parsed, (conversation.state or {}).get("unfound"))
             # «СРОЧНО нужна вода, ребенку плохо» after «нужна вода»: asked again all the same, but
-            # what it says more (the urgency, the child) stays with the request.
-            parsed = previous if resent and _says_nothing_new(previous, parsed) else merge(previous, parsed)
+            # what it says more (the urgency, the child) stays with the request. Sent again with
+            # the place not found, it is merged: the same place, not found again, is asked again.
+            unchanged = resent and _says_nothing_new(previous, parsed) and previous.has_place >= parsed.has_place
+            parsed = previous if unchanged else merge(previous, parsed)
             # «нужна еда» after «нужна вода» — «Где вы?»: a request of its own, not a failed answer
             progressed = bool(set(parsed.categories) - set(previous.categories))
             language = parsed.language
@@ -437,9 +442,12 @@ def handle(
     place = None if "place" in parsed.missing else _locate(parsed, geocoder, message.body)
     question = follow_up(parsed, language)
     key = parsed.missing[0] if parsed.missing else ""
+    # The place last given and not found: the same place sent again is a resend, not an answer.
+    unfound = (conversation.state or {}).get("unfound") if conversation else None
     if question is None and place is None:
         where = parsed.place_text or message.body.strip()[:40]
         question = sms_reply("place_not_found", language, place=where)
+        unfound = parsed.place_text
         parsed = dataclasses.replace(parsed, place_text=None, lat=None, lon=None, missing=("place",))
         key = "place_not_found"
     asked_before: list[str] = list((conversation.state or {}).get("asked_before", [])) if conversation else []
@@ -458,7 +466,7 @@ def handle(
             return InboundResult(sms_reply("place_to_coordinators", language), MessageStatus.unparsed, parsed)
     if question is not None:
         asked = asked_before if key in asked_before else [*asked_before, key]  # a resend: asked again
-        state = _state(parsed, asked=asked, message_id=message.id) | {"resends": resends + resent}
+        state = _state(parsed, asked=asked, message_id=message.id) | {"resends": resends + resent, "unfound": unfound}
         if conversation is None:
             session.add(SmsConversation(phone=phone, state=state, asked=parsed.missing[0], updated_at=now))
         else:

@@ -318,6 +318,8 @@ def test_a_settlement_named_first_before_need_is_the_place(
         "Olga needs water",
         "Rosa needs food",
         "Maya needs insulin",
+        "Ольга, нужна вода",
+        "Olga, we need water",
     ],
 )
 def test_who_needs_it_named_first_is_not_the_place(sms: TestClient, db: Session, body: str) -> None:
@@ -508,3 +510,57 @@ def test_the_request_sent_again_and_again_reaches_a_coordinator(sms: TestClient,
     db.expire_all()
     assert [m.phone for m in triage_queue(session=db) if m.phone == phone] == [phone]
     assert _needs(db, phone) == []
+
+
+@pytest.mark.parametrize("body", ["нужна вода, Зажопинск", "need water in Zzzville", "помогите, Зажопинск"])
+def test_the_request_sent_again_with_its_unfound_place_is_asked_again_once_then_reaches_a_coordinator(
+    sms: TestClient, db: Session, body: str
+) -> None:
+    phone = "+79161230109"
+    first = _text(sms, phone, body)
+    assert _text(sms, phone, body) == first  # asked again once, as any request sent again
+    db.expire_all()
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    last = _text(sms, phone, body)
+    assert "координатор" in last or "coordinator" in last
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    assert entry.body == body
+    assert db.get(SmsConversation, phone) is None
+    assert _needs(db, phone) == []
+
+
+def _last_inbound_language(db: Session, phone: str) -> str | None:
+    db.expire_all()
+    message = db.scalar(
+        select(Message)
+        .where(Message.phone == phone, Message.direction == MessageDirection.inbound)
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    assert message is not None
+    return message.language
+
+
+@pytest.mark.parametrize("command", ["YES {code}", "STATUS", "Stop", "ok {code}", "DONE {code}"])
+def test_a_latin_command_keeps_a_russian_speaker_russian(sms: TestClient, db: Session, command: str) -> None:
+    phone = "+79161230110"
+    _text(sms, phone, "нужна вода, Рязань")
+    (need,) = _needs(db, phone)
+    assert _CYRILLIC.search(_text(sms, phone, command.format(code=need.code)))
+    assert _last_inbound_language(db, phone) == "ru"
+
+
+def test_a_whole_sentence_in_english_still_switches_to_english(sms: TestClient, db: Session) -> None:
+    phone = "+79161230111"
+    _text(sms, phone, "нужна вода, Рязань")
+    assert not _CYRILLIC.search(_text(sms, phone, "we also need food in Ryazan"))
+    assert _last_inbound_language(db, phone) == "en"
+    _text(sms, phone, "STATUS")
+    assert _last_inbound_language(db, phone) == "en"  # the newest request is in English
+
+
+def test_a_latin_command_from_an_unknown_sender_is_english(sms: TestClient, db: Session) -> None:
+    phone = "+79161230112"
+    _text(sms, phone, "STATUS")
+    assert _last_inbound_language(db, phone) == "en"

@@ -1333,3 +1333,18 @@ def test_a_settlement_named_like_a_keyword_answers_where_you_are(sms: TestClient
     assert need.category.value == "water"
     assert need.code in reply
     assert need.address == answer
+
+
+@pytest.mark.parametrize(
+    ("body", "status_word"), [("нужна вода, Рязань", "СТАТУС"), ("need water in Ryazan", "STATUS")]
+)
+def test_the_receipt_says_status_with_the_code_in_either_language(
+    sms: TestClient, db: Session, body: str, status_word: str
+) -> None:
+    phone = "+79161239901"
+    reply = _text(sms, phone, body)
+    db.expire_all()
+    (need,) = db.scalars(select(Need).where(Need.contact_phone == phone))
+    assert f"{status_word} {need.code}" in reply
+    # and that is a command that answers with the request's state
+    assert need.code in _text(sms, phone, f"{status_word} {need.code}")

@@ -288,3 +288,35 @@ def test_a_written_region_is_never_read_as_a_village(gazetteer: GazetteerGeocode
     assert gazetteer.find_in_text("Респ. Крым, нужна вода") is None
     # Without the kind of region, the name alone is still a place.
     assert gazetteer.geocode("Крым").admin1 == "61"
+
+
+def test_a_name_that_differs_in_its_first_letter_is_another_name(gazetteer: GazetteerGeocoder) -> None:
+    with pytest.raises(PlaceNotFoundError):
+        gazetteer.geocode("Тушино")  # not Пущино, one letter away
+    with pytest.raises(PlaceNotFoundError):
+        gazetteer.geocode("Велоомут")
+    assert gazetteer.find_in_text("нужна вода, Тушино") is None
+
+
+def test_a_typo_costs_a_short_name_more_confidence_than_a_long_one(gazetteer: GazetteerGeocoder) -> None:
+    short, long_ = gazetteer.geocode("Рязонь"), gazetteer.geocode("Белоомтут")
+    assert short.name == "Рязань"
+    assert long_.name == "Белоомут"
+    assert short.confidence < long_.confidence < gazetteer.geocode("из Белоомута").confidence
+
+
+@pytest.mark.parametrize("word", ["Старая", "старая", "в Старой", "Новый", "Нижний", "Красный"])
+def test_a_lone_common_adjective_is_no_settlement(gazetteer: GazetteerGeocoder, word: str) -> None:
+    with pytest.raises(PlaceNotFoundError):
+        gazetteer.geocode(word)
+    assert gazetteer.find_in_text(f"нужна вода, {word}") is None
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [("Старая Русса", "Старая Русса"), ("Нижний Новгород", "Нижний Новгород"), ("деревня Старая", "Старая")],
+)
+def test_an_adjective_in_a_settlements_name_or_said_to_be_one_still_finds_it(
+    gazetteer: GazetteerGeocoder, query: str, name: str
+) -> None:
+    assert gazetteer.geocode(query).name == name

@@ -99,3 +99,63 @@ def test_a_number_after_a_settlement_is_how_much_after_a_street_a_house(
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Ольга, нужна вода", None),
+        ("Анна, нам нужна еда", None),
+        ("Olga, we need water", None),
+        ("Привет, Ольга, нужна вода", None),
+        # Another name after the one addressed is still the place.
+        ("Вера, нужна вода, Рязань", "Рязань"),
+    ],
+)
+def test_a_first_name_addressed_with_a_comma_is_not_the_place(text: str, place: str | None) -> None:
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.place_text == place
+    assert ("place" in parsed.missing) is (place is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("нужна вода Хлебозаводская 3", ("water",)),
+        ("нужна вода, ул. Хлебозаводская 3", ("water",)),
+        ("нужна вода, Тула, Хлебозаводская", ("water",)),
+        ("нужна вода, тула, хлебозаводская 3", ("water",)),
+        ("нужна еда, ул. Пожарная 4", ("food",)),
+        ("нужна еда, улица Больничная", ("food",)),
+        ("нужны лекарства, пр. Водников 2", ("medicine",)),
+        # The keyword itself, or a compound that names the thing, still counts.
+        ("нужен хлеб, Тула", ("food",)),
+        ("нужны хлебобулочные изделия, Тула", ("food",)),
+        ("нужно пожаротушение, Тула", ("firefighting",)),
+        ("нужна вода 3 бутылки, Тула", ("water",)),
+    ],
+)
+def test_a_street_name_is_never_what_is_needed(text: str, categories: tuple[str, ...]) -> None:
+    assert parse_sms(text).categories == categories
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("Нужна вода. Мира 5", "Мира 5", None),
+        ("Нужна еда! Победы 12", "Победы 12", None),
+        # Real quantities stay.
+        ("вода 5 бутылок", None, 5),
+        ("нужна вода 5 человек", None, 5),
+        ("5 литров воды", None, 5),
+        ("water for 5", None, 5),
+        ("Нужна вода. 5 бутылок", None, 5),
+    ],
+)
+def test_a_capitalised_word_and_a_number_ending_the_message_after_the_need_is_an_address(
+    text: str, place: str | None, quantity: int | None
+) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
