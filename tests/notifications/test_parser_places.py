@@ -159,3 +159,19 @@ def test_a_capitalised_word_and_a_number_ending_the_message_after_the_need_is_an
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("у ребенка переломы, Рязань", "Рязань"),
+        ("нужно улучшение условий, нужна вода, Тула", "Тула"),
+        ("нужна вода, ул.Ленина 5, Тула", "Тула, ул.Ленина 5"),
+        ("нужна вода ул Ленина 5 Тула", "Тула, ул Ленина 5"),
+        ("нужна вода, пер. Мирный 3, Тула", "Тула, пер. Мирный 3"),
+        ("нужна вода пр-т Мира 10 Тула", "Тула, пр-т Мира 10"),
+    ],
+)
+def test_a_street_marker_is_a_word_of_its_own_not_the_start_of_one(text: str, place: str) -> None:
+    """«ул», «пер» begin «улучшение», «переломы»: those are no street."""
+    assert parse_sms(text).place_text == place
