@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
@@ -11,6 +11,7 @@ import psycopg
 from fastapi import Depends, Request
 from psycopg.types.json import Json
 from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, insert, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -123,6 +124,11 @@ def _maybe_unprepared(cursor: Any, statement: str, parameters: Any, context: Any
         cursor.execute(statement, parameters, prepare=False)
         return True
     return None
+
+
+def dialect_insert(session: Session) -> Callable[..., postgresql.Insert | sqlite.Insert]:
+    """``insert`` of the session's database (PostgreSQL's or SQLite's), for ``ON CONFLICT``."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
-from aidmatch.database import utcnow
+from aidmatch.database import dialect_insert, utcnow
 from aidmatch.emergency.models import ServiceState
 
 _KEY = "emergency"
@@ -42,7 +40,7 @@ def set_mode(*, session: Session, enabled: bool, changed_by: str, note: str | No
     value = {"enabled": enabled, "changed_by": changed_by, "note": note}
     # One statement, the row created or changed: two first switches at once both succeed (the
     # later wins) instead of one failing on the key the other inserted.
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(session)
     session.execute(
         insert(ServiceState)
         .values(key=_KEY, value=value, updated_at=now)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
 from aidmatch.auth.service import hash_secret
-from aidmatch.database import utcnow
+from aidmatch.database import dialect_insert, utcnow
 from aidmatch.enums import Language, VettingTier
 from aidmatch.errors import NotFoundError
 from aidmatch.helpers.models import Helper
@@ -59,7 +57,7 @@ def get_or_create(
         "created_at": now,
         "updated_at": now,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(session)
     new_id = session.scalar(
         insert(Helper).values(**values).on_conflict_do_nothing(index_elements=[Helper.phone]).returning(Helper.id)
     )

@@ -8,12 +8,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, delete, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aidmatch.database import insert_rows, utcnow, write_lock
+from aidmatch.database import dialect_insert, insert_rows, utcnow, write_lock
 from aidmatch.enums import MessageDirection, MessageStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.messages.models import DeliveryReport, Message, SmsOptOut
@@ -204,7 +202,7 @@ def set_consent(session: Session, phone: str, *, consent: bool) -> None:
     else:
         # Two STOPs at once (ours and the provider's OptOutType, or two deliveries): the later one
         # finds the row inserted and does nothing, instead of failing on the unique phone.
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = dialect_insert(session)
         session.execute(
             insert(SmsOptOut)
             .values(phone=phone, created_at=utcnow())
