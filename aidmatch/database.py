@@ -227,7 +227,8 @@ def insert_rows(
     try:
         return _run_raw(connection, table.name, sql, params, returning_ids)
     except psycopg.Error as exc:  # as SQLAlchemy raises it (IntegrityError for a unique key, …)
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+        # Without its rows (people's phones and texts), as the engine's own errors are (``hide_parameters``).
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True) from exc
 
 
 _NEXT_IDS = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
