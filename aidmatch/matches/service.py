@@ -271,22 +271,40 @@ def run_batch(
     fresh &= quantity > 0
     # Task slots count only the requests really made, against the helpers' open tasks now.
     slots = _room(now_offers.id, now_offers.task_slots, offer_ids)
-    fresh[fresh] = _within_task_slots(helper_ids[fresh], result.distance_km[fresh], slots[fresh])
-    kept, written = _write_batch_matches(
-        session=session,
-        run_id=run.id,
-        now=now,
-        need_ids=need_ids[fresh],
-        helper_ids=helper_ids[fresh],
-        offer_ids=offer_ids[fresh],
+    within = fresh.copy()
+    within[fresh] = _within_task_slots(helper_ids[fresh], result.distance_km[fresh], slots[fresh])
+    cut_for_slots = np.unique(need_ids[fresh & ~within])
+    fresh = within
+    rows = _Rows(
+        need_row=result.need_index[fresh],
+        need_id=need_ids[fresh],
+        helper_id=helper_ids[fresh],
+        offer_id=offer_ids[fresh],
         quantity=quantity[fresh],
         distance_km=result.distance_km[fresh],
         radius_km=offers.radius_km[result.offer_index][fresh],
     )
+    if len(cut_for_slots):
+        # The solve does not see task slots: a helper it gave more needs than they may take keeps
+        # the nearest; the needs cut go, in a second solve of their own, to the offers with room
+        # and slots left (not at the next run).
+        rows = rows.plus(
+            _second_pass(cut_for_slots, rows, needs=now_needs, offers=now_offers, asked=asked, all_needs=needs)
+        )
+    kept, written = _write_batch_matches(
+        session=session,
+        run_id=run.id,
+        now=now,
+        need_ids=rows.need_id,
+        helper_ids=rows.helper_id,
+        offer_ids=rows.offer_id,
+        quantity=rows.quantity,
+        distance_km=rows.distance_km,
+        radius_km=rows.radius_km,
+    )
     # A pair another worker asked while this run solved was skipped by the database: not this run's.
-    fresh[np.flatnonzero(fresh)[~kept]] = False
     served = np.zeros(len(needs.id), dtype=np.int64)
-    np.add.at(served, result.need_index[fresh], quantity[fresh])
+    np.add.at(served, rows.need_row[kept], rows.quantity[kept])
     # Why each need the run asked nobody about was left (as many as ``unmatched_needs``): the
     # matcher's reason, or its rows cut at the write (``CUT_AT_WRITE``).
     unserved = served == 0
@@ -300,7 +318,7 @@ def run_batch(
     run.matched_needs = int((served > 0).sum())
     run.unmatched_needs = int((served == 0).sum())
     run.assigned_quantity = int(served.sum())
-    run.total_distance_km = float(np.dot(quantity[fresh], result.distance_km[fresh]))
+    run.total_distance_km = float(np.dot(rows.quantity[kept], rows.distance_km[kept]))
     run.unmatched_reasons = reasons
     run.config = {
         "solver": "matching.match",
@@ -309,7 +327,8 @@ def run_batch(
         # How far above the optimum the assignment can be at most (0: proven optimal; None: unknown).
         "gap_bound": result.gap_bound,
         "time_budget_s": time_budget_s,
-        "dropped_rows": int((~fresh).sum()),
+        "dropped_rows": int(len(fresh) - kept[: int(fresh.sum())].sum()),
+        "second_pass_rows": int(kept[int(fresh.sum()) :].sum()),
         "messages": written,
     }
     run.timings_s = {
@@ -319,8 +338,97 @@ def run_batch(
     }
     run.finished_at = utcnow()
     session.flush()
-    audit.record(session, "finished", "run", run.id, matches=int(fresh.sum()), units=run.assigned_quantity)
+    audit.record(session, "finished", "run", run.id, matches=int(kept.sum()), units=run.assigned_quantity)
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """A batch run's requests to write, as columns; ``need_row`` the need's row in the run's load."""
+
+    need_row: np.ndarray
+    need_id: np.ndarray
+    helper_id: np.ndarray
+    offer_id: np.ndarray
+    quantity: np.ndarray
+    distance_km: np.ndarray
+    radius_km: np.ndarray
+
+    @staticmethod
+    def none() -> _Rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Rows(empty, empty, empty, empty, empty, np.zeros(0), np.zeros(0))
+
+    def plus(self, other: _Rows) -> _Rows:
+        return _Rows(*(np.concatenate((getattr(self, f), getattr(other, f))) for f in self.__dataclass_fields__))
+
+
+# The second pass is small (the needs one pass cut): it needs no budget of the run's.
+_SECOND_PASS_BUDGET_S = 5.0
+
+
+def _second_pass(
+    need_ids: np.ndarray, first: _Rows, *, needs: OpenNeeds, offers: OpenOffers, asked: np.ndarray, all_needs: OpenNeeds
+) -> _Rows:
+    """Requests for the needs ``need_ids`` (cut from the first pass for their helpers' task slots)
+    from the offers with units and task slots left after ``first``, none to a helper asked about
+    the need before or in ``first``; within the slots, nearest first. ``needs``/``offers`` as
+    re-read at the write (pending units and open tasks taken out), ``all_needs`` the run's load."""
+    take = np.flatnonzero(np.isin(needs.id, need_ids))
+    need_left = needs.remaining[take] - _sums(first.need_id, first.quantity, needs.id[take])
+    take, need_left = take[need_left > 0], need_left[need_left > 0]
+    offer_left = offers.remaining - _sums(first.offer_id, first.quantity, offers.id)
+    slots_left = offers.task_slots - _sums(
+        first.helper_id, np.ones(len(first.helper_id), dtype=np.int64), offers.helper_id
+    )
+    usable = np.flatnonzero((offer_left > 0) & (slots_left > 0))
+    if len(take) == 0 or len(usable) == 0:
+        return _Rows.none()
+    ids = needs.id[take]
+    helper_ids = offers.helper_id[usable]
+    before = np.union1d(asked, (first.need_id << 32) | first.helper_id)
+    result = matching.match(
+        matching.Needs(
+            needs.lat[take], needs.lon[take], needs.category[take], need_left, needs.urgency[take], needs.max_km[take]
+        ),
+        matching.Offers(
+            offers.lat[usable],
+            offers.lon[usable],
+            offers.category_mask[usable],
+            offer_left[usable],
+            offers.radius_km[usable],
+        ),
+        time_budget_s=_SECOND_PASS_BUDGET_S,
+        excluded=_excluded_rows(ids, helper_ids, before),
+    )
+    need_id = ids[result.need_index]
+    helper_id = helper_ids[result.offer_index]
+    # One request per (need, helper), the one with the most units (then the nearer), as the first pass.
+    pairs = (need_id << 32) | helper_id
+    order = np.lexsort((result.distance_km, -result.quantity, pairs))
+    keep = np.zeros(len(pairs), dtype=bool)
+    keep[order[np.unique(pairs[order], return_index=True)[1]]] = True
+    keep[keep] = _within_task_slots(
+        helper_id[keep], result.distance_km[keep], slots_left[usable][result.offer_index][keep]
+    )
+    return _Rows(
+        need_row=np.searchsorted(all_needs.id, need_id[keep]),
+        need_id=need_id[keep],
+        helper_id=helper_id[keep],
+        offer_id=offers.id[usable][result.offer_index][keep],
+        quantity=result.quantity[keep],
+        distance_km=result.distance_km[keep],
+        radius_km=offers.radius_km[usable][result.offer_index][keep],
+    )
+
+
+def _sums(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Per ``wanted`` key (shape like it): the sum of ``values`` over the rows of that key."""
+    if len(keys) == 0:
+        return np.zeros(len(wanted), dtype=np.int64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    totals = np.bincount(inverse, weights=values).astype(np.int64)
+    return _room(unique, totals, wanted)
 
 
 _LOCK_CHUNK = 5000

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -17,6 +17,7 @@ from aidmatch.cli import app
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import MatchRunStatus, MatchStatus, MessageStatus
+from aidmatch.helpers.models import Helper
 from aidmatch.matches import service
 from aidmatch.matches.models import Match, MatchRun
 from aidmatch.messages.models import Message
@@ -154,6 +155,79 @@ def test_critical_need_wins_the_scarce_helper(client: TestClient, db: Session) -
     matched = [m.need_id for m in db.scalars(select(Match))]
     assert matched == [critical["id"]]
     assert normal["id"] not in matched
+
+
+def test_a_need_cut_for_a_helpers_task_slots_goes_to_another_helper_in_the_same_run(
+    client: TestClient, db: Session
+) -> None:
+    """The solve gives both needs to the nearest helper, who may take one task more: the other need
+    is asked of the next helper with room at once, not a run later."""
+    first = _need(client, lat=55.15, lon=40.6)
+    second = _need(client, lat=55.151, lon=40.6)
+    near = _offer(client, "+79160000020", capacity=5)
+    far = _offer(client, "+79160000021", capacity=5, lat=55.25)  # about 11 km away
+    db.execute(update(Helper).where(Helper.id == near["helper_id"]).values(max_active_tasks=1))
+    db.commit()
+    run = service.run_batch(session=db)
+    db.commit()
+    asked = {(m.need_id, m.offer_id) for m in db.scalars(select(Match).where(Match.run_id == run.id))}
+    assert asked == {(first["id"], near["id"]), (second["id"], far["id"])}
+    assert run.matched_needs == 2
+    assert run.unmatched_needs == 0
+    assert run.config["second_pass_rows"] == 1
+    assert run.config["dropped_rows"] == 1  # the first solve's row for the second need
+    assert run.total_distance_km == pytest.approx(
+        haversine_km(55.151, 40.6, 55.25, 40.6) + haversine_km(55.15, 40.6, 55.15, 40.6), abs=0.01
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_run_under_tight_task_caps_keeps_every_limit(client: TestClient, db: Session, seed: int) -> None:
+    """Random needs and helpers who may take one or two tasks: however the two passes split the
+    work, no helper gets more requests than their slots, no offer more units than it has, no need
+    more than it asks for, and no pair twice."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    quantity = {}
+    for _ in range(12):
+        need = _need(
+            client, lat=55.1 + 0.1 * rng.random(), lon=40.5 + 0.2 * rng.random(), quantity=int(rng.integers(1, 4))
+        )
+        quantity[need["id"]] = need["quantity"]
+    offers = [
+        _offer(
+            client,
+            f"+7916000{k:04d}",
+            capacity=int(rng.integers(2, 7)),
+            lat=55.1 + 0.1 * rng.random(),
+            lon=40.5 + 0.2 * rng.random(),
+        )
+        for k in range(10)
+    ]
+    caps = {o["helper_id"]: int(rng.integers(1, 3)) for o in offers}
+    for helper_id, cap in caps.items():
+        db.execute(update(Helper).where(Helper.id == helper_id).values(max_active_tasks=cap))
+    db.commit()
+    run = service.run_batch(session=db)
+    db.commit()
+    matches = list(db.scalars(select(Match).where(Match.run_id == run.id)))
+    assert matches
+    capacity = {o["id"]: o["capacity"] for o in offers}
+    per_helper: dict[int, int] = {}
+    per_offer: dict[int, int] = {}
+    per_need: dict[int, int] = {}
+    for m in matches:
+        assert m.helper_id is not None
+        per_helper[m.helper_id] = per_helper.get(m.helper_id, 0) + 1
+        per_offer[m.offer_id] = per_offer.get(m.offer_id, 0) + m.quantity
+        per_need[m.need_id] = per_need.get(m.need_id, 0) + m.quantity
+    assert all(n <= caps[h] for h, n in per_helper.items())
+    assert all(u <= capacity[o] for o, u in per_offer.items())
+    assert all(u <= quantity[n] for n, u in per_need.items())
+    assert len({(m.need_id, m.helper_id) for m in matches}) == len(matches)
+    assert run.assigned_quantity == sum(m.quantity for m in matches)
+    assert run.matched_needs == len(per_need)
 
 
 def test_a_need_whose_only_helper_declined_is_recorded_as_all_asked(client: TestClient, db: Session) -> None:
