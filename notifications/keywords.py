@@ -337,6 +337,14 @@ NOT_PLACES: tuple[str, ...] = (
 )
 """Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
 
+FIRE_FLOOD_WORDS: tuple[str, ...] = (
+    "пожар", "пожара", "пожаре", "пожару", "пожаром", "пожары", "пожаров", "пожарах", "огонь", "огня", "горит",
+    "горят", "горим", "потоп~", "наводнени~", "затоп*", "тонем", "тонут",
+    "pozhar", "pozhara", "fire", "fires", "flood*",
+)
+"""What a fire or a flood is called: never the name of a street, whatever marker stands before it
+(«площадь пожар», «Улица горит»); «Пожарная» is."""
+
 FIRST_NAMES = frozenset(
     """анна anna ольга olga роза rosa roza майя мая maya maia надежда nadezhda вера vera любовь мария maria
     mariya марина marina елена elena наталья natalya ирина irina татьяна tatyana светлана svetlana александр

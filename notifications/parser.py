@@ -27,6 +27,7 @@ from notifications.keywords import (
     COMMAND_WORDS,
     CRITICAL_CUES,
     ENGLISH_WORDS,
+    FIRE_FLOOD_WORDS,
     FIRST_NAMES,
     FIRST_PERSON,
     HELP_CUES,
@@ -409,11 +410,61 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
     return spans
 
 
-def _street_words(text: str, toks: Sequence[_Token], houses: Sequence[tuple[int, int]]) -> set[int]:
-    """Indices of the words that name a street: after a street marker («ул. Пожарная») or before
-    a house number («Хлебозаводская 3»), the number itself excepted."""
-    spans = [*houses, *(m.span("name") for m in _MARKED_STREET.finditer(text))]
-    return {i for i, t in enumerate(toks) if not t.norm.isdigit() and any(a <= t.start < b for a, b in spans)}
+def _street_words(
+    text: str, toks: Sequence[_Token], norms: Sequence[str], houses: Sequence[tuple[int, int]]
+) -> set[int]:
+    """Indices of the words that name a street: before a house number («Хлебозаводская 3»), or
+    after a street marker when capitalised («ул. Пожарная», in a text that uses both cases) or
+    followed by a house number («ул. пожарная 5»). Never «дом» of «дом 5», nor what says what
+    happened: «площадь пожар», «Улица горит», «шоссе отрезаны» are a fire and a road cut off."""
+    letters = [c for c in text if c.isalpha()]
+    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    spans = list(houses)
+    for m in _MARKED_STREET.finditer(text):
+        housed = re.match(r"\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}(?![\d.,]?\d)", text[m.end("name") :], re.IGNORECASE)
+        n = next((i for i, t in enumerate(toks) if t.start >= m.end("name")), None)
+        if housed and n is not None and toks[n].norm.isdigit() and _counts_something(text, toks, n):
+            housed = None  # «шоссе пожар 3 дня»: how long, not a house
+        if (cased and m.group("name")[0].isupper()) or housed:
+            spans.append(m.span("name"))
+    found = set()
+    for i, t in enumerate(toks):
+        if t.norm.isdigit() or t.norm in ("д", "дом") or not any(a <= t.start < b for a, b in spans):
+            continue
+        if _FIRE_FLOOD.match_at(norms, i) or (t.norm.endswith(_CUE_VERB_ENDINGS) and _cue_at(norms, i)):
+            continue  # «ул. Горит 5» in capitals: still a fire
+        found.add(i)
+    return found
+
+
+# How the verbs and short participles among the cue words end («горит», «мерзнем», «отрезаны»,
+# «застрял», «вывезти»): no street is named so.
+_CUE_VERB_ENDINGS = (
+    "ть",
+    "ти",
+    "чь",
+    "ит",
+    "ят",
+    "ет",
+    "ут",
+    "ют",
+    "ем",
+    "им",
+    "ал",
+    "ел",
+    "ла",
+    "ли",
+    "ло",
+    "ны",
+    "ся",
+    "сь",
+)
+_FIRE_FLOOD = _Table(FIRE_FLOOD_WORDS)
+
+
+def _cue_at(norms: Sequence[str], i: int) -> bool:
+    """Whether a category or urgency cue starts at ``norms[i]``."""
+    return any(t.match_at(norms, i) for t in (*_CATEGORY_TABLES.values(), _CRITICAL, _URGENT))
 
 
 def _capitalised_names(text: str, toks: Sequence[_Token], known: set[int]) -> set[int]:
@@ -678,7 +729,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     norms = ["" if i in names else n for i, n in enumerate(norms)]
     houses = _house_numbers(text, toks, norms)
     # «нужна вода, ул. Пожарная 4», «Хлебозаводская 3»: a street's name says where, not what.
-    streets = _street_words(text, toks, houses)
+    streets = _street_words(text, toks, norms, houses)
     said = ["" if i in streets else n for i, n in enumerate(norms)]
     categories = _categories(said)
 

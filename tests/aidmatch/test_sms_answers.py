@@ -564,3 +564,16 @@ def test_a_latin_command_from_an_unknown_sender_is_english(sms: TestClient, db: 
     phone = "+79161230112"
     _text(sms, phone, "STATUS")
     assert _last_inbound_language(db, phone) == "en"
+
+
+@pytest.mark.parametrize(
+    ("body", "category"),
+    [("сгорел дом 5, Рязань", "shelter"), ("Улица горит, помогите, Рязань", "firefighting")],
+)
+def test_what_happened_beside_a_street_word_is_the_need(sms: TestClient, db: Session, body: str, category: str) -> None:
+    phone = "+79161230113"
+    reply = _text(sms, phone, body)
+    (need,) = _needs(db, phone)
+    assert need.category.value == category
+    assert need.code in reply
+    assert abs(need.lat - 54.63) < 0.1

@@ -180,3 +180,27 @@ def test_a_capitalised_word_and_a_number_ending_the_message_after_the_need_is_an
 def test_a_street_marker_is_a_word_of_its_own_not_the_start_of_one(text: str, place: str) -> None:
     """«ул», «пер» begin «улучшение», «переломы»: those are no street."""
     assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("сгорел дом 5, Рязань", ("shelter",)),
+        ("Рязань, у нас сгорел дом 5 по ул. Ленина", ("shelter",)),
+        ("площадь пожар рязань срочно", ("firefighting",)),
+        ("Улица горит, помогите, Рязань", ("firefighting",)),
+        ("На шоссе пожар, нужна помощь, Рязань", ("firefighting",)),
+        ("Площадь пожара большая, нужна помощь, Белоомут", ("firefighting",)),
+        ("Трасса и шоссе отрезаны, нет воды", ("water", "evacuation")),
+        ("ШОССЕ ПОЖАР 3 ДОМА ГОРЯТ, РЯЗАНЬ", ("firefighting",)),
+        # A street's name is still no category.
+        ("нужна вода, ул. Пожарная 5", ("water",)),
+        ("нужна еда, ул. пожарная 4", ("food",)),
+        ("нужна еда, улица Больничная", ("food",)),
+    ],
+)
+def test_what_happened_after_a_street_word_is_still_read(text: str, categories: tuple[str, ...]) -> None:
+    """«дом» of «дом 5» and a lower-case word after «улица», «шоссе», «площадь» say what happened."""
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.categories == categories
