@@ -720,7 +720,9 @@ class GazetteerGeocoder:
                 if code is not None:
                     hint = hint or code
                     blocked.update(range(i, i + size + 1))
-            if word in _STREET_WORDS:
+            # «одеяла и пр. Белоомут», «и т. пр.», «и т.д.»: "etc.", no avenue.
+            etc = words[i - 1 : i] == ["и"] or words[max(0, i - 2) : i] == ["и", "т"]
+            if word in _STREET_WORDS and not (etc and word in ("пр", "т")):
                 # The street name: up to two words, up to the house number.
                 for j in range(i + 1, min(i + 3, len(words))):
                     if words[j].isdigit():

@@ -15,7 +15,7 @@ syntax); this module holds only the logic that applies them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -355,6 +355,19 @@ _MARKED_STREET = re.compile(
     r"(?<![^\W\d_])(?i:ул|улица|пр-т|пр|просп|проспект|пер|переулок|б-р|бульвар|шоссе|наб|набережная|мкр|микрорайон"
     r"|пл|площадь|проезд|ulitsa|ul)(?![^\W\d_])\.?\s*(?P<name>[^\W\d_][\w-]*(?:\s+[А-ЯЁA-Z][\w-]*)?)"
 )
+
+
+def _addresses(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``pattern`` (_ADDRESS, _MARKED_STREET) but a «пр.» that is «прочее»: «вода,
+    еда и пр. Белоомут», «и т. пр.» ("etc.") name no avenue."""
+    for m in pattern.finditer(text):
+        if not (text[m.start() : m.start() + 2].lower() == "пр" and _AND_SO_ON.search(text, 0, m.start())):
+            yield m
+
+
+_AND_SO_ON = re.compile(r"(?<![^\W\d_])и(?:\s*т\.)?\s*$", re.IGNORECASE)
+
+
 # «Садовая 12», «Ленина 5а», «д. 7», «дом 14»: a house number after a capitalised street name (in a
 # text that uses both cases) or after «д.»/«дом»; never a quantity.
 _HOUSE = re.compile(
@@ -420,7 +433,7 @@ def _street_words(
     letters = [c for c in text if c.isalpha()]
     cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
     spans = list(houses)
-    for m in _MARKED_STREET.finditer(text):
+    for m in _addresses(_MARKED_STREET, text):
         housed = re.match(r"\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}(?![\d.,]?\d)", text[m.end("name") :], re.IGNORECASE)
         n = next((i for i, t in enumerate(toks) if t.start >= m.end("name")), None)
         if housed and n is not None and toks[n].norm.isdigit() and _counts_something(text, toks, n):
@@ -534,7 +547,7 @@ def _place(
 ) -> str | None:
     """The settlement and/or street address as written, or None."""
     address = None
-    for m in _ADDRESS.finditer(text):
+    for m in _addresses(_ADDRESS, text):
         if not _inside(m.start(), taken):
             address = (m.group().strip(" ,"), m.span())
             break
@@ -743,7 +756,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
 
     intent = _intent(said, categories)
     place_text = _place(text, toks, norms, taken, houses)
-    address_spans = [m.span() for m in _ADDRESS.finditer(text)] + houses
+    address_spans = [m.span() for m in _addresses(_ADDRESS, text)] + houses
     quantity = _quantity(toks, norms, [*taken, *address_spans])
     has_place = place_text is not None or lat is not None
     return ParsedSms(

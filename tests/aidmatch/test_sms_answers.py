@@ -577,3 +577,12 @@ def test_what_happened_beside_a_street_word_is_the_need(sms: TestClient, db: Ses
     assert need.category.value == category
     assert need.code in reply
     assert abs(need.lat - 54.63) < 0.1
+
+
+def test_and_so_on_before_the_settlement_finds_it(sms: TestClient, db: Session) -> None:
+    phone = "+79161230114"
+    reply = _text(sms, phone, "Нужно: вода, еда, одеяла и пр. Белоомут")
+    assert "Не нашли" not in reply
+    needs = _needs(db, phone)
+    assert {n.category.value for n in needs} >= {"water", "food"}
+    assert {n.address for n in needs} == {"Белоомут"}

@@ -320,3 +320,14 @@ def test_an_adjective_in_a_settlements_name_or_said_to_be_one_still_finds_it(
     gazetteer: GazetteerGeocoder, query: str, name: str
 ) -> None:
     assert gazetteer.geocode(query).name == name
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Нужно: вода, еда, одеяла и пр. Белоомут", "Нужна еда, вода и т. пр. Белоомут", "нужна вода, еда и т.д. Белоомут"],
+)
+def test_and_so_on_hides_no_settlement(gazetteer: GazetteerGeocoder, text: str) -> None:
+    """«и пр.», «и т.д.» ("etc."): the words after them are no street's name."""
+    found = gazetteer.find_in_text(text)
+    assert found is not None
+    assert found.name == "Белоомут"

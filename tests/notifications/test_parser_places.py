@@ -204,3 +204,20 @@ def test_what_happened_after_a_street_word_is_still_read(text: str, categories: 
     parsed = parse_sms(text)
     assert parsed.intent == "need"
     assert parsed.categories == categories
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Нужно: вода, еда, одеяла и пр. Белоомут", "Белоомут"),
+        ("Нужна еда, вода и пр. Рязань Ленина 5", "Рязань, Ленина 5"),
+        ("Нужна еда, вода и пр. Мы в Рязани", "Рязани"),
+        ("Нужна еда, вода и т. пр. Белоомут", "Белоомут"),
+        # «пр.» elsewhere is still an avenue.
+        ("нужны лекарства, пр. Водников 2", "пр. Водников 2"),
+        ("нужна вода пр. Мира 10 Тула", "Тула, пр. Мира 10"),
+    ],
+)
+def test_and_so_on_is_no_avenue(text: str, place: str) -> None:
+    """«и пр.» is «и прочее» ("etc."), not «проспект»."""
+    assert parse_sms(text).place_text == place
