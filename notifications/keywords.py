@@ -337,6 +337,18 @@ NOT_PLACES: tuple[str, ...] = (
 )
 """Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
 
+STREET_GENITIVES = frozenset(
+    """мира победы октября революции свободы труда дружбы маркса энгельса гоголя фрунзе комсомола молодежи
+    mira pobedy oktyabrya""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""The commonest streets named by a genitive noun (ул. Мира, ул. Победы), which no ending gives away."""
+
+NOT_STREET_NAMES = frozenset(
+    """примерно около минимум максимум количество кол-во итого всего размер этаж квартира кв подъезд корпус
+    школа возраст age size floor apt apartment about approx total""".split()  # noqa: SIM905
+)
+"""Words that count or say which floor or flat («Этаж 5», «Итого 5», "Age 5"), never a street."""
+
 FIRE_FLOOD_WORDS: tuple[str, ...] = (
     "пожар", "пожара", "пожаре", "пожару", "пожаром", "пожары", "пожаров", "пожарах", "огонь", "огня", "горит",
     "горят", "горим", "потоп~", "наводнени~", "затоп*", "тонем", "тонут",

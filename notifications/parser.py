@@ -35,6 +35,7 @@ from notifications.keywords import (
     NEGATIONS,
     NO_LONGER,
     NOT_PLACES,
+    NOT_STREET_NAMES,
     NUMBER_WORDS,
     OFFER_CUES,
     OFFER_NOT_AFTER,
@@ -49,6 +50,7 @@ from notifications.keywords import (
     QUESTION_AFTER,
     RECEIVED_CUES,
     STOPWORDS,
+    STREET_GENITIVES,
     TIME_UNITS,
     TRANSLIT_WORDS,
     URGENT_CUES,
@@ -382,6 +384,20 @@ _STREET_ENDINGS_RU = ("ая", "яя", "ой", "ей", "ий", "ый", "ого", 
 _STREET_ENDINGS = (*_STREET_ENDINGS_RU, "aya", "ina", "ova", "eva", "ogo")
 
 
+# How a street's own name ends, more surely than _STREET_ENDINGS («Садовая», «Лесной», «Кирова»,
+# «Гагарина», «Горького», «Октябрьской»), for a name in a sentence of its own with no marker.
+_OWN_STREET_ENDINGS = (*_STREET_ENDINGS, "ов", "ев", "ына", "ской", "ского", "ov", "ev", "skogo")
+
+
+def _street_like(norm: str) -> bool:
+    """Whether a word alone reads as a street's name: by its ending, or one of the commonest
+    genitive names («Мира», «Победы»); not a word that counts or says which floor («Итого»,
+    «Этаж», «Квартира», "Age", "Size")."""
+    if norm in NOT_STREET_NAMES:
+        return False
+    return norm in STREET_GENITIVES or norm.endswith(_OWN_STREET_ENDINGS)
+
+
 def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> list[tuple[int, int]]:
     """Spans of the house numbers with what names their street («Садовая 12», «д. 7»)."""
     letters = [c for c in text if c.isalpha()]
@@ -406,14 +422,16 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
             # «Мира 5, Рязань», «Рязань, Карла Маркса 7»: with another name beside it the word
             # before the number is a street, the other the settlement.
             others = [j for j in names if j not in (i, i - 1)]
-            # «Нужна вода. Мира 5»: a name and a number that end the message in a sentence of their
-            # own, after the one that says what is needed, are where (ул. Мира), not how much.
+            # «Нужна вода. Мира 5»: a street's name and a number that end the message in a sentence
+            # of their own, after the one that says what is needed, are where (ул. Мира), not how
+            # much; «Нужна вода. Рязань 5», «Этаж 5», "Age 5" are not.
             own_sentence = text[toks[i - 1].end : toks[i].start].strip()[-1:] in (".", "!", "?")
             last = not text[m.end() :].strip(" .!?\t\r\n")
-            if own_sentence and last:
+            if own_sentence and last and _street_like(toks[i].norm):
                 spans.append(m.span())
                 continue
-            if m.group("n").isdigit() and not after_place and not others and not toks[i].norm.endswith(_STREET_ENDINGS):
+            street_end = toks[i].norm.endswith(_STREET_ENDINGS) and toks[i].norm not in NOT_STREET_NAMES
+            if m.group("n").isdigit() and not after_place and not others and not street_end:
                 continue  # «Вода Рязань 5»: a settlement and how much; «Садовая 12», «Рязань, Ленина 5»: a house
             # «Карла Маркса 7»: a street of two names, when the settlement is named apart.
             if i - 1 in names and text[toks[i - 1].end : toks[i].start].strip() == "" and others:
@@ -567,6 +585,8 @@ def _place(
         t = toks[i]
         if _inside(t.start, blocked) or not t.raw[0].isalpha() or len(t.norm) < 3 or i in known:
             return False
+        if t.norm in NOT_STREET_NAMES:
+            return False  # «Нужны памперсы. Размер 5», «Примерно 5»: how many, not where
         return t.raw[0].isupper() if cased else True
 
     def run_from(i: int) -> str:

@@ -586,3 +586,9 @@ def test_and_so_on_before_the_settlement_finds_it(sms: TestClient, db: Session) 
     needs = _needs(db, phone)
     assert {n.category.value for n in needs} >= {"water", "food"}
     assert {n.address for n in needs} == {"Белоомут"}
+
+
+def test_a_flat_number_in_its_own_sentence_is_no_place(sms: TestClient, db: Session) -> None:
+    phone = "+79161230115"
+    assert _text(sms, phone, "Нужна вода! Квартира 5").startswith("Где вы?")
+    assert _needs(db, phone) == []

@@ -221,3 +221,32 @@ def test_what_happened_after_a_street_word_is_still_read(text: str, categories: 
 def test_and_so_on_is_no_avenue(text: str, place: str) -> None:
     """«и пр.» is «и прочее» ("etc."), not «проспект»."""
     assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("Нужна вода. Рязань 5", "Рязань", 5),
+        ("Need food. Ryazan 5", "Ryazan", 5),
+        ("Ryazan. Need insulin. Age 5", "Ryazan", 5),
+        ("Нужна вода! Квартира 5", None, 5),
+        ("Нужна вода. Этаж 5", None, 5),
+        ("Нужна вода, Рязань. Подъезд 2", "Рязань", 2),
+        ("Нужна еда, Рязань. Школа 5", "Рязань", 5),
+        ("Нужны памперсы. Размер 5", None, 5),
+        ("Нужна вода. Примерно 5", None, 5),
+        ("Нужна вода. Кол-во 5", None, 5),
+        ("Нужна вода. Итого 5", None, 5),
+        # A street's name still is one.
+        ("Нужна вода. Мира 5", "Мира 5", None),
+        ("Нужна вода. Кирова 10", "Кирова 10", None),
+        ("Нужна вода. Советская 5", "Советская 5", None),
+    ],
+)
+def test_a_number_in_its_own_sentence_is_a_house_only_after_a_streets_name(
+    text: str, place: str | None, quantity: int | None
+) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
+    assert ("place" in parsed.missing) is (place is None)
