@@ -328,6 +328,13 @@ PLACE_MARKERS = frozenset((
 ))
 """Words after which a capitalised word is a place («в Рязани», «деревня Ивановка», «in Jacmel»."""
 
+SETTLEMENT_WORDS = frozenset(
+    """деревня деревне деревни деревню дер д село селе села с поселок поселке поселка пос п пгт рп хутор хуторе
+    хутора хут х станица станице станицы ст""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Words that say the name after them is a settlement's («деревня Старая», «пос. Новый»); a letter
+alone counts only with its dot («д. Старая»)."""
+
 NOT_PLACES: tuple[str, ...] = (
     "дом~", "квартир~", "подвал~", "лес~", "поле", "город~", "деревн~", "сел~", "район~", "больниц~", "машин~",
     "центр~", "течени~", "час~", "день", "дня", "ночь", "ночи", "утр~", "вечер~", "школ~", "подъезд~", "этаж~",

@@ -49,6 +49,7 @@ from notifications.keywords import (
     QUANTITY_UNITS,
     QUESTION_AFTER,
     RECEIVED_CUES,
+    SETTLEMENT_WORDS,
     STOPWORDS,
     STREET_GENITIVES,
     TIME_UNITS,
@@ -593,7 +594,14 @@ def _place(
         j = i
         while j + 1 < len(toks) and candidate(j + 1) and text[toks[j].end : toks[j + 1].start].strip() == "":
             j += 1
-        return text[toks[i].start : toks[j].end]
+        start = toks[i].start
+        # «деревня Старая», «в поселке Новом»: an adjective alone is no settlement to the geocoder
+        # unless said to be one, so the word that says so stays with it.
+        if i == j and i > 0 and norms[i - 1] in SETTLEMENT_WORDS and toks[i].norm.endswith(_ADJECTIVE_ENDINGS):
+            gap = text[toks[i - 1].end : toks[i].start]
+            if gap.strip(" .") == "" and (len(norms[i - 1]) > 1 or "." in gap):
+                start = toks[i - 1].start
+        return text[start : toks[j].end]
 
     settlement = None
     for i in range(len(toks) - 1):
@@ -635,6 +643,7 @@ def _place(
     return settlement
 
 
+_ADJECTIVE_ENDINGS = ("ая", "яя", "ый", "ий", "ой", "ое", "ее", "ые", "ие", "ом", "ем", "ую", "ого", "его", "ых", "их")
 _SETTLEMENT_ENDINGS = ("ово", "ево", "ино", "ыно", "ское", "цкое")
 
 

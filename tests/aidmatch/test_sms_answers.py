@@ -592,3 +592,23 @@ def test_a_flat_number_in_its_own_sentence_is_no_place(sms: TestClient, db: Sess
     phone = "+79161230115"
     assert _text(sms, phone, "Нужна вода! Квартира 5").startswith("Где вы?")
     assert _needs(db, phone) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ("Нужна вода, деревня Старая", "Старая"),
+        ("Нужна вода, пос. Новый", "Новый"),
+        ("Нужна вода, посёлок Красный", "Красный"),
+        ("Нужна вода, в поселке Новом", "Новый"),
+    ],
+)
+def test_an_adjective_said_to_be_a_settlement_is_where_the_need_is(
+    sms: TestClient, db: Session, gazetteer: GazetteerGeocoder, body: str, name: str
+) -> None:
+    phone = "+79161230116"
+    reply = _text(sms, phone, body)
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    expected = gazetteer.geocode(f"посёлок {name}")  # a lone adjective is no settlement
+    assert (need.lat, need.lon) == pytest.approx((expected.lat_deg, expected.lon_deg))

@@ -331,3 +331,30 @@ def test_and_so_on_hides_no_settlement(gazetteer: GazetteerGeocoder, text: str) 
     found = gazetteer.find_in_text(text)
     assert found is not None
     assert found.name == "Белоомут"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Нужна вода, деревня Старая", "Старая"),
+        ("Нужна вода, посёлок Красный", "Красный"),
+        ("Нужна вода, хутор Красный", "Красный"),
+    ],
+)
+def test_an_adjective_said_to_be_a_settlement_is_found_in_a_text(
+    gazetteer: GazetteerGeocoder, text: str, name: str
+) -> None:
+    found = gazetteer.find_in_text(text)
+    assert found is not None
+    assert found.name == name
+
+
+@pytest.mark.parametrize("text", ["Нужна вода, в поселке", "дом в поселке сгорел", "нужна вода в деревне"])
+def test_a_settlement_word_is_no_typo_of_a_settlement(gazetteer: GazetteerGeocoder, text: str) -> None:
+    """«поселке» is one letter from the village Поселки, and says only that there is a settlement."""
+    assert gazetteer.find_in_text(text) is None
+
+
+@pytest.mark.parametrize(("query", "name"), [("хутор Красный", "Красный"), ("поселке Новом", "Новый")])
+def test_a_settlement_word_in_any_case_names_the_adjective(gazetteer: GazetteerGeocoder, query: str, name: str) -> None:
+    assert gazetteer.geocode(query).name == name

@@ -250,3 +250,19 @@ def test_a_number_in_its_own_sentence_is_a_house_only_after_a_streets_name(
     assert parsed.place_text == place
     assert parsed.quantity == quantity
     assert ("place" in parsed.missing) is (place is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Нужна вода, деревня Старая", "деревня Старая"),
+        ("Нужна вода, пос. Новый", "пос. Новый"),
+        ("Нужна вода, в поселке Новом", "поселке Новом"),
+        ("Нужна вода, хутор Красный", "хутор Красный"),
+        # A name that is no adjective, or an adjective not said to be a settlement, as before.
+        ("Нужна вода, деревня Ивановка", "Ивановка"),
+        ("Нужна вода, Старая", "Старая"),
+    ],
+)
+def test_the_word_that_says_an_adjective_is_a_settlement_stays_with_it(text: str, place: str) -> None:
+    assert parse_sms(text).place_text == place
