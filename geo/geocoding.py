@@ -363,8 +363,9 @@ _PREPOSITIONS = _words(
     "в во из изо под подо около у возле близ рядом с со до от на по за через между к ко in near from at to around"
 )
 _SETTLEMENT_WORDS = _words(
-    "г гор город городе города с село селе села д дер деревня деревне деревни п пос поселок поселке "
-    "поселка пгт рп ст станица станице ст ца city town village"
+    "г гор город городе города с село селе села селу селом д дер деревня деревне деревни деревню деревней п пос "
+    "поселок поселке поселка поселку поселком пгт рп ст станица станице станицы станицу х хут хутор хуторе хутора "
+    "ст ца city town village"
 )
 _STREET_WORDS = _words(
     "ул улица улице улицы пр пр т проспект проспекте пер переулок переулке б р бульвар бульваре ш шоссе "
@@ -720,7 +721,9 @@ class GazetteerGeocoder:
                 if code is not None:
                     hint = hint or code
                     blocked.update(range(i, i + size + 1))
-            if word in _STREET_WORDS:
+            # «одеяла и пр. Белоомут», «и т. пр.», «и т.д.»: "etc.", no avenue.
+            etc = words[i - 1 : i] == ["и"] or words[max(0, i - 2) : i] == ["и", "т"]
+            if word in _STREET_WORDS and not (etc and word in ("пр", "т")):
                 # The street name: up to two words, up to the house number.
                 for j in range(i + 1, min(i + 3, len(words))):
                     if words[j].isdigit():
@@ -732,8 +735,16 @@ class GazetteerGeocoder:
                 gram = words[i : i + size]
                 if any(j in blocked for j in range(i, i + size)) or any(not t.isalpha() for t in gram):
                     continue
-                if size > 1 and (gram[0] in _PREPOSITIONS or gram[0] in _SETTLEMENT_WORDS):
+                # «деревня Старая», «в поселке Новом»: an adjective said to be a settlement is one.
+                named = (
+                    size == 2
+                    and gram[0] in _SETTLEMENT_WORDS
+                    and bool(_LONE_ADJECTIVES.intersection(_word_forms(gram[1])))
+                )
+                if size > 1 and (gram[0] in _PREPOSITIONS or gram[0] in _SETTLEMENT_WORDS) and not named:
                     continue  # the shorter run without the preposition is tried on its own
+                if size == 1 and gram[0] in _SETTLEMENT_WORDS:
+                    continue  # «поселке» is no typo of the village Поселки
                 if gram[0] in STOP_WORDS or gram[-1] in STOP_WORDS or len("".join(gram)) < 3:
                     continue
                 latin = not any(_CYRILLIC.search(t) for t in gram)

@@ -328,6 +328,13 @@ PLACE_MARKERS = frozenset((
 ))
 """Words after which a capitalised word is a place («в Рязани», «деревня Ивановка», «in Jacmel»."""
 
+SETTLEMENT_WORDS = frozenset(
+    """деревня деревне деревни деревню дер д село селе села с поселок поселке поселка пос п пгт рп хутор хуторе
+    хутора хут х станица станице станицы ст""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""Words that say the name after them is a settlement's («деревня Старая», «пос. Новый»); a letter
+alone counts only with its dot («д. Старая»)."""
+
 NOT_PLACES: tuple[str, ...] = (
     "дом~", "квартир~", "подвал~", "лес~", "поле", "город~", "деревн~", "сел~", "район~", "больниц~", "машин~",
     "центр~", "течени~", "час~", "день", "дня", "ночь", "ночи", "утр~", "вечер~", "школ~", "подъезд~", "этаж~",
@@ -336,6 +343,26 @@ NOT_PLACES: tuple[str, ...] = (
     "case", "town", "city", "village", "place",
 )
 """Words after «в»/«in» that are not places when the message gives no capital letters to go by."""
+
+STREET_GENITIVES = frozenset(
+    """мира победы октября революции свободы труда дружбы маркса энгельса гоголя фрунзе комсомола молодежи
+    mira pobedy oktyabrya""".split()  # noqa: SIM905 - a word list reads better than a list of strings
+)
+"""The commonest streets named by a genitive noun (ул. Мира, ул. Победы), which no ending gives away."""
+
+NOT_STREET_NAMES = frozenset(
+    """примерно около минимум максимум количество кол-во итого всего размер этаж квартира кв подъезд корпус
+    школа возраст age size floor apt apartment about approx total""".split()  # noqa: SIM905
+)
+"""Words that count or say which floor or flat («Этаж 5», «Итого 5», "Age 5"), never a street."""
+
+FIRE_FLOOD_WORDS: tuple[str, ...] = (
+    "пожар", "пожара", "пожаре", "пожару", "пожаром", "пожары", "пожаров", "пожарах", "огонь", "огня", "горит",
+    "горят", "горим", "потоп~", "наводнени~", "затоп*", "тонем", "тонут",
+    "pozhar", "pozhara", "fire", "fires", "flood*",
+)
+"""What a fire or a flood is called: never the name of a street, whatever marker stands before it
+(«площадь пожар», «Улица горит»); «Пожарная» is."""
 
 FIRST_NAMES = frozenset(
     """анна anna ольга olga роза rosa roza майя мая maya maia надежда nadezhda вера vera любовь мария maria

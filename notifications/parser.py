@@ -15,7 +15,7 @@ syntax); this module holds only the logic that applies them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -27,6 +27,7 @@ from notifications.keywords import (
     COMMAND_WORDS,
     CRITICAL_CUES,
     ENGLISH_WORDS,
+    FIRE_FLOOD_WORDS,
     FIRST_NAMES,
     FIRST_PERSON,
     HELP_CUES,
@@ -34,6 +35,7 @@ from notifications.keywords import (
     NEGATIONS,
     NO_LONGER,
     NOT_PLACES,
+    NOT_STREET_NAMES,
     NUMBER_WORDS,
     OFFER_CUES,
     OFFER_NOT_AFTER,
@@ -47,7 +49,9 @@ from notifications.keywords import (
     QUANTITY_UNITS,
     QUESTION_AFTER,
     RECEIVED_CUES,
+    SETTLEMENT_WORDS,
     STOPWORDS,
+    STREET_GENITIVES,
     TIME_UNITS,
     TRANSLIT_WORDS,
     URGENT_CUES,
@@ -354,6 +358,19 @@ _MARKED_STREET = re.compile(
     r"(?<![^\W\d_])(?i:ул|улица|пр-т|пр|просп|проспект|пер|переулок|б-р|бульвар|шоссе|наб|набережная|мкр|микрорайон"
     r"|пл|площадь|проезд|ulitsa|ul)(?![^\W\d_])\.?\s*(?P<name>[^\W\d_][\w-]*(?:\s+[А-ЯЁA-Z][\w-]*)?)"
 )
+
+
+def _addresses(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``pattern`` (_ADDRESS, _MARKED_STREET) but a «пр.» that is «прочее»: «вода,
+    еда и пр. Белоомут», «и т. пр.» ("etc.") name no avenue."""
+    for m in pattern.finditer(text):
+        if not (text[m.start() : m.start() + 2].lower() == "пр" and _AND_SO_ON.search(text, 0, m.start())):
+            yield m
+
+
+_AND_SO_ON = re.compile(r"(?<![^\W\d_])и(?:\s*т\.)?\s*$", re.IGNORECASE)
+
+
 # «Садовая 12», «Ленина 5а», «д. 7», «дом 14»: a house number after a capitalised street name (in a
 # text that uses both cases) or after «д.»/«дом»; never a quantity.
 _HOUSE = re.compile(
@@ -366,6 +383,20 @@ _HOUSE = re.compile(
 # settlements' names («Рязань», «Тула», «Москва», «Коломна»).
 _STREET_ENDINGS_RU = ("ая", "яя", "ой", "ей", "ий", "ый", "ого", "его", "ина", "ова", "ева")
 _STREET_ENDINGS = (*_STREET_ENDINGS_RU, "aya", "ina", "ova", "eva", "ogo")
+
+
+# How a street's own name ends, more surely than _STREET_ENDINGS («Садовая», «Лесной», «Кирова»,
+# «Гагарина», «Горького», «Октябрьской»), for a name in a sentence of its own with no marker.
+_OWN_STREET_ENDINGS = (*_STREET_ENDINGS, "ов", "ев", "ына", "ской", "ского", "ov", "ev", "skogo")
+
+
+def _street_like(norm: str) -> bool:
+    """Whether a word alone reads as a street's name: by its ending, or one of the commonest
+    genitive names («Мира», «Победы»); not a word that counts or says which floor («Итого»,
+    «Этаж», «Квартира», "Age", "Size")."""
+    if norm in NOT_STREET_NAMES:
+        return False
+    return norm in STREET_GENITIVES or norm.endswith(_OWN_STREET_ENDINGS)
 
 
 def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> list[tuple[int, int]]:
@@ -392,14 +423,16 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
             # «Мира 5, Рязань», «Рязань, Карла Маркса 7»: with another name beside it the word
             # before the number is a street, the other the settlement.
             others = [j for j in names if j not in (i, i - 1)]
-            # «Нужна вода. Мира 5»: a name and a number that end the message in a sentence of their
-            # own, after the one that says what is needed, are where (ул. Мира), not how much.
+            # «Нужна вода. Мира 5»: a street's name and a number that end the message in a sentence
+            # of their own, after the one that says what is needed, are where (ул. Мира), not how
+            # much; «Нужна вода. Рязань 5», «Этаж 5», "Age 5" are not.
             own_sentence = text[toks[i - 1].end : toks[i].start].strip()[-1:] in (".", "!", "?")
             last = not text[m.end() :].strip(" .!?\t\r\n")
-            if own_sentence and last:
+            if own_sentence and last and _street_like(toks[i].norm):
                 spans.append(m.span())
                 continue
-            if m.group("n").isdigit() and not after_place and not others and not toks[i].norm.endswith(_STREET_ENDINGS):
+            street_end = toks[i].norm.endswith(_STREET_ENDINGS) and toks[i].norm not in NOT_STREET_NAMES
+            if m.group("n").isdigit() and not after_place and not others and not street_end:
                 continue  # «Вода Рязань 5»: a settlement and how much; «Садовая 12», «Рязань, Ленина 5»: a house
             # «Карла Маркса 7»: a street of two names, when the settlement is named apart.
             if i - 1 in names and text[toks[i - 1].end : toks[i].start].strip() == "" and others:
@@ -409,11 +442,61 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
     return spans
 
 
-def _street_words(text: str, toks: Sequence[_Token], houses: Sequence[tuple[int, int]]) -> set[int]:
-    """Indices of the words that name a street: after a street marker («ул. Пожарная») or before
-    a house number («Хлебозаводская 3»), the number itself excepted."""
-    spans = [*houses, *(m.span("name") for m in _MARKED_STREET.finditer(text))]
-    return {i for i, t in enumerate(toks) if not t.norm.isdigit() and any(a <= t.start < b for a, b in spans)}
+def _street_words(
+    text: str, toks: Sequence[_Token], norms: Sequence[str], houses: Sequence[tuple[int, int]]
+) -> set[int]:
+    """Indices of the words that name a street: before a house number («Хлебозаводская 3»), or
+    after a street marker when capitalised («ул. Пожарная», in a text that uses both cases) or
+    followed by a house number («ул. пожарная 5»). Never «дом» of «дом 5», nor what says what
+    happened: «площадь пожар», «Улица горит», «шоссе отрезаны» are a fire and a road cut off."""
+    letters = [c for c in text if c.isalpha()]
+    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    spans = list(houses)
+    for m in _addresses(_MARKED_STREET, text):
+        housed = re.match(r"\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}(?![\d.,]?\d)", text[m.end("name") :], re.IGNORECASE)
+        n = next((i for i, t in enumerate(toks) if t.start >= m.end("name")), None)
+        if housed and n is not None and toks[n].norm.isdigit() and _counts_something(text, toks, n):
+            housed = None  # «шоссе пожар 3 дня»: how long, not a house
+        if (cased and m.group("name")[0].isupper()) or housed:
+            spans.append(m.span("name"))
+    found = set()
+    for i, t in enumerate(toks):
+        if t.norm.isdigit() or t.norm in ("д", "дом") or not any(a <= t.start < b for a, b in spans):
+            continue
+        if _FIRE_FLOOD.match_at(norms, i) or (t.norm.endswith(_CUE_VERB_ENDINGS) and _cue_at(norms, i)):
+            continue  # «ул. Горит 5» in capitals: still a fire
+        found.add(i)
+    return found
+
+
+# How the verbs and short participles among the cue words end («горит», «мерзнем», «отрезаны»,
+# «застрял», «вывезти»): no street is named so.
+_CUE_VERB_ENDINGS = (
+    "ть",
+    "ти",
+    "чь",
+    "ит",
+    "ят",
+    "ет",
+    "ут",
+    "ют",
+    "ем",
+    "им",
+    "ал",
+    "ел",
+    "ла",
+    "ли",
+    "ло",
+    "ны",
+    "ся",
+    "сь",
+)
+_FIRE_FLOOD = _Table(FIRE_FLOOD_WORDS)
+
+
+def _cue_at(norms: Sequence[str], i: int) -> bool:
+    """Whether a category or urgency cue starts at ``norms[i]``."""
+    return any(t.match_at(norms, i) for t in (*_CATEGORY_TABLES.values(), _CRITICAL, _URGENT))
 
 
 def _capitalised_names(text: str, toks: Sequence[_Token], known: set[int]) -> set[int]:
@@ -483,7 +566,7 @@ def _place(
 ) -> str | None:
     """The settlement and/or street address as written, or None."""
     address = None
-    for m in _ADDRESS.finditer(text):
+    for m in _addresses(_ADDRESS, text):
         if not _inside(m.start(), taken):
             address = (m.group().strip(" ,"), m.span())
             break
@@ -503,13 +586,22 @@ def _place(
         t = toks[i]
         if _inside(t.start, blocked) or not t.raw[0].isalpha() or len(t.norm) < 3 or i in known:
             return False
+        if t.norm in NOT_STREET_NAMES:
+            return False  # «Нужны памперсы. Размер 5», «Примерно 5»: how many, not where
         return t.raw[0].isupper() if cased else True
 
     def run_from(i: int) -> str:
         j = i
         while j + 1 < len(toks) and candidate(j + 1) and text[toks[j].end : toks[j + 1].start].strip() == "":
             j += 1
-        return text[toks[i].start : toks[j].end]
+        start = toks[i].start
+        # «деревня Старая», «в поселке Новом»: an adjective alone is no settlement to the geocoder
+        # unless said to be one, so the word that says so stays with it.
+        if i == j and i > 0 and norms[i - 1] in SETTLEMENT_WORDS and toks[i].norm.endswith(_ADJECTIVE_ENDINGS):
+            gap = text[toks[i - 1].end : toks[i].start]
+            if gap.strip(" .") == "" and (len(norms[i - 1]) > 1 or "." in gap):
+                start = toks[i - 1].start
+        return text[start : toks[j].end]
 
     settlement = None
     for i in range(len(toks) - 1):
@@ -551,6 +643,7 @@ def _place(
     return settlement
 
 
+_ADJECTIVE_ENDINGS = ("ая", "яя", "ый", "ий", "ой", "ое", "ее", "ые", "ие", "ом", "ем", "ую", "ого", "его", "ых", "их")
 _SETTLEMENT_ENDINGS = ("ово", "ево", "ино", "ыно", "ское", "цкое")
 
 
@@ -678,7 +771,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     norms = ["" if i in names else n for i, n in enumerate(norms)]
     houses = _house_numbers(text, toks, norms)
     # «нужна вода, ул. Пожарная 4», «Хлебозаводская 3»: a street's name says where, not what.
-    streets = _street_words(text, toks, houses)
+    streets = _street_words(text, toks, norms, houses)
     said = ["" if i in streets else n for i, n in enumerate(norms)]
     categories = _categories(said)
 
@@ -692,7 +785,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
 
     intent = _intent(said, categories)
     place_text = _place(text, toks, norms, taken, houses)
-    address_spans = [m.span() for m in _ADDRESS.finditer(text)] + houses
+    address_spans = [m.span() for m in _addresses(_ADDRESS, text)] + houses
     quantity = _quantity(toks, norms, [*taken, *address_spans])
     has_place = place_text is not None or lat is not None
     return ParsedSms(

@@ -564,3 +564,51 @@ def test_a_latin_command_from_an_unknown_sender_is_english(sms: TestClient, db: 
     phone = "+79161230112"
     _text(sms, phone, "STATUS")
     assert _last_inbound_language(db, phone) == "en"
+
+
+@pytest.mark.parametrize(
+    ("body", "category"),
+    [("сгорел дом 5, Рязань", "shelter"), ("Улица горит, помогите, Рязань", "firefighting")],
+)
+def test_what_happened_beside_a_street_word_is_the_need(sms: TestClient, db: Session, body: str, category: str) -> None:
+    phone = "+79161230113"
+    reply = _text(sms, phone, body)
+    (need,) = _needs(db, phone)
+    assert need.category.value == category
+    assert need.code in reply
+    assert abs(need.lat - 54.63) < 0.1
+
+
+def test_and_so_on_before_the_settlement_finds_it(sms: TestClient, db: Session) -> None:
+    phone = "+79161230114"
+    reply = _text(sms, phone, "Нужно: вода, еда, одеяла и пр. Белоомут")
+    assert "Не нашли" not in reply
+    needs = _needs(db, phone)
+    assert {n.category.value for n in needs} >= {"water", "food"}
+    assert {n.address for n in needs} == {"Белоомут"}
+
+
+def test_a_flat_number_in_its_own_sentence_is_no_place(sms: TestClient, db: Session) -> None:
+    phone = "+79161230115"
+    assert _text(sms, phone, "Нужна вода! Квартира 5").startswith("Где вы?")
+    assert _needs(db, phone) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ("Нужна вода, деревня Старая", "Старая"),
+        ("Нужна вода, пос. Новый", "Новый"),
+        ("Нужна вода, посёлок Красный", "Красный"),
+        ("Нужна вода, в поселке Новом", "Новый"),
+    ],
+)
+def test_an_adjective_said_to_be_a_settlement_is_where_the_need_is(
+    sms: TestClient, db: Session, gazetteer: GazetteerGeocoder, body: str, name: str
+) -> None:
+    phone = "+79161230116"
+    reply = _text(sms, phone, body)
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    expected = gazetteer.geocode(f"посёлок {name}")  # a lone adjective is no settlement
+    assert (need.lat, need.lon) == pytest.approx((expected.lat_deg, expected.lon_deg))

@@ -320,3 +320,41 @@ def test_an_adjective_in_a_settlements_name_or_said_to_be_one_still_finds_it(
     gazetteer: GazetteerGeocoder, query: str, name: str
 ) -> None:
     assert gazetteer.geocode(query).name == name
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Нужно: вода, еда, одеяла и пр. Белоомут", "Нужна еда, вода и т. пр. Белоомут", "нужна вода, еда и т.д. Белоомут"],
+)
+def test_and_so_on_hides_no_settlement(gazetteer: GazetteerGeocoder, text: str) -> None:
+    """«и пр.», «и т.д.» ("etc."): the words after them are no street's name."""
+    found = gazetteer.find_in_text(text)
+    assert found is not None
+    assert found.name == "Белоомут"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Нужна вода, деревня Старая", "Старая"),
+        ("Нужна вода, посёлок Красный", "Красный"),
+        ("Нужна вода, хутор Красный", "Красный"),
+    ],
+)
+def test_an_adjective_said_to_be_a_settlement_is_found_in_a_text(
+    gazetteer: GazetteerGeocoder, text: str, name: str
+) -> None:
+    found = gazetteer.find_in_text(text)
+    assert found is not None
+    assert found.name == name
+
+
+@pytest.mark.parametrize("text", ["Нужна вода, в поселке", "дом в поселке сгорел", "нужна вода в деревне"])
+def test_a_settlement_word_is_no_typo_of_a_settlement(gazetteer: GazetteerGeocoder, text: str) -> None:
+    """«поселке» is one letter from the village Поселки, and says only that there is a settlement."""
+    assert gazetteer.find_in_text(text) is None
+
+
+@pytest.mark.parametrize(("query", "name"), [("хутор Красный", "Красный"), ("поселке Новом", "Новый")])
+def test_a_settlement_word_in_any_case_names_the_adjective(gazetteer: GazetteerGeocoder, query: str, name: str) -> None:
+    assert gazetteer.geocode(query).name == name

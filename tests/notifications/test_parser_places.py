@@ -180,3 +180,89 @@ def test_a_capitalised_word_and_a_number_ending_the_message_after_the_need_is_an
 def test_a_street_marker_is_a_word_of_its_own_not_the_start_of_one(text: str, place: str) -> None:
     """«ул», «пер» begin «улучшение», «переломы»: those are no street."""
     assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("сгорел дом 5, Рязань", ("shelter",)),
+        ("Рязань, у нас сгорел дом 5 по ул. Ленина", ("shelter",)),
+        ("площадь пожар рязань срочно", ("firefighting",)),
+        ("Улица горит, помогите, Рязань", ("firefighting",)),
+        ("На шоссе пожар, нужна помощь, Рязань", ("firefighting",)),
+        ("Площадь пожара большая, нужна помощь, Белоомут", ("firefighting",)),
+        ("Трасса и шоссе отрезаны, нет воды", ("water", "evacuation")),
+        ("ШОССЕ ПОЖАР 3 ДОМА ГОРЯТ, РЯЗАНЬ", ("firefighting",)),
+        # A street's name is still no category.
+        ("нужна вода, ул. Пожарная 5", ("water",)),
+        ("нужна еда, ул. пожарная 4", ("food",)),
+        ("нужна еда, улица Больничная", ("food",)),
+    ],
+)
+def test_what_happened_after_a_street_word_is_still_read(text: str, categories: tuple[str, ...]) -> None:
+    """«дом» of «дом 5» and a lower-case word after «улица», «шоссе», «площадь» say what happened."""
+    parsed = parse_sms(text)
+    assert parsed.intent == "need"
+    assert parsed.categories == categories
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Нужно: вода, еда, одеяла и пр. Белоомут", "Белоомут"),
+        ("Нужна еда, вода и пр. Рязань Ленина 5", "Рязань, Ленина 5"),
+        ("Нужна еда, вода и пр. Мы в Рязани", "Рязани"),
+        ("Нужна еда, вода и т. пр. Белоомут", "Белоомут"),
+        # «пр.» elsewhere is still an avenue.
+        ("нужны лекарства, пр. Водников 2", "пр. Водников 2"),
+        ("нужна вода пр. Мира 10 Тула", "Тула, пр. Мира 10"),
+    ],
+)
+def test_and_so_on_is_no_avenue(text: str, place: str) -> None:
+    """«и пр.» is «и прочее» ("etc."), not «проспект»."""
+    assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("Нужна вода. Рязань 5", "Рязань", 5),
+        ("Need food. Ryazan 5", "Ryazan", 5),
+        ("Ryazan. Need insulin. Age 5", "Ryazan", 5),
+        ("Нужна вода! Квартира 5", None, 5),
+        ("Нужна вода. Этаж 5", None, 5),
+        ("Нужна вода, Рязань. Подъезд 2", "Рязань", 2),
+        ("Нужна еда, Рязань. Школа 5", "Рязань", 5),
+        ("Нужны памперсы. Размер 5", None, 5),
+        ("Нужна вода. Примерно 5", None, 5),
+        ("Нужна вода. Кол-во 5", None, 5),
+        ("Нужна вода. Итого 5", None, 5),
+        # A street's name still is one.
+        ("Нужна вода. Мира 5", "Мира 5", None),
+        ("Нужна вода. Кирова 10", "Кирова 10", None),
+        ("Нужна вода. Советская 5", "Советская 5", None),
+    ],
+)
+def test_a_number_in_its_own_sentence_is_a_house_only_after_a_streets_name(
+    text: str, place: str | None, quantity: int | None
+) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
+    assert ("place" in parsed.missing) is (place is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Нужна вода, деревня Старая", "деревня Старая"),
+        ("Нужна вода, пос. Новый", "пос. Новый"),
+        ("Нужна вода, в поселке Новом", "поселке Новом"),
+        ("Нужна вода, хутор Красный", "хутор Красный"),
+        # A name that is no adjective, or an adjective not said to be a settlement, as before.
+        ("Нужна вода, деревня Ивановка", "Ивановка"),
+        ("Нужна вода, Старая", "Старая"),
+    ],
+)
+def test_the_word_that_says_an_adjective_is_a_settlement_stays_with_it(text: str, place: str) -> None:
+    assert parse_sms(text).place_text == place
