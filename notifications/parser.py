@@ -341,14 +341,23 @@ _COORDS = re.compile(
     re.IGNORECASE,
 )
 _RADIUS = re.compile(r"(?<![\d.,])(\d{1,4})\s*(?:км|km|kilomet\w*|kilometr\w*|километр\w*)(?![^\W\d_])", re.IGNORECASE)
+# A declined marker («на улице», «в переулке») is mostly "outdoors" («ночуем на улице с детьми»,
+# shelter): a street only with a capitalised name or a house number («на улице ленина 5»).
+_DECLINED_STREET_PATTERN = (
+    r"(?<![^\W\d_])(?:улиц(?:е|у|ы|ей)|проспект(?:а|е|у|ом)|переул(?:ке|ка|ку|ком)|бульвар(?:а|е|у|ом)"
+    r"|набережн(?:ой|ую)|микрорайон(?:а|е|у|ом)|площад(?:и|ью)|проезд(?:а|е|у|ом))\s+"
+    r"(?:(?-i:[А-ЯЁA-Z])[\w-]*(?:\s+[^\W\d_][\w-]*)?(?:\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?)?"
+    r"|[^\W\d_][\w-]*(?:\s+[^\W\d_][\w-]*)?\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?)"
+)
+_DECLINED_STREET = re.compile(_DECLINED_STREET_PATTERN, re.IGNORECASE)
 # A marker, in any case («на улице Ленина», «в переулке»), ends with its dot or a space: «ул.Ленина»,
 # «ул Ленина», not «улучшение», «переломы».
 _ADDRESS = re.compile(
-    r"(?<![^\W\d_])(?:ул\.?|улиц(?:а|е|у|ы|ей)|пр-т|пр\.|просп\.?|проспект(?:а|е|у|ом)?|пер\.?|переул(?:ок|ке|ка|ку|ком)"
-    r"|б-р|бульвар(?:а|е|у|ом)?|шоссе|ш\.|наб\.|набережн(?:ая|ой|ую)|мкр\.?|микрорайон(?:а|е|у|ом)?|пл\.|площад(?:ь|и|ью)"
-    r"|проезд(?:а|е|у|ом)?|ulitsa|ul\.)(?:(?<=\.)\s*|\s+)[^\W\d_][\w-]*(?:\s+[^\W\d_][\w-]*)?"
+    r"(?<![^\W\d_])(?:ул\.?|улица|пр-т|пр\.|просп\.?|проспект|пер\.?|переулок"
+    r"|б-р|бульвар|шоссе|ш\.|наб\.|набережная|мкр\.?|микрорайон|пл\.|площадь"
+    r"|проезд|ulitsa|ul\.)(?:(?<=\.)\s*|\s+)[^\W\d_][\w-]*(?:\s+[^\W\d_][\w-]*)?"
     r"(?:\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?)?"
-    r"|\d{1,4}\s+[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)"
+    r"|" + _DECLINED_STREET_PATTERN + r"|\d{1,4}\s+[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)"
     r"|(?<![^\W\d_])[^\W\d_][\w-]*\s+(?:street|st\.|road|rd\.|avenue|ave\.)(?:\s*\d{1,4})?",
     re.IGNORECASE,
 )
@@ -451,7 +460,9 @@ def _street_words(
     happened: «площадь пожар», «Улица горит», «шоссе отрезаны» are a fire and a road cut off."""
     letters = [c for c in text if c.isalpha()]
     cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
-    spans = list(houses)
+    # «на улице Ленина 5»: with its house number the marker too is the address's, not «на улице»
+    # (outdoors, shelter); «остались на улице Рязань» is still outdoors in Рязань.
+    spans = [*houses, *(m.span() for m in _DECLINED_STREET.finditer(text) if any(c.isdigit() for c in m.group()))]
     for m in _addresses(_MARKED_STREET, text):
         housed = re.match(r"\s*,?\s*(?:д\.|дом|д)?\s*\d{1,4}(?![\d.,]?\d)", text[m.end("name") :], re.IGNORECASE)
         n = next((i for i, t in enumerate(toks) if t.start >= m.end("name")), None)

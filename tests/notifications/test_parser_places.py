@@ -266,3 +266,22 @@ def test_a_number_in_its_own_sentence_is_a_house_only_after_a_streets_name(
 )
 def test_the_word_that_says_an_adjective_is_a_settlement_stays_with_it(text: str, place: str) -> None:
     assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "categories"),
+    [
+        ("Ночуем на улице с детьми, Рязань", "Рязань", ("shelter",)),
+        ("на улице холодно, нужна одежда, Тула", "Тула", ("shelter", "clothing")),
+        ("остались на улице Рязань", "улице Рязань", ("shelter",)),
+        ("нужна вода на улице ленина 5 рязань", "улице ленина 5", ("water",)),
+        ("Нужна вода, на улице Ленина 5а", "улице Ленина 5а", ("water",)),
+    ],
+)
+def test_on_the_street_is_outdoors_unless_a_street_and_house_follow(
+    text: str, place: str, categories: tuple[str, ...]
+) -> None:
+    """«на улице» is mostly "outdoors" (shelter); with a street's name and a house number it is an address."""
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.categories == categories
