@@ -117,11 +117,16 @@ def _locate(need_in: NeedIn, geocoder: Callable[[], Geocoder]) -> NeedIn:
 
 
 @router.post("/{need_id}/merge", response_model=NeedFull)
-def merge_need(need_id: RowId, body: MergeIn, session: SessionDep, _: Coordinator) -> NeedFull:
-    """Mark a need as a duplicate of another (coordinators): it closes; its text joins the other."""
+def merge_need(
+    need_id: RowId, body: MergeIn, session: SessionDep, settings: SettingsDep, live: LiveIndexDep, _: Coordinator
+) -> NeedFull:
+    """Mark a need as a duplicate of another (coordinators): it closes; its text joins the other,
+    which must still stand and be of the same category (409 / 422 otherwise) and takes the
+    higher urgency and quantity of the two; units it gains go to the nearest helpers."""
     need = service.get(session=session, need_id=need_id)
     into = service.get(session=session, need_id=body.into)
-    service.mark_duplicate(session=session, need=need, of=into)
+    service.mark_duplicate(session=session, need=need, of=into, settings=settings)
+    proposals.propose_still_needed(session=session, need=into, live=live, now=utcnow(), reason="merged duplicate")
     session.commit()
     return NeedFull.model_validate(need)
 

@@ -370,15 +370,34 @@ def merge_repeat(existing: Need, need_in: NeedIn, *, settings: Settings, source:
     existing.updated_at = now
 
 
-def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
-    """A coordinator's call: ``need`` repeats ``of``. It closes as a duplicate; its open requests go."""
+def mark_duplicate(*, session: Session, need: Need, of: Need, settings: Settings | None = None) -> Need:
+    """A coordinator's call: ``need`` repeats ``of``. It closes as a duplicate; its open requests go.
+
+    Both rows are locked first, in id order, and judged as they are then (two coordinators merging
+    A into B and B into A at once: the second is refused). ``of`` must still stand (open, partly or
+    wholly taken, unexpired) and be of the same category. The request now stands in ``of``: as
+    urgent and as large as either (a critical one starts its escalation waves), and, given
+    ``settings``, alive for another ``need_expiry_hours``; the caller asks helpers for any units
+    it gained."""
     if need.id == of.id:
         raise InvalidInputError("a need cannot duplicate itself", field="into")
+    lock_many(session, {need.id, of.id})  # read afresh into these same objects
+    now = utcnow()
     if of.status is NeedStatus.duplicate:
         raise ConflictError(f"need {of.code} is itself a duplicate; merge into {of.duplicate_of_id} instead")
+    if of.status not in (*OPEN_NEED_STATUSES, NeedStatus.assigned) or (
+        of.expires_at is not None and of.expires_at <= now
+    ):
+        state = of.status.value if of.status is not NeedStatus.open else "expired"
+        raise ConflictError(f"need {of.code} is {state}; merge into a need that still stands")
     if need.status not in OPEN_NEED_STATUSES:
         raise ConflictError(f"need {need.code} is {need.status.value}; only open needs can be merged")
-    now = utcnow()
+    if need.category is not of.category:
+        raise InvalidInputError(
+            f"need {need.code} is {need.category.value} and need {of.code} {of.category.value}: "
+            "only needs of one category can be merged",
+            field="into",
+        )
     need.status = NeedStatus.duplicate
     need.duplicate_of_id = of.id
     need.escalation_next_at = None
@@ -388,6 +407,18 @@ def mark_duplicate(*, session: Session, need: Need, of: Need) -> Need:
     close_accepted(session, [need.id], now=now, outcome=NeedStatus.duplicate)
     note = f"[{now:%Y-%m-%d %H:%M} UTC, merged {need.code}] {need.description or ''}".strip()
     of.description = "\n".join(p for p in (of.description, note) if p)[-2000:]
+    if need.quantity > of.quantity:
+        of.quantity = need.quantity
+        if of.status is NeedStatus.assigned:
+            of.status = NeedStatus.partially_assigned  # units nobody holds again
+    if URGENCY_RANK[need.urgency] > URGENCY_RANK[of.urgency]:
+        of.urgency = need.urgency
+        if of.urgency is Urgency.critical and of.escalation_wave is None and of.quantity > of.quantity_assigned:
+            of.escalation_wave = 0  # its waves start at the next upkeep pass, as if posted so
+            of.escalation_next_at = now
+    if settings is not None and of.status in OPEN_NEED_STATUSES:
+        of.expires_at = now + timedelta(hours=settings.need_expiry_hours)
+        of.reconfirm_requested_at = None
     of.updated_at = now
     session.flush()
     audit.record(session, "marked_duplicate", "need", need.id, of=of.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from aidmatch.categories import Category
 from aidmatch.config import Settings
 from aidmatch.database import utcnow
 from aidmatch.enums import MatchStatus, NeedStatus
+from aidmatch.errors import ConflictError
 from aidmatch.matches import proposals
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
@@ -223,3 +225,66 @@ def test_a_repeat_of_a_need_helpers_took_meanwhile_is_a_new_need(
     again = _post(client, quantity=1)
     assert again.status_code == 201
     assert again.json()["merged"] is False
+
+
+def test_two_coordinators_merging_two_needs_into_each_other_leave_one_standing(
+    client: TestClient, db: Session, sessions: Any
+) -> None:
+    """Each reads both needs open; the first merge commits; the second, judged on the needs as
+    they are when it locks them, is refused: one need stays open, not both closed."""
+    a = _post(client).json()
+    b = _post(client, contact_phone="+79990000001").json()
+    with sessions() as other:
+        a_there, b_there = other.get(Need, a["id"]), other.get(Need, b["id"])  # read by the other request
+        assert a_there is not None
+        assert b_there is not None
+        first_a, first_b = db.get(Need, a["id"]), db.get(Need, b["id"])
+        assert first_a is not None
+        assert first_b is not None
+        needs_service.mark_duplicate(session=db, need=first_a, of=first_b)
+        db.commit()
+        with pytest.raises(ConflictError, match="itself a duplicate"):
+            needs_service.mark_duplicate(session=other, need=b_there, of=a_there)
+        other.rollback()
+    db.expire_all()
+    statuses = {n.id: n.status for n in db.scalars(select(Need).where(Need.id.in_([a["id"], b["id"]])))}
+    assert statuses == {a["id"]: NeedStatus.duplicate, b["id"]: NeedStatus.open}
+
+
+def test_a_need_is_merged_only_into_one_that_stands_of_its_category(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    live = _post(client, urgency="critical").json()
+    for status in (NeedStatus.cancelled, NeedStatus.fulfilled, NeedStatus.expired):
+        closed = _post(client, contact_phone=f"+7999000{len(status.value):04d}").json()
+        db.get(Need, closed["id"]).status = status  # type: ignore[union-attr]
+        db.commit()
+        r = client.post(f"/api/needs/{live['id']}/merge", json={"into": closed["id"]}, headers=coordinator_headers)
+        assert r.status_code == 409, r.text
+        assert status.value in r.json()["detail"]
+    stale = _post(client, contact_phone="+79990000100").json()
+    db.get(Need, stale["id"]).expires_at = utcnow() - timedelta(minutes=1)  # type: ignore[union-attr]
+    db.commit()
+    r = client.post(f"/api/needs/{live['id']}/merge", json={"into": stale["id"]}, headers=coordinator_headers)
+    assert r.status_code == 409
+    assert "expired" in r.json()["detail"]
+    food = _post(client, category="food", contact_phone="+79990000101").json()
+    r = client.post(f"/api/needs/{live['id']}/merge", json={"into": food["id"]}, headers=coordinator_headers)
+    assert r.status_code == 422
+    assert "one category" in r.json()["detail"]
+    db.expire_all()
+    assert db.get(Need, live["id"]).status is NeedStatus.open  # type: ignore[union-attr]  # nothing lost
+
+
+def test_the_need_kept_takes_the_higher_urgency_and_quantity(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    keep = _post(client, quantity=2, urgency="normal").json()
+    repeat = _post(client, quantity=7, urgency="critical", contact_phone="+79990000002").json()
+    r = client.post(f"/api/needs/{repeat['id']}/merge", json={"into": keep["id"]}, headers=coordinator_headers)
+    assert r.status_code == 200, r.text
+    db.expire_all()
+    kept = db.get(Need, keep["id"])
+    assert kept is not None
+    assert (kept.urgency.value, kept.quantity) == ("critical", 7)
+    assert kept.escalation_next_at is not None  # its waves start at the next upkeep pass
