@@ -71,6 +71,10 @@ def render(request: Request, template: str, context: dict[str, Any], *, status_c
     def t(key: str, **fields: object) -> str:
         return translate(lang, key, **fields)
 
+    def count_of(shown: int, total: int) -> str:
+        """A list's count: all of it, or how many of how many when it was cut."""
+        return str(total) if shown >= total else t("shown_of", shown=shown, total=total)
+
     query = dict(request.query_params)
     other = "en" if lang == "ru" else "ru"
     switch_url = request.url.path + "?" + urlencode({**query, "lang": other})
@@ -78,6 +82,7 @@ def render(request: Request, template: str, context: dict[str, Any], *, status_c
         "request": request,
         "lang": lang,
         "t": t,
+        "count_of": count_of,
         "categories": [(c.value, CATEGORIES[c].icon, label(c, lang)) for c in Category],
         "category_label": lambda code: label(code, lang),
         "category_icon": lambda code: CATEGORIES[Category(code)].icon,
@@ -399,7 +404,12 @@ def _dashboard_context(
         session=session, live=live, now=now, page=UNMET_PAGE, needs=needs
     )
     max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
-    triage = service.triage_queue(session=session)
+    shown = q.get("triage", "")
+    triage_limit = int(shown) if shown.isdigit() and len(shown) < 6 else service.TRIAGE_SHOWN
+    triage_limit = min(max(triage_limit, service.TRIAGE_SHOWN), service.TRIAGE_MAX_SHOWN)
+    triage = service.triage_queue(session=session, limit=triage_limit, now=now)
+    triage_total = service.triage_count(session=session, now=now)
+    more = min(triage_limit * 4, service.TRIAGE_MAX_SHOWN)
     unmet = [
         u
         for u in unmet
@@ -427,6 +437,12 @@ def _dashboard_context(
         "runs": runs,
         "messages": service.messages(session=session),
         "triage": triage,
+        "triage_total": triage_total,
+        "triage_more_url": (
+            "/dashboard?" + urlencode({**chosen, "triage": more}) + "#triage"
+            if len(triage) < triage_total and more > triage_limit
+            else None
+        ),
         "held_back": messages_service.held_back(session, [m.phone for m in triage]),
         "held_back_shown": service.MAX_HELD_BACK_SHOWN,
         "emergency": emergency_service.get(session=session),

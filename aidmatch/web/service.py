@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, Select, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -197,21 +197,56 @@ def messages(*, session: Session, limit: int = 30) -> list[Message]:
     return list(session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)))
 
 
-def triage_queue(*, session: Session, limit: int = 50, now: datetime | None = None) -> list[Message]:
-    """Inbound SMS nobody could parse, and the last SMS of each conversation left unanswered
-    (``sms_service.abandoned_messages``), oldest first: each waits for a coordinator."""
-    unparsed = session.scalars(
-        select(Message)
-        .where(
-            Message.direction == MessageDirection.inbound,
-            Message.status == MessageStatus.unparsed,
-            Message.need_id.is_(None),
-        )
-        .order_by(Message.id)
-        .limit(limit)
+# Triage entries shown at first; ``?triage=`` on the dashboard shows more, up to the most.
+TRIAGE_SHOWN = 50
+TRIAGE_MAX_SHOWN = 2000
+
+
+def _waiting_unparsed() -> Select[tuple[Message]]:
+    return select(Message).where(
+        Message.direction == MessageDirection.inbound,
+        Message.status == MessageStatus.unparsed,
+        Message.need_id.is_(None),
     )
-    abandoned = sms_service.abandoned_messages(session, now or utcnow(), limit=limit)
-    return sorted({m.id: m for m in (*unparsed, *abandoned)}.values(), key=lambda m: m.id)[:limit]
+
+
+def _triage_rank() -> ColumnElement[int]:
+    """Where an entry goes in the queue: critical, then urgent, then the other requests (an
+    unfinished conversation, a need from a number we cannot store), then what nobody understood."""
+    parsed = Message.parsed
+    urgency, intent = parsed["urgency"].as_string(), parsed["intent"].as_string()
+    return case(
+        (urgency == Urgency.critical.value, 0),
+        (urgency == Urgency.urgent.value, 1),
+        (or_(Message.status == MessageStatus.parsed, intent.in_(("need", "offer"))), 2),
+        else_=3,
+    )
+
+
+def triage_queue(*, session: Session, limit: int = TRIAGE_SHOWN, now: datetime | None = None) -> list[Message]:
+    """Inbound SMS nobody could parse, and the last SMS of each conversation left unanswered
+    (``sms_service.abandoned_messages``): each waits for a coordinator. Critical and urgent
+    requests first, then the other requests, then the rest; oldest first within each, so a flood
+    of «спасибо» never hides a request behind it."""
+    now = now or utcnow()
+    rank = _triage_rank()
+    rows = [
+        *session.execute(_waiting_unparsed().add_columns(rank).order_by(rank, Message.id).limit(limit)).tuples(),
+        *session.execute(
+            sms_service.abandoned_query(now).add_columns(rank).order_by(rank, Message.id).limit(limit)
+        ).tuples(),
+    ]
+    rows.sort(key=lambda row: (row[1], row[0].id))
+    return [message for message, _ in rows[:limit]]
+
+
+def triage_count(*, session: Session, now: datetime | None = None) -> int:
+    """How many entries wait in the triage queue (however many are shown)."""
+    now = now or utcnow()
+    return sum(
+        session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        for query in (_waiting_unparsed(), sms_service.abandoned_query(now))
+    )
 
 
 # Held-back SMS listed beside a phone's triage entry (and dismissed with it).

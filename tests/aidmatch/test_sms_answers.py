@@ -612,3 +612,34 @@ def test_an_adjective_said_to_be_a_settlement_is_where_the_need_is(
     assert need.code in reply
     expected = gazetteer.geocode(f"посёлок {name}")  # a lone adjective is no settlement
     assert (need.lat, need.lon) == pytest.approx((expected.lat_deg, expected.lon_deg))
+
+
+# -- the triage queue on the dashboard -----------------------------------------------------------
+
+
+def _triage_header(page: str) -> str:
+    found = re.search(r'<h2 id="triage-h">([^<]*)</h2>', page)
+    assert found is not None
+    return " ".join(found.group(1).split())
+
+
+def test_a_critical_conversation_is_not_pushed_out_of_triage_by_a_flood_of_thanks(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    for k in range(60):
+        _text(sms, f"+7916124{k:04d}", "спасибо вам всем")
+    phone = "+79161239999"
+    assert _text(sms, phone, "СРОЧНО нужна вода, ребенку плохо").startswith("Где вы?")
+    _age(db, phone, timedelta(minutes=40))
+    db.expire_all()
+    queue = triage_queue(session=db)
+    assert queue[0].phone == phone  # the critical request first, before 60 older thanks
+    assert len(queue) == 50
+    page = sms.get("/dashboard", headers=coordinator_headers).text
+    assert "СРОЧНО нужна вода, ребенку плохо</textarea>" in page
+    assert _triage_header(page) == "Нераспознанные SMS (50 из 61)"  # the real total, not the page
+    more = re.search(r'href="(/dashboard\?[^"]*triage=\d+[^"]*)"', page)
+    assert more is not None, "a way to see the rest"
+    everything = sms.get(more.group(1).replace("&amp;", "&"), headers=coordinator_headers).text
+    assert _triage_header(everything) == "Нераспознанные SMS (61)"
+    assert everything.count('class="triage-form"') == 61
