@@ -7,7 +7,7 @@ location button, the map and the dashboard's refresh.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -400,23 +400,21 @@ def _dashboard_context(
     now = utcnow()
     q = request.query_params
     filters, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
-    stats, unmet, unmet_total = matches_service.unmet_overview(
-        session=session, live=live, now=now, page=UNMET_PAGE, needs=needs
+    # Filtered before the page is cut, so a filter finds its needs however many older ones wait.
+    only = matches_service.UnmetFilter(
+        category=filters.category,
+        urgency=filters.urgency,
+        created_since=now - timedelta(hours=filters.max_age_h) if filters.max_age_h is not None else None,
     )
-    max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
+    stats, unmet, unmet_total = matches_service.unmet_overview(
+        session=session, live=live, now=now, page=UNMET_PAGE, needs=needs, only=only
+    )
     shown = q.get("triage", "")
     triage_limit = int(shown) if shown.isdigit() and len(shown) < 6 else service.TRIAGE_SHOWN
     triage_limit = min(max(triage_limit, service.TRIAGE_SHOWN), service.TRIAGE_MAX_SHOWN)
     triage = service.triage_queue(session=session, limit=triage_limit, now=now)
     triage_total = service.triage_count(session=session, now=now)
     more = min(triage_limit * 4, service.TRIAGE_MAX_SHOWN)
-    unmet = [
-        u
-        for u in unmet
-        if (filters.category is None or u["category"] == filters.category.value)
-        and (filters.urgency is None or u["urgency"] == filters.urgency.value)
-        and (max_age_s is None or float(u["age_s"]) <= max_age_s)  # type: ignore[arg-type]
-    ]
     counts: dict[tuple[str, str], int] = {}
     for g in stats["groups"]:  # type: ignore[attr-defined]
         key = (g["category"], g["urgency"])
