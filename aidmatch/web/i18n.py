@@ -285,6 +285,10 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     ),
     "triage_make_need": ("Создать заявку", "Create a need"),
     "triage_more": ("Показать больше", "Show more"),
+    "triage_merged": (
+        "SMS повторяет уже открытую заявку {code} этого телефона: добавлено к ней.",
+        "The SMS repeats this phone's open need {code}: added to it.",
+    ),
     "triage_done": ("Заявка {code} создана из SMS.", "Need {code} created from the SMS."),
     "exports": ("Выгрузки", "Exports"),
     "none": ("—", "—"),

@@ -574,7 +574,7 @@ def dashboard_triage(
     form, need_in = parse_need(raw, lang)
     if need_in is not None:
         try:
-            need = service.need_from_message(
+            need, merged = service.need_from_message(
                 session=session,
                 message_id=message_id,
                 need_in=need_in,
@@ -596,7 +596,8 @@ def dashboard_triage(
             form.errors["address"] = translate(lang, "err_address_unknown", address=form.values.get("address", ""))
         else:
             session.commit()
-            return RedirectResponse(f"/dashboard?created={need.code}#triage", status_code=303)
+            where = f"/dashboard?created={need.code}" + ("&merged=1" if merged else "") + "#triage"
+            return RedirectResponse(where, status_code=303)
     context = _dashboard_context(request, session, live, needs, settings, principal)
     context["triage_form"] = {"id": message_id, "form": form}
     return render(request, "dashboard.html", context, status_code=422)

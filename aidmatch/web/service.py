@@ -303,8 +303,11 @@ def need_from_message(
     geocoder: Geocoder,
     live: LiveOfferIndex,
     now: datetime,
-) -> Need:
+) -> tuple[Need, bool]:
     """A coordinator turns an unparsed SMS into a need; the SMS is linked to it and leaves the queue.
+    A repeat of the phone's open need (same category, within 500 m and 24 h, as ``create_or_merge``
+    finds it) is merged into that need instead of making a second one. Returns the need and whether
+    it was merged.
 
     The message is claimed first (a conditional update): the form posted twice, or by two
     coordinators at once, makes one need; the later post gets ``AlreadyTriagedError`` with that need.
@@ -312,6 +315,9 @@ def need_from_message(
     message = session.get(Message, message_id)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound message {message_id}")
+    # The phones' intake before the message's row, in the order an inbound SMS takes them; held,
+    # no SMS from the phone makes its need meanwhile, unseen by the repeat check below.
+    needs_service.lock_phones(session, [p for p in (message.phone, need_in.contact_phone) if p is not None])
     sms_service.release_to_triage(session, message, now)  # an abandoned conversation's: ends it
     claimed = session.execute(
         update(Message)
@@ -326,17 +332,36 @@ def need_from_message(
         session.refresh(message)
         earlier = session.get(Need, message.need_id) if message.need_id is not None else None
         raise AlreadyTriagedError(message_id, earlier.code if earlier is not None else None)
-    # A coordinator decides: the limit on a phone's open needs is for what the public posts.
-    need = needs_service.create(
-        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms, open_needs=()
+    located = needs_service.locate(need_in, geocoder)
+    assert located.lat is not None
+    assert located.lon is not None
+    existing = needs_service.find_repeated(
+        session,
+        open_needs=needs_service.open_needs_of(session, located.contact_phone),
+        category=located.category,
+        lat=located.lat,
+        lon=located.lon,
+        now=now,
     )
-    proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
-    notices.need_received_sms(session=session, need=need)
+    if existing is not None:
+        # The person's first text, triaged after they wrote again clearly: the need they have.
+        needs_service.merge_repeat(existing, located, settings=settings, source=Source.sms, now=now)
+        session.flush()
+        audit.record(session, "repeat_merged", "need", existing.id, source=Source.sms.value)
+        proposals.propose_still_needed(session=session, need=existing, live=live, now=now)
+        need = existing
+    else:
+        # A coordinator decides: the limit on a phone's open needs is for what the public posts.
+        need = needs_service.create(
+            session=session, need_in=located, settings=settings, geocoder=geocoder, source=Source.sms, open_needs=()
+        )
+        proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
+        notices.need_received_sms(session=session, need=need)
     message.need_id = need.id
     message.status = MessageStatus.parsed
     session.flush()
     next_held_back(session, message.phone)
-    return need
+    return need, existing is not None
 
 
 class AlreadyTriagedError(ConflictError):

@@ -643,3 +643,37 @@ def test_a_critical_conversation_is_not_pushed_out_of_triage_by_a_flood_of_thank
     everything = sms.get(more.group(1).replace("&amp;", "&"), headers=coordinator_headers).text
     assert _triage_header(everything) == "Нераспознанные SMS (61)"
     assert everything.count('class="triage-form"') == 61
+
+
+def test_an_sms_triaged_after_the_same_request_came_clearly_is_merged_into_its_need(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    """The same phone, category, place and day make one need by triage too, as by web, API and SMS."""
+    phone = "+79161230200"
+    _text(sms, phone, "вадаа нада")
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    reply = _text(sms, phone, "Нужна вода, 3 человека, Рязань")
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    page = sms.get("/dashboard", headers=coordinator_headers).text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    form = {
+        "csrf": csrf,
+        "category": "water",
+        "urgency": "urgent",
+        "address": "Рязань",
+        "description": entry.body,
+        "contact_phone": phone,
+    }
+    made = sms.post(f"/dashboard/triage/{entry.id}", data=form, headers=coordinator_headers, follow_redirects=False)
+    assert made.status_code == 303, made.text[:300]
+    assert made.headers["location"].startswith(f"/dashboard?created={need.code}&merged=1")
+    (merged,) = _needs(db, phone)  # no second need, no second code
+    assert merged.id == need.id
+    assert "вадаа нада" in (merged.description or "")
+    assert merged.urgency.value == "urgent"  # the repeat's higher urgency is kept
+    assert db.get(Message, entry.id).need_id == need.id  # type: ignore[union-attr]
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    shown = sms.get(made.headers["location"], headers=coordinator_headers).text
+    assert f"уже открытую заявку {need.code}" in shown
