@@ -51,6 +51,7 @@ Code = Annotated[str, Path(max_length=32)]
 Link = Annotated[str, Path(min_length=8, max_length=128)]
 URGENCIES = [u.value for u in Urgency]
 UNMET_PAGE = PageParams(limit=200, offset=0)
+OPEN_NEEDS_SHOWN = 500  # rows of the open-needs table; its header counts them all
 
 
 def age_text(lang: str, seconds: float | None) -> str:
@@ -430,7 +431,8 @@ def _dashboard_context(
         "count_categories": sorted({c for c, _ in counts}, key=lambda c: list(Category).index(Category(c))),
         "unmet": unmet,
         "unmet_total": unmet_total,
-        "needs": service.open_needs(session=session, filters=filters, now=now, limit=500),
+        "needs": service.open_needs(session=session, filters=filters, now=now, limit=OPEN_NEEDS_SHOWN),
+        "needs_total": service.count_open_needs(session=session, filters=filters, now=now),
         "now": now,
         "runs": runs,
         "messages": service.messages(session=session),

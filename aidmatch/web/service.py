@@ -142,16 +142,26 @@ class DashboardFilters:
     max_age_h: float | None = None
 
 
+def _open_needs_where(filters: DashboardFilters, now: datetime) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [Need.status.in_(OPEN_NEED_STATUSES)]
+    if filters.category is not None:
+        where.append(Need.category == filters.category)
+    if filters.urgency is not None:
+        where.append(Need.urgency == filters.urgency)
+    if filters.max_age_h is not None:
+        where.append(Need.created_at >= now - timedelta(hours=filters.max_age_h))
+    return where
+
+
 def open_needs(*, session: Session, filters: DashboardFilters, now: datetime, limit: int = 2000) -> list[Need]:
     """Open needs (nothing or part taken), newest first, for the map and the table."""
-    stmt = select(Need).where(Need.status.in_(OPEN_NEED_STATUSES))
-    if filters.category is not None:
-        stmt = stmt.where(Need.category == filters.category)
-    if filters.urgency is not None:
-        stmt = stmt.where(Need.urgency == filters.urgency)
-    if filters.max_age_h is not None:
-        stmt = stmt.where(Need.created_at >= now - timedelta(hours=filters.max_age_h))
+    stmt = select(Need).where(*_open_needs_where(filters, now))
     return list(session.scalars(stmt.order_by(Need.id.desc()).limit(limit)))
+
+
+def count_open_needs(*, session: Session, filters: DashboardFilters, now: datetime) -> int:
+    """How many open needs the filters choose (however many are listed)."""
+    return session.scalar(select(func.count(Need.id)).where(*_open_needs_where(filters, now))) or 0
 
 
 def need_points(needs: Sequence[Need], now: datetime) -> list[dict[str, Any]]:

@@ -547,3 +547,19 @@ def test_dashboard_filters_look_at_every_unmet_need_not_the_oldest_page(
     assert new not in _rows(page, "unmet-needs")  # the page holds the two oldest
     page = client.get("/dashboard?category=water&lang=en", headers=coordinator_headers).text
     assert _header(page, "unmet-h") == "Needs without a helper, and why (2 of 3)"
+
+
+def test_dashboard_counts_every_open_need_not_just_those_listed(
+    client: TestClient, coordinator_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_router, "OPEN_NEEDS_SHOWN", 2)  # 500 in the app
+    for k in range(3):
+        body = {"category": "water", "lat": 55.0 + k / 100, "lon": 40.0, "contact_phone": f"+7926765431{k}"}
+        assert client.post("/api/needs", json=body).status_code == 201
+    page = client.get("/dashboard", headers=coordinator_headers).text
+    assert _header(page, "open-h") == "Открытые заявки (2 из 3)"
+    assert _rows(page, "open-needs").split("<tbody>")[1].count("<tr") == 2
+    english = client.get("/dashboard?lang=en", headers=coordinator_headers).text
+    assert _header(english, "open-h") == "Open needs (2 of 3)"
+    filtered = client.get("/dashboard?category=food&lang=ru", headers=coordinator_headers).text
+    assert _header(filtered, "open-h") == "Открытые заявки (0)"
