@@ -1201,21 +1201,54 @@ def unmet_needs(
     return _unmet_rows(session, live, unmet(session=session, live=live, now=now, needs=needs), now, reasons, page)
 
 
+@dataclass(frozen=True, slots=True)
+class UnmetFilter:
+    """Which unmet needs to list: of a category, of an urgency, posted since a moment (None: any)."""
+
+    category: Category | None = None
+    urgency: Urgency | None = None
+    created_since: datetime | None = None
+
+
 def unmet_overview(
-    *, session: Session, live: LiveOfferIndex, now: datetime, page: PageParams, needs: LiveNeeds | None = None
+    *,
+    session: Session,
+    live: LiveOfferIndex,
+    now: datetime,
+    page: PageParams,
+    needs: LiveNeeds | None = None,
+    only: UnmetFilter | None = None,
 ) -> tuple[dict[str, object], list[dict[str, object]], int]:
-    """``unmet_stats`` and the first ``page`` of ``unmet_needs`` from one computation (the dashboard)."""
+    """``unmet_stats`` and the first ``page`` of ``unmet_needs`` from one computation (the dashboard).
+    ``only`` chooses the needs listed before the page is cut (the total counts them); the
+    statistics stay those of every unmet need."""
     u = unmet(session=session, live=live, now=now, needs=needs)
-    items, total = _unmet_rows(session, live, u, now, (), page)
+    items, total = _unmet_rows(session, live, u, now, (), page, only)
     return _summarize(session, u).at(now), items, total
 
 
 def _unmet_rows(
-    session: Session, live: LiveOfferIndex, u: Unmet, now: datetime, reasons: Sequence[str], page: PageParams
+    session: Session,
+    live: LiveOfferIndex,
+    u: Unmet,
+    now: datetime,
+    reasons: Sequence[str],
+    page: PageParams,
+    only: UnmetFilter | None = None,
 ) -> tuple[list[dict[str, object]], int]:
     order = u.needs.by_age
     if reasons:
         order = order[np.isin(u.reason[order], list(reasons))]
+    if only is not None and only.category is not None:
+        order = order[u.needs.category[order] == CATEGORY_INDEX[only.category]]
+    if only is not None and only.urgency is not None:
+        order = order[u.needs.urgency[order] == URGENCY_INDEX[only.urgency]]
+    if only is not None and only.created_since is not None and len(order):
+        # The columns carry no creation time: the open needs posted since, from the database.
+        recent = session.scalars(
+            select(Need.id).where(Need.created_at >= only.created_since, Need.status.in_(OPEN_NEED_STATUSES))
+        ).all()
+        order = order[np.isin(u.needs.id[order], np.fromiter(recent, dtype=np.int64, count=len(recent)))]
     total = len(order)
     rows = order[page.offset : page.offset + page.limit]
     about = _created_at(session, u.needs.id[rows].tolist())

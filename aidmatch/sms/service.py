@@ -154,6 +154,12 @@ def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> l
     return list(session.scalars(query))
 
 
+def abandoned_query(now: datetime) -> Select[tuple[Message]]:
+    """The messages of ``abandoned_messages``, in no order and all of them: to count them, or to
+    order them with the rest of the triage queue."""
+    return _abandoned(now)
+
+
 def release_to_triage(session: Session, message: Message, now: datetime) -> bool:
     """Make ``message`` an ordinary triage entry (``unparsed``) when it is the last message of an
     abandoned conversation (``abandoned_messages``); the conversation ends. Whether it was one."""

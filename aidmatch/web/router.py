@@ -7,7 +7,7 @@ location button, the map and the dashboard's refresh.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -51,6 +51,7 @@ Code = Annotated[str, Path(max_length=32)]
 Link = Annotated[str, Path(min_length=8, max_length=128)]
 URGENCIES = [u.value for u in Urgency]
 UNMET_PAGE = PageParams(limit=200, offset=0)
+OPEN_NEEDS_SHOWN = 500  # rows of the open-needs table; its header counts them all
 
 
 def age_text(lang: str, seconds: float | None) -> str:
@@ -71,6 +72,10 @@ def render(request: Request, template: str, context: dict[str, Any], *, status_c
     def t(key: str, **fields: object) -> str:
         return translate(lang, key, **fields)
 
+    def count_of(shown: int, total: int) -> str:
+        """A list's count: all of it, or how many of how many when it was cut."""
+        return str(total) if shown >= total else t("shown_of", shown=shown, total=total)
+
     query = dict(request.query_params)
     other = "en" if lang == "ru" else "ru"
     switch_url = request.url.path + "?" + urlencode({**query, "lang": other})
@@ -78,6 +83,7 @@ def render(request: Request, template: str, context: dict[str, Any], *, status_c
         "request": request,
         "lang": lang,
         "t": t,
+        "count_of": count_of,
         "categories": [(c.value, CATEGORIES[c].icon, label(c, lang)) for c in Category],
         "category_label": lambda code: label(code, lang),
         "category_icon": lambda code: CATEGORIES[Category(code)].icon,
@@ -395,18 +401,21 @@ def _dashboard_context(
     now = utcnow()
     q = request.query_params
     filters, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
-    stats, unmet, unmet_total = matches_service.unmet_overview(
-        session=session, live=live, now=now, page=UNMET_PAGE, needs=needs
+    # Filtered before the page is cut, so a filter finds its needs however many older ones wait.
+    only = matches_service.UnmetFilter(
+        category=filters.category,
+        urgency=filters.urgency,
+        created_since=now - timedelta(hours=filters.max_age_h) if filters.max_age_h is not None else None,
     )
-    max_age_s = filters.max_age_h * 3600 if filters.max_age_h is not None else None
-    triage = service.triage_queue(session=session)
-    unmet = [
-        u
-        for u in unmet
-        if (filters.category is None or u["category"] == filters.category.value)
-        and (filters.urgency is None or u["urgency"] == filters.urgency.value)
-        and (max_age_s is None or float(u["age_s"]) <= max_age_s)  # type: ignore[arg-type]
-    ]
+    stats, unmet, unmet_total = matches_service.unmet_overview(
+        session=session, live=live, now=now, page=UNMET_PAGE, needs=needs, only=only
+    )
+    shown = q.get("triage", "")
+    triage_limit = int(shown) if shown.isdigit() and len(shown) < 6 else service.TRIAGE_SHOWN
+    triage_limit = min(max(triage_limit, service.TRIAGE_SHOWN), service.TRIAGE_MAX_SHOWN)
+    triage = service.triage_queue(session=session, limit=triage_limit, now=now)
+    triage_total = service.triage_count(session=session, now=now)
+    more = min(triage_limit * 4, service.TRIAGE_MAX_SHOWN)
     counts: dict[tuple[str, str], int] = {}
     for g in stats["groups"]:  # type: ignore[attr-defined]
         key = (g["category"], g["urgency"])
@@ -422,11 +431,18 @@ def _dashboard_context(
         "count_categories": sorted({c for c, _ in counts}, key=lambda c: list(Category).index(Category(c))),
         "unmet": unmet,
         "unmet_total": unmet_total,
-        "needs": service.open_needs(session=session, filters=filters, now=now, limit=500),
+        "needs": service.open_needs(session=session, filters=filters, now=now, limit=OPEN_NEEDS_SHOWN),
+        "needs_total": service.count_open_needs(session=session, filters=filters, now=now),
         "now": now,
         "runs": runs,
         "messages": service.messages(session=session),
         "triage": triage,
+        "triage_total": triage_total,
+        "triage_more_url": (
+            "/dashboard?" + urlencode({**chosen, "triage": more}) + "#triage"
+            if len(triage) < triage_total and more > triage_limit
+            else None
+        ),
         "held_back": messages_service.held_back(session, [m.phone for m in triage]),
         "held_back_shown": service.MAX_HELD_BACK_SHOWN,
         "emergency": emergency_service.get(session=session),
@@ -560,7 +576,7 @@ def dashboard_triage(
     form, need_in = parse_need(raw, lang)
     if need_in is not None:
         try:
-            need = service.need_from_message(
+            need, merged = service.need_from_message(
                 session=session,
                 message_id=message_id,
                 need_in=need_in,
@@ -582,7 +598,8 @@ def dashboard_triage(
             form.errors["address"] = translate(lang, "err_address_unknown", address=form.values.get("address", ""))
         else:
             session.commit()
-            return RedirectResponse(f"/dashboard?created={need.code}#triage", status_code=303)
+            where = f"/dashboard?created={need.code}" + ("&merged=1" if merged else "") + "#triage"
+            return RedirectResponse(where, status_code=303)
     context = _dashboard_context(request, session, live, needs, settings, principal)
     context["triage_form"] = {"id": message_id, "form": form}
     return render(request, "dashboard.html", context, status_code=422)

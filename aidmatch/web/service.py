@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, Select, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aidmatch.audit import service as audit
@@ -142,16 +142,26 @@ class DashboardFilters:
     max_age_h: float | None = None
 
 
+def _open_needs_where(filters: DashboardFilters, now: datetime) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [Need.status.in_(OPEN_NEED_STATUSES)]
+    if filters.category is not None:
+        where.append(Need.category == filters.category)
+    if filters.urgency is not None:
+        where.append(Need.urgency == filters.urgency)
+    if filters.max_age_h is not None:
+        where.append(Need.created_at >= now - timedelta(hours=filters.max_age_h))
+    return where
+
+
 def open_needs(*, session: Session, filters: DashboardFilters, now: datetime, limit: int = 2000) -> list[Need]:
     """Open needs (nothing or part taken), newest first, for the map and the table."""
-    stmt = select(Need).where(Need.status.in_(OPEN_NEED_STATUSES))
-    if filters.category is not None:
-        stmt = stmt.where(Need.category == filters.category)
-    if filters.urgency is not None:
-        stmt = stmt.where(Need.urgency == filters.urgency)
-    if filters.max_age_h is not None:
-        stmt = stmt.where(Need.created_at >= now - timedelta(hours=filters.max_age_h))
+    stmt = select(Need).where(*_open_needs_where(filters, now))
     return list(session.scalars(stmt.order_by(Need.id.desc()).limit(limit)))
+
+
+def count_open_needs(*, session: Session, filters: DashboardFilters, now: datetime) -> int:
+    """How many open needs the filters choose (however many are listed)."""
+    return session.scalar(select(func.count(Need.id)).where(*_open_needs_where(filters, now))) or 0
 
 
 def need_points(needs: Sequence[Need], now: datetime) -> list[dict[str, Any]]:
@@ -197,21 +207,56 @@ def messages(*, session: Session, limit: int = 30) -> list[Message]:
     return list(session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)))
 
 
-def triage_queue(*, session: Session, limit: int = 50, now: datetime | None = None) -> list[Message]:
-    """Inbound SMS nobody could parse, and the last SMS of each conversation left unanswered
-    (``sms_service.abandoned_messages``), oldest first: each waits for a coordinator."""
-    unparsed = session.scalars(
-        select(Message)
-        .where(
-            Message.direction == MessageDirection.inbound,
-            Message.status == MessageStatus.unparsed,
-            Message.need_id.is_(None),
-        )
-        .order_by(Message.id)
-        .limit(limit)
+# Triage entries shown at first; ``?triage=`` on the dashboard shows more, up to the most.
+TRIAGE_SHOWN = 50
+TRIAGE_MAX_SHOWN = 2000
+
+
+def _waiting_unparsed() -> Select[tuple[Message]]:
+    return select(Message).where(
+        Message.direction == MessageDirection.inbound,
+        Message.status == MessageStatus.unparsed,
+        Message.need_id.is_(None),
     )
-    abandoned = sms_service.abandoned_messages(session, now or utcnow(), limit=limit)
-    return sorted({m.id: m for m in (*unparsed, *abandoned)}.values(), key=lambda m: m.id)[:limit]
+
+
+def _triage_rank() -> ColumnElement[int]:
+    """Where an entry goes in the queue: critical, then urgent, then the other requests (an
+    unfinished conversation, a need from a number we cannot store), then what nobody understood."""
+    parsed = Message.parsed
+    urgency, intent = parsed["urgency"].as_string(), parsed["intent"].as_string()
+    return case(
+        (urgency == Urgency.critical.value, 0),
+        (urgency == Urgency.urgent.value, 1),
+        (or_(Message.status == MessageStatus.parsed, intent.in_(("need", "offer"))), 2),
+        else_=3,
+    )
+
+
+def triage_queue(*, session: Session, limit: int = TRIAGE_SHOWN, now: datetime | None = None) -> list[Message]:
+    """Inbound SMS nobody could parse, and the last SMS of each conversation left unanswered
+    (``sms_service.abandoned_messages``): each waits for a coordinator. Critical and urgent
+    requests first, then the other requests, then the rest; oldest first within each, so a flood
+    of «спасибо» never hides a request behind it."""
+    now = now or utcnow()
+    rank = _triage_rank()
+    rows = [
+        *session.execute(_waiting_unparsed().add_columns(rank).order_by(rank, Message.id).limit(limit)).tuples(),
+        *session.execute(
+            sms_service.abandoned_query(now).add_columns(rank).order_by(rank, Message.id).limit(limit)
+        ).tuples(),
+    ]
+    rows.sort(key=lambda row: (row[1], row[0].id))
+    return [message for message, _ in rows[:limit]]
+
+
+def triage_count(*, session: Session, now: datetime | None = None) -> int:
+    """How many entries wait in the triage queue (however many are shown)."""
+    now = now or utcnow()
+    return sum(
+        session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        for query in (_waiting_unparsed(), sms_service.abandoned_query(now))
+    )
 
 
 # Held-back SMS listed beside a phone's triage entry (and dismissed with it).
@@ -268,8 +313,11 @@ def need_from_message(
     geocoder: Geocoder,
     live: LiveOfferIndex,
     now: datetime,
-) -> Need:
+) -> tuple[Need, bool]:
     """A coordinator turns an unparsed SMS into a need; the SMS is linked to it and leaves the queue.
+    A repeat of the phone's open need (same category, within 500 m and 24 h, as ``create_or_merge``
+    finds it) is merged into that need instead of making a second one. Returns the need and whether
+    it was merged.
 
     The message is claimed first (a conditional update): the form posted twice, or by two
     coordinators at once, makes one need; the later post gets ``AlreadyTriagedError`` with that need.
@@ -277,6 +325,9 @@ def need_from_message(
     message = session.get(Message, message_id)
     if message is None or message.direction is not MessageDirection.inbound:
         raise NotFoundError(f"no inbound message {message_id}")
+    # The phones' intake before the message's row, in the order an inbound SMS takes them; held,
+    # no SMS from the phone makes its need meanwhile, unseen by the repeat check below.
+    needs_service.lock_phones(session, [p for p in (message.phone, need_in.contact_phone) if p is not None])
     sms_service.release_to_triage(session, message, now)  # an abandoned conversation's: ends it
     claimed = session.execute(
         update(Message)
@@ -291,17 +342,36 @@ def need_from_message(
         session.refresh(message)
         earlier = session.get(Need, message.need_id) if message.need_id is not None else None
         raise AlreadyTriagedError(message_id, earlier.code if earlier is not None else None)
-    # A coordinator decides: the limit on a phone's open needs is for what the public posts.
-    need = needs_service.create(
-        session=session, need_in=need_in, settings=settings, geocoder=geocoder, source=Source.sms, open_needs=()
+    located = needs_service.locate(need_in, geocoder)
+    assert located.lat is not None
+    assert located.lon is not None
+    existing = needs_service.find_repeated(
+        session,
+        open_needs=needs_service.open_needs_of(session, located.contact_phone),
+        category=located.category,
+        lat=located.lat,
+        lon=located.lon,
+        now=now,
     )
-    proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
-    notices.need_received_sms(session=session, need=need)
+    if existing is not None:
+        # The person's first text, triaged after they wrote again clearly: the need they have.
+        needs_service.merge_repeat(existing, located, settings=settings, source=Source.sms, now=now)
+        session.flush()
+        audit.record(session, "repeat_merged", "need", existing.id, source=Source.sms.value)
+        proposals.propose_still_needed(session=session, need=existing, live=live, now=now)
+        need = existing
+    else:
+        # A coordinator decides: the limit on a phone's open needs is for what the public posts.
+        need = needs_service.create(
+            session=session, need_in=located, settings=settings, geocoder=geocoder, source=Source.sms, open_needs=()
+        )
+        proposals.propose_for_need(session=session, need=need, live=live, settings=settings, now=now)
+        notices.need_received_sms(session=session, need=need)
     message.need_id = need.id
     message.status = MessageStatus.parsed
     session.flush()
     next_held_back(session, message.phone)
-    return need
+    return need, existing is not None
 
 
 class AlreadyTriagedError(ConflictError):

@@ -612,3 +612,68 @@ def test_an_adjective_said_to_be_a_settlement_is_where_the_need_is(
     assert need.code in reply
     expected = gazetteer.geocode(f"посёлок {name}")  # a lone adjective is no settlement
     assert (need.lat, need.lon) == pytest.approx((expected.lat_deg, expected.lon_deg))
+
+
+# -- the triage queue on the dashboard -----------------------------------------------------------
+
+
+def _triage_header(page: str) -> str:
+    found = re.search(r'<h2 id="triage-h">([^<]*)</h2>', page)
+    assert found is not None
+    return " ".join(found.group(1).split())
+
+
+def test_a_critical_conversation_is_not_pushed_out_of_triage_by_a_flood_of_thanks(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    for k in range(60):
+        _text(sms, f"+7916124{k:04d}", "спасибо вам всем")
+    phone = "+79161239999"
+    assert _text(sms, phone, "СРОЧНО нужна вода, ребенку плохо").startswith("Где вы?")
+    _age(db, phone, timedelta(minutes=40))
+    db.expire_all()
+    queue = triage_queue(session=db)
+    assert queue[0].phone == phone  # the critical request first, before 60 older thanks
+    assert len(queue) == 50
+    page = sms.get("/dashboard", headers=coordinator_headers).text
+    assert "СРОЧНО нужна вода, ребенку плохо</textarea>" in page
+    assert _triage_header(page) == "Нераспознанные SMS (50 из 61)"  # the real total, not the page
+    more = re.search(r'href="(/dashboard\?[^"]*triage=\d+[^"]*)"', page)
+    assert more is not None, "a way to see the rest"
+    everything = sms.get(more.group(1).replace("&amp;", "&"), headers=coordinator_headers).text
+    assert _triage_header(everything) == "Нераспознанные SMS (61)"
+    assert everything.count('class="triage-form"') == 61
+
+
+def test_an_sms_triaged_after_the_same_request_came_clearly_is_merged_into_its_need(
+    sms: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    """The same phone, category, place and day make one need by triage too, as by web, API and SMS."""
+    phone = "+79161230200"
+    _text(sms, phone, "вадаа нада")
+    db.expire_all()
+    (entry,) = [m for m in triage_queue(session=db) if m.phone == phone]
+    reply = _text(sms, phone, "Нужна вода, 3 человека, Рязань")
+    (need,) = _needs(db, phone)
+    assert need.code in reply
+    page = sms.get("/dashboard", headers=coordinator_headers).text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    form = {
+        "csrf": csrf,
+        "category": "water",
+        "urgency": "urgent",
+        "address": "Рязань",
+        "description": entry.body,
+        "contact_phone": phone,
+    }
+    made = sms.post(f"/dashboard/triage/{entry.id}", data=form, headers=coordinator_headers, follow_redirects=False)
+    assert made.status_code == 303, made.text[:300]
+    assert made.headers["location"].startswith(f"/dashboard?created={need.code}&merged=1")
+    (merged,) = _needs(db, phone)  # no second need, no second code
+    assert merged.id == need.id
+    assert "вадаа нада" in (merged.description or "")
+    assert merged.urgency.value == "urgent"  # the repeat's higher urgency is kept
+    assert db.get(Message, entry.id).need_id == need.id  # type: ignore[union-attr]
+    assert [m for m in triage_queue(session=db) if m.phone == phone] == []
+    shown = sms.get(made.headers["location"], headers=coordinator_headers).text
+    assert f"уже открытую заявку {need.code}" in shown

@@ -274,6 +274,27 @@ def test_unmet_statistics_equal_their_slow_definition(db: Session, seed: int, in
     stats, items, total = service.unmet_overview(session=db, live=live, now=now, page=page, needs=needs)
     assert stats == slow
     assert (items, total) == service.unmet_needs(session=db, live=live, now=now, reasons=[], page=page, needs=needs)
+    # Its filters choose among every unmet need, then the page is cut: the whole list, filtered.
+    everything, _ = service.unmet_needs(
+        session=db, live=live, now=now, reasons=[], page=PageParams(limit=10**6, offset=0), needs=needs
+    )
+    for only in (
+        service.UnmetFilter(category=CATEGORIES[1]),
+        service.UnmetFilter(urgency=Urgency.critical),
+        service.UnmetFilter(created_since=now - timedelta(minutes=20)),
+        service.UnmetFilter(category=CATEGORIES[0], urgency=Urgency.normal, created_since=now - timedelta(minutes=30)),
+    ):
+        want = [
+            i
+            for i in everything
+            if (only.category is None or i["category"] == only.category.value)
+            and (only.urgency is None or i["urgency"] == only.urgency.value)
+            and (only.created_since is None or float(i["age_s"]) <= (now - only.created_since).total_seconds())  # type: ignore[arg-type]
+        ]
+        assert 0 < len(want) < len(everything), only
+        small = PageParams(limit=5, offset=0)
+        _, items, total = service.unmet_overview(session=db, live=live, now=now, page=small, needs=needs, only=only)
+        assert (items, total) == (want[:5], len(want)), only
 
 
 @pytest.mark.parametrize("in_memory", [False, True], ids=["from-database", "live-needs"])

@@ -20,6 +20,8 @@ from aidmatch.main import create_app
 from aidmatch.matches.models import Match
 from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
+from aidmatch.query import PageParams
+from aidmatch.web import router as web_router
 from geo.geocoding import GazetteerGeocoder
 from tests.web.conftest import PHONE_RE, unlabelled_fields
 
@@ -506,3 +508,58 @@ def test_a_logout_ends_the_session_on_the_server_too(
     client.post("/login", data={"token": token})
     assert client.get("/dashboard").status_code == 200  # a new sign-in after the logout
     assert next(steps) < 10  # every step of the server's clock in that one second
+
+
+def _header(page: str, section: str) -> str:
+    found = re.search(rf'<h2 id="{section}">([^<]*)</h2>', page)
+    assert found is not None, section
+    return " ".join(found.group(1).split())
+
+
+def _rows(page: str, table: str) -> str:
+    return page.split(f'id="{table}"')[1].split("</table>")[0]
+
+
+def test_dashboard_filters_look_at_every_unmet_need_not_the_oldest_page(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filters choose among all unmet needs, then the page is cut; the header counts what matches."""
+    monkeypatch.setattr(web_router, "UNMET_PAGE", PageParams(limit=2, offset=0))
+    old = []
+    for k in range(3):
+        body = {"category": "water", "lat": 55.0 + k / 100, "lon": 40.0, "contact_phone": f"+7926765430{k}"}
+        r = client.post("/api/needs", json=body)
+        assert r.status_code == 201, r.text
+        old.append(r.json()["code"])
+    db.execute(update(Need).where(Need.code.in_(old)).values(created_at=utcnow() - timedelta(hours=5)))
+    db.commit()
+    body = {"category": "medical", "urgency": "critical", "lat": 55.1, "lon": 40.0, "contact_phone": "+79267654309"}
+    r = client.post("/api/needs", json=body)
+    assert r.status_code == 201, r.text
+    new = r.json()["code"]
+    for query in ("category=medical", "urgency=critical", "max_age_h=2"):
+        page = client.get(f"/dashboard?{query}", headers=coordinator_headers).text
+        assert new in _rows(page, "unmet-needs"), query
+        assert not set(old) & set(re.findall(r"<td>([A-Z0-9]+)</td>", _rows(page, "unmet-needs"))), query
+        assert _header(page, "unmet-h") == "Заявки без помощника и почему (1)", query
+    page = client.get("/dashboard", headers=coordinator_headers).text
+    assert _header(page, "unmet-h") == "Заявки без помощника и почему (2 из 4)"
+    assert new not in _rows(page, "unmet-needs")  # the page holds the two oldest
+    page = client.get("/dashboard?category=water&lang=en", headers=coordinator_headers).text
+    assert _header(page, "unmet-h") == "Needs without a helper, and why (2 of 3)"
+
+
+def test_dashboard_counts_every_open_need_not_just_those_listed(
+    client: TestClient, coordinator_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_router, "OPEN_NEEDS_SHOWN", 2)  # 500 in the app
+    for k in range(3):
+        body = {"category": "water", "lat": 55.0 + k / 100, "lon": 40.0, "contact_phone": f"+7926765431{k}"}
+        assert client.post("/api/needs", json=body).status_code == 201
+    page = client.get("/dashboard", headers=coordinator_headers).text
+    assert _header(page, "open-h") == "Открытые заявки (2 из 3)"
+    assert _rows(page, "open-needs").split("<tbody>")[1].count("<tr") == 2
+    english = client.get("/dashboard?lang=en", headers=coordinator_headers).text
+    assert _header(english, "open-h") == "Open needs (2 of 3)"
+    filtered = client.get("/dashboard?category=food&lang=ru", headers=coordinator_headers).text
+    assert _header(filtered, "open-h") == "Открытые заявки (0)"
