@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,7 +16,7 @@ from aidmatch.database import SessionDep
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.live_needs import LiveNeeds
-from geo.geocoding import Geocoder
+from geo.geocoding import Geocoder, GeocodeResult
 
 
 # Dependencies that only read app.state are ``async def``: FastAPI runs a plain ``def``
@@ -64,9 +65,22 @@ TokenHolder = Annotated[Principal, Depends(require_token)]
 Coordinator = Annotated[Principal, Depends(require_coordinator)]
 
 
+class _LazyGeocoder:
+    """The app's geocoder, built (the gazetteer loads for seconds after start-up) only when a
+    request really geocodes: an offer or need posted with coordinates does not wait for it."""
+
+    def __init__(self, factory: Callable[[], Geocoder]) -> None:
+        self._factory = factory
+
+    def geocode(self, query: str, *, region_hint: str | None = None) -> GeocodeResult:
+        return self._factory().geocode(query, region_hint=region_hint)
+
+    def __getattr__(self, name: str) -> Any:  # find_in_text and the like, where the geocoder has them
+        return getattr(self._factory(), name)
+
+
 def get_geocoder(request: Request) -> Geocoder:
-    geocoder: Geocoder = request.app.state.geocoder()
-    return geocoder
+    return _LazyGeocoder(request.app.state.geocoder)
 
 
 GeocoderDep = Annotated[Geocoder, Depends(get_geocoder)]

@@ -55,3 +55,29 @@ def test_nominatim_setting_puts_nominatim_in_front_of_the_gazetteer(
     assert network_calls  # it did try the configured host
     assert geocoder.calls == 1
     assert geocoder.fallbacks == 1
+
+
+def test_a_post_with_coordinates_does_not_wait_for_the_gazetteer(
+    settings: Settings, gazetteer: GazetteerGeocoder
+) -> None:
+    """The gazetteer loads for seconds after start-up; only a post that names a place builds it."""
+    from fastapi.testclient import TestClient
+
+    from aidmatch.main import create_app
+
+    built: list[bool] = []
+
+    def factory() -> GazetteerGeocoder:
+        built.append(True)
+        return gazetteer
+
+    app = create_app(settings, geocoder=gazetteer)
+    with TestClient(app) as client:
+        app.state.geocoder = factory
+        offer = {"categories": ["water"], "capacity": 1, "radius_km": 30, "phone": "+79161234567"}
+        assert client.post("/api/offers", json={**offer, "lat": 55.0, "lon": 40.0}).status_code == 201
+        assert client.post("/need", data={"category": "water", "lat": "55.0", "lon": "40.0"}).status_code < 500
+        assert built == []
+        named = client.post("/api/offers", json={**offer, "phone": "+79161234568", "address": "Рязань"})
+        assert named.status_code == 201, named.text
+        assert built
