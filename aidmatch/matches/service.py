@@ -251,10 +251,7 @@ def run_batch(
     offer_ids = offers.id[result.offer_index]
     # One request per (need, helper): when two of a helper's offers serve one need, the row with the
     # most units (then the nearer) is asked; the rest goes to other helpers in the next run.
-    order = np.lexsort((result.distance_km, -result.quantity, pairs))
-    first = np.zeros(len(pairs), dtype=bool)
-    first[order[np.unique(pairs[order], return_index=True)[1]]] = True
-    fresh &= first
+    fresh &= _one_per_pair(pairs, result)
     # The solve took up to its time budget; meanwhile intake, escalation waves and declines asked
     # helpers, needs closed or were accepted, offers were withdrawn or expired and helpers reached
     # their cap. Read what is free now (this transaction holds the write lock on SQLite) and cut
@@ -405,9 +402,7 @@ def _second_pass(
     helper_id = helper_ids[result.offer_index]
     # One request per (need, helper), the one with the most units (then the nearer), as the first pass.
     pairs = (need_id << 32) | helper_id
-    order = np.lexsort((result.distance_km, -result.quantity, pairs))
-    keep = np.zeros(len(pairs), dtype=bool)
-    keep[order[np.unique(pairs[order], return_index=True)[1]]] = True
+    keep = _one_per_pair(pairs, result)
     keep[keep] = _within_task_slots(
         helper_id[keep], result.distance_km[keep], slots_left[usable][result.offer_index][keep]
     )
@@ -420,6 +415,15 @@ def _second_pass(
         distance_km=result.distance_km[keep],
         radius_km=offers.radius_km[usable][result.offer_index][keep],
     )
+
+
+def _one_per_pair(pairs: np.ndarray, result: matching.Assignment) -> np.ndarray:
+    """Per assignment row: whether it is its (need, helper) pair's row with the most units (then
+    the nearer); a helper is asked once about a need, however many of their offers serve it."""
+    order = np.lexsort((result.distance_km, -result.quantity, pairs))
+    first = np.zeros(len(pairs), dtype=bool)
+    first[order[np.unique(pairs[order], return_index=True)[1]]] = True
+    return first
 
 
 def _sums(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
