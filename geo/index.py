@@ -17,6 +17,7 @@ choice and may differ between a churned index and a fresh one.
 
 from __future__ import annotations
 
+import math
 from itertools import chain
 
 import numpy as np
@@ -24,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
 from geo.errors import IndexInputError, UnknownIdError
-from geo.sphere import chord_to_km, km_to_chord, lat_lon_to_xyz, tree_bound
+from geo.sphere import EARTH_RADIUS_KM, chord_to_km, km_to_chord, lat_lon_to_xyz, tree_bound
 
 MAX_CATEGORIES = 63
 IntArray = NDArray[np.int64]
@@ -50,6 +51,22 @@ def _build_trees(xyz: FloatArray, mask: IntArray) -> dict[int, tuple[cKDTree, In
         # Unbalanced trees build several times faster and query about as fast on real data.
         trees[c] = (cKDTree(xyz[rows], balanced_tree=False, compact_nodes=False), rows)
     return trees
+
+
+# Joint trees: each (item, category) pair is a point (x, y, z, category × gap). Two categories are at
+# least the gap apart, more than any chord (<= 2), so a search bounded by a chord stays in its own.
+_CATEGORY_GAP = 4.0
+
+
+def _joint_tree(xyz: FloatArray, trees: dict[int, tuple[cKDTree, IntArray]]) -> tuple[cKDTree, IntArray]:
+    """One tree over every category's points, from the per-category trees' rows; (tree, row of each point)."""
+    rows = np.concatenate([r for _, r in trees.values()])
+    points = np.empty((len(rows), 4))
+    points[:, :3] = xyz[rows]
+    points[:, 3] = np.repeat(
+        np.fromiter(trees.keys(), dtype=np.float64) * _CATEGORY_GAP, [len(r) for _, r in trees.values()]
+    )
+    return cKDTree(points, balanced_tree=False, compact_nodes=False), rows
 
 
 def _validate_category(category: ArrayLike, n: int) -> IntArray:
@@ -92,7 +109,22 @@ def _queries(lat_deg: ArrayLike, lon_deg: ArrayLike) -> FloatArray:
 
 
 def _upper_bound(max_km: float) -> float:
-    return float(km_to_chord(max_km)) * _CHORD_SLACK if np.isfinite(max_km) else np.inf
+    # Scalar maths (this runs once per category of every query): km_to_chord's formula.
+    if not math.isfinite(max_km):
+        return math.inf
+    return 2.0 * math.sin(min(max_km, math.pi * EARTH_RADIUS_KM) / (2.0 * EARTH_RADIUS_KM)) * _CHORD_SLACK
+
+
+def _by_category(cat: IntArray) -> list[tuple[int, IntArray]]:
+    """The positions of each category among the queries, categories ascending (one sort, not a
+    comparison per category: the intake path asks about a few points in many categories)."""
+    if cat.size == 1:
+        return [(int(cat[0]), np.zeros(1, dtype=np.int64))]
+    order = np.argsort(cat, kind="stable")
+    sorted_cat = cat[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_cat[1:] != sorted_cat[:-1])))
+    ends = np.append(starts[1:], len(cat))
+    return [(int(sorted_cat[s]), order[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 class SpatialIndex:
@@ -100,6 +132,10 @@ class SpatialIndex:
 
     ``ids`` shape (n,) int, distinct; ``lat_deg``/``lon_deg`` shape (n,) degrees;
     ``category_mask`` shape (n,) int64 bitmask (bit c = category c, c < 63).
+    ``joint_below``: ``knn`` with fewer queries than this searches one joint tree over every
+    category (built on first use) instead of one tree per category asked, with the same answers;
+    worth it for an index asked about a few points in many categories at a time (the intake path),
+    not for one asked about many points (0, the default: never).
     """
 
     def __init__(
@@ -110,10 +146,12 @@ class SpatialIndex:
         category_mask: ArrayLike,
         *,
         rebuild_threshold: int = 512,
+        joint_below: int = 0,
     ) -> None:
         if rebuild_threshold < 0:
             raise IndexInputError(f"rebuild_threshold = {rebuild_threshold} must be >= 0")
         self.rebuild_threshold = rebuild_threshold
+        self.joint_below = joint_below
         new_ids, xyz, mask = self._validate_items(ids, lat_deg, lon_deg, category_mask)
         self._set_base(new_ids, xyz, mask)
 
@@ -151,12 +189,17 @@ class SpatialIndex:
         self._base_order = np.argsort(ids, kind="stable")
         self._base_sorted_ids = ids[self._base_order]
         self._trees = _build_trees(xyz, mask)
+        self._count_per_category = np.zeros(MAX_CATEGORIES, dtype=np.int64)
+        for c, (tree, _) in self._trees.items():
+            self._count_per_category[c] = tree.n
+        self._joint: tuple[cKDTree, IntArray] | None = None
         self._dead_per_category = np.zeros(MAX_CATEGORIES, dtype=np.int64)
         self._n_dead = 0
         self._buf_ids: IntArray = np.empty(0, dtype=np.int64)
         self._buf_xyz: FloatArray = np.empty((0, 3), dtype=np.float64)
         self._buf_mask: IntArray = np.empty(0, dtype=np.int64)
         self._buf_trees: dict[int, tuple[cKDTree, IntArray]] | None = None
+        self._buf_joint: tuple[cKDTree, IntArray] | None = None
 
     def _base_rows(self, ids: IntArray) -> IntArray:
         """Base row of each id, or -1 where the id is not a live base item."""
@@ -190,6 +233,7 @@ class SpatialIndex:
         self._buf_xyz = np.concatenate([self._buf_xyz, xyz])
         self._buf_mask = np.concatenate([self._buf_mask, mask])
         self._buf_trees = None
+        self._buf_joint = None
         self._maybe_rebuild()
 
     def remove(self, ids: ArrayLike) -> None:
@@ -216,6 +260,7 @@ class SpatialIndex:
                 self._buf_mask[keep],
             )
             self._buf_trees = None
+            self._buf_joint = None
         self._maybe_rebuild()
 
     def _maybe_rebuild(self) -> None:
@@ -235,6 +280,14 @@ class SpatialIndex:
         if self._buf_trees is None:
             self._buf_trees = _build_trees(self._buf_xyz, self._buf_mask)
         return self._buf_trees
+
+    def _joint_trees(self) -> tuple[tuple[cKDTree, IntArray] | None, tuple[cKDTree, IntArray] | None]:
+        """One tree over every category for the base and one for the buffer (built on first use)."""
+        if self._joint is None and self._trees:
+            self._joint = _joint_tree(self._base_xyz, self._trees)
+        if self._buf_joint is None and len(self._buf_ids):
+            self._buf_joint = _joint_tree(self._buf_xyz, self._buffer_trees())
+        return self._joint, self._buf_joint
 
     # ----------------------------------------------------------------------------------- queries
 
@@ -259,11 +312,12 @@ class SpatialIndex:
         n = len(xyz)
         cat = _validate_category(category, n)
         bound_km = _validate_bound_km(max_km, n, "max_km")
+        if n < self.joint_below:
+            return self._knn_joint(xyz, cat, k, bound_km)
         out_ids = np.full((n, k), -1, dtype=np.int64)
         out_km = np.full((n, k), np.inf)
         buf_trees = self._buffer_trees()
-        for c in np.unique(cat).tolist():
-            q = np.flatnonzero(cat == c)
+        for c, q in _by_category(cat):
             bound = _upper_bound(float(bound_km[q].max()))
             parts_km: list[FloatArray] = []
             parts_ids: list[IntArray] = []
@@ -280,19 +334,85 @@ class SpatialIndex:
                 continue
             d_km = np.concatenate(parts_km, axis=1) if len(parts_km) > 1 else parts_km[0]
             ids = np.concatenate(parts_ids, axis=1) if len(parts_ids) > 1 else parts_ids[0]
-            d_km[d_km > bound_km[q, None]] = np.inf
-            ids[~np.isfinite(d_km)] = -1
+            cut = d_km > bound_km[q, None]
+            d_km[cut] = np.inf
+            ids[cut] = -1  # (the tree's own padding is -1 already)
             if len(parts_km) == 1 and self._dead_per_category[c] == 0:
                 # One tree and no tombstones: its answer is already nearest first with the padding
                 # last and at most k wide; only rows with equal distances need their ties ordered.
-                rows = np.flatnonzero(((d_km[:, 1:] == d_km[:, :-1]) & np.isfinite(d_km[:, 1:])).any(axis=1))
-                if rows.size:
+                tied = d_km[:, 1:] == d_km[:, :-1]
+                tied &= d_km[:, 1:] < np.inf
+                if tied.any():
+                    rows = np.flatnonzero(tied.any(axis=1))
                     d_km[rows], ids[rows] = _nearest_first(d_km[rows], ids[rows], k)
             else:
                 d_km, ids = _nearest_first(d_km, ids, k)
             m = d_km.shape[1]
             out_km[q, :m] = d_km
             out_ids[q, :m] = ids
+        return out_ids, out_km
+
+    def _knn_joint(self, xyz: FloatArray, cat: IntArray, k: int, bound_km: FloatArray) -> tuple[IntArray, FloatArray]:
+        """``knn`` for a few queries in many categories: one search of each joint tree instead of
+        one per category (a search's fixed cost is most of a small query's)."""
+        n = len(xyz)
+        out_ids = np.full((n, k), -1, dtype=np.int64)
+        out_km = np.full((n, k), np.inf)
+        if n == 0:
+            return out_ids, out_km
+        q4 = np.empty((n, 4))
+        q4[:, :3] = xyz
+        q4[:, 3] = cat * _CATEGORY_GAP
+        # Capped below the gap between categories, so a search never crosses into another one.
+        bound = min(_upper_bound(float(bound_km.max())), 2.0 * _CHORD_SLACK)
+        base, buf = self._joint_trees()
+        parts_km: list[FloatArray] = []
+        parts_ids: list[IntArray] = []
+        fresh = True  # one part, no tombstones: already nearest first
+        count = int(self._count_per_category[cat].max())
+        if base is not None and count:
+            tree, rows = base
+            n_dead = int(self._dead_per_category[cat].max())
+            kk = min(k + min(n_dead, k), count)
+            d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, q4, kk, bound)
+            if n_dead:
+                fresh = False
+                short = (alive.sum(axis=1) < k) & np.isfinite(d_km[:, -1])
+                if kk < count and short.any():
+                    kk2 = min(k + n_dead, count)
+                    d2, i2, a2 = _knn_rows(tree, rows, self._base_ids, self._base_alive, q4[short], kk2, bound)
+                    pad = ((0, 0), (0, kk2 - kk))
+                    d_km = np.pad(d_km, pad, constant_values=np.inf)
+                    ids = np.pad(ids, pad, constant_values=-1)
+                    alive = np.pad(alive, pad, constant_values=False)
+                    d_km[short], ids[short], alive[short] = d2, i2, a2
+                d_km[~alive] = np.inf
+                ids[~alive] = -1
+            parts_km.append(d_km)
+            parts_ids.append(ids)
+        if buf is not None:
+            tree, rows = buf
+            d_km, ids = _knn_tree(tree, self._buf_ids[rows], q4, min(k, tree.n), bound)
+            parts_km.append(d_km)
+            parts_ids.append(ids)
+        if not parts_km:
+            return out_ids, out_km
+        d_km = np.concatenate(parts_km, axis=1) if len(parts_km) > 1 else parts_km[0]
+        ids = np.concatenate(parts_ids, axis=1) if len(parts_ids) > 1 else parts_ids[0]
+        cut = d_km > bound_km[:, None]
+        d_km[cut] = np.inf
+        ids[cut] = -1
+        if fresh and len(parts_km) == 1:
+            tied = d_km[:, 1:] == d_km[:, :-1]
+            tied &= d_km[:, 1:] < np.inf
+            if tied.any():
+                rows_tied = np.flatnonzero(tied.any(axis=1))
+                d_km[rows_tied], ids[rows_tied] = _nearest_first(d_km[rows_tied], ids[rows_tied], k)
+        else:
+            d_km, ids = _nearest_first(d_km, ids, k)
+        m = min(d_km.shape[1], k)
+        out_km[:, :m] = d_km[:, :m]
+        out_ids[:, :m] = ids[:, :m]
         return out_ids, out_km
 
     def _knn_base(self, c: int, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:
@@ -383,9 +503,19 @@ def _knn_tree(
     chord, local = tree.query(xyz, k=k, distance_upper_bound=tree_bound(bound), workers=workers)
     chord = np.asarray(chord, dtype=np.float64).reshape(len(xyz), k)
     local = np.asarray(local, dtype=np.int64).reshape(len(xyz), k)
-    found = local < tree.n
-    ids = np.where(found, local if item_ids is None else item_ids[np.minimum(local, tree.n - 1)], -1)
-    d_km = np.where(found, chord_to_km(np.where(found, chord, 0.0)), np.inf)
+    missing = local >= tree.n
+    if item_ids is None:
+        ids = local
+    else:
+        local[missing] = 0
+        ids = item_ids[local]
+    ids[missing] = -1
+    # chord_to_km without its clip: a tree's chords are >= 0, and the padding (inf) is set below.
+    d_km = np.minimum(chord, 2.0)
+    d_km *= 0.5
+    np.arcsin(d_km, out=d_km)
+    d_km *= 2.0 * EARTH_RADIUS_KM
+    d_km[missing] = np.inf
     return d_km, ids
 
 

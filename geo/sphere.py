@@ -25,6 +25,8 @@ def validate_lat_lon(lat_deg: ArrayLike, lon_deg: ArrayLike) -> tuple[FloatArray
     if lat.shape != lon.shape:
         raise InvalidCoordinatesError(f"lat has shape {lat.shape} but lon has shape {lon.shape}")
     for name, values, bound in (("lat", lat, 90.0), ("lon", lon, 180.0)):
+        if (np.abs(values) <= bound).all():  # (NaN compares false: it fails this check too)
+            continue
         bad = ~np.isfinite(values) | (np.abs(values) > bound)
         if bad.any():
             i = int(np.flatnonzero(bad.ravel())[0])
@@ -41,7 +43,11 @@ def lat_lon_to_xyz(lat_deg: ArrayLike, lon_deg: ArrayLike) -> FloatArray:
     lat_rad = np.radians(lat)
     lon_rad = np.radians(lon)
     cos_lat = np.cos(lat_rad)
-    return np.stack([cos_lat * np.cos(lon_rad), cos_lat * np.sin(lon_rad), np.sin(lat_rad)], axis=-1)
+    out = np.empty((*lat.shape, 3))
+    np.multiply(cos_lat, np.cos(lon_rad), out=out[..., 0])
+    np.multiply(cos_lat, np.sin(lon_rad), out=out[..., 1])
+    np.sin(lat_rad, out=out[..., 2])
+    return out
 
 
 def xyz_to_lat_lon(xyz: ArrayLike) -> tuple[FloatArray, FloatArray]:

@@ -37,6 +37,7 @@ from geo.index import SpatialIndex
 _GROW = 1024
 _LAG = timedelta(seconds=60)  # re-read changes this far behind the last wide re-read (late commits)
 _RECHECK = timedelta(seconds=1)  # how often the wide re-read runs
+_JOINT_BELOW = 256  # queries at once (geo.index.SpatialIndex: a joint search below, per category above)
 _PRUNE_MIN = 4096  # a change feed forgets old stamps once it remembers this many (and twice the last count)
 _NOTHING = ("", None)
 _CHUNK = 1000
@@ -284,7 +285,10 @@ class LiveOfferIndex:
         self._from = np.zeros(_GROW)
         self._until = np.zeros(_GROW)
         self._next_turn = np.inf  # the earliest moment the clock makes or unmakes an eligible offer
-        self._index = SpatialIndex(np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64))
+        # Intake lookups ask about a few points in many categories at once: one joint search each.
+        self._index = SpatialIndex(
+            np.zeros(0, dtype=np.int64), [], [], np.zeros(0, dtype=np.int64), joint_below=_JOINT_BELOW
+        )
         self._feed = ChangeFeed(Offer.id, Offer.updated_at, recheck=recheck, clock=clock)
         self._offers: matching.Offers | None = None
         # The first round of ``nearest`` for the points ``helpers_near`` searched last (its

@@ -64,11 +64,12 @@ def _assert_within_matches(index: SpatialIndex, items, qlat, qlon, cat, radius_k
         np.testing.assert_allclose(dist[got], oracle[i, hit], rtol=1e-9, atol=1e-6)
 
 
+@pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_knn_equals_brute_force(seed: int) -> None:
+def test_knn_equals_brute_force(seed: int, joint_below: int) -> None:
     rng = np.random.default_rng(seed)
     items = _items(rng, 800)
-    index = SpatialIndex(items["ids"], items["lat"], items["lon"], items["mask"])
+    index = SpatialIndex(items["ids"], items["lat"], items["lon"], items["mask"], joint_below=joint_below)
     qlat, qlon = _points(rng, 300)
     cat = rng.integers(0, 5, 300)  # category 4 has no items: all padding
     _assert_knn_matches(index, items, qlat, qlon, cat, k=7)
@@ -98,14 +99,20 @@ def test_within_equals_brute_force(seed: int) -> None:
     _assert_within_matches(index, items, qlat, qlon, cat, 400.0)
 
 
+@pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
 @pytest.mark.parametrize("seed", [5, 6])
-def test_index_after_inserts_and_removals_answers_like_a_fresh_one(seed: int) -> None:
+def test_index_after_inserts_and_removals_answers_like_a_fresh_one(seed: int, joint_below: int) -> None:
     rng = np.random.default_rng(seed)
     pool = _items(rng, 1200)
     live = np.zeros(1200, dtype=bool)
     live[:500] = True
     index = SpatialIndex(
-        pool["ids"][:500], pool["lat"][:500], pool["lon"][:500], pool["mask"][:500], rebuild_threshold=60
+        pool["ids"][:500],
+        pool["lat"][:500],
+        pool["lon"][:500],
+        pool["mask"][:500],
+        rebuild_threshold=60,
+        joint_below=joint_below,
     )
     qlat, qlon = _points(rng, 120)
     cat = rng.integers(0, 4, 120)
@@ -131,10 +138,13 @@ def test_index_after_inserts_and_removals_answers_like_a_fresh_one(seed: int) ->
         _assert_within_matches(index, current, qlat[:30], qlon[:30], cat[:30], 900.0)
 
 
-def test_many_tombstones_do_not_hide_live_neighbours() -> None:
+@pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
+def test_many_tombstones_do_not_hide_live_neighbours(joint_below: int) -> None:
     rng = np.random.default_rng(7)
     items = _items(rng, 400, n_cat=1)
-    index = SpatialIndex(items["ids"], items["lat"], items["lon"], items["mask"], rebuild_threshold=10_000)
+    index = SpatialIndex(
+        items["ids"], items["lat"], items["lon"], items["mask"], rebuild_threshold=10_000, joint_below=joint_below
+    )
     dead = rng.choice(400, 300, replace=False)
     index.remove(items["ids"][dead])
     live = np.ones(400, dtype=bool)
@@ -213,8 +223,9 @@ def test_covered_without_items_or_queries() -> None:
         covered([1.0], [2.0], [5.0, 6.0], [1], [1.0], [2.0], 0)
 
 
+@pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
 @pytest.mark.parametrize("churn", [False, True])
-def test_knn_orders_items_at_one_place_by_id(churn: bool) -> None:
+def test_knn_orders_items_at_one_place_by_id(churn: bool, joint_below: int) -> None:
     # Helpers geocoded to a town's centre share its coordinates; their distances tie. Answers stay
     # nearest first with ties to the smaller id, on a fresh index and after inserts and removals.
     rng = np.random.default_rng(5)
@@ -227,7 +238,7 @@ def test_knn_orders_items_at_one_place_by_id(churn: bool) -> None:
         "lon": towns[at, 1],
         "mask": np.ones(n, dtype=np.int64),
     }
-    index = SpatialIndex(items["ids"], items["lat"], items["lon"], items["mask"])
+    index = SpatialIndex(items["ids"], items["lat"], items["lon"], items["mask"], joint_below=joint_below)
     if churn:
         gone = rng.choice(n, 60, replace=False)
         index.remove(items["ids"][gone])
@@ -259,10 +270,13 @@ def test_knn_orders_items_at_one_place_by_id(churn: bool) -> None:
             assert (found[1:][same] > found[:-1][same]).all()
 
 
-def test_a_bound_of_zero_km_keeps_co_located_items() -> None:
+@pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
+def test_a_bound_of_zero_km_keeps_co_located_items(joint_below: int) -> None:
     """A k-d tree's bound is strict (and squared): at 0 km it would keep nothing, not even an item at
     the query point itself; the index keeps those, and nothing farther."""
-    index = SpatialIndex(np.array([4, 7]), np.array([55.0, 55.001]), np.array([37.0, 37.0]), np.array([1, 1]))
+    index = SpatialIndex(
+        np.array([4, 7]), np.array([55.0, 55.001]), np.array([37.0, 37.0]), np.array([1, 1]), joint_below=joint_below
+    )
     ids, d_km = index.knn(np.array([55.0, 10.0]), np.array([37.0, 10.0]), 0, 2, max_km=np.array([0.0, 0.0]))
     assert ids.tolist() == [[4, -1], [-1, -1]]
     assert d_km[0, 0] == 0.0
