@@ -118,8 +118,8 @@ def _upper_bound(max_km: float) -> float:
 def _by_category(cat: IntArray) -> list[tuple[int, IntArray]]:
     """The positions of each category among the queries, categories ascending (one sort, not a
     comparison per category: the intake path asks about a few points in many categories)."""
-    if cat.size == 1:
-        return [(int(cat[0]), np.zeros(1, dtype=np.int64))]
+    if cat.size <= 1:
+        return [(int(c), np.zeros(1, dtype=np.int64)) for c in cat.tolist()]
     order = np.argsort(cat, kind="stable")
     sorted_cat = cat[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_cat[1:] != sorted_cat[:-1])))
@@ -285,7 +285,7 @@ class SpatialIndex:
         """One tree over every category for the base and one for the buffer (built on first use)."""
         if self._joint is None and self._trees:
             self._joint = _joint_tree(self._base_xyz, self._trees)
-        if self._buf_joint is None and len(self._buf_ids):
+        if self._buf_joint is None and self._buffer_trees():  # (items of no category make no tree)
             self._buf_joint = _joint_tree(self._buf_xyz, self._buffer_trees())
         return self._joint, self._buf_joint
 

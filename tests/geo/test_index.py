@@ -281,3 +281,15 @@ def test_a_bound_of_zero_km_keeps_co_located_items(joint_below: int) -> None:
     assert ids.tolist() == [[4, -1], [-1, -1]]
     assert d_km[0, 0] == 0.0
     assert np.isinf(d_km[0, 1])
+
+
+@pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
+def test_no_queries_and_items_of_no_category(joint_below: int) -> None:
+    index = SpatialIndex(np.array([1]), [0.0], [0.0], np.array([1]), joint_below=joint_below)
+    ids, d_km = index.knn(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), 3)
+    assert ids.shape == d_km.shape == (0, 3)
+    # An item of no category (mask 0) is held but never found; the buffer may hold only such items.
+    index.insert(np.array([2]), [1.0], [1.0], np.array([0]))
+    ids, d_km = index.knn([0.0], [0.0], 0, 2)
+    assert ids.tolist() == [[1, -1]]
+    assert d_km[0, 0] == 0.0 and np.isinf(d_km[0, 1])
