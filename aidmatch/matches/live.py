@@ -580,37 +580,42 @@ class LiveOfferIndex:
 
     def _found(self, rows: np.ndarray, d_km: np.ndarray, left: np.ndarray) -> list[tuple[int, int, float, int]]:
         """(offer id, helper id, km, units free) of the rows a search found (shape (k,), -1 padded)."""
-        return [
-            (int(self._offer_id[r]), int(self._helper_id[r]), float(d), int(left[r]))
-            for r, d in zip(rows, d_km, strict=True)
-            if r >= 0
-        ]
+        hit = rows >= 0
+        rows = rows[hit]
+        return list(
+            zip(
+                self._offer_id[rows].tolist(),
+                self._helper_id[rows].tolist(),
+                d_km[hit].tolist(),
+                left[rows].tolist(),
+                strict=True,
+            )
+        )
 
     def helpers_near(
         self, *, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, k: np.ndarray, max_km: np.ndarray
     ) -> set[int]:
         """The helpers a ``nearest`` lookup for each point (shape (n,) each; ``category`` as
         ``CATEGORY_INDEX``) asks ``blocked`` about first, before it passes anyone over: one read
-        of their facts serves many lookups. One search per distinct ``k``; each point's answer is
-        kept as that lookup's first round (until the offers change), so it is not searched again."""
+        of their facts serves many lookups. One search for all, as wide as the widest lookup; each
+        point's answer (the nearest of it, as many as its lookup wants) is kept as that lookup's first
+        round (until the offers change), so it is not searched again."""
         with self._lock:
             if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return set()
             offers, left = self._columns({}, pass_busy=True)
-            found = []
+            wanted = np.maximum(4 * np.asarray(k, dtype=np.int64), 16)
+            rows, d_km = matching.nearest_capable(
+                self._index, offers, left, lat, lon, category, max_km=max_km, k=int(wanted.max())
+            )
+            # Each point's own first round: its nearest ``wanted`` of the wider answer (nearest first).
+            rows[np.arange(rows.shape[1])[None, :] >= wanted[:, None]] = -1
             first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
-            for one_k in np.unique(k):
-                at = np.flatnonzero(k == one_k)
-                wanted = max(4 * int(one_k), 16)
-                rows, d_km = matching.nearest_capable(
-                    self._index, offers, left, lat[at], lon[at], category[at], max_km=max_km[at], k=wanted
-                )
-                found.append(self._helper_id[rows[rows >= 0]])
-                for j, i in enumerate(at.tolist()):
-                    key = (float(lat[i]), float(lon[i]), int(category[i]), wanted, float(max_km[i]))
-                    first[key] = self._found(rows[j], d_km[j], left)
+            for i, want in enumerate(wanted.tolist()):
+                key = (float(lat[i]), float(lon[i]), int(category[i]), want, float(max_km[i]))
+                first[key] = self._found(rows[i], d_km[i], left)
             self._first = first
-        return set(np.concatenate(found).tolist())
+        return set(self._helper_id[rows[rows >= 0]].tolist())
 
     def reachable(
         self,
