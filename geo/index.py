@@ -120,6 +120,8 @@ def _by_category(cat: IntArray) -> list[tuple[int, IntArray]]:
     comparison per category: the intake path asks about a few points in many categories)."""
     if cat.size <= 1:
         return [(int(c), np.zeros(1, dtype=np.int64)) for c in cat.tolist()]
+    if cat.size >= _PARALLEL_MIN_QUERIES:  # many queries: a pass per category beats a sort of all
+        return [(c, np.flatnonzero(cat == c)) for c in np.unique(cat).tolist()]
     order = np.argsort(cat, kind="stable")
     sorted_cat = cat[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_cat[1:] != sorted_cat[:-1])))
