@@ -70,14 +70,16 @@ def _joint_tree(xyz: FloatArray, trees: dict[int, tuple[cKDTree, IntArray]]) -> 
 
 
 def _validate_category(category: ArrayLike, n: int) -> IntArray:
+    if isinstance(category, int) and not isinstance(category, bool) and 0 <= category < MAX_CATEGORIES:
+        return np.full(n, category, dtype=np.int64)
     cat = np.asarray(category)
     if cat.ndim == 0:
         cat = np.full(n, cat)
     if cat.shape != (n,):
         raise IndexInputError(f"category has shape {cat.shape}, expected ({n},)")
-    if cat.size and not np.issubdtype(cat.dtype, np.integer):
+    if cat.size and cat.dtype.kind not in "iu":
         raise IndexInputError(f"category must be integers, got dtype {cat.dtype}")
-    cat = cat.astype(np.int64)
+    cat = cat.astype(np.int64, copy=False)
     bad = (cat < 0) | (cat >= MAX_CATEGORIES)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -88,6 +90,8 @@ def _validate_category(category: ArrayLike, n: int) -> IntArray:
 def _validate_bound_km(value: ArrayLike | None, n: int, name: str) -> FloatArray:
     if value is None:
         return np.full(n, np.inf)
+    if isinstance(value, float | int) and not isinstance(value, bool) and value >= 0:  # (NaN fails >= 0)
+        return np.full(n, float(value))
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
         arr = np.full(n, float(arr))
@@ -316,6 +320,9 @@ class SpatialIndex:
         bound_km = _validate_bound_km(max_km, n, "max_km")
         if n < self.joint_below:
             return self._knn_joint(xyz, cat, k, bound_km)
+        if n == 1:
+            ids1, km1 = self._knn_one(xyz, int(cat[0]), k, float(bound_km[0]))
+            return ids1.reshape(1, k), km1.reshape(1, k)
         out_ids = np.full((n, k), -1, dtype=np.int64)
         out_km = np.full((n, k), np.inf)
         buf_trees = self._buffer_trees()
@@ -415,6 +422,43 @@ class SpatialIndex:
         m = min(d_km.shape[1], k)
         out_km[:, :m] = d_km[:, :m]
         out_ids[:, :m] = ids[:, :m]
+        return out_ids, out_km
+
+    def _knn_one(self, xyz: FloatArray, c: int, k: int, bound_km: float) -> tuple[IntArray, FloatArray]:
+        """``knn`` for one query (``xyz`` shape (1, 3)) as flat arrays (k,): the same answer with a
+        fraction of the array operations (the intake path and the online lookup ask one at a time)."""
+        bound = _upper_bound(bound_km)
+        parts_km: list[FloatArray] = []
+        parts_ids: list[IntArray] = []
+        if c in self._trees:
+            tree, rows = self._trees[c]
+            n_dead = int(self._dead_per_category[c])
+            kk = min(k + min(n_dead, k), tree.n)
+            d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz, kk, bound)
+            d_km, ids, alive = d_km[0], ids[0], alive[0]
+            if n_dead and kk < tree.n and int(alive.sum()) < k and d_km[-1] < np.inf:
+                kk2 = min(k + n_dead, tree.n)
+                d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz, kk2, bound)
+                d_km, ids, alive = d_km[0], ids[0], alive[0]
+            parts_km.append(d_km[alive])
+            parts_ids.append(ids[alive])
+        buf_trees = self._buffer_trees()
+        if c in buf_trees:
+            tree, rows = buf_trees[c]
+            d_km, ids = _knn_tree(tree, self._buf_ids[rows], xyz, min(k, tree.n), bound)
+            parts_km.append(d_km[0])
+            parts_ids.append(ids[0])
+        out_ids = np.full(k, -1, dtype=np.int64)
+        out_km = np.full(k, np.inf)
+        if not parts_km:
+            return out_ids, out_km
+        d_km = np.concatenate(parts_km) if len(parts_km) > 1 else parts_km[0]
+        ids = np.concatenate(parts_ids) if len(parts_ids) > 1 else parts_ids[0]
+        keep = d_km <= bound_km  # (the padding is inf)
+        d_km, ids = d_km[keep], ids[keep]
+        order = np.lexsort((ids, d_km))[:k]
+        out_km[: len(order)] = d_km[order]
+        out_ids[: len(order)] = ids[order]
         return out_ids, out_km
 
     def _knn_base(self, c: int, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:

@@ -43,13 +43,20 @@ def nearest_capable(
     lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
     lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
     n = len(lat)
-    bound = np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,))
     reach_km = offers.max_radius_km
-    bound = np.minimum(bound, reach_km)
+    if isinstance(max_km, float | int):
+        bound = np.full(n, min(float(max_km), reach_km))  # (NaN stays NaN, refused by the index)
+    else:
+        bound = np.minimum(np.broadcast_to(np.asarray(max_km, dtype=np.float64), (n,)), reach_km)
     out_ids = np.full((n, k), -1, dtype=np.int64)
     out_km = np.full((n, k), np.inf)
-    todo = np.arange(n)
     kk = 2 * k if max_candidates is None else min(2 * k, max_candidates)
+    if n == 1:
+        _nearest_one(
+            index, offers, remaining, lat, lon, category, float(bound[0]), k, kk, max_candidates, out_ids, out_km
+        )
+        return out_ids, out_km
+    todo = np.arange(n)
     while todo.size:
         try:
             ids, d_km = index.knn(lat[todo], lon[todo], _take(category, todo), kk, max_km=bound[todo])
@@ -70,6 +77,45 @@ def nearest_capable(
         todo = todo[short]
         kk = kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
     return out_ids, out_km
+
+
+def _nearest_one(
+    index: SpatialIndex,
+    offers: Offers,
+    remaining: IntArray,
+    lat: FloatArray,
+    lon: FloatArray,
+    category: ArrayLike,
+    bound: float,
+    k: int,
+    kk: int,
+    max_candidates: int | None,
+    out_ids: IntArray,
+    out_km: FloatArray,
+) -> None:
+    """``nearest_capable`` for one need, on flat arrays: the same rounds, fewer array operations."""
+    cat = np.asarray(category).reshape(-1)
+    while True:
+        try:
+            ids, d_km = index.knn(lat, lon, cat, kk, max_km=bound)
+        except (InvalidCoordinatesError, IndexInputError) as exc:
+            raise InvalidInputError(str(exc)) from exc
+        found = ids[0]
+        hit = found >= 0
+        rows = found[hit]
+        d = d_km[0][hit]
+        ok = (d <= offers.radius_km[rows]) & (remaining[rows] > 0) & offers.is_available[rows]
+        take = rows[ok][:k]
+        out_ids[0, : len(take)] = take
+        out_km[0, : len(take)] = d[ok][:k]
+        out_ids[0, len(take) :] = -1
+        out_km[0, len(take) :] = np.inf
+        # Ask again, wider, while too few qualified although the index had more to give.
+        if len(take) >= k or not hit[-1]:
+            return
+        if kk >= len(index) or (max_candidates is not None and kk >= max_candidates):
+            return
+        kk = kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
 
 
 def in_reach(

@@ -292,4 +292,5 @@ def test_no_queries_and_items_of_no_category(joint_below: int) -> None:
     index.insert(np.array([2]), [1.0], [1.0], np.array([0]))
     ids, d_km = index.knn([0.0], [0.0], 0, 2)
     assert ids.tolist() == [[1, -1]]
-    assert d_km[0, 0] == 0.0 and np.isinf(d_km[0, 1])
+    assert d_km[0, 0] == 0.0
+    assert np.isinf(d_km[0, 1])
