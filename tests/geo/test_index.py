@@ -136,6 +136,11 @@ def test_index_after_inserts_and_removals_answers_like_a_fresh_one(seed: int, jo
         np.testing.assert_allclose(d_a, d_b, rtol=1e-12)
         _assert_knn_matches(index, current, qlat, qlon, cat, k=6)
         _assert_within_matches(index, current, qlat[:30], qlon[:30], cat[:30], 900.0)
+        for i in range(12):  # one query at a time (its own path) answers as in the batch
+            ids_1, d_1 = index.knn(qlat[i : i + 1], qlon[i : i + 1], int(cat[i]), 6, max_km=2000.0)
+            ids_n, d_n = index.knn(qlat, qlon, cat, 6, max_km=2000.0)
+            np.testing.assert_array_equal(ids_1[0], ids_n[i])
+            np.testing.assert_array_equal(d_1[0], d_n[i])
 
 
 @pytest.mark.parametrize("joint_below", [0, 10**9], ids=["per-category", "joint"])
@@ -152,6 +157,8 @@ def test_many_tombstones_do_not_hide_live_neighbours(joint_below: int) -> None:
     current = {key: value[live] for key, value in items.items()}
     qlat, qlon = _points(rng, 50)
     _assert_knn_matches(index, current, qlat, qlon, np.zeros(50, dtype=np.int64), k=5)
+    for i in range(10):  # one query at a time: the widening past tombstones on its own path
+        _assert_knn_matches(index, current, qlat[i : i + 1], qlon[i : i + 1], np.zeros(1, dtype=np.int64), k=5)
     assert 4000 not in index
     assert int(current["ids"][0]) in index
     assert int(items["ids"][dead[0]]) not in index
