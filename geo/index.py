@@ -341,21 +341,7 @@ class SpatialIndex:
                 parts_ids.append(ids)
             if not parts_km:
                 continue
-            d_km = np.concatenate(parts_km, axis=1) if len(parts_km) > 1 else parts_km[0]
-            ids = np.concatenate(parts_ids, axis=1) if len(parts_ids) > 1 else parts_ids[0]
-            cut = d_km > bound_km[q, None]
-            d_km[cut] = np.inf
-            ids[cut] = -1  # (the tree's own padding is -1 already)
-            if len(parts_km) == 1 and self._dead_per_category[c] == 0:
-                # One tree and no tombstones: its answer is already nearest first with the padding
-                # last and at most k wide; only rows with equal distances need their ties ordered.
-                tied = d_km[:, 1:] == d_km[:, :-1]
-                tied &= d_km[:, 1:] < np.inf
-                if tied.any():
-                    rows = np.flatnonzero(tied.any(axis=1))
-                    d_km[rows], ids[rows] = _nearest_first(d_km[rows], ids[rows], k)
-            else:
-                d_km, ids = _nearest_first(d_km, ids, k)
+            d_km, ids = _merged(parts_km, parts_ids, bound_km[q], k, self._dead_per_category[c] == 0)
             m = d_km.shape[1]
             out_km[q, :m] = d_km
             out_ids[q, :m] = ids
@@ -406,22 +392,10 @@ class SpatialIndex:
             parts_ids.append(ids)
         if not parts_km:
             return out_ids, out_km
-        d_km = np.concatenate(parts_km, axis=1) if len(parts_km) > 1 else parts_km[0]
-        ids = np.concatenate(parts_ids, axis=1) if len(parts_ids) > 1 else parts_ids[0]
-        cut = d_km > bound_km[:, None]
-        d_km[cut] = np.inf
-        ids[cut] = -1
-        if fresh and len(parts_km) == 1:
-            tied = d_km[:, 1:] == d_km[:, :-1]
-            tied &= d_km[:, 1:] < np.inf
-            if tied.any():
-                rows_tied = np.flatnonzero(tied.any(axis=1))
-                d_km[rows_tied], ids[rows_tied] = _nearest_first(d_km[rows_tied], ids[rows_tied], k)
-        else:
-            d_km, ids = _nearest_first(d_km, ids, k)
-        m = min(d_km.shape[1], k)
-        out_km[:, :m] = d_km[:, :m]
-        out_ids[:, :m] = ids[:, :m]
+        d_km, ids = _merged(parts_km, parts_ids, bound_km, k, fresh)
+        m = d_km.shape[1]
+        out_km[:, :m] = d_km
+        out_ids[:, :m] = ids
         return out_ids, out_km
 
     def _knn_one(self, xyz: FloatArray, c: int, k: int, bound_km: float) -> tuple[IntArray, FloatArray]:
@@ -529,6 +503,28 @@ class SpatialIndex:
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(qi, minlength=n), out=offsets[1:])
         return offsets, ids[order], d_km[order]
+
+
+def _merged(
+    parts_km: list[FloatArray], parts_ids: list[IntArray], bound_km: FloatArray, k: int, ordered: bool
+) -> tuple[FloatArray, IntArray]:
+    """The trees' answers (each shape (n, width)) side by side, cut at each row's ``bound_km``, the
+    first k of each row nearest first with ties to the smaller id. ``ordered``: no tombstones among
+    them, so a single part is already nearest first, padding last, at most k wide, and only rows with
+    equal distances need their ties ordered."""
+    d_km = np.concatenate(parts_km, axis=1) if len(parts_km) > 1 else parts_km[0]
+    ids = np.concatenate(parts_ids, axis=1) if len(parts_ids) > 1 else parts_ids[0]
+    cut = d_km > bound_km[:, None]
+    d_km[cut] = np.inf
+    ids[cut] = -1  # (the trees' own padding is -1 already)
+    if ordered and len(parts_km) == 1:
+        tied = d_km[:, 1:] == d_km[:, :-1]
+        tied &= d_km[:, 1:] < np.inf
+        if tied.any():
+            rows = np.flatnonzero(tied.any(axis=1))
+            d_km[rows], ids[rows] = _nearest_first(d_km[rows], ids[rows], k)
+        return d_km, ids
+    return _nearest_first(d_km, ids, k)
 
 
 def _nearest_first(d_km: FloatArray, ids: IntArray, k: int) -> tuple[FloatArray, IntArray]:

@@ -103,13 +103,15 @@ def test_nearest_capable_equals_brute_force(seed: int) -> None:
     np.testing.assert_allclose(dist, exp_d, rtol=1e-9, atol=1e-6)
     # One need at a time (its own path, scalars as the intake passes them) answers as in the batch.
     for i in range(n):
-        one = nearest_capable(index, offers, remaining, qlat[i], qlon[i], int(cat[i]), max_km=float(max_km[i]), k=4)
-        np.testing.assert_array_equal(one[0][0], ids[i])
-        np.testing.assert_array_equal(one[1][0], dist[i])
+        ids_1, dist_1 = nearest_capable(
+            index, offers, remaining, qlat[i], qlon[i], int(cat[i]), max_km=float(max_km[i]), k=4
+        )
+        np.testing.assert_array_equal(ids_1[0], ids[i])
+        np.testing.assert_array_equal(dist_1[0], dist[i])
     # A bounded search looks at no more than that many nearest offers, one need or many.
     some, _ = nearest_capable(index, offers, remaining, qlat, qlon, cat, max_km=max_km, k=4, max_candidates=12)
     for i in range(n):
-        one, _ = nearest_capable(
+        bounded, _ = nearest_capable(
             index,
             offers,
             remaining,
@@ -120,7 +122,7 @@ def test_nearest_capable_equals_brute_force(seed: int) -> None:
             k=4,
             max_candidates=12,
         )
-        np.testing.assert_array_equal(one[0], some[i])
+        np.testing.assert_array_equal(bounded[0], some[i])
     # After serving, a full offer drops out of the answers at once.
     first = ids[0, 0]
     if first >= 0:
