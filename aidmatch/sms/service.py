@@ -146,23 +146,16 @@ def _abandoned(now: datetime) -> Select[tuple[Message]]:
     )
 
 
-def abandoned_messages(session: Session, now: datetime, *, limit: int = 50) -> list[Message]:
-    """The last message of each conversation left unanswered (see ``_abandoned``), oldest first:
-    a request nobody could finish, for triage. One bounded query: only what still waits counts
-    toward ``limit``."""
-    query = _abandoned(now).order_by(SmsConversation.updated_at, Message.id).limit(limit)
-    return list(session.scalars(query))
-
-
 def abandoned_query(now: datetime) -> Select[tuple[Message]]:
-    """The messages of ``abandoned_messages``, in no order and all of them: to count them, or to
-    order them with the rest of the triage queue."""
+    """The last message of each conversation left unanswered (see ``_abandoned``): a request nobody
+    could finish, for triage; in no order and all of them, to count them or to order them with the
+    rest of the triage queue."""
     return _abandoned(now)
 
 
 def release_to_triage(session: Session, message: Message, now: datetime) -> bool:
     """Make ``message`` an ordinary triage entry (``unparsed``) when it is the last message of an
-    abandoned conversation (``abandoned_messages``); the conversation ends. Whether it was one."""
+    abandoned conversation (``abandoned_query``); the conversation ends. Whether it was one."""
     needs_service.lock_phones(session, [message.phone])
     conversation = session.get(SmsConversation, message.phone, populate_existing=True)
     if conversation is None or (conversation.state or {}).get("message_id") != message.id:

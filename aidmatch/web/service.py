@@ -235,7 +235,7 @@ def _triage_rank() -> ColumnElement[int]:
 
 def triage_queue(*, session: Session, limit: int = TRIAGE_SHOWN, now: datetime | None = None) -> list[Message]:
     """Inbound SMS nobody could parse, and the last SMS of each conversation left unanswered
-    (``sms_service.abandoned_messages``): each waits for a coordinator. Critical and urgent
+    (``sms_service.abandoned_query``): each waits for a coordinator. Critical and urgent
     requests first, then the other requests, then the rest; oldest first within each, so a flood
     of «спасибо» never hides a request behind it."""
     now = now or utcnow()
