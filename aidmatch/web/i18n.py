@@ -233,6 +233,10 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "coverage": ("Зоны помощников", "Helpers' coverage"),
     "labels": ("Населённые пункты", "Settlements"),
     "needs_layer": ("Заявки", "Needs"),
+    "map_capped": (
+        "На карте новейшие {shown} из {total} заявок; фильтры выше сужают выбор.",
+        "The map shows the newest {shown} of {total} needs; the filters above narrow the choice.",
+    ),
     "open_needs": ("Открытые заявки", "Open needs"),
     "unmet_summary": (
         "Без помощника: заявок — {needs}, единиц — {units}; самая старая ждёт {age}.",

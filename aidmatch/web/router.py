@@ -476,15 +476,24 @@ def dashboard(
 def dashboard_data(
     request: Request, session: SessionDep, live: LiveIndexDep, needs: LiveNeedsDep, principal: WebCoordinator
 ) -> JSONResponse:
-    """What the dashboard map draws, polled by its script: open needs, helpers' coverage, the totals."""
+    """What the dashboard map draws, polled by its script: open needs (the newest 2000 the filters
+    choose; ``needs_total`` counts them all), helpers' coverage (the newest 2000; ``offers_total``),
+    the unmet totals."""
     now = utcnow()
     q = request.query_params
     filters, _ = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
     stats = matches_service.unmet_stats(session=session, live=live, now=now, needs=needs)
+    shown = service.MAP_MAX_SHOWN
+    points = service.need_points(service.open_needs(session=session, filters=filters, now=now, limit=shown), now)
+    offers = service.coverage(session=session, now=now, limit=shown)
     body = {
         "generated_at": now.isoformat(),
-        "needs": service.need_points(service.open_needs(session=session, filters=filters, now=now), now),
-        "offers": service.coverage(session=session, now=now),
+        "needs": points,
+        "needs_total": len(points)
+        if len(points) < shown
+        else service.count_open_needs(session=session, filters=filters, now=now),
+        "offers": offers,
+        "offers_total": len(offers) if len(offers) < shown else service.count_coverage(session=session, now=now),
         "unmet_needs": stats["unmet_needs"],
         "unmet_units": stats["unmet_units"],
         "oldest_unmet_age_s": stats["oldest_unmet_age_s"],

@@ -153,7 +153,11 @@ def _open_needs_where(filters: DashboardFilters, now: datetime) -> list[ColumnEl
     return where
 
 
-def open_needs(*, session: Session, filters: DashboardFilters, now: datetime, limit: int = 2000) -> list[Need]:
+# Needs and offers the map draws at most (the newest); the JSON says how many there are in all.
+MAP_MAX_SHOWN = 2000
+
+
+def open_needs(*, session: Session, filters: DashboardFilters, now: datetime, limit: int = MAP_MAX_SHOWN) -> list[Need]:
     """Open needs (nothing or part taken), newest first, for the map and the table."""
     stmt = select(Need).where(*_open_needs_where(filters, now))
     return list(session.scalars(stmt.order_by(Need.id.desc()).limit(limit)))
@@ -182,15 +186,21 @@ def need_points(needs: Sequence[Need], now: datetime) -> list[dict[str, Any]]:
     ]
 
 
-def coverage(*, session: Session, now: datetime, limit: int = 2000) -> list[dict[str, Any]]:
-    """Active offers as circles: where helpers are and how far they travel (no names)."""
-    offers = session.scalars(
-        select(Offer)
-        .where(Offer.status == OfferStatus.active)
-        .where((Offer.available_until.is_(None)) | (Offer.available_until > now))
-        .order_by(Offer.id.desc())
-        .limit(limit)
+def _active_offers_where(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Offer.status == OfferStatus.active,
+        (Offer.available_until.is_(None)) | (Offer.available_until > now),
     )
+
+
+def count_coverage(*, session: Session, now: datetime) -> int:
+    """How many active offers ``coverage`` chooses from (however many it lists)."""
+    return session.scalar(select(func.count(Offer.id)).where(*_active_offers_where(now))) or 0
+
+
+def coverage(*, session: Session, now: datetime, limit: int = MAP_MAX_SHOWN) -> list[dict[str, Any]]:
+    """Active offers as circles, newest first: where helpers are and how far they travel (no names)."""
+    offers = session.scalars(select(Offer).where(*_active_offers_where(now)).order_by(Offer.id.desc()).limit(limit))
     return [
         {
             "lat": o.lat,

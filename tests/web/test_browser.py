@@ -26,6 +26,7 @@ from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker
 from aidmatch.enums import Role
 from aidmatch.main import create_app
+from aidmatch.web import service as web_service
 from geo.geocoding import GazetteerGeocoder
 from tests.databases import migrated_database
 
@@ -235,8 +236,11 @@ def test_keyboard_only_need_form_and_login(live: Live, browser: Browser) -> None
     page.close()
 
 
-def test_dashboard_groups_close_needs_and_refreshes_itself(live: Live, browser: Browser) -> None:
-    """Zoomed out, needs a few km apart show as one badge; a click zooms in; new needs appear without a reload."""
+def test_dashboard_groups_close_needs_and_refreshes_itself(
+    live: Live, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zoomed out, needs a few km apart show as one badge; a click zooms in; new needs appear without a
+    reload; when there are more than the map draws, it says so."""
     ctx = browser.new_context(extra_http_headers={"Authorization": f"Bearer {live.token}"})
     api = ctx.request
     for k in range(3):
@@ -266,6 +270,13 @@ def test_dashboard_groups_close_needs_and_refreshes_itself(live: Live, browser: 
     page.evaluate("() => window.aidmatchRefresh()")
     expect(page.locator("#open-needs")).to_contain_text(code)
     expect(page.locator("#map")).to_have_attribute("data-needs", "4")
+    expect(page.locator("#map-capped")).to_be_hidden()
+    monkeypatch.setattr(web_service, "MAP_MAX_SHOWN", 3)
+    page.evaluate("() => window.aidmatchRefresh()")
+    expect(page.locator("#map")).to_have_attribute("data-needs", "3")
+    expect(page.locator("#map-capped")).to_be_visible()
+    expect(page.locator("#map-capped")).to_contain_text("3 из 4")
+    page.locator("#map").screenshot(path=str(SHOTS / "dashboard-capped.png"))
     ctx.close()
 
 

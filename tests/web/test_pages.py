@@ -22,6 +22,7 @@ from aidmatch.messages.models import Message
 from aidmatch.needs.models import Need
 from aidmatch.query import PageParams
 from aidmatch.web import router as web_router
+from aidmatch.web import service as web_service
 from geo.geocoding import GazetteerGeocoder
 from tests.web.conftest import PHONE_RE, unlabelled_fields
 
@@ -318,6 +319,24 @@ def test_dashboard_shows_needs_counts_and_reasons(
     assert critical not in tables
     recent_data = client.get("/dashboard/data.json?max_age_h=1", headers=coordinator_headers).json()
     assert [p["code"] for p in recent_data["needs"]] == [code]
+    assert recent_data["needs_total"] == 1
+
+
+def test_the_map_data_says_how_many_needs_and_offers_there_are_beyond_those_drawn(
+    client: TestClient, coordinator_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codes = [_post_need(client), _post_need(client, category="food"), _post_need(client, category="medicine")]
+    for phone in ("+79160000001", "+79160000002"):
+        _offer_link(client, phone=phone)
+    data = client.get("/dashboard/data.json", headers=coordinator_headers).json()
+    assert (len(data["needs"]), data["needs_total"], len(data["offers"]), data["offers_total"]) == (3, 3, 2, 2)
+    monkeypatch.setattr(web_service, "MAP_MAX_SHOWN", 2)
+    data = client.get("/dashboard/data.json", headers=coordinator_headers).json()
+    assert [p["code"] for p in data["needs"]] == codes[:0:-1]  # the newest two
+    assert (data["needs_total"], len(data["offers"]), data["offers_total"]) == (3, 2, 2)
+    monkeypatch.setattr(web_service, "MAP_MAX_SHOWN", 1)
+    data = client.get("/dashboard/data.json?category=water", headers=coordinator_headers).json()
+    assert (len(data["needs"]), data["needs_total"], len(data["offers"]), data["offers_total"]) == (1, 1, 1, 2)
 
 
 def test_emergency_switch_needs_the_form_token(client: TestClient, coordinator_headers: dict[str, str]) -> None:

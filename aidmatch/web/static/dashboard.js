@@ -25,6 +25,24 @@
   L.control.scale({ imperial: false }).addTo(map);
 
   var needs = [], fitted = false;
+  // When there are more open needs than the map draws, it says so (the newest are drawn).
+  var capped = L.control({ position: "bottomleft" });
+  capped.onAdd = function () {
+    var box = L.DomUtil.create("div", "map-capped");
+    box.id = "map-capped";
+    box.setAttribute("role", "status");
+    box.hidden = true;
+    return box;
+  };
+  capped.addTo(map);
+
+  function showCapped(shown, total) {
+    var box = document.getElementById("map-capped");
+    if (!box) { return; }
+    box.hidden = !(total > shown);
+    box.textContent = box.hidden ? "" : (T.capped || "{shown} / {total}")
+      .replace("{shown}", String(shown)).replace("{total}", String(total));
+  }
 
   function esc(s) { var d = document.createElement("span"); d.textContent = String(s); return d.innerHTML; }
 
@@ -84,6 +102,7 @@
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
       .then(function (data) {
         needs = data.needs;
+        showCapped(needs.length, data.needs_total);
         drawCoverage(data.offers);
         if (!fitted && needs.length) {
           // Not animated: a zoom animation still running would undo a click that zooms meanwhile
