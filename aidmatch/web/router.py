@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -426,6 +426,10 @@ def _dashboard_context(
         "csrf": csrf_token(request, principal),
         "chosen": chosen,
         "filter_query": urlencode(chosen),
+        # What the page shows (filters, how much of the triage queue): a triage action comes back to it.
+        "view_query": urlencode(
+            {**chosen, **({"triage": triage_limit} if triage_limit > service.TRIAGE_SHOWN else {})}
+        ),
         "stats": stats,
         "counts": counts,
         "count_categories": sorted({c for c, _ in counts}, key=lambda c: list(Category).index(Category(c))),
@@ -513,6 +517,20 @@ def places_json(
     )
 
 
+def _back_to_dashboard(raw: FormData, anchor: str, **extra: str) -> RedirectResponse:
+    """Back to the dashboard as the coordinator had it (the form's ``view``: filters and how much of
+    the triage queue was shown, checked again), with ``extra`` parameters."""
+    given = raw.get("view")
+    view = dict(parse_qsl(given[:500])) if isinstance(given, str) else {}
+    _, chosen = _filters(view.get("category"), view.get("urgency"), view.get("max_age_h"))
+    params: dict[str, str] = dict(chosen)
+    shown = view.get("triage", "")
+    if shown.isdigit() and len(shown) < 6:
+        params["triage"] = shown
+    params.update(extra)
+    return RedirectResponse("/dashboard" + ("?" + urlencode(params) if params else "") + anchor, status_code=303)
+
+
 def _dashboard_post_guard(request: Request, principal: Principal | None, form: FormData) -> Response | None:
     if principal is None:
         return RedirectResponse("/login?next=/dashboard", status_code=303)
@@ -561,7 +579,7 @@ def dashboard_triage_dismiss(
         session.rollback()
         return not_found(request, translate(pick_language(request), "not_found"))
     session.commit()
-    return RedirectResponse("/dashboard#triage", status_code=303)
+    return _back_to_dashboard(raw, "#triage")
 
 
 @router.post("/dashboard/triage/{message_id}", response_class=HTMLResponse)
@@ -600,15 +618,13 @@ def dashboard_triage(
         except service.AlreadyTriagedError as done:
             # Posted twice (a double click, two coordinators): one need; show it, or the queue.
             session.rollback()
-            where = f"/dashboard?created={done.code}#triage" if done.code else "/dashboard#triage"
-            return RedirectResponse(where, status_code=303)
+            return _back_to_dashboard(raw, "#triage", **({"created": done.code} if done.code else {}))
         except InvalidInputError:
             session.rollback()
             form.errors["address"] = translate(lang, "err_address_unknown", address=form.values.get("address", ""))
         else:
             session.commit()
-            where = f"/dashboard?created={need.code}" + ("&merged=1" if merged else "") + "#triage"
-            return RedirectResponse(where, status_code=303)
+            return _back_to_dashboard(raw, "#triage", created=need.code, **({"merged": "1"} if merged else {}))
     context = _dashboard_context(request, session, live, needs, settings, principal)
     context["triage_form"] = {"id": message_id, "form": form}
     return render(request, "dashboard.html", context, status_code=422)

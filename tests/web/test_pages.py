@@ -399,6 +399,47 @@ def test_triage_turns_an_unparsed_sms_into_a_need(
     assert db.scalar(select(func.count(Need.id))) == 1
 
 
+def test_triage_actions_come_back_to_the_dashboard_as_it_was_shown(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    for k in range(2):
+        db.add(
+            Message(
+                direction=MessageDirection.inbound,
+                status=MessageStatus.unparsed,
+                phone=f"+7916555000{k}",
+                body="помогите",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    db.commit()
+    page = client.get("/dashboard?category=food&max_age_h=6&triage=200", headers=coordinator_headers).text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    view = re.search(r'name="view" value="([^"]*)"', page).group(1)  # type: ignore[union-attr]
+    ids = [int(i) for i in re.findall(r'action="/dashboard/triage/(\d+)/dismiss"', page)]
+    assert len(ids) == 2
+    r = client.post(
+        f"/dashboard/triage/{ids[0]}/dismiss",
+        data={"csrf": csrf, "view": view.replace("&amp;", "&")},
+        headers=coordinator_headers,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard?category=food&max_age_h=6&triage=200#triage"
+    form = {"csrf": csrf, "category": "food", "quantity": "1", "urgency": "normal", "address": "Тума"}
+    r = client.post(
+        f"/dashboard/triage/{ids[1]}",
+        data={**form, "contact_phone": "+79165550001", "view": "category=food&urgency=bogus&max_age_h=6&next=//evil"},
+        headers=coordinator_headers,
+        follow_redirects=False,
+    )
+    code = db.scalars(select(Need.code)).one()
+    # Only what the dashboard knows, checked again: an unknown urgency or parameter is dropped.
+    assert r.headers["location"] == f"/dashboard?category=food&max_age_h=6&created={code}#triage"
+
+
 def test_the_need_form_sent_again_for_more_asks_the_next_helper(client: TestClient, db: Session) -> None:
     for k in range(2):  # two water helpers in Tuma, one unit each
         r = client.post(
