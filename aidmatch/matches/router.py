@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Query, Request
 
 from aidmatch.audit.service import act_as
+from aidmatch.categories import Category
 from aidmatch.database import SessionDep, utcnow
 from aidmatch.deps import OPTIONAL_BEARER, Coordinator, LiveIndexDep, LiveNeedsDep, OptionalPrincipal, SettingsDep
-from aidmatch.enums import MatchStatus
+from aidmatch.enums import MatchStatus, Urgency
 from aidmatch.errors import AuthenticationError, ForbiddenError
 from aidmatch.matches import service
 from aidmatch.matches.models import Match
@@ -158,10 +159,13 @@ def unmet_needs(
     _: Coordinator,
     page: PageDep,
     reason: Annotated[list[UnmetReason] | None, Query()] = None,
+    category: Annotated[Category | None, Query()] = None,
+    urgency: Annotated[Urgency | None, Query()] = None,
 ) -> Page[UnmetNeedOut]:
-    """Each unmet need with why, oldest first; filter by reason (coordinators)."""
+    """Each unmet need with why, oldest first; filter by reason, category and urgency (coordinators)."""
+    only = service.UnmetFilter(category=category, urgency=urgency)
     items, total = service.unmet_needs(
-        session=session, live=live, now=utcnow(), reasons=reason or (), page=page, needs=needs
+        session=session, live=live, now=utcnow(), reasons=reason or (), page=page, needs=needs, only=only
     )
     return Page[UnmetNeedOut](
         items=[UnmetNeedOut.model_validate(i) for i in items], total=total, limit=page.limit, offset=page.offset

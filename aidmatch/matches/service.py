@@ -1200,9 +1200,12 @@ def unmet_needs(
     reasons: Sequence[str],
     page: PageParams,
     needs: LiveNeeds | None = None,
+    only: UnmetFilter | None = None,
 ) -> tuple[list[dict[str, object]], int]:
-    """Unmet needs one by one, oldest first (ties by id), with why (optionally only some reasons)."""
-    return _unmet_rows(session, live, unmet(session=session, live=live, now=now, needs=needs), now, reasons, page)
+    """Unmet needs one by one, oldest first (ties by id), with why (optionally only some reasons, and
+    ``only`` those of a category, an urgency, an age; chosen before the page is cut)."""
+    u = unmet(session=session, live=live, now=now, needs=needs)
+    return _unmet_rows(session, live, u, now, reasons, page, only)
 
 
 @dataclass(frozen=True, slots=True)

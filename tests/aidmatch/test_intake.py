@@ -158,6 +158,15 @@ def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, 
     asked = client.get("/api/stats/unmet/needs?reason=all_in_range_asked", headers=coordinator_headers).json()
     assert [i["reason"] for i in asked["items"]] == ["all_in_range_asked"]
     assert client.get("/api/stats/unmet/needs?reason=bogus", headers=coordinator_headers).status_code == 422
+    # By category and urgency too, chosen before the page is cut (the total counts those chosen).
+    by_category = client.get("/api/stats/unmet/needs?category=food&limit=1", headers=coordinator_headers).json()
+    assert (by_category["total"], [i["id"] for i in by_category["items"]]) == (1, [far["id"]])
+    normal = client.get("/api/stats/unmet/needs?urgency=normal&limit=2", headers=coordinator_headers).json()
+    assert normal["total"] == 3
+    assert [i["reason"] for i in normal["items"]] == ["all_in_range_busy", "outside_every_radius"]
+    none = "/api/stats/unmet/needs?urgency=critical&reason=no_helper_of_category"
+    assert client.get(none, headers=coordinator_headers).json()["total"] == 0
+    assert client.get("/api/stats/unmet/needs?category=bogus", headers=coordinator_headers).status_code == 422
 
 
 def test_a_change_through_one_worker_reaches_the_other(settings: Settings, gazetteer: GazetteerGeocoder) -> None:
