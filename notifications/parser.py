@@ -783,14 +783,7 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
             break
     taken += [m.span() for m in _PHONE.finditer(text) if sum(c.isdigit() for c in m.group()) >= 7]
 
-    # «Приютово», «Тушино», «Хлебниково»: a capitalised settlement name built on a keyword's stem
-    # names the place, not what is needed.
-    names = _settlement_names(text, toks)
-    norms = ["" if i in names else n for i, n in enumerate(norms)]
-    houses = _house_numbers(text, toks, norms)
-    # «нужна вода, ул. Пожарная 4», «Хлебозаводская 3»: a street's name says where, not what.
-    streets = _street_words(text, toks, norms, houses)
-    said = ["" if i in streets else n for i, n in enumerate(norms)]
+    norms, houses, said = _where_and_what(text, toks)
     categories = _categories(said)
 
     seen: set[int] = set()
@@ -822,6 +815,19 @@ def _parse(text: str, commands: bool = True) -> ParsedSms:
     )
 
 
+def _where_and_what(text: str, toks: Sequence[_Token]) -> tuple[list[str], list[tuple[int, int]], list[str]]:
+    """The words with settlement names blanked, the house numbers' spans, and the words that may
+    say what is needed (street names blanked too)."""
+    # «Приютово», «Тушино», «Хлебниково»: a capitalised settlement name built on a keyword's stem
+    # names the place, not what is needed.
+    names = _settlement_names(text, toks)
+    norms = ["" if i in names else t.norm for i, t in enumerate(toks)]
+    houses = _house_numbers(text, toks, norms)
+    # «нужна вода, ул. Пожарная 4», «Хлебозаводская 3»: a street's name says where, not what.
+    streets = _street_words(text, toks, norms, houses)
+    return norms, houses, ["" if i in streets else n for i, n in enumerate(norms)]
+
+
 def _category_cues(norms: Sequence[str]) -> dict[str, list[str]]:
     """The keyword patterns (as written in the tables) that name each category found, in the
     order of the category codes; a match inside a CATEGORY_NOT phrase does not count."""
@@ -843,9 +849,11 @@ def _categories(norms: Sequence[str]) -> tuple[str, ...]:
 
 def category_cues(text: str) -> dict[str, tuple[str, ...]]:
     """Why ``parse_sms`` names each category of ``text``: the keyword patterns that matched, as
-    written in ``notifications.keywords`` (for tuning and for explaining a decision)."""
-    norms = [t.norm for t in _tokens(str(text)[:MAX_CHARS])]
-    return {code: tuple(cues) for code, cues in _category_cues(norms).items()}
+    written in ``notifications.keywords`` (for tuning and for explaining a decision). Settlement and
+    street names count as places, as there («Хлебозаводская 3» names no bread)."""
+    text = str(text)[:MAX_CHARS]
+    _, _, said = _where_and_what(text, _tokens(text))
+    return {code: tuple(cues) for code, cues in _category_cues(said).items()}
 
 
 def intent_cues(text: str) -> dict[str, tuple[str, ...]]:

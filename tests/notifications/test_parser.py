@@ -124,6 +124,11 @@ def test_category_cues_name_the_patterns_that_matched() -> None:
     assert category_cues("нужен врач и вода") == {"water": ("вод~",), "medical": ("врач~",)}
     assert category_cues("need treated water, doctor") == {"water": ("water",), "medical": ("doctor*",)}
     assert category_cues("flood water everywhere") == {}  # excluded by CATEGORY_NOT
+    # Place names are places here as in parse_sms: a street or settlement built on a keyword names no need.
+    for text in ("Тула, Хлебозаводская 3", "нужна вода, ул. Пожарная 4", "Приютово", "Палатка", "нужна палатка"):
+        assert tuple(category_cues(text)) == parse_sms(text).categories, text
+    assert category_cues("Приютово") == {}
+    assert category_cues("Тула, Хлебозаводская 3") == {}
     for text in ("нужен врач и вода", "I am a nurse", "привет", ""):
         assert tuple(category_cues(text)) == parse_sms(text).categories
 
