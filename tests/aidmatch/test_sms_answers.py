@@ -294,6 +294,8 @@ def test_thanks_in_answer_to_where_are_you_is_not_a_place(
         (["Tula needs food"], "food", 54.19),
         (["нужна вода", "Рязань нужна вода"], "water", 54.63),
         (["помогите", "Рязань нужна вода"], "water", 54.63),
+        # A settlement whose name is built on a keyword («приют»): still the place, not shelter.
+        (["Приютово нужна вода"], "water", 53.9),
     ],
 )
 def test_a_settlement_named_first_before_need_is_the_place(
