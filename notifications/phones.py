@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -21,6 +22,13 @@ def normalize_phone(raw: str, *, default_region: str = "RU") -> str:
         raise InvalidPhoneError("phone number is empty")
     if len(text) > _MAX_RAW_CHARS:
         raise InvalidPhoneError(f"phone number is {len(text)} characters long; at most {_MAX_RAW_CHARS}")
+    return _normalize(text, default_region)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize(text: str, default_region: str) -> str:
+    # Cached: the same numbers come back (a conversation's SMS, a helper's answers), and parsing one
+    # is most of what validating a post costs. Errors are raised anew each time, never cached.
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
