@@ -418,13 +418,7 @@ def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> l
     names = _capitalised_names(text, toks, known)
     spans = []
     for m in _HOUSE.finditer(text):
-        if m.group("street") is None:
-            number = next(
-                (j for j, t in enumerate(toks) if m.start() <= t.start < m.end() and t.raw[0].isdigit()), None
-            )
-            if number is not None and _counts_something(text, toks, number):
-                continue  # «в доме 5 человек», «дом 5 человек»: who is there, not which house
-        else:
+        if m.group("street") is not None:
             i = starts.get(m.start())
             # «Вода 3», «Нужно 5»: a keyword with a number is what and how much; a first word may be either.
             # «Хлебозаводская 3»: a long street name built on a keyword is still a street.

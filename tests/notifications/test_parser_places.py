@@ -287,21 +287,3 @@ def test_on_the_street_is_outdoors_unless_a_street_and_house_follow(
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.categories == categories
-
-
-@pytest.mark.parametrize(
-    ("text", "place", "quantity"),
-    [
-        ("Нужна еда, дом 5 человек, Рязань", "Рязань", 5),
-        ("Нужна вода, в доме 3 человека, Рязань", "Рязань", 3),
-        ("Нужна вода, Рязань, дом 12, нас 4", "Рязань, дом 12", 4),
-        ("Нужна еда, дом 5, Рязань", "Рязань, дом 5", None),
-        ("Нужна вода, Рязань, д. 7", "Рязань, д. 7", None),
-    ],
-)
-def test_a_number_after_dom_that_counts_people_is_how_many_not_the_house(
-    text: str, place: str, quantity: int | None
-) -> None:
-    parsed = parse_sms(text)
-    assert parsed.place_text == place
-    assert parsed.quantity == quantity
