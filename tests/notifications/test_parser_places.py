@@ -287,3 +287,22 @@ def test_on_the_street_is_outdoors_unless_a_street_and_house_follow(
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.categories == categories
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        # «дом N» with a count after it stays the house (a review found the settlement or the right
+        # count lost when it was read as a count instead); «в доме N человек» is who is there.
+        ("Рязань дом 5 человек нужна питьевая вода", "Рязань, дом 5", None),
+        ("Нужна еда, Рязань, дом 12 детей трое", "Рязань, дом 12", 3),
+        ("нужна вода, белоомут дом 4 человека", "белоомут, дом 4", None),
+        ("Нужна вода, в доме 3 человека, Рязань", "Рязань", 3),
+    ],
+)
+def test_dom_and_a_number_is_the_house_and_v_dome_counts_who_is_there(
+    text: str, place: str, quantity: int | None
+) -> None:
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
