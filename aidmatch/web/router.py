@@ -7,6 +7,7 @@ location button, the map and the dashboard's refresh.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
@@ -397,9 +398,11 @@ def _dashboard_context(
     needs: LiveNeedsDep,
     settings: SettingsDep,
     principal: Principal,
+    view: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """What the dashboard shows, as the query asks (``view``: as a triage form carried it instead)."""
     now = utcnow()
-    q = request.query_params
+    q = request.query_params if view is None else view
     filters, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
     # Filtered before the page is cut, so a filter finds its needs however many older ones wait.
     only = matches_service.UnmetFilter(
@@ -411,7 +414,7 @@ def _dashboard_context(
         session=session, live=live, now=now, page=UNMET_PAGE, needs=needs, only=only
     )
     shown = q.get("triage", "")
-    triage_limit = int(shown) if shown.isdigit() and len(shown) < 6 else service.TRIAGE_SHOWN
+    triage_limit = int(shown) if _plain_digits(shown, 6) else service.TRIAGE_SHOWN
     triage_limit = min(max(triage_limit, service.TRIAGE_SHOWN), service.TRIAGE_MAX_SHOWN)
     triage = service.triage_queue(session=session, limit=triage_limit, now=now)
     triage_total = service.triage_count(session=session, now=now)
@@ -517,15 +520,25 @@ def places_json(
     )
 
 
+def _plain_digits(text: str, below: int) -> bool:
+    """ASCII digits, fewer than ``below`` of them (``str.isdigit`` takes «²» too, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and len(text) < below
+
+
+def _view(raw: FormData) -> dict[str, str]:
+    """The dashboard's query a triage form carried (``view_query``), as given: checked where used."""
+    given = raw.get("view")
+    return dict(parse_qsl(given[:500])) if isinstance(given, str) else {}
+
+
 def _back_to_dashboard(raw: FormData, anchor: str, **extra: str) -> RedirectResponse:
     """Back to the dashboard as the coordinator had it (the form's ``view``: filters and how much of
     the triage queue was shown, checked again), with ``extra`` parameters."""
-    given = raw.get("view")
-    view = dict(parse_qsl(given[:500])) if isinstance(given, str) else {}
+    view = _view(raw)
     _, chosen = _filters(view.get("category"), view.get("urgency"), view.get("max_age_h"))
     params: dict[str, str] = dict(chosen)
     shown = view.get("triage", "")
-    if shown.isdigit() and len(shown) < 6:
+    if _plain_digits(shown, 6):
         params["triage"] = shown
     params.update(extra)
     return RedirectResponse("/dashboard" + ("?" + urlencode(params) if params else "") + anchor, status_code=303)
@@ -573,7 +586,7 @@ def dashboard_triage_dismiss(
         return refused
     try:
         upto = raw.get("shown_upto")
-        shown = int(upto) if isinstance(upto, str) and upto.isdigit() and len(upto) < 11 else None
+        shown = int(upto) if isinstance(upto, str) and _plain_digits(upto, 11) else None
         service.dismiss(session=session, message_id=message_id, shown_upto=shown)
     except NotFoundError:
         session.rollback()
@@ -625,6 +638,7 @@ def dashboard_triage(
         else:
             session.commit()
             return _back_to_dashboard(raw, "#triage", created=need.code, **({"merged": "1"} if merged else {}))
-    context = _dashboard_context(request, session, live, needs, settings, principal)
+    # Shown again as the coordinator had it (the filters and the length of the queue the form came from).
+    context = _dashboard_context(request, session, live, needs, settings, principal, view=_view(raw))
     context["triage_form"] = {"id": message_id, "form": form}
     return render(request, "dashboard.html", context, status_code=422)

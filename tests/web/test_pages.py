@@ -438,6 +438,61 @@ def test_triage_actions_come_back_to_the_dashboard_as_it_was_shown(
     code = db.scalars(select(Need.code)).one()
     # Only what the dashboard knows, checked again: an unknown urgency or parameter is dropped.
     assert r.headers["location"] == f"/dashboard?category=food&max_age_h=6&created={code}#triage"
+    # «²» is a digit to str.isdigit, not to int(): dropped, not a 500 on the way back.
+    db.add(
+        Message(
+            direction=MessageDirection.inbound,
+            status=MessageStatus.unparsed,
+            phone="+79165550009",
+            body="?",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    db.commit()
+    page = client.get("/dashboard?triage=²", headers=coordinator_headers)
+    assert page.status_code == 200
+    last = int(re.findall(r'action="/dashboard/triage/(\d+)/dismiss"', page.text)[0])
+    r = client.post(
+        f"/dashboard/triage/{last}/dismiss",
+        data={"csrf": csrf, "view": "triage=²", "shown_upto": "²"},
+        headers=coordinator_headers,
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/dashboard#triage"
+
+
+def test_a_triage_form_refused_shows_the_dashboard_it_came_from(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    for k in range(60):  # more than the first 50 the queue shows
+        db.add(
+            Message(
+                direction=MessageDirection.inbound,
+                status=MessageStatus.unparsed,
+                phone=f"+791655501{k:02d}",
+                body=f"помогите {k}",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    db.commit()
+    page = client.get("/dashboard?category=food&triage=200", headers=coordinator_headers).text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    ids = [int(i) for i in re.findall(r'action="/dashboard/triage/(\d+)/dismiss"', page)]
+    assert len(ids) == 60
+    form = {"csrf": csrf, "category": "food", "quantity": "1", "urgency": "normal", "address": "Нигдеево-на-Луне"}
+    bad = client.post(
+        f"/dashboard/triage/{ids[-1]}",
+        data={**form, "contact_phone": "+79165550159", "view": "category=food&triage=200"},
+        headers=coordinator_headers,
+    )
+    assert bad.status_code == 422
+    assert "Нигдеево-на-Луне" in bad.text  # the refused form, past the first 50, with its error
+    assert len(re.findall(r'action="/dashboard/triage/(\d+)/dismiss"', bad.text)) == 60
+    views = set(re.findall(r'name="view" value="([^"]*)"', bad.text))
+    assert views == {"category=food&amp;triage=200"}  # so the corrected form comes back to it too
 
 
 def test_the_need_form_sent_again_for_more_asks_the_next_helper(client: TestClient, db: Session) -> None:
