@@ -450,9 +450,9 @@ def test_triage_actions_come_back_to_the_dashboard_as_it_was_shown(
         )
     )
     db.commit()
-    page = client.get("/dashboard?triage=²", headers=coordinator_headers)
-    assert page.status_code == 200
-    last = int(re.findall(r'action="/dashboard/triage/(\d+)/dismiss"', page.text)[0])
+    odd = client.get("/dashboard?triage=²", headers=coordinator_headers)
+    assert odd.status_code == 200
+    last = int(re.findall(r'action="/dashboard/triage/(\d+)/dismiss"', odd.text)[0])
     r = client.post(
         f"/dashboard/triage/{last}/dismiss",
         data={"csrf": csrf, "view": "triage=²", "shown_upto": "²"},
