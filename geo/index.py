@@ -363,26 +363,12 @@ class SpatialIndex:
         base, buf = self._joint_trees()
         parts_km: list[FloatArray] = []
         parts_ids: list[IntArray] = []
-        fresh = True  # one part, no tombstones: already nearest first
+        # As wide as the fullest category asked needs, with room for its tombstones.
         count = int(self._count_per_category[cat].max())
+        n_dead = int(self._dead_per_category[cat].max())
         if base is not None and count:
             tree, rows = base
-            n_dead = int(self._dead_per_category[cat].max())
-            kk = min(k + min(n_dead, k), count)
-            d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, q4, kk, bound)
-            if n_dead:
-                fresh = False
-                short = (alive.sum(axis=1) < k) & np.isfinite(d_km[:, -1])
-                if kk < count and short.any():
-                    kk2 = min(k + n_dead, count)
-                    d2, i2, a2 = _knn_rows(tree, rows, self._base_ids, self._base_alive, q4[short], kk2, bound)
-                    pad = ((0, 0), (0, kk2 - kk))
-                    d_km = np.pad(d_km, pad, constant_values=np.inf)
-                    ids = np.pad(ids, pad, constant_values=-1)
-                    alive = np.pad(alive, pad, constant_values=False)
-                    d_km[short], ids[short], alive[short] = d2, i2, a2
-                d_km[~alive] = np.inf
-                ids[~alive] = -1
+            d_km, ids = self._live_nearest(tree, rows, q4, k, n_dead, count, bound)
             parts_km.append(d_km)
             parts_ids.append(ids)
         if buf is not None:
@@ -392,7 +378,7 @@ class SpatialIndex:
             parts_ids.append(ids)
         if not parts_km:
             return out_ids, out_km
-        d_km, ids = _merged(parts_km, parts_ids, bound_km, k, fresh)
+        d_km, ids = _merged(parts_km, parts_ids, bound_km, k, n_dead == 0)
         m = d_km.shape[1]
         out_km[:, :m] = d_km
         out_ids[:, :m] = ids
@@ -405,17 +391,9 @@ class SpatialIndex:
         parts_km: list[FloatArray] = []
         parts_ids: list[IntArray] = []
         if c in self._trees:
-            tree, rows = self._trees[c]
-            n_dead = int(self._dead_per_category[c])
-            kk = min(k + min(n_dead, k), tree.n)
-            d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz, kk, bound)
-            d_km, ids, alive = d_km[0], ids[0], alive[0]
-            if n_dead and kk < tree.n and int(alive.sum()) < k and d_km[-1] < np.inf:
-                kk2 = min(k + n_dead, tree.n)
-                d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz, kk2, bound)
-                d_km, ids, alive = d_km[0], ids[0], alive[0]
-            parts_km.append(d_km[alive])
-            parts_ids.append(ids[alive])
+            d_km, ids = self._knn_base(c, xyz, k, bound)
+            parts_km.append(d_km[0])
+            parts_ids.append(ids[0])
         buf_trees = self._buffer_trees()
         if c in buf_trees:
             tree, rows = buf_trees[c]
@@ -428,7 +406,7 @@ class SpatialIndex:
             return out_ids, out_km
         d_km = np.concatenate(parts_km) if len(parts_km) > 1 else parts_km[0]
         ids = np.concatenate(parts_ids) if len(parts_ids) > 1 else parts_ids[0]
-        keep = d_km <= bound_km  # (the padding is inf)
+        keep = d_km <= bound_km  # (the padding and the tombstones are inf)
         d_km, ids = d_km[keep], ids[keep]
         order = np.lexsort((ids, d_km))[:k]
         out_km[: len(order)] = d_km[order]
@@ -437,23 +415,30 @@ class SpatialIndex:
 
     def _knn_base(self, c: int, xyz: FloatArray, k: int, bound: float) -> tuple[FloatArray, IntArray]:
         tree, rows = self._trees[c]
-        n_dead = int(self._dead_per_category[c])
+        return self._live_nearest(tree, rows, xyz, k, int(self._dead_per_category[c]), tree.n, bound)
+
+    def _live_nearest(
+        self, tree: cKDTree, rows: IntArray, xyz: FloatArray, k: int, n_dead: int, count: int, bound: float
+    ) -> tuple[FloatArray, IntArray]:
+        """A base tree's nearest items for each query, removed ones as (inf, -1): at least k live
+        ones where the tree has them. ``n_dead`` tombstones may lie among the ``count`` items searched."""
         # Ask for a few extra neighbours to cover tombstones; rows that still come up short
-        # are asked again with room for every tombstone of the category.
-        kk = min(k + min(n_dead, k), tree.n)
+        # are asked again with room for every tombstone.
+        kk = min(k + min(n_dead, k), count)
         d_km, ids, alive = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz, kk, bound)
-        if n_dead and kk < tree.n:
+        if n_dead and kk < count:
             short = (alive.sum(axis=1) < k) & np.isfinite(d_km[:, -1])
             if short.any():
-                kk2 = min(k + n_dead, tree.n)
+                kk2 = min(k + n_dead, count)
                 d2, i2, a2 = _knn_rows(tree, rows, self._base_ids, self._base_alive, xyz[short], kk2, bound)
-                width = kk2
-                d_km = np.pad(d_km, ((0, 0), (0, width - kk)), constant_values=np.inf)
-                ids = np.pad(ids, ((0, 0), (0, width - kk)), constant_values=-1)
-                alive = np.pad(alive, ((0, 0), (0, width - kk)), constant_values=False)
+                pad = ((0, 0), (0, kk2 - kk))
+                d_km = np.pad(d_km, pad, constant_values=np.inf)
+                ids = np.pad(ids, pad, constant_values=-1)
+                alive = np.pad(alive, pad, constant_values=False)
                 d_km[short], ids[short], alive[short] = d2, i2, a2
-        d_km[~alive] = np.inf
-        ids[~alive] = -1
+        if n_dead:
+            d_km[~alive] = np.inf
+            ids[~alive] = -1
         return d_km, ids
 
     def within(

@@ -64,7 +64,7 @@ def nearest_capable(
             raise InvalidInputError(str(exc)) from exc
         found = ids >= 0
         safe = np.where(found, ids, 0)
-        ok = found & (d_km <= offers.radius_km[safe]) & (remaining[safe] > 0) & offers.is_available[safe]
+        ok = found & _able(offers, remaining, safe, d_km)
         # Qualifying answers first, in distance order (stable sort keeps the index's order).
         order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
         take_ok = np.take_along_axis(ok, order, axis=1)
@@ -72,11 +72,24 @@ def nearest_capable(
         out_km[todo] = np.where(take_ok, np.take_along_axis(d_km, order, axis=1), np.inf)
         # Ask again, wider, where too few qualified although the index had more to give.
         short = (ok.sum(axis=1) < k) & found[:, -1]
-        if kk >= len(index) or (max_candidates is not None and kk >= max_candidates):
+        kk = _wider(kk, len(index), max_candidates)
+        if kk == 0:
             break
         todo = todo[short]
-        kk = kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
     return out_ids, out_km
+
+
+def _able(offers: Offers, remaining: IntArray, rows: IntArray, d_km: FloatArray) -> BoolArray:
+    """Whether each offer found (``rows``, at ``d_km``) can take the need now: the need within its
+    radius, units left, available."""
+    return (d_km <= offers.radius_km[rows]) & (remaining[rows] > 0) & offers.is_available[rows]
+
+
+def _wider(kk: int, size: int, max_candidates: int | None) -> int:
+    """How many nearest offers the next, wider round asks for; 0 when none is left to ask."""
+    if kk >= size or (max_candidates is not None and kk >= max_candidates):
+        return 0
+    return kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
 
 
 def _nearest_one(
@@ -104,18 +117,16 @@ def _nearest_one(
         hit = found >= 0
         rows = found[hit]
         d = d_km[0][hit]
-        ok = (d <= offers.radius_km[rows]) & (remaining[rows] > 0) & offers.is_available[rows]
+        ok = _able(offers, remaining, rows, d)
         take = rows[ok][:k]
         out_ids[0, : len(take)] = take
         out_km[0, : len(take)] = d[ok][:k]
         out_ids[0, len(take) :] = -1
         out_km[0, len(take) :] = np.inf
         # Ask again, wider, while too few qualified although the index had more to give.
-        if len(take) >= k or not hit[-1]:
+        kk = _wider(kk, len(index), max_candidates)
+        if len(take) >= k or not hit[-1] or kk == 0:
             return
-        if kk >= len(index) or (max_candidates is not None and kk >= max_candidates):
-            return
-        kk = kk * 4 if max_candidates is None else min(kk * 4, max_candidates)
 
 
 def in_reach(

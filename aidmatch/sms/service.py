@@ -127,9 +127,11 @@ ABANDONED_AFTER = timedelta(hours=1)
 ABANDONED_URGENT_AFTER = timedelta(minutes=15)
 
 
-def _abandoned(now: datetime) -> Select[tuple[Message]]:
-    """The last messages of conversations left unanswered past ``ABANDONED_AFTER`` (critical or
-    urgent: ``ABANDONED_URGENT_AFTER``) that still wait: neither made a need nor handled."""
+def abandoned_query(now: datetime) -> Select[tuple[Message]]:
+    """The last message of each conversation left unanswered past ``ABANDONED_AFTER`` (critical or
+    urgent: ``ABANDONED_URGENT_AFTER``) that still waits, neither made a need nor handled: a request
+    nobody could finish, for triage. In no order and all of them, to count them or to order them
+    with the rest of the triage queue."""
     message_id = SmsConversation.state["message_id"].as_integer()
     urgency = SmsConversation.state["urgency"].as_string()  # none: normal
     return (
@@ -146,13 +148,6 @@ def _abandoned(now: datetime) -> Select[tuple[Message]]:
     )
 
 
-def abandoned_query(now: datetime) -> Select[tuple[Message]]:
-    """The last message of each conversation left unanswered (see ``_abandoned``): a request nobody
-    could finish, for triage; in no order and all of them, to count them or to order them with the
-    rest of the triage queue."""
-    return _abandoned(now)
-
-
 def release_to_triage(session: Session, message: Message, now: datetime) -> bool:
     """Make ``message`` an ordinary triage entry (``unparsed``) when it is the last message of an
     abandoned conversation (``abandoned_query``); the conversation ends. Whether it was one."""
@@ -160,7 +155,7 @@ def release_to_triage(session: Session, message: Message, now: datetime) -> bool
     conversation = session.get(SmsConversation, message.phone, populate_existing=True)
     if conversation is None or (conversation.state or {}).get("message_id") != message.id:
         return False
-    if session.scalar(_abandoned(now).where(Message.id == message.id).with_only_columns(Message.id)) is None:
+    if session.scalar(abandoned_query(now).where(Message.id == message.id).with_only_columns(Message.id)) is None:
         return False
     _to_triage(session, message.phone, conversation)
     return True

@@ -413,9 +413,7 @@ def _dashboard_context(
     stats, unmet, unmet_total = matches_service.unmet_overview(
         session=session, live=live, now=now, page=UNMET_PAGE, needs=needs, only=only
     )
-    shown = q.get("triage", "")
-    triage_limit = int(shown) if _plain_digits(shown, 6) else service.TRIAGE_SHOWN
-    triage_limit = min(max(triage_limit, service.TRIAGE_SHOWN), service.TRIAGE_MAX_SHOWN)
+    triage_limit = _triage_limit(q)
     triage = service.triage_queue(session=session, limit=triage_limit, now=now)
     triage_total = service.triage_count(session=session, now=now)
     more = min(triage_limit * 4, service.TRIAGE_MAX_SHOWN)
@@ -430,9 +428,7 @@ def _dashboard_context(
         "chosen": chosen,
         "filter_query": urlencode(chosen),
         # What the page shows (filters, how much of the triage queue): a triage action comes back to it.
-        "view_query": urlencode(
-            {**chosen, **({"triage": triage_limit} if triage_limit > service.TRIAGE_SHOWN else {})}
-        ),
+        "view_query": urlencode(_view_params(q)),
         "stats": stats,
         "counts": counts,
         "count_categories": sorted({c for c, _ in counts}, key=lambda c: list(Category).index(Category(c))),
@@ -525,6 +521,21 @@ def _plain_digits(text: str, below: int) -> bool:
     return text.isascii() and text.isdigit() and len(text) < below
 
 
+def _triage_limit(q: Mapping[str, str]) -> int:
+    """How much of the triage queue a dashboard query shows (``triage``, within the bounds)."""
+    shown = q.get("triage", "")
+    limit = int(shown) if _plain_digits(shown, 6) else service.TRIAGE_SHOWN
+    return min(max(limit, service.TRIAGE_SHOWN), service.TRIAGE_MAX_SHOWN)
+
+
+def _view_params(q: Mapping[str, str]) -> dict[str, str]:
+    """The parameters of what a dashboard query shows, checked: its filters, and the length of the
+    triage queue when longer than the first page."""
+    _, chosen = _filters(q.get("category"), q.get("urgency"), q.get("max_age_h"))
+    limit = _triage_limit(q)
+    return {**chosen, **({"triage": str(limit)} if limit > service.TRIAGE_SHOWN else {})}
+
+
 def _view(raw: FormData) -> dict[str, str]:
     """The dashboard's query a triage form carried (``view_query``), as given: checked where used."""
     given = raw.get("view")
@@ -534,13 +545,7 @@ def _view(raw: FormData) -> dict[str, str]:
 def _back_to_dashboard(raw: FormData, anchor: str, **extra: str) -> RedirectResponse:
     """Back to the dashboard as the coordinator had it (the form's ``view``: filters and how much of
     the triage queue was shown, checked again), with ``extra`` parameters."""
-    view = _view(raw)
-    _, chosen = _filters(view.get("category"), view.get("urgency"), view.get("max_age_h"))
-    params: dict[str, str] = dict(chosen)
-    shown = view.get("triage", "")
-    if _plain_digits(shown, 6):
-        params["triage"] = shown
-    params.update(extra)
+    params = {**_view_params(_view(raw)), **extra}
     return RedirectResponse("/dashboard" + ("?" + urlencode(params) if params else "") + anchor, status_code=303)
 
 

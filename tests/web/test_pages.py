@@ -349,19 +349,25 @@ def test_emergency_switch_needs_the_form_token(client: TestClient, coordinator_h
     assert "Выключить режим ЧС" in r.text
 
 
-def test_triage_turns_an_unparsed_sms_into_a_need(
-    client: TestClient, db: Session, coordinator_headers: dict[str, str]
-) -> None:
+def _unparsed_sms(db: Session, phone: str, body: str) -> Message:
+    """An inbound SMS nobody understood, waiting in the triage queue (added, not committed)."""
     now = utcnow()
     msg = Message(
         direction=MessageDirection.inbound,
         status=MessageStatus.unparsed,
-        phone="+79165550000",
-        body="помогите бабушке в Туме",
+        phone=phone,
+        body=body,
         created_at=now,
         updated_at=now,
     )
     db.add(msg)
+    return msg
+
+
+def test_triage_turns_an_unparsed_sms_into_a_need(
+    client: TestClient, db: Session, coordinator_headers: dict[str, str]
+) -> None:
+    msg = _unparsed_sms(db, "+79165550000", "помогите бабушке в Туме")
     db.commit()
     page = client.get("/dashboard", headers=coordinator_headers).text
     assert "помогите бабушке в Туме</textarea>" in page
@@ -402,18 +408,8 @@ def test_triage_turns_an_unparsed_sms_into_a_need(
 def test_triage_actions_come_back_to_the_dashboard_as_it_was_shown(
     client: TestClient, db: Session, coordinator_headers: dict[str, str]
 ) -> None:
-    now = utcnow()
     for k in range(2):
-        db.add(
-            Message(
-                direction=MessageDirection.inbound,
-                status=MessageStatus.unparsed,
-                phone=f"+7916555000{k}",
-                body="помогите",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        _unparsed_sms(db, f"+7916555000{k}", "помогите")
     db.commit()
     page = client.get("/dashboard?category=food&max_age_h=6&triage=200", headers=coordinator_headers).text
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
@@ -439,16 +435,7 @@ def test_triage_actions_come_back_to_the_dashboard_as_it_was_shown(
     # Only what the dashboard knows, checked again: an unknown urgency or parameter is dropped.
     assert r.headers["location"] == f"/dashboard?category=food&max_age_h=6&created={code}#triage"
     # «²» is a digit to str.isdigit, not to int(): dropped, not a 500 on the way back.
-    db.add(
-        Message(
-            direction=MessageDirection.inbound,
-            status=MessageStatus.unparsed,
-            phone="+79165550009",
-            body="?",
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    _unparsed_sms(db, "+79165550009", "?")
     db.commit()
     odd = client.get("/dashboard?triage=²", headers=coordinator_headers)
     assert odd.status_code == 200
@@ -465,18 +452,8 @@ def test_triage_actions_come_back_to_the_dashboard_as_it_was_shown(
 def test_a_triage_form_refused_shows_the_dashboard_it_came_from(
     client: TestClient, db: Session, coordinator_headers: dict[str, str]
 ) -> None:
-    now = utcnow()
     for k in range(60):  # more than the first 50 the queue shows
-        db.add(
-            Message(
-                direction=MessageDirection.inbound,
-                status=MessageStatus.unparsed,
-                phone=f"+791655501{k:02d}",
-                body=f"помогите {k}",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        _unparsed_sms(db, f"+791655501{k:02d}", f"помогите {k}")
     db.commit()
     page = client.get("/dashboard?category=food&triage=200", headers=coordinator_headers).text
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]

@@ -26,19 +26,14 @@
 
   var needs = [], fitted = false;
   // When there are more open needs than the map draws, it says so (the newest are drawn).
-  var capped = L.control({ position: "bottomleft" });
-  capped.onAdd = function () {
-    var box = L.DomUtil.create("div", "map-capped");
-    box.id = "map-capped";
-    box.setAttribute("role", "status");
-    box.hidden = true;
-    return box;
-  };
+  var capped = L.control({ position: "bottomleft" }), box = L.DomUtil.create("div", "map-capped");
+  box.id = "map-capped";
+  box.setAttribute("role", "status");
+  box.hidden = true;
+  capped.onAdd = function () { return box; };
   capped.addTo(map);
 
   function showCapped(shown, total) {
-    var box = document.getElementById("map-capped");
-    if (!box) { return; }
     box.hidden = !(total > shown);
     box.textContent = box.hidden ? "" : (T.capped || "{shown} / {total}")
       .replace("{shown}", String(shown)).replace("{total}", String(total));
