@@ -150,6 +150,7 @@ def create_app(
         ),
         max_items=settings.intake_group_max,
         wait_s=settings.intake_group_wait_ms / 1000,
+        gap_s=settings.intake_group_gap_ms / 1000,
     )
 
     install_error_handlers(app)

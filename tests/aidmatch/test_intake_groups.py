@@ -632,7 +632,7 @@ def test_groups_are_capped_and_every_post_gets_its_own_answer() -> None:
             raise RuntimeError("the runner itself failed")
         return [intake.Outcome(merged=i.description == "merged") for i in items]
 
-    groups = intake.IntakeGroups(run, max_items=3, wait_s=0.0)
+    groups = intake.IntakeGroups(run, max_items=3, wait_s=0.0, gap_s=0.0)
 
     async def post_all() -> list[intake.Outcome | BaseException]:
         first = asyncio.ensure_future(groups.submit(_post(description="first")))
@@ -654,6 +654,47 @@ def test_groups_are_capped_and_every_post_gets_its_own_answer() -> None:
     assert groups.groups == 5
     assert groups.posts == 9
     assert groups.largest == 3
+
+
+def _group_sizes(*, wait_s: float, gap_s: float, pauses: list[float]) -> list[int]:
+    """The groups ``IntakeGroups`` forms of posts submitted with these pauses before each but the first."""
+    sizes: list[int] = []
+
+    def run(items: list[NeedIn]) -> list[intake.Outcome]:
+        sizes.append(len(items))
+        return [intake.Outcome() for _ in items]
+
+    groups = intake.IntakeGroups(run, max_items=64, wait_s=wait_s, gap_s=gap_s)
+
+    async def post_all() -> None:
+        tasks = [asyncio.ensure_future(groups.submit(_post()))]
+        for pause in pauses:
+            await asyncio.sleep(pause)
+            tasks.append(asyncio.ensure_future(groups.submit(_post())))
+        await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(post_all())
+    finally:
+        groups.close()
+    assert groups.posts == len(pauses) + 1
+    return sizes
+
+
+def test_a_group_takes_the_posts_that_follow_within_the_gap() -> None:
+    # Posts 50 ms apart, a 1 s gap: one group, although none had queued when the first was taken.
+    assert _group_sizes(wait_s=5.0, gap_s=1.0, pauses=[0.05, 0.05, 0.05]) == [4]
+
+
+def test_a_pause_longer_than_the_gap_starts_a_new_group() -> None:
+    assert _group_sizes(wait_s=5.0, gap_s=0.05, pauses=[0.5, 0.01, 0.5]) == [1, 2, 1]
+
+
+def test_a_group_stops_taking_posts_after_its_wait() -> None:
+    # Posts keep coming within the gap, but a group takes them for 0.3 s at most.
+    sizes = _group_sizes(wait_s=0.3, gap_s=1.0, pauses=[0.1] * 9)
+    assert len(sizes) >= 2
+    assert max(sizes) <= 5  # the first post and those within 0.3 s of it (three, four with slack)
 
 
 def test_a_commit_lost_on_the_way_back_stores_the_group_once(database_url: str, db: Session) -> None:
