@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
 from geo.errors import IndexInputError, UnknownIdError
-from geo.sphere import EARTH_RADIUS_KM, chord_to_km, km_to_chord, lat_lon_to_xyz, tree_bound
+from geo.sphere import CHORD_SLACK, EARTH_RADIUS_KM, chord_to_km, km_to_chord, lat_lon_to_xyz, tree_bound
 
 MAX_CATEGORIES = 63
 IntArray = NDArray[np.int64]
@@ -34,7 +34,7 @@ BoolArray = NDArray[np.bool_]
 
 # Trees are searched with a slightly larger chord, then answers are cut at the exact km bound, so
 # rounding in the chord conversion can neither add nor drop a point at the boundary.
-_CHORD_SLACK = 1.0 + 1e-9
+_CHORD_SLACK = CHORD_SLACK
 _PARALLEL_MIN_QUERIES = 256
 
 

@@ -12,6 +12,9 @@ from numpy.typing import ArrayLike, NDArray
 from geo.errors import InvalidCoordinatesError
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
+# A chord limit rounded up by this factor holds every point whose km distance is within the limit
+# (the conversions round by a few ulps); the exact test comes after, in km.
+CHORD_SLACK = 1.0 + 1e-9
 FloatArray = NDArray[np.float64]
 
 

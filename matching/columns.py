@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from geo.errors import InvalidCoordinatesError
 from geo.index import MAX_CATEGORIES
-from geo.sphere import validate_lat_lon
+from geo.sphere import CHORD_SLACK, km_to_chord, lat_lon_to_xyz, validate_lat_lon
 from matching.errors import InvalidInputError
 
 IntArray = NDArray[np.int64]
@@ -162,6 +162,17 @@ class Offers:
     def max_radius_km(self) -> float:
         """The longest radius of any offer (0 when there are none)."""
         return float(self.radius_km.max()) if len(self.radius_km) else 0.0
+
+    @cached_property
+    def xyz(self) -> FloatArray:
+        """Unit vectors of the offers, shape (m, 3), as a ``SpatialIndex`` holds them."""
+        return lat_lon_to_xyz(self.lat, self.lon)
+
+    @cached_property
+    def radius_chord(self) -> FloatArray:
+        """``radius_km`` as chords of the unit sphere, shape (m,), rounded up by a hair: a chord
+        above an offer's is beyond its radius (a cheap first test; the last one is in km)."""
+        return km_to_chord(self.radius_km) * CHORD_SLACK
 
     @property
     def is_available(self) -> BoolArray:

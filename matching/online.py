@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from geo.errors import IndexInputError, InvalidCoordinatesError
 from geo.index import SpatialIndex, covered
+from geo.sphere import CHORD_SLACK, chord_to_km, km_to_chord, lat_lon_to_xyz
 from matching.columns import BoolArray, FloatArray, IntArray, Offers
 from matching.errors import InvalidInputError
+
+# A widening round that would ask the index for at least 1/_SCAN_SHARE of its items scans the able
+# offers of the category instead: far cheaper than the tree's nearest thousands, the same answer.
+_SCAN_SHARE = 16
 
 
 def nearest_capable(
@@ -25,7 +32,8 @@ def nearest_capable(
 ) -> tuple[IntArray, FloatArray]:
     """The k nearest offers able to take each need now.
 
-    ``index`` holds offers by row index into ``offers`` (see ``matching.candidates.offer_index``);
+    ``index`` holds the available offers by row index into ``offers`` (see
+    ``matching.candidates.offer_index``);
     ``remaining_capacity`` shape (m,) units left per offer. Queries: ``lat_deg``/``lon_deg`` shape
     (n,) degrees, ``category`` an int or shape (n,), ``max_km`` the need's limit (number or (n,)).
     An offer qualifies when it serves the category, is available, has capacity left and the need
@@ -57,7 +65,19 @@ def nearest_capable(
         )
         return out_ids, out_km
     todo = np.arange(n)
+    first = True
     while todo.size:
+        if not first and _scan_pays(kk, len(index), max_candidates):
+            xyz = _validated(lat[todo], lon[todo])
+            cats = np.broadcast_to(_take(category, todo), todo.shape).tolist()
+            scans: dict[int, _Able] = {}
+            for i, row in enumerate(todo.tolist()):
+                able = scans.get(cats[i])
+                if able is None:
+                    able = scans[cats[i]] = _Able.of(offers, remaining, int(cats[i]))
+                able.nearest(xyz[i], float(bound[row]), out_ids[row], out_km[row])
+            break
+        first = False
         try:
             ids, d_km = index.knn(lat[todo], lon[todo], _take(category, todo), kk, max_km=bound[todo])
         except (InvalidCoordinatesError, IndexInputError) as exc:
@@ -108,7 +128,12 @@ def _nearest_one(
 ) -> None:
     """``nearest_capable`` for one need, on flat arrays: the same rounds, fewer array operations."""
     cat = np.asarray(category).reshape(-1)
+    first = True
     while True:
+        if not first and _scan_pays(kk, len(index), max_candidates):
+            _Able.of(offers, remaining, int(cat[0])).nearest(_validated(lat, lon)[0], bound, out_ids[0], out_km[0])
+            return
+        first = False
         try:
             ids, d_km = index.knn(lat, lon, cat, kk, max_km=bound)
         except (InvalidCoordinatesError, IndexInputError) as exc:
@@ -127,6 +152,57 @@ def _nearest_one(
         kk = _wider(kk, len(index), max_candidates)
         if len(take) >= k or not hit[-1] or kk == 0:
             return
+
+
+def _scan_pays(kk: int, size: int, max_candidates: int | None) -> bool:
+    """Whether a widening round of ``kk`` nearest should scan the category instead (not when the
+    search is bounded to the nearest ``max_candidates``: a scan would look past them)."""
+    return max_candidates is None and kk * _SCAN_SHARE >= size
+
+
+def _validated(lat: FloatArray, lon: FloatArray) -> FloatArray:
+    try:
+        return lat_lon_to_xyz(lat, lon)
+    except InvalidCoordinatesError as exc:
+        raise InvalidInputError(str(exc)) from exc
+
+
+class _Able(NamedTuple):
+    """The able offers of one category (available, units left, serving it): rows, unit vectors, radii."""
+
+    rows: IntArray
+    xyz: FloatArray
+    radius_km: FloatArray
+    radius_chord: FloatArray
+
+    @classmethod
+    def of(cls, offers: Offers, remaining: IntArray, category: int) -> _Able:
+        able = offers.is_available & (remaining > 0) & (((offers.category_mask >> category) & 1) == 1)
+        rows = np.flatnonzero(able)
+        return cls(rows, offers.xyz[rows], offers.radius_km[rows], offers.radius_chord[rows])
+
+    def nearest(self, xyz: FloatArray, bound_km: float, out_ids: IntArray, out_km: FloatArray) -> None:
+        """The k nearest of them able to take a need at ``xyz`` (shape (3,)), by looking at each:
+        written to ``out_ids``/``out_km`` (shape (k,)), nearest first, ties to the smaller row.
+
+        The answer the index's rounds would end with (the index holds every available offer):
+        distances as its trees compute them (the chord's squares summed in the same order, then
+        ``chord_to_km``), the same cut at ``bound_km``, the same ``_able``.
+        """
+        diff = self.xyz - xyz
+        diff *= diff
+        chord = diff[:, 0] + diff[:, 1]
+        chord += diff[:, 2]
+        np.sqrt(chord, out=chord)
+        near = np.flatnonzero((chord <= self.radius_chord) & (chord <= km_to_chord(bound_km) * CHORD_SLACK))
+        d_km = chord_to_km(chord[near])
+        keep = (d_km <= bound_km) & (d_km <= self.radius_km[near])
+        rows, d_km = self.rows[near[keep]], d_km[keep]
+        order = np.lexsort((rows, d_km))[: len(out_ids)]
+        out_ids[:] = -1
+        out_km[:] = np.inf
+        out_ids[: len(order)] = rows[order]
+        out_km[: len(order)] = d_km[order]
 
 
 def in_reach(

@@ -597,25 +597,29 @@ class LiveOfferIndex:
     ) -> set[int]:
         """The helpers a ``nearest`` lookup for each point (shape (n,) each; ``category`` as
         ``CATEGORY_INDEX``) asks ``blocked`` about first, before it passes anyone over: one read
-        of their facts serves many lookups. One search for all, as wide as the widest lookup; each
-        point's answer (the nearest of it, as many as its lookup wants) is kept as that lookup's first
-        round (until the offers change), so it is not searched again."""
+        of their facts serves many lookups. One search for the points whose lookups want as many;
+        each point's answer is kept as that lookup's first round (until the offers change), so it is
+        not searched again."""
         with self._lock:
             if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return set()
             offers, left = self._columns({}, pass_busy=True)
             wanted = np.maximum(4 * np.asarray(k, dtype=np.int64), 16)
-            rows, d_km = matching.nearest_capable(
-                self._index, offers, left, lat, lon, category, max_km=max_km, k=int(wanted.max())
-            )
-            # Each point's own first round: its nearest ``wanted`` of the wider answer (nearest first).
-            rows[np.arange(rows.shape[1])[None, :] >= wanted[:, None]] = -1
             first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
-            for i, want in enumerate(wanted.tolist()):
-                key = (float(lat[i]), float(lon[i]), int(category[i]), want, float(max_km[i]))
-                first[key] = self._found(rows[i], d_km[i], left)
+            helpers: set[int] = set()
+            # One search for the points that want as many (most want the fewest: a search as wide as
+            # the widest would cost the rest a wider one).
+            for want in np.unique(wanted).tolist():
+                at = np.flatnonzero(wanted == want)
+                rows, d_km = matching.nearest_capable(
+                    self._index, offers, left, lat[at], lon[at], category[at], max_km=max_km[at], k=want
+                )
+                for i, j in enumerate(at.tolist()):
+                    key = (float(lat[j]), float(lon[j]), int(category[j]), want, float(max_km[j]))
+                    first[key] = self._found(rows[i], d_km[i], left)
+                helpers.update(self._helper_id[rows[rows >= 0]].tolist())
             self._first = first
-        return set(self._helper_id[rows[rows >= 0]].tolist())
+        return helpers
 
     def reachable(
         self,

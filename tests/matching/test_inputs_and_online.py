@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geo.sphere import haversine_km
-from matching import InvalidInputError, Needs, Offers, in_reach, nearest_capable, offer_index
+from matching import InvalidInputError, Needs, Offers, in_reach, nearest_capable, offer_index, online
 
 
 def _needs(**change: object) -> Needs:
@@ -159,3 +159,63 @@ def test_in_reach_equals_brute_force_and_the_unbounded_nearest(seed: int) -> Non
     np.testing.assert_array_equal(got, ids[:, 0] >= 0)
     with pytest.raises(InvalidInputError, match="remaining_capacity"):
         in_reach(offers, remaining[:-1], qlat, qlon, cat)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_category_scan_answers_as_the_index_rounds(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Most offers full or short-reaching, so lookups widen; some share a spot (ties go to the
+    # smaller row). The scan that replaces wide rounds must give the rounds' answer, bit for bit.
+    rng = np.random.default_rng(seed)
+    m = 2000
+    lat, lon = rng.normal(55.5, 0.6, m), rng.normal(38.5, 0.9, m)
+    lat[1::7], lon[1::7] = lat[::7][: len(lat[1::7])], lon[::7][: len(lon[1::7])]
+    offers = Offers(
+        lat=lat,
+        lon=lon,
+        category_mask=rng.integers(1, 16, m),
+        capacity=rng.integers(1, 4, m),
+        radius_km=np.where(rng.random(m) < 0.7, rng.uniform(1, 20, m), rng.uniform(50, 400, m)),
+        available=rng.random(m) < 0.9,
+    )
+    remaining = np.where(rng.random(m) < 0.8, 0, offers.capacity)
+    index = offer_index(offers)
+    n = 60
+    qlat, qlon = rng.normal(55.5, 1.0, n), rng.normal(38.5, 1.5, n)
+    cat = rng.integers(0, 4, n)
+    max_km = np.where(rng.random(n) < 0.5, np.inf, rng.uniform(20, 300, n))
+    scans: list[int] = []
+    of = online._Able.of
+
+    def counted(offers: Offers, remaining: np.ndarray, category: int) -> online._Able:
+        scans.append(category)
+        return of(offers, remaining, category)
+
+    monkeypatch.setattr(online._Able, "of", counted)
+    answers = []
+    for share in (0, 10**9):  # never scan; scan from the first widening round on
+        monkeypatch.setattr(online, "_SCAN_SHARE", share)
+        for k in (1, 5, 40):
+            batch = nearest_capable(index, offers, remaining, qlat, qlon, cat, max_km=max_km, k=k)
+            one = [
+                nearest_capable(index, offers, remaining, qlat[i], qlon[i], int(cat[i]), max_km=float(max_km[i]), k=k)
+                for i in range(n)
+            ]
+            answers.append((batch, one))
+        if share == 0:
+            assert scans == []
+    assert len(scans) > n  # the second pass did scan
+    for (batch, one), (batch_scanned, one_scanned) in zip(answers[:3], answers[3:], strict=True):
+        np.testing.assert_array_equal(batch_scanned[0], batch[0])
+        np.testing.assert_array_equal(batch_scanned[1], batch[1])
+        for i in range(n):
+            np.testing.assert_array_equal(one_scanned[i][0], one[i][0])
+            np.testing.assert_array_equal(one_scanned[i][1], one[i][1])
+            np.testing.assert_array_equal(one[i][0][0], batch[0][i])
+    # The answers are the brute-force ones (haversine; ties to the smaller row).
+    batch, _ = answers[4]
+    d = haversine_km(qlat[:, None], qlon[:, None], offers.lat[None, :], offers.lon[None, :])
+    ok = (((offers.category_mask[None, :] >> cat[:, None]) & 1) == 1) & (d <= offers.radius_km[None, :])
+    ok &= (remaining[None, :] > 0) & offers.is_available[None, :] & (d <= max_km[:, None])
+    oracle = np.where(ok, d, np.inf)
+    np.testing.assert_allclose(np.sort(oracle, axis=1)[:, :5], batch[1], rtol=1e-9, atol=1e-6)
+    assert (np.isfinite(batch[1]) == (batch[0] >= 0)).all()
