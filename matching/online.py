@@ -14,7 +14,9 @@ from matching.columns import BoolArray, FloatArray, IntArray, Offers
 from matching.errors import InvalidInputError
 
 # A widening round that would ask the index for at least 1/_SCAN_SHARE of its items scans the able
-# offers of the category instead: far cheaper than the tree's nearest thousands, the same answer.
+# offers of the category instead: far cheaper than the tree's nearest thousands, the same answer
+# (except which of several offers tied at exactly the same distance at the edge of the k make the cut:
+# the tree's choice there, the smaller rows here).
 _SCAN_SHARE = 16
 
 
@@ -187,7 +189,8 @@ class _Able(NamedTuple):
 
         The answer the index's rounds would end with (the index holds every available offer):
         distances as its trees compute them (the chord's squares summed in the same order, then
-        ``chord_to_km``), the same cut at ``bound_km``, the same ``_able``.
+        ``chord_to_km``), the same cut at ``bound_km``, the same ``_able``; only where offers tie at
+        the k-th distance may the tree have let in others of them (``geo.index``: its choice).
         """
         diff = self.xyz - xyz
         diff *= diff

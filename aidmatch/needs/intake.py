@@ -382,9 +382,9 @@ class IntakeGroups:
 
     ``submit`` (from the event loop) waits for the post's ``Outcome``. The thread takes the first
     post and then the ones that follow it, each within ``gap_s`` of the one before, for at most
-    ``wait_s`` after the first and at most ``max_items`` in all, and runs the group. Posts that
+    ``wait_s`` after it was taken and at most ``max_items`` in all, and runs the group. Posts that
     arrive while a group is written form the next one, so groups grow with the load; a lone post
-    waits ``gap_s`` (``gap_s`` 0: a group is what has queued, nothing is waited for).
+    waits ``min(gap_s, wait_s)`` (0: a group is what has queued, nothing is waited for).
 
     Why wait at all: posts come in bursts (a worker's event loop reads, validates and locates the
     requests that reached it together one after the other, a few hundred µs each), and a group's

@@ -164,7 +164,9 @@ def test_in_reach_equals_brute_force_and_the_unbounded_nearest(seed: int) -> Non
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_the_category_scan_answers_as_the_index_rounds(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # Most offers full or short-reaching, so lookups widen; some share a spot (ties go to the
-    # smaller row). The scan that replaces wide rounds must give the rounds' answer, bit for bit.
+    # smaller row). The scan that replaces wide rounds must give the rounds' answer, bit for bit
+    # (the tree may choose otherwise among offers tied at the k-th distance; none of these seeds has
+    # such a tie).
     rng = np.random.default_rng(seed)
     m = 2000
     lat, lon = rng.normal(55.5, 0.6, m), rng.normal(38.5, 0.9, m)
