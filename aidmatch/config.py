@@ -69,9 +69,9 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
     max_open_needs_per_phone: Annotated[int, Field(ge=1)] = 10
     # POST /api/needs: the posts that arrive together in one worker are written in one transaction
-    # (group commit) of at most ``intake_group_max``. A group takes the posts that follow its
-    # first, each within ``intake_group_gap_ms`` of the one before, for at most
-    # ``intake_group_wait_ms`` (gap 0: only what has queued while the previous group ran).
+    # (group commit) of at most ``intake_group_max``: what has queued while the previous group ran,
+    # and under load (that group had more than one post) the posts that follow its first, each
+    # within ``intake_group_gap_ms`` of the one before, for at most ``intake_group_wait_ms``.
     intake_group_max: Annotated[int, Field(ge=1, le=1000)] = 64
     intake_group_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
     intake_group_gap_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0

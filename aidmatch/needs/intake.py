@@ -381,16 +381,18 @@ class IntakeGroups:
     """One worker's queue of located posts and the thread that writes them in groups.
 
     ``submit`` (from the event loop) waits for the post's ``Outcome``. The thread takes the first
-    post and then the ones that follow it, each within ``gap_s`` of the one before, for at most
-    ``wait_s`` after it was taken and at most ``max_items`` in all, and runs the group. Posts that
-    arrive while a group is written form the next one, so groups grow with the load; a lone post
-    waits ``min(gap_s, wait_s)`` (0: a group is what has queued, nothing is waited for).
+    post and what has queued behind it, at most ``max_items``, and runs the group; posts that
+    arrive while a group is written form the next one, so groups grow with the load. Under load
+    (the group before had more than one post) a group also takes the posts that follow, each
+    within ``gap_s`` of the one before, for at most ``wait_s`` after its first was taken; a post
+    after a lone post is written at once (``gap_s`` 0: never wait).
 
     Why wait at all: posts come in bursts (a worker's event loop reads, validates and locates the
     requests that reached it together one after the other, a few hundred µs each), and a group's
     cost is mostly per group (its reads, its round trips, its commit); waiting out the burst
-    writes it as one group instead of a small first group and the rest behind it. Started on the
-    first post; ``close`` stops it.
+    writes it as one group instead of a small first group and the rest behind it. A client that
+    posts one at a time gains nothing from a wait, so it gets none. Started on the first post;
+    ``close`` stops it.
     """
 
     def __init__(self, run: Runner, *, max_items: int, wait_s: float, gap_s: float) -> None:
@@ -398,6 +400,7 @@ class IntakeGroups:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._last = 0  # posts in the group taken last
         self.groups = 0  # groups written, and the posts in them (for tests and metrics)
         self.posts = 0
         self.largest = 0
@@ -430,9 +433,11 @@ class IntakeGroups:
         group = [first]
         stop = False
         deadline = time.monotonic() + self.wait_s
+        # Only under load (the last group had company): a post after a lone post is written at once.
+        gap_s = self.gap_s if self._last > 1 else 0.0
         while len(group) < self.max_items:
             # The next post if it comes within ``gap_s`` (and the group's ``wait_s`` is not over).
-            left = min(self.gap_s, deadline - time.monotonic())
+            left = min(gap_s, deadline - time.monotonic())
             try:
                 entry = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -441,6 +446,7 @@ class IntakeGroups:
                 stop = True
                 break
             group.append(entry)
+        self._last = len(group)
         return group, stop
 
     def _loop(self) -> None:

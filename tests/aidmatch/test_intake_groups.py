@@ -657,16 +657,26 @@ def test_groups_are_capped_and_every_post_gets_its_own_answer() -> None:
 
 
 def _group_sizes(*, wait_s: float, gap_s: float, pauses: list[float]) -> list[int]:
-    """The groups ``IntakeGroups`` forms of posts submitted with these pauses before each but the first."""
+    """The groups ``IntakeGroups`` forms, under load, of posts submitted with these pauses before
+    each but the first. Under load: a first post's group is held until two more have queued, and
+    those form the second group (of two)."""
     sizes: list[int] = []
+    release = threading.Event()
 
     def run(items: list[NeedIn]) -> list[intake.Outcome]:
+        release.wait(10)
         sizes.append(len(items))
         return [intake.Outcome() for _ in items]
 
     groups = intake.IntakeGroups(run, max_items=64, wait_s=wait_s, gap_s=gap_s)
 
     async def post_all() -> None:
+        first = asyncio.ensure_future(groups.submit(_post()))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(groups.submit(_post())) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, *queued)
         tasks = [asyncio.ensure_future(groups.submit(_post()))]
         for pause in pauses:
             await asyncio.sleep(pause)
@@ -677,17 +687,18 @@ def _group_sizes(*, wait_s: float, gap_s: float, pauses: list[float]) -> list[in
         asyncio.run(post_all())
     finally:
         groups.close()
-    assert groups.posts == len(pauses) + 1
-    return sizes
+    assert groups.posts == len(pauses) + 4
+    assert sizes[:2] == [1, 2]
+    return sizes[2:]
 
 
-def test_a_group_takes_the_posts_that_follow_within_the_gap() -> None:
+def test_under_load_a_group_takes_the_posts_that_follow_within_the_gap() -> None:
     # Posts 50 ms apart, a 1 s gap: one group, although none had queued when the first was taken.
     assert _group_sizes(wait_s=5.0, gap_s=1.0, pauses=[0.05, 0.05, 0.05]) == [4]
 
 
 def test_a_pause_longer_than_the_gap_starts_a_new_group() -> None:
-    assert _group_sizes(wait_s=5.0, gap_s=0.05, pauses=[0.5, 0.01, 0.5]) == [1, 2, 1]
+    assert _group_sizes(wait_s=5.0, gap_s=0.1, pauses=[0.01, 0.01, 0.6, 0.01]) == [3, 2]
 
 
 def test_a_group_stops_taking_posts_after_its_wait() -> None:
@@ -695,6 +706,30 @@ def test_a_group_stops_taking_posts_after_its_wait() -> None:
     sizes = _group_sizes(wait_s=0.3, gap_s=1.0, pauses=[0.1] * 9)
     assert len(sizes) >= 2
     assert max(sizes) <= 5  # the first post and those within 0.3 s of it (three, four with slack)
+
+
+def test_a_post_after_a_lone_post_is_written_at_once() -> None:
+    # One client posting one at a time: nothing to wait for (a 5 s gap would show).
+    sizes: list[int] = []
+
+    def run(items: list[NeedIn]) -> list[intake.Outcome]:
+        sizes.append(len(items))
+        return [intake.Outcome() for _ in items]
+
+    groups = intake.IntakeGroups(run, max_items=64, wait_s=10.0, gap_s=5.0)
+
+    async def one_at_a_time() -> float:
+        started = time.monotonic()
+        for _ in range(3):
+            await groups.submit(_post())
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(one_at_a_time())
+    finally:
+        groups.close()
+    assert sizes == [1, 1, 1]
+    assert took < 2.0
 
 
 def test_a_commit_lost_on_the_way_back_stores_the_group_once(database_url: str, db: Session) -> None:
