@@ -32,9 +32,8 @@ IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-# Trees are searched with a slightly larger chord, then answers are cut at the exact km bound, so
-# rounding in the chord conversion can neither add nor drop a point at the boundary.
-_CHORD_SLACK = CHORD_SLACK
+# Trees are searched with a slightly larger chord (``CHORD_SLACK``), then answers are cut at the
+# exact km bound, so rounding in the chord conversion can neither add nor drop a point at the boundary.
 _PARALLEL_MIN_QUERIES = 256
 
 
@@ -116,7 +115,7 @@ def _upper_bound(max_km: float) -> float:
     # Scalar maths (this runs once per category of every query): km_to_chord's formula.
     if not math.isfinite(max_km):
         return math.inf
-    return 2.0 * math.sin(min(max_km, math.pi * EARTH_RADIUS_KM) / (2.0 * EARTH_RADIUS_KM)) * _CHORD_SLACK
+    return 2.0 * math.sin(min(max_km, math.pi * EARTH_RADIUS_KM) / (2.0 * EARTH_RADIUS_KM)) * CHORD_SLACK
 
 
 def _by_category(cat: IntArray) -> list[tuple[int, IntArray]]:
@@ -359,7 +358,7 @@ class SpatialIndex:
         q4[:, :3] = xyz
         q4[:, 3] = cat * _CATEGORY_GAP
         # Capped below the gap between categories, so a search never crosses into another one.
-        bound = min(_upper_bound(float(bound_km.max())), 2.0 * _CHORD_SLACK)
+        bound = min(_upper_bound(float(bound_km.max())), 2.0 * CHORD_SLACK)
         base, buf = self._joint_trees()
         parts_km: list[FloatArray] = []
         parts_ids: list[IntArray] = []
@@ -470,7 +469,7 @@ class SpatialIndex:
                 sources.append((tree, rows, self._buf_ids, self._buf_xyz, np.ones(len(self._buf_ids), dtype=bool)))
             for tree, rows, all_ids, all_xyz, all_alive in sources:
                 chord = np.array([_upper_bound(r) for r in radius[q]]) if q.size else np.empty(0)
-                chord = np.minimum(chord, 2.0 * _CHORD_SLACK)
+                chord = np.minimum(chord, 2.0 * CHORD_SLACK)
                 hits = tree.query_ball_point(xyz[q], chord, workers=-1, return_sorted=False)
                 counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
                 local = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))
@@ -643,7 +642,7 @@ def _cover_band(
     yes = d <= np.minimum(bound_km, lo)
     unsure = np.flatnonzero(~yes & (d <= limit))
     if unsure.size:
-        chord = np.minimum(km_to_chord(limit[unsure]) * _CHORD_SLACK, 2.0 * _CHORD_SLACK)
+        chord = np.minimum(km_to_chord(limit[unsure]) * CHORD_SLACK, 2.0 * CHORD_SLACK)
         hits = tree.query_ball_point(xyz[unsure], chord, workers=-1, return_sorted=False)
         counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
         local = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))

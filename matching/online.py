@@ -67,19 +67,7 @@ def nearest_capable(
         )
         return out_ids, out_km
     todo = np.arange(n)
-    first = True
     while todo.size:
-        if not first and _scan_pays(kk, len(index), max_candidates):
-            xyz = _validated(lat[todo], lon[todo])
-            cats = np.broadcast_to(_take(category, todo), todo.shape).tolist()
-            scans: dict[int, _Able] = {}
-            for i, row in enumerate(todo.tolist()):
-                able = scans.get(cats[i])
-                if able is None:
-                    able = scans[cats[i]] = _Able.of(offers, remaining, int(cats[i]))
-                able.nearest(xyz[i], float(bound[row]), out_ids[row], out_km[row])
-            break
-        first = False
         try:
             ids, d_km = index.knn(lat[todo], lon[todo], _take(category, todo), kk, max_km=bound[todo])
         except (InvalidCoordinatesError, IndexInputError) as exc:
@@ -98,6 +86,9 @@ def nearest_capable(
         if kk == 0:
             break
         todo = todo[short]
+        if todo.size and _scan_pays(kk, len(index), max_candidates):
+            _scan(offers, remaining, lat, lon, category, bound, todo, out_ids, out_km)
+            break
     return out_ids, out_km
 
 
@@ -130,12 +121,7 @@ def _nearest_one(
 ) -> None:
     """``nearest_capable`` for one need, on flat arrays: the same rounds, fewer array operations."""
     cat = np.asarray(category).reshape(-1)
-    first = True
     while True:
-        if not first and _scan_pays(kk, len(index), max_candidates):
-            _Able.of(offers, remaining, int(cat[0])).nearest(_validated(lat, lon)[0], bound, out_ids[0], out_km[0])
-            return
-        first = False
         try:
             ids, d_km = index.knn(lat, lon, cat, kk, max_km=bound)
         except (InvalidCoordinatesError, IndexInputError) as exc:
@@ -154,6 +140,9 @@ def _nearest_one(
         kk = _wider(kk, len(index), max_candidates)
         if len(take) >= k or not hit[-1] or kk == 0:
             return
+        if _scan_pays(kk, len(index), max_candidates):
+            _scan(offers, remaining, lat, lon, cat, np.array([bound]), np.zeros(1, dtype=np.int64), out_ids, out_km)
+            return
 
 
 def _scan_pays(kk: int, size: int, max_candidates: int | None) -> bool:
@@ -162,11 +151,30 @@ def _scan_pays(kk: int, size: int, max_candidates: int | None) -> bool:
     return max_candidates is None and kk * _SCAN_SHARE >= size
 
 
-def _validated(lat: FloatArray, lon: FloatArray) -> FloatArray:
+def _scan(
+    offers: Offers,
+    remaining: IntArray,
+    lat: FloatArray,
+    lon: FloatArray,
+    category: ArrayLike,
+    bound: FloatArray,
+    rows: IntArray,
+    out_ids: IntArray,
+    out_km: FloatArray,
+) -> None:
+    """The answers of the needs ``rows`` (their searches not done yet) by scanning the able offers of
+    each one's category, written to their rows of ``out_ids``/``out_km``."""
     try:
-        return lat_lon_to_xyz(lat, lon)
+        xyz = lat_lon_to_xyz(lat[rows], lon[rows])
     except InvalidCoordinatesError as exc:
         raise InvalidInputError(str(exc)) from exc
+    cats = np.broadcast_to(_take(category, rows), rows.shape).tolist()
+    scans: dict[int, _Able] = {}
+    for i, row in enumerate(rows.tolist()):
+        able = scans.get(cats[i])
+        if able is None:
+            able = scans[cats[i]] = _Able.of(offers, remaining, int(cats[i]))
+        able.nearest(xyz[i], float(bound[row]), out_ids[row], out_km[row])
 
 
 class _Able(NamedTuple):
