@@ -703,6 +703,7 @@ class GazetteerGeocoder:
         # Regions written with their kind («Московская обл.», «Рязанской области») hint and are
         # no place themselves.
         blocked: set[int] = set()
+        second_words: list[int] = []  # the second word of a street's name («ул. Карла Маркса»)
         for i, word in enumerate(words):
             if word in _REGION_TYPE_WORDS and word not in {"г", "город", "города", "city", "of", "the"}:
                 # A two-word name («Ханты-Мансийский АО») only when it is one region's name,
@@ -729,6 +730,8 @@ class GazetteerGeocoder:
                     if words[j].isdigit():
                         break
                     blocked.add(j)
+                    if j == i + 2:
+                        second_words.append(j)
         best: tuple[tuple[int, int, float, int], GeocodeResult] | None = None
         for size in (3, 2, 1):
             for i in range(len(words) - size + 1):
@@ -761,6 +764,15 @@ class GazetteerGeocoder:
                 rank = (size, in_hint, hit.quality, int(self._places.population[hit.idx[0]]))
                 if best is None or rank > best[0]:
                     best = (rank, result)
+        if best is None:
+            # «ул. Ленина Рязань»: with no other place named, a street's second word spelt exactly as
+            # a settlement's name is the settlement, not the rest of the street's name.
+            for j in second_words:
+                if words[j] in STOP_WORDS or (mixed_case and not capitalised[j]):
+                    continue
+                hit = self._lookup([words[j]], index=self._text_index, fuzzy=False)
+                if hit is not None and hit.quality == 1.0:
+                    return self._result(hit, hint, factor=_IN_TEXT_FACTOR)
         return best[1] if best else None
 
 

@@ -587,6 +587,13 @@ def _place(
             if not _inside(a, taken):
                 address = (text[a:b], (a, b))
                 break
+    elif not any(c.isdigit() for c in address[0]):
+        # «дом 12 ул. Ленина», «дом 5 по ул. Ленина»: the house number written before its street.
+        start = address[1][0]
+        for a, b in houses:
+            if b <= start and text[b:start].strip(" ,").lower() in ("", "по") and not _inside(a, taken):
+                address = (f"{address[0]}, {text[a:b]}", (a, address[1][1]))
+                break
     letters = [c for c in text if c.isalpha()]
     # Capitals tell names from words only when the writer used both cases.
     cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)

@@ -16,6 +16,7 @@ from geo.geocoding import (
     region_code,
     russian_name,
 )
+from notifications.parser import parse_sms
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +359,38 @@ def test_a_settlement_word_is_no_typo_of_a_settlement(gazetteer: GazetteerGeocod
 @pytest.mark.parametrize(("query", "name"), [("хутор Красный", "Красный"), ("поселке Новом", "Новый")])
 def test_a_settlement_word_in_any_case_names_the_adjective(gazetteer: GazetteerGeocoder, query: str, name: str) -> None:
     assert gazetteer.geocode(query).name == name
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ул. Ленина Рязань",
+        "ул. Ленина Рязань, дом 12",
+        "ул. ленина рязань",
+        "дом 12 ул. Ленина Рязань",
+        "ул. Карла Маркса Рязань",  # a name of two words and the settlement: the name's second word is its own
+    ],
+)
+def test_a_settlement_right_after_a_street_name_is_found(gazetteer: GazetteerGeocoder, query: str) -> None:
+    """A street's name may have two words («ул. Карла Маркса»); when the second is spelt exactly as
+    a settlement's name and no other place is named, it is the settlement."""
+    hit = gazetteer.geocode(query)
+    assert _at(hit, RYAZAN), hit
+    assert hit.confidence < 1.0  # found in the text, not the whole query
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["ул. Карла Маркса", "ул. Льва Толстого, дом 3", "пр. Маршала Жукова", "ул. Ленина Рязани"],
+)
+def test_a_street_of_two_names_is_no_settlement(gazetteer: GazetteerGeocoder, query: str) -> None:
+    """Only a word spelt exactly as a settlement's name: «Маркса» is not the town Маркс, nor
+    «Рязани» Рязань there (a declined second word may be a person's name)."""
+    with pytest.raises(PlaceNotFoundError):
+        gazetteer.geocode(query)
+
+
+def test_the_parsers_address_with_its_house_before_the_street_is_geocoded(gazetteer: GazetteerGeocoder) -> None:
+    parsed = parse_sms("нужна вода дом 12 ул. Ленина Рязань")
+    assert parsed.place_text is not None
+    assert _at(gazetteer.geocode(parsed.place_text), RYAZAN)

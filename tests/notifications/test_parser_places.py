@@ -306,3 +306,19 @@ def test_dom_and_a_number_is_the_house_and_v_dome_counts_who_is_there(
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.quantity == quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("нужна вода дом 12 ул. Ленина, Рязань", "Рязань, ул. Ленина, дом 12"),
+        ("Нужна вода, Рязань, д. 12, ул. Ленина", "Рязань, ул. Ленина, д. 12"),
+        ("Рязань, у нас сгорел дом 5 по ул. Ленина", "Рязань, ул. Ленина, дом 5"),
+        # The street's second word may be the settlement: the geocoder tells (test_geocoding).
+        ("нужна вода дом 12 ул. Ленина Рязань", "ул. Ленина Рязань, дом 12"),
+        # After its street the house stays where it was written.
+        ("нужна вода ул Ленина дом 7 Тула", "Тула, ул Ленина дом 7"),
+    ],
+)
+def test_a_house_number_before_its_street_stays_in_the_address(text: str, place: str) -> None:
+    assert parse_sms(text).place_text == place
