@@ -425,6 +425,19 @@ def test_a_missing_place_is_asked_for_once_and_remembered(sms: TestClient, db: S
     assert db.scalar(select(func.count(Need.id))) == 2
 
 
+def test_a_street_address_with_its_settlement_after_it_is_not_asked_again(sms: TestClient, db: Session) -> None:
+    """«дом 12 ул. Ленина Рязань»: the house before its street, the settlement right after the
+    street's name; the need is made at once, its address as written."""
+    reply = _text(sms, "+79161234567", "нужна вода дом 12 ул. Ленина Рязань")
+    need = db.scalar(select(Need))
+    assert need is not None, reply
+    assert need.code in reply
+    assert haversine_km(need.lat, need.lon, *RYAZAN) < 10
+    assert need.address is not None
+    assert "ул. Ленина" in need.address
+    assert "дом 12" in need.address
+
+
 def test_an_unknown_place_is_asked_again_in_other_words(sms: TestClient, db: Session) -> None:
     reply = _text(sms, "+79161234567", "нужна вода в Нигдевильске")
     assert "Нигдевильск" in reply
