@@ -45,6 +45,15 @@ _END = datetime(9999, 12, 31, tzinfo=UTC)  # later than any stamp (see ``ChangeF
 # How long a worker's lookups pass over a helper found at the cap of open tasks without asking the
 # database again (``LiveOfferIndex.note_busy``).
 BUSY_MEMORY_S = 2.0
+_WIDEN = 8  # each further round of a ``nearest`` lookup searches this many times as wide
+
+
+def _first_width(k: int) -> int:
+    """How many offers the first round of a ``nearest`` lookup for ``k`` searches: some of the
+    nearest are usually busy, so a little wider at once."""
+    return max(4 * k, 16)
+
+
 # PostgreSQL 13+: the oldest transaction still running, as its low 32 bits (what a row's xmin holds).
 _HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296")
 _STAMP = cast(Offer.updated_at, String)  # updated_at as the database prints it
@@ -291,8 +300,8 @@ class LiveOfferIndex:
         )
         self._feed = ChangeFeed(Offer.id, Offer.updated_at, recheck=recheck, clock=clock)
         self._offers: matching.Offers | None = None
-        # The first round of ``nearest`` for the points ``helpers_near`` searched last (its
-        # arguments → what the round found), valid until the next change of the offers.
+        # Rounds of ``nearest`` for the points ``helpers_near`` and ``helpers_further`` searched
+        # last (its arguments → what the round found), valid until the next change of the offers.
         self._first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
 
     def _grow(self) -> None:
@@ -548,16 +557,15 @@ class LiveOfferIndex:
         They are asked outside the index's lock, so lookups of one worker do not queue behind
         each other's database round trips.
         """
-        wanted = max(4 * k, 16)  # some of the nearest are usually busy: look a little wider at once
+        wanted = _first_width(k)
         first: list[tuple[int, int, float, int]] | None = None
         while True:
             with self._lock:
                 if self._n == 0 or len(self._index) == 0:
                     return []
-                if wanted == max(4 * k, 16):
-                    # A group intake searched for this point already (``helpers_near``): the same
-                    # search on the same offers, so the same answer.
-                    first = self._first.get((float(lat), float(lon), CATEGORY_INDEX[category], wanted, float(max_km)))
+                # A group intake searched for this point already (``helpers_near``, ``helpers_further``):
+                # the same search on the same offers, so the same answer.
+                first = self._first.get((float(lat), float(lon), CATEGORY_INDEX[category], wanted, float(max_km)))
                 if first is not None:
                     found = first
                 else:
@@ -575,7 +583,7 @@ class LiveOfferIndex:
                     out.append(Candidate(offer_id, helper_id, d, free))
             if len(out) >= k or len(found) < wanted:
                 return out[:k]
-            wanted *= 8
+            wanted *= _WIDEN
             first = None
 
     def _found(self, rows: np.ndarray, d_km: np.ndarray, left: np.ndarray) -> list[tuple[int, int, float, int]]:
@@ -601,24 +609,72 @@ class LiveOfferIndex:
         each point's answer is kept as that lookup's first round (until the offers change), so it is
         not searched again."""
         with self._lock:
+            self._first = {}
             if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return set()
-            offers, left = self._columns({}, pass_busy=True)
-            wanted = np.maximum(4 * np.asarray(k, dtype=np.int64), 16)
-            first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
-            helpers: set[int] = set()
-            # One search for the points that want as many (most want the fewest: a search as wide as
-            # the widest would cost the rest a wider one).
-            for want in np.unique(wanted).tolist():
-                at = np.flatnonzero(wanted == want)
-                rows, d_km = matching.nearest_capable(
-                    self._index, offers, left, lat[at], lon[at], category[at], max_km=max_km[at], k=want
-                )
-                for i, j in enumerate(at.tolist()):
-                    key = (float(lat[j]), float(lon[j]), int(category[j]), want, float(max_km[j]))
-                    first[key] = self._found(rows[i], d_km[i], left)
-                helpers.update(self._helper_id[rows[rows >= 0]].tolist())
-            self._first = first
+            wanted = np.maximum(4 * np.asarray(k, dtype=np.int64), 16)  # ``_first_width``
+            return self._search_rounds(lat, lon, category, wanted, max_km)
+
+    def helpers_further(
+        self,
+        *,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        category: np.ndarray,
+        k: np.ndarray,
+        max_km: np.ndarray,
+        pending: Callable[[list[int]], dict[int, int]],
+        blocked: Callable[[list[int]], set[int]],
+    ) -> set[int]:
+        """For the points (as for ``helpers_near``, which searched them first) whose ``nearest``
+        lookup would widen, as ``pending`` and ``blocked`` answer now (too few of its first round's
+        offers free): the helpers of that lookup's second round, its search kept like the first.
+
+        Where most helpers near the points are busy, most lookups of a group widen; this searches
+        their second rounds together, so one read of the helpers' facts serves them (each lookup
+        would read its own). Answers stay the same: the kept searches are those the lookups make."""
+        with self._lock:
+            keys = [
+                (float(lat[j]), float(lon[j]), int(category[j]), _first_width(int(k[j])), float(max_km[j]))
+                for j in range(len(lat))
+            ]
+            firsts = [self._first.get(key) for key in keys]
+        short = []
+        for j, (key, found) in enumerate(zip(keys, firsts, strict=True)):
+            if found is None or len(found) < key[3]:
+                continue  # not searched, or fewer offers in reach than asked for: no wider round
+            # As ``nearest`` judges its round (outside the lock: these may read the database).
+            skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
+            held = pending([offer_id for offer_id, _, _, _ in found])
+            if sum(1 for o, h, _, units in found if units - held.get(o, 0) > 0 and h not in skip) < int(k[j]):
+                short.append(j)
+        if not short:
+            return set()
+        at = np.array(short, dtype=np.int64)
+        with self._lock:
+            if self._n == 0 or len(self._index) == 0:
+                return set()
+            wanted = np.maximum(4 * np.asarray(k, dtype=np.int64)[at], 16) * _WIDEN
+            return self._search_rounds(lat[at], lon[at], category[at], wanted, max_km[at])
+
+    def _search_rounds(
+        self, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, wanted: np.ndarray, max_km: np.ndarray
+    ) -> set[int]:
+        """Search each point for its ``wanted`` nearest capable offers, keep what each found as
+        its lookup's round (``_first``) and return their helpers. Call under the lock."""
+        offers, left = self._columns({}, pass_busy=True)
+        helpers: set[int] = set()
+        # One search for the points that want as many (most want the fewest: a search as wide as
+        # the widest would cost the rest a wider one).
+        for want in np.unique(wanted).tolist():
+            at = np.flatnonzero(wanted == want)
+            rows, d_km = matching.nearest_capable(
+                self._index, offers, left, lat[at], lon[at], category[at], max_km=max_km[at], k=want
+            )
+            for i, j in enumerate(at.tolist()):
+                key = (float(lat[j]), float(lon[j]), int(category[j]), want, float(max_km[j]))
+                self._first[key] = self._found(rows[i], d_km[i], left)
+            helpers.update(self._helper_id[rows[rows >= 0]].tolist())
         return helpers
 
     def reachable(

@@ -302,7 +302,9 @@ def _read_ahead(
     items: Sequence[NeedIn], *, facts: proposals.CandidateFacts, live: LiveOfferIndex, settings: Settings
 ) -> None:
     """One read of the facts of the helpers the group's first lookups will ask about (each lookup
-    would read its own); later rounds read what they miss. Only saves reads: answers are the same."""
+    would read its own), and one of the helpers of the second rounds of those that will widen as
+    things stand (most, where the helpers nearby are busy); later rounds read what they miss. Only
+    saves reads: answers are the same."""
     if len(items) < 2:
         return
     firsts = [
@@ -315,15 +317,20 @@ def _read_ahead(
         )
         for i in items
     ]
-    helpers = live.helpers_near(
-        lat=np.array([i.lat for i in items], dtype=np.float64),
-        lon=np.array([i.lon for i in items], dtype=np.float64),
-        category=np.array([CATEGORY_INDEX[i.category] for i in items], dtype=np.int64),
-        k=np.array([k for k, _ in firsts], dtype=np.int64),
-        max_km=np.array([km for _, km in firsts], dtype=np.float64),
-    )
+    points = {
+        "lat": np.array([i.lat for i in items], dtype=np.float64),
+        "lon": np.array([i.lon for i in items], dtype=np.float64),
+        "category": np.array([CATEGORY_INDEX[i.category] for i in items], dtype=np.int64),
+        "k": np.array([k for k, _ in firsts], dtype=np.int64),
+        "max_km": np.array([km for _, km in firsts], dtype=np.float64),
+    }
+    helpers = live.helpers_near(**points)
     if helpers:
         facts.blocked(sorted(helpers))
+        # Where most helpers nearby are busy, most lookups widen: their second rounds read together.
+        further = live.helpers_further(**points, pending=facts.pending, blocked=facts.blocked)
+        if further:
+            facts.blocked(sorted(further))
 
 
 Runner = Callable[[list[NeedIn]], list[Outcome]]

@@ -37,6 +37,7 @@ from aidmatch.config import Settings
 from aidmatch.database import make_engine, make_sessionmaker
 from aidmatch.errors import TooManyRequestsError
 from aidmatch.main import create_app
+from aidmatch.matches import live as live_module
 from aidmatch.matches import proposals
 from aidmatch.matches.live import LiveOfferIndex
 from aidmatch.matches.models import Match
@@ -208,17 +209,18 @@ def _answer(outcome: intake.Outcome) -> tuple[Any, ...]:
     return ("need", outcome.merged, body)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("seed", [1, 2])
-def test_groups_write_what_the_sequential_path_writes(
-    backend: str, seed: int, tmp_path: Path, gazetteer: GazetteerGeocoder
-) -> None:
-    rng = np.random.default_rng(seed)
-    offers = _offer_bodies(rng, 30)
-    posts = _posts(rng, 70)
-    # A small per-phone limit, so some posts are refused (429) and others merge.
-    limits = {"max_open_needs_per_phone": 4}
-    with _database(backend, tmp_path / "sequential", offers, gazetteer) as url:
+def _sequential_and_grouped(
+    backend: str,
+    tmp: Path,
+    offers: list[dict[str, Any]],
+    posts: list[NeedIn],
+    sizes_rng: np.random.Generator,
+    gazetteer: GazetteerGeocoder,
+    **limits: Any,
+) -> tuple[list[intake.Outcome], dict[str, Any], list[intake.Outcome], dict[str, Any], list[int]]:
+    """The posts written one by one and in random groups, each into a fresh database with the
+    offers: (outcomes, rows) of each and the groups' sizes."""
+    with _database(backend, tmp / "sequential", offers, gazetteer) as url:
         settings, live = _settings(url, **limits), LiveOfferIndex()
         engine = make_engine(url)
         sessions = make_sessionmaker(engine)
@@ -231,14 +233,14 @@ def test_groups_write_what_the_sequential_path_writes(
                     one_by_one.append(intake.Outcome(error=exc))
         engine.dispose()
         expected = _rows(url)
-    with _database(backend, tmp_path / "groups", offers, gazetteer) as url:
+    with _database(backend, tmp / "groups", offers, gazetteer) as url:
         settings, live = _settings(url, **limits), LiveOfferIndex()
         engine = make_engine(url)
         sessions = make_sessionmaker(engine)
         grouped: list[intake.Outcome] = []
         start, sizes = 0, []
         while start < len(posts):
-            size = int(rng.choice([1, 2, 3, 5, 8, 13]))
+            size = int(sizes_rng.choice([1, 2, 3, 5, 8, 13]))
             with sessions() as session:
                 grouped += intake.intake_group(
                     session=session, items=posts[start : start + size], settings=settings, live=live
@@ -248,6 +250,21 @@ def test_groups_write_what_the_sequential_path_writes(
             start += size
         engine.dispose()
         got = _rows(url)
+    return one_by_one, expected, grouped, got, sizes
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_groups_write_what_the_sequential_path_writes(
+    backend: str, seed: int, tmp_path: Path, gazetteer: GazetteerGeocoder
+) -> None:
+    rng = np.random.default_rng(seed)
+    offers = _offer_bodies(rng, 30)
+    posts = _posts(rng, 70)
+    # A small per-phone limit, so some posts are refused (429) and others merge.
+    one_by_one, expected, grouped, got, sizes = _sequential_and_grouped(
+        backend, tmp_path, offers, posts, rng, gazetteer, max_open_needs_per_phone=4
+    )
     assert max(sizes) > 1
     answers = [_answer(o) for o in one_by_one]
     assert [_answer(o) for o in grouped] == answers
@@ -263,6 +280,59 @@ def test_groups_write_what_the_sequential_path_writes(
     assert len(expected["messages"]) > 40
     for table in ("needs", "matches", "messages", "audit"):
         assert got[table] == expected[table], table
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_groups_that_search_second_rounds_ahead_write_what_the_sequential_path_writes(
+    backend: str, tmp_path: Path, gazetteer: GazetteerGeocoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many posts for few helpers: the nearest are soon full, most lookups widen, and a group
+    searches their second rounds ahead and reads those helpers at once (``helpers_further``).
+    What it writes and answers stays what the posts one by one write and get. The groups' index
+    forgets at once what it noted busy, as if another worker had filled the offers."""
+    monkeypatch.setattr(live_module, "BUSY_MEMORY_S", 0.0)
+    rng = np.random.default_rng(7)
+    lat, lon = PLACES[0]
+    offers = [
+        {
+            "categories": ["water"],
+            "capacity": 1,
+            "radius_km": 40.0,
+            "lat": lat + float(rng.normal(0, 0.05)),
+            "lon": lon + float(rng.normal(0, 0.05)),
+            "phone": f"+7916{k:07d}",
+        }
+        for k in range(60)
+    ]
+    posts = [
+        NeedIn.model_validate(
+            {
+                "category": "water",
+                "quantity": int(rng.integers(1, 4)),
+                "lat": lat + float(rng.normal(0, 0.03)),
+                "lon": lon + float(rng.normal(0, 0.03)),
+                "contact_phone": f"+7926{k:07d}",
+            }
+        )
+        for k in range(60)
+    ]
+    ahead = [0]  # lookups whose second round a group searched ahead
+    real = LiveOfferIndex._search_rounds
+
+    def search(self: LiveOfferIndex, *args: Any) -> set[int]:
+        if args[3].min() > 16:  # a second round's width (the first's is 16 here)
+            ahead[0] += len(args[0])
+        return real(self, *args)
+
+    monkeypatch.setattr(LiveOfferIndex, "_search_rounds", search)
+    one_by_one, expected, grouped, got, sizes = _sequential_and_grouped(
+        backend, tmp_path, offers, posts, rng, gazetteer
+    )
+    assert max(sizes) > 1
+    assert [_answer(o) for o in grouped] == [_answer(o) for o in one_by_one]
+    for table in ("needs", "matches", "messages", "audit"):
+        assert got[table] == expected[table], table
+    assert ahead[0] > 10
 
 
 def _post(lat: float = 55.15, lon: float = 40.56, **kw: Any) -> NeedIn:

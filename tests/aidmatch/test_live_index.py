@@ -276,6 +276,68 @@ def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkey
                 assert [c.offer_id for c in got] == [w[0] for w in want]
 
 
+def test_second_rounds_searched_by_helpers_further_answer_as_a_fresh_search(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most helpers busy: the lookups widen. ``helpers_further`` searches the second rounds of the
+    points whose first round falls short (and only those) and returns their helpers; the lookups
+    then search nothing and answer as an index that kept nothing."""
+    rng = np.random.default_rng(12)
+    now = utcnow()
+    offer_ids = [_water_offer(db, f"+7917{i:07d}", 55 + float(rng.uniform(-0.2, 0.2)), now) for i in range(120)]
+    helper_of = dict(db.execute(select(Offer.id, Offer.helper_id)).tuples().all())
+    busy = set(rng.choice([helper_of[o] for o in offer_ids], size=105, replace=False).tolist())
+    kept, plain = LiveOfferIndex(recheck=timedelta(0)), LiveOfferIndex(recheck=timedelta(0))
+    kept.refresh(session=db, now=utcnow())
+    plain.refresh(session=db, now=utcnow())
+    searches = [0]
+    real = matching.nearest_capable
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        searches[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matching, "nearest_capable", counted)
+    n = 16
+    points = {
+        "lat": 55 + rng.uniform(-0.1, 0.1, size=n),
+        "lon": np.full(n, 40.0) + rng.uniform(-0.1, 0.1, size=n),
+        "category": np.zeros(n, dtype=np.int64),
+        "k": rng.choice([1, 3, 5], size=n, p=[0.2, 0.4, 0.4]),
+        "max_km": np.full(n, np.inf),
+    }
+    asked: list[list[int]] = []
+
+    def blocked(helpers: list[int]) -> set[int]:
+        asked.append(helpers)
+        return {h for h in helpers if h in busy}
+
+    first = kept.helpers_near(**points)
+    further = kept.helpers_further(**points, pending=lambda ids: {}, blocked=blocked)
+    assert len(asked) == n  # each point's first round judged
+    assert further - first  # the second rounds reach helpers the first did not
+    searched = searches[0]
+    widened = 0
+    for i in range(n):
+        args: dict[str, Any] = {
+            "lat": float(points["lat"][i]),
+            "lon": float(points["lon"][i]),
+            "category": Category.water,
+            "k": int(points["k"][i]),
+            "max_km": np.inf,
+            "pending": lambda ids: {},
+            "blocked": blocked,
+        }
+        calls = len(asked)
+        got = kept.nearest(**args)
+        widened += len(asked) - calls - 1
+        assert len(asked) - calls <= 2  # at most two rounds: the first and the one searched ahead
+        assert got == plain.nearest(**args), i
+        assert {c.helper_id for c in got} <= first | further
+    assert searches[0] - searched == widened + n  # only the plain index searched: once a round
+    assert widened > n // 2  # most lookups widened
+
+
 def test_noted_busy_helpers_and_full_offers_are_passed_over_until_the_memory_lapses(db: Session) -> None:
     now = utcnow()
     helper_ids = _helpers(db, 4)
