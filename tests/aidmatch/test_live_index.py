@@ -206,13 +206,8 @@ def test_offers_enter_and_leave_the_index_as_their_window_opens_and_closes_witho
     assert usable_at(25) == {"open", "tomorrow"}
 
 
-def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``helpers_near`` keeps each point's first round for ``nearest`` (a group intake searches its
-    points once): the answers equal those of an index that never kept any, also after a change."""
-    rng = np.random.default_rng(11)
-    now = utcnow()
-    offer_ids = [_water_offer(db, f"+7916{i:07d}", 55 + float(rng.uniform(-0.3, 0.3)), now) for i in range(60)]
-    kept, plain = LiveOfferIndex(recheck=timedelta(0)), LiveOfferIndex(recheck=timedelta(0))
+def _count_searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on ``[0]`` counts the k-d searches of every live index (``matching.nearest_capable``)."""
     searches = [0]
     real = matching.nearest_capable
 
@@ -221,6 +216,17 @@ def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkey
         return real(*args, **kwargs)
 
     monkeypatch.setattr(matching, "nearest_capable", counted)
+    return searches
+
+
+def test_lookups_after_helpers_near_answer_as_a_fresh_search(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``helpers_near`` keeps each point's first round for ``nearest`` (a group intake searches its
+    points once): the answers equal those of an index that never kept any, also after a change."""
+    rng = np.random.default_rng(11)
+    now = utcnow()
+    offer_ids = [_water_offer(db, f"+7916{i:07d}", 55 + float(rng.uniform(-0.3, 0.3)), now) for i in range(60)]
+    kept, plain = LiveOfferIndex(recheck=timedelta(0)), LiveOfferIndex(recheck=timedelta(0))
+    searches = _count_searches(monkeypatch)
     for step in range(3):
         kept.refresh(session=db, now=utcnow())
         plain.refresh(session=db, now=utcnow())
@@ -290,14 +296,7 @@ def test_second_rounds_searched_by_helpers_further_answer_as_a_fresh_search(
     kept, plain = LiveOfferIndex(recheck=timedelta(0)), LiveOfferIndex(recheck=timedelta(0))
     kept.refresh(session=db, now=utcnow())
     plain.refresh(session=db, now=utcnow())
-    searches = [0]
-    real = matching.nearest_capable
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        searches[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(matching, "nearest_capable", counted)
+    searches = _count_searches(monkeypatch)
     n = 16
     points = {
         "lat": 55 + rng.uniform(-0.1, 0.1, size=n),
