@@ -261,6 +261,26 @@ class Candidate(NamedTuple):
     free: int
 
 
+def _usable(
+    found: list[tuple[int, int, float, int]],
+    *,
+    pending: Callable[[list[int]], dict[int, int]],
+    blocked: Callable[[list[int]], set[int]],
+) -> list[Candidate]:
+    """The offers of a ``nearest`` round (offer id, helper id, km, units left) with units free
+    beyond those awaiting an answer, of helpers not passed over, nearest first: ``blocked`` is
+    asked about the round's helpers, then ``pending`` about its offers (one read by helper can
+    serve both)."""
+    skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
+    held = pending([offer_id for offer_id, _, _, _ in found])
+    out = []
+    for offer_id, helper_id, d, units in found:
+        free = units - held.get(offer_id, 0)
+        if free > 0 and helper_id not in skip:
+            out.append(Candidate(offer_id, helper_id, d, free))
+    return out
+
+
 class LiveOfferIndex:
     """Offers as growing columns (row = position) plus a SpatialIndex over the usable rows."""
 
@@ -302,7 +322,7 @@ class LiveOfferIndex:
         self._offers: matching.Offers | None = None
         # Rounds of ``nearest`` for the points ``helpers_near`` and ``helpers_further`` searched
         # last (its arguments → what the round found), valid until the next change of the offers.
-        self._first: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
+        self._kept: dict[tuple[float, float, int, int, float], list[tuple[int, int, float, int]]] = {}
 
     def _grow(self) -> None:
         size = len(self._lat) * 2
@@ -385,7 +405,7 @@ class LiveOfferIndex:
 
     def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
         self._offers = None
-        self._first = {}
+        self._kept = {}
         self._busy_rows = None
         out_rows: list[int] = []
         touched: list[int] = []
@@ -425,7 +445,7 @@ class LiveOfferIndex:
     def _drop(self, rows: list[int]) -> None:
         """Rows whose offer is not in the database: out of the index, never usable."""
         self._offers = None
-        self._first = {}
+        self._kept = {}
         self._busy_rows = None
         out = [r for r in rows if self._in_index[r]]
         if out:
@@ -456,7 +476,7 @@ class LiveOfferIndex:
             self._in_index[came] = True
         if gone.size or came.size:
             self._offers = None
-            self._first = {}
+            self._kept = {}
 
     def _columns(
         self, pending: dict[int, int], blocked_helpers: Collection[int] = (), *, pass_busy: bool = False
@@ -558,33 +578,23 @@ class LiveOfferIndex:
         each other's database round trips.
         """
         wanted = _first_width(k)
-        first: list[tuple[int, int, float, int]] | None = None
         while True:
             with self._lock:
                 if self._n == 0 or len(self._index) == 0:
                     return []
                 # A group intake searched for this point already (``helpers_near``, ``helpers_further``):
                 # the same search on the same offers, so the same answer.
-                first = self._first.get((float(lat), float(lon), CATEGORY_INDEX[category], wanted, float(max_km)))
-                if first is not None:
-                    found = first
-                else:
+                found = self._kept.get((float(lat), float(lon), CATEGORY_INDEX[category], wanted, float(max_km)))
+                if found is None:
                     offers, left = self._columns({}, pass_busy=True)
                     rows, d_km = matching.nearest_capable(
                         self._index, offers, left, lat, lon, CATEGORY_INDEX[category], max_km=max_km, k=wanted
                     )
                     found = self._found(rows[0], d_km[0], left)
-            skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
-            held = pending([offer_id for offer_id, _, _, _ in found])
-            out = []
-            for offer_id, helper_id, d, units in found:
-                free = units - held.get(offer_id, 0)
-                if free > 0 and helper_id not in skip:
-                    out.append(Candidate(offer_id, helper_id, d, free))
+            out = _usable(found, pending=pending, blocked=blocked)
             if len(out) >= k or len(found) < wanted:
                 return out[:k]
             wanted *= _WIDEN
-            first = None
 
     def _found(self, rows: np.ndarray, d_km: np.ndarray, left: np.ndarray) -> list[tuple[int, int, float, int]]:
         """(offer id, helper id, km, units free) of the rows a search found (shape (k,), -1 padded)."""
@@ -609,10 +619,10 @@ class LiveOfferIndex:
         each point's answer is kept as that lookup's first round (until the offers change), so it is
         not searched again."""
         with self._lock:
-            self._first = {}
+            self._kept = {}
             if self._n == 0 or len(self._index) == 0 or len(lat) == 0:
                 return set()
-            wanted = np.maximum(4 * np.asarray(k, dtype=np.int64), 16)  # ``_first_width``
+            wanted = np.array([_first_width(int(x)) for x in k], dtype=np.int64)
             return self._search_rounds(lat, lon, category, wanted, max_km)
 
     def helpers_further(
@@ -638,30 +648,30 @@ class LiveOfferIndex:
                 (float(lat[j]), float(lon[j]), int(category[j]), _first_width(int(k[j])), float(max_km[j]))
                 for j in range(len(lat))
             ]
-            firsts = [self._first.get(key) for key in keys]
-        short = []
-        for j, (key, found) in enumerate(zip(keys, firsts, strict=True)):
-            if found is None or len(found) < key[3]:
-                continue  # not searched, or fewer offers in reach than asked for: no wider round
-            # As ``nearest`` judges its round (outside the lock: these may read the database).
-            skip = blocked(sorted({helper_id for _, helper_id, _, _ in found}))
-            held = pending([offer_id for offer_id, _, _, _ in found])
-            if sum(1 for o, h, _, units in found if units - held.get(o, 0) > 0 and h not in skip) < int(k[j]):
-                short.append(j)
+            firsts = [self._kept.get(key) for key in keys]
+        # As ``nearest`` judges its round (outside the lock: ``pending`` and ``blocked`` may read the
+        # database); a round with fewer offers in reach than it asked for is the last.
+        short = [
+            j
+            for j, (key, found) in enumerate(zip(keys, firsts, strict=True))
+            if found is not None
+            and len(found) == key[3]
+            and len(_usable(found, pending=pending, blocked=blocked)) < int(k[j])
+        ]
         if not short:
             return set()
         at = np.array(short, dtype=np.int64)
+        wanted = np.array([keys[j][3] * _WIDEN for j in short], dtype=np.int64)
         with self._lock:
             if self._n == 0 or len(self._index) == 0:
                 return set()
-            wanted = np.maximum(4 * np.asarray(k, dtype=np.int64)[at], 16) * _WIDEN
             return self._search_rounds(lat[at], lon[at], category[at], wanted, max_km[at])
 
     def _search_rounds(
         self, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, wanted: np.ndarray, max_km: np.ndarray
     ) -> set[int]:
         """Search each point for its ``wanted`` nearest capable offers, keep what each found as
-        its lookup's round (``_first``) and return their helpers. Call under the lock."""
+        its lookup's round (``_kept``) and return their helpers. Call under the lock."""
         offers, left = self._columns({}, pass_busy=True)
         helpers: set[int] = set()
         # One search for the points that want as many (most want the fewest: a search as wide as
@@ -673,7 +683,7 @@ class LiveOfferIndex:
             )
             for i, j in enumerate(at.tolist()):
                 key = (float(lat[j]), float(lon[j]), int(category[j]), want, float(max_km[j]))
-                self._first[key] = self._found(rows[i], d_km[i], left)
+                self._kept[key] = self._found(rows[i], d_km[i], left)
             helpers.update(self._helper_id[rows[rows >= 0]].tolist())
         return helpers
 
