@@ -392,6 +392,7 @@ class LiveOfferIndex:
                 if row is not None and units > 0 and self._left[row] <= units:
                     self._full[offer_id] = at
             self._busy_rows = None
+            self._kept = {}  # kept searches passed over those busy then, not these
 
     def _forget_busy(self) -> None:
         """Drop what was noted busy longer than ``BUSY_MEMORY_S`` ago (call under the lock)."""
@@ -402,6 +403,7 @@ class LiveOfferIndex:
                 del memory[key]
             if lapsed:
                 self._busy_rows = None
+                self._kept = {}  # kept searches passed over them
 
     def _apply(self, changed: dict[int, Any], masks: dict[int, int], now: datetime) -> None:
         self._offers = None

@@ -396,6 +396,39 @@ def test_noted_busy_helpers_and_full_offers_are_passed_over_until_the_memory_lap
     assert helper_ids[0] in asked_helpers
 
 
+def test_kept_searches_follow_the_busy_memory_as_it_is_noted_and_lapses(db: Session) -> None:
+    """A search kept by ``helpers_near`` passed over the helpers noted busy at the time: noting one
+    more, or the memory lapsing, drops it, so ``nearest`` answers as an index that kept nothing."""
+    now = utcnow()
+    offer_ids = [_water_offer(db, f"+7918{i:07d}", 55 + 0.01 * i, now) for i in range(8)]
+    helper_of = dict(db.execute(select(Offer.id, Offer.helper_id)).tuples().all())
+    clock = [100.0]
+    kept = LiveOfferIndex(recheck=timedelta(0), busy_clock=lambda: clock[0])
+    plain = LiveOfferIndex(recheck=timedelta(0), busy_clock=lambda: clock[0])
+    point = {"lat": np.array([55.0]), "lon": np.array([40.0]), "category": np.zeros(1, dtype=np.int64)}
+
+    def answers() -> tuple[list[int], list[int]]:
+        args: dict[str, Any] = {"lat": 55.0, "lon": 40.0, "category": Category.water, "k": 2, "max_km": np.inf}
+        got = [c.offer_id for c in kept.nearest(**args, pending=lambda ids: {})]
+        return got, [c.offer_id for c in plain.nearest(**args, pending=lambda ids: {})]
+
+    for index in (kept, plain):
+        index.refresh(session=db, now=utcnow())
+    # Noted busy after the search was kept: the nearest helper is passed over at once.
+    kept.helpers_near(**point, k=np.array([2]), max_km=np.array([np.inf]))
+    for index in (kept, plain):
+        index.note_busy({helper_of[offer_ids[0]]})
+    got, fresh = answers()
+    assert got == fresh == offer_ids[1:3]
+    # Kept while it was busy, then the memory lapses (a refresh that finds no change): it is back.
+    kept.helpers_near(**point, k=np.array([2]), max_km=np.array([np.inf]))
+    clock[0] += live_module.BUSY_MEMORY_S + 0.1
+    for index in (kept, plain):
+        index.refresh(session=db, now=utcnow())
+    got, fresh = answers()
+    assert got == fresh == offer_ids[:2]
+
+
 @pytest.mark.parametrize("ending", ["rollback", "close"])
 def test_what_a_transaction_wrote_and_then_undid_is_read_again(db: Session, sessions: Any, ending: str) -> None:
     """The index reads inside its session's transaction, so it sees that transaction's own writes.
