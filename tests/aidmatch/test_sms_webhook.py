@@ -438,6 +438,17 @@ def test_a_street_address_with_its_settlement_after_it_is_not_asked_again(sms: T
     assert "дом 12" in need.address
 
 
+def test_a_street_whose_name_ends_in_a_far_villages_name_is_asked_about(sms: TestClient, db: Session) -> None:
+    """«ул. Сергея Лазо» is a street, not the village Лазо 7,000 km east: the place is asked for
+    instead of a need made there; the settlement sent next places it."""
+    reply = _text(sms, "+79161234567", "нужна вода ул. Сергея Лазо 5")
+    assert db.scalar(select(func.count(Need.id))) == 0, reply
+    _text(sms, "+79161234567", "Рязань")
+    need = db.scalar(select(Need))
+    assert need is not None
+    assert haversine_km(need.lat, need.lon, *RYAZAN) < 10
+
+
 def test_an_unknown_place_is_asked_again_in_other_words(sms: TestClient, db: Session) -> None:
     reply = _text(sms, "+79161234567", "нужна вода в Нигдевильске")
     assert "Нигдевильск" in reply

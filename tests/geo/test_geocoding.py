@@ -381,13 +381,44 @@ def test_a_settlement_right_after_a_street_name_is_found(gazetteer: GazetteerGeo
 
 @pytest.mark.parametrize(
     "query",
-    ["ул. Карла Маркса", "ул. Льва Толстого, дом 3", "пр. Маршала Жукова", "ул. Ленина Рязани"],
+    [
+        "ул. Карла Маркса",
+        "ул. Льва Толстого, дом 3",
+        "пр. Маршала Жукова",
+        "ул. Ленина Рязани",
+        # The second word is a village's name (Лазо, Поляна, Черёмушки exist) but the whole is the street's.
+        "Нужна вода, ул. Сергея Лазо 5",
+        "ул. Красная Поляна",
+        "ул. Нижняя Поляна, дом 3",
+        "ул. Новые Черемушки",
+    ],
 )
 def test_a_street_of_two_names_is_no_settlement(gazetteer: GazetteerGeocoder, query: str) -> None:
     """Only a word spelt exactly as a settlement's name: «Маркса» is not the town Маркс, nor
-    «Рязани» Рязань there (a declined second word may be a person's name)."""
+    «Рязани» Рязань there (a declined second word may be a person's name); not after an adjective
+    («Красная Поляна»), nor a village nobody names without its region (Лазо, 3,551 people)."""
     with pytest.raises(PlaceNotFoundError):
         gazetteer.geocode(query)
+
+
+@pytest.mark.parametrize(
+    ("query", "region", "found"),
+    [
+        ("ул. Ленина Шатура", "Московская область", "Шатура"),
+        ("ул. Ленина Шатура", "Рязанская область", None),  # no Шатура in that region
+        ("ул. Мира Лазо", None, None),
+        ("ул. Мира Лазо", "Приморский край", "Лазо"),  # a small village, but in the region hinted
+        ("ул. Сергея Лазо, 5", "Московская область", None),
+    ],
+)
+def test_a_settlement_after_a_street_name_follows_the_region_hint(
+    gazetteer: GazetteerGeocoder, query: str, region: str | None, found: str | None
+) -> None:
+    if found is None:
+        with pytest.raises(PlaceNotFoundError):
+            gazetteer.geocode(query, region_hint=region)
+    else:
+        assert gazetteer.geocode(query, region_hint=region).name == found
 
 
 def test_the_parsers_address_with_its_house_before_the_street_is_geocoded(gazetteer: GazetteerGeocoder) -> None:
