@@ -322,3 +322,18 @@ def test_dom_and_a_number_is_the_house_and_v_dome_counts_who_is_there(
 )
 def test_a_house_number_before_its_street_stays_in_the_address(text: str, place: str) -> None:
     assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Нужна вода. Дом 12, ул. Ленина", "ул. Ленина, Дом 12"),
+        ("НУЖНА ВОДА ДОМ 12 УЛ ЛЕНИНА", "УЛ ЛЕНИНА, ДОМ 12"),
+        ("Нужна вода. Д. 7, ул. Мира", "ул. Мира, Д. 7"),
+    ],
+)
+def test_a_capitalised_house_word_is_a_house_number_not_a_quantity(text: str, place: str) -> None:
+    """«Дом 12» at a sentence's start (or in capitals) is the house, as «дом 12» is: no quantity 12."""
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity is None
