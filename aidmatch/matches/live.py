@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 from sqlalchemy import Select, String, bindparam, cast, event, select, text
@@ -259,6 +259,17 @@ class Candidate(NamedTuple):
     helper_id: int
     km: float
     free: int
+
+
+class Points(TypedDict):
+    """The points of ``helpers_near`` and ``helpers_further``, shape (n,) each: where, what (as
+    ``CATEGORY_INDEX``), and the k and max_km of the ``nearest`` lookup made for each."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    category: np.ndarray
+    k: np.ndarray
+    max_km: np.ndarray
 
 
 def _usable(
@@ -637,14 +648,19 @@ class LiveOfferIndex:
         max_km: np.ndarray,
         pending: Callable[[list[int]], dict[int, int]],
         blocked: Callable[[list[int]], set[int]],
+        then: Sequence[Sequence[tuple[int, float]]] = (),
     ) -> set[int]:
         """For the points (as for ``helpers_near``, which searched them first) whose ``nearest``
         lookup would widen, as ``pending`` and ``blocked`` answer now (too few of its first round's
         offers free): the helpers of that lookup's second round, its search kept like the first.
+        ``then[j]`` (optional): the lookups, (k, max_km) each, that follow point j's when it finds
+        nobody free (a critical need's later escalation waves, then its nearest helpers); where its
+        first round leaves nobody free, their first rounds are searched and kept too.
 
-        Where most helpers near the points are busy, most lookups of a group widen; this searches
-        their second rounds together, so one read of the helpers' facts serves them (each lookup
-        would read its own). Answers stay the same: the kept searches are those the lookups make."""
+        Where most helpers near the points are busy, most lookups of a group widen (and critical
+        needs go from wave to wave); this searches those rounds together, so one read of the helpers'
+        facts serves them (each lookup would read its own). Answers stay the same: the kept searches
+        are those the lookups make."""
         with self._lock:
             keys = [
                 (float(lat[j]), float(lon[j]), int(category[j]), _first_width(int(k[j])), float(max_km[j]))
@@ -653,21 +669,30 @@ class LiveOfferIndex:
             firsts = [self._kept.get(key) for key in keys]
         # As ``nearest`` judges its round (outside the lock: ``pending`` and ``blocked`` may read the
         # database); a round with fewer offers in reach than it asked for is the last.
-        short = [
-            j
-            for j, (key, found) in enumerate(zip(keys, firsts, strict=True))
-            if found is not None
-            and len(found) == key[3]
-            and len(_usable(found, pending=pending, blocked=blocked)) < int(k[j])
-        ]
-        if not short:
-            return set()
-        at = np.array(short, dtype=np.int64)
-        wanted = np.array([keys[j][3] * _WIDEN for j in short], dtype=np.int64)
+        wanted: dict[tuple[float, float, int, int, float], None] = {}
+        for j, (key, found) in enumerate(zip(keys, firsts, strict=True)):
+            if found is None:
+                continue
+            free = len(_usable(found, pending=pending, blocked=blocked))
+            if len(found) == key[3] and free < int(k[j]):
+                wanted[(*key[:3], key[3] * _WIDEN, key[4])] = None
+            if free == 0 and j < len(then):
+                for later_k, later_km in then[j]:
+                    wanted[(*key[:3], _first_width(later_k), float(later_km))] = None
         with self._lock:
             if self._n == 0 or len(self._index) == 0:
                 return set()
-            return self._search_rounds(lat[at], lon[at], category[at], wanted, max_km[at])
+            todo = [key for key in wanted if key not in self._kept]
+            if not todo:
+                return set()
+            columns = list(zip(*todo, strict=True))
+            return self._search_rounds(
+                np.array(columns[0], dtype=np.float64),
+                np.array(columns[1], dtype=np.float64),
+                np.array(columns[2], dtype=np.int64),
+                np.array(columns[3], dtype=np.int64),
+                np.array(columns[4], dtype=np.float64),
+            )
 
     def _search_rounds(
         self, lat: np.ndarray, lon: np.ndarray, category: np.ndarray, wanted: np.ndarray, max_km: np.ndarray

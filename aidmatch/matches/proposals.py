@@ -790,14 +790,16 @@ def propose_still_needed(
     )
 
 
-def first_lookup(
+def intake_lookups(
     *, category: Category, urgency: Urgency, quantity: int, max_distance_km: float | None, settings: Settings
-) -> tuple[int, float]:
-    """(k, max_km) of the first lookup ``propose_for_need`` makes for a new need like this (wave 1
-    of a critical one): what a group intake reads the candidates' facts for in advance."""
+) -> list[tuple[int, float]]:
+    """(k, max_km) of the lookups ``propose_for_need`` makes for a new need like this, in order: the
+    nearest helpers; for a critical one, each escalation wave's (``escalate`` goes on to the next
+    while a wave finds nobody) and, past the last, the nearest helpers. What a group intake reads the
+    candidates' facts for in advance."""
     limit_km = max_distance_km if max_distance_km is not None else np.inf
+    nearest = (min(max(INTAKE_LOOKUP, quantity), _MAX_LOOKUP), limit_km)
     if urgency is Urgency.critical:
         waves = settings.waves_for(category.value)
-        if waves:
-            return 2 * waves[0].helpers, min(waves[0].radius_km, limit_km)
-    return min(max(INTAKE_LOOKUP, quantity), _MAX_LOOKUP), limit_km
+        return [*((2 * w.helpers, min(w.radius_km, limit_km)) for w in waves), nearest]
+    return [nearest]

@@ -42,7 +42,7 @@ from aidmatch.config import Settings
 from aidmatch.database import insert_rows, utcnow, write_lock
 from aidmatch.enums import Source
 from aidmatch.matches import proposals
-from aidmatch.matches.live import LiveOfferIndex
+from aidmatch.matches.live import LiveOfferIndex, Points
 from aidmatch.messages import notices
 from aidmatch.messages import service as messages_service
 from aidmatch.needs import service
@@ -302,13 +302,15 @@ def _read_ahead(
     items: Sequence[NeedIn], *, facts: proposals.CandidateFacts, live: LiveOfferIndex, settings: Settings
 ) -> None:
     """One read of the facts of the helpers the group's first lookups will ask about (each lookup
-    would read its own), and one of the helpers of the second rounds of those that will widen as
-    things stand (most, where the helpers nearby are busy); later rounds read what they miss. Only
-    saves reads: answers are the same."""
+    would read its own); then one of the helpers of the rounds that will follow as things stand:
+    the second rounds of the lookups that will widen (most, where the helpers nearby are busy) and,
+    for a critical need whose first wave will find nobody free, its later waves and the nearest
+    helpers after them; then one of the second rounds of those. Later rounds read what they miss.
+    Only saves reads: answers are the same."""
     if len(items) < 2:
         return
-    firsts = [
-        proposals.first_lookup(
+    lookups = [
+        proposals.intake_lookups(
             category=i.category,
             urgency=i.urgency,
             quantity=i.quantity,
@@ -317,20 +319,33 @@ def _read_ahead(
         )
         for i in items
     ]
-    points = {
-        "lat": np.array([i.lat for i in items], dtype=np.float64),
-        "lon": np.array([i.lon for i in items], dtype=np.float64),
-        "category": np.array([CATEGORY_INDEX[i.category] for i in items], dtype=np.int64),
-        "k": np.array([k for k, _ in firsts], dtype=np.int64),
-        "max_km": np.array([km for _, km in firsts], dtype=np.float64),
-    }
-    helpers = live.helpers_near(**points)
+
+    def points(at: Sequence[tuple[NeedIn, tuple[int, float]]]) -> Points:
+        return {
+            "lat": np.array([i.lat for i, _ in at], dtype=np.float64),
+            "lon": np.array([i.lon for i, _ in at], dtype=np.float64),
+            "category": np.array([CATEGORY_INDEX[i.category] for i, _ in at], dtype=np.int64),
+            "k": np.array([k for _, (k, _) in at], dtype=np.int64),
+            "max_km": np.array([km for _, (_, km) in at], dtype=np.float64),
+        }
+
+    firsts = points([(i, found[0]) for i, found in zip(items, lookups, strict=True)])
+    helpers = live.helpers_near(**firsts)
     if helpers:
         facts.blocked(sorted(helpers))
-        # Where most helpers nearby are busy, most lookups widen: their second rounds read together.
-        further = live.helpers_further(**points, pending=facts.pending, blocked=facts.blocked)
-        if further:
-            facts.blocked(sorted(further))
+    # A first wave that finds nobody (its radius holds no helper) is followed all the same.
+    further = live.helpers_further(
+        **firsts, pending=facts.pending, blocked=facts.blocked, then=[found[1:] for found in lookups]
+    )
+    if not further:
+        return
+    facts.blocked(sorted(further))
+    # The later waves' own second rounds (``helpers_further`` judges only the rounds it searched).
+    later = [(i, lookup) for i, found in zip(items, lookups, strict=True) for lookup in found[1:]]
+    if later:
+        beyond = live.helpers_further(**points(later), pending=facts.pending, blocked=facts.blocked)
+        if beyond:
+            facts.blocked(sorted(beyond))
 
 
 Runner = Callable[[list[NeedIn]], list[Outcome]]

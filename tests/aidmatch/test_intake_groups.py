@@ -335,6 +335,72 @@ def test_groups_that_search_second_rounds_ahead_write_what_the_sequential_path_w
     assert ahead[0] > 10
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_groups_that_read_critical_needs_later_waves_ahead_write_what_the_sequential_path_writes(
+    backend: str, tmp_path: Path, gazetteer: GazetteerGeocoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Critical posts with no helper within the first waves' radii: each goes from wave to wave,
+    then to its nearest helpers, soon all busy. A group searches those later lookups ahead and reads
+    their helpers together: fewer reads of the helpers' facts than a group that reads ahead only
+    the first waves, and the same writes and answers as the posts one by one."""
+    monkeypatch.setattr(live_module, "BUSY_MEMORY_S", 0.0)
+    rng = np.random.default_rng(8)
+    towns = [(55.15, 40.56), (56.0, 38.0), (54.5, 42.0), (59.9, 30.3)]  # each with helpers of its own
+    offers = [
+        {
+            "categories": ["water"],
+            "capacity": 1,
+            "radius_km": 90.0,
+            "lat": lat + float(rng.normal(0, 0.03)),
+            # ~25 km east: beyond waves 1 and 2; ~65 km: beyond wave 3, for the nearest helpers after it
+            "lon": lon + (0.4 if k < 10 else 1.0) + float(rng.normal(0, 0.03)),
+            "phone": f"+7916{t}{k:06d}",
+        }
+        for t, (lat, lon) in enumerate(towns)
+        for k in range(18)
+    ]
+    posts = []
+    for k in range(48):
+        lat, lon = towns[k % len(towns)]
+        body = {
+            "category": "water",
+            "urgency": "critical",
+            "quantity": int(rng.integers(1, 3)),
+            "lat": lat + float(rng.normal(0, 0.01)),
+            "lon": lon + float(rng.normal(0, 0.01)),
+            "contact_phone": f"+7926{k:07d}",
+        }
+        posts.append(NeedIn.model_validate(body))
+    reads = [0]
+    real_read = proposals.CandidateFacts._read
+
+    def read(self: proposals.CandidateFacts, *args: Any) -> None:
+        reads[0] += 1
+        real_read(self, *args)
+
+    monkeypatch.setattr(proposals.CandidateFacts, "_read", read)
+    runs = {}  # reads of both paths; the sequential path's are the same in both runs
+    real_lookups = proposals.intake_lookups
+    for ahead in ("every lookup", "first waves only"):
+        if ahead == "first waves only":
+            monkeypatch.setattr(proposals, "intake_lookups", lambda **kw: real_lookups(**kw)[:1])
+        (tmp_path / ahead).mkdir()
+        one_by_one, expected, grouped, got, sizes = _sequential_and_grouped(
+            backend, tmp_path / ahead, offers, posts, np.random.default_rng(3), gazetteer
+        )
+        assert max(sizes) > 1
+        assert [_answer(o) for o in grouped] == [_answer(o) for o in one_by_one]
+        for table in ("needs", "matches", "messages", "audit"):
+            assert got[table] == expected[table], (ahead, table)
+        waves = Counter(m[8] for m in expected["matches"])
+        assert waves[3] > 0  # nobody within waves 1 and 2: wave 3 asks, then the nearest helpers
+        assert waves[None] > 0
+        assert waves[1] == waves[2] == 0
+        runs[ahead] = reads[0]
+        reads[0] = 0
+    assert runs["every lookup"] < runs["first waves only"], runs
+
+
 def _post(lat: float = 55.15, lon: float = 40.56, **kw: Any) -> NeedIn:
     body = {"category": "water", "quantity": 1, "urgency": "normal", "lat": lat, "lon": lon, **kw}
     return NeedIn.model_validate(body)

@@ -17,7 +17,7 @@ from aidmatch.database import utcnow
 from aidmatch.enums import OfferStatus
 from aidmatch.helpers.models import Helper
 from aidmatch.matches import live as live_module
-from aidmatch.matches.live import Candidate, LiveOfferIndex
+from aidmatch.matches.live import Candidate, LiveOfferIndex, Points
 from aidmatch.offers.models import Offer, OfferCategory
 from geo.sphere import haversine_km
 
@@ -298,7 +298,7 @@ def test_second_rounds_searched_by_helpers_further_answer_as_a_fresh_search(
     plain.refresh(session=db, now=utcnow())
     searches = _count_searches(monkeypatch)
     n = 16
-    points = {
+    points: Points = {
         "lat": 55 + rng.uniform(-0.1, 0.1, size=n),
         "lon": np.full(n, 40.0) + rng.uniform(-0.1, 0.1, size=n),
         "category": np.zeros(n, dtype=np.int64),
