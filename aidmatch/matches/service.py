@@ -1119,8 +1119,8 @@ class UnmetStatsCache:
     computation. The age of the oldest unmet need is always counted to the caller's ``now``. With
     ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
 
-    After ``warm``, a keeper thread renews a copy 1/2 to 3/4 ``max_stale_s`` old whether anyone asks
-    or not, until ``close``: a computation catches up with every need changed since the one before
+    After ``warm``, a keeper thread renews any copy half ``max_stale_s`` old whether anyone asks or
+    not, until ``close``: a computation catches up with every need changed since the one before
     (~0.2 ms of CPU a post), so without it the first caller after a quiet minute of heavy intake
     would wait seconds for one that ``max_stale_s`` no longer lets it skip.
     """
@@ -1194,10 +1194,8 @@ class UnmetStatsCache:
             self._keeper.start()
 
     def _keep(self, live: LiveOfferIndex) -> None:
-        # Looked at every quarter: a copy is renewed when 1/2 to 3/4 of max_stale_s old, so the
-        # renewal has a quarter of it to finish before a caller would have to compute.
         half = self.max_stale_s / 2
-        while not self._stopping.wait(self.max_stale_s / 4):
+        while not self._stopping.wait(half):
             if self._copy()[1] >= half:
                 self.refresh_in_background(live)
 
