@@ -137,8 +137,8 @@ def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordina
     ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 1; 0 computes it on every call) is still
     answered while the next one is computed, so the counts are usually at most that old plus the
     computation (0.1–0.2 s at 100k open needs, from the worker's in-memory open needs), and never
-    more than 60 s old (a copy 30 s old is renewed even when nobody asks; an older one is recomputed
-    before answering). The age of the oldest unmet need is counted to the
+    more than 60 s old (an older
+    copy is recomputed before answering). The age of the oldest unmet need is counted to the
     moment of the request.
     """
     cache: service.UnmetStatsCache = request.app.state.unmet_stats

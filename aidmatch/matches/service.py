@@ -1118,11 +1118,6 @@ class UnmetStatsCache:
     wait for it instead of starting their own. A copy's age is counted from the start of its
     computation. The age of the oldest unmet need is always counted to the caller's ``now``. With
     ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
-
-    After ``warm``, a keeper thread renews any copy half ``max_stale_s`` old whether anyone asks or
-    not, until ``close``: a computation catches up with every need changed since the one before
-    (~0.2 ms of CPU a post), so without it the first caller after a quiet minute of heavy intake
-    would wait seconds for one that ``max_stale_s`` no longer lets it skip.
     """
 
     def __init__(
@@ -1141,8 +1136,6 @@ class UnmetStatsCache:
         self._summary: UnmetSummary | None = None
         self._at = 0.0
         self._worker: threading.Thread | None = None
-        self._keeper: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     def _copy(self) -> tuple[UnmetSummary | None, float]:
         with self._state:
@@ -1181,23 +1174,7 @@ class UnmetStatsCache:
             self._worker = threading.Thread(target=self._refresh, args=(live,), name="unmet-stats", daemon=True)
             self._worker.start()
 
-    def warm(self, live: LiveOfferIndex) -> None:
-        """Compute the first copy in the background and start the keeper (see the class)."""
-        self.refresh_in_background(live)
-        if self._sessions is None or self.ttl_s <= 0:
-            return
-        with self._state:
-            if self._keeper is not None:
-                return
-            self._stopping.clear()
-            self._keeper = threading.Thread(target=self._keep, args=(live,), name="unmet-stats-keeper", daemon=True)
-            self._keeper.start()
-
-    def _keep(self, live: LiveOfferIndex) -> None:
-        half = self.max_stale_s / 2
-        while not self._stopping.wait(half):
-            if self._copy()[1] >= half:
-                self.refresh_in_background(live)
+    warm = refresh_in_background
 
     def _refresh(self, live: LiveOfferIndex) -> None:
         assert self._sessions is not None
@@ -1208,12 +1185,7 @@ class UnmetStatsCache:
             log.exception("computing the unmet statistics in the background failed")
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop the keeper and wait for a background computation (before the engine goes)."""
-        self._stopping.set()
-        with self._state:
-            keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.join(timeout_s)
+        """Wait for a background computation (before the engine goes)."""
         with self._state:
             worker = self._worker
         if worker is not None:

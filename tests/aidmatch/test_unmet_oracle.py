@@ -8,10 +8,7 @@ from a second query over the needs' creation times.
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pytest
@@ -372,44 +369,3 @@ def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(d
     db.commit()
     clock[0] = 100.0  # too old to answer: computed by the caller
     assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"] + 2  # type: ignore[operator]
-
-
-def test_a_copy_is_kept_young_without_anyone_asking(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After ``warm``, the keeper renews the copy before it is ``max_stale_s`` old: a caller after a
-    quiet spell gets a copy that counts what was posted meanwhile, without computing one itself."""
-    live = LiveOfferIndex()
-    now = utcnow()
-    _seed(db, np.random.default_rng(9), now)
-    sessions = sessionmaker(bind=db.get_bind())
-    computed: list[tuple[str, float]] = []  # (thread, when) of each computation
-    real = service.unmet_summary
-
-    def summary(**kwargs: Any) -> service.UnmetSummary:
-        computed.append((threading.current_thread().name, time.monotonic()))
-        return real(**kwargs)
-
-    monkeypatch.setattr(service, "unmet_summary", summary)
-    cache = service.UnmetStatsCache(0.1, sessions=sessions, max_stale_s=2.0)
-    try:
-        cache.warm(live)
-        before = service.unmet_stats(session=db, live=live, now=now)["unmet_needs"]
-        computed.clear()
-        db.execute(insert(Need), [{**_need_row(now), "code": "LATE04"}])
-        db.commit()
-        posted = time.monotonic()
-        deadline = posted + 20
-        while not any(t > posted for _, t in computed) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert any(t > posted for _, t in computed), "the keeper renewed nothing"
-        while any(thread == "unmet-stats" for thread in (t.name for t in threading.enumerate())):
-            time.sleep(0.01)  # the renewal that counts the new need has finished
-        calls = len(computed)
-        answer = cache.stats(session=db, live=live, now=now)
-        assert answer["unmet_needs"] == before + 1  # type: ignore[operator]
-        assert all(thread != threading.current_thread().name for thread, _ in computed[calls:])
-        assert {thread for thread, _ in computed} == {"unmet-stats"}
-    finally:
-        cache.close()
-    stopped = len(computed)
-    time.sleep(1.5)  # closed: the keeper renews nothing more
-    assert len(computed) == stopped
