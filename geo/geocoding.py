@@ -493,8 +493,9 @@ _FUZZY_FACTOR = 0.8  # times the share of the name's letters that matched: one t
 _HINT_MISSED_FACTOR = 0.6
 _IN_TEXT_FACTOR = 0.85  # found inside a free-text message rather than given as a place
 _FUZZY_MIN_LETTERS = 6
-# A street's second word taken for the settlement after it («ул. Ленина Рязань») only when no region
-# is hinted and the settlement is at least this large, or it lies in the hinted region.
+# A street's second word taken for the settlement after it («ул. Ленина Рязань») only when the settlement
+# is at least this large (and in the hinted region, if any), or lies in the hinted region after a
+# one-word street name.
 _SECOND_WORD_MIN_POPULATION = 5_000
 # Russian adjective endings (folded): «Красная», «Новые», «Нижней» name a street with the word after them.
 _ADJECTIVE = re.compile(r"(?:ая|яя|ый|ий|ой|ое|ее|ые|ие|ую|юю|ых|их|ого|его|ому|ему|ым|им|ей)$")
@@ -772,20 +773,19 @@ class GazetteerGeocoder:
         if best is None:
             # «ул. Ленина Рязань»: with no other place named, a street's second word spelt exactly as
             # a settlement's name is the settlement, not the rest of the street's name.
-            # Only where the street's own name is one word and the settlement is one a person names
-            # without its region: «ул. Красная Поляна», «ул. Сергея Лазо» are streets' whole names
-            # that happen to end in a village's name (Поляна in Dagestan, Лазо in Primorye).
+            # Only a settlement a person names without its region (in the region hinted, if any), or a
+            # smaller one in the hinted region after a street's one-word name: «ул. Сергея Лазо», «ул.
+            # Красная Поляна» are streets' whole names that end in a village's (Лазо in Primorye,
+            # Поляна in Dagestan); «ул. Садовая Рязань» is a street and its town.
             for j in second_words:
-                if words[j] in STOP_WORDS or (mixed_case and not capitalised[j]) or _ADJECTIVE.search(words[j - 1]):
+                if words[j] in STOP_WORDS or (mixed_case and not capitalised[j]):
                     continue
                 hit = self._lookup([words[j]], index=self._text_index, fuzzy=False)
                 if hit is None or hit.quality != 1.0:
                     continue
-                if hint is not None:
-                    known = any(self._places.admin1[i] == hint for i in hit.idx)
-                else:
-                    known = int(self._places.population[list(hit.idx)].max()) >= _SECOND_WORD_MIN_POPULATION
-                if known:
+                idx = [i for i in hit.idx if hint is None or self._places.admin1[i] == hint]
+                large = bool(idx) and int(self._places.population[idx].max()) >= _SECOND_WORD_MIN_POPULATION
+                if large or (hint is not None and idx and not _ADJECTIVE.search(words[j - 1])):
                     return self._result(hit, hint, factor=_IN_TEXT_FACTOR)
         return best[1] if best else None
 

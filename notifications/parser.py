@@ -382,10 +382,11 @@ _AND_SO_ON = re.compile(r"(?<![^\W\d_])и(?:\s*т\.)?\s*$", re.IGNORECASE)
 
 
 # «Садовая 12», «Ленина 5а», «д. 7», «дом 14», «Дом 14»: a house number after a capitalised street name
-# (in a text that uses both cases) or after «д.»/«дом» in any case; never a quantity.
+# (in a text that uses both cases) or after «д.» or «дом» in any case (not «Д.»: «Иванов Д. 5» is an
+# initial); never a quantity.
 _HOUSE = re.compile(
     r"(?<![^\W\d_])(?!(?i:дом)\s)(?P<street>[А-ЯЁA-Z][а-яёa-z]+(?:-[А-ЯЁа-яёA-Za-z]+)?)\s+(?P<n>\d{1,4}[а-яa-z]?(?:/\d{1,4})?)(?![\w])"
-    r"|(?<![^\W\d_])(?i:д\.|дом)\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?(?![\w])"
+    r"|(?<![^\W\d_])(?:д\.|(?i:дом))\s*\d{1,4}[а-яa-z]?(?:/\d{1,4})?(?![\w])"
 )
 
 

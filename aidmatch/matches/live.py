@@ -29,7 +29,7 @@ from sqlalchemy.orm import InstrumentedAttribute, ORMExecuteState, Session, Sess
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
-from aidmatch.database import utcnow
+from aidmatch.database import UNPREPARED, utcnow
 from aidmatch.enums import OfferStatus
 from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
@@ -87,11 +87,15 @@ class Look(NamedTuple):
         """``stmt`` restricted to the rows to re-read, in chunks of ids (``stmt`` itself the first time)."""
         if self.ids is None:
             return [stmt]
+        if not self.ids:
+            return []
         if self.session is not None and self.session.get_bind().dialect.name == "postgresql":
             # One statement: ``= ANY(array)`` is one text with one parameter however many ids, where
             # ``IN`` has a placeholder per id that SQLAlchemy and psycopg render and parse anew each
-            # time (after a burst of posts, most of the statistics' catch-up).
-            return [stmt.where(id_column == any_(bindparam("look_ids", self.ids, type_=ARRAY(Integer))))]
+            # time (after a burst of posts, a tenth of the statistics' catch-up). Unprepared: one text
+            # run again and again would be prepared, its plan kept from when the table was small.
+            ids = bindparam("look_ids", self.ids, type_=ARRAY(Integer))
+            return [stmt.where(id_column == any_(ids)).execution_options(**UNPREPARED)]
         return [stmt.where(id_column.in_(self.ids[k : k + _CHUNK])) for k in range(0, len(self.ids), _CHUNK)]
 
 

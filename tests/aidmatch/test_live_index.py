@@ -396,6 +396,20 @@ def test_noted_busy_helpers_and_full_offers_are_passed_over_until_the_memory_lap
     assert helper_ids[0] in asked_helpers
 
 
+def test_a_look_reads_exactly_the_rows_asked_for_and_nothing_when_none_changed(db: Session) -> None:
+    """``Look.statements``: no statement when no row changed (a look that finds nothing costs no
+    round trip); otherwise statements (one ``= ANY`` on PostgreSQL, chunks elsewhere) that read
+    exactly those rows."""
+    now = utcnow()
+    offer_ids = [_water_offer(db, f"+7919{i:07d}", 55 + 0.01 * i, now) for i in range(5)]
+    stmt = select(Offer.id).order_by(Offer.id)
+    assert live_module.Look(now, False, [], None, db).statements(stmt, Offer.id) == []
+    wanted = [*offer_ids[1:4:2], 10**6]  # one id no row has
+    statements = live_module.Look(now, False, wanted, None, db).statements(stmt, Offer.id)
+    assert [i for s in statements for i in db.scalars(s)] == offer_ids[1:4:2]
+    assert live_module.Look(now, True, None, None, db).statements(stmt, Offer.id) == [stmt]
+
+
 def test_kept_searches_follow_the_busy_memory_as_it_is_noted_and_lapses(db: Session) -> None:
     """A search kept by ``helpers_near`` passed over the helpers noted busy at the time: noting one
     more, or the memory lapsing, drops it, so ``nearest`` answers as an index that kept nothing."""

