@@ -44,8 +44,10 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# One pytest worker per core (a file's tests stay together in one worker); PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= auto
 pytest: $(VENV)/.installed-test chromium
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS)
 
 test: lint typecheck imports pytest
 
