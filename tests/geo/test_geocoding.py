@@ -388,7 +388,7 @@ def test_a_settlement_right_after_a_street_name_is_found(gazetteer: GazetteerGeo
         "ул. Льва Толстого, дом 3",
         "пр. Маршала Жукова",
         "ул. Ленина Рязани",
-        # The second word is a village's name (Лазо, Поляна, Черёмушки exist) but the whole is the street's.
+        # The second word is a village's name (Лазо, Поляна exist) but the whole is the street's.
         "Нужна вода, ул. Сергея Лазо 5",
         "ул. Красная Поляна",
         "ул. Нижняя Поляна, дом 3",
@@ -396,8 +396,8 @@ def test_a_settlement_right_after_a_street_name_is_found(gazetteer: GazetteerGeo
 )
 def test_a_street_of_two_names_is_no_settlement(gazetteer: GazetteerGeocoder, query: str) -> None:
     """Only a word spelt exactly as a settlement's name: «Маркса» is not the town Маркс, nor
-    «Рязани» Рязань there (a declined second word may be a person's name); not after an adjective
-    («Красная Поляна»), nor a village nobody names without its region (Лазо, 3,551 people)."""
+    «Рязани» Рязань there (a declined second word may be a person's name); nor, without a region
+    hinted, a village nobody names without its region (Лазо, 3,551 people; Поляна, 836)."""
     with pytest.raises(PlaceNotFoundError):
         gazetteer.geocode(query)
 
