@@ -133,7 +133,10 @@ def create_app(
     app.state.live_index = LiveOfferIndex()
     app.state.live_needs = LiveNeeds()
     app.state.unmet_stats = UnmetStatsCache(
-        settings.unmet_stats_cache_s, sessions=app.state.sessionmaker, needs=app.state.live_needs
+        settings.unmet_stats_cache_s,
+        sessions=app.state.sessionmaker,
+        needs=app.state.live_needs,
+        stale_wait_s=settings.unmet_stats_stale_wait_s,
     )
     app.state.scheduler = None  # started by the lifespan when settings.scheduler_enabled
     app.state.sender = sender if sender is not None else make_sender(settings)

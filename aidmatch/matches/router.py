@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from aidmatch.audit.service import act_as
 from aidmatch.categories import Category
@@ -127,7 +127,9 @@ def complete_match(
 
 
 @router.get("/stats/unmet", tags=["stats"])
-def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordinator) -> dict[str, Any]:
+def unmet(
+    request: Request, response: Response, session: SessionDep, live: LiveIndexDep, _: Coordinator
+) -> dict[str, Any]:
     """Unmet needs by category × urgency × reason, with the age of the oldest (coordinators).
 
     Reasons: ``no_helper_of_category``, ``outside_every_radius``, ``all_in_range_busy``,
@@ -136,13 +138,17 @@ def unmet(request: Request, session: SessionDep, live: LiveIndexDep, _: Coordina
     Each worker keeps a copy, computed at start-up and renewed in the background: a copy older than
     ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 1; 0 computes it on every call) is still
     answered while the next one is computed, so the counts are usually at most that old plus the
-    computation (0.1–0.2 s at 100k open needs, from the worker's in-memory open needs), and never
-    more than 60 s old (an older
-    copy is recomputed before answering). The age of the oldest unmet need is counted to the
-    moment of the request.
+    computation (0.1–0.2 s at 100k open needs, from the worker's in-memory open needs). A copy over
+    60 s old (nobody asked for a minute) is renewed before answering, waiting at most
+    ``AIDMATCH_UNMET_STATS_STALE_WAIT_S`` (default 0.1 s): after heavy intake the renewal catches up
+    with every change meanwhile and can take seconds, so the old copy is answered instead and the
+    next request gets the new one. The ``Age`` header gives the copy's age in whole seconds. The age
+    of the oldest unmet need is counted to the moment of the request.
     """
     cache: service.UnmetStatsCache = request.app.state.unmet_stats
-    return cache.stats(session=session, live=live, now=utcnow())
+    stats, age = cache.served(session=session, live=live, now=utcnow())
+    response.headers["Age"] = str(int(max(age, 0.0)))
+    return stats
 
 
 UnmetReason = Literal[

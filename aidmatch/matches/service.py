@@ -1106,18 +1106,23 @@ def unmet_stats(
 
 
 _MAX_STALE_S = 60.0
+_STALE_WAIT_S = 0.1
 
 
 class UnmetStatsCache:
     """One worker's unmet statistics, reused for ``ttl_s`` seconds (0: computed on every call).
 
     With ``sessions`` (a session factory) the copy is renewed off the request path: a caller finding
-    it older than ``ttl_s`` (but younger than ``max_stale_s``) gets it at once and a background thread
-    computes the next one (one at a time); ``warm`` computes the first one the same way at start-up.
-    Without a copy young enough, the caller computes it; callers arriving while a computation runs
-    wait for it instead of starting their own. A copy's age is counted from the start of its
-    computation. The age of the oldest unmet need is always counted to the caller's ``now``. With
-    ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
+    it older than ``ttl_s`` gets it at once and a background thread computes the next one (one at a
+    time); ``warm`` computes the first one the same way at start-up. A copy older than
+    ``max_stale_s`` is renewed the same way, but its caller waits up to ``stale_wait_s`` for the new
+    one and gets the old one only if it is not ready by then: after a long spell with nobody asking,
+    the next copy catches up with every need and request changed meanwhile (seconds after a minute of
+    heavy intake), and a request should not wait for that. Without ``sessions``, or without any copy
+    yet, the caller computes it; callers arriving while a computation runs wait for it instead of
+    starting their own. A copy's age is counted from the start of its computation and given with the
+    statistics (``served``). The age of the oldest unmet need is always counted to the caller's
+    ``now``. With ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
     """
 
     def __init__(
@@ -1127,9 +1132,11 @@ class UnmetStatsCache:
         sessions: Callable[[], Session] | None = None,
         needs: LiveNeeds | None = None,
         max_stale_s: float = _MAX_STALE_S,
+        stale_wait_s: float = _STALE_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s, self.max_stale_s, self._sessions, self._clock = ttl_s, max_stale_s, sessions, clock
+        self.stale_wait_s = stale_wait_s
         self._needs = needs
         self._lock = threading.Lock()  # held by whoever computes
         self._state = threading.Lock()  # guards the fields below
@@ -1141,38 +1148,49 @@ class UnmetStatsCache:
         with self._state:
             return self._summary, self._clock() - self._at
 
-    def _compute(self, session: Session, live: LiveOfferIndex, now: datetime) -> UnmetSummary:
+    def _compute(self, session: Session, live: LiveOfferIndex, now: datetime) -> None:
         """A new copy, unless one younger than ``ttl_s`` appeared meanwhile (call under ``_lock``)."""
         summary, age = self._copy()
         if summary is not None and age < self.ttl_s:
-            return summary
+            return
         started = self._clock()
         summary = unmet_summary(session=session, live=live, now=now, needs=self._needs)
         with self._state:
             self._summary, self._at = summary, started
-        return summary
 
     def stats(self, *, session: Session, live: LiveOfferIndex, now: datetime) -> dict[str, object]:
+        return self.served(session=session, live=live, now=now)[0]
+
+    def served(self, *, session: Session, live: LiveOfferIndex, now: datetime) -> tuple[dict[str, object], float]:
+        """The statistics, and the age in seconds of the copy they come from."""
         if self.ttl_s <= 0:
-            return unmet_stats(session=session, live=live, now=now, needs=self._needs)
+            return unmet_stats(session=session, live=live, now=now, needs=self._needs), 0.0
         summary, age = self._copy()
         if summary is not None and age < self.ttl_s:
-            return summary.at(now)
-        if summary is not None and self._sessions is not None and age < self.max_stale_s:
-            self.refresh_in_background(live)
-            return summary.at(now)
+            return summary.at(now), age
+        if summary is not None and self._sessions is not None:
+            worker = self.refresh_in_background(live)
+            if age >= self.max_stale_s and worker is not None:
+                worker.join(self.stale_wait_s)
+                summary, age = self._copy()
+                assert summary is not None
+            return summary.at(now), age
         with self._lock:
-            return self._compute(session, live, now).at(now)
+            self._compute(session, live, now)
+        summary, age = self._copy()
+        assert summary is not None
+        return summary.at(now), age
 
-    def refresh_in_background(self, live: LiveOfferIndex) -> None:
-        """Start computing a new copy in a thread of its own, unless one is running already."""
+    def refresh_in_background(self, live: LiveOfferIndex) -> threading.Thread | None:
+        """Start computing a new copy in a thread of its own, unless one is running already (that
+        one is returned then; None without ``sessions`` or with ``ttl_s`` 0)."""
         if self._sessions is None or self.ttl_s <= 0:
-            return
+            return None
         with self._state:
-            if self._worker is not None and self._worker.is_alive():
-                return
-            self._worker = threading.Thread(target=self._refresh, args=(live,), name="unmet-stats", daemon=True)
-            self._worker.start()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._refresh, args=(live,), name="unmet-stats", daemon=True)
+                self._worker.start()
+            return self._worker
 
     warm = refresh_in_background
 

@@ -109,6 +109,18 @@ def test_unmet_stats_explain_every_open_need(
         _explain_every_open_need(client, coordinator_headers)
 
 
+def test_unmet_stats_from_a_kept_copy_give_its_age(
+    settings: Settings, gazetteer: GazetteerGeocoder, coordinator_headers: dict[str, str]
+) -> None:
+    kept = settings.model_copy(update={"unmet_stats_cache_s": 3600.0})
+    with TestClient(create_app(kept, geocoder=gazetteer)) as client:
+        first = client.get("/api/stats/unmet", headers=coordinator_headers)
+        _need(client, category="shelter", urgency="urgent")  # nobody offers shelter
+        again = client.get("/api/stats/unmet", headers=coordinator_headers)
+    assert again.json()["unmet_needs"] == first.json()["unmet_needs"]  # the copy, not the new need
+    assert int(again.headers["Age"]) >= int(first.headers["Age"]) >= 0
+
+
 def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, str]) -> None:
     _offers(client, 1, category="water")  # capacity 1, 40 km, near the needs
     _need(client, category="water", urgency="normal", quantity=3)  # one unit asked for, two left
@@ -124,7 +136,9 @@ def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, 
     r = client.post(f"/api/matches/{asked[0]['id']}/decline", headers=coordinator_headers)  # and says no
     assert r.status_code == 200, r.text
     assert client.get("/api/stats/unmet").status_code == 401
-    stats = client.get("/api/stats/unmet", headers=coordinator_headers).json()
+    answer = client.get("/api/stats/unmet", headers=coordinator_headers)
+    assert answer.headers["Age"] == "0"  # computed for this request (no copy kept)
+    stats = answer.json()
     groups = {(g["category"], g["urgency"], g["reason"]): (g["needs"], g["units"]) for g in stats["groups"]}
     assert groups == {
         ("water", "normal", "all_in_range_busy"): (1, 2),

@@ -8,6 +8,8 @@ from a second query over the needs' creation times.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -352,20 +354,67 @@ def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(d
     now = utcnow()
     _seed(db, np.random.default_rng(8), now)
     sessions = sessionmaker(bind=db.get_bind())
-    cache = service.UnmetStatsCache(5.0, sessions=sessions, max_stale_s=60.0, clock=lambda: clock[0])
+    cache = service.UnmetStatsCache(5.0, sessions=sessions, max_stale_s=60.0, stale_wait_s=30.0, clock=lambda: clock[0])
     cache.warm(live)
     cache.close()
-    first = cache.stats(session=db, live=live, now=now)  # the warm copy
+    first, age = cache.served(session=db, live=live, now=now)  # the warm copy
     assert first == service.unmet_stats(session=db, live=live, now=now)
+    assert age == 0.0
     db.execute(insert(Need), [{**_need_row(now), "code": "LATE02"}])
     db.commit()
     clock[0] = 6.0  # stale: answered as it is, renewed behind
-    assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"]
+    stale, age = cache.served(session=db, live=live, now=now)
+    assert (stale["unmet_needs"], age) == (first["unmet_needs"], 6.0)
     cache.close()
-    renewed = cache.stats(session=db, live=live, now=now)
+    renewed, age = cache.served(session=db, live=live, now=now)
     assert renewed["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
     assert renewed == service.unmet_stats(session=db, live=live, now=now)
+    assert age == 0.0  # counted from the start of its computation, at 6.0
     db.execute(insert(Need), [{**_need_row(now), "code": "LATE03"}])
     db.commit()
-    clock[0] = 100.0  # too old to answer: computed by the caller
+    clock[0] = 100.0  # too old to answer while the new one comes within the wait
     assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"] + 2  # type: ignore[operator]
+
+
+class _HeldSessions:
+    """A session factory whose sessions are handed out only once ``release`` is set (a slow renewal)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions, self.release, self.asked = sessions, threading.Event(), threading.Event()
+
+    def __call__(self) -> Session:
+        self.asked.set()
+        assert self.release.wait(30.0)
+        return self.sessions()
+
+
+def test_a_request_waits_only_so_long_for_a_copy_too_old_to_answer_at_once(db: Session) -> None:
+    clock = [0.0]
+    live = LiveOfferIndex()
+    now = utcnow()
+    _seed(db, np.random.default_rng(9), now)
+    held = _HeldSessions(sessionmaker(bind=db.get_bind()))
+    held.release.set()
+    cache = service.UnmetStatsCache(1.0, sessions=held, max_stale_s=60.0, stale_wait_s=0.05, clock=lambda: clock[0])
+    cache.warm(live)
+    cache.close()
+    first = cache.stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE04"}])
+    db.commit()
+    held.release.clear()
+    held.asked.clear()
+    clock[0] = 3600.0  # an hour with nobody asking; the renewal is slow (held)
+    started = time.monotonic()
+    old, age = cache.served(session=db, live=live, now=now)
+    waited = time.monotonic() - started
+    assert held.asked.is_set()  # the renewal started …
+    assert (old["unmet_needs"], age) == (first["unmet_needs"], 3600.0)  # … and the old copy was answered
+    assert 0.05 <= waited < 5.0
+    old_again, _ = cache.served(session=db, live=live, now=now)  # the same renewal, not a second one
+    assert old_again["unmet_needs"] == first["unmet_needs"]
+    held.release.set()
+    cache.close()
+    renewed, age = cache.served(session=db, live=live, now=now)
+    assert renewed == service.unmet_stats(session=db, live=live, now=now)
+    assert renewed["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
+    assert age == 0.0
