@@ -10,11 +10,25 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, Request
 from psycopg.types.json import Json
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, insert, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    cast,
+    create_engine,
+    event,
+    insert,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
@@ -67,6 +81,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class IdArray(TypeDecorator[Sequence[int]]):
+    """PostgreSQL: integer ids as one ``integer[]`` parameter, sent as the array's text (``{1,2,3}``)
+    and cast by the server. psycopg dumps a list element by element in Python, with a regular
+    expression run on each: ~1 µs an id, a tenth of a second for the ~100k ids the unmet statistics
+    send; the text costs a tenth of that. Takes any sequence of ints (a numpy array too)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[int] | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        items = value.tolist() if hasattr(value, "tolist") else value
+        return "{" + ",".join(map(str, items)) + "}"  # a parameter: the server parses it as integers
+
+    def bind_expression(self, bindvalue: Any) -> ColumnElement[Any]:
+        return cast(bindvalue, postgresql.ARRAY(Integer))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
-from sqlalchemy import ARRAY, Integer, Select, String, any_, bindparam, cast, event, select, text
+from sqlalchemy import Select, String, any_, bindparam, cast, event, select, text
 from sqlalchemy.orm import InstrumentedAttribute, ORMExecuteState, Session, SessionTransaction
 
 import matching
 from aidmatch.categories import CATEGORY_INDEX, Category
-from aidmatch.database import UNPREPARED, utcnow
+from aidmatch.database import UNPREPARED, IdArray, utcnow
 from aidmatch.enums import OfferStatus
 from aidmatch.offers.models import Offer, OfferCategory
 from geo.index import SpatialIndex
@@ -94,7 +94,7 @@ class Look(NamedTuple):
             # ``IN`` has a placeholder per id that SQLAlchemy and psycopg render and parse anew each
             # time (after a burst of posts, a tenth of the statistics' catch-up). Unprepared: one text
             # run again and again would be prepared, its plan kept from when the table was small.
-            ids = bindparam("look_ids", self.ids, type_=ARRAY(Integer))
+            ids = bindparam("look_ids", self.ids, type_=IdArray())
             return [stmt.where(id_column == any_(ids)).execution_options(**UNPREPARED)]
         return [stmt.where(id_column.in_(self.ids[k : k + _CHUNK])) for k in range(0, len(self.ids), _CHUNK)]
 

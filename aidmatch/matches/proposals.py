@@ -26,7 +26,6 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Insert,
-    Integer,
     Select,
     Table,
     any_,
@@ -43,7 +42,7 @@ from sqlalchemy.orm import Session, aliased
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
-from aidmatch.database import UNPREPARED, insert_rows, utcnow
+from aidmatch.database import UNPREPARED, IdArray, insert_rows, utcnow
 from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     Language,
@@ -132,7 +131,7 @@ _FACTS_BY_OFFER = _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_own
 # PostgreSQL: the ids as one array parameter. An expanding IN list is rendered into new SQL text
 # for every execution (and parsed again by psycopg); ``= ANY(array)`` keeps one text, which both
 # cache, and uses the same indexes.
-_IDS_ARRAY = bindparam("ids", type_=postgresql.ARRAY(Integer))
+_IDS_ARRAY = bindparam("ids", type_=IdArray())
 _FACTS_BY = {
     "helper": {"postgresql": _facts(Offer.helper_id == any_(_IDS_ARRAY))},
     "offer": {"postgresql": _facts(Offer.helper_id.in_(select(_owner.helper_id).where(_owner.id == any_(_IDS_ARRAY))))},

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Integer, any_, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import any_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import matching
@@ -25,7 +24,7 @@ from aidmatch.audit import service as audit
 from aidmatch.auth.service import hash_secret
 from aidmatch.categories import CATEGORY_INDEX, Category, label
 from aidmatch.config import Settings
-from aidmatch.database import utcnow
+from aidmatch.database import IdArray, utcnow
 from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     MatchRunStatus,
@@ -955,7 +954,7 @@ _ASKED_OF = {
     # matches.helper_id is set on every row but the repeats of a pair from before migration 0007, whose
     # first row has it: the index on (need_id, helper_id) answers alone.
     "postgresql": select(Match.need_id, Match.helper_id).where(
-        Match.need_id == any_(bindparam("ids", type_=postgresql.ARRAY(Integer))), Match.helper_id.is_not(None)
+        Match.need_id == any_(bindparam("ids", type_=IdArray())), Match.helper_id.is_not(None)
     ),
     "sqlite": select(Match.need_id, Match.helper_id).where(
         Match.need_id.in_(bindparam("ids", expanding=True)), Match.helper_id.is_not(None)
