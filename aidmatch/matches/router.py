@@ -139,16 +139,18 @@ def unmet(
     ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 1; 0 computes it on every call) is still
     answered while the next one is computed, so the counts are usually at most that old plus the
     computation (0.1–0.2 s at 100k open needs, from the worker's in-memory open needs). A copy over
-    60 s old (nobody asked for a minute) is renewed before answering, waiting at most
-    ``AIDMATCH_UNMET_STATS_STALE_WAIT_S`` (default 0.1 s): after heavy intake the renewal catches up
-    with every change meanwhile and can take seconds, so the old copy is answered instead and the
-    next request gets the new one. The ``Age`` header gives the copy's age in whole seconds. The age
-    of the oldest unmet need is counted to the moment of the request.
+    60 s old (nobody asked for a minute) is renewed before answering, but each request waits for the
+    renewal at most ``AIDMATCH_UNMET_STATS_STALE_WAIT_S`` (default 0.1 s): after heavy intake it
+    catches up with every change meanwhile and can take seconds, and until it is done the old copy
+    is answered. So the copy's age has no upper bound: ``stats_age_s`` (and the ``Age`` header, in
+    whole seconds) gives it. The age of the oldest unmet need is counted to the moment of the request.
     """
     cache: service.UnmetStatsCache = request.app.state.unmet_stats
     stats, age = cache.served(session=session, live=live, now=utcnow())
-    response.headers["Age"] = str(int(max(age, 0.0)))
-    return stats
+    age = max(age, 0.0)
+    response.headers["Age"] = str(int(age))
+    response.headers["Cache-Control"] = "no-store"  # every answer is this worker's own copy, made for coordinators
+    return {**stats, "stats_age_s": round(age, 3)}
 
 
 UnmetReason = Literal[

@@ -1114,11 +1114,14 @@ class UnmetStatsCache:
     With ``sessions`` (a session factory) the copy is renewed off the request path: a caller finding
     it older than ``ttl_s`` gets it at once and a background thread computes the next one (one at a
     time); ``warm`` computes the first one the same way at start-up. A copy older than
-    ``max_stale_s`` is renewed the same way, but its caller waits up to ``stale_wait_s`` for the new
-    one and gets the old one only if it is not ready by then: after a long spell with nobody asking,
-    the next copy catches up with every need and request changed meanwhile (seconds after a minute of
-    heavy intake), and a request should not wait for that. Without ``sessions``, or without any copy
-    yet, the caller computes it; callers arriving while a computation runs wait for it instead of
+    ``max_stale_s`` is renewed the same way, but each caller waits up to ``stale_wait_s`` for the new
+    one while it runs and gets the old one if it is not ready by then: after a long spell with nobody
+    asking, the next copy catches up with every need and request changed meanwhile (seconds after a
+    minute of heavy intake), and a request should not wait for that. So a copy's age has no upper
+    bound while renewals run long. If the last renewal in the background failed, a caller finding the
+    copy older than ``max_stale_s`` computes it itself (the error reaches it) instead of being
+    answered an ever older copy. Without ``sessions``, or without any copy yet, the caller computes
+    it; callers arriving while a computation runs wait for it instead of
     starting their own. A copy's age is counted from the start of its computation and given with the
     statistics (``served``). The age of the oldest unmet need is always counted to the caller's
     ``now``. With ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
@@ -1142,6 +1145,7 @@ class UnmetStatsCache:
         self._summary: UnmetSummary | None = None
         self._at = 0.0
         self._worker: threading.Thread | None = None
+        self._failed = False  # the last computation in the background raised
 
     def _copy(self) -> tuple[UnmetSummary | None, float]:
         with self._state:
@@ -1167,7 +1171,7 @@ class UnmetStatsCache:
         summary, age = self._copy()
         if summary is not None and age < self.ttl_s:
             return summary.at(now), age
-        if summary is not None and self._sessions is not None:
+        if summary is not None and self._sessions is not None and not (age >= self.max_stale_s and self._failed):
             worker = self.refresh_in_background(live)
             if age >= self.max_stale_s and worker is not None:
                 worker.join(self.stale_wait_s)
@@ -1176,6 +1180,7 @@ class UnmetStatsCache:
             return summary.at(now), age
         with self._lock:
             self._compute(session, live, now)
+            self._failed = False
         summary, age = self._copy()
         assert summary is not None
         return summary.at(now), age
@@ -1198,8 +1203,12 @@ class UnmetStatsCache:
         try:
             with self._lock, self._sessions() as session:
                 self._compute(session, live, utcnow())
-        except Exception:  # the next request computes or asks again; nothing else to tell
-            log.exception("computing the unmet statistics in the background failed")
+        except Exception:  # the next request asks again, or computes itself once the copy is too old
+            if not self._failed:  # logged once until a computation succeeds again
+                log.exception("computing the unmet statistics in the background failed")
+            self._failed = True
+        else:
+            self._failed = False
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Wait for a background computation (before the engine goes)."""

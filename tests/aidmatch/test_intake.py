@@ -13,6 +13,7 @@ from aidmatch.config import Settings
 from aidmatch.enums import MatchStatus, MessageDirection, MessageStatus
 from aidmatch.main import create_app
 from aidmatch.matches.models import Match
+from aidmatch.matches.service import UnmetStatsCache
 from aidmatch.messages.models import Message
 from geo.geocoding import GazetteerGeocoder
 
@@ -112,13 +113,17 @@ def test_unmet_stats_explain_every_open_need(
 def test_unmet_stats_from_a_kept_copy_give_its_age(
     settings: Settings, gazetteer: GazetteerGeocoder, coordinator_headers: dict[str, str]
 ) -> None:
-    kept = settings.model_copy(update={"unmet_stats_cache_s": 3600.0})
-    with TestClient(create_app(kept, geocoder=gazetteer)) as client:
+    clock = [0.0]
+    with TestClient(create_app(settings, geocoder=gazetteer)) as client:
+        client.app.state.unmet_stats = UnmetStatsCache(3600.0, clock=lambda: clock[0])  # type: ignore[attr-defined]
         first = client.get("/api/stats/unmet", headers=coordinator_headers)
         _need(client, category="shelter", urgency="urgent")  # nobody offers shelter
+        clock[0] = 42.5
         again = client.get("/api/stats/unmet", headers=coordinator_headers)
+    assert (first.headers["Age"], first.json()["stats_age_s"]) == ("0", 0.0)
     assert again.json()["unmet_needs"] == first.json()["unmet_needs"]  # the copy, not the new need
-    assert int(again.headers["Age"]) >= int(first.headers["Age"]) >= 0
+    assert (again.headers["Age"], again.json()["stats_age_s"]) == ("42", 42.5)
+    assert again.headers["Cache-Control"] == "no-store"
 
 
 def _explain_every_open_need(client: TestClient, coordinator_headers: dict[str, str]) -> None:

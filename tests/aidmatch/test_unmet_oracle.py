@@ -377,13 +377,19 @@ def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(d
 
 
 class _HeldSessions:
-    """A session factory whose sessions are handed out only once ``release`` is set (a slow renewal)."""
+    """A session factory whose sessions are handed out only once ``release`` is set (a slow renewal),
+    or that raises while ``fail`` is set (a renewal that fails)."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions, self.release, self.asked = sessions, threading.Event(), threading.Event()
+        self.fail = threading.Event()
+        self.calls = 0
 
     def __call__(self) -> Session:
+        self.calls += 1
         self.asked.set()
+        if self.fail.is_set():
+            raise RuntimeError("the database went away")
         assert self.release.wait(30.0)
         return self.sessions()
 
@@ -403,18 +409,54 @@ def test_a_request_waits_only_so_long_for_a_copy_too_old_to_answer_at_once(db: S
     db.commit()
     held.release.clear()
     held.asked.clear()
+    calls = held.calls
     clock[0] = 3600.0  # an hour with nobody asking; the renewal is slow (held)
-    started = time.monotonic()
-    old, age = cache.served(session=db, live=live, now=now)
-    waited = time.monotonic() - started
-    assert held.asked.is_set()  # the renewal started …
-    assert (old["unmet_needs"], age) == (first["unmet_needs"], 3600.0)  # … and the old copy was answered
-    assert 0.05 <= waited < 5.0
-    old_again, _ = cache.served(session=db, live=live, now=now)  # the same renewal, not a second one
-    assert old_again["unmet_needs"] == first["unmet_needs"]
-    held.release.set()
-    cache.close()
+    try:
+        started = time.monotonic()
+        old, age = cache.served(session=db, live=live, now=now)
+        waited = time.monotonic() - started
+        assert held.asked.wait(5.0)  # the renewal started …
+        assert (old["unmet_needs"], age) == (first["unmet_needs"], 3600.0)  # … and the old copy was answered
+        assert 0.05 <= waited < 5.0
+        old_again, _ = cache.served(session=db, live=live, now=now)  # waits for the same renewal
+        assert old_again["unmet_needs"] == first["unmet_needs"]
+        assert held.calls == calls + 1  # not a second one
+    finally:
+        held.release.set()
+        cache.close()
     renewed, age = cache.served(session=db, live=live, now=now)
     assert renewed == service.unmet_stats(session=db, live=live, now=now)
     assert renewed["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
+    assert age == 0.0
+
+
+def test_after_a_failed_renewal_a_copy_too_old_is_computed_by_its_caller(
+    db: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [0.0]
+    live = LiveOfferIndex()
+    now = utcnow()
+    _seed(db, np.random.default_rng(10), now)
+    held = _HeldSessions(sessionmaker(bind=db.get_bind()))
+    held.release.set()
+    cache = service.UnmetStatsCache(1.0, sessions=held, max_stale_s=60.0, stale_wait_s=5.0, clock=lambda: clock[0])
+    cache.warm(live)
+    cache.close()
+    first = cache.stats(session=db, live=live, now=now)
+    db.execute(insert(Need), [{**_need_row(now), "code": "LATE05"}])
+    db.commit()
+    held.fail.set()
+    clock[0] = 2.0  # stale but young enough: answered, renewed behind (and the renewal fails)
+    assert cache.stats(session=db, live=live, now=now) == first
+    cache.close()
+    clock[0] = 3.0
+    assert cache.stats(session=db, live=live, now=now) == first  # fails again, not logged again
+    cache.close()
+    assert len([r for r in caplog.records if "unmet statistics" in r.getMessage()]) == 1
+    clock[0] = 100.0  # too old, and the last renewal failed: the caller computes it
+    calls = held.calls
+    fresh, age = cache.served(session=db, live=live, now=now)
+    assert held.calls == calls  # in the caller's own session, no renewal in the background
+    assert fresh == service.unmet_stats(session=db, live=live, now=now)
+    assert fresh["unmet_needs"] == first["unmet_needs"] + 1  # type: ignore[operator]
     assert age == 0.0
