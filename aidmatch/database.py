@@ -14,11 +14,8 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Engine,
-    Integer,
     MetaData,
-    String,
     Table,
-    cast,
     create_engine,
     event,
     insert,
@@ -28,8 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 # Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -83,23 +79,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class IdArray(TypeDecorator[Sequence[int]]):
+class IdArray(UserDefinedType[Sequence[int]]):
     """PostgreSQL: integer ids as one ``integer[]`` parameter, sent as the array's text (``{1,2,3}``)
-    and cast by the server. psycopg dumps a list element by element in Python, with a regular
-    expression run on each: ~1 µs an id, a tenth of a second for the ~100k ids the unmet statistics
-    send; the text costs a tenth of that. Takes any sequence of ints (a numpy array too)."""
+    and rendered ``%(name)s::INTEGER[]``, so the server reads it as the array when it binds the
+    parameter (a cast from ``text`` in the query instead would be run for every row scanned). psycopg
+    dumps a list element by element in Python, with a regular expression run on each: ~1 µs an id, a
+    tenth of a second for the ~100k ids the unmet statistics send; the text costs a fifth of that.
+    Takes any sequence of ints (a numpy array too)."""
 
-    impl = String
     cache_ok = True
+    render_bind_cast = True
 
-    def process_bind_param(self, value: Sequence[int] | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        items = value.tolist() if hasattr(value, "tolist") else value
-        return "{" + ",".join(map(str, items)) + "}"  # a parameter: the server parses it as integers
+    def get_col_spec(self, **kw: Any) -> str:
+        return "INTEGER[]"
 
-    def bind_expression(self, bindvalue: Any) -> ColumnElement[Any]:
-        return cast(bindvalue, postgresql.ARRAY(Integer))
+    def bind_processor(self, dialect: Dialect) -> Callable[[Sequence[int] | None], str | None]:
+        def process(value: Sequence[int] | None) -> str | None:
+            if value is None:
+                return None
+            items = value.tolist() if hasattr(value, "tolist") else value
+            return "{" + ",".join(map(str, items)) + "}"  # a parameter: the server parses it as integers
+
+        return process
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
