@@ -589,10 +589,11 @@ def _place(
                 address = (text[a:b], (a, b))
                 break
     elif not any(c.isdigit() for c in address[0]):
-        # «дом 12 ул. Ленина», «дом 5 по ул. Ленина»: the house number written before its street.
+        # «дом 12 ул. Ленина», «дом 5 по ул. Ленина», «д. 12 на ул. Ленина»: the house number written
+        # before its street.
         start = address[1][0]
         for a, b in houses:
-            if b <= start and text[b:start].strip(" ,").lower() in ("", "по") and not _inside(a, taken):
+            if b <= start and text[b:start].strip(" ,").lower() in ("", "по", "на") and not _inside(a, taken):
                 address = (f"{address[0]}, {text[a:b]}", (a, address[1][1]))
                 break
     letters = [c for c in text if c.isalpha()]
