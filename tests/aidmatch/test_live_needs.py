@@ -55,14 +55,15 @@ def _need_rows(rows: np.ndarray, geometry: dict[str, np.ndarray]) -> NeedRows:
 
 
 @pytest.mark.parametrize(
-    ("max_changed", "pairs_at_once"),
-    [(256, 4_000_000), (4, 4_000_000), (256, 0)],
-    ids=["follows", "often-asks-anew", "by-radius-bands"],
+    ("max_changed", "max_share", "pairs_at_once"),
+    [(256, 0.25, 4_000_000), (4, 0.0, 4_000_000), (4, 0.25, 4_000_000), (256, 0.25, 0)],
+    ids=["follows", "often-asks-anew", "asks-anew-past-a-share", "by-radius-bands"],
 )
 def test_coverage_follows_changing_offers_and_needs_like_a_fresh_search(
-    monkeypatch: pytest.MonkeyPatch, max_changed: int, pairs_at_once: int
+    monkeypatch: pytest.MonkeyPatch, max_changed: int, max_share: float, pairs_at_once: int
 ) -> None:
     monkeypatch.setattr(live_needs, "_MAX_CHANGED_OFFERS", max_changed)
+    monkeypatch.setattr(live_needs, "_MAX_CHANGED_SHARE", max_share)
     monkeypatch.setattr(live_needs, "_PAIRS_AT_ONCE", pairs_at_once)
     monkeypatch.setattr(live_needs, "_PAIRS_PER_STEP", 5000)  # several steps per category
     rng = np.random.default_rng(11)
