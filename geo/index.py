@@ -470,7 +470,7 @@ class SpatialIndex:
             for tree, rows, all_ids, all_xyz, all_alive in sources:
                 chord = np.array([_upper_bound(r) for r in radius[q]]) if q.size else np.empty(0)
                 chord = np.minimum(chord, 2.0 * CHORD_SLACK)
-                hits = tree.query_ball_point(xyz[q], chord, workers=-1, return_sorted=False)
+                hits = tree.query_ball_point(xyz[q], chord, workers=_workers(len(q)), return_sorted=False)
                 counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
                 local = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))
                 qi = np.repeat(q, counts)
@@ -517,6 +517,12 @@ def _nearest_first(d_km: FloatArray, ids: IntArray, k: int) -> tuple[FloatArray,
     return np.take_along_axis(d_km, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
+def _workers(queries: int) -> int:
+    """scipy's ``workers`` for a search of this many queries: every core for many, else inline (scipy
+    starts a Python thread per core for each call, which costs more than a few hundred queries)."""
+    return -1 if queries >= _PARALLEL_MIN_QUERIES else 1
+
+
 def _knn_tree(
     tree: cKDTree, item_ids: IntArray | None, xyz: FloatArray, k: int, bound: float
 ) -> tuple[FloatArray, IntArray]:
@@ -524,9 +530,7 @@ def _knn_tree(
 
     ``item_ids`` maps tree positions to ids; None means the positions are the ids.
     """
-    # Threads only pay off for many queries; one query (the intake path) runs inline.
-    workers = -1 if len(xyz) >= _PARALLEL_MIN_QUERIES else 1
-    chord, local = tree.query(xyz, k=k, distance_upper_bound=tree_bound(bound), workers=workers)
+    chord, local = tree.query(xyz, k=k, distance_upper_bound=tree_bound(bound), workers=_workers(len(xyz)))
     chord = np.asarray(chord, dtype=np.float64).reshape(len(xyz), k)
     local = np.asarray(local, dtype=np.int64).reshape(len(xyz), k)
     missing = local >= tree.n
@@ -643,7 +647,7 @@ def _cover_band(
     unsure = np.flatnonzero(~yes & (d <= limit))
     if unsure.size:
         chord = np.minimum(km_to_chord(limit[unsure]) * CHORD_SLACK, 2.0 * CHORD_SLACK)
-        hits = tree.query_ball_point(xyz[unsure], chord, workers=-1, return_sorted=False)
+        hits = tree.query_ball_point(xyz[unsure], chord, workers=_workers(len(unsure)), return_sorted=False)
         counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
         local = np.fromiter(chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))
         qi = np.repeat(unsure, counts)
