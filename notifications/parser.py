@@ -390,6 +390,9 @@ _HOUSE = re.compile(
 )
 
 
+_HOUSE_WORD = re.compile(r"(?:д\.|(?i:дом))")  # a house number marked as one («д. 12», «дом 5»)
+
+
 # How street names end («Садовая», «Полевой», «Горького», «Ленина», «Кирова»), unlike most
 # settlements' names («Рязань», «Тула», «Москва», «Коломна»).
 _STREET_ENDINGS_RU = ("ая", "яя", "ой", "ей", "ий", "ый", "ого", "его", "ина", "ова", "ева")
@@ -590,10 +593,12 @@ def _place(
                 break
     elif not any(c.isdigit() for c in address[0]):
         # «дом 12 ул. Ленина», «дом 5 по ул. Ленина», «д. 12 на ул. Ленина»: the house number written
-        # before its street.
+        # before its street. Only a number marked as a house: «Садовая 12 на ул. Ленина» names a
+        # street of its own (and «на ул. …» says where something happened).
         start = address[1][0]
         for a, b in houses:
-            if b <= start and text[b:start].strip(" ,").lower() in ("", "по", "на") and not _inside(a, taken):
+            joined = text[b:start].strip(" ,").lower()
+            if b <= start and joined in ("", "по", "на") and _HOUSE_WORD.match(text, a) and not _inside(a, taken):
                 address = (f"{address[0]}, {text[a:b]}", (a, address[1][1]))
                 break
     letters = [c for c in text if c.isalpha()]

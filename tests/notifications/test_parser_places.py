@@ -329,6 +329,19 @@ def test_a_house_number_before_its_street_stays_in_the_address(text: str, place:
 @pytest.mark.parametrize(
     ("text", "place"),
     [
+        ("Рязань, Садовая 12 на ул. Ленина прорвало трубу", "Рязань, ул. Ленина прорвало"),
+        ("Тула, Фабрика 2 на ул. Ленина", "Тула, ул. Ленина"),
+        ("Рязань, Ленина 5, на ул. Садовой нет воды", "Рязань, ул. Садовой нет"),
+    ],
+)
+def test_a_street_and_number_before_another_street_is_not_its_house(text: str, place: str) -> None:
+    """Only a number marked as a house («д. 12», «дом 5») joins the street written after it."""
+    assert parse_sms(text).place_text == place
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
         ("Нужна вода. Дом 12, ул. Ленина", "ул. Ленина, Дом 12"),
         ("НУЖНА ВОДА ДОМ 12 УЛ ЛЕНИНА", "УЛ ЛЕНИНА, ДОМ 12"),
     ],
