@@ -38,11 +38,14 @@ _COLUMNS = ("_id", "_lat", "_lon", "_category", "_left", "_urgency", "_max_km", 
 _NEVER = np.iinfo(np.int64).max  # expires_at of a need that never expires, in µs
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Offers changed since the last computation beyond which Coverage asks about every need again: at
-# least this many, or this share of the offers in the set (the larger). Following a change costs a
-# search of the needs each changed offer may have covered, then one of those it did cover against the
-# whole set; so following most of the set costs more than asking anew. Measured (session 19): after
-# 2,000–6,000 posts 5 % of the offers with room (~460 of ~8,800) had filled, and following them took
-# 0.27–0.47 s of a catch-up against 0.47–0.81 s asking every open need (100k) anew; same answers.
+# least this many, or this share of the offers in the set (the larger). Following costs a search of
+# the covered needs against the offers that left, then of those they covered against the whole set;
+# asking anew, a search of every need against the set. Which is cheaper depends on where the set's
+# offers are (measured, session 19; both give the same answers): in the service's scenario during
+# intake the offers with room are far from most needs (those near the fires fill first), and after
+# 3,000–12,000 posts (110–463 of ~6,500–8,800 offers gone) following took 0.03–0.28 s against
+# 0.7–1.0 s asking 130–145k needs anew; in a random set near every need, asking anew took 0.04 s and
+# following 0.09–0.19 s whatever the share (2–35 %) that left. A whole set replaced is asked anew.
 _MAX_CHANGED_OFFERS = 256
 _MAX_CHANGED_SHARE = 0.25
 # Needs × offers up to which Coverage compares every pair instead of searching by radius bands.

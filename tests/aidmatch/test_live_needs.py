@@ -64,6 +64,14 @@ def test_coverage_follows_changing_offers_and_needs_like_a_fresh_search(
 ) -> None:
     monkeypatch.setattr(live_needs, "_MAX_CHANGED_OFFERS", max_changed)
     monkeypatch.setattr(live_needs, "_MAX_CHANGED_SHARE", max_share)
+    paths: list[bool] = []  # per computation after the first: followed (True) or asked anew (False)
+    follow = Coverage._follow
+
+    def spy(self: Coverage, *args: Any) -> bool:
+        paths.append(follow(self, *args))
+        return paths[-1]
+
+    monkeypatch.setattr(Coverage, "_follow", spy)
     monkeypatch.setattr(live_needs, "_PAIRS_AT_ONCE", pairs_at_once)
     monkeypatch.setattr(live_needs, "_PAIRS_PER_STEP", 5000)  # several steps per category
     rng = np.random.default_rng(11)
@@ -103,6 +111,13 @@ def test_coverage_follows_changing_offers_and_needs_like_a_fresh_search(
         )
         assert np.array_equal(got, want), f"step {step}"
         assert 0 < want.sum() < len(want)
+    # Followed, and asked anew where the limits allow it (a whole set flipped always is then); with
+    # a limit of 256 offers these sets (~80 offers) are always followed.
+    assert paths.count(True) > 10
+    if max_changed == 256:
+        assert False not in paths
+    else:
+        assert paths.count(False) > 10
 
 
 def _answer_some(db: Session, rng: np.random.Generator, n: int, live: LiveOfferIndex | None = None) -> None:
