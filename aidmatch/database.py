@@ -95,12 +95,16 @@ class IdArray(UserDefinedType[Sequence[int]]):
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Sequence[int] | None], str | None]:
         def process(value: Sequence[int] | None) -> str | None:
-            if value is None:
-                return None
-            items = value.tolist() if hasattr(value, "tolist") else value
-            return "{" + ",".join(map(str, items)) + "}"  # a parameter: the server parses it as integers
+            return None if value is None else id_array_text(value)
 
         return process
+
+
+def id_array_text(ids: Sequence[int]) -> str:
+    """Integer ids as PostgreSQL's text of an array (``{1,2,3}``), for a parameter typed
+    ``::integer[]`` (``IdArray``; psycopg sends a ``str`` untyped, so the server reads it as that)."""
+    items = ids.tolist() if hasattr(ids, "tolist") else ids
+    return "{" + ",".join(map(str, items)) + "}"  # a parameter: the server parses it as integers
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, aliased
 from aidmatch.audit import service as audit
 from aidmatch.categories import Category, label
 from aidmatch.config import Settings
-from aidmatch.database import UNPREPARED, IdArray, insert_rows, utcnow
+from aidmatch.database import UNPREPARED, IdArray, id_array_text, insert_rows, utcnow
 from aidmatch.enums import (
     OPEN_NEED_STATUSES,
     Language,
@@ -212,7 +212,7 @@ class CandidateFacts:
             cursor = raw.cursor()
             try:
                 # Unprepared: a cached generic plan made while ``matches`` was small scans the whole table.
-                cursor.execute(_FACTS_RAW[key], {"ids": ids}, prepare=False)
+                cursor.execute(_FACTS_RAW[key], {"ids": id_array_text(ids)}, prepare=False)
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
