@@ -577,14 +577,37 @@ def _known_tokens(tokens: Sequence[str]) -> set[int]:
 _VERB_ENDINGS = ("ть", "ти", "чь", "те", "ся", "сь", "ing", "ed")
 
 
+# A street's name and a lowercase word after it («ул. Ленина прорвало трубу», «ул. Садовой нет воды»).
+_LOWERCASE_AFTER = re.compile(r"(?P<keep>.*?[^\W\d_][\w-]*)\s+(?P<word>[а-яёa-z][\w-]*)", re.DOTALL)
+# Lowercase words inside street names: «ул. 40 лет Победы», «пр. 50 лет Октября», «ул. имени Ленина».
+_LOWERCASE_IN_STREET_NAMES = frozenset({"лет", "года", "имени", "им"})
+
+
+def _without_a_lowercase_word_after(address: tuple[str, tuple[int, int]]) -> tuple[str, tuple[int, int]]:
+    """A street address without a lowercase word its match took after the name, in a text written
+    in both cases: that word says what happened there, not where («ул. Ленина прорвало» → «ул.
+    Ленина»). Kept when the rest would name no street, and with a house number after it."""
+    written, (start, _) = address
+    m = _LOWERCASE_AFTER.fullmatch(written)
+    if m is None or m.group("word") in _LOWERCASE_IN_STREET_NAMES or not _ADDRESS.fullmatch(m.group("keep")):
+        return address
+    keep = m.group("keep")
+    return keep, (start, start + len(keep))
+
+
 def _place(
     text: str, toks: list[_Token], norms: list[str], taken: list[tuple[int, int]], houses: Sequence[tuple[int, int]]
 ) -> str | None:
     """The settlement and/or street address as written, or None."""
     address = None
+    letters = [c for c in text if c.isalpha()]
+    # Capitals tell names from words only when the writer used both cases.
+    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
     for m in _addresses(_ADDRESS, text):
         if not _inside(m.start(), taken):
             address = (m.group().strip(" ,"), m.span())
+            if cased:
+                address = _without_a_lowercase_word_after(address)
             break
     if address is None:
         for a, b in houses:
@@ -601,9 +624,6 @@ def _place(
             if b <= start and joined in ("", "по", "на") and _HOUSE_WORD.match(text, a) and not _inside(a, taken):
                 address = (f"{address[0]}, {text[a:b]}", (a, address[1][1]))
                 break
-    letters = [c for c in text if c.isalpha()]
-    # Capitals tell names from words only when the writer used both cases.
-    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
     short = len(toks) <= 6
     blocked = [*taken, *([address[1]] if address else [])]
     known = _known_tokens(norms)
