@@ -390,7 +390,9 @@ _HOUSE = re.compile(
 )
 
 
-_HOUSE_WORD = re.compile(r"(?:д\.|(?i:дом))")  # a house number marked as one («д. 12», «дом 5»)
+_HOUSE_WORD = re.compile(
+    r"д\.|(?i:дом)(?![^\W\d_])"
+)  # a house number marked as one («д. 12», «дом 5»), not «Домодедовская 12»
 
 
 # How street names end («Садовая», «Полевой», «Горького», «Ленина», «Кирова»), unlike most
@@ -579,17 +581,28 @@ _VERB_ENDINGS = ("ть", "ти", "чь", "те", "ся", "сь", "ing", "ed")
 
 # A street's name and a lowercase word after it («ул. Ленина прорвало трубу», «ул. Садовой нет воды»).
 _LOWERCASE_AFTER = re.compile(r"(?P<keep>.*?[^\W\d_][\w-]*)\s+(?P<word>[а-яёa-z][\w-]*)", re.DOTALL)
-# Lowercase words inside street names: «ул. 40 лет Победы», «пр. 50 лет Октября», «ул. имени Ленина».
-_LOWERCASE_IN_STREET_NAMES = frozenset({"лет", "года", "имени", "им"})
+# Words that name no street, besides the parser's keywords: where («возле школы») and what happened.
+_NOT_A_NAME_AFTER_A_STREET = frozenset(
+    {
+        *("возле", "около", "рядом", "напротив", "между", "перед"),
+        *("прорвало", "затопило", "затоплен", "затоплена", "затоплено", "залило", "смыло", "отключили"),
+        *("сгорел", "сгорела", "сгорело", "сгорели", "горят", "обрушился", "обрушилась", "рухнул", "рухнула"),
+    }
+)
 
 
 def _without_a_lowercase_word_after(address: tuple[str, tuple[int, int]]) -> tuple[str, tuple[int, int]]:
-    """A street address without a lowercase word its match took after the name, in a text written
-    in both cases: that word says what happened there, not where («ул. Ленина прорвало» → «ул.
-    Ленина»). Kept when the rest would name no street, and with a house number after it."""
+    """A street address without the lowercase word its match took after the name, in a text written
+    in both cases, when that word is one of the parser's keywords or names no street (where, what
+    happened): «ул. Ленина горит» → «ул. Ленина», «ул. Садовой нет воды» → «ул. Садовой». Any other
+    word stays: writers lowercase names too («ул. Красная горка», «ул. Маршала жукова»), and a
+    settlement may follow («ул. Ленина тула»). Kept also when the rest would name no street."""
     written, (start, _) = address
     m = _LOWERCASE_AFTER.fullmatch(written)
-    if m is None or m.group("word") in _LOWERCASE_IN_STREET_NAMES or not _ADDRESS.fullmatch(m.group("keep")):
+    if m is None or not _ADDRESS.fullmatch(m.group("keep")):
+        return address
+    word = _norm(m.group("word"))
+    if word not in _NOT_A_NAME_AFTER_A_STREET and not _known_tokens([word]):
         return address
     keep = m.group("keep")
     return keep, (start, start + len(keep))

@@ -353,7 +353,8 @@ def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(d
     live = LiveOfferIndex()
     now = utcnow()
     _seed(db, np.random.default_rng(8), now)
-    sessions = sessionmaker(bind=db.get_bind())
+    sessions = _HeldSessions(sessionmaker(bind=db.get_bind()))
+    sessions.release.set()
     cache = service.UnmetStatsCache(5.0, sessions=sessions, max_stale_s=60.0, stale_wait_s=30.0, clock=lambda: clock[0])
     cache.warm(live)
     cache.close()
@@ -373,7 +374,9 @@ def test_a_stale_copy_is_answered_while_the_next_is_computed_in_the_background(d
     db.execute(insert(Need), [{**_need_row(now), "code": "LATE03"}])
     db.commit()
     clock[0] = 100.0  # too old to answer while the new one comes within the wait
+    calls = sessions.calls
     assert cache.stats(session=db, live=live, now=now)["unmet_needs"] == first["unmet_needs"] + 2  # type: ignore[operator]
+    assert sessions.calls == calls + 1  # renewed in the background and waited for, not by the caller
 
 
 class _HeldSessions:

@@ -332,6 +332,7 @@ def test_a_house_number_before_its_street_stays_in_the_address(text: str, place:
         ("Рязань, Садовая 12 на ул. Ленина прорвало трубу", "Рязань, ул. Ленина"),
         ("Тула, Фабрика 2 на ул. Ленина", "Тула, ул. Ленина"),
         ("Рязань, Ленина 5, на ул. Садовой нет воды", "Рязань, ул. Садовой"),
+        ("Тула, Домодедовская 12 на ул. Ленина", "Тула, ул. Ленина"),  # «Дом…» begins a name, not «дом»
     ],
 )
 def test_a_street_and_number_before_another_street_is_not_its_house(text: str, place: str) -> None:
@@ -345,14 +346,20 @@ def test_a_street_and_number_before_another_street_is_not_its_house(text: str, p
         ("Тула, ул. Ленина горит дом, нужна помощь", "Тула, ул. Ленина"),
         ("Рязань, ул. Ленина дети без воды", "Рязань, ул. Ленина"),
         ("Нужна вода, ул. Садовой нет воды, Тула", "Тула, ул. Садовой"),
-        # Kept: a second name, a house number, a text in one case (capitals tell nothing there).
+        ("Рязань, ул. Ленина возле школы нужна вода", "Рязань, ул. Ленина"),
+        # Kept: any other word (names written in lowercase, a settlement after the street), a house
+        # number, a text in one case (capitals tell nothing there).
+        ("Рязань, ул. Красная горка, нужна вода", "Рязань, ул. Красная горка"),
+        ("Рязань, ул. Маршала жукова 5, нужна вода", "Рязань, ул. Маршала жукова 5"),
+        ("Нужна вода, ул. Ленина тула", "ул. Ленина тула"),
         ("Рязань, ул. Красной Армии, нужна вода", "Рязань, ул. Красной Армии"),
         ("Нужна еда, ул. Садовая дом 3, Тула", "Тула, ул. Садовая дом 3"),
         ("нужна вода ул. ленина прорвало рязань", "рязань, ул. ленина прорвало"),
     ],
 )
 def test_a_lowercase_word_after_a_street_name_is_not_part_of_it(text: str, place: str) -> None:
-    """In a text written in both cases, «ул. Ленина горит» names «ул. Ленина»: the word after says what happened."""
+    """In a text written in both cases, «ул. Ленина горит» names «ул. Ленина»: a keyword, a preposition or
+    a verb of what happened after the street's name is not part of it."""
     assert parse_sms(text).place_text == place
 
 
