@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -397,19 +398,36 @@ class _HeldSessions:
         return self.sessions()
 
 
-def test_a_request_waits_only_so_long_for_a_copy_too_old_to_answer_at_once(db: Session) -> None:
+class _Warmed(NamedTuple):
+    clock: list[float]
+    live: LiveOfferIndex
+    now: datetime
+    held: _HeldSessions
+    cache: service.UnmetStatsCache
+    first: dict[str, object]  # the warm copy's statistics, from before a need came
+
+
+def _warmed(db: Session, seed: int, *, stale_wait_s: float, late_code: str) -> _Warmed:
+    """A cache (ttl 1 s, max_stale 60 s, a stepped clock at 0) with its warm copy, then one new need."""
     clock = [0.0]
     live = LiveOfferIndex()
     now = utcnow()
-    _seed(db, np.random.default_rng(9), now)
+    _seed(db, np.random.default_rng(seed), now)
     held = _HeldSessions(sessionmaker(bind=db.get_bind()))
     held.release.set()
-    cache = service.UnmetStatsCache(1.0, sessions=held, max_stale_s=60.0, stale_wait_s=0.05, clock=lambda: clock[0])
+    cache = service.UnmetStatsCache(
+        1.0, sessions=held, max_stale_s=60.0, stale_wait_s=stale_wait_s, clock=lambda: clock[0]
+    )
     cache.warm(live)
     cache.close()
     first = cache.stats(session=db, live=live, now=now)
-    db.execute(insert(Need), [{**_need_row(now), "code": "LATE04"}])
+    db.execute(insert(Need), [{**_need_row(now), "code": late_code}])
     db.commit()
+    return _Warmed(clock, live, now, held, cache, first)
+
+
+def test_a_request_waits_only_so_long_for_a_copy_too_old_to_answer_at_once(db: Session) -> None:
+    clock, live, now, held, cache, first = _warmed(db, 9, stale_wait_s=0.05, late_code="LATE04")
     held.release.clear()
     held.asked.clear()
     calls = held.calls
@@ -436,18 +454,7 @@ def test_a_request_waits_only_so_long_for_a_copy_too_old_to_answer_at_once(db: S
 def test_after_a_failed_renewal_a_copy_too_old_is_computed_by_its_caller(
     db: Session, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = [0.0]
-    live = LiveOfferIndex()
-    now = utcnow()
-    _seed(db, np.random.default_rng(10), now)
-    held = _HeldSessions(sessionmaker(bind=db.get_bind()))
-    held.release.set()
-    cache = service.UnmetStatsCache(1.0, sessions=held, max_stale_s=60.0, stale_wait_s=5.0, clock=lambda: clock[0])
-    cache.warm(live)
-    cache.close()
-    first = cache.stats(session=db, live=live, now=now)
-    db.execute(insert(Need), [{**_need_row(now), "code": "LATE05"}])
-    db.commit()
+    clock, live, now, held, cache, first = _warmed(db, 10, stale_wait_s=5.0, late_code="LATE05")
     held.fail.set()
     clock[0] = 2.0  # stale but young enough: answered, renewed behind (and the renewal fails)
     assert cache.stats(session=db, live=live, now=now) == first
