@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # GET /api/stats/unmet answers from this worker's copy for this long (0: computed every time).
     unmet_stats_cache_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
     # A copy over a minute old is renewed before answering, but the request waits at most this long
-    # for the new one and otherwise gets the old one (its age in the ``Age`` header).
+    # for the new one and otherwise gets the old one (its age in ``stats_age_s`` and the ``Age`` header).
     unmet_stats_stale_wait_s: Annotated[float, Field(ge=0, le=60)] = 0.1
 
     # Scheduler.

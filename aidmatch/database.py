@@ -10,17 +10,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, Request
 from psycopg.types.json import Json
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Engine,
-    MetaData,
-    Table,
-    create_engine,
-    event,
-    insert,
-    text,
-)
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError

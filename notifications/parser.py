@@ -390,9 +390,14 @@ _HOUSE = re.compile(
 )
 
 
-_HOUSE_WORD = re.compile(
-    r"д\.|(?i:дом)(?![^\W\d_])"
-)  # a house number marked as one («д. 12», «дом 5»), not «Домодедовская 12»
+# A house number marked as one («д. 12», «дом 5»), not «Домодедовская 12».
+_HOUSE_WORD = re.compile(r"д\.|(?i:дом)(?![^\W\d_])")
+
+
+def _both_cases(text: str) -> bool:
+    """Whether the writer used both cases: only then do capitals tell names from words."""
+    letters = [c for c in text if c.isalpha()]
+    return any(c.isupper() for c in letters) and any(c.islower() for c in letters)
 
 
 # How street names end («Садовая», «Полевой», «Горького», «Ленина», «Кирова»), unlike most
@@ -417,8 +422,7 @@ def _street_like(norm: str) -> bool:
 
 def _house_numbers(text: str, toks: Sequence[_Token], norms: Sequence[str]) -> list[tuple[int, int]]:
     """Spans of the house numbers with what names their street («Садовая 12», «д. 7»)."""
-    letters = [c for c in text if c.isalpha()]
-    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    cased = _both_cases(text)
     known = _known_tokens(norms)
     starts = {t.start: i for i, t in enumerate(toks)}
     names = _capitalised_names(text, toks, known)
@@ -465,8 +469,7 @@ def _street_words(
     after a street marker when capitalised («ул. Пожарная», in a text that uses both cases) or
     followed by a house number («ул. пожарная 5»). Never «дом» of «дом 5», nor what says what
     happened: «площадь пожар», «Улица горит», «шоссе отрезаны» are a fire and a road cut off."""
-    letters = [c for c in text if c.isalpha()]
-    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    cased = _both_cases(text)
     # «на улице Ленина 5»: with its house number the marker too is the address's, not «на улице»
     # (outdoors, shelter); «остались на улице Рязань» is still outdoors in Рязань.
     spans = [*houses, *(m.span() for m in _DECLINED_STREET.finditer(text) if any(c.isdigit() for c in m.group()))]
@@ -613,9 +616,7 @@ def _place(
 ) -> str | None:
     """The settlement and/or street address as written, or None."""
     address = None
-    letters = [c for c in text if c.isalpha()]
-    # Capitals tell names from words only when the writer used both cases.
-    cased = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    cased = _both_cases(text)
     for m in _addresses(_ADDRESS, text):
         if not _inside(m.start(), taken):
             address = (m.group().strip(" ,"), m.span())
@@ -709,8 +710,7 @@ _SETTLEMENT_ENDINGS = ("ово", "ево", "ино", "ыно", "ское", "цк
 def _settlement_names(text: str, toks: Sequence[_Token]) -> set[int]:
     """Indices of the words that read as settlement names by their Russian ending («-ово», «-ино»,
     «-ское»), capitalised in a text that uses both cases."""
-    letters = [c for c in text if c.isalpha()]
-    if not (any(c.isupper() for c in letters) and any(c.islower() for c in letters)):
+    if not _both_cases(text):
         return set()
     return {
         i

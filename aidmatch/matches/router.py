@@ -138,12 +138,13 @@ def unmet(
     Each worker keeps a copy, computed at start-up and renewed in the background: a copy older than
     ``AIDMATCH_UNMET_STATS_CACHE_S`` seconds (default 1; 0 computes it on every call) is still
     answered while the next one is computed, so the counts are usually at most that old plus the
-    computation (0.07–0.11 s at 100k open needs with little changed, from the worker's in-memory open needs). A copy over
-    60 s old (nobody asked for a minute) is renewed before answering, but each request waits for the
-    renewal at most ``AIDMATCH_UNMET_STATS_STALE_WAIT_S`` (default 0.1 s): after heavy intake it
-    catches up with every change meanwhile and can take seconds, and until it is done the old copy
-    is answered. So the copy's age has no upper bound: ``stats_age_s`` (and the ``Age`` header, in
-    whole seconds) gives it. The age of the oldest unmet need is counted to the moment of the request.
+    computation (0.07–0.11 s at 100k open needs with little changed, from the worker's in-memory
+    open needs). A copy over 60 s old (nobody asked for a minute) is renewed before answering, but
+    each request waits for the renewal at most ``AIDMATCH_UNMET_STATS_STALE_WAIT_S`` (default 0.1 s):
+    after heavy intake it catches up with every change meanwhile and can take seconds, and until it
+    is done the old copy is answered. So the copy's age has no upper bound: ``stats_age_s`` (and the
+    ``Age`` header, in whole seconds) gives it. The age of the oldest unmet need is counted to the
+    moment of the request.
     """
     cache: service.UnmetStatsCache = request.app.state.unmet_stats
     stats, age = cache.served(session=session, live=live, now=utcnow())

@@ -1121,10 +1121,10 @@ class UnmetStatsCache:
     bound while renewals run long. If the last renewal in the background failed, a caller finding the
     copy older than ``max_stale_s`` computes it itself (the error reaches it) instead of being
     answered an ever older copy. Without ``sessions``, or without any copy yet, the caller computes
-    it; callers arriving while a computation runs wait for it instead of
-    starting their own. A copy's age is counted from the start of its computation and given with the
-    statistics (``served``). The age of the oldest unmet need is always counted to the caller's
-    ``now``. With ``needs`` (the worker's live needs) each computation takes the fast path of ``unmet``.
+    it; callers arriving while a computation runs wait for it instead of starting their own. A copy's
+    age is counted from the start of its computation and given with the statistics (``served``). The
+    age of the oldest unmet need is always counted to the caller's ``now``. With ``needs`` (the
+    worker's live needs) each computation takes the fast path of ``unmet``.
     """
 
     def __init__(
@@ -1171,9 +1171,10 @@ class UnmetStatsCache:
         summary, age = self._copy()
         if summary is not None and age < self.ttl_s:
             return summary.at(now), age
-        if summary is not None and self._sessions is not None and not (age >= self.max_stale_s and self._failed):
+        too_old = age >= self.max_stale_s
+        if summary is not None and self._sessions is not None and not (too_old and self._failed):
             worker = self.refresh_in_background(live)
-            if age >= self.max_stale_s and worker is not None:
+            if too_old and worker is not None:
                 worker.join(self.stale_wait_s)
                 summary, age = self._copy()
                 assert summary is not None
